@@ -1,0 +1,284 @@
+"""Alert rules and fired alerts, stored in the database's ``alert_rules``/``alert_events``.
+
+The page must never alter market data, yet alerts have to be stored. So alerts get their
+own small write connection whose SQLite authorizer refuses every write to anything but
+those two tables (and any schema change, PRAGMA or ATTACH): a bug or a crafted value can
+at worst touch alerts, never ``trades`` or ``bars_1s``.
+
+Hysteresis: a rule is ``armed`` until its value crosses ``threshold``; it then fires once
+and stays disarmed until the value comes back past ``rearm``. A value hovering around the
+threshold therefore fires one alert, not one per refresh.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+
+ALERT_TABLES = frozenset({"alert_rules", "alert_events"})
+KINDS: dict[str, str] = {
+    "zscore_above": "z-score above",
+    "zscore_below": "z-score below",
+    "price_above": "price above",
+    "price_below": "price below",
+    "volume_spike": "volume spike (bar volume / its rolling mean) above",
+}
+_RISING = {"zscore_above", "price_above", "volume_spike"}
+
+_RULE_COLUMNS = (
+    "rule_id, kind, venue, symbol, symbol_x, threshold, rearm, enabled, armed, created_ms"
+)
+_ALLOWED_ALWAYS = {
+    sqlite3.SQLITE_SELECT,
+    sqlite3.SQLITE_READ,
+    sqlite3.SQLITE_TRANSACTION,
+    sqlite3.SQLITE_SAVEPOINT,
+    sqlite3.SQLITE_FUNCTION,
+    sqlite3.SQLITE_RECURSIVE,
+}
+_WRITES = {sqlite3.SQLITE_INSERT, sqlite3.SQLITE_UPDATE, sqlite3.SQLITE_DELETE}
+
+
+class AlertError(Exception):
+    """A rule that cannot be stored as given (the message says what to change)."""
+
+
+def alerts_only_authorizer(action: int, arg1, arg2, db_name, trigger) -> int:
+    """SQLite authorizer: reads anywhere, writes only to the alert tables, nothing else."""
+    if action in _ALLOWED_ALWAYS:
+        return sqlite3.SQLITE_OK
+    if action in _WRITES and db_name == "main" and arg1 in ALERT_TABLES:
+        return sqlite3.SQLITE_OK
+    return sqlite3.SQLITE_DENY
+
+
+@dataclass(frozen=True)
+class Rule:
+    rule_id: int
+    kind: str
+    venue: str
+    symbol: str
+    symbol_x: str | None
+    threshold: float
+    rearm: float
+    enabled: bool
+    armed: bool
+    created_ms: int
+
+    def describe(self) -> str:
+        target = f"{self.symbol}/{self.symbol_x}" if self.symbol_x else self.symbol
+        return f"{target} on {self.venue}: {KINDS[self.kind]} {self.threshold:g}"
+
+
+@dataclass(frozen=True)
+class Fired:
+    rule: Rule
+    value: float
+    bar_time_s: int | None
+    message: str
+
+
+def step(kind: str, armed: bool, value: float, threshold: float, rearm: float):
+    """One hysteresis step: return ``(fires, armed_after)`` for a new value.
+
+    Rising kinds fire at ``value >= threshold`` and re-arm at ``value <= rearm``; falling
+    kinds mirror that. A NaN value changes nothing.
+    """
+    if value != value:  # NaN: not enough data yet
+        return False, armed
+    rising = kind in _RISING
+    crossed = value >= threshold if rising else value <= threshold
+    back = value <= rearm if rising else value >= rearm
+    if armed and crossed:
+        return True, False
+    if not armed and back:
+        return False, True
+    return False, armed
+
+
+def validate_rule(kind: str, threshold: float, rearm: float, symbol_x: str | None) -> None:
+    """Raise :class:`AlertError` unless the rule makes sense."""
+    if kind not in KINDS:
+        raise AlertError(f"unknown rule kind {kind!r}; choose one of {', '.join(KINDS)}")
+    if kind.startswith("zscore") and not symbol_x:
+        raise AlertError("a z-score rule needs both legs of the pair")
+    if kind in _RISING and not rearm < threshold:
+        raise AlertError(
+            f"re-arm level {rearm:g} must be below the threshold {threshold:g} for a rule "
+            "that fires on a rise, or it would fire again at once"
+        )
+    if kind not in _RISING and not rearm > threshold:
+        raise AlertError(
+            f"re-arm level {rearm:g} must be above the threshold {threshold:g} for a rule "
+            "that fires on a fall, or it would fire again at once"
+        )
+    if kind.startswith("price") and threshold <= 0:
+        raise AlertError("a price level must be positive")
+
+
+class AlertStore:
+    """The page's only write connection, limited to the alert tables by an authorizer.
+
+    :param path: the database file (it must already have the schema).
+    :param busy_timeout_s: how long a write waits for the daemon's writer before giving up;
+        kept short so a live refresh never stalls behind a long ingest transaction.
+    """
+
+    def __init__(self, path: str | Path, busy_timeout_s: float = 2.0) -> None:
+        self.path = Path(path)
+        self._lock = threading.Lock()
+        self._conn = sqlite3.connect(
+            self.path, timeout=busy_timeout_s, isolation_level=None, check_same_thread=False
+        )
+        self._conn.execute("PRAGMA foreign_keys=ON")  # events go with their rule
+        self._conn.set_authorizer(alerts_only_authorizer)
+
+    def close(self) -> None:
+        with self._lock:
+            self._conn.close()
+
+    def execute(self, sql: str, params: Iterable = ()) -> sqlite3.Cursor:
+        """Run one statement through the guarded connection (tests use this to probe it)."""
+        with self._lock:
+            return self._conn.execute(sql, tuple(params))
+
+    # -- rules ---------------------------------------------------------------------
+
+    def rules(self, venue: str | None = None) -> list[Rule]:
+        """All rules, or those of one venue, oldest first."""
+        sql = f"SELECT {_RULE_COLUMNS} FROM alert_rules"  # noqa: S608 (constant columns)
+        params: tuple = ()
+        if venue is not None:
+            sql += " WHERE venue = ?"
+            params = (venue,)
+        with self._lock:
+            rows = self._conn.execute(sql + " ORDER BY rule_id", params).fetchall()
+        return [_rule(row) for row in rows]
+
+    def add_rule(
+        self,
+        kind: str,
+        venue: str,
+        symbol: str,
+        threshold: float,
+        rearm: float,
+        symbol_x: str | None = None,
+    ) -> int:
+        """Store a new armed rule; return its id. :raises AlertError: for a bad rule."""
+        if not kind.startswith("zscore"):
+            symbol_x = None
+        validate_rule(kind, threshold, rearm, symbol_x)
+        with self._lock:
+            cur = self._conn.execute(
+                "INSERT INTO alert_rules (kind, venue, symbol, symbol_x, threshold, rearm,"
+                " enabled, armed, created_ms) VALUES (?, ?, ?, ?, ?, ?, 1, 1, ?)",
+                (kind, venue, symbol, symbol_x, float(threshold), float(rearm), _now_ms()),
+            )
+            return int(cur.lastrowid)
+
+    def delete_rule(self, rule_id: int) -> None:
+        """Delete a rule and (by cascade) its history."""
+        with self._lock:
+            self._conn.execute("DELETE FROM alert_rules WHERE rule_id = ?", (rule_id,))
+
+    def set_enabled(self, rule_id: int, enabled: bool) -> None:
+        """Enable or pause a rule; enabling re-arms it."""
+        with self._lock:
+            self._conn.execute(
+                "UPDATE alert_rules SET enabled = ?, armed = CASE WHEN ? THEN 1 ELSE armed END"
+                " WHERE rule_id = ?",
+                (int(enabled), int(enabled), rule_id),
+            )
+
+    # -- events --------------------------------------------------------------------
+
+    def events(self, limit: int = 200) -> pd.DataFrame:
+        """The most recent fired alerts, newest first, with their rule's description."""
+        sql = (
+            "SELECT e.event_id, e.fired_ms, e.bar_time_s, e.value, e.message, e.rule_id,"
+            " r.kind, r.venue, r.symbol, r.symbol_x FROM alert_events AS e"
+            " JOIN alert_rules AS r USING (rule_id)"
+            " ORDER BY e.fired_ms DESC, e.event_id DESC LIMIT ?"
+        )
+        with self._lock:
+            cur = self._conn.execute(sql, (limit,))
+            names = [d[0] for d in cur.description]
+            frame = pd.DataFrame(cur.fetchall(), columns=names)
+        frame["fired_at"] = pd.to_datetime(frame["fired_ms"], unit="ms", utc=True)
+        return frame
+
+    def evaluate(self, readings: dict[int, tuple[float, int | None]]) -> list[Fired]:
+        """Apply one hysteresis step to each rule given a reading ``{rule_id: (value, bar)}``.
+
+        Rules are read without a lock first; only when a rule fires or re-arms is a write
+        transaction taken, and the rule re-read inside it, so two sessions watching the
+        same rule cannot both fire it and a quiet refresh never blocks the daemon.
+        """
+        if not readings:
+            return []
+        by_id = {r.rule_id: r for r in self.rules() if r.enabled}
+        changes = {
+            rid: step(rule.kind, rule.armed, readings[rid][0], rule.threshold, rule.rearm)
+            for rid, rule in by_id.items()
+            if rid in readings
+        }
+        if not any(fire or armed != by_id[rid].armed for rid, (fire, armed) in changes.items()):
+            return []
+        fired: list[Fired] = []
+        with self._lock:
+            conn = self._conn
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                for rid in changes:
+                    row = conn.execute(
+                        f"SELECT {_RULE_COLUMNS} FROM alert_rules WHERE rule_id = ?",  # noqa: S608
+                        (rid,),
+                    ).fetchone()
+                    if row is None or not row[7]:
+                        continue
+                    rule = _rule(row)
+                    value, bar = readings[rid]
+                    fire, armed = step(rule.kind, rule.armed, value, rule.threshold, rule.rearm)
+                    if armed != rule.armed:
+                        conn.execute(
+                            "UPDATE alert_rules SET armed = ? WHERE rule_id = ?", (int(armed), rid)
+                        )
+                    if fire:
+                        message = f"{rule.describe()}: value {value:.4g}"
+                        conn.execute(
+                            "INSERT INTO alert_events (rule_id, fired_ms, bar_time_s, value,"
+                            " message) VALUES (?, ?, ?, ?, ?)",
+                            (rid, _now_ms(), bar, float(value), message),
+                        )
+                        fired.append(Fired(rule, float(value), bar, message))
+                conn.execute("COMMIT")
+            except BaseException:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                raise
+        return fired
+
+
+def _rule(row: tuple) -> Rule:
+    return Rule(
+        rule_id=row[0],
+        kind=row[1],
+        venue=row[2],
+        symbol=row[3],
+        symbol_x=row[4],
+        threshold=row[5],
+        rearm=row[6],
+        enabled=bool(row[7]),
+        armed=bool(row[8]),
+        created_ms=row[9],
+    )
+
+
+def _now_ms() -> int:
+    return int(time.time() * 1000)

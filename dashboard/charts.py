@@ -1,0 +1,139 @@
+"""Plotly figures. Each takes frames already computed by ``analytics`` and only draws them.
+
+Stacked panels share their time axis (zoom one, the others follow); every figure keeps
+Plotly's zoom, pan and hover.
+"""
+
+from __future__ import annotations
+
+import pandas as pd
+import plotly.graph_objects as go
+from plotly.subplots import make_subplots
+
+HEIGHT = 420
+_LAYOUT = {
+    "margin": {"l": 10, "r": 10, "t": 40, "b": 10},
+    "hovermode": "x unified",
+    "legend": {"orientation": "h", "y": 1.02, "yanchor": "bottom", "x": 0},
+}
+UP, DOWN = "#26a69a", "#ef5350"
+
+
+def candles(bars: pd.DataFrame, symbol: str) -> go.Figure:
+    """Candlesticks with volume below, on one time axis."""
+    fig = make_subplots(
+        rows=2, cols=1, shared_xaxes=True, row_heights=[0.75, 0.25], vertical_spacing=0.03
+    )
+    fig.add_trace(
+        go.Candlestick(
+            x=bars.index,
+            open=bars["open"],
+            high=bars["high"],
+            low=bars["low"],
+            close=bars["close"],
+            name=symbol,
+            increasing_line_color=UP,
+            decreasing_line_color=DOWN,
+        ),
+        row=1,
+        col=1,
+    )
+    colors = [UP if c >= o else DOWN for o, c in zip(bars["open"], bars["close"], strict=True)]
+    fig.add_trace(
+        go.Bar(x=bars.index, y=bars["volume"], name="volume", marker_color=colors),
+        row=2,
+        col=1,
+    )
+    fig.update_layout(
+        title=f"{symbol}", height=HEIGHT, xaxis_rangeslider_visible=False, showlegend=False
+    )
+    fig.update_layout(**_LAYOUT)
+    fig.update_yaxes(title_text="price", row=1, col=1)
+    fig.update_yaxes(title_text="volume", row=2, col=1)
+    return fig
+
+
+def normalised(closes: pd.DataFrame) -> go.Figure:
+    """Both legs rebased to 100 at the first aligned bar, so their paths compare."""
+    fig = go.Figure()
+    for col in closes.columns:
+        s = closes[col]
+        fig.add_trace(go.Scatter(x=s.index, y=100 * s / s.iloc[0], name=col, mode="lines"))
+    fig.update_layout(title="Both legs, rebased to 100", height=HEIGHT - 80, **_LAYOUT)
+    return fig
+
+
+def pair_panels(frame: pd.DataFrame, entry: float, exit_: float, title: str) -> go.Figure:
+    """Spread, z-score with entry/exit bands, and rolling correlation on one time axis."""
+    fig = make_subplots(
+        rows=3,
+        cols=1,
+        shared_xaxes=True,
+        row_heights=[0.35, 0.4, 0.25],
+        vertical_spacing=0.04,
+        subplot_titles=("spread", "z-score", "rolling correlation of returns"),
+    )
+    fig.add_trace(go.Scatter(x=frame.index, y=frame["spread"], name="spread"), row=1, col=1)
+    fig.add_trace(go.Scatter(x=frame.index, y=frame["zscore"], name="z-score"), row=2, col=1)
+    for level, dash, label in ((entry, "dash", "entry"), (exit_, "dot", "exit")):
+        for sign in (1, -1):
+            fig.add_hline(
+                y=sign * level,
+                line_dash=dash,
+                line_color="#ef5350" if label == "entry" else "#9e9e9e",
+                annotation_text=f"{label} {sign * level:+g}" if sign > 0 else None,
+                row=2,
+                col=1,
+            )
+    fig.add_trace(go.Scatter(x=frame.index, y=frame["corr"], name="corr"), row=3, col=1)
+    fig.update_yaxes(range=[-1.05, 1.05], row=3, col=1)
+    fig.update_layout(title=title, height=720, **_LAYOUT)
+    return fig
+
+
+def hedge_paths(paths: pd.DataFrame) -> go.Figure:
+    """Hedge ratio over time by each estimator."""
+    fig = go.Figure()
+    for col in paths.columns:
+        fig.add_trace(go.Scatter(x=paths.index, y=paths[col], name=col, mode="lines"))
+    fig.update_layout(title="Hedge ratio over time", height=HEIGHT - 60, **_LAYOUT)
+    return fig
+
+
+def live_z(frame: pd.DataFrame, entry: float) -> go.Figure:
+    """A compact z-score trace for the live panel."""
+    fig = go.Figure(go.Scatter(x=frame.index, y=frame["zscore"], name="z", mode="lines"))
+    for sign in (1, -1):
+        fig.add_hline(y=sign * entry, line_dash="dash", line_color="#ef5350")
+    fig.update_layout(height=240, showlegend=False, **{**_LAYOUT, "margin": _LAYOUT["margin"]})
+    return fig
+
+
+def equity(curve: pd.Series | pd.DataFrame, title: str = "Equity") -> go.Figure:
+    """Backtest equity curve."""
+    fig = go.Figure()
+    frame = curve.to_frame() if isinstance(curve, pd.Series) else curve
+    for col in frame.columns:
+        fig.add_trace(go.Scatter(x=frame.index, y=frame[col], name=str(col), mode="lines"))
+    fig.update_layout(title=title, height=HEIGHT - 60, **_LAYOUT)
+    return fig
+
+
+def heatmap(matrix: pd.DataFrame, title: str) -> go.Figure:
+    """Correlation heatmap on a fixed -1..1 scale."""
+    fig = go.Figure(
+        go.Heatmap(
+            z=matrix.to_numpy(),
+            x=list(matrix.columns),
+            y=list(matrix.index),
+            zmin=-1,
+            zmax=1,
+            colorscale="RdBu",
+            reversescale=True,
+            text=matrix.round(2).to_numpy(),
+            texttemplate="%{text}",
+        )
+    )
+    height = max(320, 60 * len(matrix) + 120)
+    fig.update_layout(title=title, height=height, margin=_LAYOUT["margin"])
+    return fig

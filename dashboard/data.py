@@ -1,0 +1,339 @@
+"""From a view to the frames the tabs draw: queries, then ``analytics``. No Streamlit here.
+
+Every number comes from ``analytics``; this module only fetches bars, hands them over in
+the right order and says what a panel is still waiting for. The benchmark times these
+functions, so what it measures is what the page pays.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol, TypeVar
+
+import pandas as pd
+
+import analytics
+import db_setup
+from dashboard import queries
+from dashboard.settings import MAX_1S_ROWS, UPLOAD_VENUE, View
+
+T = TypeVar("T")
+
+
+class ReadOnlyDB:
+    """The page's one read-only connection, shared by every session behind a lock.
+
+    :param path: the database file; :raises FileNotFoundError: when it does not exist.
+    """
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self.conn = db_setup.connect_read_only(self.path)
+        self._lock = threading.Lock()
+
+    def run(self, fn: Callable[..., T], *args: Any) -> T:
+        """Call ``fn(conn, *args)`` (a function of ``queries``) holding the lock."""
+        with self._lock:
+            return fn(self.conn, *args)
+
+    def close(self) -> None:
+        with self._lock:
+            self.conn.close()
+
+
+class Source(Protocol):
+    """Where bars come from: the database (one venue) or an uploaded CSV."""
+
+    venue: str
+
+    def symbols(self) -> list[str]: ...
+
+    def latest_s(self, symbol: str) -> int | None: ...
+
+    def raw_bars(self, symbol: str, start_s: int, end_s: int) -> pd.DataFrame: ...
+
+    def last_price(self, symbol: str) -> tuple[float, int] | None: ...
+
+
+@dataclass
+class DbSource:
+    db: ReadOnlyDB
+    venue: str
+
+    def symbols(self) -> list[str]:
+        return [s for v, s in self.db.run(queries.series) if v == self.venue]
+
+    def latest_s(self, symbol: str) -> int | None:
+        return self.db.run(queries.latest_bar_s, self.venue, symbol)
+
+    def raw_bars(self, symbol: str, start_s: int, end_s: int) -> pd.DataFrame:
+        return self.db.run(queries.bars_1s, self.venue, symbol, start_s, end_s, MAX_1S_ROWS)
+
+    def last_price(self, symbol: str) -> tuple[float, int] | None:
+        """Price and time (microseconds) of the newest stored trade."""
+        trade = self.db.run(queries.last_trade, self.venue, symbol)
+        return None if trade is None else (trade.price, trade.time_us)
+
+
+@dataclass
+class UploadSource:
+    """Bars parsed from an uploaded CSV, ``{symbol: bars frame}`` (see ``upload.py``)."""
+
+    frames: dict[str, pd.DataFrame]
+    bar_seconds: int = 1
+    venue: str = UPLOAD_VENUE
+
+    def symbols(self) -> list[str]:
+        return sorted(self.frames)
+
+    def latest_s(self, symbol: str) -> int | None:
+        frame = self.frames.get(symbol)
+        if frame is None or frame.empty:
+            return None
+        return int(frame.index[-1].timestamp())
+
+    def raw_bars(self, symbol: str, start_s: int, end_s: int) -> pd.DataFrame:
+        frame = self.frames.get(symbol)
+        if frame is None:
+            return queries.empty_bars()
+        start = pd.Timestamp(start_s, unit="s", tz="UTC")
+        end = pd.Timestamp(end_s, unit="s", tz="UTC")
+        return frame[(frame.index >= start) & (frame.index < end)]
+
+    def last_price(self, symbol: str) -> tuple[float, int] | None:
+        """Last close of the file and its bar time (microseconds)."""
+        frame = self.frames.get(symbol)
+        if frame is None or frame.empty:
+            return None
+        return float(frame["close"].iloc[-1]), int(frame.index[-1].value // 1000)
+
+
+def end_of_view(source: Source, symbols: list[str]) -> int | None:
+    """One past the newest bar second of any of ``symbols``: the right edge of the view."""
+    latest = [t for t in (source.latest_s(s) for s in symbols) if t is not None]
+    return max(latest) + 1 if latest else None
+
+
+def leg_bars(source: Source, view: View, symbol: str, end_s: int) -> pd.DataFrame:
+    """Bars of one leg at the view's timeframe over its lookback, ending at ``end_s``."""
+    start_s = (end_s - view.lookback_s) // view.bar_seconds * view.bar_seconds
+    raw = source.raw_bars(symbol, start_s, end_s)
+    if raw.empty:
+        return raw
+    return analytics.resample_bars(raw, view.freq)
+
+
+def bars_needed(view: View) -> int:
+    """Aligned bars needed before the pair frame's last z-score is defined."""
+    hedge = view.window if view.method == "rolling" else 3
+    if view.method == "kalman":
+        hedge = 5
+    return hedge + view.window + 1
+
+
+@dataclass
+class PairData:
+    """What the Live, Pair, Statistics, Backtest and Data tabs draw for one pair."""
+
+    view: View
+    end_s: int | None
+    bars: dict[str, pd.DataFrame] = field(default_factory=dict)
+    closes: pd.DataFrame | None = None  # aligned raw closes, columns y and x symbols
+    frame: pd.DataFrame | None = None  # analytics.pair_frame output
+    waiting: str | None = None  # what the panels are waiting for, when frame is None
+    seconds: float = 0.0
+
+    @property
+    def fit(self) -> analytics.HedgeFit | None:
+        return None if self.frame is None else self.frame.attrs.get("hedge_fit")
+
+    def latest(self, column: str) -> float:
+        """Last non-NaN value of a pair-frame column (NaN when there is none)."""
+        if self.frame is None or column not in self.frame:
+            return math.nan
+        col = self.frame[column].dropna()
+        return float(col.iloc[-1]) if len(col) else math.nan
+
+    def latest_bar_s(self) -> int | None:
+        if self.frame is None or self.frame.empty:
+            return None
+        return int(self.frame.index[-1].timestamp())
+
+
+def compute_pair(source: Source, view: View, end_s: int | None = None) -> PairData:
+    """Bars of both legs, aligned closes and ``analytics.pair_frame`` for a view.
+
+    :param end_s: right edge of the window; by default the newest bar of either leg.
+    """
+    started = time.perf_counter()
+    if view.y == view.x:
+        return PairData(view, end_s, waiting="pick two different symbols for Y and X")
+    if end_s is None:
+        end_s = end_of_view(source, [view.y, view.x])
+    if end_s is None:
+        return PairData(view, None, waiting=f"no bars yet for {view.y} or {view.x}")
+    result = PairData(view, end_s)
+    for symbol in (view.y, view.x):
+        result.bars[symbol] = leg_bars(source, view, symbol, end_s)
+    empty = [s for s, b in result.bars.items() if b.empty]
+    if empty:
+        result.waiting = (
+            f"no bars for {', '.join(empty)} in the last {_human(view.lookback_s)}: "
+            "is the daemon recording it?"
+        )
+        return _done(result, started)
+    closes = {}
+    for symbol, bars in result.bars.items():
+        liquid = analytics.liquidity_mask(bars, view.min_volume, view.min_trades)
+        closes[symbol] = bars["close"].where(liquid)
+    result.closes = analytics.align_closes(closes)
+    need = bars_needed(view)
+    have = len(result.closes)
+    if have < need:
+        result.waiting = (
+            f"need {need - have} more {view.timeframe} bars with both legs "
+            f"({have} of {need}; window {view.window})"
+        )
+        return _done(result, started)
+    result.frame = analytics.pair_frame(
+        result.closes[view.y],
+        result.closes[view.x],
+        view.window,
+        view.method,
+        view.log_prices,
+    )
+    return _done(result, started)
+
+
+def hedge_paths(pair: PairData) -> pd.DataFrame:
+    """Hedge ratio over time by three estimators: static (view's method), rolling, Kalman."""
+    view, closes = pair.view, pair.closes
+    y, x = closes[view.y], closes[view.x]
+    if view.log_prices:
+        y, x = _log(y), _log(x)
+    static_method = view.method if view.method in ("ols", "huber", "theil-sen") else "ols"
+    fit = analytics.hedge_ratio(y, x, static_method)
+    rolling = analytics.rolling_hedge_ratio(y, x, view.window)["slope"]
+    kalman = analytics.kalman_hedge_ratio(y, x)["slope_pred"]
+    return pd.DataFrame(
+        {
+            f"static ({static_method})": pd.Series(fit.slope, index=y.index),
+            f"rolling OLS ({view.window})": rolling,
+            "Kalman (predicted)": kalman,
+        }
+    )
+
+
+def _log(s: pd.Series) -> pd.Series:
+    # analytics.align_closes(log=True) is the analytics' way to take log prices.
+    return analytics.align_closes({"s": s}, log=True)["s"]
+
+
+def _done(result: PairData, started: float) -> PairData:
+    result.seconds = time.perf_counter() - started
+    return result
+
+
+def _human(seconds: int) -> str:
+    if seconds % 86400 == 0:
+        return f"{seconds // 86400} day(s)"
+    if seconds % 3600 == 0:
+        return f"{seconds // 3600} h"
+    return f"{seconds // 60} min"
+
+
+def is_upload(source: Source) -> bool:
+    return source.venue == UPLOAD_VENUE
+
+
+@dataclass
+class Statistics:
+    """The Statistics tab's tests for one pair (each None when it could not run, see errors)."""
+
+    adf: Any = None
+    engle_granger: Any = None
+    johansen: Any = None
+    half_life_bars: float = math.nan
+    hurst: float = math.nan
+    errors: dict[str, str] = field(default_factory=dict)
+
+
+def statistics(pair: PairData) -> Statistics:
+    """ADF on the spread, Engle-Granger and Johansen on the legs, half-life and Hurst."""
+    view, out = pair.view, Statistics()
+    legs = pair.closes[[view.y, view.x]]
+    if view.log_prices:
+        legs = analytics.align_closes(legs, log=True)
+    spread = pair.frame["spread"]
+    tests = {
+        "adf": lambda: analytics.adf_test(spread),
+        "engle_granger": lambda: analytics.engle_granger(legs[view.y], legs[view.x]),
+        "johansen": lambda: analytics.johansen(legs),
+        "half_life_bars": lambda: analytics.half_life(spread),
+        "hurst": lambda: analytics.hurst(spread),
+    }
+    for name, run in tests.items():
+        try:
+            setattr(out, name, run())
+        except ValueError as exc:  # too few points, flat series: said, not raised
+            out.errors[name] = str(exc)
+    return out
+
+
+def stats_table(pair: PairData) -> pd.DataFrame:
+    """``analytics.stats_table`` for both legs and the pair, on the view's bars."""
+    view = pair.view
+    return analytics.stats_table(
+        {view.y: pair.bars[view.y], view.x: pair.bars[view.x]},
+        freq=None,
+        window=view.window,
+        pair=(view.y, view.x),
+        method=view.method,
+        log_prices=view.log_prices,
+    )
+
+
+def run_backtest(pair: PairData, entry: float, exit_: float, fee_bps: float):
+    """``analytics.backtest`` on the raw closes, the pair's z-score and hedge ratio."""
+    view, frame = pair.view, pair.frame
+    closes = pair.closes.loc[frame.index]
+    return analytics.backtest(
+        closes[view.y],
+        closes[view.x],
+        frame["zscore"],
+        frame["hedge_ratio"],
+        entry=entry,
+        exit=exit_,
+        fee_bps=fee_bps,
+    )
+
+
+MAX_SCAN_SYMBOLS = 30
+
+
+def all_closes(source: Source, view: View, end_s: int) -> pd.DataFrame:
+    """Aligned closes of every symbol of the source (at most ``MAX_SCAN_SYMBOLS``)."""
+    closes = {}
+    for symbol in source.symbols()[:MAX_SCAN_SYMBOLS]:
+        bars = leg_bars(source, view, symbol, end_s)
+        if not bars.empty:
+            liquid = analytics.liquidity_mask(bars, view.min_volume, view.min_trades)
+            closes[symbol] = bars["close"].where(liquid)
+    if len(closes) < 2:
+        return pd.DataFrame()
+    return analytics.align_closes(closes)
+
+
+def correlation(source: Source, view: View, end_s: int) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Return-correlation matrix and the cointegration scan over every symbol."""
+    closes = all_closes(source, view, end_s)
+    if closes.shape[1] < 2 or len(closes) < 3:
+        return pd.DataFrame(), pd.DataFrame()
+    matrix = analytics.correlation_matrix(closes)
+    scan = analytics.scan_pairs(closes, log_prices=view.log_prices)
+    return matrix, scan

@@ -1,0 +1,139 @@
+"""What the page can be asked to show: the database path rule, the sidebar's choices, limits.
+
+The limits here are what keeps one session's memory bounded whatever the database holds:
+a view never loads more than ``MAX_1S_ROWS`` one-second bars per leg nor produces more
+than ``MAX_BARS`` bars per leg, and a tick export stops at ``MAX_EXPORT_TICKS`` rows.
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+DEFAULT_DB = Path("data/ticks.db")
+
+# Sidebar label -> pandas frequency understood by analytics.resample_bars.
+TIMEFRAMES: dict[str, str] = {
+    "1s": "1s",
+    "5s": "5s",
+    "15s": "15s",
+    "1m": "1min",
+    "5m": "5min",
+    "15m": "15min",
+    "1h": "1h",
+}
+TIMEFRAME_SECONDS: dict[str, int] = {
+    "1s": 1,
+    "5s": 5,
+    "15s": 15,
+    "1m": 60,
+    "5m": 300,
+    "15m": 900,
+    "1h": 3600,
+}
+LOOKBACKS: dict[str, int] = {
+    "5 min": 300,
+    "15 min": 900,
+    "1 h": 3600,
+    "4 h": 4 * 3600,
+    "24 h": 24 * 3600,
+    "3 days": 3 * 86400,
+    "7 days": 7 * 86400,
+}
+# Sidebar label -> method name of analytics.hedge_ratio / pair_frame.
+HEDGE_METHODS: dict[str, str] = {
+    "OLS": "ols",
+    "Huber": "huber",
+    "Theil-Sen": "theil-sen",
+    "Rolling OLS": "rolling",
+    "Kalman": "kalman",
+}
+
+VENUE_NOTES: dict[str, str] = {
+    "binance-spot": "live",
+    "binance-usdm": "live",
+    "sim": "SIMULATED",
+    "replay": "recorded replay",
+}
+UPLOAD_VENUE = "upload"
+
+MAX_1S_ROWS = 7 * 86400  # one-second bars read per leg for one view
+MAX_BARS = 100_000  # bars per leg after resampling
+LIVE_MIN_TAIL_BARS = 300  # the live panel recomputes over max(3 * window, this) bars
+MAX_EXPORT_TICKS = 200_000
+LIVE_REFRESH = "500ms"
+STALE_STATUS_MS = 5_000  # a feed_status row older than this means the daemon is gone
+
+
+def venue_label(venue: str) -> str:
+    """Sidebar label of a venue, with simulated/replayed data plainly marked."""
+    note = VENUE_NOTES.get(venue, "uploaded CSV" if venue == UPLOAD_VENUE else "")
+    return f"{venue} ({note})" if note else venue
+
+
+def is_synthetic(venue: str) -> bool:
+    """True for venues whose prices are not live market data."""
+    return venue in ("sim", "replay", UPLOAD_VENUE)
+
+
+def resolve_db_path(argv: Sequence[str], environ: Mapping[str, str]) -> Path:
+    """``--db PATH`` after ``--`` on the command line, else ``$TICKS_DB``, else data/ticks.db.
+
+    :param argv: the script's arguments (``sys.argv[1:]``); unknown ones are ignored.
+    """
+    parser = argparse.ArgumentParser(add_help=False)
+    parser.add_argument("--db")
+    args, _unknown = parser.parse_known_args(list(argv))
+    if args.db:
+        return Path(args.db)
+    if environ.get("TICKS_DB"):
+        return Path(environ["TICKS_DB"])
+    return DEFAULT_DB
+
+
+@dataclass(frozen=True)
+class View:
+    """Everything the sidebar decides; hashable so cached functions can key on it."""
+
+    venue: str
+    y: str
+    x: str
+    timeframe: str = "1s"
+    lookback_s: int = 3600
+    window: int = 60
+    method: str = "ols"
+    log_prices: bool = True
+    z_entry: float = 2.0
+    z_exit: float = 0.5
+    min_volume: float = 0.0
+    min_trades: int = 0
+
+    @property
+    def freq(self) -> str:
+        return TIMEFRAMES[self.timeframe]
+
+    @property
+    def bar_seconds(self) -> int:
+        return TIMEFRAME_SECONDS[self.timeframe]
+
+    @property
+    def expected_bars(self) -> int:
+        return self.lookback_s // self.bar_seconds
+
+    def too_large(self) -> str | None:
+        """Why this view would load too much, or None when it is within the limits."""
+        if self.lookback_s > MAX_1S_ROWS:
+            return f"lookback is capped at {MAX_1S_ROWS // 86400} days"
+        if self.expected_bars > MAX_BARS:
+            return (
+                f"{self.expected_bars:,} bars of {self.timeframe} per leg is more than the "
+                f"{MAX_BARS:,} a view may hold: pick a coarser timeframe or a shorter lookback"
+            )
+        return None
+
+    def live(self) -> View:
+        """The same view over the short tail the live panel recomputes every refresh."""
+        tail_bars = max(3 * self.window, LIVE_MIN_TAIL_BARS)
+        return replace(self, lookback_s=min(self.lookback_s, tail_bars * self.bar_seconds))

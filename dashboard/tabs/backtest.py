@@ -1,0 +1,58 @@
+"""Backtest tab: mean reversion on the pair's z-score, with entry/exit/fee controls."""
+
+from __future__ import annotations
+
+import math
+
+import streamlit as st
+
+from dashboard import charts, data
+from dashboard.tabs import Context, need_frame, need_view
+
+
+def render(ctx: Context) -> None:
+    if not need_view(ctx):
+        return
+    pair = ctx.pair()
+    if not need_frame(pair):
+        return
+    view = ctx.view
+    c1, c2, c3 = st.columns(3)
+    entry = c1.number_input(
+        "Entry |z|", min_value=0.1, max_value=10.0, value=view.z_entry, step=0.1, key="bt_entry"
+    )
+    exit_ = c2.number_input(
+        "Exit z", min_value=-5.0, max_value=5.0, value=view.z_exit, step=0.1, key="bt_exit"
+    )
+    fee = c3.number_input(
+        "Fee per leg (bps)", min_value=0.0, max_value=100.0, value=2.0, step=0.5, key="bt_fee"
+    )
+    try:
+        result = data.run_backtest(pair, entry, exit_, fee)
+    except ValueError as exc:
+        st.warning(f"Backtest not run: {exc}")
+        return
+    m = st.columns(5)
+    m[0].metric("Total return", _pct(result.total_return))
+    m[1].metric("Sharpe (annualised)", _num(result.sharpe, ".2f"))
+    m[2].metric("Max drawdown", _pct(result.max_drawdown))
+    m[3].metric("Hit rate", _pct(result.hit_rate))
+    m[4].metric("Closed trades", f"{result.n_trades}")
+    st.plotly_chart(charts.equity(result.equity, "Equity (starting capital 1)"), key="equity")
+    st.caption(
+        "Signals at a bar's close fill at the next bar's close; fees on both legs at entry "
+        "and exit. Static hedge methods have seen the whole window (look-ahead); use "
+        "Rolling OLS or Kalman for an honest backtest."
+    )
+    if result.trades.empty:
+        st.info(f"No trade: |z| never went above {entry:g} in the lookback.")
+    else:
+        st.dataframe(result.trades, hide_index=True, key="bt_trades")
+
+
+def _pct(v: float) -> str:
+    return "—" if v is None or math.isnan(v) else f"{100 * v:.2f}%"
+
+
+def _num(v: float, spec: str) -> str:
+    return "—" if v is None or math.isnan(v) else format(v, spec)

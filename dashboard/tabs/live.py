@@ -1,0 +1,173 @@
+"""Live tab: last prices, z-score, hedge ratio, correlation, alerts and feed health.
+
+The panel is an ``st.fragment`` that reruns itself every ``LIVE_REFRESH`` (500 ms): only
+this panel recomputes, from the newest bars, over a short tail of the lookback
+(``View.live``) so a refresh stays well under 100 ms.
+"""
+
+from __future__ import annotations
+
+import math
+import sqlite3
+import time
+
+import pandas as pd
+import streamlit as st
+
+import analytics
+from dashboard import cache, charts, data, queries
+from dashboard.alerts import AlertStore
+from dashboard.settings import LIVE_REFRESH, STALE_STATUS_MS, is_synthetic, venue_label
+from dashboard.tabs import Context, need_view
+
+
+def render(ctx: Context) -> None:
+    if not need_view(ctx):
+        return
+    if ctx.is_upload:
+        st.caption("Uploaded data does not change: the panel is not refreshed.")
+        _panel(ctx)
+    else:
+        _live_panel(ctx)
+
+
+@st.fragment(run_every=LIVE_REFRESH)
+def _live_panel(ctx: Context) -> None:
+    _panel(ctx)
+
+
+def _panel(ctx: Context) -> None:
+    view = ctx.view
+    started = time.perf_counter()
+    if is_synthetic(view.venue):
+        st.warning(
+            f"**{venue_label(view.venue)}**: these prices are not live market data.", icon="⚠️"
+        )
+    live_view = view.live()
+    pair = data.compute_pair(ctx.source, live_view)
+    z = pair.latest("zscore")
+    cols = st.columns(5)
+    for col, symbol in zip(cols[:2], (view.y, view.x), strict=True):
+        last = ctx.source.last_price(symbol)
+        if last is None:
+            col.metric(f"{symbol} last", "—")
+        else:
+            age = time.time() - last[1] / 1e6
+            col.metric(f"{symbol} last", f"{last[0]:,.6g}", help=f"trade {age:,.1f} s ago")
+    cols[2].metric("z-score", _fmt(z, ".2f"), help=f"window {view.window} bars")
+    cols[3].metric("hedge ratio", _fmt(pair.latest("hedge_ratio"), ".5g"), help=view.method)
+    cols[4].metric("correlation", _fmt(pair.latest("corr"), ".3f"), help="of log returns")
+    if pair.frame is None:
+        st.info(f"Waiting: {pair.waiting}")
+    else:
+        if abs(z) >= view.z_entry:
+            side = "short Y / long X" if z > 0 else "long Y / short X"
+            st.error(
+                f"### |z| = {abs(z):.2f} ≥ entry {view.z_entry:g}\n"
+                f"{view.y}/{view.x} spread is {'rich' if z > 0 else 'cheap'}: {side}.",
+                icon="🚨",
+            )
+        st.plotly_chart(charts.live_z(pair.frame, view.z_entry), key="live_z")
+        bars = len(pair.frame)
+        st.caption(
+            f"Live figures use the last {bars} {view.timeframe} bars "
+            f"(max(3 × window, 300) of the lookback); static hedge methods are refitted on "
+            f"that tail, so they can differ slightly from the Pair tab. "
+            f"Bar {pd.Timestamp(pair.latest_bar_s(), unit='s', tz='UTC'):%H:%M:%S} UTC."
+        )
+    if not ctx.is_upload:
+        _check_alerts(ctx, pair)
+        _feed_health(ctx)
+        _true_parameters(ctx)
+    st.caption(f"Refreshed in {1000 * (time.perf_counter() - started):.0f} ms.")
+
+
+def _fmt(value: float, spec: str) -> str:
+    return "—" if value is None or math.isnan(value) else format(value, spec)
+
+
+def _check_alerts(ctx: Context, pair: data.PairData) -> None:
+    """Feed this refresh's values to the rules of this venue; toast what fires."""
+    try:
+        store: AlertStore = cache.alert_store(ctx.db_path)
+        rules = [r for r in store.rules(ctx.view.venue) if r.enabled]
+        readings = readings_for(rules, ctx, pair)
+        fired = store.evaluate(readings)
+    except sqlite3.Error as exc:
+        st.warning(f"Alert rules were not checked this refresh ({exc}); retrying.")
+        return
+    for event in fired:
+        st.toast(event.message, icon="🚨")
+    if fired:
+        st.error("\n\n".join(f"**Alert**: {e.message}" for e in fired), icon="🔔")
+
+
+def readings_for(rules, ctx: Context, pair: data.PairData) -> dict[int, tuple[float, int | None]]:
+    """The value each rule is judged on now: the pair's z-score or a leg's last price."""
+    view = ctx.view
+    readings: dict[int, tuple[float, int | None]] = {}
+    bar = pair.latest_bar_s()
+    prices: dict[str, tuple[float, int] | None] = {}
+    for rule in rules:
+        if rule.kind.startswith("zscore"):
+            if (rule.symbol, rule.symbol_x) == (view.y, view.x) and pair.frame is not None:
+                readings[rule.rule_id] = (pair.latest("zscore"), bar)
+        elif rule.kind.startswith("price"):
+            if rule.symbol not in prices:
+                prices[rule.symbol] = ctx.source.last_price(rule.symbol)
+            last = prices[rule.symbol]
+            if last is not None:
+                readings[rule.rule_id] = (last[0], last[1] // 1_000_000)
+        # volume_spike: analytics has no volume-spike measure yet (see the Alerts tab).
+    return readings
+
+
+def _feed_health(ctx: Context) -> None:
+    status = ctx.source.db.run(queries.feed_status, ctx.view.venue)
+    st.subheader("Feed health")
+    if status.empty:
+        st.info(
+            "No feed status for this venue: the daemon has not run against this database "
+            "(the bars shown are what is stored)."
+        )
+        return
+    now_ms = time.time() * 1000
+    stale = (now_ms - status["updated_ms"]) > STALE_STATUS_MS
+    if stale.all():
+        age = (now_ms - status["updated_ms"].max()) / 1000
+        st.warning(f"The daemon has not updated feed status for {age:,.0f} s: is it running?")
+    table = pd.DataFrame(
+        {
+            "symbol": status["symbol"],
+            "source": status["source"],
+            "connected": status["connected"].astype(bool) & ~stale,
+            "last trade age (s)": (now_ms / 1000 - status["last_trade_time_us"] / 1e6).round(1),
+            "trades/s": status["trades_per_s"].round(2),
+            "open gaps": status["gaps_open"],
+            "reconnects": status["reconnects"],
+            "queue": status["queue_depth"],
+            "status age (s)": ((now_ms - status["updated_ms"]) / 1000).round(1),
+        }
+    )
+    st.dataframe(table, hide_index=True, key="feed_health")
+    if (status["gaps_open"] > 0).any():
+        st.warning("Open gaps: some trade ids are missing and not yet backfilled.")
+
+
+def _true_parameters(ctx: Context) -> None:
+    """For simulated data, the simulator's true parameters beside the estimates."""
+    run = ctx.source.db.run(queries.latest_run, ctx.view.venue)
+    if run is None or not run.params:
+        return
+    pair = ctx.pair()
+    est = {}
+    if pair is not None and pair.frame is not None:
+        fit = pair.fit
+        est["hedge ratio (estimate)"] = fit.slope if fit else pair.latest("hedge_ratio")
+        est["half-life, bars (estimate)"] = analytics.half_life(pair.frame["spread"])
+    label = "Simulator's true parameters" if run.source == "sim" else f"{run.source} parameters"
+    with st.expander(f"{label} vs estimates", expanded=run.source == "sim"):
+        c1, c2 = st.columns(2)
+        c1.json(run.params)
+        c2.json({k: (None if v != v else round(v, 6)) for k, v in est.items()})
+        c2.caption(f"Estimates over the lookback, {ctx.view.timeframe} bars, {ctx.view.method}.")

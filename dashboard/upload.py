@@ -1,0 +1,206 @@
+"""Read an uploaded OHLC CSV into bars, so the page can analyse data without the daemon.
+
+Accepted format (header names are case-insensitive, order free)::
+
+    timestamp,symbol,open,high,low,close,volume
+    2024-05-01T00:00:00Z,BTCUSDT,60000,60010,59990,60005,1.25
+    ...
+
+- ``timestamp`` (or ``time``, ``open_time``, ``date``): ISO-8601 (UTC when no offset is
+  given) or Unix epoch in seconds, milliseconds or microseconds; the bar's start.
+- ``symbol``: optional; without it the whole file is one symbol named after the file.
+- ``open, high, low, close``: positive numbers with ``low <= open, close <= high``.
+- ``volume``: optional (0 when absent).
+
+Several files may be uploaded at once (e.g. one per symbol). Each file is at most
+``MAX_UPLOAD_MB`` and all files together at most ``MAX_ROWS`` rows.
+"""
+
+from __future__ import annotations
+
+import io
+from dataclasses import dataclass, field
+from pathlib import PurePath
+
+import numpy as np
+import pandas as pd
+
+MAX_UPLOAD_MB = 20
+MAX_ROWS = 1_000_000
+MAX_SYMBOLS = 50
+TIME_COLUMNS = ("timestamp", "time", "open_time", "date", "datetime")
+PRICE_COLUMNS = ("open", "high", "low", "close")
+EXAMPLE = (
+    "timestamp,symbol,open,high,low,close,volume\n"
+    "2024-05-01T00:00:00Z,BTCUSDT,60000,60010,59990,60005,1.25\n"
+)
+
+
+class UploadError(Exception):
+    """The file cannot be used; the message says what is wrong and how to fix it."""
+
+
+@dataclass
+class Uploaded:
+    """Bars per symbol in ``analytics``' bar layout, and what was read."""
+
+    frames: dict[str, pd.DataFrame] = field(default_factory=dict)
+    bar_seconds: int = 1
+    rows: int = 0
+    files: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+
+def parse_files(files: list[tuple[str, bytes]]) -> Uploaded:
+    """Parse and validate uploaded files ``[(name, content)]`` into one :class:`Uploaded`.
+
+    :raises UploadError: for the first problem found, naming the file and the rows.
+    """
+    if not files:
+        raise UploadError("no file uploaded")
+    result = Uploaded()
+    for name, content in files:
+        for symbol, frame in parse_csv(name, content).items():
+            if symbol in result.frames:
+                raise UploadError(
+                    f"{name}: symbol {symbol} also appears in another uploaded file; "
+                    "upload each symbol once"
+                )
+            result.frames[symbol] = frame
+            result.rows += len(frame)
+        result.files.append(name)
+        if result.rows > MAX_ROWS:
+            raise UploadError(f"more than {MAX_ROWS:,} rows in total: upload a shorter range")
+    if len(result.frames) > MAX_SYMBOLS:
+        raise UploadError(f"{len(result.frames)} symbols; at most {MAX_SYMBOLS} are allowed")
+    spacings = [_spacing_s(f) for f in result.frames.values() if len(f) > 1]
+    result.bar_seconds = max(1, int(min(spacings))) if spacings else 1
+    result.notes.append(
+        "Uploaded OHLC has no trade count, taker side or quote volume: each row counts as "
+        "one trade, taker-buy volume is 0 and VWAP is approximated by the close."
+    )
+    return result
+
+
+def parse_csv(name: str, content: bytes) -> dict[str, pd.DataFrame]:
+    """Parse one CSV file into ``{symbol: bars}``. :raises UploadError: when invalid."""
+    size_mb = len(content) / 1_048_576
+    if size_mb > MAX_UPLOAD_MB:
+        raise UploadError(f"{name} is {size_mb:.1f} MB; the limit is {MAX_UPLOAD_MB} MB")
+    if not content.strip():
+        raise UploadError(f"{name} is empty; expected a header line such as\n{EXAMPLE}")
+    try:
+        text = content.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise UploadError(f"{name} is not UTF-8 text ({exc.reason} at byte {exc.start})") from exc
+    try:
+        raw = pd.read_csv(io.StringIO(text), dtype=str, nrows=MAX_ROWS + 1, skipinitialspace=True)
+    except (pd.errors.ParserError, pd.errors.EmptyDataError) as exc:
+        raise UploadError(f"{name} is not a readable CSV: {exc}") from exc
+    if len(raw) > MAX_ROWS:
+        raise UploadError(f"{name} has more than {MAX_ROWS:,} rows: upload a shorter range")
+    raw.columns = [str(c).strip().lower() for c in raw.columns]
+    time_col = next((c for c in TIME_COLUMNS if c in raw.columns), None)
+    missing = [c for c in PRICE_COLUMNS if c not in raw.columns]
+    if time_col is None:
+        missing.insert(0, "timestamp")
+    if missing:
+        raise UploadError(
+            f"{name}: missing column(s) {', '.join(missing)}; found {', '.join(raw.columns)}. "
+            f"Expected a header like\n{EXAMPLE}"
+        )
+    if raw.empty:
+        raise UploadError(f"{name} has a header but no rows")
+    times = _parse_times(name, raw[time_col])
+    prices = {}
+    for col in (*PRICE_COLUMNS, "volume"):
+        if col not in raw.columns:
+            continue
+        values = pd.to_numeric(raw[col], errors="coerce")
+        bad = values.isna() | ~np.isfinite(values)
+        if col != "volume":
+            bad |= values <= 0
+        else:
+            bad |= values < 0
+        if bad.any():
+            raise UploadError(
+                f"{name}: column {col} has {int(bad.sum())} missing, non-numeric or "
+                f"{'negative' if col == 'volume' else 'non-positive'} value(s), first at "
+                f"line(s) {_lines(bad)}"
+            )
+        prices[col] = values.to_numpy(dtype=float)
+    o, h, lo, c = (prices[k] for k in PRICE_COLUMNS)
+    bad = (lo > np.minimum(o, c)) | (h < np.maximum(o, c)) | (lo > h)
+    if bad.any():
+        raise UploadError(
+            f"{name}: {int(bad.sum())} row(s) where low/high do not bracket open and close, "
+            f"first at line(s) {_lines(pd.Series(bad))}"
+        )
+    volume = prices.get("volume", np.zeros(len(raw)))
+    frame = pd.DataFrame(
+        {
+            "open": o,
+            "high": h,
+            "low": lo,
+            "close": c,
+            "volume": volume,
+            "quote_volume": volume * c,
+            "taker_buy_volume": np.zeros(len(raw)),
+            "trades": np.ones(len(raw), dtype=np.int64),
+            "vwap": c,
+            "empty": np.zeros(len(raw), dtype=bool),
+        },
+        index=pd.DatetimeIndex(times, name="time"),
+    )
+    if "symbol" in raw.columns:
+        symbols = raw["symbol"].fillna("").str.strip().str.upper()
+        if (symbols == "").any():
+            raise UploadError(
+                f"{name}: empty symbol at line(s) {_lines(symbols == '')}; fill it or drop "
+                "the symbol column to name the whole file after its file name"
+            )
+    else:
+        stem = PurePath(name).stem.upper()
+        symbols = pd.Series([stem] * len(raw))
+    out = {}
+    for symbol, rows in frame.groupby(symbols.to_numpy(), sort=True):
+        rows = rows.sort_index(kind="stable")
+        dup = rows.index.duplicated()
+        if dup.any():
+            raise UploadError(
+                f"{name}: {int(dup.sum())} duplicate timestamp(s) for {symbol}, first "
+                f"{rows.index[dup][0].isoformat()}; each bar must appear once"
+            )
+        out[str(symbol)] = rows
+    return out
+
+
+def _parse_times(name: str, col: pd.Series) -> pd.DatetimeIndex:
+    text = col.fillna("").str.strip()
+    numeric = pd.to_numeric(text, errors="coerce")
+    if numeric.notna().all():
+        biggest = float(numeric.abs().max())
+        unit = "s" if biggest < 1e11 else "ms" if biggest < 1e14 else "us"
+        return pd.DatetimeIndex(pd.to_datetime(numeric.astype("int64"), unit=unit, utc=True))
+    try:
+        parsed = pd.to_datetime(text, utc=True, errors="coerce", format="ISO8601")
+    except ValueError:
+        parsed = pd.Series(pd.NaT, index=text.index)
+    bad = parsed.isna()
+    if bad.any():
+        raise UploadError(
+            f"{name}: {int(bad.sum())} timestamp(s) that are neither ISO-8601 nor Unix epoch, "
+            f"first at line(s) {_lines(bad)} ({text[bad].iloc[0]!r})"
+        )
+    return pd.DatetimeIndex(parsed)
+
+
+def _lines(bad: pd.Series) -> str:
+    """File line numbers (header = line 1) of the first few flagged rows."""
+    positions = np.flatnonzero(np.asarray(bad))[:5] + 2
+    return ", ".join(str(p) for p in positions)
+
+
+def _spacing_s(frame: pd.DataFrame) -> float:
+    steps = np.diff(frame.index.asi8) / 1e9
+    return float(np.median(steps))
