@@ -129,11 +129,16 @@ def leg_bars(source: Source, view: View, symbol: str, end_s: int) -> pd.DataFram
 
 
 def bars_needed(view: View) -> int:
-    """Aligned bars needed before the pair frame's last z-score is defined."""
-    hedge = view.window if view.method == "rolling" else 3
+    """Aligned bars needed before ``pair_frame``'s last z-score is defined.
+
+    Static fits: the z-score window. Rolling OLS: its own window, shifted one bar, then
+    the z-score window. Kalman: two bars for the diffuse start, then the window.
+    """
+    if view.method == "rolling":
+        return 2 * view.window
     if view.method == "kalman":
-        hedge = 5
-    return hedge + view.window + 1
+        return view.window + 2
+    return view.window
 
 
 @dataclass

@@ -19,7 +19,7 @@ PAIR_COLUMNS = ("y", "x", "hedge_ratio", "intercept", "spread", "zscore", "corr"
 
 def iso_utc(index: pd.DatetimeIndex) -> list[str]:
     """ISO-8601 UTC strings, second precision when every stamp is on a whole second."""
-    index = index.tz_convert("UTC")
+    index = index.tz_convert("UTC").as_unit("ns")
     if (index.asi8 % 1_000_000_000 == 0).all():
         return list(index.strftime("%Y-%m-%dT%H:%M:%SZ"))
     return list(index.strftime("%Y-%m-%dT%H:%M:%S.%fZ"))

@@ -150,7 +150,7 @@ def parse_csv(name: str, content: bytes) -> dict[str, pd.DataFrame]:
             "vwap": c,
             "empty": np.zeros(len(raw), dtype=bool),
         },
-        index=pd.DatetimeIndex(times, name="time"),
+        index=pd.DatetimeIndex(times, name="time").as_unit("ns"),
     )
     if "symbol" in raw.columns:
         symbols = raw["symbol"].fillna("").str.strip().str.upper()
@@ -202,5 +202,5 @@ def _lines(bad: pd.Series) -> str:
 
 
 def _spacing_s(frame: pd.DataFrame) -> float:
-    steps = np.diff(frame.index.asi8) / 1e9
+    steps = np.diff(frame.index.as_unit("ns").asi8) / 1e9
     return float(np.median(steps))

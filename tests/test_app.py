@@ -1,0 +1,226 @@
+"""The page, run headless with Streamlit's AppTest over real SQLite files made by the writer."""
+
+from __future__ import annotations
+
+import io
+import shutil
+import sqlite3
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from streamlit.testing.v1 import AppTest
+
+import analytics
+from dashboard import data, export
+from dashboard.alerts import AlertStore
+from dashboard.settings import View
+from dashboard.tabs import TAB_NAMES
+from tests.dashboard_fixtures import START_S, build_empty_db, build_pair_db, pair_trades
+
+APP = str(Path(__file__).resolve().parent.parent / "app.py")
+TIMEOUT = 60
+
+
+@pytest.fixture(scope="module")
+def pair_db(tmp_path_factory) -> Path:
+    return build_pair_db(tmp_path_factory.mktemp("dash") / "ticks.db")
+
+
+@pytest.fixture
+def db_copy(pair_db, tmp_path) -> Path:
+    """A private copy, for tests that write alert rules."""
+    target = tmp_path / "ticks.db"
+    shutil.copy(pair_db, target)
+    return target
+
+
+def run_app(monkeypatch, db: Path) -> AppTest:
+    monkeypatch.setenv("TICKS_DB", str(db))
+    at = AppTest.from_file(APP, default_timeout=TIMEOUT)
+    at.run()
+    assert not at.exception, [e.value for e in at.exception]
+    return at
+
+
+def metric(at: AppTest, label: str) -> str:
+    return next(m.value for m in at.metric if m.label == label)
+
+
+def table(at: AppTest, *columns: str) -> pd.DataFrame:
+    """The first table on the page with these columns (st.dataframe has no test key)."""
+    for frame in at.dataframe:
+        value = frame.value
+        if set(columns) <= set(value.columns):
+            return value
+    raise KeyError(columns)
+
+
+def has_table(at: AppTest, column: str) -> bool:
+    return any(column in f.value.columns for f in at.dataframe)
+
+
+def texts(elements) -> str:
+    return "\n".join(str(e.value) for e in elements)
+
+
+def test_every_tab_renders_over_a_fixture_database(monkeypatch, pair_db):
+    at = run_app(monkeypatch, pair_db)
+    assert [t.label for t in at.tabs] == list(TAB_NAMES)
+    # Live: prices, z, hedge, correlation; simulated data plainly marked.
+    assert float(metric(at, "z-score")) == pytest.approx(float(metric(at, "z-score")))
+    assert metric(at, "BTCUSDT last") != "—"
+    assert "SIMULATED" in texts(at.warning)
+    assert "Feed health" in texts(at.subheader)
+    # Statistics: the slow tests run when asked.
+    assert not has_table(at, "verdict")
+    at.button(key="run_stats").click().run()
+    assert not at.exception
+    tests = table(at, "verdict")
+    assert list(tests["test"]) == [
+        "ADF on the spread",
+        "Engle-Granger (MacKinnon)",
+        "Johansen trace",
+    ]
+    # Backtest, correlation, export preview all drawn.
+    assert metric(at, "Closed trades").isdigit()
+    assert set(table(at, "eg_pvalue")["y"]) <= {"BTCUSDT", "ETHUSDT", "SOLUSDT"}
+    assert len(table(at, "time", "spread")) == 200
+
+
+def test_widgets_change_what_is_shown(monkeypatch, pair_db):
+    at = run_app(monkeypatch, pair_db)
+    before = table(at, "time", "spread")
+    assert (pd.to_datetime(before["time"]).diff().dropna() == pd.Timedelta("1s")).all()
+    at.select_slider(key="timeframe").set_value("1m").run()
+    assert not at.exception
+    after = table(at, "time", "spread")
+    assert (pd.to_datetime(after["time"]).diff().dropna() == pd.Timedelta("1min")).all()
+    # 20 minutes of data is not enough for a 60-bar window of 1-minute bars: it says so.
+    assert "more 1m bars" in texts(at.info)
+    at.select_slider(key="timeframe").set_value("1s").run()
+    at.selectbox(key="y").set_value("ETHUSDT")
+    at.selectbox(key="x").set_value("BTCUSDT").run()
+    assert not at.exception
+    assert table(at, "time", "spread").columns[1] == "ETHUSDT_open"
+    assert at.metric[0].label == "ETHUSDT last"
+    at.selectbox(key="method").set_value("Kalman").run()
+    assert not at.exception
+    assert "kalman hedge is dynamic" in texts(at.markdown)
+
+
+def test_alert_fires_on_crossing_and_not_again_while_hovering(monkeypatch, db_copy):
+    at = run_app(monkeypatch, db_copy)
+    z = float(metric(at, "z-score"))
+    assert abs(z) > 0.5
+    store = AlertStore(db_copy)
+    if z > 0:
+        store.add_rule("zscore_above", "sim", "BTCUSDT", z - 0.25, z - 5, symbol_x="ETHUSDT")
+    else:
+        store.add_rule("zscore_below", "sim", "BTCUSDT", z + 0.25, z + 5, symbol_x="ETHUSDT")
+    at.run()
+    assert not at.exception
+    assert len(at.toast) == 1 and "z-score" in at.toast[0].value
+    assert len(store.events()) == 1
+    for _ in range(2):  # the value stays past the threshold: no new alert
+        at.run()
+        assert len(at.toast) == 0
+    assert len(store.events()) == 1
+    assert store.rules()[0].armed is False
+    history = table(at, "fired_at")
+    assert len(history) == 1
+
+
+def test_export_equals_analytics_output(monkeypatch, pair_db):
+    at = run_app(monkeypatch, pair_db)
+    preview = table(at, "time", "spread")
+    # Independently: bars straight from SQL, then the analytics pipeline.
+    conn = sqlite3.connect(pair_db)
+    closes = {}
+    for sym in ("BTCUSDT", "ETHUSDT"):
+        raw = pd.read_sql_query(
+            "SELECT bar_time_s, open, high, low, close, volume, quote_volume, taker_buy_volume,"
+            " trade_count FROM bars_1s WHERE venue = 'sim' AND symbol = ? ORDER BY bar_time_s",
+            conn,
+            params=(sym,),
+        )
+        raw.index = pd.to_datetime(raw.pop("bar_time_s"), unit="s", utc=True)
+        closes[sym] = analytics.resample_bars(raw, "1s")["close"]
+    conn.close()
+    aligned = analytics.align_closes(closes)
+    expected = analytics.pair_frame(aligned["BTCUSDT"], aligned["ETHUSDT"], 60, "ols", True)
+    tail = expected.tail(len(preview))
+    assert list(preview["time"]) == export.iso_utc(tail.index)
+    for col in export.PAIR_COLUMNS:
+        np.testing.assert_allclose(preview[col].to_numpy(), tail[col].to_numpy(), rtol=1e-12)
+    # The CSV bytes themselves: every row of the whole export.
+    view = View(venue="sim", y="BTCUSDT", x="ETHUSDT")
+    pair = data.compute_pair(data.DbSource(data.ReadOnlyDB(pair_db), "sim"), view)
+    csv = pd.read_csv(io.BytesIO(export.to_csv(export.bars_frame(pair))))
+    assert csv.columns[0] == "time" and csv["time"].iloc[0].endswith("Z")
+    assert len(csv) == len(expected)
+    for col in export.PAIR_COLUMNS:
+        np.testing.assert_allclose(csv[col], expected[col], rtol=1e-12, equal_nan=True)
+    name = export.file_name("bars", pair, pair.bars["BTCUSDT"].index)
+    assert name == "bars_sim_BTCUSDT-ETHUSDT_1s_20240501T000000Z_20240501T001959Z.csv"
+
+
+def test_empty_database_says_what_it_waits_for(monkeypatch, tmp_path):
+    at = run_app(monkeypatch, build_empty_db(tmp_path / "empty.db"))
+    assert "holds no bars yet" in texts(at.info)
+    assert "Waiting for data" in texts(at.info)
+
+
+def test_young_database_counts_the_bars_still_needed(monkeypatch, tmp_path):
+    db = build_pair_db(tmp_path / "young.db", seconds=30)
+    at = run_app(monkeypatch, db)
+    assert "need 30 more 1s bars" in texts(at.info)
+
+
+def test_missing_database_is_a_clear_message(monkeypatch, tmp_path):
+    at = run_app(monkeypatch, tmp_path / "nowhere.db")
+    assert "No database at" in texts(at.error)
+
+
+def test_not_a_pairs_database_is_a_clear_message(monkeypatch, tmp_path):
+    other = tmp_path / "other.db"
+    sqlite3.connect(other).execute("CREATE TABLE t (a)").connection.close()
+    at = run_app(monkeypatch, other)
+    assert "db_setup.py" in texts(at.error)
+
+
+def test_bad_upload_gives_a_clear_message(monkeypatch, tmp_path):
+    at = run_app(monkeypatch, build_empty_db(tmp_path / "empty.db"))
+    at.file_uploader(key="upload").set_value(("prices.csv", b"foo,bar\n1,2\n", "text/csv"))
+    at.run()
+    assert not at.exception
+    message = texts(at.error)
+    assert "Upload rejected" in message and "missing column(s) timestamp, open" in message
+
+
+def test_good_upload_is_analysed_without_the_daemon(monkeypatch, tmp_path):
+    at = run_app(monkeypatch, build_empty_db(tmp_path / "empty.db"))
+    rows = pair_trades(seconds=400, trades_per_s=1)
+    frame = pd.DataFrame(rows, columns=["venue", "symbol", "id", "t", "price", "qty", "m"])
+    frame["timestamp"] = pd.to_datetime(frame["t"], unit="us", utc=True).dt.strftime(
+        "%Y-%m-%dT%H:%M:%SZ"
+    )
+    for col in ("open", "high", "low", "close"):
+        frame[col] = frame["price"]
+    csv = frame[["timestamp", "symbol", "open", "high", "low", "close", "qty"]].rename(
+        columns={"qty": "volume"}
+    )
+    at.file_uploader(key="upload").set_value(
+        ("bars.csv", csv.to_csv(index=False).encode(), "text/csv")
+    )
+    at.run()
+    assert "Read 1,200 bars" in texts(at.success)
+    at.radio(key="source").set_value("Uploaded CSV").run()
+    assert not at.exception
+    assert metric(at, "z-score") != "—"
+    assert "uploaded CSV" in texts(at.warning)
+    preview = table(at, "time", "spread")
+    assert preview["time"].iloc[-1] == pd.Timestamp(START_S + 399, unit="s").strftime(
+        "%Y-%m-%dT%H:%M:%SZ"
+    )

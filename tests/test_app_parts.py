@@ -1,0 +1,230 @@
+"""The page's parts without Streamlit: alert store and hysteresis, upload validation,
+read-only queries, the database path rule, warm-up counts."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from dashboard import data, queries, upload
+from dashboard.alerts import AlertError, AlertStore, step
+from dashboard.settings import DEFAULT_DB, View, resolve_db_path
+from tests.dashboard_fixtures import START_S, build_empty_db, build_pair_db
+
+
+@pytest.fixture(scope="module")
+def pair_db(tmp_path_factory) -> Path:
+    return build_pair_db(tmp_path_factory.mktemp("parts") / "ticks.db", seconds=300)
+
+
+@pytest.fixture
+def store(tmp_path) -> AlertStore:
+    s = AlertStore(build_empty_db(tmp_path / "alerts.db"))
+    yield s
+    s.close()
+
+
+# -- the database path rule ----------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("argv", "env", "expected"),
+    [
+        (["--db", "/x/a.db"], {"TICKS_DB": "/y/b.db"}, Path("/x/a.db")),
+        ([], {"TICKS_DB": "/y/b.db"}, Path("/y/b.db")),
+        ([], {}, DEFAULT_DB),
+        (["--other", "1"], {"TICKS_DB": ""}, DEFAULT_DB),
+    ],
+)
+def test_db_path_rule(argv, env, expected):
+    assert resolve_db_path(argv, env) == expected
+
+
+# -- alerts: the guarded write connection -------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "sql",
+    [
+        "INSERT INTO trades VALUES ('sim', 'BTCUSDT', 1, 1, 1.0, 1.0, 0)",
+        "DELETE FROM bars_1s",
+        "UPDATE feed_status SET connected = 0",
+        "DROP TABLE trades",
+        "CREATE TABLE evil (a)",
+        "PRAGMA journal_mode=DELETE",
+        "ATTACH DATABASE ':memory:' AS other",
+    ],
+)
+def test_alert_connection_refuses_anything_but_alert_writes(store, sql):
+    with pytest.raises(sqlite3.DatabaseError, match="not authorized"):
+        store.execute(sql)
+
+
+def test_alert_connection_can_read_market_data_and_write_alerts(store):
+    assert store.execute("SELECT count(*) FROM trades").fetchone() == (0,)
+    rid = store.add_rule("price_above", "sim", "BTCUSDT", 100.0, 90.0)
+    store.set_enabled(rid, False)
+    assert store.rules()[0].enabled is False
+    store.delete_rule(rid)
+    assert store.rules() == []
+
+
+@pytest.mark.parametrize(
+    ("kind", "threshold", "rearm", "symbol_x", "message"),
+    [
+        ("zscore_above", 2.0, 2.5, "ETHUSDT", "must be below the threshold"),
+        ("zscore_below", -2.0, -2.5, "ETHUSDT", "must be above the threshold"),
+        ("zscore_above", 2.0, 1.0, None, "needs both legs"),
+        ("price_below", -1.0, 5.0, None, "must be positive"),
+        ("nonsense", 1.0, 0.0, None, "unknown rule kind"),
+    ],
+)
+def test_bad_rules_are_refused_with_a_reason(store, kind, threshold, rearm, symbol_x, message):
+    with pytest.raises(AlertError, match=message):
+        store.add_rule(kind, "sim", "BTCUSDT", threshold, rearm, symbol_x=symbol_x)
+
+
+# value sequence -> which steps fire, threshold 2, re-arm 1 (rising rule)
+@pytest.mark.parametrize(
+    ("values", "fires"),
+    [
+        ([0.5, 2.1, 2.3, 1.9, 2.05, 1.5, 2.2], [1]),  # hovers above re-arm: one alert
+        ([2.1, 0.9, 2.0], [0, 2]),  # back past re-arm: armed again
+        ([2.1, 1.0, 2.5], [0, 2]),  # exactly at re-arm counts as back
+        ([float("nan"), 2.5, float("nan"), 2.6], [1]),  # NaN changes nothing
+        ([1.99, 1.5], []),
+    ],
+)
+def test_hysteresis_step_rising(values, fires):
+    armed, fired = True, []
+    for i, v in enumerate(values):
+        fire, armed = step("zscore_above", armed, v, 2.0, 1.0)
+        if fire:
+            fired.append(i)
+    assert fired == fires
+
+
+def test_hysteresis_step_falling_mirrors_rising():
+    armed, fired = True, []
+    for i, v in enumerate([-1.0, -2.2, -1.8, -2.4, -0.9, -2.1]):
+        fire, armed = step("zscore_below", armed, v, -2.0, -1.0)
+        if fire:
+            fired.append(i)
+    assert fired == [1, 5]
+
+
+def test_store_evaluate_fires_once_while_hovering_and_again_after_rearm(store):
+    rid = store.add_rule("zscore_above", "sim", "BTCUSDT", 2.0, 0.5, symbol_x="ETHUSDT")
+    fired = [
+        len(store.evaluate({rid: (v, START_S + i)}))
+        for i, v in enumerate([1.0, 2.2, 2.1, 1.9, 2.3, 0.4, 2.5])
+    ]
+    assert fired == [0, 1, 0, 0, 0, 0, 1]
+    events = store.events()
+    assert list(events["value"]) == [2.5, 2.2]
+    assert events["message"].iloc[0].startswith("BTCUSDT/ETHUSDT on sim: z-score above 2")
+    # Two stores on one file (two page processes) share the armed state.
+    other = AlertStore(store.path)
+    assert other.evaluate({rid: (3.0, None)}) == []
+    other.close()
+
+
+def test_paused_rule_is_not_evaluated(store):
+    rid = store.add_rule("price_below", "sim", "BTCUSDT", 100.0, 110.0)
+    store.set_enabled(rid, False)
+    assert store.evaluate({rid: (50.0, None)}) == []
+
+
+# -- read-only queries ---------------------------------------------------------------
+
+
+def test_read_connection_cannot_write(pair_db):
+    db = data.ReadOnlyDB(pair_db)
+    with pytest.raises(sqlite3.OperationalError):
+        db.conn.execute("DELETE FROM trades")
+    db.close()
+
+
+def test_series_bars_and_ticks(pair_db):
+    db = data.ReadOnlyDB(pair_db)
+    assert db.run(queries.series) == [("sim", "BTCUSDT"), ("sim", "ETHUSDT"), ("sim", "SOLUSDT")]
+    bars = db.run(queries.bars_1s, "sim", "BTCUSDT", START_S, START_S + 10, 1000)
+    assert len(bars) == 10 and list(bars.columns) == queries.BAR_COLUMNS
+    assert (bars["trades"] == 2).all() and str(bars.index.tz) == "UTC"
+    np.testing.assert_allclose(bars["vwap"], bars["quote_volume"] / bars["volume"])
+    assert len(db.run(queries.bars_1s, "sim", "BTCUSDT", START_S, START_S + 10, 3)) == 3
+    ticks = db.run(queries.ticks, "sim", "BTCUSDT", START_S * 10**6, (START_S + 2) * 10**6, 99)
+    assert list(ticks.columns) == queries.TICK_COLUMNS and len(ticks) == 4
+    assert ticks["time"].iloc[1] == "2024-05-01T00:00:00.500000Z"
+    assert db.run(queries.latest_bar_s, "sim", "BTCUSDT") == START_S + 299
+    assert db.run(queries.latest_bar_s, "sim", "NOPE") is None
+    run = db.run(queries.latest_run, "sim")
+    assert run.source == "sim" and run.params["hedge_ratio"] == 1.5
+    assert len(db.run(queries.feed_status, "sim")) == 3
+    db.close()
+
+
+@pytest.mark.parametrize("method", ["ols", "huber", "theil-sen", "rolling", "kalman"])
+def test_bars_needed_is_exactly_what_pair_frame_needs(pair_db, method):
+    db = data.ReadOnlyDB(pair_db)
+    view = View(venue="sim", y="BTCUSDT", x="ETHUSDT", window=20, method=method)
+    need = data.bars_needed(view)
+    end = START_S + need
+    enough = data.compute_pair(data.DbSource(db, "sim"), view, end_s=end)
+    assert enough.frame is not None and not np.isnan(enough.latest("zscore"))
+    assert enough.frame["zscore"].notna().sum() >= 1
+    short = data.compute_pair(data.DbSource(db, "sim"), view, end_s=end - 1)
+    assert short.frame is None and short.waiting.startswith("need 1 more")
+    db.close()
+
+
+# -- upload validation ---------------------------------------------------------------
+
+GOOD = b"timestamp,symbol,open,high,low,close,volume\n" + b"\n".join(
+    f"2024-05-01T00:0{i}:00Z,{s},{p},{p + 1},{p - 1},{p},1".encode()
+    for i in range(5)
+    for s, p in (("AAA", 10 + i), ("BBB", 20 + i))
+)
+
+
+def test_good_upload_becomes_bars():
+    result = upload.parse_files([("two.csv", GOOD)])
+    assert sorted(result.frames) == ["AAA", "BBB"] and result.bar_seconds == 60
+    bars = result.frames["AAA"]
+    assert list(bars.columns) == list(queries.BAR_COLUMNS)
+    assert bars.index[0] == pd.Timestamp("2024-05-01T00:00:00Z")
+
+
+def test_upload_without_symbol_column_uses_the_file_name_and_epoch_ms():
+    content = b"time,open,high,low,close\n1714521600000,1,2,0.5,1.5\n1714521601000,1,2,1,1\n"
+    result = upload.parse_files([("btcusdt.csv", content)])
+    assert list(result.frames) == ["BTCUSDT"] and result.bar_seconds == 1
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        (b"", "is empty"),
+        (b"timestamp,open,high,low\n1,1,1,1\n", "missing column(s) close"),
+        (b"timestamp,open,high,low,close\n", "no rows"),
+        (b"timestamp,open,high,low,close\nyesterday,1,1,1,1\n", "neither ISO-8601"),
+        (b"timestamp,open,high,low,close\n1,1,1,1,abc\n", "column close has 1 missing"),
+        (b"timestamp,open,high,low,close\n1,1,1,1,-1\n", "non-positive"),
+        (b"timestamp,open,high,low,close\n1,5,4,3,5\n", "do not bracket"),
+        (b"timestamp,open,high,low,close\n1,1,1,1,1\n1,1,1,1,1\n", "duplicate timestamp"),
+        (b"\xff\xfe\x00garbage", "not UTF-8"),
+    ],
+)
+def test_bad_uploads_say_what_is_wrong(content, message):
+    with pytest.raises(upload.UploadError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        upload.parse_files([("x.csv", content)])
+
+
+def test_upload_size_limit():
+    big = b"timestamp,open,high,low,close\n" + b"1" * (upload.MAX_UPLOAD_MB * 1_048_576 + 1)
+    with pytest.raises(upload.UploadError, match="the limit is 20 MB"):
+        upload.parse_files([("big.csv", big)])
