@@ -1,0 +1,120 @@
+"""Ingest daemon: records every trade of the chosen symbols into SQLite.
+
+    python ingest.py --symbols btcusdt ethusdt [--market spot|usdm]
+                     [--source auto|live|sim|replay] [--db data/ticks.db]
+
+Sources:
+  live    Binance WebSocket trade streams, gaps filled over REST (feeds/binance.py).
+  sim     a simulated cointegrated pair, stored under venue "sim" (feeds/sim.py).
+  replay  Binance dump files or collector NDJSON (feeds/replay.py).
+  auto    live, falling back to sim while Binance cannot be reached (the default).
+
+Every source hands trades to one writer thread (writer.py), the only code that writes
+the database. SIGINT or SIGTERM stops the sources, commits everything queued and exits 0.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import sys
+import threading
+from pathlib import Path
+
+import db_setup
+from feeds import status
+from writer import TradeWriter
+
+log = logging.getLogger("ingest")
+
+SOURCES = ("auto", "live", "sim", "replay")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The command line; a contract, since other tools drive the daemon."""
+    parser = argparse.ArgumentParser(
+        prog="ingest.py",
+        description="Record every Binance trade of the given symbols into SQLite.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    parser.add_argument(
+        "--symbols",
+        nargs="+",
+        metavar="SYMBOL",
+        help="symbols to record, any case (e.g. btcusdt ethusdt); replay may take them "
+        "from the file names instead",
+    )
+    parser.add_argument("--source", choices=SOURCES, default="auto", help="where trades come from")
+    parser.add_argument("--db", type=Path, default=db_setup.DEFAULT_DB, help="database file")
+    parser.add_argument(
+        "--log-level",
+        default="INFO",
+        choices=("DEBUG", "INFO", "WARNING", "ERROR"),
+        help="logging threshold",
+    )
+    return parser
+
+
+def configure_logging(level: str) -> None:
+    logging.basicConfig(
+        level=level,
+        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
+        datefmt="%Y-%m-%dT%H:%M:%S",
+    )
+
+
+def build_feed(args: argparse.Namespace, writer: TradeWriter):
+    """Return the producer for ``args.source``; it exposes ``venue``, ``stats``,
+    ``params`` (recorded in ingest_runs) and ``run(stop_event)``."""
+    raise SystemExit(f"--source {args.source} is not available yet")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    configure_logging(args.log_level)
+    if args.symbols:
+        args.symbols = [symbol.upper() for symbol in args.symbols]
+    elif args.source != "replay":
+        parser.error("--symbols is required unless --source replay names its files")
+
+    writer = TradeWriter(args.db)
+    try:
+        writer.start()
+    except Exception as exc:  # a broken or foreign database: say which, exit non-zero
+        log.error("cannot open %s: %s", args.db, exc)
+        return 1
+
+    stop = threading.Event()
+
+    def request_stop(signum, _frame) -> None:
+        log.info("%s received: stopping", signal.Signals(signum).name)
+        stop.set()
+
+    signal.signal(signal.SIGINT, request_stop)
+    signal.signal(signal.SIGTERM, request_stop)
+
+    feed = build_feed(args, writer)
+    run_id = status.start_run(writer, feed.venue, args.source, feed.symbols, feed.params)
+    reporter = status.StatusReporter(writer, feed.stats)
+    reporter.start()
+    producer = threading.Thread(target=feed.run, args=(stop,), name="feed", daemon=True)
+    producer.start()
+    # Wake up regularly: a signal handler only runs between bytecodes of the main thread.
+    while producer.is_alive() and not stop.wait(0.2):
+        pass
+    stop.set()
+    producer.join(10)
+    log.info("sources stopped; writing final status and flushing the queue")
+    reporter.stop()
+    status.finish_run(writer, run_id)
+    if not writer.close(timeout=30):
+        log.error("writer did not finish within 30 s; %d items left", writer.queue_depth())
+        return 1
+    log.info("stopped cleanly: %d trades stored this run", writer.stats.trades_stored)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
