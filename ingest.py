@@ -23,7 +23,7 @@ import threading
 from pathlib import Path
 
 import db_setup
-from feeds import status
+from feeds import binance, replay, sim, status
 from writer import TradeWriter
 
 log = logging.getLogger("ingest")
@@ -53,6 +53,8 @@ def build_parser() -> argparse.ArgumentParser:
         choices=("DEBUG", "INFO", "WARNING", "ERROR"),
         help="logging threshold",
     )
+    for source in (binance, sim, replay):
+        source.add_arguments(parser)
     return parser
 
 
@@ -65,9 +67,17 @@ def configure_logging(level: str) -> None:
 
 
 def build_feed(args: argparse.Namespace, writer: TradeWriter):
-    """Return the producer for ``args.source``; it exposes ``venue``, ``stats``,
-    ``params`` (recorded in ingest_runs) and ``run(stop_event)``."""
-    raise SystemExit(f"--source {args.source} is not available yet")
+    """Return the producer for ``args.source``.
+
+    A feed exposes ``venue``, ``symbols``, ``stats`` (a list of ``FeedStats``), ``params``
+    (a dict recorded in ``ingest_runs``) and ``run(stop_event)``, which produces until the
+    event is set (or, for replay, until its files end).
+    """
+    if args.source == "sim":
+        return sim.from_args(args, writer)
+    if args.source == "replay":
+        return replay.from_args(args, writer)
+    return binance.from_args(args, writer)  # live, or auto with the sim fallback
 
 
 def main(argv: list[str] | None = None) -> int:
