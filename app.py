@@ -55,6 +55,8 @@ except (queries.NotAPairsDatabase, sqlite3.DatabaseError) as exc:
     db_error = f"`{db_path}` cannot be used: {exc}"
 
 st.sidebar.caption(f"Database: `{db_path}`")
+# The Live panel refreshes itself; the other tabs recompute on any change or on this button.
+st.sidebar.button("Refresh all tabs", key="refresh", help="Recompute every tab from new data.")
 source_choice = sidebar.choose_source(uploaded is not None)
 view = None
 if source_choice == sidebar.SOURCE_UPLOAD:

@@ -14,7 +14,7 @@ HEIGHT = 420
 _LAYOUT = {
     "margin": {"l": 10, "r": 10, "t": 40, "b": 10},
     "hovermode": "x unified",
-    "legend": {"orientation": "h", "y": 1.02, "yanchor": "bottom", "x": 0},
+    "legend": {"orientation": "h", "y": 1.02, "yanchor": "bottom", "x": 1, "xanchor": "right"},
 }
 UP, DOWN = "#26a69a", "#ef5350"
 
@@ -81,7 +81,7 @@ def pair_panels(frame: pd.DataFrame, entry: float, exit_: float, title: str) -> 
                 y=sign * level,
                 line_dash=dash,
                 line_color="#ef5350" if label == "entry" else "#9e9e9e",
-                annotation_text=f"{label} {sign * level:+g}" if sign > 0 else None,
+                annotation_text=f"{label} ±{level:g}" if sign > 0 else "",
                 row=2,
                 col=1,
             )
@@ -136,4 +136,5 @@ def heatmap(matrix: pd.DataFrame, title: str) -> go.Figure:
     )
     height = max(320, 60 * len(matrix) + 120)
     fig.update_layout(title=title, height=height, margin=_LAYOUT["margin"])
+    fig.update_yaxes(autorange="reversed")  # read like a matrix: first symbol on top
     return fig

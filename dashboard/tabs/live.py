@@ -17,7 +17,7 @@ import streamlit as st
 import analytics
 from dashboard import cache, charts, data, queries
 from dashboard.alerts import AlertStore
-from dashboard.settings import LIVE_REFRESH, STALE_STATUS_MS, is_synthetic, venue_label
+from dashboard.settings import LIVE_REFRESH, STALE_STATUS_MS
 from dashboard.tabs import Context, need_view
 
 
@@ -39,10 +39,6 @@ def _live_panel(ctx: Context) -> None:
 def _panel(ctx: Context) -> None:
     view = ctx.view
     started = time.perf_counter()
-    if is_synthetic(view.venue):
-        st.warning(
-            f"**{venue_label(view.venue)}**: these prices are not live market data.", icon="⚠️"
-        )
     live_view = view.live()
     pair = data.compute_pair(ctx.source, live_view)
     z = pair.latest("zscore")

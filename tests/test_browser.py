@@ -1,0 +1,202 @@
+"""The real page in headless Chromium, fed by the real daemon in simulation mode.
+
+Starts ``ingest.py --source sim`` and ``streamlit run app.py`` on free ports, then drives
+Debian's Chromium with Playwright: the live z-score must change within a few seconds,
+every tab must open without an exception, the bars CSV must download with the expected
+header, and a screenshot is saved under ``test-output/browser/``. Every process started
+here is stopped (its whole process group) whatever happens.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import sqlite3
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+import pytest
+
+from dashboard.tabs import TAB_NAMES
+
+ROOT = Path(__file__).resolve().parent.parent
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+OUTPUT = ROOT / "test-output" / "browser"
+SYMBOLS = ("BTCUSDT", "ETHUSDT")
+
+pytestmark = pytest.mark.browser
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextlib.contextmanager
+def started(cmd: Sequence[str], log: Path) -> Iterator[subprocess.Popen]:
+    """Run ``cmd`` in its own process group; stop that group on exit, always."""
+    with open(log, "wb") as out:
+        proc = subprocess.Popen(
+            list(cmd), cwd=ROOT, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+        )
+        try:
+            yield proc
+        finally:
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGTERM)  # the daemon's orderly stop
+                try:
+                    proc.wait(timeout=10)
+                except subprocess.TimeoutExpired:
+                    os.killpg(proc.pid, signal.SIGKILL)
+                    proc.wait(timeout=5)
+
+
+def wait_for(check, timeout: float, what: str, proc: subprocess.Popen, log: Path) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            pytest.fail(f"{what}: process exited ({proc.returncode}):\n{log.read_text()[-3000:]}")
+        with contextlib.suppress(Exception):
+            if check():
+                return
+        time.sleep(0.25)
+    pytest.fail(f"timed out waiting for {what}:\n{log.read_text()[-3000:]}")
+
+
+def bars_for_both(db: Path) -> bool:
+    conn = sqlite3.connect(f"{db.resolve().as_uri()}?mode=ro", uri=True)
+    try:
+        found = {r[0] for r in conn.execute("SELECT DISTINCT symbol FROM bars_1s")}
+    finally:
+        conn.close()
+    return set(SYMBOLS) <= found
+
+
+def page_up(port: int) -> bool:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/_stcore/health", timeout=2) as r:
+        return r.status == 200
+
+
+def streamlit_cmd(port: int, db: Path) -> list[str]:
+    return [
+        sys.executable,
+        "-m",
+        "streamlit",
+        "run",
+        str(ROOT / "app.py"),
+        "--server.port",
+        str(port),
+        "--server.address",
+        "127.0.0.1",
+        "--server.headless",
+        "true",
+        "--browser.gatherUsageStats",
+        "false",
+        "--",
+        "--db",
+        str(db),
+    ]
+
+
+def daemon_cmd(db: Path) -> list[str]:
+    return [
+        sys.executable,
+        str(ROOT / "ingest.py"),
+        "--source",
+        "sim",
+        "--symbols",
+        *(s.lower() for s in SYMBOLS),
+        "--db",
+        str(db),
+    ]
+
+
+def metric_value(page, label: str) -> str:
+    box = page.locator('[data-testid="stMetric"]').filter(has_text=label).first
+    return box.locator('[data-testid="stMetricValue"]').inner_text(timeout=10_000).strip()
+
+
+def drive_page(url: str, out: Path) -> dict:
+    """Everything the test checks in the browser; returns what it saw."""
+    from playwright.sync_api import sync_playwright
+
+    seen: dict = {}
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 1500, "height": 1100}, accept_downloads=True)
+            page.goto(url, wait_until="domcontentloaded")
+            page.get_by_text("Pairs monitor").first.wait_for(timeout=30_000)
+            # A fresh simulation has few bars: shrink the window so z exists in seconds.
+            window = page.get_by_role("spinbutton", name="Rolling window (bars)")
+            window.fill("10")
+            window.press("Enter")
+            deadline = time.monotonic() + 30
+            values: list[str] = []
+            while time.monotonic() < deadline:
+                with contextlib.suppress(Exception):
+                    v = metric_value(page, "z-score")
+                    if v not in ("—", "") and (not values or v != values[-1]):
+                        values.append(v)
+                if len(values) >= 2:
+                    break
+                time.sleep(0.25)
+            seen["z_values"] = values
+            seen["exceptions"] = {}
+            for name in TAB_NAMES:
+                page.get_by_role("tab", name=name).click()
+                page.wait_for_timeout(700)
+                seen["exceptions"][name] = page.locator('[data-testid="stException"]').count()
+            page.get_by_role("tab", name="Data").click()
+            button = page.get_by_role("button", name="Download bars + analytics (CSV)")
+            with page.expect_download(timeout=20_000) as info:
+                button.click()
+            download = info.value
+            seen["file_name"] = download.suggested_filename
+            target = out / download.suggested_filename
+            download.save_as(target)
+            seen["header"] = target.read_text().splitlines()[0]
+            page.get_by_role("tab", name="Live").click()
+            page.wait_for_timeout(1500)
+            page.screenshot(path=str(out / "live.png"), full_page=True)
+            page.get_by_role("tab", name="Pair").click()
+            page.wait_for_timeout(1500)
+            page.screenshot(path=str(out / "pair.png"), full_page=True)
+        finally:
+            browser.close()
+    return seen
+
+
+@pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="needs Debian's chromium")
+def test_live_page_in_a_real_browser(tmp_path):
+    if not (ROOT / "ingest.py").exists():
+        pytest.skip("ingest.py (the daemon) is not in the tree yet")
+    OUTPUT.mkdir(parents=True, exist_ok=True)
+    db = tmp_path / "ticks.db"
+    port = free_port()
+    with started(daemon_cmd(db), tmp_path / "ingest.log") as daemon:
+        wait_for(lambda: bars_for_both(db), 30, "sim bars", daemon, tmp_path / "ingest.log")
+        with started(streamlit_cmd(port, db), tmp_path / "page.log") as page_proc:
+            wait_for(lambda: page_up(port), 30, "the page", page_proc, tmp_path / "page.log")
+            seen = drive_page(f"http://127.0.0.1:{port}/", OUTPUT)
+    assert len(seen["z_values"]) >= 2, f"z-score did not change: {seen['z_values']}"
+    assert seen["exceptions"] == dict.fromkeys(TAB_NAMES, 0)
+    assert seen["file_name"].startswith("bars_sim_") and seen["file_name"].endswith(".csv")
+    header = seen["header"].split(",")
+    assert header[0] == "time"
+    assert {"spread", "zscore", "hedge_ratio", "corr"} <= set(header)
+    assert (OUTPUT / "live.png").stat().st_size > 10_000
