@@ -9,7 +9,9 @@ Rules (README.md, "Analytics", documents them with the rest of the methodology):
   happen on the same bar. A NaN z-score changes nothing.
 * Long the spread = long ``n`` units of y and short ``n * h`` units of x, with ``h`` the
   hedge ratio known at the signal bar, and ``n`` chosen so the gross notional at the fill
-  is ``capital`` (no compounding: every trade has the same gross size).
+  is ``capital`` (no compounding: every trade has the same gross size). A hedge ratio of
+  log prices (``log_prices=True``) is a ratio of returns, so the legs are then sized in
+  notional instead: ``capital / (1 + |h|)`` of y against ``h`` times that of x.
 * Fees: ``fee_bps / 10_000`` times the traded notional of both legs, on entry and exit.
 """
 
@@ -92,6 +94,7 @@ def backtest(
     *,
     capital: float = 1.0,
     periods_per_year: float | None = None,
+    log_prices: bool = False,
 ) -> BacktestResult:
     """Backtest mean reversion on the z-score of ``y - hedge * x``.
 
@@ -105,6 +108,9 @@ def backtest(
     :param fee_bps: fee per leg in basis points of traded notional.
     :param capital: starting equity and gross notional of every trade.
     :param periods_per_year: for the Sharpe ratio; inferred from the index when None.
+    :param log_prices: True when ``z`` and ``hedge`` come from a fit on log prices
+        (``pair_frame(..., log_prices=True)``): size the legs in notional (``y``, ``x``
+        stay raw prices).
     """
     if entry <= 0 or exit >= entry or -exit >= entry:
         raise ValueError(f"need 0 < entry and |exit| < entry, got entry={entry}, exit={exit}")
@@ -155,8 +161,12 @@ def backtest(
                 open_trade, qy, qx = None, 0.0, 0.0
             if want:
                 h = H[signal_bar]
-                units = capital / (yt + abs(h) * xt)
-                qy, qx = want * units, -want * units * h
+                if log_prices:  # $1 of y against $h of x
+                    notional = capital / (1.0 + abs(h))
+                    qy, qx = want * notional / yt, -want * notional * h / xt
+                else:  # 1 unit of y against h units of x
+                    units = capital / (yt + abs(h) * xt)
+                    qy, qx = want * units, -want * units * h
                 cost = fee * (abs(qy) * yt + abs(qx) * xt)
                 eq -= cost
                 open_trade = {

@@ -265,6 +265,19 @@ def test_backtest_long_then_flip_and_hedge_known_at_signal():
     assert (res.equity == 1.0).all()  # flat prices, no fees
 
 
+def test_backtest_log_hedge_sizes_legs_in_notional():
+    index = pd.date_range(T0, periods=4, freq="1min")
+    y = pd.Series([10.0, 10.0, 20.0, 22.0], index)
+    x = pd.Series([4.0, 4.0, 5.0, 5.0], index)
+    z = pd.Series([-3.0, -1.0, -1.0, -1.0], index)
+    res = A.backtest(y, x, z, 0.5, fee_bps=0, log_prices=True)
+    trade = res.trades.iloc[0]
+    # Filled at bar 1: gross 1 split 1 / (1 + 0.5) of y and 0.5 / 1.5 of x, in value.
+    assert math.isclose(trade.qty_y * 10.0, 2 / 3) and math.isclose(trade.qty_x * 4.0, -1 / 3)
+    pnl = (2 / 3) / 10 * (22 - 10) - (1 / 3) / 4 * (5 - 4)
+    assert math.isclose(res.equity.iloc[-1], 1.0 + pnl)
+
+
 def test_backtest_no_signal_and_bad_levels():
     y, x = series(random_walk(100, 30)), series(random_walk(100, 31))
     z = pd.Series(0.5, index=y.index)
