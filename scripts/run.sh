@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# Started by `make run`: the ingest daemon in the background, the page in the foreground.
+# Ctrl-C stops the page; the daemon then gets SIGTERM and we wait for its final flush, so
+# nothing it had queued is lost.
+set -u
+: "${BIN:=.venv/bin}" "${DB:=data/ticks.db}" "${SYMBOLS:=btcusdt ethusdt}"
+: "${SOURCE:=auto}" "${PORT:=8501}"
+mkdir -p "$(dirname "$DB")"
+log="$(dirname "$DB")/ingest.log"
+
+# shellcheck disable=SC2086  # SYMBOLS is a list of words
+"$BIN/python" ingest.py --source "$SOURCE" --symbols $SYMBOLS --db "$DB" >>"$log" 2>&1 &
+ingest_pid=$!
+echo "ingest daemon started (pid $ingest_pid, --source $SOURCE, log: $log)"
+
+stop_ingest() {
+    if kill -0 "$ingest_pid" 2>/dev/null; then
+        echo "stopping the ingest daemon (pid $ingest_pid)..."
+        kill -TERM "$ingest_pid" 2>/dev/null
+    fi
+    wait "$ingest_pid"
+    echo "ingest daemon exited with status $?"
+}
+trap stop_ingest EXIT
+trap 'exit 130' INT TERM
+
+echo "dashboard: http://localhost:$PORT"
+"$BIN/streamlit" run app.py \
+    --server.headless true \
+    --server.port "$PORT" \
+    --browser.gatherUsageStats false \
+    -- --db "$DB"

@@ -1,0 +1,187 @@
+"""The writer thread: exactly-once storage, bars that match the trades, failures contained."""
+
+import random
+import sqlite3
+import threading
+import time
+
+import pandas as pd
+import pytest
+
+from writer import TradeWriter
+
+VENUE = "binance-spot"
+
+
+def random_tape(n: int, symbols=("AAAUSDT", "BBBUSDT"), seed: int = 7) -> list[tuple]:
+    rng = random.Random(seed)
+    rows, time_us = [], 1_700_000_000_000_000
+    for trade_id in range(1, n + 1):
+        time_us += rng.choice([0, 0, 1_000, 250_000, 900_000])  # many share a millisecond
+        for symbol in symbols:
+            price = round(100 + rng.gauss(0, 1), 2)
+            rows.append(
+                (
+                    VENUE,
+                    symbol,
+                    trade_id,
+                    time_us,
+                    price,
+                    round(rng.random(), 4),
+                    rng.random() < 0.5,
+                )
+            )
+    return rows
+
+
+def start_writer(path, **kwargs) -> TradeWriter:
+    writer = TradeWriter(path, **kwargs)
+    writer.start()
+    return writer
+
+
+def stored_trades(path) -> list[tuple]:
+    with sqlite3.connect(path) as conn:
+        return conn.execute("SELECT * FROM trades ORDER BY venue, symbol, trade_id").fetchall()
+
+
+def expected_bars(rows: list[tuple]) -> pd.DataFrame:
+    """One-second bars computed independently from the distinct trades, with pandas."""
+    trades = pd.DataFrame(
+        rows, columns=["venue", "symbol", "trade_id", "time_us", "price", "qty", "maker"]
+    )
+    trades = trades.drop_duplicates(["venue", "symbol", "trade_id"]).sort_values("trade_id")
+    trades["bar_time_s"] = trades["time_us"] // 1_000_000
+    trades["quote"] = trades["price"] * trades["qty"]
+    trades["taker_buy"] = trades["qty"].where(~trades["maker"].astype(bool), 0.0)
+    grouped = trades.groupby(["venue", "symbol", "bar_time_s"])
+    return pd.DataFrame(
+        {
+            "open": grouped["price"].first(),
+            "high": grouped["price"].max(),
+            "low": grouped["price"].min(),
+            "close": grouped["price"].last(),
+            "volume": grouped["qty"].sum(),
+            "quote_volume": grouped["quote"].sum(),
+            "taker_buy_volume": grouped["taker_buy"].sum(),
+            "trade_count": grouped.size(),
+            "first_trade_id": grouped["trade_id"].min(),
+            "last_trade_id": grouped["trade_id"].max(),
+        }
+    )
+
+
+def stored_bars(path) -> pd.DataFrame:
+    with sqlite3.connect(path) as conn:
+        bars = pd.read_sql("SELECT * FROM bars_1s", conn)
+    return bars.set_index(["venue", "symbol", "bar_time_s"]).sort_index()
+
+
+def test_bars_match_trades_whatever_the_batching_order_and_duplicates(tmp_path):
+    path = tmp_path / "ticks.db"
+    rows = random_tape(3_000)
+    rng = random.Random(1)
+    # Deliver out of order (a backfill lands after later live trades) and with repeats.
+    chunks, start = [], 0
+    while start < len(rows):
+        size = rng.randint(1, 400)
+        chunks.append(rows[start : start + size])
+        start += size
+    rng.shuffle(chunks)
+    chunks += [rng.sample(rows, 300), rows[:50]]
+    writer = start_writer(path, max_batch_rows=700)
+    for chunk in chunks:
+        writer.put_trades(chunk)
+    assert writer.close()
+
+    assert stored_trades(path) == sorted(set(rows))
+    assert writer.stats.trades_stored == len(rows)
+    expected = expected_bars(rows)
+    actual = stored_bars(path)[expected.columns]
+    pd.testing.assert_frame_equal(actual, expected, check_dtype=False, rtol=1e-12)
+
+
+def test_a_bad_row_is_reported_and_the_rest_of_its_batch_is_stored(tmp_path, caplog):
+    path = tmp_path / "ticks.db"
+    good = random_tape(5, symbols=("AAAUSDT",))
+    bad = (VENUE, "AAAUSDT", 99, 1_700_000_000_000_000, None, 1.0, 0)
+    writer = start_writer(path)
+    writer.put_trades([*good[:2], bad, *good[2:]])
+    assert writer.close()
+    assert stored_trades(path) == good
+    assert writer.stats.rejected_rows == 1
+    assert "rejected trade row" in caplog.text and "99" in caplog.text
+
+
+def test_a_failing_call_is_undone_alone(tmp_path):
+    path = tmp_path / "ticks.db"
+    writer = start_writer(path)
+    rows = random_tape(3, symbols=("AAAUSDT",))
+    writer.put_trades(rows)
+
+    def half_done(conn):
+        conn.execute(
+            "INSERT INTO gaps (venue, symbol, first_missing_id, last_missing_id, reason, "
+            "detected_ms) VALUES ('x', 'Y', 1, 2, 'live-jump', 0)"
+        )
+        raise ValueError("boom")
+
+    failed = writer.submit(half_done)
+    counted = writer.submit(lambda conn: conn.execute("SELECT count(*) FROM trades").fetchone()[0])
+    with pytest.raises(ValueError, match="boom"):
+        failed.result(5)
+    assert counted.result(5) == 3  # a call sees the trades queued before it
+    assert writer.close()
+    with sqlite3.connect(path) as conn:
+        assert conn.execute("SELECT count(*) FROM gaps").fetchone()[0] == 0
+    assert stored_trades(path) == rows
+
+
+def test_a_locked_database_is_retried_until_it_frees_and_nothing_is_lost(tmp_path):
+    path = tmp_path / "ticks.db"
+    writer = start_writer(path)
+    writer.flush()
+    blocker = sqlite3.connect(path, isolation_level=None, timeout=0)
+    blocker.execute("PRAGMA busy_timeout = 0")
+    writer._conn.execute("PRAGMA busy_timeout = 50")  # fail fast instead of waiting 30 s
+    blocker.execute("BEGIN IMMEDIATE")
+    rows = random_tape(200)
+    writer.put_trades(rows)
+    deadline = time.monotonic() + 5
+    while writer.stats.failed_commits == 0 and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert writer.stats.failed_commits >= 1
+    assert "locked" in writer.stats.last_error
+    blocker.execute("COMMIT")
+    blocker.close()
+    assert writer.close()
+    assert stored_trades(path) == sorted(rows)
+
+
+def test_close_commits_everything_queued_by_concurrent_producers(tmp_path):
+    path = tmp_path / "ticks.db"
+    writer = start_writer(path, max_queue=50)  # small queue: producers feel backpressure
+    rows = random_tape(2_000, symbols=("AAAUSDT", "BBBUSDT", "CCCUSDT", "DDDUSDT"))
+    by_symbol = {}
+    for row in rows:
+        by_symbol.setdefault(row[1], []).append(row)
+
+    def produce(symbol_rows):
+        for row in symbol_rows:
+            writer.put_trades([row])
+
+    producers = [threading.Thread(target=produce, args=(r,)) for r in by_symbol.values()]
+    for producer in producers:
+        producer.start()
+    for producer in producers:
+        producer.join()
+    assert writer.close(timeout=30)
+    assert stored_trades(path) == sorted(rows)
+    assert writer.stats.commits < len(rows)  # batched, not one commit per trade
+
+
+def test_start_reports_a_database_it_cannot_open(tmp_path):
+    folder_in_the_way = tmp_path / "ticks.db"
+    folder_in_the_way.mkdir()
+    with pytest.raises(sqlite3.OperationalError):
+        TradeWriter(folder_in_the_way).start()
