@@ -304,7 +304,10 @@ def stats_table(pair: PairData) -> pd.DataFrame:
 
 
 def run_backtest(pair: PairData, entry: float, exit_: float, fee_bps: float):
-    """``analytics.backtest`` on the raw closes, the pair's z-score and hedge ratio."""
+    """``analytics.backtest`` on the raw closes, the pair's z-score and hedge ratio.
+
+    With log prices the hedge is a ratio of returns, so the legs are sized in value.
+    """
     view, frame = pair.view, pair.frame
     closes = pair.closes.loc[frame.index]
     return analytics.backtest(
@@ -315,6 +318,7 @@ def run_backtest(pair: PairData, entry: float, exit_: float, fee_bps: float):
         entry=entry,
         exit=exit_,
         fee_bps=fee_bps,
+        log_prices=view.log_prices,
     )
 
 
