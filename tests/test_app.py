@@ -108,6 +108,10 @@ def test_widgets_change_what_is_shown(monkeypatch, pair_db):
     at.selectbox(key="method").set_value("Kalman").run()
     assert not at.exception
     assert "kalman hedge is dynamic" in texts(at.markdown)
+    # A liquidity floor above the fixture's 2 trades per second leaves no bar to analyse.
+    at.number_input(key="min_trades").set_value(3).run()
+    assert not at.exception
+    assert "need 62 more 1s bars with both legs (0 of 62" in texts(at.info)
 
 
 def test_alert_fires_on_crossing_and_not_again_while_hovering(monkeypatch, db_copy):
