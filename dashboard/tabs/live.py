@@ -165,5 +165,11 @@ def _true_parameters(ctx: Context) -> None:
     with st.expander(f"{label} vs estimates", expanded=run.source == "sim"):
         c1, c2 = st.columns(2)
         c1.json(run.params)
-        c2.json({k: (None if v != v else round(v, 6)) for k, v in est.items()})
-        c2.caption(f"Estimates over the lookback, {ctx.view.timeframe} bars, {ctx.view.method}.")
+        if est:
+            c2.json({k: (None if v != v else round(v, 6)) for k, v in est.items()})
+            c2.caption(
+                f"Estimates over the lookback, {ctx.view.timeframe} bars, {ctx.view.method}; "
+                "the simulator's hedge ratio is of its own leg order (see its params)."
+            )
+        else:
+            c2.info("Estimates: waiting for the pair analytics (then press Refresh all tabs).")
