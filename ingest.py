@@ -105,7 +105,12 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGINT, request_stop)
     signal.signal(signal.SIGTERM, request_stop)
 
-    feed = build_feed(args, writer)
+    try:
+        feed = build_feed(args, writer)
+    except binance.FeedError as exc:
+        log.error("%s", exc)
+        writer.close()
+        return 2
     run_id = status.start_run(writer, feed.venue, args.source, feed.symbols, feed.params)
     reporter = status.StatusReporter(writer, feed.stats)
     reporter.start()

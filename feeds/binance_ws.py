@@ -1,0 +1,322 @@
+"""The WebSocket side of the live Binance source: one connection and its reconnect loop.
+
+:class:`StreamConnection` is a thread that owns one combined-stream connection (up to
+1024 streams) and reconnects it for ever, until told to stop:
+
+- exponential backoff with full jitter between attempts, capped, reset after a good
+  connection (one that delivered data); no wait at all after ``serverShutdown``;
+- a process-wide bound on connection attempts (Binance allows 300 per 5 minutes per IP);
+- pings are answered (websocket-client does it while receiving), at most
+  ``MAX_OUTGOING_PER_S`` frames a second, as Binance allows 5;
+- :class:`Watchdog` closes a socket that has been silent too long and reconnects before
+  the 24-hour limit Binance puts on a connection.
+
+The receive loop is kept bare on purpose: the socket stays blocking (a timeout would add
+a ``poll`` per read), frames are taken as bytes (no decode, no UTF-8 check: orjson
+rejects invalid text anyway) and handed to ``on_message``. Stopping or the watchdog
+unblock it by shutting the socket down from another thread.
+"""
+
+from __future__ import annotations
+
+import collections
+import contextlib
+import logging
+import random
+import socket
+import threading
+import time
+from collections.abc import Callable
+
+import websocket
+from websocket import ABNF
+
+log = logging.getLogger("feeds.binance.ws")
+
+MAX_STREAMS_PER_CONNECTION = 1024
+# Binance: 5 incoming messages a second per connection (pings, pongs, control frames);
+# we stay below it.
+MAX_OUTGOING_PER_S = 4
+# Binance: 300 connection attempts per 5 minutes per IP; keep a margin for other tools.
+MAX_ATTEMPTS = 250
+ATTEMPT_WINDOW_S = 300.0
+
+
+class Backoff:
+    """Exponential backoff with full jitter: ``uniform(base/2, min(cap, base * 2**n))``.
+
+    :param base: first delay in seconds.
+    :param cap: largest delay in seconds.
+    """
+
+    def __init__(self, base: float = 0.5, cap: float = 30.0) -> None:
+        self.base = base
+        self.cap = cap
+        self.failures = 0
+
+    def next_delay(self) -> float:
+        """The delay before the next attempt; each call counts one more failure."""
+        ceiling = min(self.cap, self.base * 2**self.failures)
+        self.failures += 1
+        return random.uniform(ceiling / 2, ceiling)
+
+    def reset(self) -> None:
+        """Forget the failures: the last connection was good."""
+        self.failures = 0
+
+
+class AttemptLimiter:
+    """A sliding-window bound on connection attempts, shared by all connections."""
+
+    def __init__(self, max_attempts: int = MAX_ATTEMPTS, window: float = ATTEMPT_WINDOW_S):
+        self.max_attempts = max_attempts
+        self.window = window
+        self._times: collections.deque[float] = collections.deque()
+        self._lock = threading.Lock()
+
+    def wait_turn(self, stop: threading.Event) -> bool:
+        """Block until an attempt is allowed; False when ``stop`` was set meanwhile."""
+        while not stop.is_set():
+            with self._lock:
+                now = time.monotonic()
+                while self._times and now - self._times[0] > self.window:
+                    self._times.popleft()
+                if len(self._times) < self.max_attempts:
+                    self._times.append(now)
+                    return True
+                wait = self.window - (now - self._times[0])
+            log.warning("connection attempt limit reached; waiting %.0f s", wait)
+            stop.wait(min(wait, 5.0))
+        return False
+
+
+class PoliteWebSocket(websocket.WebSocket):
+    """A WebSocket that never sends more than ``MAX_OUTGOING_PER_S`` control frames a second.
+
+    Binance disconnects (and eventually bans) a client sending more than 5 messages a
+    second. Pings are answered while receiving; a pong over the budget is left out (the
+    server waits a minute for one, and the next ping is answered).
+    """
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self._sent: collections.deque[float] = collections.deque(maxlen=MAX_OUTGOING_PER_S)
+
+    def pong(self, payload: str | bytes = "") -> None:
+        now = time.monotonic()
+        if len(self._sent) == MAX_OUTGOING_PER_S and now - self._sent[0] < 1.0:
+            log.debug("pong skipped: outgoing message budget spent")
+            return
+        self._sent.append(now)
+        super().pong(payload)
+
+
+class StreamConnection(threading.Thread):
+    """One combined-stream connection, reconnected until ``stop`` is set.
+
+    :param url: full URL, ``.../stream?streams=a@trade/b@trade``.
+    :param on_message: called with each text frame's bytes, in the receive thread; it
+        raises :class:`ServerShutdown` to have the connection replaced at once.
+    :param on_connect: called after each successful connect, before the first frame.
+    :param on_disconnect: called after each connection ends.
+    :param stop: set to stop for good.
+    :param limiter: shared bound on connection attempts.
+    :param connect_timeout: seconds allowed for TCP, TLS and the WebSocket handshake.
+    :param backoff: the reconnect delays.
+    """
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        name: str,
+        on_message: Callable[[bytes], None],
+        on_connect: Callable[[], None],
+        on_disconnect: Callable[[], None],
+        stop: threading.Event,
+        limiter: AttemptLimiter,
+        connect_timeout: float = 10.0,
+        backoff: Backoff | None = None,
+    ) -> None:
+        super().__init__(name=name, daemon=True)
+        self.url = url
+        self.on_message = on_message
+        self.on_connect = on_connect
+        self.on_disconnect = on_disconnect
+        self.stop = stop
+        self.limiter = limiter
+        self.connect_timeout = connect_timeout
+        self.backoff = backoff or Backoff()
+        self.ws: websocket.WebSocket | None = None
+        self.connected_at: float | None = None  # monotonic, None while down
+        self.last_rx: float = 0.0  # monotonic time of the last frame of any kind
+        self.connections = 0
+        self.frames = 0
+        self._reconnect_now = False
+        self._abort_reason: str | None = None
+
+    # -- called from other threads ---------------------------------------------------
+
+    def abort(self, reason: str, *, reconnect_now: bool = False) -> None:
+        """Close the socket from outside; the receive loop ends and the thread reconnects."""
+        ws = self.ws
+        if ws is None or ws.sock is None:
+            return
+        self._abort_reason = reason
+        self._reconnect_now = reconnect_now
+        with contextlib.suppress(OSError):  # already gone
+            ws.sock.shutdown(socket.SHUT_RDWR)
+
+    # -- the thread --------------------------------------------------------------------
+
+    def run(self) -> None:
+        while not self.stop.is_set():
+            if not self.limiter.wait_turn(self.stop):
+                break
+            good = False
+            try:
+                ws = websocket.create_connection(
+                    self.url,
+                    timeout=self.connect_timeout,
+                    class_=PoliteWebSocket,
+                    skip_utf8_validation=True,
+                    enable_multithread=False,
+                )
+            except Exception as exc:  # DNS, refused, TLS, handshake: all mean "try later"
+                log.warning("%s: connect failed: %s", self.name, _describe(exc))
+            else:
+                good = self._serve(ws)
+            if self.stop.is_set():
+                break
+            if good:
+                self.backoff.reset()
+            if self._reconnect_now:
+                self._reconnect_now = False
+                continue
+            delay = self.backoff.next_delay()
+            log.info("%s: reconnecting in %.2f s", self.name, delay)
+            self.stop.wait(delay)
+        log.info("%s: stopped after %d connection(s)", self.name, self.connections)
+
+    def _serve(self, ws: websocket.WebSocket) -> bool:
+        """Receive until the connection ends; True when it delivered data (a good one)."""
+        ws.settimeout(None)  # blocking: the watchdog and stop() unblock it
+        self.ws = ws
+        self.connections += 1
+        self.last_rx = time.monotonic()
+        self.connected_at = self.last_rx
+        self._abort_reason = None
+        frames_before = self.frames
+        log.info("%s: connected (%s)", self.name, _short(self.url))
+        if self.stop.is_set():  # stop() may have run before self.ws was set
+            self._close(ws)
+            return False
+        try:
+            self.on_connect()
+            self._receive(ws)
+        except ServerShutdown:
+            log.warning("%s: serverShutdown received; reconnecting now", self.name)
+            self._reconnect_now = True
+        except (websocket.WebSocketException, OSError) as exc:
+            if self.stop.is_set():
+                log.info("%s: closed (stopping)", self.name)
+            elif self._abort_reason:
+                log.warning("%s: closed (%s)", self.name, self._abort_reason)
+            elif not self.stop.is_set():
+                log.warning("%s: connection lost: %s", self.name, _describe(exc))
+        finally:
+            self.connected_at = None
+            self.ws = None
+            self._close(ws)
+            self.on_disconnect()
+        return self.frames > frames_before
+
+    def _receive(self, ws: websocket.WebSocket) -> None:
+        on_message = self.on_message
+        recv = ws.recv_data_frame
+        monotonic = time.monotonic
+        text, binary, close = ABNF.OPCODE_TEXT, ABNF.OPCODE_BINARY, ABNF.OPCODE_CLOSE
+        while True:
+            opcode, frame = recv(True)
+            self.last_rx = monotonic()
+            if opcode in (text, binary):
+                self.frames += 1
+                on_message(frame.data)
+            elif opcode == close:
+                code, reason = _close_status(frame.data)
+                log.warning("%s: server closed the connection: %s %s", self.name, code, reason)
+                return
+            # pings were answered inside recv; pongs need nothing
+
+    def _close(self, ws: websocket.WebSocket) -> None:
+        try:
+            ws.close(timeout=0.2)
+        except Exception:  # closing a dead socket: nothing left to do
+            with contextlib.suppress(Exception):
+                ws.shutdown()
+
+
+class ServerShutdown(Exception):
+    """Raised by ``on_message`` when the server announces it is going away."""
+
+
+class Watchdog(threading.Thread):
+    """Closes silent connections and recycles old ones before Binance's 24-hour limit.
+
+    :param connections: the connections to watch.
+    :param silent_after: seconds without any frame (data, ping) before a socket is closed.
+    :param max_age: seconds after which a connection is closed and opened afresh.
+    """
+
+    def __init__(
+        self,
+        connections: list[StreamConnection],
+        stop: threading.Event,
+        *,
+        silent_after: float,
+        max_age: float,
+    ) -> None:
+        super().__init__(name="ws-watchdog", daemon=True)
+        self.connections = connections
+        self.stop = stop
+        self.silent_after = silent_after
+        self.max_age = max_age
+
+    def run(self) -> None:
+        tick = max(0.05, min(1.0, self.silent_after / 4))
+        while not self.stop.wait(tick):
+            now = time.monotonic()
+            for conn in self.connections:
+                started = conn.connected_at
+                if started is None:
+                    continue
+                silent = now - conn.last_rx
+                if silent > self.silent_after:
+                    log.warning(
+                        "%s: silent for %.1f s (watchdog %.1f s); reconnecting",
+                        conn.name,
+                        silent,
+                        self.silent_after,
+                    )
+                    conn.abort(f"watchdog: silent {silent:.1f} s")
+                elif now - started > self.max_age:
+                    log.info(
+                        "%s: %.0f s old; reconnecting before the 24 h limit",
+                        conn.name,
+                        now - started,
+                    )
+                    conn.abort("proactive reconnect", reconnect_now=True)
+
+
+def _close_status(data: bytes) -> tuple[int | None, str]:
+    if len(data) >= 2:
+        return int.from_bytes(data[:2], "big"), data[2:].decode("utf-8", "replace")
+    return None, ""
+
+
+def _describe(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+
+
+def _short(url: str) -> str:
+    return url if len(url) < 120 else url[:117] + "..."

@@ -1,0 +1,330 @@
+"""A local stand-in for Binance that the tests and the benchmark script the daemon against.
+
+One port serves both protocols, as facts in ``../shared/BINANCE.md`` describe them:
+
+- WebSocket combined streams ``/stream?streams=btcusdt@trade/...`` (``websockets``);
+- REST ``/api/v3/exchangeInfo``, ``/api/v3/historicalTrades``, ``/api/v3/trades`` (and the
+  same under ``/fapi/v1``), answered from ``process_request`` before any handshake.
+
+Each symbol has a tape of consecutive trade ids. :meth:`BinanceServer.publish` appends
+trades to it (REST sees every published trade) and sends them to the connected clients
+unless told not to (a range withheld from the socket that only REST can provide). The
+test scripts the failures: abrupt drops, close 1001, ``serverShutdown``, silence,
+malformed and unknown frames, duplicates re-sent on connect, 429 with ``Retry-After``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import http
+import threading
+import time
+import urllib.parse
+from dataclasses import dataclass, field
+
+import orjson
+from websockets.asyncio.server import ServerConnection, serve
+from websockets.datastructures import Headers
+from websockets.http11 import Request, Response
+
+BASE_TIME_MS = 1_767_225_600_000  # 2026-01-01T00:00:00Z
+
+
+@dataclass
+class Trade:
+    """One published trade, with its wire forms."""
+
+    symbol: str
+    id: int
+    price: str
+    qty: str
+    time_ms: int
+    buyer_is_maker: bool
+
+    def ws_frame(self) -> str:
+        return orjson.dumps(
+            {
+                "stream": f"{self.symbol.lower()}@trade",
+                "data": {
+                    "e": "trade",
+                    "E": self.time_ms + 1,
+                    "s": self.symbol,
+                    "t": self.id,
+                    "p": self.price,
+                    "q": self.qty,
+                    "T": self.time_ms,
+                    "m": self.buyer_is_maker,
+                    "M": True,
+                },
+            }
+        ).decode()
+
+    def rest_item(self) -> dict:
+        return {
+            "id": self.id,
+            "price": self.price,
+            "qty": self.qty,
+            "quoteQty": f"{float(self.price) * float(self.qty):.8f}",
+            "time": self.time_ms,
+            "isBuyerMaker": self.buyer_is_maker,
+            "isBestMatch": True,
+        }
+
+    def stored(self) -> tuple:
+        """The row the daemon must store: (trade_id, trade_time_us, price, qty, maker)."""
+        return (
+            self.id,
+            self.time_ms * 1000,
+            float(self.price),
+            float(self.qty),
+            int(self.buyer_is_maker),
+        )
+
+
+def make_trade(symbol: str, trade_id: int) -> Trade:
+    """A deterministic trade: several share a millisecond, prices wander, both sides."""
+    base = 100.0 if symbol.startswith("ETH") else 50_000.0
+    return Trade(
+        symbol,
+        trade_id,
+        f"{base + (trade_id * 7919 % 1000) / 100:.2f}",
+        f"{0.001 * (1 + trade_id % 13):.3f}",
+        BASE_TIME_MS + trade_id // 3,
+        trade_id % 3 == 0,
+    )
+
+
+@dataclass
+class Client:
+    connection: ServerConnection
+    symbols: set[str]
+    connected_at: float = field(default_factory=time.monotonic)
+
+
+class BinanceServer:
+    """Binance's market-data protocol on ``127.0.0.1:port``, scriptable from another thread.
+
+    :param symbols: the symbols listed by exchangeInfo (upper case).
+    :param first_id: id of each symbol's first trade.
+    :param ping_interval: seconds between server pings (None: no pings, like a silent one).
+    :param ping_timeout: seconds the server waits for a pong before dropping the client.
+    """
+
+    def __init__(
+        self,
+        symbols: list[str],
+        *,
+        first_id: int = 1_000_000,
+        ping_interval: float | None = None,
+        ping_timeout: float | None = None,
+        prefix: str = "/api/v3",
+    ) -> None:
+        self.symbols = [s.upper() for s in symbols]
+        self.tapes: dict[str, list[Trade]] = {s: [] for s in self.symbols}
+        self.next_id = dict.fromkeys(self.symbols, first_id)
+        self.ping_interval = ping_interval
+        self.ping_timeout = ping_timeout
+        self.prefix = prefix
+        self.clients: list[Client] = []
+        self.connections_total = 0
+        self.silent = False
+        self.resend_on_connect = 0  # re-send the last N trades of each symbol on connect
+        self.rest_429 = 0  # answer this many historicalTrades requests with 429
+        self.retry_after = 1
+        self.rest_calls: list[tuple[str, dict]] = []
+        self.port = 0
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
+        self._ready = threading.Event()
+        self._stop: asyncio.Event | None = None
+
+    # -- lifecycle (test thread) --------------------------------------------------------
+
+    def start(self) -> BinanceServer:
+        self._thread = threading.Thread(target=self._run, name="binance-server", daemon=True)
+        self._thread.start()
+        if not self._ready.wait(10):
+            raise RuntimeError("the local Binance server did not start")
+        return self
+
+    def stop(self) -> None:
+        if self.loop and self._stop:
+            self.loop.call_soon_threadsafe(self._stop.set)
+        if self._thread:
+            self._thread.join(10)
+
+    @property
+    def ws_url(self) -> str:
+        return f"ws://127.0.0.1:{self.port}"
+
+    @property
+    def rest_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def call(self, coro, timeout: float = 30.0):
+        """Run a coroutine on the server's loop and wait for its result."""
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
+
+    # -- scripting (test thread) --------------------------------------------------------
+
+    def publish(self, symbol: str, count: int, *, live: bool = True) -> list[Trade]:
+        """Append ``count`` trades to the tape; send them on the socket when ``live``."""
+        return self.call(self._publish(symbol.upper(), count, live))
+
+    def drop(self) -> None:
+        """Cut every connection abruptly (no close frame)."""
+        self.call(self._each(lambda c: c.connection.transport.abort()))
+
+    def close(self, code: int = 1001, reason: str = "going away") -> None:
+        """Close every connection with a close frame."""
+        self.call(self._close_all(code, reason))
+
+    def server_shutdown(self) -> None:
+        """Announce ``serverShutdown`` on every connection (and keep them open)."""
+        frame = orjson.dumps(
+            {"stream": "!serverShutdown", "data": {"e": "serverShutdown", "E": _now_ms()}}
+        ).decode()
+        self.send_raw(frame)
+
+    def send_raw(self, text: str | bytes) -> None:
+        """Send one frame as is to every client (malformed or unknown frames)."""
+        self.call(self._send_all(text))
+
+    def wait_clients(self, count: int = 1, timeout: float = 15.0, *, total: int | None = None):
+        """Wait until ``count`` clients are connected (and ``total`` connections were made)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if len(self.clients) >= count and (total is None or self.connections_total >= total):
+                return
+            time.sleep(0.02)
+        raise TimeoutError(
+            f"{len(self.clients)} client(s), {self.connections_total} connection(s) made; "
+            f"wanted {count} (total {total})"
+        )
+
+    def expected(self, symbol: str) -> list[tuple]:
+        """The tape as the daemon must store it."""
+        return [t.stored() for t in self.tapes[symbol.upper()]]
+
+    # -- the server (its own thread and loop) -----------------------------------------
+
+    def _run(self) -> None:
+        asyncio.run(self._main())
+
+    async def _main(self) -> None:
+        self.loop = asyncio.get_running_loop()
+        self._stop = asyncio.Event()
+        async with serve(
+            self._handler,
+            "127.0.0.1",
+            0,
+            process_request=self._process_request,
+            ping_interval=self.ping_interval,
+            ping_timeout=self.ping_timeout,
+            max_queue=None,
+            compression=None,
+        ) as server:
+            self.port = server.sockets[0].getsockname()[1]
+            self._ready.set()
+            await self._stop.wait()
+            for client in list(self.clients):
+                client.connection.transport.abort()
+
+    async def _handler(self, connection: ServerConnection) -> None:
+        query = urllib.parse.urlparse(connection.request.path).query
+        streams = urllib.parse.parse_qs(query).get("streams", [""])[0].split("/")
+        symbols = {s.split("@")[0].upper() for s in streams if s.endswith("@trade")}
+        client = Client(connection, symbols)
+        self.connections_total += 1
+        if self.resend_on_connect:
+            for symbol in symbols:
+                for trade in self.tapes.get(symbol, [])[-self.resend_on_connect :]:
+                    await connection.send(trade.ws_frame())
+        self.clients.append(client)
+        try:
+            async for _ in connection:
+                pass  # the daemon sends nothing we need to act on
+        except Exception:
+            pass
+        finally:
+            self.clients.remove(client)
+
+    async def _publish(self, symbol: str, count: int, live: bool) -> list[Trade]:
+        trades = []
+        for _ in range(count):
+            trade = make_trade(symbol, self.next_id[symbol])
+            self.next_id[symbol] += 1
+            self.tapes[symbol].append(trade)
+            trades.append(trade)
+        if live and not self.silent:
+            for client in list(self.clients):
+                if symbol in client.symbols:
+                    for trade in trades:
+                        try:
+                            await client.connection.send(trade.ws_frame())
+                        except Exception:
+                            break  # that client is gone; it will catch up over REST
+        return trades
+
+    async def _each(self, fn) -> None:
+        for client in list(self.clients):
+            fn(client)
+
+    async def _close_all(self, code: int, reason: str) -> None:
+        await asyncio.gather(
+            *(c.connection.close(code, reason) for c in list(self.clients)),
+            return_exceptions=True,
+        )
+
+    async def _send_all(self, text: str | bytes) -> None:
+        for client in list(self.clients):
+            with contextlib.suppress(Exception):  # a client already gone
+                await client.connection.send(text)
+
+    # -- REST ------------------------------------------------------------------------
+
+    def _process_request(self, connection: ServerConnection, request: Request):
+        url = urllib.parse.urlparse(request.path)
+        if url.path == "/stream":
+            return None  # go on with the WebSocket handshake
+        params = {k: v[0] for k, v in urllib.parse.parse_qs(url.query).items()}
+        endpoint = url.path.removeprefix(self.prefix)
+        self.rest_calls.append((endpoint, params))
+        if endpoint == "/exchangeInfo":
+            body = {"symbols": [{"symbol": s, "status": "TRADING"} for s in self.symbols]}
+            return _json(connection, 200, body)
+        if endpoint not in ("/historicalTrades", "/trades"):
+            return _json(connection, 404, {"code": -1, "msg": f"no endpoint {url.path}"})
+        symbol = params.get("symbol", "")
+        if symbol not in self.tapes:
+            return _json(connection, 400, {"code": -1121, "msg": "Invalid symbol."})
+        if endpoint == "/historicalTrades" and self.rest_429 > 0:
+            self.rest_429 -= 1
+            response = _json(
+                connection, 429, {"code": -1003, "msg": "Too many requests; banned soon."}
+            )
+            response.headers["Retry-After"] = str(self.retry_after)
+            return response
+        limit = min(int(params.get("limit", 500)), 1000)
+        tape = self.tapes[symbol]
+        if endpoint == "/historicalTrades" and "fromId" in params:
+            start = int(params["fromId"]) - (tape[0].id if tape else 0)
+            page = tape[max(start, 0) : max(start, 0) + limit]
+        else:
+            page = tape[-limit:]
+        return _json(connection, 200, [t.rest_item() for t in page])
+
+
+def _json(connection: ServerConnection, status: int, body) -> Response:
+    response = connection.respond(http.HTTPStatus(status), "")
+    data = orjson.dumps(body)
+    headers = Headers()
+    headers["Content-Type"] = "application/json"
+    headers["Content-Length"] = str(len(data))
+    headers["Connection"] = "close"
+    return Response(status, response.reason_phrase, headers, data)
+
+
+def _now_ms() -> int:
+    return time.time_ns() // 1_000_000
