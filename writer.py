@@ -17,12 +17,13 @@ until it succeeds or the writer is told to stop; nothing queued is dropped.
 
 from __future__ import annotations
 
+import itertools
 import logging
 import queue
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,23 +36,51 @@ log = logging.getLogger("writer")
 # venue, symbol, trade_id, trade_time_us, price, qty, buyer_is_maker
 TradeRow = tuple[str, str, int, int, float, float, int]
 
+# The staging table is keyed by second before trade id: trade ids rise with time within a
+# symbol, so the bars GROUP BY below walks the key in order instead of sorting the batch.
 _STAGING_DDL = """
 CREATE TEMP TABLE IF NOT EXISTS incoming (
     venue TEXT NOT NULL, symbol TEXT NOT NULL, trade_id INTEGER NOT NULL,
     trade_time_us INTEGER NOT NULL, price REAL NOT NULL, qty REAL NOT NULL,
-    buyer_is_maker INTEGER NOT NULL,
-    PRIMARY KEY (venue, symbol, trade_id)
+    buyer_is_maker INTEGER NOT NULL, bar_time_s INTEGER NOT NULL,
+    PRIMARY KEY (venue, symbol, bar_time_s, trade_id)
 ) WITHOUT ROWID
 """
 # ON CONFLICT (not OR IGNORE): only a repeated key is skipped; a NULL price still fails.
-_STAGE = "INSERT INTO temp.incoming VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING"
+_STAGE = (
+    "INSERT INTO temp.incoming VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?4 / 1000000) "
+    "ON CONFLICT DO NOTHING"
+)
+# Only a batch whose lowest id of some symbol is not above that symbol's highest stored id
+# can repeat a stored trade (a reconnect overlap, a backfill); live batches skip the lookup.
+_MAY_OVERLAP_STORED = """
+SELECT EXISTS (
+    SELECT 1 FROM (SELECT venue, symbol, min(trade_id) AS lowest
+                   FROM temp.incoming GROUP BY venue, symbol) AS b
+    WHERE b.lowest <= (SELECT max(t.trade_id) FROM main.trades AS t
+                       WHERE t.venue = b.venue AND t.symbol = b.symbol))
+"""
 _DROP_ALREADY_STORED = """
 DELETE FROM temp.incoming WHERE EXISTS (
     SELECT 1 FROM main.trades AS t
     WHERE t.venue = incoming.venue AND t.symbol = incoming.symbol
       AND t.trade_id = incoming.trade_id)
 """
-_STORE_NEW = "INSERT INTO main.trades SELECT * FROM temp.incoming"
+_STORE_NEW = """
+INSERT INTO main.trades
+SELECT venue, symbol, trade_id, trade_time_us, price, qty, buyer_is_maker FROM temp.incoming
+WHERE true ON CONFLICT DO NOTHING
+"""
+# A trade id staged twice with different times (corrupt input) stores once; drop the copy
+# that lost, so the bars count only what is in trades.
+_DROP_CONFLICTING_COPIES = """
+DELETE FROM temp.incoming WHERE NOT EXISTS (
+    SELECT 1 FROM main.trades AS t
+    WHERE t.venue = incoming.venue AND t.symbol = incoming.symbol
+      AND t.trade_id = incoming.trade_id AND t.trade_time_us = incoming.trade_time_us
+      AND t.price = incoming.price AND t.qty = incoming.qty)
+RETURNING venue, symbol, trade_id
+"""
 # The open and close of a second are the prices of its lowest and highest trade ids, so a
 # late trade (a backfilled gap) lands in the right place of an existing bar.
 _UPDATE_BARS = """
@@ -60,13 +89,15 @@ INSERT INTO main.bars_1s (venue, symbol, bar_time_s, open, high, low, close, vol
                           first_trade_id, last_trade_id)
 SELECT g.venue, g.symbol, g.bar_time_s,
        (SELECT price FROM temp.incoming AS o
-         WHERE o.venue = g.venue AND o.symbol = g.symbol AND o.trade_id = g.first_trade_id),
+         WHERE o.venue = g.venue AND o.symbol = g.symbol AND o.bar_time_s = g.bar_time_s
+           AND o.trade_id = g.first_trade_id),
        g.high, g.low,
        (SELECT price FROM temp.incoming AS c
-         WHERE c.venue = g.venue AND c.symbol = g.symbol AND c.trade_id = g.last_trade_id),
+         WHERE c.venue = g.venue AND c.symbol = g.symbol AND c.bar_time_s = g.bar_time_s
+           AND c.trade_id = g.last_trade_id),
        g.volume, g.quote_volume, g.taker_buy_volume, g.trade_count,
        g.first_trade_id, g.last_trade_id
-FROM (SELECT venue, symbol, trade_time_us / 1000000 AS bar_time_s,
+FROM (SELECT venue, symbol, bar_time_s,
              max(price) AS high, min(price) AS low, sum(qty) AS volume,
              sum(price * qty) AS quote_volume,
              sum(CASE WHEN buyer_is_maker THEN 0 ELSE qty END) AS taker_buy_volume,
@@ -188,6 +219,7 @@ class TradeWriter(threading.Thread):
         try:
             db_setup.setup(self.db_path)
             self._conn = db_setup.connect_for_writing(self.db_path)
+            self._conn.execute("PRAGMA temp_store=MEMORY")  # the staging table never hits disk
             self._conn.execute(_STAGING_DDL)
         except BaseException as exc:  # reported to the caller of start()
             self._start_error = exc
@@ -304,20 +336,34 @@ class TradeWriter(threading.Thread):
         if not chunks:
             return 0
         conn = self._conn
-        for rows in chunks:
-            try:
-                conn.executemany(_STAGE, rows)
-            except (sqlite3.IntegrityError, sqlite3.InterfaceError, ValueError, TypeError):
-                self._stage_one_by_one(rows)
-        conn.execute(_DROP_ALREADY_STORED)
+        try:
+            # One statement for the whole batch: live feeds queue one trade per message.
+            conn.executemany(_STAGE, itertools.chain.from_iterable(chunks))
+        except (sqlite3.IntegrityError, sqlite3.InterfaceError, ValueError, TypeError):
+            self._stage_one_by_one(itertools.chain.from_iterable(chunks))
+        if conn.execute(_MAY_OVERLAP_STORED).fetchone()[0]:
+            conn.execute(_DROP_ALREADY_STORED)
+        staged = conn.execute("SELECT count(*) FROM temp.incoming").fetchone()[0]
         stored = conn.execute(_STORE_NEW).rowcount
+        if stored != staged:
+            for venue, symbol, trade_id in conn.execute(_DROP_CONFLICTING_COPIES).fetchall():
+                self.stats.rejected_rows += 1
+                log.warning(
+                    "%s %s trade %d arrived twice with different contents; kept the first",
+                    venue,
+                    symbol,
+                    trade_id,
+                )
         if stored:
             conn.execute(_UPDATE_BARS)
         conn.execute(_CLEAR_STAGING)
         return stored
 
-    def _stage_one_by_one(self, rows: Sequence[TradeRow]) -> None:
-        """Stage the good rows of a chunk that holds a bad one; report each bad row."""
+    def _stage_one_by_one(self, rows: Iterable[TradeRow]) -> None:
+        """Stage the good rows of a batch that holds a bad one; report each bad row.
+
+        Rows staged before the bad one are staged again harmlessly (ON CONFLICT DO NOTHING).
+        """
         for row in rows:
             try:
                 self._conn.execute(_STAGE, row)

@@ -185,3 +185,18 @@ def test_start_reports_a_database_it_cannot_open(tmp_path):
     folder_in_the_way.mkdir()
     with pytest.raises(sqlite3.OperationalError):
         TradeWriter(folder_in_the_way).start()
+
+
+def test_one_id_with_two_contents_in_a_batch_is_stored_once_and_reported(tmp_path, caplog):
+    path = tmp_path / "ticks.db"
+    first = (VENUE, "AAAUSDT", 10, 1_700_000_000_100_000, 5.0, 1.0, 0)
+    corrupt = (VENUE, "AAAUSDT", 10, 1_700_000_003_100_000, 7.0, 2.0, 0)  # other second
+    after = (VENUE, "AAAUSDT", 11, 1_700_000_003_200_000, 6.0, 1.0, 1)
+    writer = start_writer(path)
+    writer.put_trades([first, corrupt, after])
+    assert writer.close()
+    assert stored_trades(path) == [first, after]
+    expected = expected_bars([first, after])
+    pd.testing.assert_frame_equal(stored_bars(path)[expected.columns], expected, check_dtype=False)
+    assert writer.stats.rejected_rows == 1
+    assert "trade 10 arrived twice with different contents" in caplog.text
