@@ -62,9 +62,7 @@ def time_raw(rows: list[tuple], folder: Path) -> float:
     started = time.perf_counter()
     for i in range(0, len(rows), 50_000):
         conn.execute("BEGIN")
-        conn.executemany(
-            "INSERT INTO trades VALUES (?, ?, ?, ?, ?, ?, ?)", rows[i : i + 50_000]
-        )
+        conn.executemany("INSERT INTO trades VALUES (?, ?, ?, ?, ?, ?, ?)", rows[i : i + 50_000])
         conn.execute("COMMIT")
     elapsed = time.perf_counter() - started
     conn.close()
