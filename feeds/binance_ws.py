@@ -249,11 +249,12 @@ class StreamConnection(threading.Thread):
             # pings were answered inside recv; pongs need nothing
 
     def _close(self, ws: websocket.WebSocket) -> None:
-        try:
+        # close() skips a socket whose close frame was already answered inside recv, so
+        # shut it down as well: the server waits for our end of the TCP connection.
+        with contextlib.suppress(Exception):
             ws.close(timeout=0.2)
-        except Exception:  # closing a dead socket: nothing left to do
-            with contextlib.suppress(Exception):
-                ws.shutdown()
+        with contextlib.suppress(Exception):
+            ws.shutdown()
 
 
 class ServerShutdown(Exception):

@@ -133,6 +133,7 @@ class BinanceServer:
         self.rest_429 = 0  # answer this many historicalTrades requests with 429
         self.retry_after = 1
         self.rest_calls: list[tuple[str, dict]] = []
+        self._streaming = False
         self.port = 0
         self.loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
@@ -203,6 +204,16 @@ class BinanceServer:
             f"wanted {count} (total {total})"
         )
 
+    def start_stream(self, rate: float) -> None:
+        """Publish about ``rate`` trades a second, spread over the symbols, until stopped."""
+        self._streaming = True
+        self.loop.call_soon_threadsafe(lambda: self.loop.create_task(self._stream(rate)))
+
+    def stop_stream(self) -> None:
+        """Stop the stream; returns once no more trades are being published."""
+        self._streaming = False
+        self.call(asyncio.sleep(0.05))
+
     def expected(self, symbol: str) -> list[tuple]:
         """The tape as the daemon must store it."""
         return [t.stored() for t in self.tapes[symbol.upper()]]
@@ -266,6 +277,20 @@ class BinanceServer:
                         except Exception:
                             break  # that client is gone; it will catch up over REST
         return trades
+
+    async def _stream(self, rate: float) -> None:
+        tick, owed = 0.005, 0.0
+        last = time.monotonic()
+        while self._streaming:
+            await asyncio.sleep(tick)
+            now = time.monotonic()
+            owed += (now - last) * rate / len(self.symbols)
+            last = now
+            count = int(owed)
+            owed -= count
+            for symbol in self.symbols:
+                if count and self._streaming:
+                    await self._publish(symbol, count, True)
 
     async def _each(self, fn) -> None:
         for client in list(self.clients):

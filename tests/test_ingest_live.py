@@ -71,3 +71,168 @@ def test_sigterm_exits_zero(server, daemon_factory):
     daemon.signal(signal.SIGTERM)
     assert daemon.wait(10) == 0
     assert_tape_complete(daemon.db, server)
+
+
+def test_abrupt_drop_catch_up_and_resent_duplicates(server, daemon_factory):
+    """Trades published while the socket is down come over REST; resent ones are not doubled."""
+    daemon = daemon_factory(server).start()
+    server.wait_clients(1)
+    server.publish("BTCUSDT", 300)
+    server.publish("ETHUSDT", 300)
+    wait_complete(daemon.db, server)
+    server.resend_on_connect = 50
+    server.drop()
+    # The daemon is reconnecting; these reach REST only (or the socket, if it is back).
+    server.publish("BTCUSDT", 1500, live=False)
+    server.publish("ETHUSDT", 20, live=False)
+    server.wait_clients(1, total=2)
+    server.publish("BTCUSDT", 100)
+    server.publish("ETHUSDT", 100)
+    wait_complete(daemon.db, server)
+    assert daemon.stop() == 0
+    assert_tape_complete(daemon.db, server)
+    assert query(daemon.db, "SELECT sum(trade_count) FROM bars_1s WHERE symbol = 'BTCUSDT'") == [
+        (len(server.tapes["BTCUSDT"]),)
+    ]
+    assert query(daemon.db, "SELECT count(*) FROM gaps WHERE status != 'filled'") == [(0,)]
+    assert query(daemon.db, "SELECT min(reconnects) FROM feed_status") == [(1,)]
+    assert "connection lost" in daemon.log
+
+
+def test_close_1001_and_server_shutdown(server, daemon_factory):
+    daemon = daemon_factory(server).start()
+    server.wait_clients(1)
+    server.publish("BTCUSDT", 100)
+    server.close(1001)
+    server.publish("BTCUSDT", 100, live=False)
+    server.wait_clients(1, total=2)
+    server.publish("ETHUSDT", 100)
+    server.server_shutdown()
+    server.publish("ETHUSDT", 50, live=False)
+    server.wait_clients(1, total=3)
+    server.publish("BTCUSDT", 100)
+    server.publish("ETHUSDT", 100)
+    wait_complete(daemon.db, server)
+    assert daemon.stop() == 0
+    assert_tape_complete(daemon.db, server)
+    assert "1001" in daemon.log
+    assert "serverShutdown received; reconnecting now" in daemon.log
+
+
+def test_silent_socket_closed_by_watchdog(server, daemon_factory):
+    """A socket that stops sending anything is replaced; what it swallowed comes from REST."""
+    daemon = daemon_factory(server, "--watchdog", "1").start()
+    server.wait_clients(1)
+    server.publish("BTCUSDT", 100)
+    server.publish("ETHUSDT", 100)
+    wait_complete(daemon.db, server)
+    server.silent = True
+    server.publish("BTCUSDT", 200)  # swallowed by the silent socket
+    server.wait_clients(1, total=2, timeout=10)
+    server.silent = False
+    server.publish("BTCUSDT", 100)
+    server.publish("ETHUSDT", 100)
+    wait_complete(daemon.db, server)
+    assert daemon.stop() == 0
+    assert_tape_complete(daemon.db, server)
+    assert "watchdog" in daemon.log
+
+
+def test_malformed_unknown_and_bad_frames_are_skipped(server, daemon_factory):
+    daemon = daemon_factory(server).start()
+    server.wait_clients(1)
+    server.publish("BTCUSDT", 50)
+    for frame in [
+        "not json at all",
+        b"\xff\xfe binary garbage",
+        '{"stream":"btcusdt@trade","data":{"e":"trade","s":"BTCUSDT","t":"x","p":"1",'
+        '"q":"1","T":1,"m":true}}',
+        '{"stream":"btcusdt@trade","data":{"e":"trade","s":"BTCUSDT","t":5,"p":"abc",'
+        '"q":"1","T":1,"m":true}}',
+        '{"stream":"btcusdt@trade","data":{"e":"trade","s":"XRPUSDT","t":5,"p":"1",'
+        '"q":"1","T":1,"m":true}}',
+        '{"stream":"btcusdt@trade","data":{"e":"trade","s":"BTCUSDT"}}',
+        '{"stream":"btcusdt@kline_1m","data":{"e":"kline"}}',
+        '{"result":null,"id":1}',
+        "[1, 2, 3]",
+        '"just a string"',
+        "{}",
+    ]:
+        server.send_raw(frame)
+    server.publish("BTCUSDT", 50)
+    server.publish("ETHUSDT", 50)
+    wait_complete(daemon.db, server)
+    assert daemon.stop() == 0
+    assert_tape_complete(daemon.db, server)
+    assert server.connections_total == 1  # none of it cost the connection
+    log = daemon.log
+    assert "malformed frame skipped" in log
+    assert "trade with bad fields skipped" in log
+    assert "unknown frame skipped" in log
+    assert "Traceback" not in log
+
+
+def test_withheld_range_filled_from_rest_despite_429(server, daemon_factory):
+    """Ids the socket never sends are fetched by fromId; 429 + Retry-After is honoured."""
+    daemon = daemon_factory(server).start()
+    server.wait_clients(1)
+    server.publish("BTCUSDT", 100)
+    server.publish("ETHUSDT", 100)
+    wait_complete(daemon.db, server)
+    server.rest_429 = 2
+    server.retry_after = 1
+    withheld = server.publish("BTCUSDT", 2345, live=False)
+    server.publish("BTCUSDT", 100)
+    server.publish("ETHUSDT", 100)
+    wait_complete(daemon.db, server, timeout=30)
+    assert daemon.stop() == 0
+    assert_tape_complete(daemon.db, server)
+    gaps = query(
+        daemon.db,
+        "SELECT symbol, first_missing_id, last_missing_id, reason, status, trades_recovered "
+        "FROM gaps",
+    )
+    assert gaps == [
+        ("BTCUSDT", withheld[0].id, withheld[-1].id, "live-jump", "filled", len(withheld))
+    ]
+    assert server.rest_429 == 0
+    assert "Retry-After" in daemon.log
+    assert server.connections_total == 1  # REST never stalled or broke the live stream
+
+
+def test_quiet_symbol_caught_up_without_a_live_trade(server, daemon_factory):
+    """Trades missed during an outage are fetched even if the symbol then goes quiet."""
+    daemon = daemon_factory(server).start()
+    server.wait_clients(1)
+    server.publish("BTCUSDT", 100)
+    server.publish("ETHUSDT", 100)
+    wait_complete(daemon.db, server)
+    server.drop()
+    server.publish("ETHUSDT", 42, live=False)  # and nothing more on ETHUSDT
+    server.wait_clients(1, total=2)
+    wait_complete(daemon.db, server)
+    # later live trades continue the tape without a spurious gap
+    server.publish("ETHUSDT", 10)
+    wait_complete(daemon.db, server)
+    assert daemon.stop() == 0
+    assert_tape_complete(daemon.db, server)
+    assert query(daemon.db, "SELECT reason, status, trades_recovered FROM gaps") == [
+        ("catch-up", "filled", 42)
+    ]
+
+
+def test_unknown_symbol_is_a_clear_error(server, daemon_factory):
+    daemon = daemon_factory(server).start("--symbols", "btcusdt", "foousdt")
+    assert daemon.wait(15) == 2
+    assert "unknown symbol(s) for binance-spot: FOOUSDT" in daemon.log
+
+
+def test_unreachable_rest_warns_and_goes_on(server, daemon_factory):
+    daemon = daemon_factory(server, "--rest-url", "http://127.0.0.1:9").start()
+    server.wait_clients(1)
+    server.publish("BTCUSDT", 100)
+    server.publish("ETHUSDT", 100)
+    wait_complete(daemon.db, server)
+    assert daemon.stop() == 0
+    assert_tape_complete(daemon.db, server)
+    assert "cannot check the symbols against exchangeInfo" in daemon.log
