@@ -1,12 +1,492 @@
-"""Placeholder until the replay source lands (see the open issue); fails loudly if used."""
+"""``--source replay``: recorded trades from files, through the same writer as live data.
+
+    python ingest.py --source replay --replay PATH [PATH ...] [--speed X]
+                     [--replay-symbol SYM] [--replay-venue replay] [--replay-kind auto]
+
+Inputs (formats in ``feeds/dumps.py``): Binance ``trades``/``aggTrades`` dumps, ``.csv``
+or ``.zip`` (a ``.CHECKSUM`` beside a file is verified before anything of it is stored),
+and the browser collector's NDJSON. A folder stands for the dumps and NDJSON files in it.
+
+``--speed 0`` imports as fast as the writer takes rows, file after file, with a progress
+bar; ``--speed N`` (N > 0) plays all files together on one clock, N times faster than
+recorded, so a pair of dumps of the same day replays as a live pair would. Stored times
+are always the recorded ones.
+"""
+
+from __future__ import annotations
 
 import argparse
+import logging
+import math
+import sys
+import time
+from collections.abc import Iterator
+from itertools import repeat
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+from tqdm.contrib.logging import logging_redirect_tqdm
+
+from feeds import dumps
+from feeds.dumps import BadRow, Columns, DumpError
+from feeds.sim import count_trades
+from feeds.status import FeedStats
+
+log = logging.getLogger("replay")
+
+DEFAULT_VENUE = "replay"
+CHUNK_ROWS = 5_000  # rows per put_trades call
+MAX_QUEUED = 40  # chunks waiting in the writer's queue before the reader pauses
+BAD_ROWS_LOGGED = 20  # bad rows logged one by one per file; the rest as line ranges
+_SUFFIXES = (".csv", ".zip", ".ndjson", ".jsonl", ".json")
+
+
+class Input:
+    """One file to replay: a Binance dump of one symbol, or an NDJSON of any symbols."""
+
+    def __init__(self, path: Path, symbol: str | None, kind: str | None, keep=None) -> None:
+        self.path = path
+        self.ndjson = dumps.is_ndjson(path)
+        self.symbol = symbol
+        self.kind = "ndjson" if self.ndjson else kind
+        self.keep = keep  # symbols to keep from an NDJSON (None: all)
+        self.reader = None
+        self.rows_read = 0
+        self.stored = 0
+        self.bad: list[BadRow] = []
+        self.error: str | None = None
+        self.checksum: str | None = None
+        self.kinds_seen: dict[tuple[str, str], Path] = {}  # shared by a feed's inputs
+
+    def _check_kind(self) -> None:
+        """Trade ids and aggregate ids are different numberings: never mix them."""
+        other = "trades" if self.kind == dumps.AGG_TRADES else dumps.AGG_TRADES
+        clash = self.kinds_seen.get((self.symbol, other))
+        if clash is not None:
+            raise DumpError(
+                f"{self.path} holds {self.kind} of {self.symbol} but {clash} held {other}: "
+                "aggregate ids and trade ids would collide under one venue. Replay them in "
+                "separate runs with different --replay-venue values."
+            )
+        self.kinds_seen[(self.symbol, self.kind)] = self.path
+
+    @property
+    def size(self) -> int:
+        """Bytes of CSV/NDJSON text (uncompressed for a zip)."""
+        if self.path.suffix.lower() == ".zip":
+            try:
+                with dumps.open_csv(self.path) as (_, size):
+                    return size
+            except DumpError:
+                return 0
+        return self.path.stat().st_size
+
+    @property
+    def bytes_read(self) -> int:
+        return getattr(self.reader, "bytes_read", 0)
+
+    def chunks(self) -> Iterator[tuple[str | np.ndarray, Columns]]:
+        """(symbol, rows) in file order; for NDJSON, ``symbol`` is one name per row."""
+        if self.ndjson:
+            self.reader = dumps.NdjsonReader(self.path, symbols=self.keep)
+            for by_symbol, bad in self.reader:
+                self.bad.extend(bad)
+                self.rows_read += len(bad) + sum(len(c) for c in by_symbol.values())
+                if by_symbol:
+                    yield _merge(by_symbol)
+            return
+        self.reader = dumps.DumpReader(self.path, self.kind)
+        for cols, bad in self.reader:
+            if self.kind != self.reader.kind:
+                self.kind = self.reader.kind
+                self._check_kind()
+            self.bad.extend(bad)
+            self.rows_read += len(cols) + len(bad)
+            yield self.symbol, cols
+
+
+def _merge(by_symbol: dict[str, Columns]) -> tuple[str | np.ndarray, Columns]:
+    """One time-ordered block from per-symbol blocks (a name per row when several)."""
+    if len(by_symbol) == 1:
+        return next(iter(by_symbol.items()))
+    names = np.concatenate([np.full(len(c), s, dtype=object) for s, c in by_symbol.items()])
+    cols = Columns(*(np.concatenate([getattr(c, f) for c in by_symbol.values()]) for f in _FIELDS))
+    order = np.argsort(cols.time_us, kind="stable")
+    return names[order], cols.take(order)
+
+
+_FIELDS = ("trade_id", "time_us", "price", "qty", "buyer_is_maker")
+
+
+def line_ranges(lines: list[int], limit: int = 50) -> str:
+    """``3, 7-9, 12`` from [3, 7, 8, 9, 12], at most ``limit`` ranges."""
+    ranges: list[list[int]] = []
+    for n in lines:
+        if ranges and n == ranges[-1][1] + 1:
+            ranges[-1][1] = n
+        else:
+            ranges.append([n, n])
+    text = ", ".join(f"{a}" if a == b else f"{a}-{b}" for a, b in ranges[:limit])
+    return text + (f", ... ({len(ranges) - limit} more ranges)" if len(ranges) > limit else "")
+
+
+class ReplayFeed:
+    """Replays files into the writer; ``run`` returns when they are done (or on stop).
+
+    :param inputs: the files, with their symbols resolved.
+    :param writer: the ``TradeWriter``.
+    :param venue: venue the trades are stored under.
+    :param speed: 0 = as fast as possible; N > 0 = N times the recorded pace.
+    :param hold: after the files, keep running until ``stop_event`` is set.
+    :param progress: show a progress bar at speed 0.
+    """
+
+    def __init__(
+        self,
+        inputs: list[Input],
+        writer,
+        *,
+        venue: str = DEFAULT_VENUE,
+        speed: float = 0.0,
+        symbols: list[str],
+        hold: bool = False,
+        progress: bool = True,
+    ) -> None:
+        self.inputs = inputs
+        self.writer = writer
+        self.venue = venue
+        self.speed = speed
+        self.hold = hold
+        self.progress = progress
+        self.symbols = symbols
+        self.stats = [FeedStats(venue=venue, symbol=s, source="replay") for s in symbols]
+        self._stats = {st.symbol: st for st in self.stats}
+        self.failed: list[Path] = []
+        kinds_seen: dict[tuple[str, str], Path] = {}
+        for item in inputs:
+            item.kinds_seen = kinds_seen
+        self.params = {
+            "files": [str(i.path) for i in inputs],
+            "kinds": {str(i.path): i.kind or "auto" for i in inputs},
+            "speed": speed,
+            "venue": venue,
+            "ndjson_trade_id": "trade_time_us * 1000 + k (k: earlier lines, same symbol and ts)",
+            "ndjson_buyer_is_maker": "tick rule (estimated)",
+        }
+
+    # -- the run -------------------------------------------------------------------
+
+    def run(self, stop_event) -> None:
+        """Verify checksums, replay every file, report; then return (or hold)."""
+        ready = [i for i in self.inputs if self._verify(i)]
+        for st in self.stats:
+            st.switch_source("replay")
+            st.connected = True
+        started = time.monotonic()
+        try:
+            if self.speed > 0:
+                self._run_paced(ready, stop_event)
+            else:
+                self._run_fast(ready, stop_event)
+            self.writer.flush()
+        finally:
+            for st in self.stats:
+                st.connected = False
+        self._report(time.monotonic() - started, stop_event.is_set())
+        if self.hold and not stop_event.is_set():
+            log.info("replay done; holding until stopped (--replay-hold)")
+            stop_event.wait()
+
+    def _verify(self, item: Input) -> bool:
+        try:
+            item.checksum = dumps.verify_checksum(item.path)
+        except (DumpError, OSError) as exc:
+            return self._fail(item, str(exc))
+        if item.checksum:
+            log.info("%s: sha256 verified against %s", item.path, dumps.checksum_path(item.path))
+        elif item.path.suffix.lower() == ".zip":
+            log.warning("%s: no .CHECKSUM beside it; not verified", item.path)
+        return True
+
+    def _fail(self, item: Input, message: str) -> bool:
+        item.error = message
+        self.failed.append(item.path)
+        log.error("%s", message)
+        return False
+
+    def _run_fast(self, inputs: list[Input], stop_event) -> None:
+        total_bytes = sum(i.size for i in inputs)
+        done_bytes = 0
+        bar = tqdm(
+            desc="replay",
+            unit=" rows",
+            unit_scale=True,
+            dynamic_ncols=True,
+            mininterval=0.5 if sys.stderr.isatty() else 5.0,
+            disable=not self.progress,
+            file=sys.stderr,
+        )
+        with logging_redirect_tqdm(), bar:
+            for item in inputs:
+                before = self.writer.stats.trades_stored
+                try:
+                    for symbol, cols in item.chunks():
+                        self._emit(symbol, cols, stop_event)
+                        bar.update(len(cols))
+                        seen = done_bytes + item.bytes_read
+                        if seen:
+                            bar.total = max(bar.n, int(bar.n * total_bytes / seen))
+                        if stop_event.is_set():
+                            log.warning("stopped during %s", item.path)
+                            break
+                except (DumpError, OSError, EOFError) as exc:
+                    self._fail(item, f"{item.path}: {exc}")
+                done_bytes += item.size
+                self.writer.flush()
+                item.stored = self.writer.stats.trades_stored - before
+                self._report_file(item)
+                if stop_event.is_set():
+                    break
+
+    def _run_paced(self, inputs: list[Input], stop_event) -> None:
+        """All files on one clock: recorded time t plays at wall ``(t - t0) / speed``."""
+        heads = []
+        for item in inputs:
+            stream = self._sorted(item)
+            head = self._next(item, stream)
+            if head is not None:
+                heads.append(head)
+        if not heads:
+            return
+        t0 = min(int(h[2].time_us[0]) for h in heads)
+        wall0 = time.monotonic()
+        log.info("replaying at %gx from %s", self.speed, np.datetime64(t0, "us"))
+        while heads and not stop_event.is_set():
+            now = t0 + (time.monotonic() - wall0) * self.speed * 1e6
+            next_t = math.inf
+            for head in list(heads):
+                item, stream, cols, symbol, pos = head
+                upto = int(np.searchsorted(cols.time_us, now, side="right"))
+                if upto > pos:
+                    part = symbol if isinstance(symbol, str) else symbol[pos:upto]
+                    self._emit(part, cols.take(slice(pos, upto)), stop_event)
+                    head[4] = pos = upto
+                if pos < len(cols):
+                    next_t = min(next_t, cols.time_us[pos])
+                    continue
+                heads.remove(head)
+                fresh = self._next(item, stream)
+                if fresh is None:
+                    self.writer.flush()
+                    self._report_file(item)
+                else:
+                    heads.append(fresh)
+                    next_t = now  # look at the new block at once
+            delay = (next_t - t0) / self.speed / 1e6 - (time.monotonic() - wall0)
+            if delay > 0:
+                stop_event.wait(min(delay, 0.1))
+
+    def _sorted(self, item: Input):
+        try:
+            for symbol, cols in item.chunks():
+                order = np.argsort(cols.time_us, kind="stable")
+                yield (symbol if isinstance(symbol, str) else symbol[order]), cols.take(order)
+        except (DumpError, OSError, EOFError) as exc:
+            self._fail(item, f"{item.path}: {exc}")
+
+    @staticmethod
+    def _next(item: Input, stream) -> list | None:
+        for symbol, cols in stream:
+            if len(cols):
+                return [item, stream, cols, symbol, 0]
+        return None
+
+    # -- storing -------------------------------------------------------------------
+
+    def _emit(self, symbol: str | np.ndarray, cols: Columns, stop_event) -> None:
+        if not len(cols):
+            return
+        if not isinstance(symbol, str):
+            for name in dict.fromkeys(symbol.tolist()):
+                self._emit(name, cols.take(symbol == name), stop_event)
+            return
+        rows = list(
+            zip(
+                repeat(self.venue),
+                repeat(symbol),
+                cols.trade_id.tolist(),
+                cols.time_us.tolist(),
+                cols.price.tolist(),
+                cols.qty.tolist(),
+                cols.buyer_is_maker.tolist(),
+                strict=False,  # repeat() is endless; the lists set the length
+            )
+        )
+        for start in range(0, len(rows), CHUNK_ROWS):
+            # Back-pressure: a parser faster than the writer must not fill the memory.
+            while self.writer.queue_depth() > MAX_QUEUED and not stop_event.is_set():
+                time.sleep(0.002)
+            self.writer.put_trades(rows[start : start + CHUNK_ROWS])
+        last = int(np.argmax(cols.trade_id))
+        count_trades(
+            self._stats_for(symbol), len(cols), int(cols.trade_id[last]), int(cols.time_us[last])
+        )
+
+    def _stats_for(self, symbol: str) -> FeedStats:
+        st = self._stats.get(symbol)
+        if st is None:  # the reporter reads self.stats, which may grow
+            st = FeedStats(venue=self.venue, symbol=symbol, source="replay", connected=True)
+            self._stats[symbol] = st
+            self.stats.append(st)
+        return st
+
+    # -- reporting -----------------------------------------------------------------
+
+    def _report_file(self, item: Input) -> None:
+        skipped = max(item.rows_read - len(item.bad) - item.stored, 0)
+        kind = getattr(item.reader, "kind", None) or item.kind
+        log.info(
+            "%s (%s%s): %d rows read, %d stored, %d already stored, %d bad",
+            item.path,
+            kind,
+            f", {item.symbol}" if item.symbol else "",
+            item.rows_read,
+            item.stored,
+            skipped,
+            len(item.bad),
+        )
+        for bad in item.bad[:BAD_ROWS_LOGGED]:
+            log.warning("%s line %d: %s (row skipped)", item.path, bad.line, bad.reason)
+        if len(item.bad) > BAD_ROWS_LOGGED:
+            log.warning(
+                "%s: %d bad rows in all, at lines %s",
+                item.path,
+                len(item.bad),
+                line_ranges([b.line for b in item.bad]),
+            )
+
+    def _report(self, seconds: float, stopped: bool) -> None:
+        rows = sum(i.rows_read for i in self.inputs)
+        stored = sum(i.stored for i in self.inputs)
+        bad = sum(len(i.bad) for i in self.inputs)
+        rate = rows / seconds if seconds > 0 else float("nan")
+        log.info(
+            "replay %s: %d files, %d rows read in %.1f s (%.0f rows/s), %d stored, %d bad rows, "
+            "%d files failed%s",
+            "stopped" if stopped else "done",
+            len(self.inputs),
+            rows,
+            seconds,
+            rate,
+            stored,
+            bad,
+            len(self.failed),
+            f" ({', '.join(map(str, self.failed))})" if self.failed else "",
+        )
+
+
+# ------------------------------------------------------------------ command line
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """Add this source's flags to the daemon's command line."""
+    """Add the replay flags."""
+    g = parser.add_argument_group(
+        "replay (--source replay)",
+        "Binance trades/aggTrades dumps (.csv/.zip, .CHECKSUM verified) and collector "
+        "NDJSON. See README.",
+    )
+    g.add_argument(
+        "--replay",
+        nargs="+",
+        type=Path,
+        metavar="PATH",
+        help="files to replay, or folders of them",
+    )
+    g.add_argument(
+        "--speed",
+        type=float,
+        default=0.0,
+        help="0 = as fast as possible (progress bar); 1 = real time; N = N times faster",
+    )
+    g.add_argument(
+        "--replay-symbol",
+        metavar="SYMBOL",
+        help="symbol of dumps whose file name does not say (SYMBOL-trades-DATE.zip does)",
+    )
+    g.add_argument(
+        "--replay-venue", default=DEFAULT_VENUE, help="venue the replayed trades are stored under"
+    )
+    g.add_argument(
+        "--replay-kind",
+        choices=("auto", *dumps.KINDS),
+        default="auto",
+        help="dump kind when neither the name nor the header says",
+    )
+    g.add_argument(
+        "--replay-hold",
+        action="store_true",
+        help="keep running after the files are done, until SIGINT/SIGTERM",
+    )
 
 
-def from_args(args: argparse.Namespace, writer):
-    """Build this source's feed from the parsed command line."""
-    raise SystemExit("--source replay is not implemented yet")
+def expand(paths: list[Path]) -> list[Path]:
+    """Files from the paths given; a folder stands for its dumps and NDJSON files."""
+    files: list[Path] = []
+    for path in paths:
+        if path.is_dir():
+            found = sorted(p for p in path.iterdir() if p.suffix.lower() in _SUFFIXES)
+            if not found:
+                raise SystemExit(f"--replay: {path} holds no .csv/.zip/.ndjson files")
+            files.extend(found)
+        elif path.is_file():
+            files.append(path)
+        else:
+            raise SystemExit(f"--replay: {path} does not exist")
+    return files
+
+
+def from_args(args: argparse.Namespace, writer) -> ReplayFeed:
+    """Build the replay feed; usage errors exit with a message saying what to pass."""
+    paths = getattr(args, "replay", None)
+    if not paths:
+        raise SystemExit("--source replay needs --replay PATH [PATH ...]")
+    speed = getattr(args, "speed", 0.0) or 0.0
+    if speed < 0 or not math.isfinite(speed):
+        raise SystemExit(f"--speed must be 0 (as fast as possible) or positive, got {speed}")
+    wanted = [s.upper() for s in (getattr(args, "symbols", None) or [])]
+    flag_symbol = getattr(args, "replay_symbol", None)
+    kind = getattr(args, "replay_kind", "auto")
+    kind = None if kind in (None, "auto") else kind
+    inputs: list[Input] = []
+    symbols: dict[str, None] = {}
+    for path in expand(list(paths)):
+        if dumps.is_ndjson(path):
+            found = dumps.ndjson_symbols(path)
+            keep = set(wanted) if wanted else None
+            symbols.update(dict.fromkeys(sorted(found & keep if keep else found)))
+            inputs.append(Input(path, None, None, keep))
+            continue
+        symbol = dumps.symbol_from_name(path) or (flag_symbol or "").upper() or None
+        if symbol is None and len(wanted) == 1:
+            symbol = wanted[0]
+        if symbol is None:
+            raise SystemExit(
+                f"--replay: the name of {path} does not say its symbol "
+                "(SYMBOL-trades-DATE.csv): pass --replay-symbol SYMBOL"
+            )
+        if wanted and symbol not in wanted:
+            log.warning("%s is %s, not one of --symbols: skipped", path, symbol)
+            continue
+        symbols[symbol] = None
+        inputs.append(Input(path, symbol, kind))
+    if not inputs:
+        raise SystemExit("--replay: nothing to replay for the symbols asked")
+    return ReplayFeed(
+        inputs,
+        writer,
+        venue=getattr(args, "replay_venue", None) or DEFAULT_VENUE,
+        speed=speed,
+        symbols=list(symbols) or wanted,
+        hold=bool(getattr(args, "replay_hold", False)),
+    )

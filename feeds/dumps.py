@@ -1,0 +1,541 @@
+"""Parsers of recorded trades: Binance's public dumps and the browser collector's NDJSON.
+
+Binance dumps (data.binance.vision), ``.csv`` or a ``.zip`` holding one CSV::
+
+    spot trades        id,price,qty,quoteQty,time,isBuyerMaker,isBestMatch
+    futures trades     id,price,qty,quote_qty,time,is_buyer_maker
+    spot aggTrades     aggId,price,qty,firstId,lastId,timestamp,isBuyerMaker,isBestMatch
+    futures aggTrades  agg_trade_id,price,quantity,first_trade_id,last_trade_id,
+                       transact_time,is_buyer_maker
+
+Spot dumps have no header; futures dumps have one from 2022-08 on.
+A header row is recognised by a first field that is not an integer. Timestamps are
+milliseconds, or microseconds in spot dumps from 2025 on: each value is read by its size
+(10^11..10^13 ms, 10^14..10^16 µs, anything else is a bad row). The kind (trades or
+aggTrades) comes from the file name, else the header, else the column count (6 trades,
+8 aggTrades; 7 is spot trades when column 6 is a boolean, futures aggTrades when it is a
+timestamp).
+
+Blocks of a few MB are parsed by pandas' C parser; a block holding a row it cannot parse
+is re-read line by line, so every bad row is reported with its line number (1-based, in
+the CSV, header included) and the good rows around it are kept.
+
+Collector NDJSON, one object a line: ``{"symbol":"BTCUSDT","ts":"2025-11-04T10:20:19.000Z",
+"price":103726.4,"size":0.002}``. It has no trade id and no side; see :func:`read_ndjson`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import io
+import re
+import zipfile
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import BinaryIO
+
+import numpy as np
+import orjson
+import pandas as pd
+
+TRADES = "trades"
+AGG_TRADES = "aggTrades"
+KINDS = (TRADES, AGG_TRADES)
+BLOCK_BYTES = 4 << 20
+
+_NAME = re.compile(r"^(?P<symbol>[A-Za-z0-9]+)-(?P<kind>trades|aggTrades)-", re.IGNORECASE)
+_INT = re.compile(rb"\s*-?\d+\s*")
+_BOOLS = {"true": True, "false": False}
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_US = timedelta(microseconds=1)
+
+
+class DumpError(Exception):
+    """A file that cannot be imported at all (bad checksum, unreadable, unknown layout)."""
+
+
+@dataclass(frozen=True)
+class Layout:
+    """Column positions of the fields we store."""
+
+    trade_id: int
+    price: int
+    qty: int
+    time: int
+    maker: int
+
+
+LAYOUTS = {TRADES: Layout(0, 1, 2, 4, 5), AGG_TRADES: Layout(0, 1, 2, 5, 6)}
+
+
+@dataclass(frozen=True)
+class BadRow:
+    """A row that was not imported: its line number in the file and why."""
+
+    line: int
+    reason: str
+
+
+@dataclass
+class Columns:
+    """Good rows of one block, as arrays (times in microseconds)."""
+
+    trade_id: np.ndarray
+    time_us: np.ndarray
+    price: np.ndarray
+    qty: np.ndarray
+    buyer_is_maker: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.trade_id)
+
+    def take(self, index) -> Columns:
+        """The rows at ``index`` (a slice, mask or positions)."""
+        return Columns(
+            self.trade_id[index],
+            self.time_us[index],
+            self.price[index],
+            self.qty[index],
+            self.buyer_is_maker[index],
+        )
+
+
+def symbol_from_name(path: str | Path) -> str | None:
+    """``BTCUSDT`` from ``BTCUSDT-trades-2024-01-01.zip``; None if the name does not say."""
+    match = _NAME.match(Path(path).name)
+    return match["symbol"].upper() if match else None
+
+
+def kind_from_name(path: str | Path) -> str | None:
+    """``trades`` or ``aggTrades`` from a dump's file name; None if it does not say."""
+    match = _NAME.match(Path(path).name)
+    if not match:
+        return None
+    return AGG_TRADES if match["kind"].lower() == "aggtrades" else TRADES
+
+
+def checksum_path(path: str | Path) -> Path:
+    """Where Binance puts a file's checksum: ``<file>.CHECKSUM`` beside it."""
+    path = Path(path)
+    return path.with_name(path.name + ".CHECKSUM")
+
+
+def verify_checksum(path: str | Path) -> str | None:
+    """Check ``path`` against the sha256 in ``<path>.CHECKSUM``.
+
+    :returns: the verified hex digest, or None when there is no checksum file.
+    :raises DumpError: the digests differ, or the checksum file holds no sha256.
+    """
+    path = Path(path)
+    check = checksum_path(path)
+    if not check.exists():
+        return None
+    words = check.read_text(errors="replace").split()
+    if not words or not re.fullmatch(r"[0-9a-fA-F]{64}", words[0]):
+        raise DumpError(f"{check} holds no sha256 digest; nothing was imported from {path}")
+    expected = words[0].lower()
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        while chunk := f.read(1 << 20):
+            digest.update(chunk)
+    actual = digest.hexdigest()
+    if actual != expected:
+        raise DumpError(
+            f"checksum mismatch for {path}: sha256 is {actual}, {check.name} says {expected}. "
+            "The file is corrupt or incomplete: download it again. Nothing was imported "
+            "from it."
+        )
+    return actual
+
+
+@contextlib.contextmanager
+def open_csv(path: str | Path) -> Iterator[tuple[BinaryIO, int]]:
+    """The CSV bytes of a ``.csv`` or of the CSV inside a ``.zip``, and their size."""
+    path = Path(path)
+    if path.suffix.lower() != ".zip":
+        with path.open("rb") as f:
+            yield f, path.stat().st_size
+        return
+    try:
+        zf = zipfile.ZipFile(path)
+    except zipfile.BadZipFile as exc:
+        raise DumpError(f"{path} is not a readable zip ({exc})") from None
+    with zf:
+        members = [m for m in zf.infolist() if not m.is_dir()]
+        if len(members) != 1:
+            names = ", ".join(m.filename for m in members) or "nothing"
+            raise DumpError(f"{path} should hold one CSV, holds {names}")
+        with zf.open(members[0]) as f:
+            yield f, members[0].file_size
+
+
+def _is_header(first_line: bytes) -> bool:
+    first_field = first_line.split(b",", 1)[0]
+    return bool(first_line.strip()) and not _INT.fullmatch(first_field)
+
+
+def detect_kind(path: str | Path, header: list[str] | None, first_row: list[str]) -> str:
+    """Trades or aggTrades, from the name, else the header, else the columns (module doc)."""
+    kind = kind_from_name(path)
+    if kind:
+        return kind
+    if header:
+        names = [h.strip().lower() for h in header]
+        if any("agg" in n or "first" in n for n in names):
+            return AGG_TRADES
+        return TRADES
+    ncols = len(first_row)
+    if ncols == 6:
+        return TRADES
+    if ncols == 8:
+        return AGG_TRADES
+    if ncols == 7:
+        sixth = first_row[5].strip().lower()
+        if sixth in _BOOLS:
+            return TRADES
+        if sixth.isdigit():
+            return AGG_TRADES
+    raise DumpError(
+        f"cannot tell whether {path} holds trades or aggTrades ({ncols} columns, no header, "
+        "no -trades-/-aggTrades- in the name): pass --replay-kind"
+    )
+
+
+def time_to_us(t: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Microseconds from ms or µs epoch values (by size); and a mask of implausible ones."""
+    ms = (t >= 10**11) & (t < 10**13)
+    us = (t >= 10**14) & (t < 10**16)
+    return np.where(ms, t * 1000, t), ~(ms | us)
+
+
+class DumpReader:
+    """Iterate over one Binance dump in blocks of good rows, reporting the bad ones.
+
+    :param path: ``.csv`` or ``.zip``.
+    :param kind: ``"trades"``, ``"aggTrades"`` or None to detect it.
+    :param block_bytes: bytes parsed at a time.
+
+    After the first block (or :meth:`open`), ``kind``, ``has_header``, ``ncols`` and
+    ``size`` (CSV bytes) are known; ``bytes_read`` grows as blocks are read.
+    """
+
+    def __init__(
+        self, path: str | Path, kind: str | None = None, block_bytes: int = BLOCK_BYTES
+    ) -> None:
+        self.path = Path(path)
+        self.kind = kind
+        self.block_bytes = block_bytes
+        self.has_header = False
+        self.header: list[str] | None = None
+        self.ncols = 0
+        self.size = 0
+        self.bytes_read = 0
+        self.lines = 0
+
+    def __iter__(self) -> Iterator[tuple[Columns, list[BadRow]]]:
+        with open_csv(self.path) as (f, size):
+            self.size = size
+            first = f.readline()
+            self.bytes_read = len(first)
+            if not first:
+                return
+            line_no = 1
+            pending = first
+            if _is_header(first):
+                self.has_header = True
+                self.header = first.decode("utf-8", "replace").strip().split(",")
+                pending = b""
+                line_no = 2
+                first_row = self.header
+                second = f.readline()
+                self.bytes_read += len(second)
+                pending = second
+                if second.strip():
+                    first_row = second.decode("utf-8", "replace").strip().split(",")
+            else:
+                first_row = first.decode("utf-8", "replace").strip().split(",")
+            self.ncols = len(self.header) if self.header else len(first_row)
+            self.kind = self.kind or detect_kind(self.path, self.header, first_row)
+            self.layout = LAYOUTS[self.kind]
+            if self.ncols <= self.layout.maker:
+                raise DumpError(
+                    f"{self.path}: {self.ncols} columns, too few for {self.kind} "
+                    f"(need {self.layout.maker + 1})"
+                )
+            while True:
+                data = f.read(self.block_bytes)
+                self.bytes_read += len(data)
+                if not data:
+                    break
+                buf = pending + data
+                cut = buf.rfind(b"\n")
+                if cut < 0:
+                    pending = buf
+                    continue
+                block, pending = buf[: cut + 1], buf[cut + 1 :]
+                yield self._parse(block, line_no)
+                line_no += block.count(b"\n")
+            if pending.strip():
+                if not pending.endswith(b"\n"):
+                    pending += b"\n"
+                yield self._parse(pending, line_no)
+                line_no += pending.count(b"\n")
+            self.lines = line_no - 1
+
+    # -- parsing -------------------------------------------------------------------
+
+    def _parse(self, block: bytes, first_line: int) -> tuple[Columns, list[BadRow]]:
+        lay = self.layout
+        used = [lay.trade_id, lay.price, lay.qty, lay.time, lay.maker]
+        try:
+            frame = pd.read_csv(
+                io.BytesIO(block),
+                header=None,
+                usecols=used,
+                dtype={
+                    lay.trade_id: np.int64,
+                    lay.price: np.float64,
+                    lay.qty: np.float64,
+                    lay.time: np.int64,
+                    lay.maker: bool,
+                },
+                engine="c",
+                skip_blank_lines=False,
+            )
+        except (ValueError, pd.errors.ParserError):
+            return self._parse_slow(block, first_line)
+        cols = Columns(
+            frame[lay.trade_id].to_numpy(),
+            frame[lay.time].to_numpy(),
+            frame[lay.price].to_numpy(),
+            frame[lay.qty].to_numpy(),
+            frame[lay.maker].to_numpy().astype(np.int64),
+        )
+        wrong_width = self._field_counts(block) != self.ncols
+        return self._validate(cols, first_line, wrong_width)
+
+    def _field_counts(self, block: bytes) -> np.ndarray:
+        """Fields on each line of ``block`` (commas + 1), without a Python loop."""
+        raw = np.frombuffer(block, dtype=np.uint8)
+        ends = np.flatnonzero(raw == 10)
+        commas = np.flatnonzero(raw == 44)
+        before_end = np.searchsorted(commas, ends)
+        return np.diff(before_end, prepend=0) + 1
+
+    def _validate(
+        self, cols: Columns, first_line: int, wrong_width: np.ndarray | None = None
+    ) -> tuple[Columns, list[BadRow]]:
+        time_us, bad_time = time_to_us(cols.time_us)
+        cols.time_us = time_us
+        checks = [
+            (bad_time, "timestamp is neither epoch milliseconds nor microseconds"),
+            (~(np.isfinite(cols.price) & (cols.price > 0)), "price missing or not positive"),
+            (~(np.isfinite(cols.qty) & (cols.qty > 0)), "quantity missing or not positive"),
+            (cols.trade_id < 0, "negative trade id"),
+        ]
+        if wrong_width is not None:
+            checks.insert(0, (wrong_width, f"wrong number of fields (expected {self.ncols})"))
+        bad = np.zeros(len(cols), dtype=bool)
+        for mask, _ in checks:
+            bad |= mask
+        if not bad.any():
+            return cols, []
+        rows = []
+        for i in np.flatnonzero(bad):
+            reason = next(r for mask, r in checks if mask[i])
+            rows.append(BadRow(first_line + int(i), reason))
+        return cols.take(~bad), rows
+
+    def _parse_slow(self, block: bytes, first_line: int) -> tuple[Columns, list[BadRow]]:
+        lay = self.layout
+        ids, times, prices, qtys, makers, lines = [], [], [], [], [], []
+        bad: list[BadRow] = []
+        for offset, raw in enumerate(block.split(b"\n")[:-1]):
+            line = first_line + offset
+            text = raw.decode("utf-8", "replace").strip()
+            if not text:
+                bad.append(BadRow(line, "empty line"))
+                continue
+            fields = text.split(",")
+            if len(fields) != self.ncols:
+                bad.append(
+                    BadRow(line, f"{len(fields)} fields, expected {self.ncols}: {text[:80]!r}")
+                )
+                continue
+            try:
+                maker = _BOOLS[fields[lay.maker].strip().lower()]
+                row = (
+                    int(fields[lay.trade_id]),
+                    int(fields[lay.time]),
+                    float(fields[lay.price]),
+                    float(fields[lay.qty]),
+                )
+            except (ValueError, KeyError):
+                bad.append(BadRow(line, f"unparsable field: {text[:80]!r}"))
+                continue
+            ids.append(row[0])
+            times.append(row[1])
+            prices.append(row[2])
+            qtys.append(row[3])
+            makers.append(int(maker))
+            lines.append(line)
+        cols = Columns(
+            np.array(ids, dtype=np.int64),
+            np.array(times, dtype=np.int64),
+            np.array(prices, dtype=np.float64),
+            np.array(qtys, dtype=np.float64),
+            np.array(makers, dtype=np.int64),
+        )
+        # _validate numbers rows from first_line; give it the true line numbers instead.
+        good, more_bad = self._validate(cols, 0)
+        bad.extend(BadRow(lines[b.line], b.reason) for b in more_bad)
+        bad.sort(key=lambda b: b.line)
+        return good, bad
+
+
+# ------------------------------------------------------------------ collector NDJSON
+
+
+def parse_ts(ts) -> int:
+    """Epoch microseconds from an ISO-8601 string (no zone = UTC) or epoch ms/µs number."""
+    if isinstance(ts, str):
+        dt = datetime.fromisoformat(ts)
+        if dt.tzinfo is None:
+            dt = dt.replace(tzinfo=UTC)
+        return (dt - _EPOCH) // _US
+    if isinstance(ts, int | float) and not isinstance(ts, bool):
+        t = int(ts)
+        if 10**11 <= t < 10**13:
+            return t * 1000
+        if 10**14 <= t < 10**16:
+            return t
+    raise ValueError(f"ts {ts!r} is neither ISO-8601 nor epoch ms/µs")
+
+
+@dataclass
+class NdjsonReader:
+    """Iterate over a collector NDJSON file: per block, good rows by symbol and bad rows.
+
+    Trade ids are derived, stable across imports of the same file::
+
+        trade_id = trade_time_us * 1000 + k
+
+    where ``k`` (0..999) counts the earlier lines of the file with the same symbol and the
+    same timestamp. Ids therefore grow with time (so a bar's open/close, taken from its
+    lowest/highest id, are its first/last trades), distinct trades in one millisecond
+    stay distinct, and importing the file again yields the same ids, which the writer
+    skips. They are NOT consecutive: the gap logic of the live feeds (a jump in ids means
+    missed trades) does not apply to them.
+
+    ``buyer_is_maker`` is not recorded by the collector: it is estimated by the tick rule
+    (an uptick is a taker buy, 0; a downtick a taker sell, 1; an unchanged price repeats
+    the previous call; the first trade of a symbol counts as a buy).
+
+    :param path: the NDJSON file. :param block_lines: lines per yielded block.
+    :param symbols: keep only these symbols (upper case); None keeps all.
+    """
+
+    path: Path
+    block_lines: int = 100_000
+    symbols: set[str] | None = None
+    lines: int = 0
+    skipped_other_symbols: int = 0
+    _seen: dict[tuple[str, int], int] = field(default_factory=dict)
+    _last: dict[str, tuple[float, int]] = field(default_factory=dict)
+
+    def __iter__(self) -> Iterator[tuple[dict[str, Columns], list[BadRow]]]:
+        rows: dict[str, list[tuple[int, int, float, float, int]]] = {}
+        bad: list[BadRow] = []
+        with Path(self.path).open("rb") as f:
+            for line_no, raw in enumerate(f, start=1):
+                self.lines = line_no
+                self._parse_line(raw, line_no, rows, bad)
+                if line_no % self.block_lines == 0:
+                    yield self._columns(rows), bad
+                    rows, bad = {}, []
+        if rows or bad:
+            yield self._columns(rows), bad
+
+    def _parse_line(self, raw: bytes, line_no: int, rows: dict, bad: list[BadRow]) -> None:
+        if not raw.strip():
+            bad.append(BadRow(line_no, "empty line"))
+            return
+        try:
+            obj = orjson.loads(raw)
+            symbol = obj["symbol"]
+            if not isinstance(symbol, str) or not symbol.strip():
+                raise ValueError("symbol is not a name")
+            symbol = symbol.strip().upper()
+            time_us = parse_ts(obj["ts"])
+            price, size = obj["price"], obj["size"]
+            if isinstance(price, str):
+                price = float(price)
+            if isinstance(size, str):
+                size = float(size)
+            if not (isinstance(price, int | float) and isinstance(size, int | float)):
+                raise ValueError("price and size must be numbers")
+            if not (np.isfinite(price) and price > 0 and np.isfinite(size) and size > 0):
+                raise ValueError("price and size must be positive")
+        except (orjson.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
+            reason = f"missing field {exc}" if isinstance(exc, KeyError) else str(exc)
+            bad.append(BadRow(line_no, f"{reason}: {raw[:80].decode('utf-8', 'replace')!r}"))
+            return
+        if self.symbols is not None and symbol not in self.symbols:
+            self.skipped_other_symbols += 1
+            return
+        key = (symbol, time_us)
+        k = self._seen.get(key, 0)
+        if k >= 1000:
+            bad.append(BadRow(line_no, f"more than 1000 {symbol} trades at one timestamp"))
+            return
+        self._seen[key] = k + 1
+        last_price, last_side = self._last.get(symbol, (price, 0))
+        side = 0 if price > last_price else 1 if price < last_price else last_side
+        self._last[symbol] = (price, side)
+        rows.setdefault(symbol, []).append((time_us * 1000 + k, time_us, price, size, side))
+
+    @staticmethod
+    def _columns(rows: dict) -> dict[str, Columns]:
+        out = {}
+        for symbol, items in rows.items():
+            ids, times, prices, sizes, sides = zip(*items, strict=True)
+            out[symbol] = Columns(
+                np.array(ids, dtype=np.int64),
+                np.array(times, dtype=np.int64),
+                np.array(prices, dtype=np.float64),
+                np.array(sizes, dtype=np.float64),
+                np.array(sides, dtype=np.int64),
+            )
+        return out
+
+
+_SYMBOL_FIELD = re.compile(rb'"symbol"\s*:\s*"([^"]*)"')
+
+
+def ndjson_symbols(path: str | Path) -> set[str]:
+    """The symbols named in an NDJSON file (a fast scan, without parsing the JSON)."""
+    found: set[bytes] = set()
+    pending = b""
+    with Path(path).open("rb") as f:
+        for data in iter(lambda: f.read(BLOCK_BYTES), b""):
+            buf = pending + data
+            cut = buf.rfind(b"\n") + 1
+            found.update(_SYMBOL_FIELD.findall(buf[:cut]))
+            pending = buf[cut:]
+    found.update(_SYMBOL_FIELD.findall(pending))
+    names = (m.decode("utf-8", "replace").strip().upper() for m in found)
+    return {s for s in names if s}
+
+
+def is_ndjson(path: str | Path) -> bool:
+    """True for ``.ndjson``/``.jsonl``/``.json`` files, or any file whose first byte is ``{``."""
+    path = Path(path)
+    if path.suffix.lower() in (".ndjson", ".jsonl", ".json"):
+        return True
+    if path.suffix.lower() in (".csv", ".zip"):
+        return False
+    with path.open("rb") as f:
+        return f.read(64).lstrip().startswith(b"{")

@@ -1,0 +1,440 @@
+"""Replay of recorded trades: Binance dumps in all their variants and collector NDJSON,
+through the real daemon (subprocess) or the real feed and writer, compared row by row
+with the files."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import sqlite3
+import subprocess
+import sys
+import threading
+import time
+import zipfile
+from datetime import UTC, datetime
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+import ingest
+from feeds import dumps, replay
+from writer import TradeWriter
+
+ROOT = Path(__file__).resolve().parent.parent
+FIXTURES = Path(__file__).resolve().parent / "fixtures"
+BTC = FIXTURES / "trades" / "BTCUSDT-trades-2021-01-08.csv"
+XRP = FIXTURES / "trades" / "XRPETH-trades-2019-10-11.csv"
+NDJSON = FIXTURES / "ndjson" / "collector-2021-01-08.ndjson"
+SPOT_COLUMNS = ["id", "price", "qty", "quoteQty", "time", "isBuyerMaker", "isBestMatch"]
+
+
+# ---------------------------------------------------------------- helpers
+
+
+def read_fixture(path: Path = BTC) -> pd.DataFrame:
+    """The fixture as Binance wrote it, every field as text (nothing re-formatted)."""
+    return pd.read_csv(path, header=None, names=SPOT_COLUMNS, dtype=str)
+
+
+def expected_rows(frame: pd.DataFrame, time_scale: int = 1000) -> pd.DataFrame:
+    """What the store must hold for a trades file: id, µs time, price, qty, maker flag."""
+    return pd.DataFrame(
+        {
+            "trade_id": frame["id"].astype(np.int64),
+            "trade_time_us": frame["time"].astype(np.int64) * time_scale,
+            "price": frame["price"].astype(float),
+            "qty": frame["qty"].astype(float),
+            "buyer_is_maker": (frame["isBuyerMaker"].str.lower() == "true").astype(np.int64),
+        }
+    ).reset_index(drop=True)
+
+
+def stored(db: Path, venue: str = "replay", symbol: str = "BTCUSDT") -> pd.DataFrame:
+    with sqlite3.connect(db) as conn:
+        return pd.read_sql_query(
+            "SELECT trade_id, trade_time_us, price, qty, buyer_is_maker FROM trades "
+            "WHERE venue = ? AND symbol = ? ORDER BY trade_id",
+            conn,
+            params=(venue, symbol),
+        )
+
+
+def assert_same_tape(db: Path, expected: pd.DataFrame, **where) -> None:
+    got = stored(db, **where)
+    expected = expected.sort_values("trade_id").reset_index(drop=True)
+    pd.testing.assert_frame_equal(got, expected, check_dtype=False, rtol=0, atol=0)
+
+
+def run_daemon(db: Path, *args: str, timeout: float = 60) -> subprocess.CompletedProcess:
+    cmd = [sys.executable, "ingest.py", "--source", "replay", "--speed", "0", "--db", str(db)]
+    return subprocess.run([*cmd, *args], cwd=ROOT, capture_output=True, text=True, timeout=timeout)
+
+
+def run_feed(db: Path, *argv: str) -> replay.ReplayFeed:
+    """The replay feed and the real writer in this process, from a real command line."""
+    args = ingest.build_parser().parse_args(["--source", "replay", "--db", str(db), *argv])
+    writer = TradeWriter(db)
+    writer.start()
+    try:
+        feed = replay.from_args(args, writer)
+        feed.progress = False
+        feed.run(threading.Event())
+    finally:
+        assert writer.close()
+    return feed
+
+
+def write_zip(folder: Path, csv_text: str, name: str, checksum: str | None = "good") -> Path:
+    """``name``.zip holding ``name``.csv, with a good, bad or no ``.CHECKSUM`` beside it."""
+    path = folder / f"{name}.zip"
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as zf:
+        zf.writestr(f"{name}.csv", csv_text)
+    if checksum is not None:
+        digest = hashlib.sha256(path.read_bytes()).hexdigest()
+        if checksum == "bad":
+            digest = digest[::-1]
+        dumps.checksum_path(path).write_text(f"{digest}  {path.name}\n")
+    return path
+
+
+# ---------------------------------------------------------------- the daemon
+
+
+def test_daemon_imports_a_dump_row_by_row_and_twice_stores_nothing(tmp_path):
+    db = tmp_path / "replay.db"
+    done = run_daemon(db, "--replay", str(BTC), str(XRP))
+    assert done.returncode == 0, done.stderr
+    assert_same_tape(db, expected_rows(read_fixture(BTC)))
+    assert_same_tape(db, expected_rows(read_fixture(XRP)), symbol="XRPETH")
+    assert "300 rows read, 300 stored, 0 already stored, 0 bad" in done.stderr
+    assert "rows/s" in done.stderr  # the progress bar and the summary
+    with sqlite3.connect(db) as conn:
+        venues = conn.execute("SELECT DISTINCT venue FROM trades").fetchall()
+        run = conn.execute("SELECT venue, source, symbols, params_json FROM ingest_runs").fetchone()
+        status = conn.execute(
+            "SELECT symbol, source, last_trade_id FROM feed_status ORDER BY symbol"
+        ).fetchall()
+        bars = conn.execute(
+            "SELECT sum(trade_count), min(first_trade_id), max(last_trade_id) FROM bars_1s "
+            "WHERE symbol = 'BTCUSDT'"
+        ).fetchone()
+    assert venues == [("replay",)]
+    assert run[:3] == ("replay", "replay", "BTCUSDT,XRPETH")
+    assert json.loads(run[3])["files"] == [str(BTC), str(XRP)]
+    assert status == [("BTCUSDT", "replay", 553287858), ("XRPETH", "replay", 13520006)]
+    assert bars == (300, 553287559, 553287858)
+
+    again = run_daemon(db, "--replay", str(BTC))
+    assert again.returncode == 0, again.stderr
+    assert "300 rows read, 0 stored, 300 already stored" in again.stderr
+    assert_same_tape(db, expected_rows(read_fixture(BTC)))
+
+
+def test_daemon_verifies_checksums(tmp_path):
+    """A good .CHECKSUM is verified; a bad one stores nothing from its file, says so, and
+    the other files are still imported."""
+    text = BTC.read_text()
+    good = write_zip(tmp_path, text, "BTCUSDT-trades-2021-01-08", checksum="good")
+    bad_dir = tmp_path / "bad"
+    bad_dir.mkdir()
+    bad = write_zip(bad_dir, XRP.read_text(), "XRPETH-trades-2019-10-11", checksum="bad")
+    db = tmp_path / "replay.db"
+    done = run_daemon(db, "--replay", str(bad), str(good))
+    assert f"{good}: sha256 verified" in done.stderr
+    assert f"checksum mismatch for {bad}" in done.stderr
+    assert "download it again. Nothing was imported from it." in done.stderr
+    assert "1 files failed" in done.stderr
+    assert stored(db, symbol="XRPETH").empty
+    assert_same_tape(db, expected_rows(read_fixture(BTC)))
+
+
+def test_daemon_reports_bad_rows_with_line_numbers_and_keeps_the_rest(tmp_path):
+    lines = BTC.read_text().splitlines()
+    bad_lines = {
+        5: "553287563,not-a-price,0.001,1,1610064000500,True,True",
+        17: "553287575,39400.0,0.001,1,1610064000900",  # too few fields
+        40: "553287598,39400.0,0.001,1,1610064001000,True,True,extra",
+        41: "",
+        100: "553287658,-5,0.001,1,1610064002000,True,True",
+        250: "553287808,39400.0,0.001,1,16100640,True,True",  # neither ms nor µs
+    }
+    out = list(lines)
+    for line_no, text in sorted(bad_lines.items()):
+        out.insert(line_no - 1, text)
+    path = tmp_path / "BTCUSDT-trades-2021-01-08.csv"
+    path.write_text("\n".join(out) + "\n")
+    db = tmp_path / "replay.db"
+    done = run_daemon(db, "--replay", str(path))
+    assert done.returncode == 0, done.stderr
+    assert "306 rows read, 300 stored, 0 already stored, 6 bad" in done.stderr
+    for line_no in bad_lines:
+        assert f"{path} line {line_no}: " in done.stderr, line_no
+    assert "line 5: unparsable field" in done.stderr
+    assert "line 17: 5 fields, expected 7" in done.stderr
+    assert "line 41: empty line" in done.stderr
+    assert "line 250: " in done.stderr and "neither epoch milliseconds nor" in done.stderr
+    assert_same_tape(db, expected_rows(read_fixture(BTC)))
+
+
+def test_daemon_imports_ndjson_twice_storing_nothing_the_second_time(tmp_path):
+    db = tmp_path / "replay.db"
+    first = run_daemon(db, "--replay", str(NDJSON))
+    assert first.returncode == 0, first.stderr
+    assert "400 rows read, 400 stored, 0 already stored, 0 bad" in first.stderr
+    second = run_daemon(db, "--replay", str(NDJSON))
+    assert second.returncode == 0, second.stderr
+    assert "400 rows read, 0 stored, 400 already stored, 0 bad" in second.stderr
+
+    records = [json.loads(line) for line in NDJSON.read_text().splitlines()]
+    expected = []
+    seen: dict[tuple[str, int], int] = {}
+    for r in records:
+        t = datetime.fromisoformat(r["ts"])
+        us = round(t.timestamp() * 1000) * 1000
+        k = seen.get((r["symbol"], us), 0)
+        seen[(r["symbol"], us)] = k + 1
+        expected.append((r["symbol"], us * 1000 + k, us, r["price"], r["size"]))
+    frame = pd.DataFrame(expected, columns=["symbol", "trade_id", "trade_time_us", "p", "q"])
+    for symbol, rows in frame.groupby("symbol"):
+        got = stored(db, symbol=symbol)
+        assert got.trade_id.tolist() == rows.trade_id.tolist()
+        assert got.trade_time_us.tolist() == rows.trade_time_us.tolist()
+        assert got.price.tolist() == rows.p.tolist() and got.qty.tolist() == rows.q.tolist()
+        assert got.trade_id.is_unique and got.trade_time_us.duplicated().any()
+    # The BTCUSDT ids follow the recorded ones' order: the derived ids sort the same way.
+    btc = stored(db, symbol="BTCUSDT")
+    assert btc.price.tolist() == read_fixture(BTC).price.astype(float).tolist()
+    # Tick rule: an uptick is a taker buy (0), a downtick a taker sell (1).
+    diffs = np.sign(np.diff(btc.price.to_numpy()))
+    sides = btc.buyer_is_maker.to_numpy()[1:]
+    assert (sides[diffs > 0] == 0).all() and (sides[diffs < 0] == 1).all()
+
+
+# ---------------------------------------------------------------- dump variants
+
+
+def header_variant(tmp_path: Path) -> tuple[Path, pd.DataFrame]:
+    """Futures style: header row, 6 columns, lower-case booleans."""
+    fx = read_fixture()
+    text = "id,price,qty,quote_qty,time,is_buyer_maker\n" + "".join(
+        f"{r.id},{r.price},{r.qty},{r.quoteQty},{r.time},{r.isBuyerMaker.lower()}\n"
+        for r in fx.itertuples()
+    )
+    path = tmp_path / "BTCUSDT-trades-2021-01-08.csv"
+    path.write_text(text)
+    return path, expected_rows(fx)
+
+
+def micro_variant(tmp_path: Path) -> tuple[Path, pd.DataFrame]:
+    """Spot 2025-on style: microsecond times (the fixture's times with µs digits added)."""
+    fx = read_fixture()
+    fx["time"] = (fx["time"].astype(np.int64) * 1000 + np.arange(len(fx)) % 1000).astype(str)
+    path = tmp_path / "BTCUSDT-trades-2021-01-08.csv"
+    fx.to_csv(path, header=False, index=False)
+    return path, expected_rows(fx, time_scale=1)
+
+
+def zip_variant(tmp_path: Path) -> tuple[Path, pd.DataFrame]:
+    """A zip with no .CHECKSUM beside it (imported, with a warning)."""
+    path = write_zip(tmp_path, BTC.read_text(), "BTCUSDT-trades-2021-01-08", checksum=None)
+    return path, expected_rows(read_fixture())
+
+
+def agg_spot_variant(tmp_path: Path) -> tuple[Path, pd.DataFrame]:
+    """Spot aggTrades (8 columns, no header), built by aggregating the fixture's trades
+    as Binance does: consecutive trades of one taker order at one price and time."""
+    fx = read_fixture()
+    key = (
+        (fx[["price", "time", "isBuyerMaker"]] != fx[["price", "time", "isBuyerMaker"]].shift())
+        .any(axis=1)
+        .cumsum()
+    )
+    agg = (
+        fx.assign(q=fx.qty.astype(float), i=fx.id.astype(np.int64))
+        .groupby(key)
+        .agg(
+            price=("price", "first"),
+            qty=("q", "sum"),
+            first=("i", "min"),
+            last=("i", "max"),
+            time=("time", "first"),
+            maker=("isBuyerMaker", "first"),
+        )
+    )
+    agg["qty"] = agg.qty.round(8)
+    agg.insert(0, "aggId", np.arange(900_000, 900_000 + len(agg)))
+    agg["best"] = "True"
+    path = tmp_path / "BTCUSDT-aggTrades-2021-01-08.csv"
+    agg.to_csv(path, header=False, index=False)
+    expected = pd.DataFrame(
+        {
+            "trade_id": agg.aggId.to_numpy(),
+            "trade_time_us": agg.time.astype(np.int64).to_numpy() * 1000,
+            "price": agg.price.astype(float).to_numpy(),
+            "qty": agg.qty.to_numpy(),
+            "buyer_is_maker": (agg.maker == "True").astype(np.int64).to_numpy(),
+        }
+    )
+    assert len(agg) < len(fx)  # some trades did aggregate
+    return path, expected
+
+
+def agg_futures_variant(tmp_path: Path) -> tuple[Path, pd.DataFrame]:
+    """Futures aggTrades with a header (7 columns) and a name that does not say the symbol
+    or the kind: --replay-symbol names it, the header tells the kind."""
+    path, expected = agg_spot_variant(tmp_path)
+    rows = path.read_text().splitlines()
+    header = "agg_trade_id,price,quantity,first_trade_id,last_trade_id,transact_time,"
+    header += "is_buyer_maker"
+    body = [
+        ",".join(r.split(",")[:7]).replace("True", "true").replace("False", "false") for r in rows
+    ]
+    target = tmp_path / "download.csv"
+    target.write_text("\n".join([header, *body]) + "\n")
+    path.unlink()
+    return target, expected
+
+
+VARIANTS = {
+    "header": (header_variant, []),
+    "microseconds": (micro_variant, []),
+    "zip-no-checksum": (zip_variant, []),
+    "aggTrades-spot": (agg_spot_variant, []),
+    "aggTrades-futures-header": (agg_futures_variant, ["--replay-symbol", "btcusdt"]),
+}
+
+
+@pytest.mark.parametrize("variant", list(VARIANTS))
+def test_dump_variants_are_stored_row_by_row(tmp_path, variant):
+    make, extra = VARIANTS[variant]
+    path, expected = make(tmp_path)
+    db = tmp_path / "replay.db"
+    feed = run_feed(db, "--replay", str(path), *extra)
+    assert not feed.failed
+    assert feed.inputs[0].bad == []
+    assert_same_tape(db, expected)
+
+
+def test_seven_columns_without_header_or_name_are_told_apart(tmp_path):
+    trades = "1,10.0,1.0,10.0,1610064000278,True,True\n"
+    agg = "1,10.0,1.0,5,6,1610064000278,true\n"
+    for text, kind in ((trades, "trades"), (agg, "aggTrades")):
+        path = tmp_path / "x.csv"
+        path.write_text(text)
+        reader = dumps.DumpReader(path)
+        (cols, bad), *_ = list(reader)
+        assert reader.kind == kind and bad == [] and cols.time_us[0] == 1610064000278000
+
+
+def test_trades_and_aggtrades_of_one_symbol_are_not_mixed(tmp_path):
+    agg_path, _ = agg_spot_variant(tmp_path)
+    db = tmp_path / "replay.db"
+    feed = run_feed(db, "--replay", str(BTC), str(agg_path))
+    assert feed.failed == [agg_path]
+    assert "different --replay-venue" in feed.inputs[1].error
+    assert_same_tape(db, expected_rows(read_fixture(BTC)))
+
+
+def test_bad_rows_in_later_blocks_keep_their_line_numbers(tmp_path):
+    lines = XRP.read_text().splitlines()
+    lines[149] = "garbage"
+    path = tmp_path / "XRPETH-trades-2019-10-11.csv"
+    path.write_text("\n".join(lines) + "\n")
+    blocks = list(dumps.DumpReader(path, block_bytes=1000))
+    assert len(blocks) > 10
+    bad = [b for _, rows in blocks for b in rows]
+    assert [b.line for b in bad] == [150]
+    ids = np.concatenate([c.trade_id for c, _ in blocks])
+    expected = read_fixture(XRP).id.astype(np.int64).drop(index=149).to_numpy()
+    assert np.array_equal(ids, expected)
+
+
+def test_symbol_must_be_known(tmp_path):
+    path = tmp_path / "download.csv"
+    path.write_text(BTC.read_text())
+    with pytest.raises(SystemExit, match="--replay-symbol"):
+        run_feed(tmp_path / "replay.db", "--replay", str(path))
+
+
+def test_ndjson_bad_lines_are_reported(tmp_path):
+    lines = NDJSON.read_text().splitlines()
+    lines[9] = '{"symbol":"BTCUSDT","ts":"yesterday","price":1.0,"size":1.0}'
+    lines[19] = '{"symbol":"BTCUSDT","price":1.0,"size":1.0}'
+    lines[29] = "{not json"
+    lines[39] = '{"symbol":"BTCUSDT","ts":"2021-01-08T00:00:00.278Z","price":-1,"size":1.0}'
+    path = tmp_path / "c.ndjson"
+    path.write_text("\n".join(lines) + "\n")
+    feed = run_feed(tmp_path / "replay.db", "--replay", str(path))
+    assert [b.line for b in feed.inputs[0].bad] == [10, 20, 30, 40]
+    assert "missing field 'ts'" in feed.inputs[0].bad[1].reason
+    assert feed.inputs[0].stored == 396
+
+
+def test_paced_replay_follows_the_recorded_clock(tmp_path):
+    """--speed 20: two files of the same 8 recorded seconds play together on one clock,
+    so they take about 0.4 s, not 0.8 s."""
+    eth = tmp_path / "ETHUSDT-trades-2021-01-08.csv"
+    eth.write_text(BTC.read_text())
+    db = tmp_path / "replay.db"
+    started = time.monotonic()
+    run_feed(db, "--replay", str(BTC), str(eth), "--speed", "20", "--replay-venue", "paced")
+    elapsed = time.monotonic() - started
+    fx = read_fixture()
+    span_s = (int(fx.time.iloc[-1]) - int(fx.time.iloc[0])) / 1000
+    assert span_s / 20 <= elapsed < 2 * span_s / 20 + 2
+    assert_same_tape(db, expected_rows(fx), venue="paced")
+    assert_same_tape(db, expected_rows(fx), venue="paced", symbol="ETHUSDT")
+
+
+def test_symbols_filter_an_ndjson(tmp_path):
+    feed = run_feed(tmp_path / "replay.db", "--replay", str(NDJSON), "--symbols", "btcusdt")
+    assert feed.symbols == ["BTCUSDT"]
+    assert feed.inputs[0].stored == 300
+    assert feed.inputs[0].reader.skipped_other_symbols == 100
+
+
+def test_line_ranges():
+    assert replay.line_ranges([3, 7, 8, 9, 12]) == "3, 7-9, 12"
+    assert replay.line_ranges(list(range(0, 10, 2)), limit=2) == "0, 2, ... (3 more ranges)"
+
+
+def test_parse_ts():
+    assert dumps.parse_ts("2025-11-04T10:20:19.000Z") == 1762251619000000
+    assert dumps.parse_ts("2025-11-04T10:20:19.123456") == 1762251619123456  # naive = UTC
+    assert dumps.parse_ts(1762251619123) == 1762251619123000
+    assert dumps.parse_ts(1762251619123456) == 1762251619123456
+    with pytest.raises(ValueError):
+        dumps.parse_ts(17622)
+    assert datetime.fromtimestamp(1762251619, UTC).hour == 10
+
+
+@pytest.mark.parametrize(
+    ("bad", "reason"),
+    [
+        ("553287600,39400.0,0.001,1,1610064001000,True,True,extra", "wrong number of fields"),
+        ("553287600,-1,0.001,1,1610064001000,True,True", "price missing or not positive"),
+        ("553287600,39400.0,0,1,1610064001000,True,True", "quantity missing or not positive"),
+        ("553287600,,0.001,1,1610064001000,True,True", "price missing"),
+        ("553287600,39400.0,0.001,1,99,True,True", "neither epoch milliseconds"),
+        ("553287600,39400.0,0.001,1,1610064001000,maybe,True", "unparsable field"),
+        ("-3,39400.0,0.001,1,1610064001000,True,True", "negative trade id"),
+    ],
+)
+@pytest.mark.parametrize("header", [False, True])
+def test_one_bad_row_alone_is_found_on_either_parser_path(tmp_path, bad, reason, header):
+    """Some bad rows make pandas refuse the block (re-read line by line), others parse and
+    fail validation: both ways the line number counts the header, and the rest is kept."""
+    lines = BTC.read_text().splitlines()
+    lines.insert(60, bad)
+    if header:
+        lines.insert(0, ",".join(SPOT_COLUMNS))
+    path = tmp_path / "BTCUSDT-trades-2021-01-08.csv"
+    path.write_text("\n".join(lines) + "\n")
+    blocks = list(dumps.DumpReader(path))
+    found = [b for _, rows in blocks for b in rows]
+    assert [b.line for b in found] == [61 + header]
+    assert reason in found[0].reason
+    assert sum(len(c) for c, _ in blocks) == 300
