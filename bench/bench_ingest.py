@@ -1,0 +1,332 @@
+"""The live ingest path end to end, against a bare websocket-client loop on the same server.
+
+    .venv/bin/python bench/bench_ingest.py [--messages 200000] [--pairs 5]
+        [--latency-seconds 20] [--memory-messages 1000000]
+
+A local server (its own process) speaks Binance's combined-stream protocol: the
+``websockets`` package does the handshake, then trade frames for two symbols are written
+straight to the transport, pre-framed, so that the server costs little CPU next to the
+client. The WebSocket URL's path picks what it does: ``/blast/N`` sends N trades as fast
+as the client takes them (TCP backpressure), ``/rate/R/S`` sends R trades a second for S
+seconds with the send time (ms) as the trade time ``T``.
+
+1. Throughput, paired runs (each pair: the bare loop, then the daemon): the bare loop is
+   ``create_connection`` (UTF-8 check skipped) + ``recv`` + ``orjson.loads``, timed from
+   its first to its last message. The daemon (``ingest.py --source live``, a fresh
+   database) is timed by polling the database: stored trades between the first poll that
+   sees any and the one that sees all. Reported: both rates and the median ratio.
+2. Latency at 2,000 msg/s: the daemon's database is polled every 2 ms; a trade's latency
+   is the time it became visible minus its send time: an upper bound of
+   receive-to-commit (adds the local socket and up to one poll interval).
+3. Memory: the daemon's RSS (``/proc/PID/status``) sampled every 0.5 s while it stores
+   ``--memory-messages`` trades.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import platform
+import signal
+import sqlite3
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+PY = sys.executable
+SYMBOLS = ("BTCUSDT", "ETHUSDT")
+TRADE = (
+    '{"stream":"%s@trade","data":{"e":"trade","E":%d,"s":"%s","t":%d,"p":"%.2f",'
+    '"q":"%.5f","T":%d,"m":%s,"M":true}}'
+)
+
+
+# -- the server process ------------------------------------------------------------------
+
+
+def frame(text: str) -> bytes:
+    """An unmasked server-to-client text frame."""
+    data = text.encode()
+    n = len(data)
+    if n < 126:
+        return bytes((0x81, n)) + data
+    if n < 65536:
+        return bytes((0x81, 126)) + n.to_bytes(2, "big") + data
+    return bytes((0x81, 127)) + n.to_bytes(8, "big") + data
+
+
+def trade_frame(i: int, t_ms: int) -> bytes:
+    """Trade number ``i`` of the run: symbols alternate, ids consecutive per symbol."""
+    symbol = SYMBOLS[i % 2]
+    trade_id = i // 2 + 1
+    price = 50_000 + (i % 1000) / 100
+    return frame(
+        TRADE
+        % (
+            symbol.lower(),
+            t_ms,
+            symbol,
+            trade_id,
+            price,
+            0.001 + (i % 7) / 1000,
+            t_ms,
+            "true" if i % 3 else "false",
+        )
+    )
+
+
+async def _serve() -> None:
+    from websockets.asyncio.server import serve
+    from websockets.datastructures import Headers
+    from websockets.http11 import Response
+
+    def rest(connection, request):
+        if request.path.split("?")[0].endswith("/stream"):
+            return None
+        if "exchangeInfo" in request.path:
+            body = (
+                b'{"symbols":[{"symbol":"BTCUSDT","status":"TRADING"},'
+                b'{"symbol":"ETHUSDT","status":"TRADING"}]}'
+            )
+        else:
+            body = b"[]"  # a fresh database never needs history here
+        headers = Headers(
+            {
+                "Content-Type": "application/json",
+                "Content-Length": str(len(body)),
+                "Connection": "close",
+            }
+        )
+        return Response(200, "OK", headers, body)
+
+    async def handler(connection):
+        parts = connection.request.path.split("?")[0].strip("/").split("/")
+        transport = connection.transport
+        base_ms = 1_767_225_600_000
+        if parts[0] == "blast":
+            total = int(parts[1])
+            for start in range(0, total, 2000):
+                chunk = b"".join(
+                    trade_frame(i, base_ms + i // 4) for i in range(start, min(total, start + 2000))
+                )
+                transport.write(chunk)
+                while transport.get_write_buffer_size() > 1 << 20:
+                    await asyncio.sleep(0.0005)
+        elif parts[0] == "rate":
+            rate, seconds = int(parts[1]), float(parts[2])
+            sent, started = 0, time.monotonic()
+            total = int(rate * seconds)
+            while sent < total:
+                await asyncio.sleep(0.001)
+                due = min(total, int((time.monotonic() - started) * rate))
+                now_ms = time.time_ns() // 1_000_000
+                if due > sent:
+                    transport.write(b"".join(trade_frame(i, now_ms) for i in range(sent, due)))
+                    sent = due
+        await connection.wait_closed()
+
+    async with serve(
+        handler, "127.0.0.1", 0, process_request=rest, ping_interval=None, compression=None
+    ) as server:
+        print(server.sockets[0].getsockname()[1], flush=True)
+        await asyncio.Future()
+
+
+# -- the bare loop (its own process) ---------------------------------------------------
+
+
+def _baseline(url: str, n: int) -> None:
+    import orjson
+    import websocket
+
+    ws = websocket.create_connection(url, skip_utf8_validation=True)
+    loads, recv = orjson.loads, ws.recv
+    loads(recv())
+    started = time.perf_counter()
+    for _ in range(n - 1):
+        loads(recv())
+    print((n - 1) / (time.perf_counter() - started), flush=True)
+
+
+# -- the bench -------------------------------------------------------------------------
+
+
+class Server:
+    def __init__(self) -> None:
+        self.proc = subprocess.Popen([PY, __file__, "serve"], stdout=subprocess.PIPE, text=True)
+        self.port = int(self.proc.stdout.readline())
+
+    def url(self, path: str) -> str:
+        return f"ws://127.0.0.1:{self.port}/{path}"
+
+    def close(self) -> None:
+        self.proc.kill()
+        self.proc.wait()
+
+
+def start_daemon(server: Server, path: str, db: Path) -> subprocess.Popen:
+    return subprocess.Popen(
+        [PY, str(ROOT / "ingest.py"), "--source", "live", "--symbols", *SYMBOLS,
+         "--ws-url", server.url(path), "--rest-url", f"http://127.0.0.1:{server.port}",
+         "--db", str(db), "--log-level", "WARNING"],
+        cwd=ROOT,
+    )  # fmt: skip
+
+
+def stop_daemon(proc: subprocess.Popen) -> None:
+    proc.send_signal(signal.SIGTERM)
+    if proc.wait(30) != 0:
+        raise SystemExit(f"the daemon exited with {proc.returncode}")
+
+
+def count(db: Path) -> int:
+    if not db.exists():
+        return 0
+    try:
+        conn = sqlite3.connect(f"{db.as_uri()}?mode=ro", uri=True, timeout=5)
+        try:
+            return conn.execute("SELECT count(*) FROM trades").fetchone()[0]
+        finally:
+            conn.close()
+    except sqlite3.OperationalError:
+        return 0
+
+
+def rss_kb(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    return 0
+
+
+def daemon_rate(server: Server, n: int, folder: Path, sample_rss: bool = False):
+    """Stored trades/s of the daemon for a blast of ``n``; optionally RSS samples (kB)."""
+    db = folder / f"ingest-{time.monotonic_ns()}.db"
+    proc = start_daemon(server, f"blast/{n}", db)
+    first_t = first_n = None
+    rss: list[tuple[float, int, int]] = []
+    next_rss = 0.0
+    deadline = time.monotonic() + 600
+    while time.monotonic() < deadline:
+        stored = count(db)
+        now = time.perf_counter()
+        if stored and first_t is None:
+            first_t, first_n = now, stored
+        if sample_rss and time.monotonic() >= next_rss:
+            rss.append((time.monotonic(), stored, rss_kb(proc.pid)))
+            next_rss = time.monotonic() + 0.5
+        if stored >= n:
+            break
+        time.sleep(0.02)
+    else:
+        raise SystemExit(f"the daemon stored {count(db)} of {n} in 600 s")
+    stop_daemon(proc)
+    return (n - first_n) / (now - first_t), rss
+
+
+def baseline_rate(server: Server, n: int) -> float:
+    url = server.url(f"blast/{n}/stream?streams=btcusdt@trade/ethusdt@trade")
+    out = subprocess.run(
+        [PY, __file__, "baseline", url, str(n)], capture_output=True, text=True, check=True
+    )
+    return float(out.stdout)
+
+
+def latency(server: Server, rate: int, seconds: float, folder: Path) -> list[float]:
+    """Visible-minus-sent times (ms) of every trade of a steady ``rate`` run."""
+    db = folder / f"latency-{time.monotonic_ns()}.db"
+    proc = start_daemon(server, f"rate/{rate}/{seconds}", db)
+    total = int(rate * seconds)
+    seen: list[float] = []
+    last_key = (0, 0)
+    while not db.exists() or count(db) == 0:
+        time.sleep(0.01)
+    conn = sqlite3.connect(f"{db.as_uri()}?mode=ro", uri=True, timeout=5)
+    deadline = time.monotonic() + seconds + 60
+    while len(seen) < total and time.monotonic() < deadline:
+        rows = conn.execute(
+            "SELECT symbol, trade_id, trade_time_us FROM trades WHERE (trade_id, symbol) > (?, ?)"
+            " ORDER BY trade_id, symbol",
+            (last_key[0], last_key[1] or ""),
+        ).fetchall()
+        now_ms = time.time_ns() / 1e6
+        for symbol, trade_id, t_us in rows:
+            seen.append(now_ms - t_us / 1000)
+            last_key = (trade_id, symbol)
+        time.sleep(0.002)
+    conn.close()
+    stop_daemon(proc)
+    return seen
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--messages", type=int, default=200_000)
+    parser.add_argument("--pairs", type=int, default=5)
+    parser.add_argument("--latency-rate", type=int, default=2000)
+    parser.add_argument("--latency-seconds", type=float, default=20)
+    parser.add_argument("--memory-messages", type=int, default=1_000_000)
+    args = parser.parse_args()
+    print(
+        f"machine: {platform.platform()}, {os.cpu_count()} cores, Python "
+        f"{platform.python_version()}"
+    )
+    server = Server()
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            folder = Path(tmp)
+            ratios = []
+            for pair in range(args.pairs):
+                bare = baseline_rate(server, args.messages)
+                ours, _ = daemon_rate(server, args.messages, folder)
+                ratios.append(ours / bare)
+                print(
+                    f"pair {pair + 1}: bare loop {bare:,.0f} msg/s, daemon stored "
+                    f"{ours:,.0f} trades/s, ratio {ours / bare:.3f}",
+                    flush=True,
+                )
+            print(
+                f"throughput: median ratio {statistics.median(ratios):.3f} "
+                f"(min {min(ratios):.3f}, max {max(ratios):.3f}) over {args.pairs} pairs"
+            )
+
+            if args.latency_seconds > 0:
+                lat = sorted(latency(server, args.latency_rate, args.latency_seconds, folder))
+                print(
+                    f"latency at {args.latency_rate} msg/s over {len(lat)} trades: median "
+                    f"{statistics.median(lat):.1f} ms, p90 {lat[int(len(lat) * 0.9)]:.1f} "
+                    f"ms, p99 {lat[int(len(lat) * 0.99)]:.1f} ms, max {lat[-1]:.1f} ms"
+                )
+
+            if args.memory_messages > 0:
+                rate, rss = daemon_rate(server, args.memory_messages, folder, sample_rss=True)
+                mb = [kb / 1024 for _, _, kb in rss]
+                quarter = max(1, len(mb) // 4)
+                print(
+                    f"memory over {args.memory_messages:,} trades ({rate:,.0f}/s): RSS "
+                    f"{len(mb)} samples, first quarter median "
+                    f"{statistics.median(mb[:quarter]):.1f} MB, last quarter median "
+                    f"{statistics.median(mb[-quarter:]):.1f} MB, max {max(mb):.1f} MB"
+                )
+                print(
+                    "rss samples (stored trades: MB): "
+                    + ", ".join(
+                        f"{n}: {kb / 1024:.0f}" for _, n, kb in rss[:: max(1, len(rss) // 12)]
+                    )
+                )
+    finally:
+        server.close()
+
+
+if __name__ == "__main__":
+    if len(sys.argv) > 1 and sys.argv[1] == "serve":
+        asyncio.run(_serve())
+    elif len(sys.argv) > 1 and sys.argv[1] == "baseline":
+        _baseline(sys.argv[2], int(sys.argv[3]))
+    else:
+        main()
