@@ -263,3 +263,13 @@ def test_analytics_recover_true_parameters_from_trades():
 def test_invalid_parameters_are_refused(bad):
     with pytest.raises(ValueError, match="invalid simulation parameter"):
         make_params(**bad)
+
+
+@pytest.mark.parametrize(("a", "n"), [(math.exp(-math.log(2) / 60), 20_000), (0.5, 300), (0.0, 5)])
+def test_ar1_path_matches_the_recursion(a, n):
+    shocks = np.random.default_rng(0).standard_normal(n)
+    expected, s = np.empty(n), 0.3
+    for k in range(n):
+        s = a * s + shocks[k]
+        expected[k] = s
+    assert np.allclose(sim.ar1_path(0.3, a, shocks), expected, rtol=0, atol=1e-12)
