@@ -23,7 +23,7 @@ import threading
 from pathlib import Path
 
 import db_setup
-from feeds import binance, replay, sim, status
+from feeds import auto, binance, replay, sim, status
 from writer import TradeWriter
 
 log = logging.getLogger("ingest")
@@ -53,7 +53,7 @@ def build_parser() -> argparse.ArgumentParser:
         choices=("DEBUG", "INFO", "WARNING", "ERROR"),
         help="logging threshold",
     )
-    for source in (binance, sim, replay):
+    for source in (binance, auto, sim, replay):
         source.add_arguments(parser)
     return parser
 
@@ -77,7 +77,9 @@ def build_feed(args: argparse.Namespace, writer: TradeWriter):
         return sim.from_args(args, writer)
     if args.source == "replay":
         return replay.from_args(args, writer)
-    return binance.from_args(args, writer)  # live, or auto with the sim fallback
+    if args.source == "auto":
+        return auto.from_args(args, writer)  # live, with the simulator as a stand-in
+    return binance.from_args(args, writer)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -109,6 +109,8 @@ class BinanceServer:
     :param first_id: id of each symbol's first trade.
     :param ping_interval: seconds between server pings (None: no pings, like a silent one).
     :param ping_timeout: seconds the server waits for a pong before dropping the client.
+    :param prefix: the REST path prefix (``/fapi/v1`` for USD-M futures).
+    :param port: the port to listen on (0: a free one).
     """
 
     def __init__(
@@ -119,6 +121,7 @@ class BinanceServer:
         ping_interval: float | None = None,
         ping_timeout: float | None = None,
         prefix: str = "/api/v3",
+        port: int = 0,
     ) -> None:
         self.symbols = [s.upper() for s in symbols]
         self.tapes: dict[str, list[Trade]] = {s: [] for s in self.symbols}
@@ -134,7 +137,7 @@ class BinanceServer:
         self.retry_after = 1
         self.rest_calls: list[tuple[str, dict]] = []
         self._streaming = False
-        self.port = 0
+        self.port = port  # 0: any free port, known once started
         self.loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self._ready = threading.Event()
@@ -229,7 +232,7 @@ class BinanceServer:
         async with serve(
             self._handler,
             "127.0.0.1",
-            0,
+            self.port,
             process_request=self._process_request,
             ping_interval=self.ping_interval,
             ping_timeout=self.ping_timeout,

@@ -1,0 +1,66 @@
+"""``--source auto``: the simulator stands in while Binance cannot be reached, then yields."""
+
+from __future__ import annotations
+
+import socket
+import time
+
+from binance_server import BinanceServer
+from conftest import SYMBOLS, assert_tape_complete, query, wait_complete, wait_for
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def sim_trades(db) -> int:
+    try:
+        return query(db, "SELECT count(*) FROM trades WHERE venue = 'sim'")[0][0]
+    except Exception:
+        return 0
+
+
+def test_auto_falls_back_to_sim_then_switches_to_live(daemon_factory):
+    server = BinanceServer(SYMBOLS, port=free_port())  # not listening yet: Binance is "down"
+    daemon = daemon_factory(server, "--source", "auto", "--fallback-after", "1").start()
+    try:
+        wait_for(lambda: sim_trades(daemon.db) > 0, 20, "simulated trades")
+        wait_for(
+            lambda: (
+                query(
+                    daemon.db,
+                    "SELECT DISTINCT source FROM feed_status WHERE venue = 'binance-spot'",
+                )
+                == [("sim",)]
+            ),
+            5,
+            "feed_status to show the simulator",
+        )
+        server.start()  # Binance is back
+        server.wait_clients(1, timeout=15)
+        wait_for(lambda: "simulator stopped" in daemon.log, 10, "the simulator to stop")
+        server.publish("BTCUSDT", 200)
+        server.publish("ETHUSDT", 200)
+        wait_complete(daemon.db, server)
+        frozen = sim_trades(daemon.db)
+        time.sleep(1.0)
+        assert sim_trades(daemon.db) == frozen  # no more simulated trades once live is up
+        wait_for(
+            lambda: (
+                query(
+                    daemon.db,
+                    "SELECT DISTINCT source, connected FROM feed_status WHERE venue = 'binance-spot'",
+                )
+                == [("live", 1)]
+            ),
+            5,
+            "feed_status to show live",
+        )
+        assert daemon.stop() == 0
+        assert_tape_complete(daemon.db, server)
+        assert "NO CONNECTION TO BINANCE" in daemon.log
+        assert query(daemon.db, "SELECT source FROM ingest_runs") == [("auto",)]
+    finally:
+        server.stop()
