@@ -99,9 +99,9 @@ class LiveWebSocket(websocket.WebSocket):
     at once and serving those asks from memory takes one call per hundreds of messages.
 
     Sends: Binance disconnects (and eventually bans) a client sending more than 5
-    messages a second. Pings are answered while receiving; a pong over the budget of
-    ``MAX_OUTGOING_PER_S`` is left out (the server waits a minute for one, and the next
-    ping is answered).
+    messages a second. Pings are answered while receiving, and the watchdog pings a quiet
+    socket; a ping or pong over the budget of ``MAX_OUTGOING_PER_S`` is left out (the
+    server waits a minute for a pong, and the next ping is answered).
     """
 
     READ_SIZE = 1 << 16
@@ -109,6 +109,7 @@ class LiveWebSocket(websocket.WebSocket):
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
         self._sent: collections.deque[float] = collections.deque(maxlen=MAX_OUTGOING_PER_S)
+        self._budget_lock = threading.Lock()
         self._chunk = b""
         self._offset = 0
 
@@ -124,12 +125,21 @@ class LiveWebSocket(websocket.WebSocket):
         return piece
 
     def pong(self, payload: str | bytes = "") -> None:
-        now = time.monotonic()
-        if len(self._sent) == MAX_OUTGOING_PER_S and now - self._sent[0] < 1.0:
-            log.debug("pong skipped: outgoing message budget spent")
-            return
-        self._sent.append(now)
-        super().pong(payload)
+        if self._may_send("pong"):
+            super().pong(payload)
+
+    def ping(self, payload: str | bytes = "") -> None:
+        if self._may_send("ping"):
+            super().ping(payload)
+
+    def _may_send(self, what: str) -> bool:
+        with self._budget_lock:
+            now = time.monotonic()
+            if len(self._sent) == MAX_OUTGOING_PER_S and now - self._sent[0] < 1.0:
+                log.debug("%s skipped: outgoing message budget spent", what)
+                return False
+            self._sent.append(now)
+            return True
 
 
 class StreamConnection(threading.Thread):
@@ -188,6 +198,13 @@ class StreamConnection(threading.Thread):
         with contextlib.suppress(OSError):  # already gone
             ws.sock.shutdown(socket.SHUT_RDWR)
 
+    def ping(self) -> None:
+        """Ping the server (watchdog thread): a live server answers, a dead one does not."""
+        ws = self.ws
+        if ws is not None:
+            with contextlib.suppress(Exception):  # a broken socket: the receive loop sees it
+                ws.ping(b"watchdog")
+
     # -- the thread --------------------------------------------------------------------
 
     def run(self) -> None:
@@ -201,7 +218,7 @@ class StreamConnection(threading.Thread):
                     timeout=self.connect_timeout,
                     class_=LiveWebSocket,
                     skip_utf8_validation=True,
-                    enable_multithread=False,
+                    enable_multithread=True,  # the watchdog pings from its thread
                 )
             except Exception as exc:  # DNS, refused, TLS, handshake: all mean "try later"
                 log.warning("%s: connect failed: %s", self.name, _describe(exc))
@@ -283,10 +300,14 @@ class ServerShutdown(Exception):
 
 
 class Watchdog(threading.Thread):
-    """Closes silent connections and recycles old ones before Binance's 24-hour limit.
+    """Closes dead connections and recycles old ones before Binance's 24-hour limit.
+
+    A socket without any frame for half of ``silent_after`` is pinged: a quiet market on
+    a live server still answers with a pong. Still nothing at ``silent_after``: the
+    socket is dead, and it is closed so the connection's thread reconnects.
 
     :param connections: the connections to watch.
-    :param silent_after: seconds without any frame (data, ping) before a socket is closed.
+    :param silent_after: seconds without any frame (data, ping, pong) before closing.
     :param max_age: seconds after which a connection is closed and opened afresh.
     """
 
@@ -305,14 +326,16 @@ class Watchdog(threading.Thread):
         self.max_age = max_age
 
     def run(self) -> None:
-        tick = max(0.05, min(1.0, self.silent_after / 4))
+        tick = max(0.05, min(1.0, self.silent_after / 8))
+        pinged: dict[int, float] = {}  # connection -> the last_rx it was pinged for
         while not self.stop.wait(tick):
             now = time.monotonic()
             for conn in self.connections:
                 started = conn.connected_at
                 if started is None:
                     continue
-                silent = now - conn.last_rx
+                last_rx = conn.last_rx
+                silent = now - last_rx
                 if silent > self.silent_after:
                     log.warning(
                         "%s: silent for %.1f s (watchdog %.1f s); reconnecting",
@@ -321,6 +344,10 @@ class Watchdog(threading.Thread):
                         self.silent_after,
                     )
                     conn.abort(f"watchdog: silent {silent:.1f} s")
+                elif silent > self.silent_after / 2 and pinged.get(id(conn)) != last_rx:
+                    pinged[id(conn)] = last_rx
+                    log.debug("%s: quiet for %.1f s; pinging", conn.name, silent)
+                    conn.ping()
                 elif now - started > self.max_age:
                     log.info(
                         "%s: %.0f s old; reconnecting before the 24 h limit",

@@ -131,7 +131,7 @@ class BinanceServer:
         self.prefix = prefix
         self.clients: list[Client] = []
         self.connections_total = 0
-        self.silent = False
+        self.silent = False  # see set_silent()
         self.resend_on_connect = 0  # re-send the last N trades of each symbol on connect
         self.rest_429 = 0  # answer this many historicalTrades requests with 429
         self.retry_after = 1
@@ -190,6 +190,19 @@ class BinanceServer:
             {"stream": "!serverShutdown", "data": {"e": "serverShutdown", "E": _now_ms()}}
         ).decode()
         self.send_raw(frame)
+
+    def set_silent(self, silent: bool) -> None:
+        """A dead socket: send nothing, and read nothing (so pings go unanswered)."""
+        self.silent = silent
+        self.call(
+            self._each(
+                lambda c: (
+                    c.connection.transport.pause_reading()
+                    if silent
+                    else c.connection.transport.resume_reading()
+                )
+            )
+        )
 
     def send_raw(self, text: str | bytes) -> None:
         """Send one frame as is to every client (malformed or unknown frames)."""

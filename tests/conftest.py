@@ -123,20 +123,22 @@ def wait_for(predicate: Callable[[], bool], timeout: float = 20.0, what: str = "
     raise AssertionError(f"timed out after {timeout} s waiting for {what or predicate}")
 
 
-def wait_complete(db: Path, server: BinanceServer, timeout: float = 20.0) -> None:
+def wait_complete(
+    db: Path, server: BinanceServer, timeout: float = 20.0, venue: str = "binance-spot"
+) -> None:
     """Wait until every symbol's stored tape equals what the server published."""
     for symbol in server.symbols:
         wait_for(
-            lambda symbol=symbol: len(stored(db, symbol)) == len(server.tapes[symbol]),
+            lambda symbol=symbol: len(stored(db, symbol, venue)) == len(server.tapes[symbol]),
             timeout,
             f"{symbol}: {len(server.tapes[symbol])} trades stored",
         )
 
 
-def assert_tape_complete(db: Path, server: BinanceServer) -> None:
+def assert_tape_complete(db: Path, server: BinanceServer, venue: str = "binance-spot") -> None:
     """The stored tape of each symbol equals the published one, trade by trade."""
     for symbol in server.symbols:
-        got, want = stored(db, symbol), server.expected(symbol)
+        got, want = stored(db, symbol, venue), server.expected(symbol)
         assert len(got) == len(want), f"{symbol}: stored {len(got)}, published {len(want)}"
         for g, w in zip(got, want, strict=True):
             assert g == w, f"{symbol}: stored {g}, published {w}"

@@ -126,16 +126,43 @@ def test_silent_socket_closed_by_watchdog(server, daemon_factory):
     server.publish("BTCUSDT", 100)
     server.publish("ETHUSDT", 100)
     wait_complete(daemon.db, server)
-    server.silent = True
+    server.set_silent(True)
     server.publish("BTCUSDT", 200)  # swallowed by the silent socket
     server.wait_clients(1, total=2, timeout=10)
-    server.silent = False
+    server.set_silent(False)
     server.publish("BTCUSDT", 100)
     server.publish("ETHUSDT", 100)
     wait_complete(daemon.db, server)
     assert daemon.stop() == 0
     assert_tape_complete(daemon.db, server)
     assert "watchdog" in daemon.log
+
+
+def test_quiet_market_is_not_a_dead_socket(server, daemon_factory):
+    """No trades for several watchdog periods: the watchdog's pings keep the socket."""
+    daemon = daemon_factory(server, "--watchdog", "1").start()
+    server.wait_clients(1)
+    server.publish("BTCUSDT", 10)
+    time.sleep(3.5)
+    server.publish("BTCUSDT", 10)
+    server.publish("ETHUSDT", 10)
+    wait_complete(daemon.db, server)
+    assert daemon.stop() == 0
+    assert_tape_complete(daemon.db, server)
+    assert server.connections_total == 1
+    assert "pinging" in daemon.log
+
+
+def test_proactive_reconnect_before_the_age_limit_loses_nothing(server, daemon_factory):
+    daemon = daemon_factory(server, "--max-connection-age", "1").start()
+    server.wait_clients(1)
+    server.start_stream(1000)
+    server.wait_clients(1, total=3, timeout=10)
+    server.stop_stream()
+    wait_complete(daemon.db, server)
+    assert daemon.stop() == 0
+    assert_tape_complete(daemon.db, server)
+    assert "reconnecting before the 24 h limit" in daemon.log
 
 
 def test_malformed_unknown_and_bad_frames_are_skipped(server, daemon_factory):
@@ -236,3 +263,21 @@ def test_unreachable_rest_warns_and_goes_on(server, daemon_factory):
     assert daemon.stop() == 0
     assert_tape_complete(daemon.db, server)
     assert "cannot check the symbols against exchangeInfo" in daemon.log
+
+
+def test_usdm_market_uses_the_futures_paths_and_venue(daemon_factory):
+    server = BinanceServer(SYMBOLS, prefix="/fapi/v1").start()
+    try:
+        daemon = daemon_factory(server, "--market", "usdm").start()
+        server.wait_clients(1)
+        server.publish("BTCUSDT", 100)
+        server.publish("BTCUSDT", 1200, live=False)
+        server.publish("BTCUSDT", 100)
+        server.publish("ETHUSDT", 100)
+        wait_complete(daemon.db, server, venue="binance-usdm")
+        assert daemon.stop() == 0
+        assert_tape_complete(daemon.db, server, venue="binance-usdm")
+        assert query(daemon.db, "SELECT DISTINCT venue FROM trades") == [("binance-usdm",)]
+        assert {call[0] for call in server.rest_calls} == {"/exchangeInfo", "/historicalTrades"}
+    finally:
+        server.stop()
