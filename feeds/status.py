@@ -154,7 +154,8 @@ class StatusReporter(threading.Thread):
         }
 
     def summary(self) -> str:
-        """One line: per symbol trades/s, last trade age, gaps; then the queue depth."""
+        """One line: per symbol source, state, trades/s, age of the last message, reconnects,
+        gaps; then the writer's queue depth."""
         parts = []
         now = now_ms()
         for feed in list(self.feeds):
@@ -166,7 +167,8 @@ class StatusReporter(threading.Thread):
             )
             state = "up" if feed.connected else "down"
             parts.append(
-                f"{feed.venue}:{feed.symbol} {state} {rate:.1f} trades/s, last {age} ago, "
+                f"{feed.venue}:{feed.symbol} {feed.source} {state} {rate:.1f} trades/s, "
+                f"last {age} ago, reconnects {feed.reconnects}, "
                 f"gaps {feed.gaps_open} open/{feed.gaps_filled} filled"
                 f"/{feed.gaps_abandoned} abandoned"
             )
