@@ -42,6 +42,7 @@ from bars import (
     price_stats,
     resample_bars,
     resample_trades,
+    volume_ratio,
 )
 from stationarity import (
     ADFResult,
@@ -84,6 +85,7 @@ __all__ = [
     "schwert_lag",
     "spread",
     "stats_table",
+    "volume_ratio",
     "zscore",
 ]
 
@@ -270,20 +272,41 @@ def rolling_hedge_ratio(y: pd.Series, x: pd.Series, window: int) -> pd.DataFrame
     return pd.DataFrame({"slope": slope, "intercept": intercept})
 
 
+CHAN_DELTA = 1e-4  # default state noise when obs_var is given (Chan's parameterisation)
+AUTO_DELTA = 0.1  # default state noise of the scale-free ("auto") filter
+KALMAN_INIT_WINDOW = 100
+
+
 def kalman_hedge_ratio(
     y: pd.Series,
     x: pd.Series,
-    delta: float = 1e-4,
-    obs_var: float = 1e-3,
+    delta: float | None = None,
+    obs_var: float | None = None,
+    *,
+    init_window: int = KALMAN_INIT_WINDOW,
 ) -> pd.DataFrame:
     """Dynamic slope and intercept from a Kalman filter (statsmodels' state-space filter).
 
-    Model: ``y_t = slope_t x_t + intercept_t + e_t``, ``e_t ~ N(0, obs_var)``; the state
-    ``(slope, intercept)`` is a random walk with covariance ``delta / (1 - delta) * I``
-    (Chan's parameterisation). The state starts exactly diffuse, so the first rows, until
-    the data pin down both coefficients, are NaN. ``delta -> 0`` gives expanding-window
-    OLS; a larger ``delta`` adapts faster. Both parameters are in the units of ``y`` (use
-    log prices or scale ``obs_var`` to the residual variance of a static fit).
+    Model: ``y_t = slope_t x_t + intercept_t + e_t``, ``e_t ~ N(0, R)``, the state
+    ``(slope, intercept)`` a random walk of covariance ``W``, started exactly diffuse (the
+    first rows, until the data pin down both coefficients, are NaN). Two ways to set
+    ``R`` and ``W``:
+
+    * ``obs_var=None`` (default, *auto*, scale-free): ``R`` is the residual variance
+      ``SSR / (w - 2)`` of an OLS fit of y on x over the first ``w = init_window`` bars, and
+      ``W = delta * R * diag(1 / xbar^2, 0)`` with ``xbar`` the mean |x| of those bars: per
+      bar, the slope's random step moves ``y`` (at x's level) by a variance ``delta`` times
+      the observation noise; the intercept is constant (learned as in least squares).
+      When x moves little relative to its level a slope change and an intercept change
+      look alike; letting both drift makes the split arbitrary, so the slope alone drifts.
+      Nothing depends on the units or level of the prices (tested: raw BTC-like prices
+      and log prices behave alike). Rows before bar ``w - 1`` are NaN in every column:
+      their ``R`` was estimated from bars after them. ``delta`` defaults to 0.1.
+    * ``obs_var`` given: Chan's parameterisation, ``R = obs_var`` and ``W = delta / (1 -
+      delta) * I`` in the units of y and x (``0 <= delta < 1``, default 1e-4). Both are
+      then in the units of y, so they suit only data of the scale they were chosen for.
+
+    ``delta -> 0`` gives expanding-window OLS in both modes (tested).
 
     Columns, all using data up to t only:
 
@@ -294,43 +317,81 @@ def kalman_hedge_ratio(
       ``spread_std``: its standard deviation. Use these (the predicted state) to judge bar
       t: the filtered state has already seen y_t and pulls the spread towards zero.
 
+    ``attrs["obs_var"]`` and ``attrs["delta"]`` hold the values used.
+
     :param y: dependent leg. :param x: hedge leg (inner-joined, NaNs dropped).
-    :param delta: state noise, as a fraction (0 <= delta < 1).
-    :param obs_var: observation noise variance.
+    :param delta: state noise (see above); None for the mode's default.
+    :param obs_var: observation noise variance, or None to estimate it (auto mode).
+    :param init_window: bars the auto mode estimates ``R`` and ``xbar`` on (>= 3).
     """
     from statsmodels.tsa.statespace.kalman_filter import KalmanFilter
 
-    if not 0 <= delta < 1:
-        raise ValueError(f"delta must be in [0, 1), got {delta}")
-    if obs_var <= 0:
+    auto = obs_var is None
+    if delta is None:
+        delta = AUTO_DELTA if auto else CHAN_DELTA
+    if auto and delta < 0:
+        raise ValueError(f"delta must be >= 0, got {delta}")
+    if not auto and not 0 <= delta < 1:
+        raise ValueError(f"delta must be in [0, 1) with a given obs_var, got {delta}")
+    if not auto and obs_var <= 0:
         raise ValueError(f"obs_var must be positive, got {obs_var}")
+    if init_window < 3:
+        raise ValueError(f"init_window must be at least 3 bars, got {init_window}")
     ys, xs = _pair(y, x)
     n = len(ys)
     cols = ["slope", "intercept", "slope_pred", "intercept_pred", "spread", "spread_std"]
-    if n == 0:
-        return pd.DataFrame({c: [] for c in cols}, index=ys.index, dtype="float64")
+    if n == 0 or (auto and n < init_window):
+        empty = pd.DataFrame({c: np.nan for c in cols}, index=ys.index, dtype="float64")
+        return empty
     yv, xv = ys.to_numpy(), xs.to_numpy()
+    if auto:
+        head = np.column_stack([np.ones(init_window), xv[:init_window]])
+        coef = np.linalg.lstsq(head, yv[:init_window], rcond=None)[0]
+        resid = yv[:init_window] - head @ coef
+        obs_var = float(resid @ resid) / (init_window - 2)
+        xbar = float(np.mean(np.abs(xv[:init_window])))
+        scale = float(np.mean(yv[:init_window] ** 2))
+        if not obs_var > 1e-20 * scale or not xbar > 0:
+            raise ValueError(
+                f"the first {init_window} bars fit exactly or x is 0 there: no noise scale "
+                "to estimate; give obs_var explicitly or use a longer init_window"
+            )
+        # The filter runs on x - x0 (x0 the first price: known at the start) with the
+        # state (slope, level = intercept + slope x0): the same model, but a design of
+        # O(price moves) instead of O(price level) keeps the diffuse start well conditioned.
+        x0 = float(xv[0])
+        q = delta * obs_var / xbar**2
+        state_cov = q * np.array([[1.0, x0], [x0, x0 * x0]])
+    else:
+        x0 = 0.0
+        state_cov = np.eye(2) * (delta / (1 - delta))
     kf = KalmanFilter(k_endog=1, k_states=2)
     kf.bind(yv.reshape(-1, 1).copy())
     design = np.empty((1, 2, n))
-    design[0, 0], design[0, 1] = xv, 1.0
+    design[0, 0], design[0, 1] = xv - x0, 1.0
     kf["design"] = design
     kf["obs_cov"] = np.array([[obs_var]])
     kf["transition"] = np.eye(2)
     kf["selection"] = np.eye(2)
-    kf["state_cov"] = np.eye(2) * (delta / (1 - delta))
+    kf["state_cov"] = state_cov
     kf.initialize_diffuse()
     res = kf.filter()
     filtered = res.filtered_state.copy()
     pred = res.predicted_state[:, :n].copy()
     err = res.forecasts_error[0].copy()
     err_std = np.sqrt(res.forecasts_error_cov[0, 0].copy())
+    filtered[1] -= filtered[0] * x0  # back from (slope, level) to (slope, intercept)
+    pred[1] -= pred[0] * x0
     d = int(res.nobs_diffuse)
-    filtered[:, : max(d - 1, 0)] = np.nan
-    pred[:, :d] = np.nan
-    err[:d] = np.nan
-    err_std[:d] = np.nan
-    return pd.DataFrame(
+    first_filtered, first_pred = max(d - 1, 0), d
+    if auto:  # R was estimated on bars 0..w-1: rows before w-1 must not use it
+        first_filtered = max(first_filtered, init_window - 1)
+        first_pred = max(first_pred, init_window - 1)
+    filtered[:, :first_filtered] = np.nan
+    pred[:, :first_pred] = np.nan
+    err[:first_pred] = np.nan
+    err_std[:first_pred] = np.nan
+    frame = pd.DataFrame(
         {
             "slope": filtered[0],
             "intercept": filtered[1],
@@ -341,6 +402,8 @@ def kalman_hedge_ratio(
         },
         index=ys.index,
     )
+    frame.attrs.update(obs_var=obs_var, delta=delta, auto=auto)
+    return frame
 
 
 def spread(
@@ -406,8 +469,9 @@ def pair_frame(
     log_prices: bool = False,
     *,
     hedge_window: int | None = None,
-    delta: float = 1e-4,
-    obs_var: float = 1e-3,
+    delta: float | None = None,
+    obs_var: float | None = None,
+    init_window: int | None = None,
 ) -> pd.DataFrame:
     """Everything the live view and the Pair tab draw for one pair, in one call.
 
@@ -425,7 +489,8 @@ def pair_frame(
       trailing window ending at t-1 (``hedge_window`` bars, default ``window``), carried
       forward over flat windows, so the hedge never saw the bar it is judged on.
     * ``kalman``: strictly causal; the predicted state (data up to t-1) and its forecast
-      error as the spread. ``delta`` and ``obs_var`` are passed to the filter.
+      error as the spread. ``delta``, ``obs_var`` and ``init_window`` (default ``window``)
+      are passed to :func:`kalman_hedge_ratio` (``obs_var=None``: scale-free auto mode).
 
     :param y: dependent leg prices. :param x: hedge leg prices (inner-joined with ``y``).
     :param window: bars for the z-score and correlation windows.
@@ -447,7 +512,9 @@ def pair_frame(
         coef = rolling_hedge_ratio(fy, fx, hedge_window or window).shift(1).ffill()
         slope, intercept = coef["slope"], coef["intercept"]
     elif method == "kalman":
-        coef = kalman_hedge_ratio(fy, fx, delta=delta, obs_var=obs_var)
+        coef = kalman_hedge_ratio(
+            fy, fx, delta=delta, obs_var=obs_var, init_window=init_window or window
+        )
         slope, intercept = coef["slope_pred"], coef["intercept_pred"]
     else:
         raise ValueError(
@@ -557,6 +624,7 @@ def stats_table(
     method: PairMethod = "rolling",
     log_prices: bool = False,
     periods_per_year: float | None = None,
+    kalman: Mapping[str, float | int | None] | None = None,
 ) -> pd.DataFrame:
     """Per-bar rolling statistics for one or more symbols, flat and ready for CSV export.
 
@@ -575,6 +643,8 @@ def stats_table(
     :param method: hedge method for the pair columns.
     :param log_prices: fit the pair on log prices.
     :param periods_per_year: bars per year; inferred from each symbol's index when None.
+    :param kalman: ``delta, obs_var, init_window`` for ``method="kalman"`` (see
+        :func:`kalman_hedge_ratio`); None for its defaults.
     :return: DataFrame indexed by bar start (UTC), index named ``time``.
     """
     parts = []
@@ -607,7 +677,8 @@ def stats_table(
         ysym, xsym = pair
         if ysym not in closes or xsym not in closes:
             raise ValueError(f"pair {pair} names a symbol not in bars ({sorted(closes)})")
-        pf = pair_frame(closes[ysym], closes[xsym], window, method, log_prices)
+        kw = dict(kalman or {}) if method == "kalman" else {}
+        pf = pair_frame(closes[ysym], closes[xsym], window, method, log_prices, **kw)
         table = table.join(pf[["hedge_ratio", "intercept", "spread", "zscore", "corr"]])
     table.index.name = "time"
     return table

@@ -22,6 +22,7 @@ __all__ = [
     "price_stats",
     "resample_bars",
     "resample_trades",
+    "volume_ratio",
 ]
 
 BAR_COLUMNS = (
@@ -232,6 +233,27 @@ def liquidity_mask(bars: pd.DataFrame, min_volume: float = 0, min_trades: int = 
     """
     mask = (bars["volume"] >= min_volume) & (bars["trades"] >= min_trades)
     return mask.rename("liquid")
+
+
+def volume_ratio(bars: pd.DataFrame | pd.Series, window: int) -> pd.Series:
+    """A bar's volume over the mean volume of the ``window`` bars before it (causal).
+
+    ``ratio_t = volume_t / mean(volume_{t-window} .. volume_{t-1})``: bar t itself is not
+    in the baseline (a spike does not dilute its own yardstick) and nothing after t is
+    used. Empty bars count with volume 0. The first ``window`` rows are NaN (no full
+    baseline yet); a zero baseline gives ``inf`` after a traded bar and NaN after an
+    empty one. A ratio of 3 means "three times the recent average volume".
+
+    :param bars: a bars frame (its ``volume`` column) or a volume Series.
+    :param window: bars in the trailing baseline (>= 1).
+    :return: Series named ``volume_ratio`` on the bars' index.
+    """
+    if window < 1:
+        raise ValueError(f"window must be at least 1 bar, got {window}")
+    volume = bars["volume"] if isinstance(bars, pd.DataFrame) else bars
+    volume = volume.astype(np.float64)
+    baseline = volume.shift(1).rolling(window, min_periods=window).mean()
+    return (volume / baseline).rename("volume_ratio")
 
 
 def price_stats(bars: pd.DataFrame, periods_per_year: float | None = None) -> dict[str, float]:
