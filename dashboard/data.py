@@ -132,11 +132,14 @@ def bars_needed(view: View) -> int:
     """Aligned bars needed before ``pair_frame``'s last z-score is defined.
 
     Static fits: the z-score window. Rolling OLS: its own window, shifted one bar, then
-    the z-score window. Kalman: two bars for the diffuse start, then the window.
+    the z-score window. Kalman: its noise-estimation window (auto) or two bars for the
+    diffuse start (fixed noise), then the z-score window.
     """
     if view.method == "rolling":
         return 2 * view.window
     if view.method == "kalman":
+        if view.kalman_obs_var is None:  # auto: no output before its noise estimate
+            return view.kalman["init_window"] - 1 + view.window
         return view.window + 2
     return view.window
 
@@ -211,6 +214,7 @@ def compute_pair(source: Source, view: View, end_s: int | None = None) -> PairDa
         view.window,
         view.method,
         view.log_prices,
+        **(view.kalman if view.method == "kalman" else {}),
     )
     return _done(result, started)
 
@@ -224,7 +228,7 @@ def hedge_paths(pair: PairData) -> pd.DataFrame:
     static_method = view.method if view.method in ("ols", "huber", "theil-sen") else "ols"
     fit = analytics.hedge_ratio(y, x, static_method)
     rolling = analytics.rolling_hedge_ratio(y, x, view.window)["slope"]
-    kalman = analytics.kalman_hedge_ratio(y, x)["slope_pred"]
+    kalman = analytics.kalman_hedge_ratio(y, x, **view.kalman)["slope_pred"]
     return pd.DataFrame(
         {
             f"static ({static_method})": pd.Series(fit.slope, index=y.index),
@@ -300,6 +304,7 @@ def stats_table(pair: PairData) -> pd.DataFrame:
         pair=(view.y, view.x),
         method=view.method,
         log_prices=view.log_prices,
+        kalman=view.kalman,
     )
 
 

@@ -59,6 +59,7 @@ VENUE_NOTES: dict[str, str] = {
 }
 UPLOAD_VENUE = "upload"
 
+KALMAN_MIN_INIT = 20  # bars the auto Kalman estimates its noise on, at the least
 MAX_1S_ROWS = 7 * 86400  # one-second bars read per leg for one view
 MAX_BARS = 100_000  # bars per leg after resampling
 LIVE_MIN_TAIL_BARS = 300  # the live panel recomputes over max(3 * window, this) bars
@@ -109,6 +110,19 @@ class View:
     z_exit: float = 0.5
     min_volume: float = 0.0
     min_trades: int = 0
+    # Kalman noise (analytics.kalman_hedge_ratio): obs_var None = auto, scale-free, with
+    # delta the slope noise relative to the observation noise; a number = Chan's fixed noise.
+    kalman_delta: float | None = None
+    kalman_obs_var: float | None = None
+
+    @property
+    def kalman(self) -> dict:
+        """Keyword arguments for ``analytics.kalman_hedge_ratio`` / ``pair_frame``."""
+        return {
+            "delta": self.kalman_delta,
+            "obs_var": self.kalman_obs_var,
+            "init_window": max(self.window, KALMAN_MIN_INIT),
+        }
 
     @property
     def freq(self) -> str:

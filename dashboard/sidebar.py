@@ -2,13 +2,15 @@
 
 Widget keys (used by the AppTest suite): ``source``, ``venue``, ``y``, ``x``,
 ``timeframe``, ``lookback``, ``window``, ``method``, ``log_prices``, ``z_entry``,
-``z_exit``, ``min_volume``, ``min_trades``.
+``z_exit``, ``min_volume``, ``min_trades``; with Kalman: ``kalman_mode``,
+``kalman_delta_auto`` or ``kalman_delta_fixed`` and ``kalman_obs_var``.
 """
 
 from __future__ import annotations
 
 import streamlit as st
 
+from analytics import AUTO_DELTA, CHAN_DELTA
 from dashboard.settings import (
     HEDGE_METHODS,
     LOOKBACKS,
@@ -86,6 +88,7 @@ def choose_view(venue: str, symbols: list[str]) -> View | None:
         help="OLS/Huber/Theil-Sen: one fit over the lookback (sees the whole window). "
         "Rolling OLS and Kalman: causal, each bar uses only earlier bars.",
     )
+    kalman_delta, kalman_obs_var = _kalman_noise(HEDGE_METHODS[method_label] == "kalman")
     log_prices = sb.toggle("Log prices", value=True, key="log_prices")
     c3, c4 = sb.columns(2)
     z_entry = c3.number_input(
@@ -117,7 +120,57 @@ def choose_view(venue: str, symbols: list[str]) -> View | None:
         z_exit=float(z_exit),
         min_volume=float(min_volume),
         min_trades=int(min_trades),
+        kalman_delta=kalman_delta,
+        kalman_obs_var=kalman_obs_var,
     )
+
+
+def _kalman_noise(shown: bool) -> tuple[float | None, float | None]:
+    """Kalman noise controls (only when Kalman is the method): ``(delta, obs_var)``."""
+    if not shown:
+        return None, None
+    with st.sidebar.expander("Kalman noise", expanded=True):
+        mode = st.radio(
+            "Observation variance",
+            ["auto", "fixed"],
+            horizontal=True,
+            key="kalman_mode",
+            help="auto: estimated from the residuals of an OLS fit on the first window of "
+            "bars, and delta is relative to it, so any price level works. fixed: Chan's "
+            "parameterisation in the units of the prices fitted (log prices by default).",
+        )
+        if mode == "auto":
+            delta = st.number_input(
+                "delta (slope noise / observation noise)",
+                min_value=0.0,
+                max_value=100.0,
+                value=AUTO_DELTA,
+                step=0.01,
+                format="%.4g",
+                key="kalman_delta_auto",
+                help="Per bar, the slope's random step moves Y by delta times the "
+                "observation variance. 0 = expanding OLS; larger adapts faster.",
+            )
+            return float(delta), None
+        delta = st.number_input(
+            "delta (Chan)",
+            min_value=0.0,
+            max_value=0.5,
+            value=CHAN_DELTA,
+            step=1e-5,
+            format="%.2e",
+            key="kalman_delta_fixed",
+            help="State covariance delta / (1 - delta) on slope and intercept.",
+        )
+        obs_var = st.number_input(
+            "Observation variance",
+            min_value=1e-12,
+            value=1e-3,
+            format="%.2e",
+            key="kalman_obs_var",
+            help="In squared units of the fitted prices (log prices: ~spread variance).",
+        )
+        return float(delta), float(obs_var)
 
 
 def upload_label() -> str:

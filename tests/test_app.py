@@ -108,10 +108,20 @@ def test_widgets_change_what_is_shown(monkeypatch, pair_db):
     at.selectbox(key="method").set_value("Kalman").run()
     assert not at.exception
     assert "kalman hedge is dynamic" in texts(at.markdown)
+    # Kalman noise controls appear with the method; delta changes the hedge shown.
+    assert at.radio(key="kalman_mode").value == "auto"
+    auto_hedge = metric(at, "hedge ratio")
+    at.number_input(key="kalman_delta_auto").set_value(50.0).run()
+    assert not at.exception and metric(at, "hedge ratio") != auto_hedge
+    at.radio(key="kalman_mode").set_value("fixed").run()
+    assert not at.exception and at.number_input(key="kalman_obs_var").value == 1e-3
+    # With fixed noise there is no estimation window: two diffuse bars, then the window.
     # A liquidity floor above the fixture's 2 trades per second leaves no bar to analyse.
     at.number_input(key="min_trades").set_value(3).run()
     assert not at.exception
     assert "need 62 more 1s bars with both legs (0 of 62" in texts(at.info)
+    at.radio(key="kalman_mode").set_value("auto").run()
+    assert "need 119 more 1s bars with both legs (0 of 119" in texts(at.info)
 
 
 def test_alert_fires_on_crossing_and_not_again_while_hovering(monkeypatch, db_copy):
