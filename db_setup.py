@@ -175,7 +175,9 @@ def connect_read_only(path: str | Path) -> sqlite3.Connection:
     path = Path(path).resolve()
     if not path.exists():
         raise FileNotFoundError(f"no database at {path}: run `python db_setup.py --db {path}`")
-    conn = sqlite3.connect(f"{path.as_uri()}?mode=ro", uri=True, timeout=10, check_same_thread=False)
+    conn = sqlite3.connect(
+        f"{path.as_uri()}?mode=ro", uri=True, timeout=10, check_same_thread=False
+    )
     conn.execute("PRAGMA query_only=ON")
     return conn
 
@@ -253,7 +255,9 @@ def setup(path: str | Path = DEFAULT_DB) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--db", default=str(DEFAULT_DB), help="database file (default: %(default)s)")
+    parser.add_argument(
+        "--db", default=str(DEFAULT_DB), help="database file (default: %(default)s)"
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     try:
