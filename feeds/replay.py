@@ -184,6 +184,7 @@ class ReplayFeed:
             st.switch_source("replay")
             st.connected = True
         started = time.monotonic()
+        stored_before = self.writer.stats.trades_stored
         try:
             if self.speed > 0:
                 self._run_paced(ready, stop_event)
@@ -193,7 +194,8 @@ class ReplayFeed:
         finally:
             for st in self.stats:
                 st.connected = False
-        self._report(time.monotonic() - started, stop_event.is_set())
+        stored = self.writer.stats.trades_stored - stored_before
+        self._report(time.monotonic() - started, stored, stop_event.is_set())
         if self.hold and not stop_event.is_set():
             log.info("replay done; holding until stopped (--replay-hold)")
             stop_event.wait()
@@ -257,6 +259,8 @@ class ReplayFeed:
             head = self._next(item, stream)
             if head is not None:
                 heads.append(head)
+            else:
+                self._report_file(item, paced=True)
         if not heads:
             return
         t0 = min(int(h[2].time_us[0]) for h in heads)
@@ -278,8 +282,7 @@ class ReplayFeed:
                 heads.remove(head)
                 fresh = self._next(item, stream)
                 if fresh is None:
-                    self.writer.flush()
-                    self._report_file(item)
+                    self._report_file(item, paced=True)
                 else:
                     heads.append(fresh)
                     next_t = now  # look at the new block at once
@@ -343,19 +346,23 @@ class ReplayFeed:
 
     # -- reporting -----------------------------------------------------------------
 
-    def _report_file(self, item: Input) -> None:
-        skipped = max(item.rows_read - len(item.bad) - item.stored, 0)
+    def _report_file(self, item: Input, paced: bool = False) -> None:
+        """One line per file; when files play together the writer's counts cannot be
+        told apart per file, so only the run's total says what was stored."""
         kind = getattr(item.reader, "kind", None) or item.kind
-        log.info(
-            "%s (%s%s): %d rows read, %d stored, %d already stored, %d bad",
-            item.path,
-            kind,
-            f", {item.symbol}" if item.symbol else "",
-            item.rows_read,
-            item.stored,
-            skipped,
-            len(item.bad),
-        )
+        what = f"{item.path} ({kind}{f', {item.symbol}' if item.symbol else ''})"
+        if paced:
+            log.info("%s: %d rows read, %d bad", what, item.rows_read, len(item.bad))
+        else:
+            skipped = max(item.rows_read - len(item.bad) - item.stored, 0)
+            log.info(
+                "%s: %d rows read, %d stored, %d already stored, %d bad",
+                what,
+                item.rows_read,
+                item.stored,
+                skipped,
+                len(item.bad),
+            )
         for bad in item.bad[:BAD_ROWS_LOGGED]:
             log.warning("%s line %d: %s (row skipped)", item.path, bad.line, bad.reason)
         if len(item.bad) > BAD_ROWS_LOGGED:
@@ -366,9 +373,8 @@ class ReplayFeed:
                 line_ranges([b.line for b in item.bad]),
             )
 
-    def _report(self, seconds: float, stopped: bool) -> None:
+    def _report(self, seconds: float, stored: int, stopped: bool) -> None:
         rows = sum(i.rows_read for i in self.inputs)
-        stored = sum(i.stored for i in self.inputs)
         bad = sum(len(i.bad) for i in self.inputs)
         rate = rows / seconds if seconds > 0 else float("nan")
         log.info(

@@ -250,16 +250,18 @@ class SimEngine:
     :param params: the model. :param start_ms: the clock's start (epoch milliseconds).
     :param next_ids: first trade id per symbol (default 1).
     :param last_prices: last stored price per symbol, to continue a stored path.
+    :param stream: which random stream of the seed (a fresh one for each run of a feed).
     """
 
     params: SimParams
     start_ms: int
     next_ids: dict[str, int] = field(default_factory=dict)
     last_prices: dict[str, float] = field(default_factory=dict)
+    stream: int = 0
 
     def __post_init__(self) -> None:
         p = self.params
-        self.rng = np.random.default_rng(p.seed)
+        self.rng = np.random.default_rng([p.seed, self.stream])
         self.clock_ms = self.start_ms
         self.next_ids = {s: self.next_ids.get(s, 1) for s in p.symbols}
         x0, spreads = None, {}
@@ -422,6 +424,7 @@ class SimFeed:
         self.symbols = list(params.symbols)
         self.stats = [FeedStats(venue=VENUE, symbol=s, source="sim") for s in self.symbols]
         self.next_ids, self.last_prices = stored_state(db_path, self.symbols)
+        self.runs = 0
         self.params = params.as_dict()
         self.params["first_trade_ids"] = {s: self.next_ids.get(s, 1) for s in self.symbols}
 
@@ -455,7 +458,8 @@ class SimFeed:
         """Emit trades in real time until ``stop_event`` is set."""
         for line in self.banner():
             log.warning("%s", line)
-        engine = SimEngine(self.model, now_ms(), self.next_ids, self.last_prices)
+        self.runs += 1
+        engine = SimEngine(self.model, now_ms(), self.next_ids, self.last_prices, stream=self.runs)
         by_symbol = {st.symbol: st for st in self.stats}
         for st in self.stats:
             st.switch_source("sim")
@@ -470,10 +474,12 @@ class SimFeed:
                         count_trades(
                             by_symbol[symbol], n, int(tape.trade_id[-1]), int(tape.time_us[-1])
                         )
+                        self.last_prices[symbol] = float(tape.price[-1])
                 self.writer.put_trades(rows)
         finally:
             for st in self.stats:
                 st.connected = False
+            # A later run() (auto's fallback, again) continues ids and prices from here.
             self.next_ids = dict(engine.next_ids)
             log.info("sim stopped; next trade ids %s", self.next_ids)
 

@@ -273,3 +273,37 @@ def test_ar1_path_matches_the_recursion(a, n):
         s = a * s + shocks[k]
         expected[k] = s
     assert np.allclose(sim.ar1_path(0.3, a, shocks), expected, rtol=0, atol=1e-12)
+
+
+def test_feed_runs_again_where_it_stopped(tmp_path):
+    """auto's fallback may run the same feed object again after live was back a while:
+    ids and prices continue (venue sim, real writer, in this process)."""
+    import threading
+
+    from writer import TradeWriter
+
+    db = tmp_path / "sim.db"
+    writer = TradeWriter(db)
+    writer.start()
+    try:
+        import argparse
+
+        args = argparse.Namespace(symbols=["BTCUSDT", "ETHUSDT"], sim_rate=100.0, db=db)
+        feed = sim.from_args(args, writer)
+        ends = []
+        for _ in range(2):
+            stop = threading.Event()
+            thread = threading.Thread(target=feed.run, args=(stop,))
+            thread.start()
+            time.sleep(0.5)
+            stop.set()
+            thread.join(5)
+            writer.flush()
+            ends.append(dict(feed.last_prices))
+    finally:
+        writer.close()
+    tape = stored(db)
+    for symbol, trades in tape.groupby("symbol"):
+        assert np.array_equal(trades.trade_id, np.arange(1, len(trades) + 1))
+        # The price 0.5 s later is within a few sd of a half-second move, not a reset.
+        assert abs(ends[1][symbol] / ends[0][symbol] - 1) < 0.005
