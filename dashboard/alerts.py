@@ -120,6 +120,11 @@ def validate_rule(kind: str, threshold: float, rearm: float, symbol_x: str | Non
         )
     if kind.startswith("price") and threshold <= 0:
         raise AlertError("a price level must be positive")
+    if kind == "volume_spike" and threshold <= 0:
+        raise AlertError(
+            "a volume-spike threshold is a ratio to the recent mean volume: use a number "
+            "above 1 (e.g. 3 for three times the average bar)"
+        )
 
 
 class AlertStore:

@@ -219,6 +219,23 @@ def compute_pair(source: Source, view: View, end_s: int | None = None) -> PairDa
     return _done(result, started)
 
 
+def volume_ratio_now(
+    source: Source, view: View, symbol: str, end_s: int, bars: pd.DataFrame | None = None
+) -> tuple[float, int | None]:
+    """``analytics.volume_ratio`` of a symbol's newest bar at the view's timeframe and window.
+
+    The newest bar may still be filling; its volume only grows, so a spike is seen as soon
+    as it crosses the threshold. :param bars: the symbol's bars when already loaded.
+    :return: ``(ratio, bar start in seconds)``; NaN and None without enough bars.
+    """
+    if bars is None:
+        bars = leg_bars(source, view, symbol, end_s)
+    if len(bars) <= view.window:
+        return math.nan, None
+    ratio = analytics.volume_ratio(bars, view.window)
+    return float(ratio.iloc[-1]), int(bars.index[-1].timestamp())
+
+
 def hedge_paths(pair: PairData) -> pd.DataFrame:
     """Hedge ratio over time by three estimators: static (view's method), rolling, Kalman."""
     view, closes = pair.view, pair.closes

@@ -81,6 +81,8 @@ def test_alert_connection_can_read_market_data_and_write_alerts(store):
         ("zscore_above", 2.0, 1.0, None, "needs both legs"),
         ("price_below", -1.0, 5.0, None, "must be positive"),
         ("nonsense", 1.0, 0.0, None, "unknown rule kind"),
+        ("volume_spike", 0.0, -1.0, None, "ratio to the recent mean volume"),
+        ("volume_spike", 3.0, 3.0, None, "must be below the threshold"),
     ],
 )
 def test_bad_rules_are_refused_with_a_reason(store, kind, threshold, rearm, symbol_x, message):

@@ -1,5 +1,6 @@
-"""Alerts tab: create rules (z-score above/below, price above/below), see and pause them,
-and the history of fired alerts. Rules are checked by the Live panel every refresh."""
+"""Alerts tab: create rules (z-score above/below, price above/below, volume spike), see and
+pause them, and the history of fired alerts. Rules are checked by the Live panel every
+refresh."""
 
 from __future__ import annotations
 
@@ -8,12 +9,12 @@ import sqlite3
 import pandas as pd
 import streamlit as st
 
-from dashboard import cache
+import analytics
+from dashboard import cache, data
 from dashboard.alerts import KINDS, AlertError, AlertStore
 from dashboard.tabs import Context, need_view
 
-# Volume-spike rules need a volume-spike measure from analytics (not there yet).
-CREATABLE = [k for k in KINDS if k != "volume_spike"]
+CREATABLE = list(KINDS)
 
 
 def render(ctx: Context) -> None:
@@ -42,7 +43,7 @@ def _new_rule(store: AlertStore, ctx: Context) -> None:
         kind = c1.selectbox("When", CREATABLE, format_func=KINDS.get, key="rule_kind")
         symbols = ctx.source.symbols()
         target = c2.selectbox(
-            "Symbol (price rules)",
+            "Symbol (price and volume rules)",
             symbols,
             index=symbols.index(view.y) if view.y in symbols else 0,
             key="rule_symbol",
@@ -76,9 +77,31 @@ def _new_rule(store: AlertStore, ctx: Context) -> None:
         else:
             st.success(f"Rule {rule_id} added.")
     st.caption(
-        "Volume-spike rules are not offered yet: analytics has no volume-spike measure to "
-        "judge them on."
+        f"z-score rules use the pair on screen ({view.y}/{view.x}) with the sidebar's "
+        f"timeframe, window and hedge method. Volume spike = the newest {view.timeframe} "
+        f"bar's volume / the mean volume of the {view.window} bars before it "
+        "(`analytics.volume_ratio`); e.g. threshold 3, re-arm at 1.5."
     )
+    _volume_context(ctx)
+
+
+def _volume_context(ctx: Context) -> None:
+    """The volume ratio of each leg now, so a threshold can be chosen with a scale in mind."""
+    pair = ctx.pair()
+    if pair is None or pair.end_s is None or not pair.bars:
+        return
+    parts = []
+    for symbol, bars in pair.bars.items():
+        value, _bar = data.volume_ratio_now(ctx.source, ctx.view, symbol, pair.end_s, bars)
+        if value == value:
+            ratio = analytics.volume_ratio(bars, ctx.view.window)
+            ratio = ratio[ratio.abs() < float("inf")]  # drop NaN and the inf of a 0 baseline
+            parts.append(
+                f"{symbol} {value:.2f} (99th percentile over the lookback "
+                f"{ratio.quantile(0.99):.2f})"
+            )
+    if parts:
+        st.caption("Volume ratio of the newest bar: " + "; ".join(parts) + ".")
 
 
 def _rules(store: AlertStore, ctx: Context) -> None:

@@ -99,11 +99,14 @@ def _check_alerts(ctx: Context, pair: data.PairData) -> None:
 
 
 def readings_for(rules, ctx: Context, pair: data.PairData) -> dict[int, tuple[float, int | None]]:
-    """The value each rule is judged on now: the pair's z-score or a leg's last price."""
+    """The value each rule is judged on now: the pair's z-score, a leg's last price, or a
+    symbol's volume ratio (newest bar over the mean of the ``window`` bars before it, at the
+    sidebar's timeframe)."""
     view = ctx.view
     readings: dict[int, tuple[float, int | None]] = {}
     bar = pair.latest_bar_s()
     prices: dict[str, tuple[float, int] | None] = {}
+    volumes: dict[str, tuple[float, int | None]] = {}
     for rule in rules:
         if rule.kind.startswith("zscore"):
             if (rule.symbol, rule.symbol_x) == (view.y, view.x) and pair.frame is not None:
@@ -114,7 +117,12 @@ def readings_for(rules, ctx: Context, pair: data.PairData) -> dict[int, tuple[fl
             last = prices[rule.symbol]
             if last is not None:
                 readings[rule.rule_id] = (last[0], last[1] // 1_000_000)
-        # volume_spike: analytics has no volume-spike measure yet (see the Alerts tab).
+        elif rule.kind == "volume_spike" and pair.end_s is not None:
+            if rule.symbol not in volumes:
+                volumes[rule.symbol] = data.volume_ratio_now(
+                    ctx.source, pair.view, rule.symbol, pair.end_s, pair.bars.get(rule.symbol)
+                )
+            readings[rule.rule_id] = volumes[rule.symbol]
     return readings
 
 
