@@ -189,6 +189,43 @@ def test_volume_spike_alert_fires_once_and_not_again_while_hovering(monkeypatch,
     assert len(store.events()) == 1 and store.rules()[0].armed is False
 
 
+def sql_closes(db: Path, symbols=("BTCUSDT", "ETHUSDT")) -> pd.DataFrame:
+    """Aligned 1s closes straight from SQL, independently of the page's queries."""
+    conn = sqlite3.connect(db)
+    closes = {}
+    for sym in symbols:
+        raw = pd.read_sql_query(
+            "SELECT bar_time_s, open, high, low, close, volume, quote_volume, taker_buy_volume,"
+            " trade_count FROM bars_1s WHERE venue = 'sim' AND symbol = ? ORDER BY bar_time_s",
+            conn,
+            params=(sym,),
+        )
+        raw.index = pd.to_datetime(raw.pop("bar_time_s"), unit="s", utc=True)
+        closes[sym] = analytics.resample_bars(raw, "1s")["close"]
+    conn.close()
+    return analytics.align_closes(closes)
+
+
+def test_backtest_with_log_prices_sizes_legs_in_value(monkeypatch, pair_db):
+    at = run_app(monkeypatch, pair_db)
+    assert at.toggle(key="log_prices").value is True
+    closes = sql_closes(pair_db)
+    y, x = closes["BTCUSDT"], closes["ETHUSDT"]
+    frame = analytics.pair_frame(y, x, 60, "ols", log_prices=True)
+    kw = {"entry": 2.0, "exit": 0.5, "fee_bps": 2.0}  # the tab's defaults
+    expected = analytics.backtest(
+        y, x, frame["zscore"], frame["hedge_ratio"], log_prices=True, **kw
+    )
+    in_units = analytics.backtest(y, x, frame["zscore"], frame["hedge_ratio"], **kw)
+    assert expected.n_trades > 0
+    assert metric(at, "Total return") == f"{100 * expected.total_return:.2f}%"
+    assert metric(at, "Closed trades") == str(expected.n_trades)
+    # Sizing a log-price hedge as units of x would be another backtest altogether.
+    assert f"{100 * in_units.total_return:.2f}%" != metric(at, "Total return")
+    trades = table(at, "closed")
+    np.testing.assert_allclose(trades["pnl"], expected.trades["pnl"], rtol=1e-9)
+
+
 def test_export_equals_analytics_output(monkeypatch, pair_db):
     at = run_app(monkeypatch, pair_db)
     preview = table(at, "time", "spread")
