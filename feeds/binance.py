@@ -46,7 +46,7 @@ from feeds.binance_ws import (
     StreamConnection,
     Watchdog,
 )
-from feeds.status import FeedStats
+from feeds.status import FeedStats, now_ms
 from writer import TradeWriter
 
 log = logging.getLogger("feeds.binance")
@@ -72,7 +72,8 @@ MARKETS = {
 }
 
 DEFAULT_MAX_CATCHUP = 100_000
-DEFAULT_REST_WEIGHT = 2400
+# About 40% of Binance's per-IP limits, leaving room for other tools on the address.
+DEFAULT_REST_WEIGHT = {"spot": 2400, "usdm": 1000}
 DEFAULT_WATCHDOG = 30.0
 DEFAULT_BACKOFF_MAX = 30.0
 DEFAULT_CONNECT_TIMEOUT = 10.0
@@ -94,37 +95,43 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default="spot",
         help="spot (venue binance-spot) or USD-M futures (binance-usdm)",
     )
+    # "%(default).0s" prints nothing; it only stops the formatter adding "(default: None)".
     group.add_argument(
         "--ws-url",
-        help="WebSocket base URL; /stream?streams=... is appended "
-        "(default: Binance's for the market)",
+        metavar="URL",
+        help="WebSocket base URL; /stream?streams=... is appended (default: "
+        f"{MARKETS['spot'].ws_url} or {MARKETS['usdm'].ws_url})%(default).0s",
     )
     group.add_argument(
         "--rest-url",
-        help="REST base URL; /api/v3/... or /fapi/v1/... is "
-        "appended (default: Binance's for the market)",
+        metavar="URL",
+        help="REST base URL; /api/v3/... or /fapi/v1/... is appended (default: "
+        f"{MARKETS['spot'].rest_url} or {MARKETS['usdm'].rest_url})%(default).0s",
     )
     group.add_argument(
         "--max-catchup",
         type=_positive_int,
         default=DEFAULT_MAX_CATCHUP,
-        help="most trades one catch-up or gap fill fetches per symbol over "
-        "REST; beyond it an open gap is recorded and the next start "
-        "continues",
+        metavar="N",
+        help="most trades one catch-up or gap fill fetches per symbol over REST (100 "
+        "requests, about 1 min of weight by default); beyond it an open gap is recorded "
+        "and the next start goes on from there",
     )
     group.add_argument(
         "--rest-weight-per-min",
         type=_positive_int,
-        default=DEFAULT_REST_WEIGHT,
-        help="REST request weight spent per minute at most (Binance allows "
-        "6000 on spot, 2400 on futures; historicalTrades costs 25)",
+        metavar="WEIGHT",
+        help="REST request weight spent per minute at most; Binance allows 6000 on spot "
+        "and 2400 on futures per IP, historicalTrades costs 25 (default: "
+        f"{DEFAULT_REST_WEIGHT['spot']} spot, {DEFAULT_REST_WEIGHT['usdm']} usdm)%(default).0s",
     )
     group.add_argument(
         "--watchdog",
         type=_positive_float,
         default=DEFAULT_WATCHDOG,
         metavar="SECONDS",
-        help="reconnect a socket silent this long (Binance pings every 20 s)",
+        help="a socket silent this long is closed and reconnected; it is pinged at half "
+        "of it, so a quiet market on a live socket is kept (Binance pings every 20 s)",
     )
     group.add_argument(
         "--backoff-max",
@@ -163,7 +170,7 @@ def from_args(args: argparse.Namespace, writer: TradeWriter) -> BinanceFeed:
         ws_url=args.ws_url or market.ws_url,
         rest_url=args.rest_url or market.rest_url,
         max_catchup=args.max_catchup,
-        rest_weight_per_min=args.rest_weight_per_min,
+        rest_weight_per_min=args.rest_weight_per_min or DEFAULT_REST_WEIGHT[args.market],
         watchdog=args.watchdog,
         backoff_max=args.backoff_max,
         connect_timeout=args.connect_timeout,
@@ -192,7 +199,7 @@ class BinanceFeed:
         ws_url: str,
         rest_url: str,
         max_catchup: int = DEFAULT_MAX_CATCHUP,
-        rest_weight_per_min: int = DEFAULT_REST_WEIGHT,
+        rest_weight_per_min: int = DEFAULT_REST_WEIGHT["spot"],
         watchdog: float = DEFAULT_WATCHDOG,
         backoff_max: float = DEFAULT_BACKOFF_MAX,
         connect_timeout: float = DEFAULT_CONNECT_TIMEOUT,
@@ -356,8 +363,16 @@ class BinanceFeed:
         log.info("live source stopped: %d trades received on the socket", self.received)
 
     def _flush_loop(self) -> None:
+        seen = {id(stats): 0 for stats in self.stats}
         while not self.stop.wait(FLUSH_INTERVAL):
             self._drain()
+            # The receive thread leaves the clock alone; the time of the last message is
+            # stamped here, to within one flush interval.
+            now = now_ms()
+            for stats in self.stats:
+                if stats.trades_total != seen[id(stats)]:
+                    seen[id(stats)] = stats.trades_total
+                    stats.last_message_ms = now
         self._drain()
 
     def _drain(self) -> None:
@@ -430,18 +445,37 @@ class BinanceFeed:
             raise
         except (orjson.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
             return self._other_frame(msg, data, exc)
+        high = tape.high
+        if trade_id - 1 == high and tape.awaiting is None:
+            # The common case, without the lock: only this thread moves ``high`` while
+            # no catch-up is awaiting the live stream.
+            tape.high = trade_id
+            stats = tape.stats
+            stats.trades_total += 1
+            stats.last_trade_id = trade_id
+            stats.last_trade_time_us = trade_time_us
+        else:
+            self._continuity(tape, trade_id, trade_time_us)
+        self.received += 1
+        pending = self._pending
+        pending.append(row)
+        if len(pending) > MAX_PENDING:
+            self._drain()  # the writer is behind: wait here (backpressure to the socket)
+
+    def _continuity(self, tape: SymbolTape, trade_id: int, trade_time_us: int) -> None:
+        """A trade that is not simply ``high + 1``: the first, a jump, a repeat, a hand-over."""
         stats = tape.stats
         with tape.lock:
             high = tape.high
-            if high is None or trade_id == high + 1:
-                tape.high = trade_id
+            if high is None:
+                tape.high = trade_id  # nothing stored: the tape starts here
             elif trade_id > high:
                 task = tape.awaiting
                 if task is not None:
-                    # First new trade since the (re)connect: the catch-up covers the rest.
+                    # First new trade since the (re)connect: the catch-up stops before it.
                     tape.awaiting = None
                     task.until = trade_id - 1
-                else:
+                elif trade_id > high + 1:
                     self.filler.add(Fill(tape.symbol, high + 1, trade_id - 1, "live-jump"))
                     log.warning(
                         "%s: trade id jumped from %d to %d; gap of %d queued for REST",
@@ -451,16 +485,11 @@ class BinanceFeed:
                         trade_id - high - 1,
                     )
                 tape.high = trade_id
+            # else: a repeat (re-sent after a reconnect, or already fetched over REST)
             stats.trades_total += 1
             if stats.last_trade_id is None or trade_id > stats.last_trade_id:
                 stats.last_trade_id = trade_id
                 stats.last_trade_time_us = trade_time_us
-        stats.last_message_ms = time.time_ns() // 1_000_000
-        self.received += 1
-        pending = self._pending
-        pending.append(row)
-        if len(pending) > MAX_PENDING:
-            self._drain()  # the writer is behind: wait here (backpressure to the socket)
 
     def _other_frame(self, msg, data: bytes, exc: Exception | None = None) -> None:
         """Frames that are not trades: serverShutdown, answers, unknown or malformed ones."""
