@@ -1,3 +1,4 @@
+# ruff: noqa: E402 (the BLAS thread settings below must precede every import of numpy)
 """Speed of the analytics against the targets of issue 5.
 
 Usage: ``.venv/bin/python bench/bench_analytics.py [--repeat 7]``. Prints a Markdown
@@ -8,8 +9,16 @@ walks for the scanner.
 
 from __future__ import annotations
 
-import argparse
 import os
+
+# One BLAS/OpenMP thread: statsmodels' regressions run on multi-threaded OpenBLAS, whose
+# threads fight over a busy 2-core machine (the same call then varies 3-10x; one thread
+# is faster and steady, see BENCHMARKS.md). Set before numpy is first imported: it reads
+# these once, at load. setdefault, so a value given in the environment wins.
+for _var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ.setdefault(_var, "1")
+
+import argparse
 import platform
 import statistics
 import sys

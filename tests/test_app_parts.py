@@ -230,3 +230,24 @@ def test_upload_size_limit():
     big = b"timestamp,open,high,low,close\n" + b"1" * (upload.MAX_UPLOAD_MB * 1_048_576 + 1)
     with pytest.raises(upload.UploadError, match="the limit is 20 MB"):
         upload.parse_files([("big.csv", big)])
+
+
+# -- process settings ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("script", ["app.py", "bench/bench_analytics.py", "bench/bench_page.py"])
+def test_blas_threads_are_set_before_anything_imports_numpy(script):
+    """Every import before the BLAS settings is ``__future__`` or ``os`` (no numpy yet)."""
+    import ast
+
+    tree = ast.parse((Path(__file__).resolve().parent.parent / script).read_text())
+    seen: list[str] = []
+    for node in tree.body:
+        if isinstance(node, ast.For) and "OPENBLAS_NUM_THREADS" in ast.unparse(node):
+            assert "setdefault" in ast.unparse(node) and "MKL_NUM_THREADS" in ast.unparse(node)
+            break
+        if isinstance(node, ast.Import | ast.ImportFrom):
+            seen += [a.name for a in node.names] if isinstance(node, ast.Import) else [node.module]
+    else:
+        raise AssertionError(f"{script} does not set OPENBLAS_NUM_THREADS")
+    assert set(seen) <= {"__future__", "os"}
