@@ -236,6 +236,56 @@ def volume_ratio_now(
     return float(ratio.iloc[-1]), int(bars.index[-1].timestamp())
 
 
+@dataclass(frozen=True)
+class TrueParams:
+    """The simulator's true relation between the pair on screen, in its orientation.
+
+    ``hedge_ratio`` and ``intercept`` are of ``log Y = intercept + hedge_ratio log X + s``
+    (the simulator's model is in log prices); ``half_life_s`` is the spread's half-life in
+    seconds (the same whichever way round the pair is written).
+    """
+
+    hedge_ratio: float
+    intercept: float
+    half_life_s: float
+    how: str  # how it was derived from the simulator's parameters
+
+
+def true_pair_params(params: dict, y: str, x: str) -> TrueParams | None:
+    """The simulator's true hedge ratio and half-life for ``y`` on ``x``, or None.
+
+    The simulator drives every leg ``i`` by one hedge leg ``H``:
+    ``log P_i = a_i + b_i log P_H + s_i`` with OU spreads of one half-life. So ``Y`` on
+    ``H`` is ``b_Y``; ``H`` on ``X`` inverts ``log P_X = a_X + b_X log P_H`` to slope
+    ``1 / b_X``, intercept ``-a_X / b_X``; two legs ``Y`` on ``X`` give ``b_Y / b_X``, intercept
+    ``a_Y - a_X b_Y / b_X`` (their spread ``s_Y - (b_Y / b_X) s_X`` is again OU with that
+    half-life). None when a symbol is not part of the model or the params are not the
+    simulator's (``legs`` and ``hedge_leg``).
+    """
+    legs, hedge = params.get("legs"), params.get("hedge_leg")
+    half_life = params.get("half_life_s")
+    if not isinstance(legs, dict) or not hedge or half_life is None or y == x:
+        return None
+    try:
+        coef = {s: (float(v["hedge_ratio"]), float(v["intercept"])) for s, v in legs.items()}
+        half_life = float(half_life)
+    except (KeyError, TypeError, ValueError):
+        return None
+    if x == hedge and y in coef:
+        b, a = coef[y]
+        return TrueParams(b, a, half_life, f"as simulated: {y} driven by {x}")
+    if y == hedge and x in coef:
+        b, a = coef[x]
+        return TrueParams(1 / b, -a / b, half_life, f"inverted: {x} = a + {b:g} {y} (1/{b:g})")
+    if y in coef and x in coef:
+        (by, ay), (bx, ax) = coef[y], coef[x]
+        ratio = by / bx
+        return TrueParams(
+            ratio, ay - ax * ratio, half_life, f"both driven by {hedge}: {by:g} / {bx:g}"
+        )
+    return None
+
+
 def hedge_paths(pair: PairData) -> pd.DataFrame:
     """Hedge ratio over time by three estimators: static (view's method), rolling, Kalman."""
     view, closes = pair.view, pair.closes

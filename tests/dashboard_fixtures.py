@@ -8,6 +8,7 @@ last ``shock_s`` seconds push Y up so the z-score ends well above 2.
 from __future__ import annotations
 
 import json
+import math
 import time
 from pathlib import Path
 
@@ -18,6 +19,7 @@ from writer import TradeWriter
 START_S = 1_714_521_600  # 2024-05-01T00:00:00Z
 TRUE_SLOPE = 1.5
 TRUE_INTERCEPT = -5.0
+OU_PHI = 0.98  # per trade
 
 
 def pair_trades(
@@ -36,7 +38,7 @@ def pair_trades(
     log_x = np.log(60_000.0) + np.cumsum(rng.normal(0, 4e-4, n))
     ou = np.zeros(n)
     for i in range(1, n):
-        ou[i] = 0.98 * ou[i - 1] + rng.normal(0, 1.5e-4)
+        ou[i] = OU_PHI * ou[i - 1] + rng.normal(0, 1.5e-4)
     shock = np.where(t_us >= (start_s + seconds - shock_s) * 1_000_000, 0.01, 0.0)
     log_y = TRUE_INTERCEPT + TRUE_SLOPE * log_x + ou + shock
     log_z = np.log(150.0) + np.cumsum(rng.normal(0, 3e-4, n))
@@ -60,6 +62,25 @@ def pair_trades(
     return rows
 
 
+def sim_params(trades_per_s: int = 2) -> dict:
+    """The fixture's true model in the simulator's ``params_json`` layout (feeds/sim.py):
+    ETHUSDT is the leg driven by the hedge leg BTCUSDT; SOLUSDT is not part of it."""
+    return {
+        "simulated": True,
+        "venue": "sim",
+        "price_space": "log",
+        "hedge_leg": "BTCUSDT",
+        "legs": {"ETHUSDT": {"hedge_ratio": TRUE_SLOPE, "intercept": TRUE_INTERCEPT}},
+        "half_life_s": true_half_life_s(trades_per_s),
+        "seed": 7,
+    }
+
+
+def true_half_life_s(trades_per_s: int = 2) -> float:
+    """The OU noise has AR(1) coefficient 0.98 per trade: half-life ln 0.5 / ln 0.98 trades."""
+    return math.log(0.5) / math.log(OU_PHI) / trades_per_s
+
+
 def build_pair_db(path: Path, venue: str = "sim", seconds: int = 1200, **kw) -> Path:
     """Write the fixture pair through the real TradeWriter, plus a feed status and a run."""
     w = TradeWriter(path)
@@ -69,7 +90,7 @@ def build_pair_db(path: Path, venue: str = "sim", seconds: int = 1200, **kw) -> 
         for i in range(0, len(rows), 20_000):
             w.put_trades(rows[i : i + 20_000])
         now_ms = int(time.time() * 1000)
-        params = {"hedge_ratio": TRUE_SLOPE, "intercept": TRUE_INTERCEPT, "half_life_s": 11.5}
+        params = sim_params(kw.get("trades_per_s", 2))
 
         def meta(conn):
             conn.execute(

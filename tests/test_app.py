@@ -19,10 +19,12 @@ from dashboard.settings import View
 from dashboard.tabs import TAB_NAMES
 from tests.dashboard_fixtures import (
     START_S,
+    TRUE_SLOPE,
     add_trades,
     build_empty_db,
     build_pair_db,
     pair_trades,
+    true_half_life_s,
 )
 
 APP = str(Path(__file__).resolve().parent.parent / "app.py")
@@ -224,6 +226,35 @@ def test_backtest_with_log_prices_sizes_legs_in_value(monkeypatch, pair_db):
     assert f"{100 * in_units.total_return:.2f}%" != metric(at, "Total return")
     trades = table(at, "closed")
     np.testing.assert_allclose(trades["pnl"], expected.trades["pnl"], rtol=1e-9)
+
+
+def test_live_tab_shows_true_parameters_in_the_orientation_on_screen(monkeypatch, pair_db):
+    at = run_app(monkeypatch, pair_db)
+    # On screen Y = BTCUSDT, X = ETHUSDT; the fixture simulated log ETH = -5 + 1.5 log BTC.
+    truth = table(at, "true (simulator)").set_index("quantity")
+    hedge = truth.loc["hedge ratio (log Y on log X)"]
+    assert hedge["true (simulator)"] == pytest.approx(1 / TRUE_SLOPE, rel=1e-12)
+    assert truth.loc["intercept (log)", "true (simulator)"] == pytest.approx(5.0 / 1.5)
+    assert truth.loc["half-life (s)", "true (simulator)"] == pytest.approx(true_half_life_s())
+    # The estimates are the pair's own: the OLS hedge over the lookback, near the truth.
+    closes = sql_closes(pair_db)
+    fit = analytics.hedge_ratio(np.log(closes["BTCUSDT"]), np.log(closes["ETHUSDT"]))
+    assert hedge["estimate"] == pytest.approx(fit.slope, rel=1e-9)
+    assert 0.9 < hedge["estimate / true"] < 1.1
+    # The other way round, the true ratio is the simulated one; the half-life is the same.
+    at.selectbox(key="y").set_value("ETHUSDT")
+    at.selectbox(key="x").set_value("BTCUSDT").run()
+    swapped = table(at, "true (simulator)").set_index("quantity")
+    assert swapped.loc["hedge ratio (log Y on log X)", "true (simulator)"] == TRUE_SLOPE
+    assert swapped.loc["half-life (s)", "true (simulator)"] == pytest.approx(true_half_life_s())
+    # Raw prices: the model's local slope b * Y / X is what a price-unit hedge estimates.
+    at.toggle(key="log_prices").set_value(False).run()
+    raw = table(at, "true (simulator)").set_index("quantity")
+    local = raw.loc["hedge ratio in prices, b·Y/X at the last bar"]
+    assert 0.8 < local["estimate / true"] < 1.25
+    # A pair outside the model says so.
+    at.selectbox(key="x").set_value("SOLUSDT").run()
+    assert "is not a pair of the simulated model" in texts(at.caption)
 
 
 def test_export_equals_analytics_output(monkeypatch, pair_db):

@@ -165,7 +165,7 @@ def test_series_bars_and_ticks(pair_db):
     assert db.run(queries.latest_bar_s, "sim", "BTCUSDT") == START_S + 299
     assert db.run(queries.latest_bar_s, "sim", "NOPE") is None
     run = db.run(queries.latest_run, "sim")
-    assert run.source == "sim" and run.params["hedge_ratio"] == 1.5
+    assert run.source == "sim" and run.params["legs"]["ETHUSDT"]["hedge_ratio"] == 1.5
     assert len(db.run(queries.feed_status, "sim")) == 3
     db.close()
 
@@ -251,3 +251,43 @@ def test_blas_threads_are_set_before_anything_imports_numpy(script):
     else:
         raise AssertionError(f"{script} does not set OPENBLAS_NUM_THREADS")
     assert set(seen) <= {"__future__", "os"}
+
+
+# -- the simulator's true parameters, in the orientation on screen --------------------
+
+SIM = {
+    "hedge_leg": "BTCUSDT",
+    "legs": {
+        "ETHUSDT": {"hedge_ratio": 0.8, "intercept": -0.5},
+        "SOLUSDT": {"hedge_ratio": 1.6, "intercept": -12.0},
+    },
+    "half_life_s": 60.0,
+}
+
+
+@pytest.mark.parametrize(
+    ("y", "x", "slope", "intercept"),
+    [
+        ("ETHUSDT", "BTCUSDT", 0.8, -0.5),  # as simulated
+        ("BTCUSDT", "ETHUSDT", 1 / 0.8, 0.5 / 0.8),  # log B = (log E + 0.5) / 0.8
+        ("SOLUSDT", "ETHUSDT", 2.0, -12.0 + 0.5 * 2.0),  # both legs of BTC: 1.6 / 0.8
+        ("ETHUSDT", "SOLUSDT", 0.5, -0.5 + 12.0 * 0.5),
+    ],
+)
+def test_true_params_in_the_orientation_on_screen(y, x, slope, intercept):
+    truth = data.true_pair_params(SIM, y, x)
+    assert truth.hedge_ratio == pytest.approx(slope, rel=1e-12)
+    assert truth.intercept == pytest.approx(intercept, rel=1e-12)
+    assert truth.half_life_s == 60.0  # orientation-free
+    # The relation holds on prices built from the model (log prices, zero spreads).
+    log_b = np.array([10.0, 11.0])
+    legs = {"BTCUSDT": log_b}
+    for sym, p in SIM["legs"].items():
+        legs[sym] = p["intercept"] + p["hedge_ratio"] * log_b
+    np.testing.assert_allclose(legs[y], intercept + slope * legs[x], rtol=1e-12)
+
+
+def test_true_params_none_outside_the_model():
+    assert data.true_pair_params(SIM, "ETHUSDT", "XRPUSDT") is None
+    assert data.true_pair_params(SIM, "ETHUSDT", "ETHUSDT") is None
+    assert data.true_pair_params({"speed": 2}, "ETHUSDT", "BTCUSDT") is None  # replay, say

@@ -163,21 +163,62 @@ def _true_parameters(ctx: Context) -> None:
     run = ctx.source.db.run(queries.latest_run, ctx.view.venue)
     if run is None or not run.params:
         return
-    pair = ctx.pair()
-    est = {}
-    if pair is not None and pair.frame is not None:
-        fit = pair.fit
-        est["hedge ratio (estimate)"] = fit.slope if fit else pair.latest("hedge_ratio")
-        est["half-life, bars (estimate)"] = analytics.half_life(pair.frame["spread"])
+    view = ctx.view
     label = "Simulator's true parameters" if run.source == "sim" else f"{run.source} parameters"
     with st.expander(f"{label} vs estimates", expanded=run.source == "sim"):
-        c1, c2 = st.columns(2)
-        c1.json(run.params)
-        if est:
-            c2.json({k: (None if v != v else round(v, 6)) for k, v in est.items()})
-            c2.caption(
-                f"Estimates over the lookback, {ctx.view.timeframe} bars, {ctx.view.method}; "
-                "the simulator's hedge ratio is of its own leg order (see its params)."
+        truth = data.true_pair_params(run.params, view.y, view.x)
+        if truth is None:
+            if run.source == "sim":
+                st.caption(
+                    f"{view.y}/{view.x} is not a pair of the simulated model "
+                    f"(hedge leg {run.params.get('hedge_leg', '?')}); its parameters:"
+                )
+            st.json(run.params, expanded=False)
+            return
+        pair = ctx.pair()
+        if pair is None or pair.frame is None:
+            st.info(
+                f"True hedge ratio (log {view.y} on log {view.x}) {truth.hedge_ratio:.6g}, "
+                f"half-life {truth.half_life_s:.4g} s; estimates wait for the pair analytics."
             )
         else:
-            c2.info("Estimates: waiting for the pair analytics (then press Refresh all tabs).")
+            st.dataframe(_truth_table(truth, pair), hide_index=True, key="true_params")
+            st.caption(
+                f"True values in the orientation on screen (Y = {view.y} on X = {view.x}; "
+                f"{truth.how}). Estimates over the lookback ({len(pair.frame):,} "
+                f"{view.timeframe} bars): hedge = the {view.method} hedge at the last bar; "
+                "half-life = AR(1) fit of the OLS residual (a Kalman or rolling spread is a "
+                "forecast error, not the spread the simulator reverts)."
+            )
+        st.json(run.params, expanded=False)
+
+
+def _truth_table(truth: data.TrueParams, pair: data.PairData) -> pd.DataFrame:
+    """Rows quantity / true / estimate for the pair on screen."""
+    view, frame = pair.view, pair.frame
+    hedge_est = pair.latest("hedge_ratio")
+    fit = analytics.hedge_ratio(frame["y"], frame["x"], "ols")
+    resid = analytics.spread(frame["y"], frame["x"], fit.slope, fit.intercept)
+    half_life_s = analytics.half_life(resid) * view.bar_seconds
+    rows = []
+    if view.log_prices:
+        rows.append(("hedge ratio (log Y on log X)", truth.hedge_ratio, hedge_est))
+        intercept_est = pair.latest("intercept")
+        rows.append(("intercept (log)", truth.intercept, intercept_est))
+    else:
+        # Raw prices: the model's local slope dY/dX = b * Y / X at the last prices.
+        last = pair.closes.iloc[-1]
+        local = truth.hedge_ratio * last[view.y] / last[view.x]
+        rows.append(("hedge ratio (log Y on log X)", truth.hedge_ratio, math.nan))
+        rows.append(("hedge ratio in prices, b·Y/X at the last bar", local, hedge_est))
+    rows.append(("half-life (s)", truth.half_life_s, half_life_s))
+    rows.append(
+        (
+            f"half-life ({view.timeframe} bars)",
+            truth.half_life_s / view.bar_seconds,
+            half_life_s / view.bar_seconds,
+        )
+    )
+    table = pd.DataFrame(rows, columns=["quantity", "true (simulator)", "estimate"])
+    table["estimate / true"] = table["estimate"] / table["true (simulator)"]
+    return table
