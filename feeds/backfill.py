@@ -123,7 +123,15 @@ class RestClient:
         self.requests = 0
         self.rate_limited = 0
 
-    def get(self, endpoint: str, params: dict, weight: int, *, attempts: int | None = None):
+    def get(
+        self,
+        endpoint: str,
+        params: dict,
+        weight: int,
+        *,
+        attempts: int | None = None,
+        timeout: float | None = None,
+    ):
         """GET ``prefix/endpoint`` and return the decoded JSON.
 
         Network errors and 5xx are retried with backoff (``attempts`` times, or until
@@ -132,6 +140,7 @@ class RestClient:
         :raises RestError: for a 4xx answer other than 429/418.
         :raises Stopped: when the daemon stops meanwhile.
         :raises requests.RequestException: when ``attempts`` run out.
+        :param timeout: seconds for connect and each read, if not the client's own.
         """
         url = f"{self.base_url}{self.prefix}/{endpoint}"
         failures = 0
@@ -141,7 +150,7 @@ class RestClient:
             self.budget.spend(weight, self.stop)
             self.requests += 1
             try:
-                response = self.session.get(url, params=params, timeout=self.timeout)
+                response = self.session.get(url, params=params, timeout=timeout or self.timeout)
             except requests.RequestException as exc:
                 failures += 1
                 if attempts is not None and failures >= attempts:
@@ -194,9 +203,9 @@ class RestClient:
         payload = self.get("trades", {"symbol": symbol, "limit": 1}, RECENT_TRADES_WEIGHT)
         return int(payload[-1]["id"]) if payload else None
 
-    def exchange_symbols(self, attempts: int = 1) -> dict[str, str]:
-        """Every symbol listed by ``exchangeInfo`` with its status (e.g. TRADING)."""
-        payload = self.get("exchangeInfo", {}, EXCHANGE_INFO_WEIGHT, attempts=attempts)
+    def exchange_symbols(self, timeout: float | None = None) -> dict[str, str]:
+        """Every symbol listed by ``exchangeInfo`` with its status (e.g. TRADING); one try."""
+        payload = self.get("exchangeInfo", {}, EXCHANGE_INFO_WEIGHT, attempts=1, timeout=timeout)
         return {item["symbol"]: item.get("status", "") for item in payload["symbols"]}
 
 

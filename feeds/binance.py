@@ -79,7 +79,8 @@ DEFAULT_BACKOFF_MAX = 30.0
 DEFAULT_CONNECT_TIMEOUT = 10.0
 DEFAULT_MAX_CONNECTION_AGE = 23.5 * 3600
 FLUSH_INTERVAL = 0.01  # seconds between hand-overs of parsed rows to the writer
-MAX_PENDING = 20_000  # parsed rows held before the receive thread hands them over itself
+MAX_PENDING = 10_000  # parsed rows held before the receive thread hands them over itself
+MAX_QUEUED_ITEMS = 32  # writer queue depth above which the hand-over waits
 
 
 class FeedError(Exception):
@@ -260,7 +261,7 @@ class BinanceFeed:
         :raises FeedError: when a symbol is not listed.
         """
         try:
-            listed = self.rest.exchange_symbols(attempts=1)
+            listed = self.rest.exchange_symbols(timeout=min(self.connect_timeout, 5.0))
         except (
             requests.RequestException,
             RestError,
@@ -376,8 +377,14 @@ class BinanceFeed:
         self._drain()
 
     def _drain(self) -> None:
-        """Hand every parsed row to the writer (blocks while its queue is full)."""
+        """Hand every parsed row to the writer; wait while it is behind (backpressure).
+
+        The writer's queue is bounded in items, not rows; waiting here keeps the rows in
+        flight (and so the memory) bounded when the writer stalls, e.g. on a checkpoint.
+        """
         with self._drain_lock:
+            while self.writer.queue_depth() > MAX_QUEUED_ITEMS:
+                time.sleep(0.002)
             pending = self._pending
             count = len(pending)
             if count:

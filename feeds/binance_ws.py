@@ -240,27 +240,30 @@ class StreamConnection(threading.Thread):
         """Receive until the connection ends; True when it delivered data (a good one)."""
         ws.settimeout(None)  # blocking: the watchdog and stop() unblock it
         self.ws = ws
+        if self.stop.is_set():  # the stop may have come before self.ws was set
+            self.ws = None
+            self._close(ws)
+            return False
         self.connections += 1
         self.last_rx = time.monotonic()
         self.connected_at = self.last_rx
         self._abort_reason = None
         frames_before = self.frames
         log.info("%s: connected (%s)", self.name, _short(self.url))
-        if self.stop.is_set():  # stop() may have run before self.ws was set
-            self._close(ws)
-            return False
         try:
             self.on_connect()
             self._receive(ws)
         except ServerShutdown:
             log.warning("%s: serverShutdown received; reconnecting now", self.name)
             self._reconnect_now = True
-        except (websocket.WebSocketException, OSError) as exc:
-            if self.stop.is_set():
+        except Exception as exc:  # lost, aborted, or a bug in a handler: reconnect, log
+            if not isinstance(exc, websocket.WebSocketException | OSError):
+                log.exception("%s: unexpected error; reconnecting", self.name)
+            elif self.stop.is_set():
                 log.info("%s: closed (stopping)", self.name)
             elif self._abort_reason:
                 log.warning("%s: closed (%s)", self.name, self._abort_reason)
-            elif not self.stop.is_set():
+            else:
                 log.warning("%s: connection lost: %s", self.name, _describe(exc))
         finally:
             self.connected_at = None

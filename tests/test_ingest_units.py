@@ -1,0 +1,114 @@
+"""The live source's small parts: backoff, weight budget, range arithmetic, the parser."""
+
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from feeds.backfill import SymbolTape, WeightBudget, _subtract, rest_row
+from feeds.binance import MARKETS, BinanceFeed
+from feeds.binance_ws import Backoff, ServerShutdown
+
+
+class NullWriter:
+    def __init__(self) -> None:
+        self.rows: list = []
+
+    def put_trades(self, rows) -> None:
+        self.rows.extend(rows)
+
+    def queue_depth(self) -> int:
+        return 0
+
+
+def make_feed() -> BinanceFeed:
+    return BinanceFeed(
+        MARKETS["spot"], ["btcusdt"], NullWriter(), db_path=Path("/nonexistent.db"),
+        ws_url="ws://unused", rest_url="http://unused",
+    )  # fmt: skip
+
+
+def test_backoff_grows_with_jitter_up_to_the_cap_and_resets():
+    backoff = Backoff(base=0.5, cap=4.0)
+    delays = [backoff.next_delay() for _ in range(8)]
+    assert 0.25 <= delays[0] <= 0.5
+    assert all(d <= 4.0 for d in delays)
+    assert delays[-1] >= 2.0  # at the cap: uniform(cap/2, cap)
+    backoff.reset()
+    assert backoff.next_delay() <= 0.5
+
+
+def test_weight_budget_waits_when_spent():
+    budget = WeightBudget(per_minute=6000)  # 100 a second
+    stop = threading.Event()
+    started = time.monotonic()
+    budget.spend(6000, stop)
+    assert time.monotonic() - started < 0.1
+    budget.spend(25, stop)
+    assert time.monotonic() - started >= 0.2
+
+
+@pytest.mark.parametrize(
+    ("span", "cuts", "left"),
+    [
+        ((1, 10), [], [(1, 10)]),
+        ((1, 10), [(3, 4)], [(1, 2), (5, 10)]),
+        ((1, 10), [(1, 10)], []),
+        ((1, 10), [(0, 2), (9, 20)], [(3, 8)]),
+        ((5, 5), [(6, 9)], [(5, 5)]),
+    ],
+)
+def test_subtract(span, cuts, left):
+    assert _subtract(span, cuts) == left
+
+
+def test_parser_takes_binance_documented_trade():
+    feed = make_feed()
+    feed.tapes["BNBBTC"] = SymbolTape("BNBBTC", feed.stats[0])
+    feed._on_message(
+        b'{"stream":"bnbbtc@trade","data":{"e":"trade","E":1672515782136,"s":"BNBBTC",'
+        b'"t":12345,"p":"0.001","q":"100","T":1672515782136,"m":true,"M":true}}'
+    )
+    assert list(feed._pending) == [
+        ("binance-spot", "BNBBTC", 12345, 1672515782136000, 0.001, 100.0, 1)
+    ]
+
+
+def test_parser_raises_server_shutdown_in_both_forms():
+    feed = make_feed()
+    for frame in (
+        b'{"stream":"!serverShutdown","data":{"e":"serverShutdown","E":1}}',
+        b'{"e":"serverShutdown","E":1}',
+    ):
+        with pytest.raises(ServerShutdown):
+            feed._on_message(frame)
+
+
+@pytest.mark.parametrize(
+    "field",
+    ['"t":-1', '"t":1.5', '"t":true', '"T":"1"', '"p":"0"', '"p":"nan"', '"q":"-1"', '"p":null'],
+)
+def test_parser_skips_bad_fields(field):
+    feed = make_feed()
+    good = {'"t"': '"t":7', '"T"': '"T":1', '"p"': '"p":"1.5"', '"q"': '"q":"2"'}
+    key = field.split(":")[0]
+    good[key] = field
+    frame = (
+        '{"stream":"btcusdt@trade","data":{"e":"trade","s":"BTCUSDT",'
+        + ",".join(good.values())
+        + ',"m":false}}'
+    )
+    feed._on_message(frame.encode())
+    assert not feed._pending
+    assert feed._bad.counts["bad-trade"] == 1
+
+
+def test_rest_row_converts_ms_to_us():
+    item = {"id": 28457, "price": "4.00000100", "qty": "12.00000000", "quoteQty": "48.000012",
+            "time": 1499865549590, "isBuyerMaker": True, "isBestMatch": True}  # fmt: skip
+    assert rest_row("binance-spot", "BNBBTC", item) == (
+        "binance-spot", "BNBBTC", 28457, 1499865549590000, 4.000001, 12.0, 1,
+    )  # fmt: skip
