@@ -15,6 +15,8 @@ _LAYOUT = {
     "margin": {"l": 10, "r": 10, "t": 40, "b": 10},
     "hovermode": "x unified",
     "legend": {"orientation": "h", "y": 1.02, "yanchor": "bottom", "x": 1, "xanchor": "right"},
+    # Distinct hues (Plotly's dark template starts with two similar blues).
+    "colorway": ["#4fc3f7", "#ffb74d", "#f06292", "#81c784", "#ba68c8", "#fff176"],
 }
 UP, DOWN = "#26a69a", "#ef5350"
 
@@ -63,8 +65,13 @@ def normalised(closes: pd.DataFrame) -> go.Figure:
     return fig
 
 
-def pair_panels(frame: pd.DataFrame, entry: float, exit_: float, title: str) -> go.Figure:
-    """Spread, z-score with entry/exit bands, and rolling correlation on one time axis."""
+def pair_panels(
+    frame: pd.DataFrame, entry: float, exit_: float, title: str, spread_unit: str = ""
+) -> go.Figure:
+    """Spread, z-score with entry/exit bands, and rolling correlation on one time axis.
+
+    :param spread_unit: y-axis title of the spread panel (e.g. ``"log price"``).
+    """
     fig = make_subplots(
         rows=3,
         cols=1,
@@ -86,17 +93,29 @@ def pair_panels(frame: pd.DataFrame, entry: float, exit_: float, title: str) -> 
                 col=1,
             )
     fig.add_trace(go.Scatter(x=frame.index, y=frame["corr"], name="corr"), row=3, col=1)
-    fig.update_yaxes(range=[-1.05, 1.05], row=3, col=1)
+    fig.update_yaxes(range=[-1.05, 1.05], title_text="ρ", row=3, col=1)
+    fig.update_yaxes(title_text=spread_unit or "spread", row=1, col=1)
+    fig.update_yaxes(title_text="z (σ)", row=2, col=1)
     fig.update_layout(title=title, height=720, **_LAYOUT)
     return fig
 
 
-def hedge_paths(paths: pd.DataFrame) -> go.Figure:
-    """Hedge ratio over time by each estimator."""
+def hedge_paths(
+    paths: pd.DataFrame, unit: str = "hedge ratio", truth: float | None = None
+) -> go.Figure:
+    """Hedge ratio over time by each estimator; ``truth`` (simulated data) as a dotted line."""
     fig = go.Figure()
     for col in paths.columns:
         fig.add_trace(go.Scatter(x=paths.index, y=paths[col], name=col, mode="lines"))
+    if truth is not None:
+        fig.add_hline(
+            y=truth,
+            line_dash="dot",
+            line_color="#e0e0e0",
+            annotation_text=f"true (simulator) {truth:.4g}",
+        )
     fig.update_layout(title="Hedge ratio over time", height=HEIGHT - 60, **_LAYOUT)
+    fig.update_yaxes(title_text=unit)
     return fig
 
 
@@ -105,7 +124,9 @@ def live_z(frame: pd.DataFrame, entry: float) -> go.Figure:
     fig = go.Figure(go.Scatter(x=frame.index, y=frame["zscore"], name="z", mode="lines"))
     for sign in (1, -1):
         fig.add_hline(y=sign * entry, line_dash="dash", line_color="#ef5350")
+    fig.add_hline(y=0, line_color="#616161")
     fig.update_layout(height=240, showlegend=False, **{**_LAYOUT, "margin": _LAYOUT["margin"]})
+    fig.update_yaxes(title_text="z (σ)")
     return fig
 
 
@@ -116,6 +137,7 @@ def equity(curve: pd.Series | pd.DataFrame, title: str = "Equity") -> go.Figure:
     for col in frame.columns:
         fig.add_trace(go.Scatter(x=frame.index, y=frame[col], name=str(col), mode="lines"))
     fig.update_layout(title=title, height=HEIGHT - 60, **_LAYOUT)
+    fig.update_yaxes(title_text="equity")
     return fig
 
 

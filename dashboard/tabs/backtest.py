@@ -38,6 +38,12 @@ def render(ctx: Context) -> None:
     m[2].metric("Max drawdown", _pct(result.max_drawdown))
     m[3].metric("Hit rate", _pct(result.hit_rate))
     m[4].metric("Closed trades", f"{result.n_trades}")
+    span_s = (pair.frame.index[-1] - pair.frame.index[0]).total_seconds()
+    if span_s < 86_400:
+        st.caption(
+            f"The Sharpe ratio is annualised (× √bars per year) from only {_span(span_s)} of "
+            f"{view.timeframe} bars: at this length it is noise, not a performance figure."
+        )
     st.plotly_chart(charts.equity(result.equity, "Equity (starting capital 1)"), key="equity")
     st.caption(
         "Signals at a bar's close fill at the next bar's close; fees on both legs at entry "
@@ -47,7 +53,30 @@ def render(ctx: Context) -> None:
     if result.trades.empty:
         st.info(f"No trade: |z| never went above {entry:g} in the lookback.")
     else:
-        st.dataframe(result.trades, hide_index=True, key="bt_trades")
+        trades = result.trades.copy()
+        # Capital is 1, so P&L in basis points of capital reads better than 0.0000x.
+        trades.insert(0, "net_bps", 1e4 * trades["net_pnl"])
+        st.dataframe(
+            trades,
+            hide_index=True,
+            key="bt_trades",
+            column_config={
+                "net_bps": st.column_config.NumberColumn(
+                    "net P&L (bps)", format="%.2f", help="net_pnl × 10,000 (capital 1)"
+                ),
+                **{
+                    c: st.column_config.NumberColumn(c, format="%.3e")
+                    for c in ("qty_y", "qty_x", "pnl", "fees", "net_pnl")
+                    if c in trades
+                },
+            },
+        )
+
+
+def _span(seconds: float) -> str:
+    if seconds < 3600:
+        return f"{seconds / 60:.1f} min"
+    return f"{seconds / 3600:.1f} h"
 
 
 def _pct(v: float) -> str:

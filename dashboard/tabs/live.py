@@ -189,7 +189,15 @@ def _true_parameters(ctx: Context) -> None:
                 f"{view.timeframe} bars): hedge = the {view.method} hedge at the last bar; "
                 "half-life = AR(1) fit of the OLS residual (a Kalman or rolling spread is a "
                 "forecast error, not the spread the simulator reverts)."
+                + (
+                    " Both legs carry their own simulated spread noise, so an OLS slope of one "
+                    "on the other is biased towards 0 until their common driver has moved "
+                    "far more than that noise (errors in variables)."
+                    if truth.how.startswith("both driven")
+                    else ""
+                )
             )
+        st.caption("Every parameter the simulator recorded for this run:")
         st.json(run.params, expanded=False)
 
 

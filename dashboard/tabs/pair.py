@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import streamlit as st
 
-from dashboard import charts, data
+from dashboard import charts, data, queries
 from dashboard.tabs import Context, need_frame, need_view
 
 
@@ -21,13 +21,22 @@ def render(ctx: Context) -> None:
     else:
         st.markdown(f"**{view.method}** hedge: causal, each bar uses only earlier bars.")
     title = f"{view.y} vs {view.x}: {view.timeframe} bars, window {view.window}"
-    st.plotly_chart(charts.pair_panels(pair.frame, view.z_entry, view.z_exit, title), key="pair")
+    unit = f"log {view.y} − h·log {view.x}" if view.log_prices else f"{view.y} − h·{view.x}"
+    st.plotly_chart(
+        charts.pair_panels(pair.frame, view.z_entry, view.z_exit, title, unit), key="pair"
+    )
     try:
         paths = data.hedge_paths(pair)
     except ValueError as exc:
         st.info(f"Hedge ratio paths not available yet: {exc}")
         return
-    st.plotly_chart(charts.hedge_paths(paths), key="hedge_paths")
+    truth = None
+    if not ctx.is_upload and view.log_prices:  # the simulator's hedge is of log prices
+        run = ctx.source.db.run(queries.latest_run, view.venue)
+        found = data.true_pair_params(run.params, view.y, view.x) if run else None
+        truth = found.hedge_ratio if found else None
+    unit = f"log {view.y} per log {view.x}" if view.log_prices else f"{view.y} per {view.x}"
+    st.plotly_chart(charts.hedge_paths(paths, unit, truth), key="hedge_paths")
     st.caption(
         "Static: one fit over the lookback (it has seen every bar it is drawn on). Rolling OLS: "
         "trailing window. Kalman: predicted state, from bars before each one."
