@@ -80,7 +80,8 @@ DEFAULT_CONNECT_TIMEOUT = 10.0
 DEFAULT_MAX_CONNECTION_AGE = 23.5 * 3600
 FLUSH_INTERVAL = 0.01  # seconds between hand-overs of parsed rows to the writer
 MAX_PENDING = 10_000  # parsed rows held before the receive thread hands them over itself
-MAX_QUEUED_ITEMS = 32  # writer queue depth above which the hand-over waits
+MAX_QUEUED_ITEMS = 16  # writer queue depth above which the hand-over waits
+DRAIN_CHUNK = 2_000  # most rows in one writer queue item
 
 
 class FeedError(Exception):
@@ -379,17 +380,20 @@ class BinanceFeed:
     def _drain(self) -> None:
         """Hand every parsed row to the writer; wait while it is behind (backpressure).
 
-        The writer's queue is bounded in items, not rows; waiting here keeps the rows in
-        flight (and so the memory) bounded when the writer stalls, e.g. on a checkpoint.
+        The writer's queue is bounded in items, not rows: items of at most
+        ``DRAIN_CHUNK`` rows, and a wait while more than ``MAX_QUEUED_ITEMS`` are queued,
+        keep the rows in flight (and the memory) bounded when the writer stalls.
         """
         with self._drain_lock:
-            while self.writer.queue_depth() > MAX_QUEUED_ITEMS:
-                time.sleep(0.002)
             pending = self._pending
+            popleft = pending.popleft
             count = len(pending)
-            if count:
-                popleft = pending.popleft
-                self.writer.put_trades([popleft() for _ in range(count)])
+            while count:
+                while self.writer.queue_depth() > MAX_QUEUED_ITEMS:
+                    time.sleep(0.002)
+                take = min(count, DRAIN_CHUNK)
+                self.writer.put_trades([popleft() for _ in range(take)])
+                count -= take
 
     def _on_connect(self, symbols: list[str]) -> None:
         """A connection is up: catch up every symbol from its last id (receive thread)."""
