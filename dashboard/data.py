@@ -375,12 +375,32 @@ def stats_table(pair: PairData) -> pd.DataFrame:
     )
 
 
+CAUSAL_METHODS = ("rolling", "kalman")
+
+
+def backtest_frame(pair: PairData) -> pd.DataFrame:
+    """The z-score and hedge ratio the backtest trades on: never fitted on later bars.
+
+    Rolling OLS and Kalman are causal and are used as the sidebar set them. A static fit
+    (OLS, Huber, Theil-Sen) has seen the whole window, bars after each trade included,
+    so the backtest uses its causal counterpart instead: trailing OLS over the same
+    window, applied from the next bar.
+    """
+    view = pair.view
+    if view.method in CAUSAL_METHODS:
+        return pair.frame
+    return analytics.pair_frame(
+        pair.closes[view.y], pair.closes[view.x], view.window, "rolling", view.log_prices
+    )
+
+
 def run_backtest(pair: PairData, entry: float, exit_: float, fee_bps: float):
-    """``analytics.backtest`` on the raw closes, the pair's z-score and hedge ratio.
+    """``analytics.backtest`` on the raw closes with :func:`backtest_frame`'s z and hedge.
 
     With log prices the hedge is a ratio of returns, so the legs are sized in value.
     """
-    view, frame = pair.view, pair.frame
+    view = pair.view
+    frame = backtest_frame(pair)
     closes = pair.closes.loc[frame.index]
     return analytics.backtest(
         closes[view.y],

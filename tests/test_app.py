@@ -213,7 +213,8 @@ def test_backtest_with_log_prices_sizes_legs_in_value(monkeypatch, pair_db):
     assert at.toggle(key="log_prices").value is True
     closes = sql_closes(pair_db)
     y, x = closes["BTCUSDT"], closes["ETHUSDT"]
-    frame = analytics.pair_frame(y, x, 60, "ols", log_prices=True)
+    # The sidebar's hedge is static OLS; the backtest trades on its causal counterpart.
+    frame = analytics.pair_frame(y, x, 60, "rolling", log_prices=True)
     kw = {"entry": 2.0, "exit": 0.5, "fee_bps": 2.0}  # the tab's defaults
     expected = analytics.backtest(
         y, x, frame["zscore"], frame["hedge_ratio"], log_prices=True, **kw

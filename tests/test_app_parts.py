@@ -10,6 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+import analytics
 from dashboard import data, queries, upload
 from dashboard.alerts import AlertError, AlertStore, step
 from dashboard.settings import DEFAULT_DB, View, resolve_db_path
@@ -291,3 +292,31 @@ def test_true_params_none_outside_the_model():
     assert data.true_pair_params(SIM, "ETHUSDT", "XRPUSDT") is None
     assert data.true_pair_params(SIM, "ETHUSDT", "ETHUSDT") is None
     assert data.true_pair_params({"speed": 2}, "ETHUSDT", "BTCUSDT") is None  # replay, say
+
+
+@pytest.mark.parametrize("method", ["ols", "huber", "rolling", "kalman"])
+def test_page_backtest_decisions_up_to_t_ignore_prices_after_t(method):
+    """Whatever hedge the sidebar shows, no trade is signalled or sized with later prices."""
+    rng = np.random.default_rng(3)
+    n, cut = 900, 600
+    index = pd.date_range("2026-01-01", periods=n, freq="1s", tz="UTC")
+    x = pd.Series(100 * np.exp(np.cumsum(rng.normal(0, 1e-3, n))), index=index)
+    spread = np.zeros(n)
+    for t in range(1, n):  # AR(1) spread: it mean-reverts, so there are trades to check
+        spread[t] = 0.95 * spread[t - 1] + rng.normal(0, 2e-3)
+    y = pd.Series(np.exp(0.8 * np.log(x) + spread + 1.0), index=index)
+    altered_y = y.copy()
+    altered_y.iloc[cut:] *= np.linspace(1.0, 1.3, n - cut)  # a different future
+
+    def decisions(y_prices: pd.Series):
+        view = View(venue="sim", y="Y", x="X", window=60, method=method, log_prices=True)
+        closes = pd.DataFrame({"Y": y_prices, "X": x})
+        frame = analytics.pair_frame(closes["Y"], closes["X"], 60, method, True)
+        pair = data.PairData(view, None, closes=closes, frame=frame)
+        return data.run_backtest(pair, entry=1.5, exit_=0.0, fee_bps=2.0)
+
+    before, after = decisions(y), decisions(altered_y)
+    assert before.n_trades > 0
+    # The position held over bar t is decided at t-1's close: bars up to the cut agree.
+    pd.testing.assert_series_equal(before.positions.iloc[:cut], after.positions.iloc[:cut])
+    pd.testing.assert_series_equal(before.equity.iloc[:cut], after.equity.iloc[:cut])

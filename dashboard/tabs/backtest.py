@@ -45,10 +45,19 @@ def render(ctx: Context) -> None:
             f"{view.timeframe} bars: at this length it is noise, not a performance figure."
         )
     st.plotly_chart(charts.equity(result.equity, "Equity (starting capital 1)"), key="equity")
+    if view.method in data.CAUSAL_METHODS:
+        hedge_note = "The hedge and z-score are the sidebar's, which use no later bar."
+    else:
+        hedge_note = (
+            "The sidebar's static hedge is one fit over the whole window, later bars "
+            "included, so the backtest trades on trailing OLS over the same "
+            f"{view.window} bars instead (applied from the next bar; it needs "
+            f"{2 * view.window} bars before its first signal). Kalman is the other "
+            "causal choice."
+        )
     st.caption(
         "Signals at a bar's close fill at the next bar's close; fees on both legs at entry "
-        "and exit. Static hedge methods have seen the whole window (look-ahead); use "
-        "Rolling OLS or Kalman for an honest backtest."
+        f"and exit. {hedge_note}"
     )
     if result.trades.empty:
         st.info(f"No trade: |z| never went above {entry:g} in the lookback.")
