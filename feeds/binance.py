@@ -50,6 +50,7 @@ from feeds.status import FeedStats, now_ms
 from writer import TradeWriter
 
 log = logging.getLogger("feeds.binance")
+_loads = orjson.loads
 
 
 @dataclass(frozen=True)
@@ -248,7 +249,6 @@ class BinanceFeed:
         )
         self.connections: list[StreamConnection] = []
         self.connected = threading.Event()  # set while at least one connection is up
-        self.received = 0  # trades parsed from the socket
         self._pending: collections.deque[tuple] = collections.deque()
         self._drain_lock = threading.Lock()
         self._bad = _RateLimitedLog(log)
@@ -364,6 +364,11 @@ class BinanceFeed:
         self._drain()
         log.info("live source stopped: %d trades received on the socket", self.received)
 
+    @property
+    def received(self) -> int:
+        """Trades parsed from the socket so far (repeats included)."""
+        return sum(stats.trades_total for stats in self.stats)
+
     def _flush_loop(self) -> None:
         seen = {id(stats): 0 for stats in self.stats}
         while not self.stop.wait(FLUSH_INTERVAL):
@@ -426,7 +431,7 @@ class BinanceFeed:
         """
         msg = None
         try:
-            msg = orjson.loads(data)
+            msg = _loads(data)
             payload = msg["data"]
             if payload["e"] != "trade":
                 return self._other_frame(msg, data)
@@ -467,7 +472,6 @@ class BinanceFeed:
             stats.last_trade_time_us = trade_time_us
         else:
             self._continuity(tape, trade_id, trade_time_us)
-        self.received += 1
         pending = self._pending
         pending.append(row)
         if len(pending) > MAX_PENDING:
