@@ -350,16 +350,11 @@ class GapFiller(threading.Thread):
         self.max_catchup = max_catchup
         self.stop = stop
         self.tasks: queue.Queue[Any] = queue.Queue()
-        self.busy = False
         self.trades_recovered = 0
 
     def add(self, task: CatchUp | Fill | ScanHoles) -> None:
         """Queue a task; safe from any thread, never blocks."""
         self.tasks.put(task)
-
-    def idle(self) -> bool:
-        """True when no task is queued or running (used by tests and the benchmark)."""
-        return not self.busy and self.tasks.empty()
 
     def run(self) -> None:
         while not self.stop.is_set():
@@ -367,7 +362,6 @@ class GapFiller(threading.Thread):
                 task = self.tasks.get(timeout=0.2)
             except queue.Empty:
                 continue
-            self.busy = True
             try:
                 if isinstance(task, CatchUp):
                     self._catch_up(task)
@@ -379,8 +373,8 @@ class GapFiller(threading.Thread):
                 break
             except Exception:  # a bug or a surprise from REST: report, keep the thread
                 log.exception("gap filler: %r failed; the gap stays open", task)
-            finally:
-                self.busy = False
+                if isinstance(task, CatchUp):
+                    self._release(task)
         log.info("gap filler stopped: %d trades recovered over REST", self.trades_recovered)
 
     # -- catch-up ------------------------------------------------------------------------
@@ -445,6 +439,21 @@ class GapFiller(threading.Thread):
                 )
             else:  # REST lags the live stream: fill it as an ordinary gap, with retries
                 self.add(Fill(symbol, cursor, remainder_end, "catch-up"))
+
+    def _release(self, task: CatchUp) -> None:
+        """Hand a failed catch-up's range on, so that something still covers it.
+
+        Before the first live trade: the trade's jump will open a gap from the same id.
+        After it: the range up to that trade becomes an ordinary gap to fill.
+        """
+        tape = self.tapes[task.symbol]
+        with tape.lock:
+            task.done = True
+            if tape.awaiting is task:
+                tape.awaiting = None
+            until = task.until
+        if until is not None and until >= task.from_id:
+            self.add(Fill(task.symbol, task.from_id, until, "catch-up"))
 
     # -- gap fill --------------------------------------------------------------------
 

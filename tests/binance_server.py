@@ -134,6 +134,7 @@ class BinanceServer:
         self.silent = False  # see set_silent()
         self.resend_on_connect = 0  # re-send the last N trades of each symbol on connect
         self.rest_429 = 0  # answer this many historicalTrades requests with 429
+        self.rest_errors = 0  # answer this many historicalTrades requests with HTTP 400
         self.retry_after = 1
         self.rest_calls: list[tuple[str, dict]] = []
         self._streaming = False
@@ -347,6 +348,9 @@ class BinanceServer:
             )
             response.headers["Retry-After"] = str(self.retry_after)
             return response
+        if endpoint == "/historicalTrades" and self.rest_errors > 0:
+            self.rest_errors -= 1
+            return _json(connection, 400, {"code": -1100, "msg": "Illegal characters found."})
         limit = min(int(params.get("limit", 500)), 1000)
         tape = self.tapes[symbol]
         if endpoint == "/historicalTrades" and "fromId" in params:

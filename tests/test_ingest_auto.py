@@ -51,7 +51,8 @@ def test_auto_falls_back_to_sim_then_switches_to_live(daemon_factory):
             lambda: (
                 query(
                     daemon.db,
-                    "SELECT DISTINCT source, connected FROM feed_status WHERE venue = 'binance-spot'",
+                    "SELECT DISTINCT source, connected FROM feed_status "
+                    "WHERE venue = 'binance-spot'",
                 )
                 == [("live", 1)]
             ),

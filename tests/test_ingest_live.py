@@ -281,3 +281,24 @@ def test_usdm_market_uses_the_futures_paths_and_venue(daemon_factory):
         assert {call[0] for call in server.rest_calls} == {"/exchangeInfo", "/historicalTrades"}
     finally:
         server.stop()
+
+
+def test_failed_catch_up_is_covered_by_a_gap(server, daemon_factory):
+    """REST refuses the catch-up once: its range is still filled, nothing is skipped."""
+    daemon = daemon_factory(server).start()
+    server.wait_clients(1)
+    server.publish("BTCUSDT", 100)
+    server.publish("ETHUSDT", 100)
+    wait_complete(daemon.db, server)
+    server.rest_errors = 1
+    server.drop()
+    server.publish("BTCUSDT", 300, live=False)
+    server.wait_clients(1, total=2)
+    server.publish("BTCUSDT", 50)
+    server.publish("ETHUSDT", 50)
+    wait_complete(daemon.db, server)
+    assert daemon.stop() == 0
+    assert_tape_complete(daemon.db, server)
+    assert "failed; the gap stays open" in daemon.log
+    assert server.rest_errors == 0
+    assert query(daemon.db, "SELECT count(*) FROM gaps WHERE status != 'filled'") == [(0,)]
