@@ -131,8 +131,17 @@ CREATE TABLE alert_events (
 CREATE INDEX alert_events_by_time ON alert_events (fired_ms);
 """
 
+# Version 2: an alert rule carries the view it is judged in, so every page that watches it
+# computes the same value (NULL: a rule from version 1, judged in the viewer's settings).
+SCHEMA_V2 = """
+ALTER TABLE alert_rules ADD COLUMN timeframe TEXT;       -- bar size, e.g. 1s, 1m
+ALTER TABLE alert_rules ADD COLUMN window_bars INTEGER;  -- rolling window, in bars
+ALTER TABLE alert_rules ADD COLUMN hedge_method TEXT;    -- as pair_frame names it
+ALTER TABLE alert_rules ADD COLUMN log_prices INTEGER;   -- 1: hedge fitted on log prices
+"""
+
 # MIGRATIONS[i] takes a database from user_version i to i + 1.
-MIGRATIONS: list[str] = [SCHEMA_V1]
+MIGRATIONS: list[str] = [SCHEMA_V1, SCHEMA_V2]
 LATEST_VERSION = len(MIGRATIONS)
 
 TRADES_COLUMNS = (
@@ -203,6 +212,8 @@ def _check_unversioned_tables(conn: sqlite3.Connection) -> None:
 def migrate(conn: sqlite3.Connection) -> int:
     """Bring the database to ``LATEST_VERSION``; return the version it started at.
 
+    Nothing is changed, the journal mode included, before the file has passed the checks.
+
     :raises SchemaError: for a database newer than this code, or an unversioned one that
         already has tables of our names.
     """
@@ -246,7 +257,10 @@ def _statements(script: str) -> list[str]:
 
 def setup(path: str | Path = DEFAULT_DB) -> int:
     """Create or migrate the database at ``path``; return the version it started at."""
-    conn = connect_for_writing(path)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    # A plain connection: connect_for_writing would switch a file we may refuse to WAL.
+    conn = sqlite3.connect(path, timeout=30, isolation_level=None)
     try:
         return migrate(conn)
     finally:

@@ -27,7 +27,7 @@ from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import db_setup
 
@@ -44,11 +44,12 @@ CREATE TEMP TABLE IF NOT EXISTS incoming (
     trade_time_us INTEGER NOT NULL, price REAL NOT NULL, qty REAL NOT NULL,
     buyer_is_maker INTEGER NOT NULL, bar_time_s INTEGER NOT NULL,
     PRIMARY KEY (venue, symbol, bar_time_s, trade_id)
-) WITHOUT ROWID
+) WITHOUT ROWID, STRICT
 """
-# ON CONFLICT (not OR IGNORE): only a repeated key is skipped; a NULL price still fails.
+# ON CONFLICT (not OR IGNORE): only a repeated key is skipped; a NULL price still fails,
+# and STRICT refuses a value of the wrong type (a fractional time, a text price) at the door.
 _STAGE = (
-    "INSERT INTO temp.incoming VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?4 / 1000000) "
+    "INSERT INTO temp.incoming VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, CAST(?4 AS INTEGER) / 1000000) "
     "ON CONFLICT DO NOTHING"
 )
 # Only a batch whose lowest id of some symbol is not above that symbol's highest stored id
@@ -121,6 +122,14 @@ _CLEAR_STAGING = "DELETE FROM temp.incoming"
 
 _STOP = object()
 
+
+class _Call(NamedTuple):
+    """A write submitted with ``submit``: run ``fn(conn)``, report to ``future``."""
+
+    fn: Callable[[sqlite3.Connection], Any]
+    future: Future
+
+
 # Errors that pass: another process holds a lock, the disk is full or failing. A batch that
 # meets one is rolled back and tried again; any other error is a bug in what was submitted.
 _TRANSIENT_ERRORS = ("SQLITE_BUSY", "SQLITE_LOCKED", "SQLITE_FULL", "SQLITE_IOERR")
@@ -140,7 +149,7 @@ class WriterStats:
     commits: int = 0
     failed_commits: int = 0
     rejected_rows: int = 0
-    last_error: str | None = None
+    last_error: str | None = None  # the last failed commit's error, None once one succeeds
 
 
 class TradeWriter(threading.Thread):
@@ -167,7 +176,6 @@ class TradeWriter(threading.Thread):
         self.max_batch_seconds = max_batch_seconds
         self.queue: queue.Queue[Any] = queue.Queue(maxsize=max_queue)
         self.stats = WriterStats()
-        self._stopping = threading.Event()
         self._conn: sqlite3.Connection | None = None
         self._ready = threading.Event()
         self._start_error: BaseException | None = None
@@ -184,7 +192,7 @@ class TradeWriter(threading.Thread):
     def put_trades(self, rows: Sequence[TradeRow]) -> None:
         """Queue trades for storage; blocks while the queue is full."""
         if rows:
-            self.queue.put(rows)
+            self.queue.put(rows if isinstance(rows, list) else list(rows))
 
     def submit(self, fn: Callable[[sqlite3.Connection], Any]) -> Future:
         """Run ``fn(conn)`` in the writer's next transaction, after everything queued before.
@@ -192,7 +200,7 @@ class TradeWriter(threading.Thread):
         The returned future resolves once that transaction has committed.
         """
         future: Future = Future()
-        self.queue.put((fn, future))
+        self.queue.put(_Call(fn, future))
         return future
 
     def flush(self, timeout: float | None = None) -> None:
@@ -246,7 +254,7 @@ class TradeWriter(threading.Thread):
         if item is _STOP:
             return [], True
         batch = [item]
-        rows = len(item) if isinstance(item, list) else 0
+        rows = 0 if isinstance(item, _Call) else len(item)
         deadline = time.monotonic() + self.max_batch_seconds
         while rows < self.max_batch_rows and time.monotonic() < deadline:
             try:
@@ -256,50 +264,63 @@ class TradeWriter(threading.Thread):
             if item is _STOP:
                 return batch, True
             batch.append(item)
-            if isinstance(item, list):
+            if not isinstance(item, _Call):
                 rows += len(item)
         return batch, False
 
     def _commit_with_retry(self, batch: list[Any]) -> None:
+        """Commit ``batch``, retrying with backoff until it succeeds; nothing is dropped.
+
+        Locked database, full disk, I/O error: these pass, and the batch goes in when they
+        do. Anything else (a corrupt file, a bug) is logged with its traceback at every
+        attempt, so it is seen, while the batch waits in memory for someone to act.
+        """
         delay = 0.1
         while True:
             try:
-                results = self._commit(batch)
-            except sqlite3.OperationalError as exc:
-                # Locked database, full disk, I/O error: nothing is lost while we retry. Any
-                # other error here is a broken database; retrying keeps the data in memory
-                # and the error in the log until someone acts.
+                results, rejected = self._commit(batch)
+            except Exception as exc:
                 self.stats.failed_commits += 1
-                self.stats.last_error = str(exc)
-                log.error("commit failed (%s); retrying in %.1f s", exc, delay)
+                self.stats.last_error = f"{type(exc).__name__}: {exc}"
+                transient = isinstance(exc, sqlite3.Error) and is_transient(exc)
+                log.error(
+                    "commit of %d queued items failed (%s); retrying in %.1f s",
+                    len(batch),
+                    self.stats.last_error,
+                    delay,
+                    exc_info=not transient,
+                )
                 time.sleep(delay)
                 delay = min(delay * 2, 5.0)
                 continue
             break
         self.stats.commits += 1
+        self.stats.rejected_rows += rejected
+        self.stats.last_error = None
         for future, outcome, failed in results:
             if failed:
                 future.set_exception(outcome)
             else:
                 future.set_result(outcome)
 
-    def _commit(self, batch: list[Any]) -> list[tuple[Future, Any, bool]]:
+    def _commit(self, batch: list[Any]) -> tuple[list[tuple[Future, Any, bool]], int]:
+        """One transaction for the batch; returns the calls' outcomes and rows rejected."""
         conn = self._conn
         results: list[tuple[Future, Any, bool]] = []
-        received = stored = 0
+        received = stored = rejected = 0
         conn.execute("BEGIN IMMEDIATE")
         try:
-            pending: list[Sequence[TradeRow]] = []
+            pending: list[list[TradeRow]] = []
             for item in batch:
-                if isinstance(item, tuple):
+                if isinstance(item, _Call):
                     # Calls see the trades queued before them as stored.
-                    stored += self._store_trades(pending)
+                    stored, rejected = self._add(self._store_trades(pending), stored, rejected)
                     pending = []
-                    results.append(self._call(*item))
+                    results.append(self._call(item.fn, item.future))
                 else:
                     pending.append(item)
                     received += len(item)
-            stored += self._store_trades(pending)
+            stored, rejected = self._add(self._store_trades(pending), stored, rejected)
             conn.execute("COMMIT")
         except BaseException:
             if conn.in_transaction:
@@ -307,7 +328,11 @@ class TradeWriter(threading.Thread):
             raise
         self.stats.trades_received += received
         self.stats.trades_stored += stored
-        return results
+        return results, rejected
+
+    @staticmethod
+    def _add(counts: tuple[int, int], stored: int, rejected: int) -> tuple[int, int]:
+        return stored + counts[0], rejected + counts[1]
 
     def _call(self, fn: Callable[[sqlite3.Connection], Any], future: Future):
         """Run one submitted write inside a savepoint, so its failure undoes only itself."""
@@ -331,25 +356,30 @@ class TradeWriter(threading.Thread):
         log.error("a submitted write failed and was undone: %r", exc)
         return future, exc, True
 
-    def _store_trades(self, chunks: list[Sequence[TradeRow]]) -> int:
-        """Insert the trades not stored yet and fold them into bars_1s; return how many."""
+    def _store_trades(self, chunks: list[list[TradeRow]]) -> tuple[int, int]:
+        """Insert the trades not stored yet and fold them into bars_1s.
+
+        :returns: (trades stored, rows rejected as malformed or contradicting).
+        """
         if not chunks:
-            return 0
+            return 0, 0
         conn = self._conn
+        rejected = 0
         try:
             # One statement for the whole batch: live feeds queue one trade per message.
             conn.executemany(_STAGE, itertools.chain.from_iterable(chunks))
         except (sqlite3.IntegrityError, sqlite3.InterfaceError, ValueError, TypeError):
-            self._stage_one_by_one(itertools.chain.from_iterable(chunks))
+            rejected += self._stage_one_by_one(itertools.chain.from_iterable(chunks))
         if conn.execute(_MAY_OVERLAP_STORED).fetchone()[0]:
             conn.execute(_DROP_ALREADY_STORED)
         staged = conn.execute("SELECT count(*) FROM temp.incoming").fetchone()[0]
         stored = conn.execute(_STORE_NEW).rowcount
         if stored != staged:
             for venue, symbol, trade_id in conn.execute(_DROP_CONFLICTING_COPIES).fetchall():
-                self.stats.rejected_rows += 1
+                rejected += 1
                 log.warning(
-                    "%s %s trade %d arrived twice with different contents; kept the first",
+                    "%s %s trade %d arrived twice with different contents; "
+                    "kept the earlier-timed copy",
                     venue,
                     symbol,
                     trade_id,
@@ -357,16 +387,20 @@ class TradeWriter(threading.Thread):
         if stored:
             conn.execute(_UPDATE_BARS)
         conn.execute(_CLEAR_STAGING)
-        return stored
+        return stored, rejected
 
-    def _stage_one_by_one(self, rows: Iterable[TradeRow]) -> None:
+    def _stage_one_by_one(self, rows: Iterable[TradeRow]) -> int:
         """Stage the good rows of a batch that holds a bad one; report each bad row.
 
         Rows staged before the bad one are staged again harmlessly (ON CONFLICT DO NOTHING).
+
+        :returns: how many rows were rejected.
         """
+        rejected = 0
         for row in rows:
             try:
                 self._conn.execute(_STAGE, row)
             except (sqlite3.IntegrityError, sqlite3.InterfaceError, ValueError, TypeError) as exc:
-                self.stats.rejected_rows += 1
+                rejected += 1
                 log.error("rejected trade row %r: %s", row, exc)
+        return rejected

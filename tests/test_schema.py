@@ -65,6 +65,26 @@ def test_migrates_a_version_0_database_keeping_its_data(tmp_path):
         conn.execute("INSERT INTO trades VALUES ('sim', 'AAA', 1, 1000, 1.5, 2.0, 0)")
 
 
+def test_migrates_version_1_to_2_keeping_alert_rules(tmp_path):
+    path = tmp_path / "v1.db"
+    with sqlite3.connect(path, isolation_level=None) as conn:
+        for statement in db_setup._statements(db_setup.SCHEMA_V1):
+            conn.execute(statement)
+        conn.execute("PRAGMA user_version = 1")
+        conn.execute(
+            "INSERT INTO alert_rules (kind, venue, symbol, symbol_x, threshold, rearm, "
+            "created_ms) VALUES ('zscore_above', 'sim', 'BTCUSDT', 'ETHUSDT', 2.0, 1.0, 5)"
+        )
+    assert db_setup.setup(path) == 1
+    with sqlite3.connect(path) as conn:
+        assert db_setup.schema_version(conn) == 2
+        rule = conn.execute(
+            "SELECT kind, symbol, threshold, timeframe, window_bars, hedge_method, log_prices "
+            "FROM alert_rules"
+        ).fetchall()
+    assert rule == [("zscore_above", "BTCUSDT", 2.0, None, None, None, None)]
+
+
 def test_refuses_an_unversioned_database_with_a_trades_table_of_its_own(tmp_path):
     path = tmp_path / "foreign.db"
     with sqlite3.connect(path) as conn:
@@ -73,12 +93,15 @@ def test_refuses_an_unversioned_database_with_a_trades_table_of_its_own(tmp_path
         )
         conn.execute("INSERT INTO trades VALUES (1, 'BTCUSDT', 100.0)")
     before = schema_dump(path)
+    file_before = path.read_bytes()
     with pytest.raises(db_setup.SchemaError, match="move the file aside"):
         db_setup.setup(path)
+    assert path.read_bytes() == file_before  # not even the journal mode changed
     assert schema_dump(path) == before
     with sqlite3.connect(path) as conn:
         assert conn.execute("SELECT * FROM trades").fetchall() == [(1, "BTCUSDT", 100.0)]
         assert db_setup.schema_version(conn) == 0
+        assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "delete"
 
 
 def test_refuses_a_database_from_a_newer_version(tmp_path):

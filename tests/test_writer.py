@@ -199,4 +199,54 @@ def test_one_id_with_two_contents_in_a_batch_is_stored_once_and_reported(tmp_pat
     expected = expected_bars([first, after])
     pd.testing.assert_frame_equal(stored_bars(path)[expected.columns], expected, check_dtype=False)
     assert writer.stats.rejected_rows == 1
-    assert "trade 10 arrived twice with different contents" in caplog.text
+    assert "trade 10 arrived twice with different contents; kept the earlier" in caplog.text
+
+
+def test_the_thread_survives_a_damaged_schema_and_stores_everything_once_mended(tmp_path):
+    path = tmp_path / "ticks.db"
+    writer = start_writer(path)
+    writer.flush()
+    other = sqlite3.connect(path, isolation_level=None)
+    other.execute("ALTER TABLE bars_1s RENAME TO bars_1s_aside")  # not a passing error
+    rows = random_tape(300)
+    writer.put_trades(rows)
+    deadline = time.monotonic() + 5
+    while writer.stats.failed_commits < 2 and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert writer.stats.failed_commits >= 2  # retried, not dropped
+    assert "no such table: main.bars_1s" in writer.stats.last_error
+    assert writer.is_alive()
+    other.execute("ALTER TABLE bars_1s_aside RENAME TO bars_1s")
+    other.close()
+    assert writer.close()
+    assert stored_trades(path) == sorted(rows)
+    assert writer.stats.last_error is None
+    expected = expected_bars(rows)
+    pd.testing.assert_frame_equal(
+        stored_bars(path)[expected.columns], expected, check_dtype=False, rtol=1e-12
+    )
+
+
+def test_rows_in_any_sequence_are_trades_never_mistaken_for_a_call(tmp_path):
+    path = tmp_path / "ticks.db"
+    rows = random_tape(2, symbols=("AAAUSDT",))
+    writer = start_writer(path)
+    writer.put_trades(tuple(rows))  # a tuple of two rows looks like (fn, future)
+    assert writer.close()
+    assert writer.stats.commits >= 1
+    assert stored_trades(path) == rows
+
+
+def test_a_time_of_the_wrong_type_is_rejected_not_stored_in_a_bar_of_its_own(tmp_path):
+    path = tmp_path / "ticks.db"
+    integral_float = (VENUE, "AAAUSDT", 1, 1_700_000_000_100_000.0, 5.0, 1.0, 0)
+    fractional = (VENUE, "AAAUSDT", 2, 1_700_000_000_200_000.5, 5.0, 1.0, 0)
+    text_price = (VENUE, "AAAUSDT", 3, 1_700_000_000_300_000, "5.0x", 1.0, 0)
+    writer = start_writer(path)
+    writer.put_trades([integral_float, fractional, text_price])
+    assert writer.close()
+    assert stored_trades(path) == [(VENUE, "AAAUSDT", 1, 1_700_000_000_100_000, 5.0, 1.0, 0)]
+    assert writer.stats.rejected_rows == 2
+    with sqlite3.connect(path) as conn:
+        bars = conn.execute("SELECT bar_time_s, typeof(bar_time_s) FROM bars_1s").fetchall()
+    assert bars == [(1_700_000_000, "integer")]
