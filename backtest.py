@@ -4,9 +4,12 @@ Rules (README.md, "Analytics", documents them with the rest of the methodology):
 
 * Signals are taken on a bar's close; an order is filled at the NEXT bar's prices (the
   series given, normally closes), never at the price that produced the signal.
-* Flat: go short the spread when ``z > entry``, long when ``z < -entry``. Long: exit when
-  ``z >= exit``; short: exit when ``z <= exit``. An exit and an entry the other way can
-  happen on the same bar. A NaN z-score changes nothing.
+* Flat: go short the spread when ``z > entry``, long when ``z < -entry``. The exit level
+  is symmetric about the mean: a long (entered below ``-entry``) exits when
+  ``z >= -exit``, a short when ``z <= +exit`` (``exit = 0``: both at the mean; ``exit =
+  0.5``: both once back within 0.5 of it; a negative exit holds both past the mean). An
+  exit and an entry the other way can happen on the same bar. A NaN z-score changes
+  nothing.
 * Long the spread = long ``n`` units of y and short ``n * h`` units of x, with ``h`` the
   hedge ratio known at the signal bar, and ``n`` chosen so the gross notional at the fill
   is ``capital`` (no compounding: every trade has the same gross size). A hedge ratio of
@@ -104,7 +107,8 @@ def backtest(
     :param hedge: hedge ratio per bar, known at that bar's close (scalar or Series).
         A trade is sized with the ratio at its signal bar; no entry where it is NaN.
     :param entry: |z| above which a position is opened.
-    :param exit: z level whose crossing closes a position (0 = the mean).
+    :param exit: distance from the mean at which a position closes: a long at
+        ``z >= -exit``, a short at ``z <= exit`` (0 = the mean; mirror-symmetric).
     :param fee_bps: fee per leg in basis points of traded notional.
     :param capital: starting equity and gross notional of every trade.
     :param periods_per_year: for the Sharpe ratio; inferred from the index when None.
@@ -187,7 +191,7 @@ def backtest(
         zt = Z[t]
         if zt == zt:  # not NaN
             new = want
-            if (new == 1 and zt >= exit) or (new == -1 and zt <= exit):
+            if (new == 1 and zt >= -exit) or (new == -1 and zt <= exit):
                 new = 0
             if new == 0 and H[t] == H[t]:
                 if zt > entry:

@@ -265,6 +265,29 @@ def test_backtest_long_then_flip_and_hedge_known_at_signal():
     assert (res.equity == 1.0).all()  # flat prices, no fees
 
 
+@pytest.mark.parametrize(
+    ("exit_level", "expected"),
+    [
+        # Long entered at z = -2.5 (bar 1, filled bar 2). Exit at 0.5 means "back within
+        # 0.5 of the mean": z >= -0.5 first at bar 3 (-0.4), filled at bar 4.
+        (0.5, [0, 0, 1, 1, 0, 0, 0, 0]),
+        # Exit 0: the mean itself, first reached at bar 5 (0.3), filled at bar 6.
+        (0.0, [0, 0, 1, 1, 1, 1, 0, 0]),
+        # Exit -0.5: hold past the mean until z >= +0.5 (bar 6), filled at bar 7.
+        (-0.5, [0, 0, 1, 1, 1, 1, 1, 0]),
+    ],
+)
+def test_backtest_exit_level_is_symmetric_about_the_mean(exit_level, expected):
+    index = pd.date_range(T0, periods=8, freq="1min")
+    y, x = pd.Series(100.0, index), pd.Series(50.0, index)
+    z = pd.Series([0, -2.5, -1, -0.4, -0.1, 0.3, 0.6, 0.0], index)
+    long = A.backtest(y, x, z, 1.0, entry=2.0, exit=exit_level, fee_bps=0)
+    assert long.positions.tolist() == expected
+    # Mirror image: the mirrored z path gives the mirrored positions, bar for bar.
+    short = A.backtest(y, x, -z, 1.0, entry=2.0, exit=exit_level, fee_bps=0)
+    assert short.positions.tolist() == [-p for p in expected]
+
+
 def test_backtest_log_hedge_sizes_legs_in_notional():
     index = pd.date_range(T0, periods=4, freq="1min")
     y = pd.Series([10.0, 10.0, 20.0, 22.0], index)

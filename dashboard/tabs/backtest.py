@@ -22,7 +22,14 @@ def render(ctx: Context) -> None:
         "Entry |z|", min_value=0.1, max_value=10.0, value=view.z_entry, step=0.1, key="bt_entry"
     )
     exit_ = c2.number_input(
-        "Exit z", min_value=-5.0, max_value=5.0, value=view.z_exit, step=0.1, key="bt_exit"
+        "Exit |z|",
+        min_value=-5.0,
+        max_value=5.0,
+        value=view.z_exit,
+        step=0.1,
+        key="bt_exit",
+        help="Symmetric about the mean: a long exits at z ≥ −exit, a short at z ≤ +exit "
+        "(the ±exit bands of the Pair chart). Negative: hold past the mean.",
     )
     fee = c3.number_input(
         "Fee per leg (bps)", min_value=0.0, max_value=100.0, value=2.0, step=0.5, key="bt_fee"
