@@ -30,7 +30,6 @@ from tqdm.contrib.logging import logging_redirect_tqdm
 
 from feeds import dumps
 from feeds.dumps import BadRow, Columns, DumpError
-from feeds.sim import count_trades
 from feeds.status import FeedStats
 
 log = logging.getLogger("replay")
@@ -332,8 +331,8 @@ class ReplayFeed:
                 time.sleep(0.002)
             self.writer.put_trades(rows[start : start + CHUNK_ROWS])
         last = int(np.argmax(cols.trade_id))
-        count_trades(
-            self._stats_for(symbol), len(cols), int(cols.trade_id[last]), int(cols.time_us[last])
+        self._stats_for(symbol).saw_trades(
+            len(cols), int(cols.trade_id[last]), int(cols.time_us[last])
         )
 
     def _stats_for(self, symbol: str) -> FeedStats:

@@ -367,17 +367,6 @@ def tape_rows(venue: str, symbol: str, tape: Tape) -> list[tuple]:
     )
 
 
-def count_trades(stats: FeedStats, n: int, last_id: int, last_time_us: int) -> None:
-    """``FeedStats.saw_trade`` for ``n`` trades at once (the last one given)."""
-    if n <= 0:
-        return
-    stats.trades_total += n
-    stats.last_message_ms = now_ms()
-    if stats.last_trade_id is None or last_id > stats.last_trade_id:
-        stats.last_trade_id = last_id
-        stats.last_trade_time_us = last_time_us
-
-
 def stored_state(db_path, symbols) -> tuple[dict[str, int], dict[str, float]]:
     """Next trade id and last price of each symbol already stored under venue ``sim``.
 
@@ -471,8 +460,8 @@ class SimFeed:
                     n = len(tape.trade_id)
                     if n:
                         rows.extend(tape_rows(VENUE, symbol, tape))
-                        count_trades(
-                            by_symbol[symbol], n, int(tape.trade_id[-1]), int(tape.time_us[-1])
+                        by_symbol[symbol].saw_trades(
+                            n, int(tape.trade_id[-1]), int(tape.time_us[-1])
                         )
                         self.last_prices[symbol] = float(tape.price[-1])
                 self.writer.put_trades(rows)

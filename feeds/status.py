@@ -52,6 +52,16 @@ class FeedStats:
             self.last_trade_id = trade_id
             self.last_trade_time_us = trade_time_us
 
+    def saw_trades(self, n: int, last_id: int, last_time_us: int) -> None:
+        """:meth:`saw_trade` for ``n`` trades at once, of which the largest id is given."""
+        if n <= 0:
+            return
+        self.trades_total += n
+        self.last_message_ms = now_ms()
+        if self.last_trade_id is None or last_id > self.last_trade_id:
+            self.last_trade_id = last_id
+            self.last_trade_time_us = last_time_us
+
     def switch_source(self, source: str) -> None:
         """Record that another source now feeds this symbol."""
         if source != self.source:

@@ -307,3 +307,18 @@ def test_feed_runs_again_where_it_stopped(tmp_path):
         assert np.array_equal(trades.trade_id, np.arange(1, len(trades) + 1))
         # The price 0.5 s later is within a few sd of a half-second move, not a reset.
         assert abs(ends[1][symbol] / ends[0][symbol] - 1) < 0.005
+
+
+def test_saw_trades_counts_a_batch_as_saw_trade_counts_each():
+    """Feeds that emit blocks (sim, replay) count them with one call, to the same effect."""
+    from feeds.status import FeedStats
+
+    one, batch = FeedStats("sim", "BTCUSDT", "sim"), FeedStats("sim", "BTCUSDT", "sim")
+    for trade_id, time_us in ((5, 50), (9, 90), (7, 70)):
+        one.saw_trade(trade_id, time_us)
+    batch.saw_trades(2, 9, 90)
+    batch.saw_trades(1, 7, 70)  # an older id does not move the last trade back
+    batch.saw_trades(0, 99, 990)  # nothing seen: nothing changes
+    assert (batch.trades_total, batch.last_trade_id, batch.last_trade_time_us) == (3, 9, 90)
+    assert (one.trades_total, one.last_trade_id, one.last_trade_time_us) == (3, 9, 90)
+    assert batch.last_message_ms is not None
