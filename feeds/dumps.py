@@ -31,6 +31,7 @@ import hashlib
 import io
 import re
 import zipfile
+import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -151,6 +152,32 @@ def verify_checksum(path: str | Path) -> str | None:
     return actual
 
 
+# What a damaged zip raises while it is read: a CRC-32 mismatch at the end of a member
+# (BadZipFile), a broken deflate stream (zlib.error), a member cut short (EOFError).
+ZIP_READ_ERRORS = (zipfile.BadZipFile, zlib.error, EOFError)
+
+
+def corrupt_message(path: str | Path, exc: BaseException, stored: str) -> str:
+    """What to tell the user about a damaged file, and what of it was stored."""
+    return f"{path} is corrupt ({exc}): download it again. {stored}"
+
+
+def check_zip(path: str | Path) -> None:
+    """Read the CSV inside a zip to its end, so its CRC-32 is checked before it is used.
+
+    For a zip with no ``.CHECKSUM``: otherwise the damage shows only after the rows before
+    it were stored.
+
+    :raises DumpError: the zip is unreadable or its data corrupt.
+    """
+    with open_csv(path) as (f, _):
+        try:
+            while f.read(1 << 20):
+                pass
+        except ZIP_READ_ERRORS as exc:
+            raise DumpError(corrupt_message(path, exc, "Nothing was imported from it.")) from None
+
+
 @contextlib.contextmanager
 def open_csv(path: str | Path) -> Iterator[tuple[BinaryIO, int]]:
     """The CSV bytes of a ``.csv`` or of the CSV inside a ``.zip``, and their size."""
@@ -236,6 +263,13 @@ class DumpReader:
         self.lines = 0
 
     def __iter__(self) -> Iterator[tuple[Columns, list[BadRow]]]:
+        try:
+            yield from self._blocks()
+        except ZIP_READ_ERRORS as exc:
+            stored = "The rows read before the damage was found were stored."
+            raise DumpError(corrupt_message(self.path, exc, stored)) from None
+
+    def _blocks(self) -> Iterator[tuple[Columns, list[BadRow]]]:
         with open_csv(self.path) as (f, size):
             self.size = size
             first = f.readline()

@@ -20,6 +20,8 @@ import logging
 import math
 import sys
 import time
+import zipfile
+import zlib
 from collections.abc import Iterator
 from itertools import repeat
 from pathlib import Path
@@ -39,6 +41,9 @@ CHUNK_ROWS = 5_000  # rows per put_trades call
 MAX_QUEUED = 40  # chunks waiting in the writer's queue before the reader pauses
 BAD_ROWS_LOGGED = 20  # bad rows logged one by one per file; the rest as line ranges
 _SUFFIXES = (".csv", ".zip", ".ndjson", ".jsonl", ".json")
+# Errors that fail one file, not the run (dumps turns zip damage into DumpError already;
+# the zip errors are listed too, so that no reader path can let one end the replay).
+_FILE_ERRORS = (DumpError, OSError, EOFError, zipfile.BadZipFile, zlib.error)
 
 
 class Input:
@@ -200,17 +205,22 @@ class ReplayFeed:
             stop_event.wait()
 
     def _verify(self, item: Input) -> bool:
+        is_zip = item.path.suffix.lower() == ".zip"
         try:
             item.checksum = dumps.verify_checksum(item.path)
-        except (DumpError, OSError) as exc:
+            if not item.checksum and is_zip:
+                dumps.check_zip(item.path)
+        except _FILE_ERRORS as exc:
             return self._fail(item, str(exc))
         if item.checksum:
             log.info("%s: sha256 verified against %s", item.path, dumps.checksum_path(item.path))
-        elif item.path.suffix.lower() == ".zip":
-            log.warning("%s: no .CHECKSUM beside it; not verified", item.path)
+        elif is_zip:
+            log.warning("%s: no .CHECKSUM beside it; only its CRC-32 was checked", item.path)
         return True
 
     def _fail(self, item: Input, message: str) -> bool:
+        if str(item.path) not in message:
+            message = f"{item.path}: {message}"
         item.error = message
         self.failed.append(item.path)
         log.error("%s", message)
@@ -241,8 +251,8 @@ class ReplayFeed:
                         if stop_event.is_set():
                             log.warning("stopped during %s", item.path)
                             break
-                except (DumpError, OSError, EOFError) as exc:
-                    self._fail(item, f"{item.path}: {exc}")
+                except _FILE_ERRORS as exc:
+                    self._fail(item, str(exc))
                 done_bytes += item.size
                 self.writer.flush()
                 item.stored = self.writer.stats.trades_stored - before
@@ -294,8 +304,8 @@ class ReplayFeed:
             for symbol, cols in item.chunks():
                 order = np.argsort(cols.time_us, kind="stable")
                 yield (symbol if isinstance(symbol, str) else symbol[order]), cols.take(order)
-        except (DumpError, OSError, EOFError) as exc:
-            self._fail(item, f"{item.path}: {exc}")
+        except _FILE_ERRORS as exc:
+            self._fail(item, str(exc))
 
     @staticmethod
     def _next(item: Input, stream) -> list | None:

@@ -151,6 +151,55 @@ def test_daemon_verifies_checksums(tmp_path):
     assert_same_tape(db, expected_rows(read_fixture(BTC)))
 
 
+def corrupt_zip(folder: Path, compression: int) -> Path:
+    """A zip of the XRPETH fixture, no .CHECKSUM, its data changed after zipping.
+
+    Stored: digits in the middle of the CSV changed, still a readable CSV whose CRC-32
+    fails at the end (``zipfile.BadZipFile``). Deflated: bytes at the start of the deflate
+    stream flipped (``zlib.error: invalid code lengths set``).
+    """
+    name = "XRPETH-trades-2019-10-11.csv"
+    path = folder / "XRPETH-trades-2019-10-11.zip"
+    with zipfile.ZipFile(path, "w", compression) as zf:
+        zf.writestr(name, XRP.read_text())
+    data = bytearray(path.read_bytes())
+    if compression == zipfile.ZIP_STORED:
+        at = data.index(b"\n", len(data) // 2) + 1  # the id of a row in the middle
+        data[at : at + 8] = b"12345678"
+    else:
+        at = 30 + len(name) + 6  # local header, name, then the deflate block header
+        data[at : at + 8] = bytes(b ^ 0x55 for b in data[at : at + 8])
+    path.write_bytes(bytes(data))
+    return path
+
+
+@pytest.mark.parametrize(
+    "compression", [zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED], ids=["bad-crc", "bad-deflate"]
+)
+def test_a_corrupt_zip_without_checksum_fails_alone(tmp_path, compression):
+    """A zip whose CRC-32 or deflate stream is broken stores nothing, is reported as
+    failed, and the file after it is still imported."""
+    bad = corrupt_zip(tmp_path, compression)
+    db = tmp_path / "replay.db"
+    feed = run_feed(db, "--replay", str(bad), str(BTC))
+    assert feed.failed == [bad]
+    assert str(bad) in feed.inputs[0].error and "corrupt" in feed.inputs[0].error
+    assert "download it again" in feed.inputs[0].error
+    assert stored(db, symbol="XRPETH").empty
+    assert_same_tape(db, expected_rows(read_fixture(BTC)))
+
+
+@pytest.mark.parametrize(
+    "compression", [zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED], ids=["bad-crc", "bad-deflate"]
+)
+def test_zip_damage_found_while_reading_is_a_dump_error(tmp_path, compression):
+    """Should the damage show only while reading (no check before), the reader raises
+    DumpError, which fails that one file, and not the zip module's own errors."""
+    bad = corrupt_zip(tmp_path, compression)
+    with pytest.raises(dumps.DumpError, match=r"is corrupt .* download it again"):
+        list(dumps.DumpReader(bad))
+
+
 def test_daemon_reports_bad_rows_with_line_numbers_and_keeps_the_rest(tmp_path):
     lines = BTC.read_text().splitlines()
     bad_lines = {
