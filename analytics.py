@@ -275,6 +275,7 @@ def rolling_hedge_ratio(y: pd.Series, x: pd.Series, window: int) -> pd.DataFrame
 CHAN_DELTA = 1e-4  # default state noise when obs_var is given (Chan's parameterisation)
 AUTO_DELTA = 0.1  # default state noise of the scale-free ("auto") filter
 KALMAN_INIT_WINDOW = 100
+KALMAN_OBS_FLOOR_REL = 1e-8  # auto mode: R >= (this x mean |y| of the first window)^2
 
 
 def kalman_hedge_ratio(
@@ -301,7 +302,10 @@ def kalman_hedge_ratio(
       look alike; letting both drift makes the split arbitrary, so the slope alone drifts.
       Nothing depends on the units or level of the prices (tested: raw BTC-like prices
       and log prices behave alike). Rows before bar ``w - 1`` are NaN in every column:
-      their ``R`` was estimated from bars after them. ``delta`` defaults to 0.1.
+      their ``R`` was estimated from bars after them. ``delta`` defaults to 0.1. When
+      those bars fit exactly (y flat there), ``R`` is floored at ``(1e-8 * mean |y|)^2``
+      (``attrs["obs_var_floored"]``); as ``W`` is proportional to ``R`` this changes
+      only ``spread_std``, not the slope, intercept or spread.
     * ``obs_var`` given: Chan's parameterisation, ``R = obs_var`` and ``W = delta / (1 -
       delta) * I`` in the units of y and x (``0 <= delta < 1``, default 1e-4). Both are
       then in the units of y, so they suit only data of the scale they were chosen for.
@@ -318,6 +322,8 @@ def kalman_hedge_ratio(
       t: the filtered state has already seen y_t and pulls the spread towards zero.
 
     ``attrs["obs_var"]`` and ``attrs["delta"]`` hold the values used.
+
+    :raises ValueError: bad parameters, or (auto) x is 0 over the first window.
 
     :param y: dependent leg. :param x: hedge leg (inner-joined, NaNs dropped).
     :param delta: state noise (see above); None for the mode's default.
@@ -350,12 +356,19 @@ def kalman_hedge_ratio(
         resid = yv[:init_window] - head @ coef
         obs_var = float(resid @ resid) / (init_window - 2)
         xbar = float(np.mean(np.abs(xv[:init_window])))
-        scale = float(np.mean(yv[:init_window] ** 2))
-        if not obs_var > 1e-20 * scale or not xbar > 0:
+        if not xbar > 0:
             raise ValueError(
-                f"the first {init_window} bars fit exactly or x is 0 there: no noise scale "
-                "to estimate; give obs_var explicitly or use a longer init_window"
+                f"x is 0 over the first {init_window} bars (log of a price of exactly 1?): "
+                "the slope noise is relative to x's level; fit raw prices or give obs_var"
             )
+        # An exact fit over the first window (y flat there: a thin symbol at 1 s, a
+        # stablecoin) leaves R = 0. Floor it at (1e-8 of y's level)^2, far below any
+        # tick. Since W is proportional to R, R's level cancels out of the gain: the
+        # slope, intercept and spread do not depend on it, only spread_std does.
+        level = float(np.mean(np.abs(yv[:init_window])))
+        floor = (KALMAN_OBS_FLOOR_REL * (level if level > 0 else 1.0)) ** 2
+        floored = not obs_var > floor
+        obs_var = max(obs_var, floor)
         # The filter runs on x - x0 (x0 the first price: known at the start) with the
         # state (slope, level = intercept + slope x0): the same model, but a design of
         # O(price moves) instead of O(price level) keeps the diffuse start well conditioned.
@@ -363,7 +376,7 @@ def kalman_hedge_ratio(
         q = delta * obs_var / xbar**2
         state_cov = q * np.array([[1.0, x0], [x0, x0 * x0]])
     else:
-        x0 = 0.0
+        x0, floored = 0.0, False
         state_cov = np.eye(2) * (delta / (1 - delta))
     kf = KalmanFilter(k_endog=1, k_states=2)
     kf.bind(yv.reshape(-1, 1).copy())
@@ -402,7 +415,7 @@ def kalman_hedge_ratio(
         },
         index=ys.index,
     )
-    frame.attrs.update(obs_var=obs_var, delta=delta, auto=auto)
+    frame.attrs.update(obs_var=obs_var, delta=delta, auto=auto, obs_var_floored=floored)
     return frame
 
 

@@ -208,14 +208,17 @@ def compute_pair(source: Source, view: View, end_s: int | None = None) -> PairDa
             f"({have} of {need}; window {view.window})"
         )
         return _done(result, started)
-    result.frame = analytics.pair_frame(
-        result.closes[view.y],
-        result.closes[view.x],
-        view.window,
-        view.method,
-        view.log_prices,
-        **(view.kalman if view.method == "kalman" else {}),
-    )
+    try:
+        result.frame = analytics.pair_frame(
+            result.closes[view.y],
+            result.closes[view.x],
+            view.window,
+            view.method,
+            view.log_prices,
+            **(view.kalman if view.method == "kalman" else {}),
+        )
+    except ValueError as exc:  # data the method cannot fit (flat leg, ...): said, not raised
+        result.waiting = f"the {view.method} hedge cannot be fitted on these bars: {exc}"
     return _done(result, started)
 
 

@@ -148,5 +148,31 @@ def test_kalman_parameter_checks():
         A.kalman_hedge_ratio(y, x, delta=-1.0)
     with pytest.raises(ValueError, match="init_window"):
         A.kalman_hedge_ratio(y, x, init_window=2)
-    with pytest.raises(ValueError, match="give obs_var"):
-        A.kalman_hedge_ratio(2.0 * x, x)  # an exact fit: no noise to scale by
+    with pytest.raises(ValueError, match="x is 0 over the first"):
+        A.kalman_hedge_ratio(x, pd.Series(0.0, x.index))  # no level for the slope noise
+
+
+def test_auto_kalman_floors_the_noise_of_an_exact_first_window():
+    # Y did not trade over the first window (flat), then follows 2.5 x + noise: the OLS
+    # fit on that window is exact, R would be 0. It is floored and the filter runs.
+    y, x = raw_pair(1500, 2.5, seed=8)
+    y.iloc[:100] = y.iloc[0]
+    got = A.kalman_hedge_ratio(y, x)
+    assert got.attrs["obs_var_floored"]
+    assert got.attrs["obs_var"] == pytest.approx((1e-8 * y.iloc[0]) ** 2)
+    assert got.iloc[99:].notna().all().all()
+    # Its forecast errors after the flat start are of the order of y's noise (sd 50).
+    assert got["spread"].iloc[300:].std() < 1.5 * 50
+    # With no state noise it is exactly expanding OLS, flat start included (numpy lstsq).
+    frozen = A.kalman_hedge_ratio(y, x, delta=0.0)
+    design = np.column_stack([np.ones(len(x)), x.to_numpy()])
+    _b0, b1 = np.linalg.lstsq(design, y.to_numpy(), rcond=None)[0]
+    assert math.isclose(frozen["slope"].iloc[-1], b1, rel_tol=1e-6)
+    # R's level does not move the hedge (W is proportional to R): an exact fit over the
+    # whole series recovers the slope exactly, and its forecast errors are ~0.
+    exact = A.kalman_hedge_ratio(2.0 * x, x)
+    assert exact.attrs["obs_var_floored"]
+    np.testing.assert_allclose(exact["slope_pred"].iloc[100:], 2.0, rtol=1e-6)
+    assert (exact["spread"].iloc[100:].abs() < 1e-6 * x.iloc[100:]).all()
+    # Not floored when the first window has noise.
+    assert not A.kalman_hedge_ratio(*raw_pair(300, 2.5, seed=9)).attrs["obs_var_floored"]

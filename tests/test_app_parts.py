@@ -185,6 +185,46 @@ def test_bars_needed_is_exactly_what_pair_frame_needs(pair_db, method):
     db.close()
 
 
+def bars_of(prices: np.ndarray, start_s: int = START_S, freq: str = "1s") -> pd.DataFrame:
+    """A bars frame (one trade a bar) with these closes."""
+    start = pd.Timestamp(start_s, unit="s", tz="UTC")
+    index = pd.date_range(start, periods=len(prices), freq=freq)
+    p = np.asarray(prices, dtype=float)
+    return pd.DataFrame(
+        {
+            "open": p,
+            "high": p,
+            "low": p,
+            "close": p,
+            "volume": 1.0,
+            "quote_volume": p,
+            "taker_buy_volume": 0.0,
+            "trades": 1,
+            "vwap": p,
+            "empty": False,
+        },
+        index=index,
+    )
+
+
+def moving(n: int, seed: int = 0, level: float = 100.0) -> np.ndarray:
+    return level * np.exp(np.cumsum(np.random.default_rng(seed).normal(0, 3e-4, n)))
+
+
+def test_kalman_on_a_flat_first_window_runs_and_an_unfittable_pair_waits():
+    view = View(venue="upload", y="Y", x="X", lookback_s=600, window=60, method="kalman")
+    # Y did not trade over the first window (flat), then moves: the auto noise is floored.
+    y = moving(600, seed=1, level=50.0)
+    y[:60] = y[0]
+    pair = data.compute_pair(data.UploadSource({"Y": bars_of(y), "X": bars_of(moving(600))}), view)
+    assert pair.frame is not None and not np.isnan(pair.latest("zscore"))
+    # X at exactly 1.0 (a stablecoin) in log prices: its level is 0, Kalman cannot scale
+    # its slope noise. The panels say so instead of raising.
+    flat_x = data.UploadSource({"Y": bars_of(y), "X": bars_of(np.ones(600))})
+    pair = data.compute_pair(flat_x, view)
+    assert pair.frame is None and "kalman hedge cannot be fitted" in pair.waiting
+
+
 # -- upload validation ---------------------------------------------------------------
 
 GOOD = b"timestamp,symbol,open,high,low,close,volume\n" + b"\n".join(
