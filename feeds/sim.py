@@ -251,6 +251,11 @@ class SimEngine:
     :param next_ids: first trade id per symbol (default 1).
     :param last_prices: last stored price per symbol, to continue a stored path.
     :param stream: which random stream of the seed (a fresh one for each run of a feed).
+
+    The random stream is seeded with ``(seed, stream, first trade id of each symbol)``: a
+    daemon restarted with the same ``--sim-seed`` resumes after the stored ids, so it draws
+    fresh shocks instead of repeating the first run's, and the same seed and stored state
+    still reproduce the same trades.
     """
 
     params: SimParams
@@ -261,9 +266,9 @@ class SimEngine:
 
     def __post_init__(self) -> None:
         p = self.params
-        self.rng = np.random.default_rng([p.seed, self.stream])
         self.clock_ms = self.start_ms
         self.next_ids = {s: self.next_ids.get(s, 1) for s in p.symbols}
+        self.rng = np.random.default_rng([p.seed, self.stream, *self.next_ids.values()])
         x0, spreads = None, {}
         if p.hedge_leg in self.last_prices:
             x0 = math.log(self.last_prices[p.hedge_leg])
