@@ -4,13 +4,16 @@
                      [--source auto|live|sim|replay] [--db data/ticks.db]
 
 Sources:
-  live    Binance WebSocket trade streams, gaps filled over REST (feeds/binance.py).
+  live    Binance WebSocket trade streams, gaps filled over REST (feeds/binance.py; the
+          reconnect loop is feeds/binance_ws.py, the gap filler feeds/backfill.py).
   sim     a simulated cointegrated pair, stored under venue "sim" (feeds/sim.py).
   replay  Binance dump files or collector NDJSON (feeds/replay.py).
-  auto    live, falling back to sim while Binance cannot be reached (the default).
+  auto    live, falling back to sim while Binance cannot be reached (the default;
+          feeds/auto.py).
 
 Every source hands trades to one writer thread (writer.py), the only code that writes
 the database. SIGINT or SIGTERM stops the sources, commits everything queued and exits 0.
+Exit codes: 1 when the database cannot be opened, 2 for a symbol Binance does not list.
 """
 
 from __future__ import annotations
