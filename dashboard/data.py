@@ -332,35 +332,52 @@ def is_upload(source: Source) -> bool:
 
 @dataclass
 class Statistics:
-    """The Statistics tab's tests for one pair (each None when it could not run, see errors)."""
+    """The Statistics tab's tests for one pair (each None when it could not run, see errors).
 
-    adf: Any = None
+    ``adf_y``/``adf_x``: ADF on each leg (plain ADF values are right for an observed
+    series). ``engle_granger``: the cointegration verdict, ADF on the OLS residual of Y on
+    X judged with MacKinnon's cointegration critical values. ``half_life_bars`` and
+    ``hurst`` are of that same OLS residual (``residual``), never of the sidebar's spread:
+    a rolling or Kalman spread is a one-step forecast error, stationary by construction.
+    """
+
+    adf_y: Any = None
+    adf_x: Any = None
     engle_granger: Any = None
     johansen: Any = None
     half_life_bars: float = math.nan
     hurst: float = math.nan
+    residual: pd.Series | None = None
     errors: dict[str, str] = field(default_factory=dict)
 
 
 def statistics(pair: PairData) -> Statistics:
-    """ADF on the spread, Engle-Granger and Johansen on the legs, half-life and Hurst."""
+    """ADF on each leg, Engle-Granger and Johansen on the legs, half-life and Hurst of the
+    Engle-Granger (OLS) residual, whatever the sidebar's hedge method."""
     view, out = pair.view, Statistics()
     legs = pair.closes[[view.y, view.x]]
     if view.log_prices:
         legs = analytics.align_closes(legs, log=True)
-    spread = pair.frame["spread"]
+    y, x = legs[view.y], legs[view.x]
     tests = {
-        "adf": lambda: analytics.adf_test(spread),
-        "engle_granger": lambda: analytics.engle_granger(legs[view.y], legs[view.x]),
+        "adf_y": lambda: analytics.adf_test(y),
+        "adf_x": lambda: analytics.adf_test(x),
+        "engle_granger": lambda: analytics.engle_granger(y, x),
         "johansen": lambda: analytics.johansen(legs),
-        "half_life_bars": lambda: analytics.half_life(spread),
-        "hurst": lambda: analytics.hurst(spread),
     }
     for name, run in tests.items():
         try:
             setattr(out, name, run())
         except ValueError as exc:  # too few points, flat series: said, not raised
             out.errors[name] = str(exc)
+    eg = out.engle_granger
+    if eg is None:
+        for name in ("half_life_bars", "hurst"):
+            out.errors[name] = "no Engle-Granger fit: " + out.errors.get("engle_granger", "")
+        return out
+    out.residual = analytics.spread(y, x, eg.hedge_ratio, eg.intercept)
+    out.half_life_bars = analytics.half_life(out.residual)
+    out.hurst = analytics.hurst(out.residual)
     return out
 
 

@@ -18,6 +18,7 @@ Several files may be uploaded at once (e.g. one per symbol). Each file is at mos
 
 from __future__ import annotations
 
+import hashlib
 import io
 from dataclasses import dataclass, field
 from pathlib import PurePath
@@ -49,6 +50,7 @@ class Uploaded:
     rows: int = 0
     files: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    digest: str = ""  # of every file's name and bytes: a cache key that follows the content
 
 
 def parse_files(files: list[tuple[str, bytes]]) -> Uploaded:
@@ -59,7 +61,9 @@ def parse_files(files: list[tuple[str, bytes]]) -> Uploaded:
     if not files:
         raise UploadError("no file uploaded")
     result = Uploaded()
+    hasher = hashlib.sha256()
     for name, content in files:
+        hasher.update(name.encode() + b"\0" + len(content).to_bytes(8, "big") + content)
         for symbol, frame in parse_csv(name, content).items():
             if symbol in result.frames:
                 raise UploadError(
@@ -73,6 +77,7 @@ def parse_files(files: list[tuple[str, bytes]]) -> Uploaded:
             raise UploadError(f"more than {MAX_ROWS:,} rows in total: upload a shorter range")
     if len(result.frames) > MAX_SYMBOLS:
         raise UploadError(f"{len(result.frames)} symbols; at most {MAX_SYMBOLS} are allowed")
+    result.digest = hasher.hexdigest()
     spacings = [_spacing_s(f) for f in result.frames.values() if len(f) > 1]
     result.bar_seconds = max(1, int(min(spacings))) if spacings else 1
     result.notes.append(

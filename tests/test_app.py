@@ -87,10 +87,12 @@ def test_every_tab_renders_over_a_fixture_database(monkeypatch, pair_db):
     assert not at.exception
     tests = table(at, "verdict")
     assert list(tests["test"]) == [
-        "ADF on the spread",
-        "Engle-Granger (MacKinnon)",
+        "ADF on BTCUSDT (unit root in the leg?)",
+        "ADF on ETHUSDT (unit root in the leg?)",
+        "Engle-Granger: ADF on the OLS residual of BTCUSDT on ETHUSDT",
         "Johansen trace",
     ]
+    assert "Half-life of the Engle-Granger residual" in [m.label for m in at.metric]
     # Backtest, correlation, export preview all drawn.
     assert metric(at, "Closed trades").isdigit()
     assert set(table(at, "eg_pvalue")["y"]) <= {"BTCUSDT", "ETHUSDT", "SOLUSDT"}

@@ -225,6 +225,31 @@ def test_kalman_on_a_flat_first_window_runs_and_an_unfittable_pair_waits():
     assert pair.frame is None and "kalman hedge cannot be fitted" in pair.waiting
 
 
+@pytest.mark.parametrize("method", ["ols", "huber", "theil-sen", "rolling", "kalman"])
+def test_statistics_do_not_call_two_independent_random_walks_cointegrated(method):
+    # A rolling or Kalman spread is a one-step forecast error: ADF on it "finds" a
+    # stationary spread between two unrelated walks (p ~ 1e-18). The tests must not.
+    n = 1500
+    source = data.UploadSource(
+        {"Y": bars_of(moving(n, seed=21, level=50.0)), "X": bars_of(moving(n, seed=22))}
+    )
+    view = View(venue="upload", y="Y", x="X", lookback_s=n, window=60, method=method)
+    pair = data.compute_pair(source, view)
+    stats = data.statistics(pair)
+    tests = ("adf", "adf_y", "adf_x", "engle_granger")  # "adf": the spread, before the fix
+    verdicts = [getattr(stats, t).verdict for t in tests if getattr(stats, t, None)]
+    assert len(verdicts) >= 2
+    assert not any(v.startswith(("stationary", "cointegrated")) for v in verdicts), verdicts
+    assert stats.engle_granger.pvalue > 0.05
+    # Half-life and Hurst are of the Engle-Granger (OLS) residual, computed independently.
+    logs = np.log(pair.closes)
+    fit = analytics.hedge_ratio(logs["Y"], logs["X"])
+    resid = logs["Y"] - fit.slope * logs["X"] - fit.intercept
+    assert stats.half_life_bars == pytest.approx(analytics.half_life(resid), rel=1e-9)
+    assert stats.hurst == pytest.approx(analytics.hurst(resid), rel=1e-9)
+    assert stats.half_life_bars > 100  # no quick mean reversion between unrelated walks
+
+
 # -- upload validation ---------------------------------------------------------------
 
 GOOD = b"timestamp,symbol,open,high,low,close,volume\n" + b"\n".join(

@@ -35,6 +35,13 @@ class Context:
     def is_upload(self) -> bool:
         return pipeline.is_upload(self.source)
 
+    @property
+    def source_key(self) -> tuple:
+        """What identifies the data for a cache key: the database, or the upload's bytes."""
+        if self.is_upload:
+            return ("upload", getattr(self.uploaded, "digest", None))
+        return ("db", self.db_path)
+
     def pair(self) -> pipeline.PairData | None:
         """The pair's bars and analytics for the whole lookback, computed once per run."""
         if self.view is None:

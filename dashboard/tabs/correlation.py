@@ -20,7 +20,7 @@ def render(ctx: Context) -> None:
     if view.too_large():
         st.info(view.too_large())
         return
-    key = ("corr", ctx.db_path, ctx.source.venue, view, end_s // 10)
+    key = ("corr", ctx.source_key, ctx.source.venue, view, end_s // 10)
     try:
         matrix, scan = cache.cached_call(key, data.correlation, (ctx.source, view, end_s))
     except ValueError as exc:

@@ -1,5 +1,6 @@
-"""Statistics tab: regression summary, ADF, Engle-Granger, Johansen, half-life, Hurst, and
-the per-bar statistics table. The tests run on demand (a button) and are cached."""
+"""Statistics tab: regression summary, ADF on each leg, Engle-Granger and Johansen on the
+legs, half-life and Hurst of the Engle-Granger residual, and the per-bar statistics table.
+The tests run on demand (a button) and are cached."""
 
 from __future__ import annotations
 
@@ -30,27 +31,49 @@ def render(ctx: Context) -> None:
             f"{view.method} hedge is dynamic; latest hedge ratio "
             f"{pair.latest('hedge_ratio'):.6g}, intercept {pair.latest('intercept'):.6g}."
         )
-    st.subheader("Stationarity and mean reversion")
+    st.subheader("Stationarity and cointegration")
+    st.caption(_what_is_tested(view))
     if st.button("Run the tests", key="run_stats", help="ADF, Engle-Granger, Johansen, …"):
         st.session_state[RUN_KEY] = True
     if not st.session_state.get(RUN_KEY):
         st.caption("The tests take a moment on long windows: press the button to run them.")
     else:
         # Cached per view and minute of data: a rerun within the minute shows the same run.
-        key = ("stats", ctx.db_path, view, pair.end_s // 60 if pair.end_s else None)
+        key = ("stats", ctx.source_key, view, pair.end_s // 60 if pair.end_s else None)
         result = cache.cached_call(key, data.statistics, (pair,))
-        _show_tests(result, view.bar_seconds)
+        _show_tests(result, view)
     st.subheader("Per-bar statistics")
     table = data.stats_table(pair)
     st.dataframe(table.tail(500), key="stats_table")
     st.caption(f"{len(table):,} rows; the last 500 shown, all of them in the Data tab's export.")
 
 
-def _show_tests(result: data.Statistics, bar_seconds: int) -> None:
+def _what_is_tested(view) -> str:
+    """Say which series the tests run on, and why not the sidebar's spread."""
+    unit = "log prices" if view.log_prices else "prices"
+    base = (
+        f"Tests run on the legs' {unit} and on the residual of one OLS fit of {view.y} on "
+        f"{view.x} over the lookback (the Engle-Granger regression); the cointegration "
+        "verdict is Engle-Granger's, with MacKinnon's critical values for a fitted residual "
+        "(plain ADF values would be too lenient)."
+    )
+    if view.method in data.CAUSAL_METHODS:
+        return base + (
+            f" The sidebar's {view.method} spread is not tested: it is a one-step forecast "
+            "error of a hedge that keeps adapting, stationary by construction even for two "
+            "unrelated random walks, so a test on it says nothing about the pair."
+        )
+    if view.method != "ols":
+        return base + f" The sidebar's {view.method} fit is not what is tested."
+    return base
+
+
+def _show_tests(result: data.Statistics, view) -> None:
     rows = []
     for name, label in (
-        ("adf", "ADF on the spread"),
-        ("engle_granger", "Engle-Granger (MacKinnon)"),
+        ("adf_y", f"ADF on {view.y} (unit root in the leg?)"),
+        ("adf_x", f"ADF on {view.x} (unit root in the leg?)"),
+        ("engle_granger", f"Engle-Granger: ADF on the OLS residual of {view.y} on {view.x}"),
         ("johansen", "Johansen trace"),
     ):
         res = getattr(result, name)
@@ -83,12 +106,19 @@ def _show_tests(result: data.Statistics, bar_seconds: int) -> None:
         else (
             "∞ (not mean-reverting)"
             if math.isinf(hl)
-            else f"{hl:,.1f} bars ≈ {hl * bar_seconds:,.0f} s"
+            else f"{hl:,.1f} bars ≈ {hl * view.bar_seconds:,.0f} s"
         )
     )
-    c1.metric("Half-life of the spread", hl_text)
+    c1.metric("Half-life of the Engle-Granger residual", hl_text)
     c2.metric(
-        "Hurst exponent of the spread",
+        "Hurst exponent of the Engle-Granger residual",
         "—" if math.isnan(result.hurst) else f"{result.hurst:.3f}",
         help="0.5 random walk, < 0.5 mean-reverting",
     )
+    eg = result.engle_granger
+    if eg is not None:
+        st.caption(
+            f"Residual = {view.y} − {eg.hedge_ratio:.6g}·{view.x} − ({eg.intercept:.6g}), "
+            "fitted on the same bars: half-life and Hurst describe the window; the "
+            "Engle-Granger p-value is what says whether the pair is cointegrated."
+        )
