@@ -46,6 +46,7 @@ TRADES = "trades"
 AGG_TRADES = "aggTrades"
 KINDS = (TRADES, AGG_TRADES)
 BLOCK_BYTES = 4 << 20
+NDJSON_ORDER_WINDOW_US = 10 * 60 * 1_000_000  # how far back a collector line may go in time
 
 _NAME = re.compile(r"^(?P<symbol>[A-Za-z0-9]+)-(?P<kind>trades|aggTrades)-", re.IGNORECASE)
 _INT = re.compile(rb"\s*-?\d+\s*")
@@ -464,6 +465,27 @@ class NdjsonReader:
     skips. They are NOT consecutive: the gap logic of the live feeds (a jump in ids means
     missed trades) does not apply to them.
 
+    Memory: ``k`` needs the count of each (symbol, timestamp) seen. The collector writes
+    trades as they arrive, so a symbol's lines are in time order but for jitter; nothing
+    guarantees it. The reader keeps the counts of the last ``NDJSON_ORDER_WINDOW_US`` (10
+    minutes) before the newest timestamp of each symbol, so its memory is bounded by the
+    trades of 10 minutes, whatever the file's length. A line older than that window (the
+    file was concatenated out of order, or sorted by symbol) would need a count already
+    forgotten: its id could repeat an earlier line's and the writer would drop it as a
+    duplicate, so it is reported as a bad row instead. Sort such a file by ``ts`` (or
+    split it) and import again. Any line within the window gets exactly the id an
+    unbounded count would give.
+
+    Ids of two files: ``k`` restarts in each file. Two files holding the same millisecond
+    of a symbol derive the same ids for its first lines, and the writer keeps the row
+    stored first and drops the other as "already stored" (it compares keys, not
+    contents). The same trades recorded twice are therefore stored once (as long as each
+    millisecond's lines come in the same order); but a distinct trade that the second
+    file holds for a millisecond the first file also holds is not stored, when the first
+    file has at least as many lines of that millisecond. No id derived from a file alone
+    can tell a re-recorded trade from a different one with the same time, so this is
+    documented and warned about (the replay's per-file line), not repaired.
+
     ``buyer_is_maker`` is not recorded by the collector: it is estimated by the tick rule
     (an uptick is a taker buy, 0; a downtick a taker sell, 1; an unchanged price repeats
     the previous call; the first trade of a symbol counts as a buy).
@@ -477,7 +499,9 @@ class NdjsonReader:
     symbols: set[str] | None = None
     lines: int = 0
     skipped_other_symbols: int = 0
-    _seen: dict[tuple[str, int], int] = field(default_factory=dict)
+    # per symbol: timestamp -> lines so far, for the timestamps within the order window
+    _seen: dict[str, dict[int, int]] = field(default_factory=dict)
+    _newest: dict[str, int] = field(default_factory=dict)
     _last: dict[str, tuple[float, int]] = field(default_factory=dict)
 
     def __iter__(self) -> Iterator[tuple[dict[str, Columns], list[BadRow]]]:
@@ -488,6 +512,7 @@ class NdjsonReader:
                 self.lines = line_no
                 self._parse_line(raw, line_no, rows, bad)
                 if line_no % self.block_lines == 0:
+                    self._forget_old()
                     yield self._columns(rows), bad
                     rows, bad = {}, []
         if rows or bad:
@@ -520,16 +545,36 @@ class NdjsonReader:
         if self.symbols is not None and symbol not in self.symbols:
             self.skipped_other_symbols += 1
             return
-        key = (symbol, time_us)
-        k = self._seen.get(key, 0)
+        newest = self._newest.get(symbol, time_us)
+        if time_us < newest - NDJSON_ORDER_WINDOW_US:
+            late = (newest - time_us) / 60e6
+            bad.append(
+                BadRow(
+                    line_no,
+                    f"{symbol} ts {obj['ts']} is more than 10 minutes before a line above it "
+                    f"({late:.1f} min): its derived id could repeat an earlier line's. "
+                    "To import it, sort the file by ts (or split it) and import again",
+                )
+            )
+            return
+        self._newest[symbol] = max(newest, time_us)
+        counts = self._seen.setdefault(symbol, {})
+        k = counts.get(time_us, 0)
         if k >= 1000:
             bad.append(BadRow(line_no, f"more than 1000 {symbol} trades at one timestamp"))
             return
-        self._seen[key] = k + 1
+        counts[time_us] = k + 1
         last_price, last_side = self._last.get(symbol, (price, 0))
         side = 0 if price > last_price else 1 if price < last_price else last_side
         self._last[symbol] = (price, side)
         rows.setdefault(symbol, []).append((time_us * 1000 + k, time_us, price, size, side))
+
+    def _forget_old(self) -> None:
+        """Drop the counts of timestamps no later line may use (older than the window)."""
+        for symbol, counts in self._seen.items():
+            floor = self._newest[symbol] - NDJSON_ORDER_WINDOW_US
+            if min(counts, default=floor) < floor:
+                self._seen[symbol] = {t: n for t, n in counts.items() if t >= floor}
 
     @staticmethod
     def _columns(rows: dict) -> dict[str, Columns]:

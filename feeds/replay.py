@@ -372,6 +372,15 @@ class ReplayFeed:
                 skipped,
                 len(item.bad),
             )
+            if item.ndjson and skipped:
+                log.warning(
+                    "%s: %d rows had a derived id already stored: either this file was "
+                    "imported before, or it shares milliseconds with a file imported before. "
+                    "The row stored first is kept, so a distinct trade of a shared millisecond "
+                    "is not stored (README: Collector NDJSON)",
+                    item.path,
+                    skipped,
+                )
         for bad in item.bad[:BAD_ROWS_LOGGED]:
             log.warning("%s line %d: %s (row skipped)", item.path, bad.line, bad.reason)
         if len(item.bad) > BAD_ROWS_LOGGED:

@@ -438,6 +438,69 @@ def test_paced_replay_follows_the_recorded_clock(tmp_path):
     assert_same_tape(db, expected_rows(fx), venue="paced", symbol="ETHUSDT")
 
 
+def ndjson_line(ms: int, price: float = 100.0, symbol: str = "BTCUSDT") -> str:
+    ts = datetime.fromtimestamp(ms / 1000, UTC).isoformat(timespec="milliseconds")
+    return (
+        json.dumps({"symbol": symbol, "ts": ts.replace("+00:00", "Z"), "price": price, "size": 1.0})
+        + "\n"
+    )
+
+
+def remembered(reader: dumps.NdjsonReader) -> int:
+    """(symbol, timestamp) counts the reader still holds."""
+    return sum(len(v) if isinstance(v, dict) else 1 for v in reader._seen.values())
+
+
+def test_ndjson_memory_is_bounded_and_ids_stay_exact(tmp_path):
+    """40,000 seconds of lines, two per timestamp: the reader remembers about ten minutes of
+    timestamps per symbol, not all of them, and derives the same ids as an unbounded count;
+    a line out of order by less than the window gets its exact id, one further back is a
+    bad row (its id could repeat an earlier line's), not a silent duplicate."""
+    t0 = 1_610_064_000_000
+    lines = [ndjson_line(t0 + 1000 * (i // 2), 100.0 + i % 7) for i in range(80_000)]
+    lines.insert(50_000, ndjson_line(t0 + 1000 * (25_000 - 300)))  # 5 minutes late
+    lines.insert(60_000, ndjson_line(t0 + 1000 * (30_000 - 700)))  # 11.7 minutes late
+    path = tmp_path / "long.ndjson"
+    path.write_text("".join(lines))
+    reader = dumps.NdjsonReader(path, block_lines=10_000)
+    ids, bad = [], []
+    for by_symbol, rows in reader:
+        ids.extend(by_symbol["BTCUSDT"].trade_id.tolist())
+        bad.extend(rows)
+    assert remembered(reader) <= 601 + 1  # one a second: ten minutes and the newest
+    assert [b.line for b in bad] == [60_001]
+    assert "more than 10 minutes before" in bad[0].reason and "sort" in bad[0].reason
+    expected, seen = [], {}
+    for n, line in enumerate(lines, start=1):
+        if n != 60_001:
+            us = dumps.parse_ts(json.loads(line)["ts"])
+            seen[us] = seen.get(us, 0) + 1
+            expected.append(us * 1000 + seen[us] - 1)
+    assert ids == expected
+    assert ids[50_000] == (t0 + 1000 * 24_700) * 1_000_000 + 2  # the third line of its second
+
+
+def test_overlapping_ndjson_files_keep_the_first_of_each_derived_id(tmp_path, caplog):
+    """Two collector files sharing a millisecond: ids restart per file, so the second
+    file's first trade of that millisecond gets the id of the first file's, and the writer
+    keeps the first. Re-recorded trades are thus stored once; a distinct trade in a shared
+    millisecond is not stored, and the file's line says so with a warning."""
+    t0 = 1_610_064_000_000
+    first = tmp_path / "a.ndjson"
+    first.write_text(ndjson_line(t0, 100.0) + ndjson_line(t0 + 5, 101.0))
+    second = tmp_path / "b.ndjson"  # a different trade in the same millisecond, then more
+    second.write_text(ndjson_line(t0 + 5, 102.0) + ndjson_line(t0 + 9, 103.0))
+    db = tmp_path / "replay.db"
+    run_feed(db, "--replay", str(first))
+    with caplog.at_level("WARNING", logger="replay"):
+        feed = run_feed(db, "--replay", str(second))
+    venue = feed.venue
+    got = stored(db, venue=venue)
+    assert got.price.tolist() == [100.0, 101.0, 103.0]
+    assert feed.inputs[0].stored == 1
+    assert f"{second}: 1 rows had a derived id already stored" in caplog.text
+
+
 def test_symbols_filter_an_ndjson(tmp_path):
     feed = run_feed(tmp_path / "replay.db", "--replay", str(NDJSON), "--symbols", "btcusdt")
     assert feed.symbols == ["BTCUSDT"]
