@@ -112,3 +112,24 @@ def test_rest_row_converts_ms_to_us():
     assert rest_row("binance-spot", "BNBBTC", item) == (
         "binance-spot", "BNBBTC", 28457, 1499865549590000, 4.000001, 12.0, 1,
     )  # fmt: skip
+
+
+def test_malformed_frames_are_logged_at_most_five_times_a_minute(caplog):
+    feed = make_feed()
+    with caplog.at_level("WARNING", logger="feeds.binance"):
+        for _ in range(50):
+            feed._on_message(b"not json")
+    assert feed._bad.counts["malformed"] == 50
+    assert len([r for r in caplog.records if "malformed" in r.getMessage()]) == 5
+
+
+def test_pings_and_pongs_share_a_budget_of_four_a_second():
+    from feeds.binance_ws import LiveWebSocket
+
+    sent = []
+    ws = LiveWebSocket()
+    ws.send = lambda payload, opcode=None: sent.append(opcode)  # no socket needed
+    for _ in range(10):
+        ws.pong(b"x")
+        ws.ping(b"y")
+    assert len(sent) == 4
