@@ -99,17 +99,21 @@ def align_closes(
     closes: Mapping[str, pd.Series] | pd.DataFrame,
     max_staleness: str | pd.Timedelta | None = None,
     log: bool = False,
+    how: Literal["any", "all"] = "any",
 ) -> pd.DataFrame:
     """Put two or more legs on one clock: the union of their timestamps.
 
     Each leg is carried forward from its last observation only while that observation is
     at most ``max_staleness`` old; a row where any leg has no observation yet, or only a
-    stale one, is dropped. NaN values count as missing observations.
+    stale one, is dropped (``how="all"``: dropped only when every leg has none; the others
+    are NaN there, for pairwise statistics over many legs). NaN values count as missing
+    observations.
 
     :param closes: a mapping name -> price Series, or a DataFrame with one column per leg.
     :param max_staleness: how old a carried price may be (``"5s"``, a Timedelta); None
         carries forward without limit, ``0`` keeps only timestamps where all legs traded.
     :param log: return log prices.
+    :param how: ``"any"`` drops a row with any leg missing, ``"all"`` only one with all.
     :return: DataFrame with one column per leg, sorted by time.
     """
     legs = dict(closes.items())
@@ -132,7 +136,9 @@ def align_closes(
             seen = pd.Series(s.index, index=s.index).reindex(union).ffill()
             carried = carried.where((union - pd.DatetimeIndex(seen)) <= limit)
         out[name] = carried
-    frame = pd.DataFrame(out, index=union).dropna()
+    if how not in ("any", "all"):
+        raise ValueError(f"how must be 'any' or 'all', got {how!r}")
+    frame = pd.DataFrame(out, index=union).dropna(how=how)
     if log:
         if (frame <= 0).any().any():
             raise ValueError("log prices need positive prices; found a price <= 0")

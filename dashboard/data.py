@@ -144,6 +144,25 @@ def bars_needed(view: View) -> int:
     return view.window
 
 
+MAX_STALE_BARS = 5
+"""How many bars old a leg's last (liquid, traded) close may be and still stand for the
+price at a row: a thin leg that skips a few bars keeps its rows, one whose feed stopped
+stops the pair's rows (and so its z-score and alerts) after this many bars instead of
+being carried over the whole lookback. 5 bars: 5 s at 1 s, 5 min at 1 m."""
+
+
+def tradable_closes(bars: pd.DataFrame, view: View) -> pd.Series:
+    """Closes of the bars that traded and pass the view's liquidity floor; the others
+    (empty bars, whose close is only carried, and bars below the floor) are dropped."""
+    keep = analytics.liquidity_mask(bars, view.min_volume, view.min_trades) & ~bars["empty"]
+    return bars["close"][keep.to_numpy()]
+
+
+def max_staleness(view: View) -> pd.Timedelta:
+    """``MAX_STALE_BARS`` bars of the view's timeframe."""
+    return pd.Timedelta(seconds=MAX_STALE_BARS * view.bar_seconds)
+
+
 @dataclass
 class PairData:
     """What the Live, Pair, Statistics, Backtest and Data tabs draw for one pair."""
@@ -155,6 +174,9 @@ class PairData:
     frame: pd.DataFrame | None = None  # analytics.pair_frame output
     waiting: str | None = None  # what the panels are waiting for, when frame is None
     seconds: float = 0.0
+    # legs whose last tradable bar is more than MAX_STALE_BARS older than the newest bar
+    # of the view: symbol -> age in seconds (of that bar's start behind the newest one)
+    stale: dict[str, float] = field(default_factory=dict)
 
     @property
     def fit(self) -> analytics.HedgeFit | None:
@@ -171,6 +193,14 @@ class PairData:
         if self.frame is None or self.frame.empty:
             return None
         return int(self.frame.index[-1].timestamp())
+
+    def now(self, column: str) -> tuple[float, int | None]:
+        """A column's value at the newest row and that row's start second: what the Live
+        panel and the alerts show. NaN (and None) when a leg is stale: the newest row
+        then lies in the past, and its value is not the pair's value now."""
+        if self.stale or self.frame is None or self.frame.empty or column not in self.frame:
+            return math.nan, None
+        return float(self.frame[column].iloc[-1]), self.latest_bar_s()
 
 
 def compute_pair(source: Source, view: View, end_s: int | None = None) -> PairData:
@@ -195,11 +225,13 @@ def compute_pair(source: Source, view: View, end_s: int | None = None) -> PairDa
             "is the daemon recording it?"
         )
         return _done(result, started)
-    closes = {}
-    for symbol, bars in result.bars.items():
-        liquid = analytics.liquidity_mask(bars, view.min_volume, view.min_trades)
-        closes[symbol] = bars["close"].where(liquid)
-    result.closes = analytics.align_closes(closes)
+    closes = {symbol: tradable_closes(bars, view) for symbol, bars in result.bars.items()}
+    newest = max(bars.index[-1] for bars in result.bars.values())
+    for symbol, c in closes.items():
+        age = (newest - c.index[-1]).total_seconds() if len(c) else float(view.lookback_s)
+        if age > max_staleness(view).total_seconds():
+            result.stale[symbol] = age
+    result.closes = analytics.align_closes(closes, max_staleness=max_staleness(view))
     need = bars_needed(view)
     have = len(result.closes)
     if have < need:
@@ -438,16 +470,19 @@ MAX_SCAN_SYMBOLS = 30
 
 
 def all_closes(source: Source, view: View, end_s: int) -> pd.DataFrame:
-    """Aligned closes of every symbol of the source (at most ``MAX_SCAN_SYMBOLS``)."""
+    """Closes of every symbol of the source (at most ``MAX_SCAN_SYMBOLS``) on one clock,
+    each carried at most ``MAX_STALE_BARS`` bars; NaN where a symbol has no fresh close."""
     closes = {}
     for symbol in source.symbols()[:MAX_SCAN_SYMBOLS]:
         bars = leg_bars(source, view, symbol, end_s)
         if not bars.empty:
-            liquid = analytics.liquidity_mask(bars, view.min_volume, view.min_trades)
-            closes[symbol] = bars["close"].where(liquid)
+            traded = tradable_closes(bars, view)
+            if len(traded):
+                closes[symbol] = traded
     if len(closes) < 2:
         return pd.DataFrame()
-    return analytics.align_closes(closes)
+    # how="all": one stopped symbol leaves NaN in its own column, not a hole in every pair.
+    return analytics.align_closes(closes, max_staleness=max_staleness(view), how="all")
 
 
 def correlation(source: Source, view: View, end_s: int) -> tuple[pd.DataFrame, pd.DataFrame]:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import streamlit as st
 
 from analytics import AUTO_DELTA, CHAN_DELTA
+from dashboard.data import MAX_STALE_BARS
 from dashboard.settings import (
     HEDGE_METHODS,
     LOOKBACKS,
@@ -104,7 +105,11 @@ def choose_view(venue: str, symbols: list[str]) -> View | None:
         min_trades = st.number_input(
             "Min trades per bar", min_value=0, value=0, step=1, key="min_trades"
         )
-        st.caption("Bars below either floor are left out of the pair analytics.")
+        st.caption(
+            "Bars below either floor, like bars with no trade, are dropped from the pair "
+            "analytics: the leg's last tradable close stands in for at most "
+            f"{MAX_STALE_BARS} bars, then the pair's rows stop (no z-score) until it trades."
+        )
     if z_exit >= z_entry:
         sb.warning(f"z exit ({z_exit:g}) should be below z entry ({z_entry:g}).")
     return View(

@@ -257,6 +257,11 @@ def test_align_closes_staleness_hand_worked():
     assert exact.empty
     logged = A.align_closes({"a": a, "b": b}, max_staleness="2s", log=True)
     np.testing.assert_allclose(logged.to_numpy(), np.log(got.to_numpy()))
+    # how="all": a row stays while one leg is fresh; the stale one is NaN there.
+    each = A.align_closes({"a": a, "b": b}, max_staleness="2s", how="all")
+    assert list(each.index) == [T0, T0 + s, T0 + 2 * s, T0 + 3 * s, T0 + 10 * s]
+    assert each["b"].isna().tolist() == [True, False, False, False, True]
+    assert each["a"].tolist() == [1.0, 1.0, 2.0, 2.0, 3.0]
 
 
 def test_align_closes_real_klines_with_missing_minutes():

@@ -327,10 +327,12 @@ def test_bad_upload_gives_a_clear_message(monkeypatch, tmp_path):
     assert "Upload rejected" in message and "missing column(s) timestamp, open" in message
 
 
-def test_good_upload_is_analysed_without_the_daemon(monkeypatch, tmp_path):
-    at = run_app(monkeypatch, build_empty_db(tmp_path / "empty.db"))
-    rows = pair_trades(seconds=400, trades_per_s=1)
+def upload_csv(seconds: int = 400, stop: dict[str, int] | None = None) -> bytes:
+    """The fixture pair as a 1 s OHLC CSV; ``stop`` ends a symbol's rows after N seconds."""
+    rows = pair_trades(seconds=seconds, trades_per_s=1)
     frame = pd.DataFrame(rows, columns=["venue", "symbol", "id", "t", "price", "qty", "m"])
+    for symbol, after_s in (stop or {}).items():
+        frame = frame[(frame["symbol"] != symbol) | (frame["t"] < (START_S + after_s) * 10**6)]
     frame["timestamp"] = pd.to_datetime(frame["t"], unit="us", utc=True).dt.strftime(
         "%Y-%m-%dT%H:%M:%SZ"
     )
@@ -339,9 +341,12 @@ def test_good_upload_is_analysed_without_the_daemon(monkeypatch, tmp_path):
     csv = frame[["timestamp", "symbol", "open", "high", "low", "close", "qty"]].rename(
         columns={"qty": "volume"}
     )
-    at.file_uploader(key="upload").set_value(
-        ("bars.csv", csv.to_csv(index=False).encode(), "text/csv")
-    )
+    return csv.to_csv(index=False).encode()
+
+
+def test_good_upload_is_analysed_without_the_daemon(monkeypatch, tmp_path):
+    at = run_app(monkeypatch, build_empty_db(tmp_path / "empty.db"))
+    at.file_uploader(key="upload").set_value(("bars.csv", upload_csv(), "text/csv"))
     at.run()
     assert "Read 1,200 bars" in texts(at.success)
     at.radio(key="source").set_value("Uploaded CSV").run()
@@ -352,3 +357,15 @@ def test_good_upload_is_analysed_without_the_daemon(monkeypatch, tmp_path):
     assert preview["time"].iloc[-1] == pd.Timestamp(START_S + 399, unit="s").strftime(
         "%Y-%m-%dT%H:%M:%SZ"
     )
+
+
+def test_a_stopped_leg_is_named_on_the_live_tab_and_stops_the_z_score(monkeypatch, tmp_path):
+    at = run_app(monkeypatch, build_empty_db(tmp_path / "empty.db"))
+    csv = upload_csv(stop={"ETHUSDT": 300})  # ETHUSDT's last bar: 100 s before BTCUSDT's
+    at.file_uploader(key="upload").set_value(("bars.csv", csv, "text/csv"))
+    at.run()
+    at.radio(key="source").set_value("Uploaded CSV").run()
+    assert not at.exception
+    assert "Stale leg: ETHUSDT** has no traded bar for 100 s (100 1s bars)" in texts(at.warning)
+    assert "BTCUSDT**" not in texts(at.warning)
+    assert metric(at, "z-score") == "—"

@@ -4,6 +4,7 @@ read-only queries, the database path rule, warm-up counts."""
 from __future__ import annotations
 
 import sqlite3
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -248,6 +249,50 @@ def test_statistics_do_not_call_two_independent_random_walks_cointegrated(method
     assert stats.half_life_bars == pytest.approx(analytics.half_life(resid), rel=1e-9)
     assert stats.hurst == pytest.approx(analytics.hurst(resid), rel=1e-9)
     assert stats.half_life_bars > 100  # no quick mean reversion between unrelated walks
+
+
+def test_a_stopped_leg_stops_the_pair_rows_and_the_live_z_score():
+    # Y's feed stops after 300 of 600 s; X goes on. Carrying Y's last price over the rest
+    # made X alone drive the z-score (|z| up to 4.6 in the review's run).
+    n = 600
+    y_bars = bars_of(moving(300, seed=1, level=50.0))
+    source = data.UploadSource({"Y": y_bars, "X": bars_of(moving(n))})
+    view = View(venue="upload", y="Y", x="X", lookback_s=n, window=60, method="rolling")
+    pair = data.compute_pair(source, view)
+    last_y = y_bars.index[-1]
+    assert pair.closes.index[-1] == last_y + data.MAX_STALE_BARS * pd.Timedelta("1s")
+    assert pair.frame.index[-1] <= last_y + data.max_staleness(view)
+    assert pair.stale == {"Y": 300.0}  # 300 s between its last bar and X's newest
+    assert np.isnan(pair.now("zscore")[0]) and pair.now("zscore")[1] is None
+    # Both legs fresh: the newest row's value and its time.
+    fresh = data.compute_pair(source, replace(view, lookback_s=300), end_s=START_S + 300)
+    assert fresh.stale == {}
+    assert fresh.now("zscore") == (fresh.frame["zscore"].iloc[-1], START_S + 299)
+
+
+@pytest.mark.parametrize("how", ["below the floor", "empty"])
+def test_masked_or_empty_bars_are_left_out_not_carried(how):
+    n, gap = 400, slice(200, 230)  # 30 bars of Y that must not count as prices
+    y_bars = bars_of(moving(n, seed=1, level=50.0))
+    y_bars["trades"] = 3
+    if how == "empty":  # no trade: the close is only the previous one carried
+        for col, value in (("empty", True), ("trades", 0), ("volume", 0.0)):
+            y_bars.iloc[gap, y_bars.columns.get_loc(col)] = value
+    else:
+        y_bars.iloc[gap, y_bars.columns.get_loc("trades")] = 1
+    x_bars = bars_of(moving(n))
+    x_bars["trades"] = 3
+    source = data.UploadSource({"Y": y_bars, "X": x_bars})
+    floor = 2 if how == "below the floor" else 0
+    view = View(venue="upload", y="Y", x="X", lookback_s=n, window=20, min_trades=floor)
+    closes = data.compute_pair(source, view).closes
+    times = y_bars.index
+    carried = times[200 : 200 + data.MAX_STALE_BARS]
+    # The last tradable close stands in for at most MAX_STALE_BARS bars, then no rows.
+    assert (closes.loc[carried, "Y"] == y_bars["close"].iloc[199]).all()
+    assert not closes.index.isin(times[200 + data.MAX_STALE_BARS : 230]).any()
+    assert times[230:].isin(closes.index).all()
+    assert len(closes) == n - (30 - data.MAX_STALE_BARS)
 
 
 # -- upload validation ---------------------------------------------------------------

@@ -41,7 +41,7 @@ def _panel(ctx: Context) -> None:
     started = time.perf_counter()
     live_view = view.live()
     pair = data.compute_pair(ctx.source, live_view)
-    z = pair.latest("zscore")
+    z, _bar = pair.now("zscore")
     cols = st.columns(5)
     for col, symbol in zip(cols[:2], (view.y, view.x), strict=True):
         last = ctx.source.last_price(symbol)
@@ -51,8 +51,9 @@ def _panel(ctx: Context) -> None:
             age = time.time() - last[1] / 1e6
             col.metric(f"{symbol} last", f"{last[0]:,.6g}", help=f"trade {age:,.1f} s ago")
     cols[2].metric("z-score", _fmt(z, ".2f"), help=f"window {view.window} bars")
-    cols[3].metric("hedge ratio", _fmt(pair.latest("hedge_ratio"), ".5g"), help=view.method)
-    cols[4].metric("correlation", _fmt(pair.latest("corr"), ".3f"), help="of log returns")
+    cols[3].metric("hedge ratio", _fmt(pair.now("hedge_ratio")[0], ".5g"), help=view.method)
+    cols[4].metric("correlation", _fmt(pair.now("corr")[0], ".3f"), help="of log returns")
+    _stale_legs(pair)
     if pair.frame is None:
         st.info(f"Waiting: {pair.waiting}")
     else:
@@ -76,6 +77,21 @@ def _panel(ctx: Context) -> None:
         _feed_health(ctx)
         _true_parameters(ctx)
     st.caption(f"Refreshed in {1000 * (time.perf_counter() - started):.0f} ms.")
+
+
+def _stale_legs(pair: data.PairData) -> None:
+    """Name each leg that stopped trading and how long ago: the z-score stops with it."""
+    view = pair.view
+    for symbol, age_s in pair.stale.items():
+        st.warning(
+            f"**Stale leg: {symbol}** has no traded bar"
+            + (" above the liquidity floor" if view.min_volume or view.min_trades else "")
+            + f" for {age_s:,.0f} s ({age_s / view.bar_seconds:,.0f} {view.timeframe} bars) "
+            f"behind the newest bar. A price more than {data.MAX_STALE_BARS} bars old is not "
+            "carried, so there is no current z-score, hedge or correlation and z-score "
+            "alerts are not checked until it trades again.",
+            icon="⏸️",
+        )
 
 
 def _fmt(value: float, spec: str) -> str:
@@ -104,13 +120,13 @@ def readings_for(rules, ctx: Context, pair: data.PairData) -> dict[int, tuple[fl
     sidebar's timeframe)."""
     view = ctx.view
     readings: dict[int, tuple[float, int | None]] = {}
-    bar = pair.latest_bar_s()
+    z, bar = pair.now("zscore")  # NaN while a leg is stale: the rule is not moved
     prices: dict[str, tuple[float, int] | None] = {}
     volumes: dict[str, tuple[float, int | None]] = {}
     for rule in rules:
         if rule.kind.startswith("zscore"):
             if (rule.symbol, rule.symbol_x) == (view.y, view.x) and pair.frame is not None:
-                readings[rule.rule_id] = (pair.latest("zscore"), bar)
+                readings[rule.rule_id] = (z, bar)
         elif rule.kind.startswith("price"):
             if rule.symbol not in prices:
                 prices[rule.symbol] = ctx.source.last_price(rule.symbol)
