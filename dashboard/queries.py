@@ -34,7 +34,7 @@ SELECT bar_time_s, open, high, low, close, volume, quote_volume, taker_buy_volum
        trade_count, quote_volume / NULLIF(volume, 0)
 FROM bars_1s
 WHERE venue = ? AND symbol = ? AND bar_time_s >= ? AND bar_time_s < ?
-ORDER BY bar_time_s
+ORDER BY bar_time_s DESC
 LIMIT ?
 """
 # The next (venue, symbol) after a given one: an index seek per step, so listing the
@@ -113,11 +113,13 @@ def series(conn: sqlite3.Connection) -> list[tuple[str, str]]:
 def bars_1s(
     conn: sqlite3.Connection, venue: str, symbol: str, start_s: int, end_s: int, limit: int
 ) -> pd.DataFrame:
-    """One-second bars with ``start_s <= bar start < end_s``, at most ``limit`` (the oldest).
+    """One-second bars with ``start_s <= bar start < end_s``, oldest first; at most
+    ``limit``, and then the newest ones (a view must end at the newest data).
 
     Seconds without trades have no row; analytics.resample_bars marks them ``empty``.
     """
     rows = conn.execute(_BARS_SQL, (venue, symbol, start_s, end_s, limit)).fetchall()
+    rows.reverse()  # read newest first so LIMIT keeps the newest
     if not rows:
         return empty_bars()
     arr = np.array(rows, dtype=float)

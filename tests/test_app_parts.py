@@ -160,7 +160,11 @@ def test_series_bars_and_ticks(pair_db):
     assert len(bars) == 10 and list(bars.columns) == queries.BAR_COLUMNS
     assert (bars["trades"] == 2).all() and str(bars.index.tz) == "UTC"
     np.testing.assert_allclose(bars["vwap"], bars["quote_volume"] / bars["volume"])
-    assert len(db.run(queries.bars_1s, "sim", "BTCUSDT", START_S, START_S + 10, 3)) == 3
+    # A limit keeps the NEWEST rows of the range (a long lookback must end at the newest
+    # data), oldest first.
+    newest = db.run(queries.bars_1s, "sim", "BTCUSDT", START_S, START_S + 10, 3)
+    assert list(newest.index) == list(bars.index[-3:])
+    pd.testing.assert_frame_equal(newest, bars.iloc[-3:])
     ticks = db.run(queries.ticks, "sim", "BTCUSDT", START_S * 10**6, (START_S + 2) * 10**6, 99)
     assert list(ticks.columns) == queries.TICK_COLUMNS and len(ticks) == 4
     assert ticks["time"].iloc[1] == "2024-05-01T00:00:00.500000Z"
