@@ -232,6 +232,34 @@ def detect_kind(path: str | Path, header: list[str] | None, first_row: list[str]
     )
 
 
+SPOT, USDM = "spot", "usdm"
+_FUTURES_WIDTH = {TRADES: 6, AGG_TRADES: 7}  # spot dumps add isBestMatch
+
+
+def describe(path: str | Path, kind: str | None = None) -> tuple[str, str]:
+    """``(kind, market)`` of a dump from its name and first lines, before it is imported.
+
+    The market is ``"spot"`` or ``"usdm"`` (futures layout: 6 columns for trades, 7 for
+    aggTrades, without ``isBestMatch``). Trade ids of the two markets, and trade ids and
+    aggregate ids, are separate numberings: a venue must hold one of them per symbol.
+
+    :param kind: the kind if known (``--replay-kind``), else it is detected.
+    :raises DumpError: unreadable file or unknown layout.
+    """
+    with open_csv(path) as (f, _):
+        try:
+            first = f.readline()
+            has_header = _is_header(first)
+            row = f.readline() if has_header else first
+        except ZIP_READ_ERRORS as exc:
+            raise DumpError(corrupt_message(path, exc, "Nothing was imported from it.")) from None
+    header = first.decode("utf-8", "replace").strip().split(",") if has_header else None
+    first_row = row.decode("utf-8", "replace").strip().split(",") if row.strip() else []
+    kind = kind or detect_kind(path, header, first_row or header or [])
+    ncols = len(header) if header else len(first_row)
+    return kind, USDM if ncols == _FUTURES_WIDTH[kind] else SPOT
+
+
 def time_to_us(t: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Microseconds from ms or µs epoch values (by size); and a mask of implausible ones."""
     ms = (t >= 10**11) & (t < 10**13)

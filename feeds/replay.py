@@ -1,7 +1,7 @@
 """``--source replay``: recorded trades from files, through the same writer as live data.
 
     python ingest.py --source replay --replay PATH [PATH ...] [--speed X]
-                     [--replay-symbol SYM] [--replay-venue replay] [--replay-kind auto]
+                     [--replay-symbol SYM] [--replay-venue V] [--replay-kind auto]
 
 Inputs (formats in ``feeds/dumps.py``): Binance ``trades``/``aggTrades`` dumps, ``.csv``
 or ``.zip`` (a ``.CHECKSUM`` beside a file is verified before anything of it is stored),
@@ -11,13 +11,23 @@ and the browser collector's NDJSON. A folder stands for the dumps and NDJSON fil
 bar; ``--speed N`` (N > 0) plays all files together on one clock, N times faster than
 recorded, so a pair of dumps of the same day replays as a live pair would. Stored times
 are always the recorded ones.
+
+Venues: each file goes to the venue of its id numbering (:func:`default_venue`):
+``replay-spot`` (spot trades), ``replay-spot-agg`` (spot aggTrades), ``replay-usdm``,
+``replay-usdm-agg`` (futures layouts) and ``replay-ndjson`` (derived ids), so no two
+numberings share a (venue, symbol, trade_id) key and the writer never drops a row of one
+as "already stored" because of the other. ``--replay-venue`` puts every file under one
+venue; a file whose numbering differs from what that venue already holds for its symbol
+(in this run, or in an earlier replay run recorded in ``ingest_runs``) is refused.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import math
+import sqlite3
 import sys
 import time
 import zipfile
@@ -30,13 +40,20 @@ import numpy as np
 from tqdm import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
+import db_setup
 from feeds import dumps
 from feeds.dumps import BadRow, Columns, DumpError
 from feeds.status import FeedStats
 
 log = logging.getLogger("replay")
 
-DEFAULT_VENUE = "replay"
+VENUE_PREFIX = "replay"
+NDJSON_SPACE = "ndjson"  # the collector's derived ids
+# Live venues hold exchange trade ids of one market: a replay into one must match it.
+LIVE_SPACES = {
+    "binance-spot": f"{dumps.SPOT} {dumps.TRADES}",
+    "binance-usdm": f"{dumps.USDM} {dumps.TRADES}",
+}
 CHUNK_ROWS = 5_000  # rows per put_trades call
 MAX_QUEUED = 40  # chunks waiting in the writer's queue before the reader pauses
 BAD_ROWS_LOGGED = 20  # bad rows logged one by one per file; the rest as line ranges
@@ -47,33 +64,38 @@ _FILE_ERRORS = (DumpError, OSError, EOFError, zipfile.BadZipFile, zlib.error)
 
 
 class Input:
-    """One file to replay: a Binance dump of one symbol, or an NDJSON of any symbols."""
+    """One file to replay: a Binance dump of one symbol, or an NDJSON of any symbols.
+
+    A dump's kind and market are read from its name and first lines at once
+    (:func:`dumps.describe`); a file that cannot be read keeps the reason in ``error``
+    and fails when the replay starts.
+    """
 
     def __init__(self, path: Path, symbol: str | None, kind: str | None, keep=None) -> None:
         self.path = path
         self.ndjson = dumps.is_ndjson(path)
         self.symbol = symbol
         self.kind = "ndjson" if self.ndjson else kind
+        self.market: str | None = None
         self.keep = keep  # symbols to keep from an NDJSON (None: all)
+        self.symbols = [symbol] if symbol else []  # an NDJSON's: set by from_args
+        self.venue = VENUE_PREFIX
         self.reader = None
         self.rows_read = 0
         self.stored = 0
         self.bad: list[BadRow] = []
         self.error: str | None = None
         self.checksum: str | None = None
-        self.kinds_seen: dict[tuple[str, str], Path] = {}  # shared by a feed's inputs
+        if not self.ndjson:
+            try:
+                self.kind, self.market = dumps.describe(path, kind)
+            except (DumpError, OSError) as exc:
+                self.error = str(exc)
 
-    def _check_kind(self) -> None:
-        """Trade ids and aggregate ids are different numberings: never mix them."""
-        other = "trades" if self.kind == dumps.AGG_TRADES else dumps.AGG_TRADES
-        clash = self.kinds_seen.get((self.symbol, other))
-        if clash is not None:
-            raise DumpError(
-                f"{self.path} holds {self.kind} of {self.symbol} but {clash} held {other}: "
-                "aggregate ids and trade ids would collide under one venue. Replay them in "
-                "separate runs with different --replay-venue values."
-            )
-        self.kinds_seen[(self.symbol, self.kind)] = self.path
+    @property
+    def space(self) -> str:
+        """The id numbering of the file: ``spot trades``, ``usdm aggTrades``, ``ndjson``."""
+        return NDJSON_SPACE if self.ndjson else f"{self.market} {self.kind}"
 
     @property
     def size(self) -> int:
@@ -102,9 +124,6 @@ class Input:
             return
         self.reader = dumps.DumpReader(self.path, self.kind)
         for cols, bad in self.reader:
-            if self.kind != self.reader.kind:
-                self.kind = self.reader.kind
-                self._check_kind()
             self.bad.extend(bad)
             self.rows_read += len(cols) + len(bad)
             yield self.symbol, cols
@@ -121,6 +140,48 @@ def _merge(by_symbol: dict[str, Columns]) -> tuple[str | np.ndarray, Columns]:
 
 
 _FIELDS = ("trade_id", "time_us", "price", "qty", "buyer_is_maker")
+
+
+def default_venue(item: Input) -> str:
+    """``replay-spot``, ``replay-spot-agg``, ``replay-usdm``, ``replay-usdm-agg`` or
+    ``replay-ndjson``: one venue per id numbering (module docstring)."""
+    if item.ndjson:
+        return f"{VENUE_PREFIX}-ndjson"
+    if item.market is None:  # unreadable: it fails before anything is stored
+        return VENUE_PREFIX
+    agg = "-agg" if item.kind == dumps.AGG_TRADES else ""
+    return f"{VENUE_PREFIX}-{item.market}{agg}"
+
+
+def earlier_spaces(db_path, venue: str) -> dict[str, tuple[str, str]]:
+    """Symbol -> (id numbering, where it was recorded) that ``venue`` already holds.
+
+    From the ``id_spaces`` of earlier replay runs in ``ingest_runs`` (runs from before
+    they were recorded say nothing). Read-only.
+    """
+    found: dict[str, tuple[str, str]] = {}
+    if db_path is None:
+        return found
+    try:
+        conn = db_setup.connect_read_only(db_path)
+    except FileNotFoundError:
+        return found
+    try:
+        rows = conn.execute(
+            "SELECT run_id, params_json FROM ingest_runs WHERE source = 'replay' ORDER BY run_id"
+        ).fetchall()
+    except sqlite3.OperationalError:  # no schema yet: nothing stored
+        return found
+    finally:
+        conn.close()
+    for run_id, params_json in rows:
+        try:
+            spaces = json.loads(params_json).get("id_spaces", {}).get(venue, {})
+        except (ValueError, AttributeError):
+            continue
+        for symbol, space in spaces.items():
+            found.setdefault(symbol, (space, f"replay run {run_id}"))
+    return found
 
 
 def line_ranges(lines: list[int], limit: int = 50) -> str:
@@ -140,10 +201,17 @@ class ReplayFeed:
 
     :param inputs: the files, with their symbols resolved.
     :param writer: the ``TradeWriter``.
-    :param venue: venue the trades are stored under.
+    :param venue: one venue for every file (``--replay-venue``); None: each file's
+        :func:`default_venue`.
     :param speed: 0 = as fast as possible; N > 0 = N times the recorded pace.
     :param hold: after the files, keep running until ``stop_event`` is set.
     :param progress: show a progress bar at speed 0.
+    :param db_path: the database, read (read-only) for the id numberings a named venue
+        already holds.
+
+    ``failed`` lists the paths of the files that failed (checksum, corrupt or unreadable,
+    unknown layout, a numbering the venue does not hold), in the order they failed; the
+    other files are imported all the same.
     """
 
     def __init__(
@@ -151,33 +219,72 @@ class ReplayFeed:
         inputs: list[Input],
         writer,
         *,
-        venue: str = DEFAULT_VENUE,
+        venue: str | None = None,
         speed: float = 0.0,
         symbols: list[str],
         hold: bool = False,
         progress: bool = True,
+        db_path=None,
     ) -> None:
         self.inputs = inputs
         self.writer = writer
-        self.venue = venue
         self.speed = speed
         self.hold = hold
         self.progress = progress
         self.symbols = symbols
-        self.stats = [FeedStats(venue=venue, symbol=s, source="replay") for s in symbols]
-        self._stats = {st.symbol: st for st in self.stats}
         self.failed: list[Path] = []
-        kinds_seen: dict[tuple[str, str], Path] = {}
         for item in inputs:
-            item.kinds_seen = kinds_seen
+            item.venue = venue or default_venue(item)
+        claims = self._claim_spaces(venue, db_path)
+        venues = list(dict.fromkeys(i.venue for i in inputs if i.error is None))
+        # ingest_runs.venue: the one venue, or all of them (as its symbols column lists)
+        self.venue = ",".join(venues) if venues else (venue or VENUE_PREFIX)
+        self.stats = [
+            FeedStats(venue=v, symbol=s, source="replay") for v, s in claims if s in symbols
+        ]
+        self._stats = {(st.venue, st.symbol): st for st in self.stats}
+        id_spaces: dict[str, dict[str, str]] = {}
+        for (v, s), space in claims.items():
+            id_spaces.setdefault(v, {})[s] = space
         self.params = {
             "files": [str(i.path) for i in inputs],
             "kinds": {str(i.path): i.kind or "auto" for i in inputs},
+            "venues": {str(i.path): i.venue for i in inputs},
+            "id_spaces": id_spaces,
             "speed": speed,
-            "venue": venue,
+            "venue": self.venue,
             "ndjson_trade_id": "trade_time_us * 1000 + k (k: earlier lines, same symbol and ts)",
             "ndjson_buyer_is_maker": "tick rule (estimated)",
         }
+
+    def _claim_spaces(self, venue: str | None, db_path) -> dict[tuple[str, str], str]:
+        """(venue, symbol) -> id numbering; a file whose numbering differs from the one
+        its venue holds for a symbol (an earlier file, an earlier run) gets an error."""
+        earlier = earlier_spaces(db_path, venue) if venue else {}
+        held = {(venue, symbol): found for symbol, found in earlier.items()}
+        claims: dict[tuple[str, str], str] = {}
+        for item in self.inputs:
+            if item.error is not None:
+                continue
+            for symbol in item.symbols:
+                found = held.get((item.venue, symbol))
+                if found is None and item.venue in LIVE_SPACES:
+                    found = (LIVE_SPACES[item.venue], "the live feed's numbering")
+                space, where = found or (item.space, "")
+                if space != item.space:
+                    item.error = (
+                        f"{item.path} holds {item.space} of {symbol}, but venue {item.venue} "
+                        f"already holds {space} of it ({where}): the ids are different "
+                        "numberings, so rows would collide and be dropped as already stored. "
+                        "Nothing was imported from it: leave out --replay-venue (each "
+                        "numbering then gets its own venue) or name another venue."
+                    )
+                    break
+            else:
+                for symbol in item.symbols:
+                    held.setdefault((item.venue, symbol), (item.space, str(item.path)))
+                    claims[(item.venue, symbol)] = item.space
+        return claims
 
     # -- the run -------------------------------------------------------------------
 
@@ -205,6 +312,8 @@ class ReplayFeed:
             stop_event.wait()
 
     def _verify(self, item: Input) -> bool:
+        if item.error is not None:  # found before the run (layout, numbering)
+            return self._fail(item, item.error)
         is_zip = item.path.suffix.lower() == ".zip"
         try:
             item.checksum = dumps.verify_checksum(item.path)
@@ -243,7 +352,7 @@ class ReplayFeed:
                 before = self.writer.stats.trades_stored
                 try:
                     for symbol, cols in item.chunks():
-                        self._emit(symbol, cols, stop_event)
+                        self._emit(item.venue, symbol, cols, stop_event)
                         bar.update(len(cols))
                         seen = done_bytes + item.bytes_read
                         if seen:
@@ -283,7 +392,7 @@ class ReplayFeed:
                 upto = int(np.searchsorted(cols.time_us, now, side="right"))
                 if upto > pos:
                     part = symbol if isinstance(symbol, str) else symbol[pos:upto]
-                    self._emit(part, cols.take(slice(pos, upto)), stop_event)
+                    self._emit(item.venue, part, cols.take(slice(pos, upto)), stop_event)
                     head[4] = pos = upto
                 if pos < len(cols):
                     next_t = min(next_t, cols.time_us[pos])
@@ -316,16 +425,16 @@ class ReplayFeed:
 
     # -- storing -------------------------------------------------------------------
 
-    def _emit(self, symbol: str | np.ndarray, cols: Columns, stop_event) -> None:
+    def _emit(self, venue: str, symbol: str | np.ndarray, cols: Columns, stop_event) -> None:
         if not len(cols):
             return
         if not isinstance(symbol, str):
             for name in dict.fromkeys(symbol.tolist()):
-                self._emit(name, cols.take(symbol == name), stop_event)
+                self._emit(venue, name, cols.take(symbol == name), stop_event)
             return
         rows = list(
             zip(
-                repeat(self.venue),
+                repeat(venue),
                 repeat(symbol),
                 cols.trade_id.tolist(),
                 cols.time_us.tolist(),
@@ -341,15 +450,15 @@ class ReplayFeed:
                 time.sleep(0.002)
             self.writer.put_trades(rows[start : start + CHUNK_ROWS])
         last = int(np.argmax(cols.trade_id))
-        self._stats_for(symbol).saw_trades(
+        self._stats_for(venue, symbol).saw_trades(
             len(cols), int(cols.trade_id[last]), int(cols.time_us[last])
         )
 
-    def _stats_for(self, symbol: str) -> FeedStats:
-        st = self._stats.get(symbol)
+    def _stats_for(self, venue: str, symbol: str) -> FeedStats:
+        st = self._stats.get((venue, symbol))
         if st is None:  # the reporter reads self.stats, which may grow
-            st = FeedStats(venue=self.venue, symbol=symbol, source="replay", connected=True)
-            self._stats[symbol] = st
+            st = FeedStats(venue=venue, symbol=symbol, source="replay", connected=True)
+            self._stats[(venue, symbol)] = st
             self.stats.append(st)
         return st
 
@@ -359,7 +468,7 @@ class ReplayFeed:
         """One line per file; when files play together the writer's counts cannot be
         told apart per file, so only the run's total says what was stored."""
         kind = getattr(item.reader, "kind", None) or item.kind
-        what = f"{item.path} ({kind}{f', {item.symbol}' if item.symbol else ''})"
+        what = f"{item.path} ({kind}{f', {item.symbol}' if item.symbol else ''} -> {item.venue})"
         if paced:
             log.info("%s: %d rows read, %d bad", what, item.rows_read, len(item.bad))
         else:
@@ -439,7 +548,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="symbol of dumps whose file name does not say (SYMBOL-trades-DATE.zip does)",
     )
     g.add_argument(
-        "--replay-venue", default=DEFAULT_VENUE, help="venue the replayed trades are stored under"
+        "--replay-venue",
+        metavar="VENUE",
+        help="one venue for every file (default: by the file's id numbering: replay-spot, "
+        "replay-spot-agg, replay-usdm, replay-usdm-agg, replay-ndjson)",
     )
     g.add_argument(
         "--replay-kind",
@@ -488,8 +600,11 @@ def from_args(args: argparse.Namespace, writer) -> ReplayFeed:
         if dumps.is_ndjson(path):
             found = dumps.ndjson_symbols(path)
             keep = set(wanted) if wanted else None
-            symbols.update(dict.fromkeys(sorted(found & keep if keep else found)))
-            inputs.append(Input(path, None, None, keep))
+            kept = sorted(found & keep if keep else found)
+            symbols.update(dict.fromkeys(kept))
+            item = Input(path, None, None, keep)
+            item.symbols = kept
+            inputs.append(item)
             continue
         symbol = dumps.symbol_from_name(path) or (flag_symbol or "").upper() or None
         if symbol is None and len(wanted) == 1:
@@ -509,8 +624,9 @@ def from_args(args: argparse.Namespace, writer) -> ReplayFeed:
     return ReplayFeed(
         inputs,
         writer,
-        venue=getattr(args, "replay_venue", None) or DEFAULT_VENUE,
+        venue=getattr(args, "replay_venue", None) or None,
         speed=speed,
         symbols=list(symbols) or wanted,
         hold=bool(getattr(args, "replay_hold", False)),
+        db_path=getattr(args, "db", None),
     )

@@ -52,7 +52,7 @@ def expected_rows(frame: pd.DataFrame, time_scale: int = 1000) -> pd.DataFrame:
     ).reset_index(drop=True)
 
 
-def stored(db: Path, venue: str = "replay", symbol: str = "BTCUSDT") -> pd.DataFrame:
+def stored(db: Path, venue: str = "replay-spot", symbol: str = "BTCUSDT") -> pd.DataFrame:
     with sqlite3.connect(db) as conn:
         return pd.read_sql_query(
             "SELECT trade_id, trade_time_us, price, qty, buyer_is_maker FROM trades "
@@ -115,14 +115,15 @@ def test_daemon_imports_a_dump_row_by_row_and_twice_stores_nothing(tmp_path):
         venues = conn.execute("SELECT DISTINCT venue FROM trades").fetchall()
         run = conn.execute("SELECT venue, source, symbols, params_json FROM ingest_runs").fetchone()
         status = conn.execute(
-            "SELECT symbol, source, last_trade_id FROM feed_status ORDER BY symbol"
+            "SELECT symbol, source, last_trade_id FROM feed_status WHERE venue = 'replay-spot' "
+            "ORDER BY symbol"
         ).fetchall()
         bars = conn.execute(
             "SELECT sum(trade_count), min(first_trade_id), max(last_trade_id) FROM bars_1s "
             "WHERE symbol = 'BTCUSDT'"
         ).fetchone()
-    assert venues == [("replay",)]
-    assert run[:3] == ("replay", "replay", "BTCUSDT,XRPETH")
+    assert venues == [("replay-spot",)]
+    assert run[:3] == ("replay-spot", "replay", "BTCUSDT,XRPETH")
     assert json.loads(run[3])["files"] == [str(BTC), str(XRP)]
     assert status == [("BTCUSDT", "replay", 553287858), ("XRPETH", "replay", 13520006)]
     assert bars == (300, 553287559, 553287858)
@@ -248,13 +249,13 @@ def test_daemon_imports_ndjson_twice_storing_nothing_the_second_time(tmp_path):
         expected.append((r["symbol"], us * 1000 + k, us, r["price"], r["size"]))
     frame = pd.DataFrame(expected, columns=["symbol", "trade_id", "trade_time_us", "p", "q"])
     for symbol, rows in frame.groupby("symbol"):
-        got = stored(db, symbol=symbol)
+        got = stored(db, venue="replay-ndjson", symbol=symbol)
         assert got.trade_id.tolist() == rows.trade_id.tolist()
         assert got.trade_time_us.tolist() == rows.trade_time_us.tolist()
         assert got.price.tolist() == rows.p.tolist() and got.qty.tolist() == rows.q.tolist()
         assert got.trade_id.is_unique and got.trade_time_us.duplicated().any()
     # The BTCUSDT ids follow the recorded ones' order: the derived ids sort the same way.
-    btc = stored(db, symbol="BTCUSDT")
+    btc = stored(db, venue="replay-ndjson", symbol="BTCUSDT")
     assert btc.price.tolist() == read_fixture(BTC).price.astype(float).tolist()
     # Tick rule: an uptick is a taker buy (0), a downtick a taker sell (1).
     diffs = np.sign(np.diff(btc.price.to_numpy()))
@@ -292,7 +293,7 @@ def zip_variant(tmp_path: Path) -> tuple[Path, pd.DataFrame]:
     return path, expected_rows(read_fixture())
 
 
-def agg_spot_variant(tmp_path: Path) -> tuple[Path, pd.DataFrame]:
+def agg_spot_variant(tmp_path: Path, first_id: int = 900_000) -> tuple[Path, pd.DataFrame]:
     """Spot aggTrades (8 columns, no header), built by aggregating the fixture's trades
     as Binance does: consecutive trades of one taker order at one price and time."""
     fx = read_fixture()
@@ -314,7 +315,7 @@ def agg_spot_variant(tmp_path: Path) -> tuple[Path, pd.DataFrame]:
         )
     )
     agg["qty"] = agg.qty.round(8)
-    agg.insert(0, "aggId", np.arange(900_000, 900_000 + len(agg)))
+    agg.insert(0, "aggId", np.arange(first_id, first_id + len(agg)))
     agg["best"] = "True"
     path = tmp_path / "BTCUSDT-aggTrades-2021-01-08.csv"
     agg.to_csv(path, header=False, index=False)
@@ -347,24 +348,29 @@ def agg_futures_variant(tmp_path: Path) -> tuple[Path, pd.DataFrame]:
     return target, expected
 
 
-VARIANTS = {
-    "header": (header_variant, []),
-    "microseconds": (micro_variant, []),
-    "zip-no-checksum": (zip_variant, []),
-    "aggTrades-spot": (agg_spot_variant, []),
-    "aggTrades-futures-header": (agg_futures_variant, ["--replay-symbol", "btcusdt"]),
+VARIANTS = {  # how to make it, extra flags, the venue of its id numbering
+    "header": (header_variant, [], "replay-usdm"),
+    "microseconds": (micro_variant, [], "replay-spot"),
+    "zip-no-checksum": (zip_variant, [], "replay-spot"),
+    "aggTrades-spot": (agg_spot_variant, [], "replay-spot-agg"),
+    "aggTrades-futures-header": (
+        agg_futures_variant,
+        ["--replay-symbol", "btcusdt"],
+        "replay-usdm-agg",
+    ),
 }
 
 
 @pytest.mark.parametrize("variant", list(VARIANTS))
 def test_dump_variants_are_stored_row_by_row(tmp_path, variant):
-    make, extra = VARIANTS[variant]
+    make, extra, venue = VARIANTS[variant]
     path, expected = make(tmp_path)
     db = tmp_path / "replay.db"
     feed = run_feed(db, "--replay", str(path), *extra)
     assert not feed.failed
     assert feed.inputs[0].bad == []
-    assert_same_tape(db, expected)
+    assert feed.venue == venue
+    assert_same_tape(db, expected, venue=venue)
 
 
 def test_seven_columns_without_header_or_name_are_told_apart(tmp_path):
@@ -379,12 +385,63 @@ def test_seven_columns_without_header_or_name_are_told_apart(tmp_path):
 
 
 def test_trades_and_aggtrades_of_one_symbol_are_not_mixed(tmp_path):
-    agg_path, _ = agg_spot_variant(tmp_path)
+    """By default each numbering has its venue; under one --replay-venue the second
+    numbering of a symbol is refused, not stored beside the first."""
+    agg_path, agg = agg_spot_variant(tmp_path, first_id=553287559)  # ids overlap
     db = tmp_path / "replay.db"
     feed = run_feed(db, "--replay", str(BTC), str(agg_path))
-    assert feed.failed == [agg_path]
-    assert "different --replay-venue" in feed.inputs[1].error
+    assert not feed.failed and feed.venue == "replay-spot,replay-spot-agg"
     assert_same_tape(db, expected_rows(read_fixture(BTC)))
+    assert_same_tape(db, agg, venue="replay-spot-agg")
+
+    one = tmp_path / "one.db"
+    feed = run_feed(one, "--replay", str(BTC), str(agg_path), "--replay-venue", "mine")
+    assert feed.failed == [agg_path]
+    assert "already holds spot trades of it" in feed.inputs[1].error
+    assert "leave out --replay-venue" in feed.inputs[1].error
+    assert_same_tape(one, expected_rows(read_fixture(BTC)), venue="mine")
+
+    live = tmp_path / "live.db"  # a live venue holds its market's trade ids
+    feed = run_feed(live, "--replay", str(agg_path), "--replay-venue", "binance-spot")
+    assert feed.failed == [agg_path] and "the live feed's numbering" in feed.inputs[0].error
+
+
+def test_daemon_runs_of_other_numberings_of_one_symbol_are_all_stored(tmp_path):
+    """Spot trades, then spot aggTrades and USD-M trades of the same symbol whose ids
+    overlap them, in three daemon runs with the default venue: every row of every run
+    is stored, none dropped as "already stored", each numbering under its own venue."""
+    agg_path, agg = agg_spot_variant(tmp_path, first_id=553287559)
+    usdm_dir = tmp_path / "um"
+    usdm_dir.mkdir()
+    usdm_path, usdm = header_variant(usdm_dir)  # futures layout, the spot fixture's ids
+    db = tmp_path / "replay.db"
+    for path, rows in ((BTC, 300), (agg_path, len(agg)), (usdm_path, 300)):
+        done = run_daemon(db, "--replay", str(path))
+        assert done.returncode == 0, done.stderr
+        assert f"{rows} rows read, {rows} stored, 0 already stored, 0 bad" in done.stderr
+    assert_same_tape(db, expected_rows(read_fixture(BTC)), venue="replay-spot")
+    assert_same_tape(db, agg, venue="replay-spot-agg")
+    assert_same_tape(db, usdm, venue="replay-usdm")
+    with sqlite3.connect(db) as conn:
+        runs = conn.execute("SELECT venue FROM ingest_runs ORDER BY run_id").fetchall()
+    assert runs == [("replay-spot",), ("replay-spot-agg",), ("replay-usdm",)]
+
+
+def test_a_named_venue_refuses_another_numbering_in_a_later_run(tmp_path):
+    """--replay-venue across runs: the venue's numbering of a symbol is recorded in
+    ingest_runs; a later file of another numbering fails with a message, and nothing of
+    it is stored (not silently dropped row by row)."""
+    agg_path, _ = agg_spot_variant(tmp_path, first_id=553287559)
+    db = tmp_path / "replay.db"
+    first = run_daemon(db, "--replay", str(BTC), "--replay-venue", "mine")
+    assert first.returncode == 0, first.stderr
+    second = run_daemon(db, "--replay", str(agg_path), str(XRP), "--replay-venue", "mine")
+    assert "already holds spot trades of it (replay run 1)" in second.stderr
+    assert "1 files failed" in second.stderr
+    assert_same_tape(db, expected_rows(read_fixture(BTC)), venue="mine")
+    assert_same_tape(db, expected_rows(read_fixture(XRP)), venue="mine", symbol="XRPETH")
+    again = run_daemon(db, "--replay", str(BTC), "--replay-venue", "mine")  # same numbering
+    assert "0 files failed" in again.stderr and "300 already stored" in again.stderr
 
 
 def test_bad_rows_in_later_blocks_keep_their_line_numbers(tmp_path):
