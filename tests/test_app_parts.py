@@ -341,6 +341,26 @@ def test_bad_uploads_say_what_is_wrong(content, message):
         upload.parse_files([("x.csv", content)])
 
 
+@pytest.mark.parametrize(
+    ("first", "step"),
+    [(1714521600 * 10**k, 10**k) for k in (0, 3, 6, 9)],  # s, ms, us, ns
+)
+def test_upload_epoch_units_up_to_nanoseconds(first, step):
+    content = f"time,open,high,low,close\n{first},1,1,1,1\n{first + step},1,1,1,1\n".encode()
+    bars = upload.parse_files([("aaa.csv", content)]).frames["AAA"]
+    assert list(bars.index) == [
+        pd.Timestamp("2024-05-01T00:00:00Z"),
+        pd.Timestamp("2024-05-01T00:00:01Z"),
+    ]
+
+
+def test_upload_epoch_out_of_range_is_an_upload_error_with_the_line():
+    # 1e16 is read as microseconds: year 2286, beyond what pandas holds.
+    content = b"time,open,high,low,close\n1714521600000000,1,1,1,1\n9999999999999999,1,1,1,1\n"
+    with pytest.raises(upload.UploadError, match=r"1 Unix timestamp\(s\) .* line\(s\) 3 "):
+        upload.parse_files([("x.csv", content)])
+
+
 def test_upload_size_limit():
     big = b"timestamp,open,high,low,close\n" + b"1" * (upload.MAX_UPLOAD_MB * 1_048_576 + 1)
     with pytest.raises(upload.UploadError, match="the limit is 20 MB"):
