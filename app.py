@@ -71,16 +71,24 @@ view = None
 if source_choice == sidebar.SOURCE_UPLOAD:
     source = data.UploadSource(uploaded.frames, uploaded.bar_seconds)
     venue = sidebar.choose_venue([source.venue])
-    view = sidebar.choose_view(venue, source.symbols())
+    view = sidebar.choose_view(venue, source.symbols(), uploaded.span_s)
     if view is not None and view.bar_seconds < uploaded.bar_seconds:
         coarser = next(
-            (tf for tf, s in TIMEFRAME_SECONDS.items() if s >= uploaded.bar_seconds), "1h"
+            (tf for tf, s in TIMEFRAME_SECONDS.items() if s >= uploaded.bar_seconds), None
         )
-        st.sidebar.warning(
-            f"The upload has {uploaded.bar_seconds} s bars; showing {coarser} instead of "
-            f"{view.timeframe}."
-        )
-        view = replace(view, timeframe=coarser)
+        if coarser is None:
+            st.sidebar.error(
+                f"The upload has bars of {uploaded.bar_seconds:,} s, coarser than the "
+                f"coarsest timeframe ({max(TIMEFRAME_SECONDS.values()):,} s = 1 day): "
+                "upload daily or finer bars."
+            )
+            view = None
+        else:
+            st.sidebar.warning(
+                f"The upload has {uploaded.bar_seconds:,} s bars; showing {coarser} instead "
+                f"of {view.timeframe}."
+            )
+            view = replace(view, timeframe=coarser)
 else:
     venues: list[str] = []
     series: list[tuple[str, str]] = []

@@ -23,6 +23,7 @@ TIMEFRAMES: dict[str, str] = {
     "5m": "5min",
     "15m": "15min",
     "1h": "1h",
+    "1d": "1D",
 }
 TIMEFRAME_SECONDS: dict[str, int] = {
     "1s": 1,
@@ -32,6 +33,7 @@ TIMEFRAME_SECONDS: dict[str, int] = {
     "5m": 300,
     "15m": 900,
     "1h": 3600,
+    "1d": 86400,
 }
 LOOKBACKS: dict[str, int] = {
     "5 min": 300,
@@ -136,9 +138,13 @@ class View:
     def expected_bars(self) -> int:
         return self.lookback_s // self.bar_seconds
 
-    def too_large(self) -> str | None:
-        """Why this view would load too much, or None when it is within the limits."""
-        if self.lookback_s > MAX_1S_ROWS:
+    def too_large(self, max_lookback_s: int | None = MAX_1S_ROWS) -> str | None:
+        """Why this view would load too much, or None when it is within the limits.
+
+        :param max_lookback_s: the database's cap (one-second rows); None for an upload,
+            which is already in memory and only bounded in bars.
+        """
+        if max_lookback_s is not None and self.lookback_s > max_lookback_s:
             return f"lookback is capped at {MAX_1S_ROWS // 86400} days"
         if self.expected_bars > MAX_BARS:
             return (

@@ -24,6 +24,7 @@ from dashboard.settings import (
 
 SOURCE_DB = "Database"
 SOURCE_UPLOAD = "Uploaded CSV"
+WHOLE_FILE = "whole file"
 
 
 def _keep_valid(key: str, options: list, default_index: int) -> None:
@@ -57,8 +58,11 @@ def choose_venue(venues: list[str]) -> str:
     )
 
 
-def choose_view(venue: str, symbols: list[str]) -> View | None:
-    """The rest of the sidebar; None (with a message) when fewer than two symbols exist."""
+def choose_view(venue: str, symbols: list[str], file_span_s: int | None = None) -> View | None:
+    """The rest of the sidebar; None (with a message) when fewer than two symbols exist.
+
+    :param file_span_s: an upload's time span: its lookbacks start with the whole file.
+    """
     sb = st.sidebar
     if is_synthetic(venue):
         what = "SIMULATED" if venue == "sim" else venue.upper()
@@ -72,7 +76,13 @@ def choose_view(venue: str, symbols: list[str]) -> View | None:
     y = c1.selectbox("Y (bought with the spread)", symbols, index=0, key="y")
     x = c2.selectbox("X (hedge leg)", symbols, index=1, key="x")
     timeframe = sb.select_slider("Timeframe", list(TIMEFRAMES), value="1s", key="timeframe")
-    lookback_label = sb.selectbox("Lookback", list(LOOKBACKS), index=2, key="lookback")
+    lookbacks = dict(LOOKBACKS)
+    if file_span_s is not None:
+        lookbacks = {WHOLE_FILE: file_span_s} | lookbacks
+    _keep_valid("lookback", list(lookbacks), 0 if file_span_s else 2)
+    lookback_label = sb.selectbox(
+        "Lookback", list(lookbacks), index=0 if file_span_s else 2, key="lookback"
+    )
     window = sb.number_input(
         "Rolling window (bars)",
         min_value=5,
@@ -117,7 +127,7 @@ def choose_view(venue: str, symbols: list[str]) -> View | None:
         y=y,
         x=x,
         timeframe=timeframe,
-        lookback_s=LOOKBACKS[lookback_label],
+        lookback_s=lookbacks[lookback_label],
         window=int(window),
         method=HEDGE_METHODS[method_label],
         log_prices=bool(log_prices),

@@ -54,6 +54,16 @@ class Uploaded:
     notes: list[str] = field(default_factory=list)
     digest: str = ""  # of every file's name and bytes: a cache key that follows the content
 
+    @property
+    def span_s(self) -> int:
+        """Seconds from the first bar's start to the last bar's end, over every symbol."""
+        frames = [f for f in self.frames.values() if len(f)]
+        if not frames:
+            return self.bar_seconds
+        first = min(f.index[0] for f in frames)
+        last = max(f.index[-1] for f in frames)
+        return int((last - first).total_seconds()) + self.bar_seconds
+
 
 def parse_files(files: list[tuple[str, bytes]]) -> Uploaded:
     """Parse and validate uploaded files ``[(name, content)]`` into one :class:`Uploaded`.

@@ -369,3 +369,41 @@ def test_a_stopped_leg_is_named_on_the_live_tab_and_stops_the_z_score(monkeypatc
     assert "Stale leg: ETHUSDT** has no traded bar for 100 s (100 1s bars)" in texts(at.warning)
     assert "BTCUSDT**" not in texts(at.warning)
     assert metric(at, "z-score") == "—"
+
+
+def daily_csv(days: int, step: str = "1D") -> bytes:
+    """Two cointegrated symbols as OHLC bars every ``step`` (a daily or weekly file)."""
+    rng = np.random.default_rng(5)
+    index = pd.date_range("2020-01-01", periods=days, freq=step, tz="UTC")
+    log_x = np.log(100.0) + np.cumsum(rng.normal(0, 0.02, days))
+    log_y = 0.5 + 0.9 * log_x + rng.normal(0, 0.01, days)
+    parts = []
+    for symbol, logs in (("AAA", log_y), ("BBB", log_x)):
+        p = np.exp(logs)
+        parts.append(
+            pd.DataFrame(
+                {"date": index.strftime("%Y-%m-%d"), "symbol": symbol, "open": p, "high": p}
+                | {"low": p, "close": p, "volume": 1.0}
+            )
+        )
+    return pd.concat(parts).to_csv(index=False).encode()
+
+
+def test_daily_upload_is_analysed_as_daily_and_weekly_is_refused(monkeypatch, tmp_path):
+    at = run_app(monkeypatch, build_empty_db(tmp_path / "empty.db"))
+    at.file_uploader(key="upload").set_value(("daily.csv", daily_csv(300), "text/csv"))
+    at.run()
+    at.radio(key="source").set_value("Uploaded CSV").run()
+    assert not at.exception
+    assert "showing 1d instead of 1s" in texts(at.sidebar.warning)
+    assert at.selectbox(key="lookback").value == "whole file"
+    preview = table(at, "time", "spread")
+    steps = pd.to_datetime(preview["time"]).diff().dropna()
+    assert (steps == pd.Timedelta("1D")).all()
+    assert preview["time"].iloc[-1] == "2020-10-26T00:00:00Z"  # day 300: the whole file
+    assert metric(at, "z-score") != "—"
+    # Weekly bars are coarser than any timeframe: refused in words, not shown as daily.
+    at.file_uploader(key="upload").set_value(("weekly.csv", daily_csv(60, "7D"), "text/csv"))
+    at.run()
+    assert not at.exception
+    assert "coarser than the coarsest timeframe" in texts(at.sidebar.error)

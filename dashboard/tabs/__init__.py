@@ -14,7 +14,7 @@ import streamlit as st
 
 from dashboard import cache
 from dashboard import data as pipeline
-from dashboard.settings import View
+from dashboard.settings import MAX_1S_ROWS, View
 
 TAB_NAMES = ("Live", "Prices", "Pair", "Statistics", "Backtest", "Correlation", "Alerts", "Data")
 
@@ -36,6 +36,11 @@ class Context:
         return pipeline.is_upload(self.source)
 
     @property
+    def max_lookback_s(self) -> int | None:
+        """The lookback cap: the database's one-second rows; none for an upload."""
+        return None if self.is_upload else MAX_1S_ROWS
+
+    @property
     def source_key(self) -> tuple:
         """What identifies the data for a cache key: the database, or the upload's bytes."""
         if self.is_upload:
@@ -47,7 +52,7 @@ class Context:
         if self.view is None:
             return None
         if self._pair is None:
-            too_large = self.view.too_large()
+            too_large = self.view.too_large(self.max_lookback_s)
             if too_large:
                 self._pair = pipeline.PairData(self.view, None, waiting=too_large)
             elif self.is_upload:

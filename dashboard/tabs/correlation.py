@@ -17,8 +17,9 @@ def render(ctx: Context) -> None:
     if end_s is None or len(symbols) < 2:
         st.info("Waiting for bars of at least two symbols.")
         return
-    if view.too_large():
-        st.info(view.too_large())
+    too_large = view.too_large(ctx.max_lookback_s)
+    if too_large:
+        st.info(too_large)
         return
     key = ("corr", ctx.source_key, ctx.source.venue, view, end_s // 10)
     try:
