@@ -295,7 +295,8 @@ def true_pair_params(params: dict, y: str, x: str) -> TrueParams | None:
     ``1 / b_X``, intercept ``-a_X / b_X``; two legs ``Y`` on ``X`` give ``b_Y / b_X``, intercept
     ``a_Y - a_X b_Y / b_X`` (their spread ``s_Y - (b_Y / b_X) s_X`` is again OU with that
     half-life). None when a symbol is not part of the model or the params are not the
-    simulator's (``legs`` and ``hedge_leg``).
+    simulator's (``legs`` and ``hedge_leg``); NaN ratio and intercept ("undefined" in
+    ``how``) when X's own ratio is 0, as ``--sim-hedge-ratio 0`` makes it.
     """
     legs, hedge = params.get("legs"), params.get("hedge_leg")
     half_life = params.get("half_life_s")
@@ -309,6 +310,15 @@ def true_pair_params(params: dict, y: str, x: str) -> TrueParams | None:
     if x == hedge and y in coef:
         b, a = coef[y]
         return TrueParams(b, a, half_life, f"as simulated: {y} driven by {x}")
+    if x in coef and (y == hedge or y in coef) and coef[x][0] == 0:
+        # X does not move with the hedge leg: there is no ratio to invert.
+        return TrueParams(
+            math.nan,
+            math.nan,
+            half_life,
+            f"undefined: {x} was simulated with hedge ratio 0 (it does not follow "
+            f"{hedge}), so {y} on {x} has no true hedge ratio",
+        )
     if y == hedge and x in coef:
         b, a = coef[x]
         return TrueParams(1 / b, -a / b, half_life, f"inverted: {x} = a + {b:g} {y} (1/{b:g})")

@@ -3,6 +3,7 @@ read-only queries, the database path rule, warm-up counts."""
 
 from __future__ import annotations
 
+import math
 import sqlite3
 from dataclasses import replace
 from pathlib import Path
@@ -420,6 +421,20 @@ def test_true_params_in_the_orientation_on_screen(y, x, slope, intercept):
     for sym, p in SIM["legs"].items():
         legs[sym] = p["intercept"] + p["hedge_ratio"] * log_b
     np.testing.assert_allclose(legs[y], intercept + slope * legs[x], rtol=1e-12)
+
+
+def test_true_params_undefined_when_x_does_not_follow_the_hedge_leg():
+    # --sim-hedge-ratio 0: a leg with ratio 0 cannot be inverted (the Live tab divided by it).
+    sim = {"hedge_leg": "BTCUSDT", "half_life_s": 60.0}
+    sim["legs"] = {
+        "ETHUSDT": {"hedge_ratio": 0.0, "intercept": 1.0},
+        "SOLUSDT": SIM["legs"]["SOLUSDT"],
+    }
+    for y in ("BTCUSDT", "SOLUSDT"):
+        truth = data.true_pair_params(sim, y, "ETHUSDT")
+        assert math.isnan(truth.hedge_ratio) and math.isnan(truth.intercept)
+        assert truth.how.startswith("undefined") and truth.half_life_s == 60.0
+    assert data.true_pair_params(sim, "ETHUSDT", "BTCUSDT").hedge_ratio == 0.0  # as simulated
 
 
 def test_true_params_none_outside_the_model():

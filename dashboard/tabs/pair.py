@@ -34,7 +34,7 @@ def render(ctx: Context) -> None:
     if not ctx.is_upload and view.log_prices:  # the simulator's hedge is of log prices
         run = ctx.source.db.run(queries.latest_run, view.venue)
         found = data.true_pair_params(run.params, view.y, view.x) if run else None
-        truth = found.hedge_ratio if found else None
+        truth = found.hedge_ratio if found and found.hedge_ratio == found.hedge_ratio else None
     unit = f"log {view.y} per log {view.x}" if view.log_prices else f"{view.y} per {view.x}"
     st.plotly_chart(charts.hedge_paths(paths, unit, truth), key="hedge_paths")
     st.caption(
