@@ -34,6 +34,8 @@ _RISING = {"zscore_above", "price_above", "volume_spike"}
 _RULE_COLUMNS = (
     "rule_id, kind, venue, symbol, symbol_x, threshold, rearm, enabled, armed, created_ms"
 )
+# Schema version 2: the view a z-score or volume rule is judged in (NULL in older rules).
+_VIEW_COLUMNS = ("timeframe", "window_bars", "hedge_method", "log_prices")
 _ALLOWED_ALWAYS = {
     sqlite3.SQLITE_SELECT,
     sqlite3.SQLITE_READ,
@@ -70,10 +72,32 @@ class Rule:
     enabled: bool
     armed: bool
     created_ms: int
+    # The view it is judged in (z-score: all four; volume spike: timeframe and window);
+    # None in a rule made before they were stored: judged in each page's own view.
+    timeframe: str | None = None
+    window: int | None = None
+    method: str | None = None
+    log_prices: bool | None = None
+
+    @property
+    def has_view(self) -> bool:
+        """True when the rule carries its own view (the same value on every page)."""
+        return self.timeframe is not None and self.window is not None
 
     def describe(self) -> str:
         target = f"{self.symbol}/{self.symbol_x}" if self.symbol_x else self.symbol
         return f"{target} on {self.venue}: {KINDS[self.kind]} {self.threshold:g}"
+
+    def judged_in(self) -> str:
+        """The settings the rule's value is computed with, in words."""
+        if self.kind.startswith("price"):
+            return "last trade"
+        if not self.has_view:
+            return "each page's own view (rule made before settings were stored)"
+        text = f"{self.timeframe} bars, window {self.window}"
+        if self.kind.startswith("zscore"):
+            text += f", {self.method}, {'log' if self.log_prices else 'raw'} prices"
+        return text
 
 
 @dataclass(frozen=True)
@@ -143,6 +167,12 @@ class AlertStore:
         )
         self._conn.execute("PRAGMA foreign_keys=ON")  # events go with their rule
         self._conn.set_authorizer(alerts_only_authorizer)
+        # A file not yet migrated to version 2 has no view columns: rules then carry none.
+        names = {d[0] for d in self._conn.execute("SELECT * FROM alert_rules LIMIT 0").description}
+        self.stores_views = set(_VIEW_COLUMNS) <= names
+        self._columns = _RULE_COLUMNS + (
+            ", " + ", ".join(_VIEW_COLUMNS) if self.stores_views else ""
+        )
 
     def close(self) -> None:
         with self._lock:
@@ -157,7 +187,7 @@ class AlertStore:
 
     def rules(self, venue: str | None = None) -> list[Rule]:
         """All rules, or those of one venue, oldest first."""
-        sql = f"SELECT {_RULE_COLUMNS} FROM alert_rules"  # noqa: S608 (constant columns)
+        sql = f"SELECT {self._columns} FROM alert_rules"  # noqa: S608 (constant columns)
         params: tuple = ()
         if venue is not None:
             sql += " WHERE venue = ?"
@@ -174,16 +204,35 @@ class AlertStore:
         threshold: float,
         rearm: float,
         symbol_x: str | None = None,
+        *,
+        timeframe: str | None = None,
+        window: int | None = None,
+        method: str | None = None,
+        log_prices: bool | None = None,
     ) -> int:
-        """Store a new armed rule; return its id. :raises AlertError: for a bad rule."""
+        """Store a new armed rule; return its id. :raises AlertError: for a bad rule.
+
+        :param timeframe: with ``window`` (and for z-score rules ``method`` and
+            ``log_prices``): the view the rule is judged in, stored with it so every page
+            computes the same value. Price rules store none.
+        """
         if not kind.startswith("zscore"):
             symbol_x = None
+            method = log_prices = None
+        if kind.startswith("price"):
+            timeframe = window = None
         validate_rule(kind, threshold, rearm, symbol_x)
+        row = [kind, venue, symbol, symbol_x, float(threshold), float(rearm), _now_ms()]
+        columns = "kind, venue, symbol, symbol_x, threshold, rearm, created_ms"
+        if self.stores_views:
+            columns += ", " + ", ".join(_VIEW_COLUMNS)
+            row += [timeframe, window, method, None if log_prices is None else int(log_prices)]
+        marks = ", ".join("?" * len(row))
         with self._lock:
             cur = self._conn.execute(
-                "INSERT INTO alert_rules (kind, venue, symbol, symbol_x, threshold, rearm,"
-                " enabled, armed, created_ms) VALUES (?, ?, ?, ?, ?, ?, 1, 1, ?)",
-                (kind, venue, symbol, symbol_x, float(threshold), float(rearm), _now_ms()),
+                f"INSERT INTO alert_rules ({columns}, enabled, armed)"  # noqa: S608 (constants)
+                f" VALUES ({marks}, 1, 1)",
+                row,
             )
             return int(cur.lastrowid)
 
@@ -242,7 +291,7 @@ class AlertStore:
             try:
                 for rid in changes:
                     row = conn.execute(
-                        f"SELECT {_RULE_COLUMNS} FROM alert_rules WHERE rule_id = ?",  # noqa: S608
+                        f"SELECT {self._columns} FROM alert_rules WHERE rule_id = ?",  # noqa: S608
                         (rid,),
                     ).fetchone()
                     if row is None or not row[7]:
@@ -282,6 +331,10 @@ def _rule(row: tuple) -> Rule:
         enabled=bool(row[7]),
         armed=bool(row[8]),
         created_ms=row[9],
+        timeframe=row[10] if len(row) > 10 else None,
+        window=row[11] if len(row) > 11 else None,
+        method=row[12] if len(row) > 12 else None,
+        log_prices=None if len(row) <= 13 or row[13] is None else bool(row[13]),
     )
 
 

@@ -20,7 +20,13 @@ import pandas as pd
 import analytics
 import db_setup
 from dashboard import queries
-from dashboard.settings import MAX_1S_ROWS, UPLOAD_VENUE, View
+from dashboard.settings import (
+    LIVE_MIN_TAIL_BARS,
+    MAX_1S_ROWS,
+    TIMEFRAME_SECONDS,
+    UPLOAD_VENUE,
+    View,
+)
 
 T = TypeVar("T")
 
@@ -269,6 +275,26 @@ def volume_ratio_now(
         return math.nan, None
     ratio = analytics.volume_ratio(bars, view.window)
     return float(ratio.iloc[-1]), int(bars.index[-1].timestamp())
+
+
+def rule_view(rule: Any, session: View) -> View:
+    """The view an alert rule is judged in: its own stored settings over the live tail
+    (``max(3 x window, 300)`` bars), with the default (auto) Kalman noise and no liquidity
+    floor, so every page computes the same value; ``session`` (the page's own live view)
+    for a rule made before settings were stored."""
+    if not rule.has_view:
+        return session
+    bars = max(3 * rule.window, LIVE_MIN_TAIL_BARS)
+    return View(
+        venue=rule.venue,
+        y=rule.symbol,
+        x=rule.symbol_x or rule.symbol,
+        timeframe=rule.timeframe,
+        lookback_s=bars * TIMEFRAME_SECONDS[rule.timeframe],
+        window=int(rule.window),
+        method=rule.method or "ols",
+        log_prices=bool(rule.log_prices),
+    )
 
 
 @dataclass(frozen=True)

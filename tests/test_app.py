@@ -181,6 +181,9 @@ def test_volume_spike_alert_fires_once_and_not_again_while_hovering(monkeypatch,
     assert not at.exception and "Rule 1 added." in texts(at.success)
     store = AlertStore(db_copy)
     assert store.rules()[0].kind == "volume_spike" and store.rules()[0].symbol == "ETHUSDT"
+    # The rule keeps the view it was made in, shown in the rules table.
+    assert (store.rules()[0].timeframe, store.rules()[0].window) == ("1s", 60)
+    assert table(at, "judged in")["judged in"].iloc[0] == "1s bars, window 60"
     at.run()
     assert len(at.toast) == 1 and "volume spike" in at.toast[0].value
     events = store.events()

@@ -16,6 +16,8 @@ import analytics
 from dashboard import data, queries, upload
 from dashboard.alerts import AlertError, AlertStore, step
 from dashboard.settings import DEFAULT_DB, View, resolve_db_path
+from dashboard.tabs import Context
+from dashboard.tabs import live as live_tab
 from tests.dashboard_fixtures import START_S, build_empty_db, build_pair_db
 
 
@@ -136,6 +138,53 @@ def test_store_evaluate_fires_once_while_hovering_and_again_after_rearm(store):
     other = AlertStore(store.path)
     assert other.evaluate({rid: (3.0, None)}) == []
     other.close()
+
+
+def test_a_rule_is_judged_in_its_own_view_whatever_the_page_shows(tmp_path):
+    """Two pages with different settings feed a stored-view rule the same value."""
+    db_path = build_pair_db(tmp_path / "rules.db", seconds=300)
+    db = data.ReadOnlyDB(db_path)
+    store = AlertStore(db_path)
+    rid = store.add_rule(
+        "zscore_above", "sim", "BTCUSDT", 2.0, 1.0, symbol_x="ETHUSDT",
+        timeframe="1s", window=30, method="rolling", log_prices=True,
+    )  # fmt: skip
+    legacy = store.add_rule("zscore_above", "sim", "BTCUSDT", 2.0, 1.0, symbol_x="ETHUSDT")
+    rules = {r.rule_id: r for r in store.rules()}
+    assert rules[rid].judged_in() == "1s bars, window 30, rolling, log prices"
+    assert rules[legacy].judged_in().startswith("each page's own view")
+    source = data.DbSource(db, "sim")
+    seen = []
+    for page in (
+        View(venue="sim", y="BTCUSDT", x="ETHUSDT", window=60, method="ols"),
+        View(venue="sim", y="ETHUSDT", x="SOLUSDT", window=20, method="kalman", log_prices=False),
+    ):
+        live = page.live()
+        ctx = Context(db_path=str(db_path), source=source, view=page)
+        seen.append(
+            live_tab.readings_for(list(rules.values()), ctx, data.compute_pair(source, live))
+        )
+    assert seen[0][rid] == seen[1][rid]
+    # The value, independently: SQL closes, the 300-bar tail, analytics.pair_frame.
+    closes = pd.DataFrame(
+        {
+            sym: pd.read_sql_query(
+                "SELECT bar_time_s, close FROM bars_1s WHERE venue = 'sim' AND symbol = ?"
+                " ORDER BY bar_time_s",
+                sqlite3.connect(db_path),
+                params=(sym,),
+                index_col="bar_time_s",
+            )["close"]
+            for sym in ("BTCUSDT", "ETHUSDT")
+        }
+    ).tail(300)
+    frame = analytics.pair_frame(closes["BTCUSDT"], closes["ETHUSDT"], 30, "rolling", True)
+    assert seen[0][rid] == (pytest.approx(frame["zscore"].iloc[-1], rel=1e-9), START_S + 299)
+    # A rule made before settings were stored follows each page: only the page showing
+    # its pair judges it (as before), in that page's view.
+    assert legacy in seen[0] and legacy not in seen[1]
+    store.close()
+    db.close()
 
 
 def test_paused_rule_is_not_evaluated(store):

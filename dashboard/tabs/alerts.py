@@ -71,17 +71,29 @@ def _new_rule(store: AlertStore, ctx: Context) -> None:
                 float(threshold),
                 float(rearm),
                 symbol_x=view.x if zscore else None,
+                timeframe=view.timeframe,
+                window=view.window,
+                method=view.method,
+                log_prices=view.log_prices,
             )
         except AlertError as exc:
             st.error(f"Rule not added: {exc}")
         else:
             st.success(f"Rule {rule_id} added.")
+    kind_of_hedge = f"{view.method}, {'log' if view.log_prices else 'raw'} prices"
     st.caption(
-        f"z-score rules use the pair on screen ({view.y}/{view.x}) with the sidebar's "
-        f"timeframe, window and hedge method. Volume spike = the newest {view.timeframe} "
-        f"bar's volume / the mean volume of the {view.window} bars before it "
-        "(`analytics.volume_ratio`); e.g. threshold 3, re-arm at 1.5."
+        f"A new z-score rule watches the pair on screen ({view.y}/{view.x}) and keeps "
+        f"today's settings ({view.timeframe} bars, window {view.window}, {kind_of_hedge}; "
+        "auto Kalman noise, no liquidity floor): every open page judges it in those, "
+        f"whatever it shows. Volume spike = the newest {view.timeframe} bar's volume / the "
+        f"mean volume of the {view.window} bars before it (`analytics.volume_ratio`); "
+        "e.g. threshold 3, re-arm at 1.5."
     )
+    if not store.stores_views:
+        st.warning(
+            "This database predates per-rule settings (schema version 2): new rules are "
+            "judged in each page's own view. Run `python db_setup.py --db <file>` to migrate."
+        )
     _volume_context(ctx)
 
 
@@ -115,6 +127,7 @@ def _rules(store: AlertStore, ctx: Context) -> None:
             {
                 "id": r.rule_id,
                 "rule": r.describe(),
+                "judged in": r.judged_in(),
                 "re-arm at": r.rearm,
                 "enabled": r.enabled,
                 "armed": r.armed,

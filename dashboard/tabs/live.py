@@ -115,30 +115,52 @@ def _check_alerts(ctx: Context, pair: data.PairData) -> None:
 
 
 def readings_for(rules, ctx: Context, pair: data.PairData) -> dict[int, tuple[float, int | None]]:
-    """The value each rule is judged on now: the pair's z-score, a leg's last price, or a
-    symbol's volume ratio (newest bar over the mean of the ``window`` bars before it, at the
-    sidebar's timeframe)."""
+    """The value each rule is judged on now: a pair's z-score, a leg's last price, or a
+    symbol's volume ratio (newest bar over the mean of the ``window`` bars before it).
+
+    A rule that stores its view (timeframe, window, method, log prices) is computed in it
+    (``data.rule_view``), whichever pair and settings this page shows, so every open page
+    feeds it the same value. An older rule without one is judged in this page's view.
+
+    :param pair: this page's live pair (``data.compute_pair`` of ``ctx.view.live()``).
+    """
     view = ctx.view
     readings: dict[int, tuple[float, int | None]] = {}
-    z, bar = pair.now("zscore")  # NaN while a leg is stale: the rule is not moved
+    pairs: dict = {pair.view: pair}  # one computation per distinct rule view
     prices: dict[str, tuple[float, int] | None] = {}
-    volumes: dict[str, tuple[float, int | None]] = {}
+    volumes: dict[tuple, tuple[float, int | None]] = {}
     for rule in rules:
         if rule.kind.startswith("zscore"):
-            if (rule.symbol, rule.symbol_x) == (view.y, view.x) and pair.frame is not None:
-                readings[rule.rule_id] = (z, bar)
+            if rule.has_view:
+                v = data.rule_view(rule, pair.view)
+                if v not in pairs:
+                    pairs[v] = data.compute_pair(ctx.source, v)
+                # NaN while a leg is stale or the pair waits: the rule is not moved.
+                readings[rule.rule_id] = pairs[v].now("zscore")
+            elif (rule.symbol, rule.symbol_x) == (view.y, view.x) and pair.frame is not None:
+                readings[rule.rule_id] = pair.now("zscore")
         elif rule.kind.startswith("price"):
             if rule.symbol not in prices:
                 prices[rule.symbol] = ctx.source.last_price(rule.symbol)
             last = prices[rule.symbol]
             if last is not None:
                 readings[rule.rule_id] = (last[0], last[1] // 1_000_000)
+        elif rule.kind == "volume_spike" and rule.has_view:
+            v = data.rule_view(rule, pair.view)
+            key = (rule.symbol, v.timeframe, v.window)
+            if key not in volumes:
+                end_s = data.end_of_view(ctx.source, [rule.symbol])
+                if end_s is None:
+                    continue
+                volumes[key] = data.volume_ratio_now(ctx.source, v, rule.symbol, end_s)
+            readings[rule.rule_id] = volumes[key]
         elif rule.kind == "volume_spike" and pair.end_s is not None:
-            if rule.symbol not in volumes:
-                volumes[rule.symbol] = data.volume_ratio_now(
+            key = (rule.symbol, None, None)
+            if key not in volumes:
+                volumes[key] = data.volume_ratio_now(
                     ctx.source, pair.view, rule.symbol, pair.end_s, pair.bars.get(rule.symbol)
                 )
-            readings[rule.rule_id] = volumes[rule.symbol]
+            readings[rule.rule_id] = volumes[key]
     return readings
 
 
