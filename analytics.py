@@ -33,12 +33,14 @@ import pandas as pd
 import statsmodels.api as sm
 from scipy import stats
 
-from backtest import BacktestResult, backtest, periods_per_year
+from backtest import BacktestResult, backtest
 from bars import (
     BAR_COLUMNS,
     _periods_per_year,
     _utc_ns,
+    empty_bars,
     liquidity_mask,
+    periods_per_year,
     price_stats,
     resample_bars,
     resample_trades,
@@ -67,6 +69,7 @@ __all__ = [
     "align_closes",
     "backtest",
     "correlation_matrix",
+    "empty_bars",
     "engle_granger",
     "half_life",
     "hedge_ratio",
@@ -209,13 +212,18 @@ def hedge_ratio(
     :param x: the hedge leg; rows are inner-joined with ``y`` and NaNs dropped.
     :param method: ``"ols"``, ``"huber"`` or ``"theil-sen"``.
     :param max_points: cap on the Theil-Sen sample.
-    :raises ValueError: fewer than 3 common points, or an unknown method.
+    :raises ValueError: fewer than 3 common points, a flat ``x`` (relative std below 1e-10,
+        as in :func:`rolling_hedge_ratio`: no slope to fit), or an unknown method.
     """
     ys, xs = _pair(y, x)
     n = len(ys)
     if n < 3:
         raise ValueError(f"hedge_ratio needs at least 3 common points, got {n}")
     yv, xv = ys.to_numpy(), xs.to_numpy()
+    if float(np.std(xv - xv[0])) <= 1e-10 * max(abs(float(xv[0])), 1e-300):
+        raise ValueError(
+            f"x is flat over the {n} points (it did not move): a hedge ratio on it is undefined"
+        )
     design = np.column_stack([np.ones(n), xv])
     if method == "ols":
         res = sm.OLS(yv, design).fit()

@@ -26,9 +26,10 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-__all__ = ["BacktestResult", "backtest", "periods_per_year"]
+from bars import _periods_per_year
 
-_SECONDS_PER_YEAR = 365 * 86_400
+__all__ = ["BacktestResult", "backtest"]
+
 _TRADE_COLUMNS = [
     "side",
     "signal_time",
@@ -48,20 +49,6 @@ _TRADE_COLUMNS = [
     "bars_held",
     "closed",
 ]
-
-
-def periods_per_year(index: pd.DatetimeIndex) -> float:
-    """Bars per 365-day year, from the median spacing of a DatetimeIndex.
-
-    :param index: at least two timestamps. The median ignores gaps of missing bars.
-    """
-    ns = pd.DatetimeIndex(index).as_unit("ns").asi8
-    if len(ns) < 2:
-        raise ValueError("need at least two timestamps to infer the bar length")
-    step = float(np.median(np.diff(ns)))
-    if step <= 0:
-        raise ValueError("timestamps must increase to infer the bar length")
-    return _SECONDS_PER_YEAR * 1e9 / step
 
 
 @dataclass(frozen=True)
@@ -216,7 +203,7 @@ def backtest(
     returns = eq_series.pct_change().dropna()
     std = float(returns.std()) if len(returns) > 1 else float("nan")
     if periods_per_year is None:
-        periods_per_year = _ppy(idx)
+        periods_per_year = _periods_per_year(idx)
     sharpe = (
         float(returns.mean()) / std * math.sqrt(periods_per_year)
         if std and std == std
@@ -233,9 +220,3 @@ def backtest(
         hit_rate=float((closed["net_pnl"] > 0).mean()) if len(closed) else float("nan"),
         n_trades=len(closed),
     )
-
-
-def _ppy(index: pd.Index) -> float:
-    if isinstance(index, pd.DatetimeIndex) and len(index) > 1:
-        return periods_per_year(index)
-    return float("nan")

@@ -14,11 +14,11 @@ import math
 import numpy as np
 import pandas as pd
 
-from backtest import periods_per_year
-
 __all__ = [
     "BAR_COLUMNS",
+    "empty_bars",
     "liquidity_mask",
+    "periods_per_year",
     "price_stats",
     "resample_bars",
     "resample_trades",
@@ -38,6 +38,7 @@ BAR_COLUMNS = (
     "empty",
 )
 _NS_PER_DAY = 86_400 * 10**9
+_SECONDS_PER_YEAR = 365 * 86_400
 
 
 def _utc_ns(index: pd.Index, what: str) -> pd.DatetimeIndex:
@@ -83,7 +84,8 @@ def _bin_codes(ns: np.ndarray, freq: str | pd.DateOffset) -> tuple[np.ndarray, p
     return np.searchsorted(labels.asi8, ns, side="right") - 1, labels
 
 
-def _empty_bars() -> pd.DataFrame:
+def empty_bars() -> pd.DataFrame:
+    """A bars frame with no rows: the columns, dtypes and index type of any other."""
     frame = pd.DataFrame(
         {c: pd.Series(dtype="float64") for c in BAR_COLUMNS[:-2]}
         | {"trades": pd.Series(dtype="int64"), "vwap": pd.Series(dtype="float64")}
@@ -170,7 +172,7 @@ def resample_trades(trades: pd.DataFrame, freq: str | pd.DateOffset) -> pd.DataF
             f"trades lacks column(s) {sorted(missing)}; need price, qty, buyer_is_maker"
         )
     if trades.empty:
-        return _empty_bars()
+        return empty_bars()
     ns = _utc_ns(trades.index, "trades").asi8
     price = trades["price"].to_numpy(dtype=np.float64)
     qty = trades["qty"].to_numpy(dtype=np.float64)
@@ -211,7 +213,7 @@ def resample_bars(bars: pd.DataFrame, freq: str | pd.DateOffset) -> pd.DataFrame
     if missing:
         raise ValueError(f"bars lacks column(s) {missing}; need {', '.join(need)}")
     if bars.empty:
-        return _empty_bars()
+        return empty_bars()
     ns = _utc_ns(bars.index, "bars").asi8
     if not (ns[1:] >= ns[:-1]).all():
         order = np.argsort(ns, kind="stable")
@@ -296,5 +298,22 @@ def price_stats(bars: pd.DataFrame, periods_per_year: float | None = None) -> di
     }
 
 
+def periods_per_year(index: pd.DatetimeIndex) -> float:
+    """Bars per 365-day year, from the median spacing of a DatetimeIndex.
+
+    :param index: at least two timestamps. The median ignores gaps of missing bars.
+    """
+    ns = pd.DatetimeIndex(index).as_unit("ns").asi8
+    if len(ns) < 2:
+        raise ValueError("need at least two timestamps to infer the bar length")
+    step = float(np.median(np.diff(ns)))
+    if step <= 0:
+        raise ValueError("timestamps must increase to infer the bar length")
+    return _SECONDS_PER_YEAR * 1e9 / step
+
+
 def _periods_per_year(index: pd.Index) -> float:
-    return periods_per_year(index) if len(index) > 1 else float("nan")
+    """:func:`periods_per_year`, or NaN for fewer than two timestamps (no bar length)."""
+    if isinstance(index, pd.DatetimeIndex) and len(index) > 1:
+        return periods_per_year(index)
+    return float("nan")

@@ -106,7 +106,7 @@ class UploadSource:
     def raw_bars(self, symbol: str, start_s: int, end_s: int) -> pd.DataFrame:
         frame = self.frames.get(symbol)
         if frame is None:
-            return queries.empty_bars()
+            return analytics.empty_bars()
         start = pd.Timestamp(start_s, unit="s", tz="UTC")
         end = pd.Timestamp(end_s, unit="s", tz="UTC")
         return frame[(frame.index >= start) & (frame.index < end)]

@@ -15,18 +15,8 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-BAR_COLUMNS = [
-    "open",
-    "high",
-    "low",
-    "close",
-    "volume",
-    "quote_volume",
-    "taker_buy_volume",
-    "trades",
-    "vwap",
-    "empty",
-]
+from analytics import BAR_COLUMNS, empty_bars
+
 TICK_COLUMNS = ["time", "venue", "symbol", "trade_id", "price", "qty", "buyer_is_maker"]
 
 _BARS_SQL = """
@@ -46,7 +36,6 @@ ORDER BY venue, symbol
 LIMIT 1
 """
 _LATEST_BAR_SQL = "SELECT max(bar_time_s) FROM bars_1s WHERE venue = ? AND symbol = ?"
-_EARLIEST_BAR_SQL = "SELECT min(bar_time_s) FROM bars_1s WHERE venue = ? AND symbol = ?"
 _LAST_TRADE_SQL = """
 SELECT trade_time_us, price, qty FROM trades
 WHERE venue = ? AND symbol = ?
@@ -124,7 +113,7 @@ def bars_1s(
         return empty_bars()
     arr = np.array(rows, dtype=float)
     # NULL vwap (zero volume) arrives as None -> nan through the float conversion.
-    frame = pd.DataFrame(arr[:, 1:], columns=BAR_COLUMNS[:-1])
+    frame = pd.DataFrame(arr[:, 1:], columns=list(BAR_COLUMNS[:-1]))
     frame["trades"] = frame["trades"].astype("int64")
     frame["empty"] = False
     frame.index = pd.DatetimeIndex(pd.to_datetime(arr[:, 0].astype("int64"), unit="s", utc=True))
@@ -132,23 +121,9 @@ def bars_1s(
     return frame
 
 
-def empty_bars() -> pd.DataFrame:
-    """A bar frame with no rows and the right columns and index type."""
-    frame = pd.DataFrame({c: pd.Series(dtype=float) for c in BAR_COLUMNS})
-    frame["trades"] = frame["trades"].astype("int64")
-    frame["empty"] = frame["empty"].astype(bool)
-    frame.index = pd.DatetimeIndex([], tz="UTC", name="time")
-    return frame
-
-
 def latest_bar_s(conn: sqlite3.Connection, venue: str, symbol: str) -> int | None:
     """Start second of the newest bar of a series, or None when it has none."""
     return conn.execute(_LATEST_BAR_SQL, (venue, symbol)).fetchone()[0]
-
-
-def earliest_bar_s(conn: sqlite3.Connection, venue: str, symbol: str) -> int | None:
-    """Start second of the oldest bar of a series, or None when it has none."""
-    return conn.execute(_EARLIEST_BAR_SQL, (venue, symbol)).fetchone()[0]
 
 
 @dataclass(frozen=True)

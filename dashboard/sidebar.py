@@ -16,7 +16,6 @@ from dashboard.settings import (
     HEDGE_METHODS,
     LOOKBACKS,
     TIMEFRAMES,
-    UPLOAD_VENUE,
     View,
     is_synthetic,
     venue_label,
@@ -186,7 +185,3 @@ def _kalman_noise(shown: bool) -> tuple[float | None, float | None]:
             help="In squared units of the fitted prices (log prices: ~spread variance).",
         )
         return float(delta), float(obs_var)
-
-
-def upload_label() -> str:
-    return venue_label(UPLOAD_VENUE)

@@ -338,6 +338,9 @@ def test_hedge_ratio_robust_methods_match_libraries_called_directly():
     assert math.isclose(theil.slope, ts.slope) and math.isclose(theil.intercept, ts.intercept)
     with pytest.raises(ValueError, match="unknown hedge method"):
         A.hedge_ratio(y, x, "lasso")
+    flat = pd.Series(1.0, index=pd.date_range(T0, periods=50, freq="1s"))
+    with pytest.raises(ValueError, match="x is flat"):  # was slope 0 +- 0, silently
+        A.hedge_ratio(flat * np.arange(50), flat)
     with pytest.raises(ValueError, match="at least 3"):
         A.hedge_ratio(y.iloc[:2], x.iloc[:2])
 

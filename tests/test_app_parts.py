@@ -207,7 +207,7 @@ def test_series_bars_and_ticks(pair_db):
     db = data.ReadOnlyDB(pair_db)
     assert db.run(queries.series) == [("sim", "BTCUSDT"), ("sim", "ETHUSDT"), ("sim", "SOLUSDT")]
     bars = db.run(queries.bars_1s, "sim", "BTCUSDT", START_S, START_S + 10, 1000)
-    assert len(bars) == 10 and list(bars.columns) == queries.BAR_COLUMNS
+    assert len(bars) == 10 and list(bars.columns) == list(analytics.BAR_COLUMNS)
     assert (bars["trades"] == 2).all() and str(bars.index.tz) == "UTC"
     np.testing.assert_allclose(bars["vwap"], bars["quote_volume"] / bars["volume"])
     # A limit keeps the NEWEST rows of the range (a long lookback must end at the newest
@@ -264,6 +264,14 @@ def bars_of(prices: np.ndarray, start_s: int = START_S, freq: str = "1s") -> pd.
 
 def moving(n: int, seed: int = 0, level: float = 100.0) -> np.ndarray:
     return level * np.exp(np.cumsum(np.random.default_rng(seed).normal(0, 3e-4, n)))
+
+
+def test_a_flat_x_is_said_not_fitted_with_slope_zero():
+    view = View(venue="upload", y="Y", x="X", lookback_s=300, window=60, method="ols")
+    flat_x = data.UploadSource({"Y": bars_of(moving(300, seed=1)), "X": bars_of(np.full(300, 7.0))})
+    pair = data.compute_pair(flat_x, view)
+    assert pair.frame is None and "ols hedge cannot be fitted" in pair.waiting
+    assert "x is flat" in pair.waiting
 
 
 def test_kalman_on_a_flat_first_window_runs_and_an_unfittable_pair_waits():
@@ -362,7 +370,7 @@ def test_good_upload_becomes_bars():
     result = upload.parse_files([("two.csv", GOOD)])
     assert sorted(result.frames) == ["AAA", "BBB"] and result.bar_seconds == 60
     bars = result.frames["AAA"]
-    assert list(bars.columns) == list(queries.BAR_COLUMNS)
+    assert list(bars.columns) == list(analytics.BAR_COLUMNS)
     assert bars.index[0] == pd.Timestamp("2024-05-01T00:00:00Z")
 
 

@@ -67,7 +67,7 @@ def render(ctx: Context) -> None:
         f"and exit. {hedge_note}"
     )
     if result.trades.empty:
-        st.info(f"No trade: |z| never went above {entry:g} in the lookback.")
+        st.info(_why_no_trade(pair, entry))
     else:
         trades = result.trades.copy()
         # Capital is 1, so P&L in basis points of capital reads better than 0.0000x.
@@ -87,6 +87,25 @@ def render(ctx: Context) -> None:
                 },
             },
         )
+
+
+def _why_no_trade(pair: data.PairData, entry: float) -> str:
+    """No z-score at all (the trailing fit is still warming up), or none beyond entry."""
+    view = pair.view
+    have = int(data.backtest_frame(pair)["zscore"].notna().sum())
+    if have:
+        return f"No trade: |z| never went above {entry:g} in the lookback."
+    if view.method in data.CAUSAL_METHODS:
+        return (
+            f"No trade: the {view.method} z-score has no value yet in this lookback "
+            f"(it needs {data.bars_needed(view)} bars with both legs)."
+        )
+    return (
+        f"No trade yet: the backtest's trailing OLS needs {2 * view.window} bars with both "
+        f"legs before its first z-score ({view.window} to fit, then {view.window} for the "
+        f"z-score window); the lookback has {len(pair.frame)}. Lengthen the lookback or "
+        "shorten the window."
+    )
 
 
 def _span(seconds: float) -> str:

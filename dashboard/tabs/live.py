@@ -243,9 +243,13 @@ def _truth_table(truth: data.TrueParams, pair: data.PairData) -> pd.DataFrame:
     """Rows quantity / true / estimate for the pair on screen."""
     view, frame = pair.view, pair.frame
     hedge_est = pair.latest("hedge_ratio")
-    fit = analytics.hedge_ratio(frame["y"], frame["x"], "ols")
-    resid = analytics.spread(frame["y"], frame["x"], fit.slope, fit.intercept)
-    half_life_s = analytics.half_life(resid) * view.bar_seconds
+    try:
+        fit = analytics.hedge_ratio(frame["y"], frame["x"], "ols")
+    except ValueError:  # a flat X: no OLS residual, no half-life estimate
+        half_life_s = math.nan
+    else:
+        resid = analytics.spread(frame["y"], frame["x"], fit.slope, fit.intercept)
+        half_life_s = analytics.half_life(resid) * view.bar_seconds
     rows = []
     if view.log_prices:
         rows.append(("hedge ratio (log Y on log X)", truth.hedge_ratio, hedge_est))
