@@ -77,7 +77,11 @@ def test_every_tab_renders_over_a_fixture_database(monkeypatch, pair_db):
     at = run_app(monkeypatch, pair_db)
     assert [t.label for t in at.tabs] == list(TAB_NAMES)
     # Live: prices, z, hedge, correlation; simulated data plainly marked.
-    assert float(metric(at, "z-score")) == pytest.approx(float(metric(at, "z-score")))
+    # The z-score, independently: SQL closes, the live tail (max(3 x 60, 300) = 300 bars),
+    # analytics.pair_frame with the sidebar's defaults (OLS, log prices, window 60).
+    tail = sql_closes(pair_db).tail(300)
+    z = analytics.pair_frame(tail["BTCUSDT"], tail["ETHUSDT"], 60, "ols", True)["zscore"]
+    assert metric(at, "z-score") == f"{z.iloc[-1]:.2f}" and abs(z.iloc[-1]) > 0.5
     assert metric(at, "BTCUSDT last") != "—"
     assert "SIMULATED" in texts(at.warning)
     assert "Feed health" in texts(at.subheader)

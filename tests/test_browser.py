@@ -127,6 +127,35 @@ def daemon_cmd(db: Path) -> list[str]:
     ]
 
 
+# What each tab draws once it has rendered (a text, or a CSS selector after "css="): the
+# test waits for it in the visible tab panel instead of sleeping a fixed time.
+TAB_MARKERS = {
+    "Live": "Feed health",
+    "Prices": 'css=[data-testid="stPlotlyChart"]',
+    "Pair": "Static fit",
+    "Statistics": "Run the tests",
+    "Backtest": "Total return",
+    "Correlation": "Pair scanner",
+    "Alerts": "New rule",
+    "Data": "Download bars + analytics (CSV)",
+}
+
+
+def wait_for_tab(page, name: str) -> bool:
+    """True once the visible tab panel shows the tab's marker (within 20 s)."""
+    panel = page.get_by_role("tabpanel")  # hidden panels are not in the accessibility tree
+    marker = TAB_MARKERS[name]
+    if marker.startswith("css="):
+        target = panel.locator(marker[4:]).first
+    else:
+        target = panel.get_by_text(marker, exact=False).first
+    try:
+        target.wait_for(state="visible", timeout=20_000)
+    except Exception:
+        return False
+    return True
+
+
 def metric_value(page, label: str) -> str:
     box = page.locator('[data-testid="stMetric"]').filter(has_text=label).first
     return box.locator('[data-testid="stMetricValue"]').inner_text(timeout=10_000).strip()
@@ -158,10 +187,13 @@ def drive_page(url: str, out: Path) -> dict:
                     break
                 time.sleep(0.25)
             seen["z_values"] = values
-            seen["exceptions"] = {}
+            # Only the Live panel refreshes itself; the other tabs were computed when the
+            # window changed, with fewer bars than a window: recompute them now.
+            page.get_by_role("button", name="Refresh all tabs").click()
+            seen["exceptions"], seen["drawn"] = {}, {}
             for name in TAB_NAMES:
                 page.get_by_role("tab", name=name).click()
-                page.wait_for_timeout(700)
+                seen["drawn"][name] = wait_for_tab(page, name)
                 seen["exceptions"][name] = page.locator('[data-testid="stException"]').count()
             page.get_by_role("tab", name="Data").click()
             button = page.get_by_role("button", name="Download bars + analytics (CSV)")
@@ -196,6 +228,7 @@ def test_live_page_in_a_real_browser(tmp_path):
             wait_for(lambda: page_up(port), 30, "the page", page_proc, tmp_path / "page.log")
             seen = drive_page(f"http://127.0.0.1:{port}/", OUTPUT)
     assert len(seen["z_values"]) >= 2, f"z-score did not change: {seen['z_values']}"
+    assert seen["drawn"] == dict.fromkeys(TAB_NAMES, True), seen["drawn"]
     assert seen["exceptions"] == dict.fromkeys(TAB_NAMES, 0)
     assert seen["file_name"].startswith("bars_sim_") and seen["file_name"].endswith(".csv")
     header = seen["header"].split(",")
