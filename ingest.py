@@ -33,6 +33,11 @@ log = logging.getLogger("ingest")
 
 SOURCES = ("auto", "live", "sim", "replay")
 
+# Exit statuses besides 0 (clean stop): other tools drive the daemon and read these.
+EXIT_DATABASE = 1  # the database cannot be opened, or the writer could not finish
+EXIT_BAD_SYMBOL = 2  # a symbol the exchange does not list
+EXIT_REPLAY_FILES_FAILED = 3  # replay: files refused (checksum, corrupt, numbering)
+
 
 def build_parser() -> argparse.ArgumentParser:
     """The command line; a contract, since other tools drive the daemon."""
@@ -99,7 +104,7 @@ def main(argv: list[str] | None = None) -> int:
         writer.start()
     except Exception as exc:  # a broken or foreign database: say which, exit non-zero
         log.error("cannot open %s: %s", args.db, exc)
-        return 1
+        return EXIT_DATABASE
 
     stop = threading.Event()
 
@@ -115,7 +120,7 @@ def main(argv: list[str] | None = None) -> int:
     except binance.FeedError as exc:
         log.error("%s", exc)
         writer.close()
-        return 2
+        return EXIT_BAD_SYMBOL
     run_id = status.start_run(writer, feed.venue, args.source, feed.symbols, feed.params)
     reporter = status.StatusReporter(writer, feed.stats)
     reporter.start()
@@ -131,8 +136,15 @@ def main(argv: list[str] | None = None) -> int:
     status.finish_run(writer, run_id)
     if not writer.close(timeout=30):
         log.error("writer did not finish within 30 s; %d items left", writer.queue_depth())
-        return 1
+        return EXIT_DATABASE
     log.info("stopped cleanly: %d trades stored this run", writer.stats.trades_stored)
+    if args.source == "replay" and feed.failed:
+        log.error(
+            "%d replay file(s) failed, nothing stored from them: %s",
+            len(feed.failed),
+            ", ".join(map(str, feed.failed)),
+        )
+        return EXIT_REPLAY_FILES_FAILED
     return 0
 
 

@@ -144,6 +144,8 @@ def test_daemon_verifies_checksums(tmp_path):
     bad = write_zip(bad_dir, XRP.read_text(), "XRPETH-trades-2019-10-11", checksum="bad")
     db = tmp_path / "replay.db"
     done = run_daemon(db, "--replay", str(bad), str(good))
+    assert done.returncode == 3, done.stderr  # EXIT_REPLAY_FILES_FAILED
+    assert f"1 replay file(s) failed, nothing stored from them: {bad}" in done.stderr
     assert f"{good}: sha256 verified" in done.stderr
     assert f"checksum mismatch for {bad}" in done.stderr
     assert "download it again. Nothing was imported from it." in done.stderr
