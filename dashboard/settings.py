@@ -53,12 +53,9 @@ HEDGE_METHODS: dict[str, str] = {
     "Kalman": "kalman",
 }
 
-VENUE_NOTES: dict[str, str] = {
-    "binance-spot": "live",
-    "binance-usdm": "live",
-    "sim": "SIMULATED",
-    "replay": "recorded replay",
-}
+# Only these venues carry live market data. Every other venue (sim, the replay-* venues,
+# any name given to --replay-venue, an upload) is marked as not live.
+LIVE_VENUES = ("binance-spot", "binance-usdm")
 UPLOAD_VENUE = "upload"
 
 KALMAN_MIN_INIT = 20  # bars the auto Kalman estimates its noise on, at the least
@@ -72,13 +69,18 @@ STALE_STATUS_MS = 5_000  # a feed_status row older than this means the daemon is
 
 def venue_label(venue: str) -> str:
     """Sidebar label of a venue, with simulated/replayed data plainly marked."""
-    note = VENUE_NOTES.get(venue, "uploaded CSV" if venue == UPLOAD_VENUE else "")
-    return f"{venue} ({note})" if note else venue
+    if venue in LIVE_VENUES:
+        return f"{venue} (live)"
+    if venue == "sim":
+        return "sim (SIMULATED)"
+    if venue == UPLOAD_VENUE:
+        return f"{venue} (uploaded CSV)"
+    return f"{venue} (recorded replay)"
 
 
 def is_synthetic(venue: str) -> bool:
     """True for venues whose prices are not live market data."""
-    return venue in ("sim", "replay", UPLOAD_VENUE)
+    return venue not in LIVE_VENUES
 
 
 def resolve_db_path(argv: Sequence[str], environ: Mapping[str, str]) -> Path:

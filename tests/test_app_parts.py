@@ -13,7 +13,7 @@ import pandas as pd
 import pytest
 
 import analytics
-from dashboard import data, queries, upload
+from dashboard import data, queries, settings, upload
 from dashboard.alerts import AlertError, AlertStore, step
 from dashboard.settings import DEFAULT_DB, View, resolve_db_path
 from dashboard.tabs import Context
@@ -526,3 +526,19 @@ def test_page_backtest_decisions_up_to_t_ignore_prices_after_t(method):
     # The position held over bar t is decided at t-1's close: bars up to the cut agree.
     pd.testing.assert_series_equal(before.positions.iloc[:cut], after.positions.iloc[:cut])
     pd.testing.assert_series_equal(before.equity.iloc[:cut], after.equity.iloc[:cut])
+
+
+@pytest.mark.parametrize(
+    ("venue", "live", "label"),
+    [
+        ("binance-spot", True, "binance-spot (live)"),
+        ("binance-usdm", True, "binance-usdm (live)"),
+        ("sim", False, "sim (SIMULATED)"),
+        ("replay-spot", False, "replay-spot (recorded replay)"),
+        ("replay-usdm-agg", False, "replay-usdm-agg (recorded replay)"),
+        ("my-own-venue", False, "my-own-venue (recorded replay)"),  # --replay-venue NAME
+    ],
+)
+def test_only_the_binance_venues_pass_for_live_data(venue, live, label):
+    assert settings.is_synthetic(venue) is not live
+    assert settings.venue_label(venue) == label
