@@ -121,7 +121,15 @@ def main(argv: list[str] | None = None) -> int:
         log.error("%s", exc)
         writer.close()
         return EXIT_BAD_SYMBOL
-    run_id = status.start_run(writer, feed.venue, args.source, feed.symbols, feed.params)
+    try:
+        run_id = status.start_run(writer, feed.venue, args.source, feed.symbols, feed.params)
+    except TimeoutError:
+        log.error(
+            "%s accepted no write for 60 s (%s); is another program holding it locked?",
+            args.db,
+            writer.stats.last_error,
+        )
+        return EXIT_DATABASE
     reporter = status.StatusReporter(writer, feed.stats)
     reporter.start()
     producer = threading.Thread(target=feed.run, args=(stop,), name="feed", daemon=True)

@@ -187,9 +187,18 @@ class StatusReporter(threading.Thread):
 
 
 def start_run(
-    writer: TradeWriter, venue: str, source: str, symbols: Iterable[str], params: dict
+    writer: TradeWriter,
+    venue: str,
+    source: str,
+    symbols: Iterable[str],
+    params: dict,
+    timeout: float = 60.0,
 ) -> int:
-    """Record a start of the daemon in ``ingest_runs``; return its run id."""
+    """Record a start of the daemon in ``ingest_runs``; return its run id.
+
+    :raises TimeoutError: when the database accepts no write within ``timeout`` seconds
+        (another program holding a write lock, say); the writer keeps retrying.
+    """
     started = now_ms()
     symbol_list = ",".join(sorted(s.upper() for s in symbols))
     params_json = json.dumps(params, sort_keys=True, default=str)
@@ -202,7 +211,7 @@ def start_run(
         )
         return cursor.lastrowid
 
-    return writer.submit(insert).result()
+    return writer.submit(insert).result(timeout)
 
 
 def finish_run(writer: TradeWriter, run_id: int) -> None:
