@@ -7,6 +7,9 @@ symbols (as 1,000-row chunks like replay and backfill, or one trade per item lik
 feed) and times from the first put until ``flush()`` returns, i.e. until everything is
 committed. The raw figure is a bare ``executemany`` of the same rows into the same
 ``trades`` table in 50,000-row transactions, with nothing else: the ceiling on this machine.
+The "beside a busy thread" case runs a Python thread that only counts, as the live feed's
+receive thread keeps the interpreter busy: what the writer loses there is time spent
+waiting for the GIL, and the counter's rate says how much of the interpreter it left.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ import random
 import statistics
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -42,17 +46,51 @@ def make_trades(n: int) -> list[tuple]:
     ]
 
 
-def time_writer(rows: list[tuple], chunk: int, folder: Path) -> float:
+class BusyThread(threading.Thread):
+    """Counts as fast as the interpreter lets it, until stopped."""
+
+    def __init__(self) -> None:
+        super().__init__(daemon=True)
+        self.count = 0
+        self._stop_requested = threading.Event()
+
+    def run(self) -> None:
+        count, stop = 0, self._stop_requested
+        while not stop.is_set():
+            count += 1
+        self.count = count
+
+    def stop(self) -> int:
+        self._stop_requested.set()
+        self.join()
+        return self.count
+
+
+def count_rate(seconds: float = 1.0) -> float:
+    """The busy thread's counting rate with nothing else running."""
+    busy = BusyThread()
+    busy.start()
+    time.sleep(seconds)
+    return busy.stop() / seconds
+
+
+def time_writer(
+    rows: list[tuple], chunk: int, folder: Path, busy: BusyThread | None = None
+) -> tuple[float, float]:
+    """Trades/s through the writer, and the busy thread's count per second meanwhile."""
     writer = TradeWriter(folder / f"w{chunk}-{time.monotonic_ns()}.db")
     writer.start()
+    if busy is not None:
+        busy.start()
     started = time.perf_counter()
     for i in range(0, len(rows), chunk):
         writer.put_trades(rows[i : i + chunk])
     writer.flush()
     elapsed = time.perf_counter() - started
+    counted = busy.stop() if busy is not None else 0
     assert writer.stats.trades_stored == len(rows), writer.stats
     writer.close()
-    return len(rows) / elapsed
+    return len(rows) / elapsed, counted / elapsed
 
 
 def time_raw(rows: list[tuple], folder: Path) -> float:
@@ -75,21 +113,38 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=5)
     args = parser.parse_args()
     rows = make_trades(args.trades)
-    results: dict[str, list[float]] = {"raw executemany": [], "writer, 1000-row chunks": []}
     live_rows = rows[: args.trades // 5]
-    results["writer, 1 trade per item"] = []
+    busy_rows = rows[: args.trades // 2]
+    results: dict[str, list[float]] = {
+        "raw executemany": [],
+        "writer, 1000-row chunks": [],
+        "writer, 1 trade per item": [],
+        "writer beside a busy thread": [],
+    }
+    busy_share: list[float] = []
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
         for _ in range(args.runs):  # interleaved, so machine load hits every case alike
             results["raw executemany"].append(time_raw(rows, folder))
-            results["writer, 1000-row chunks"].append(time_writer(rows, 1000, folder))
-            results["writer, 1 trade per item"].append(time_writer(live_rows, 1, folder))
-    print(f"{args.trades:,} trades, {args.runs} runs (1-per-item case: {len(live_rows):,})")
+            results["writer, 1000-row chunks"].append(time_writer(rows, 1000, folder)[0])
+            results["writer, 1 trade per item"].append(time_writer(live_rows, 1, folder)[0])
+            alone = count_rate()
+            rate, counted = time_writer(busy_rows, 1000, folder, BusyThread())
+            results["writer beside a busy thread"].append(rate)
+            busy_share.append(counted / alone)
+    print(
+        f"{args.trades:,} trades, {args.runs} runs (1-per-item case: {len(live_rows):,}; "
+        f"busy-thread case: {len(busy_rows):,})"
+    )
     for name, rates in results.items():
         print(
             f"{name:28s} median {statistics.median(rates):>9,.0f}/s  "
             f"min {min(rates):>9,.0f}  max {max(rates):>9,.0f}"
         )
+    print(
+        f"the busy thread kept {statistics.median(busy_share):.0%} of its solo counting "
+        "rate meanwhile (median)"
+    )
 
 
 if __name__ == "__main__":
