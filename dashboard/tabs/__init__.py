@@ -82,3 +82,11 @@ def need_frame(pair: pipeline.PairData | None) -> bool:
         st.info(f"Waiting: {pair.waiting}")
         return False
     return True
+
+
+def ready_pair(ctx: Context) -> pipeline.PairData | None:
+    """The pair with its analytics, or None after saying what the tab is waiting for."""
+    if not need_view(ctx):
+        return None
+    pair = ctx.pair()
+    return pair if need_frame(pair) else None

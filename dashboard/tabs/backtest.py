@@ -7,14 +7,12 @@ import math
 import streamlit as st
 
 from dashboard import charts, data
-from dashboard.tabs import Context, need_frame, need_view
+from dashboard.tabs import Context, ready_pair
 
 
 def render(ctx: Context) -> None:
-    if not need_view(ctx):
-        return
-    pair = ctx.pair()
-    if not need_frame(pair):
+    pair = ready_pair(ctx)
+    if pair is None:
         return
     view = ctx.view
     c1, c2, c3 = st.columns(3)

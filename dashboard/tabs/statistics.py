@@ -10,16 +10,14 @@ import pandas as pd
 import streamlit as st
 
 from dashboard import cache, data
-from dashboard.tabs import Context, need_frame, need_view
+from dashboard.tabs import Context, ready_pair
 
 RUN_KEY = "stats_run"
 
 
 def render(ctx: Context) -> None:
-    if not need_view(ctx):
-        return
-    pair = ctx.pair()
-    if not need_frame(pair):
+    pair = ready_pair(ctx)
+    if pair is None:
         return
     view = ctx.view
     fit = pair.fit
