@@ -11,8 +11,9 @@ The thread takes everything already queued (at most ``max_batch_rows`` trades or
 ``max_batch_seconds`` of gathering) and commits it as one transaction. Trades go through a
 staging table so that only rows not stored before reach ``trades`` and ``bars_1s``: a
 trade re-sent after a reconnect is harmless and never counted twice in a bar. A failed
-commit (locked database, full disk) is rolled back, reported, and retried with backoff
-until it succeeds or the writer is told to stop; nothing queued is dropped.
+commit (locked database, full disk, a damaged schema) is rolled back, logged, and retried
+with backoff until it succeeds; nothing queued is dropped, and a stop that comes while it
+waits ends with ``close()`` returning False, so the caller can say what was left.
 """
 
 from __future__ import annotations
