@@ -144,6 +144,21 @@ def assert_tape_complete(db: Path, server: BinanceServer, venue: str = "binance-
             assert g == w, f"{symbol}: stored {g}, published {w}"
 
 
+def start_with_tape(
+    make: Callable[..., Daemon], server: BinanceServer, btc: int, eth: int, *extra: str
+) -> Daemon:
+    """Start a daemon, publish ``btc`` and ``eth`` trades live and wait until all are stored.
+
+    :param make: the ``daemon_factory`` fixture; ``extra`` are more daemon flags.
+    """
+    daemon = make(server, *extra).start()
+    server.wait_clients(1)
+    server.publish("BTCUSDT", btc)
+    server.publish("ETHUSDT", eth)
+    wait_complete(daemon.db, server)
+    return daemon
+
+
 @pytest.fixture
 def server():
     srv = BinanceServer(SYMBOLS).start()

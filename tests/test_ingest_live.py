@@ -14,6 +14,7 @@ from conftest import (
     SYMBOLS,
     assert_tape_complete,
     query,
+    start_with_tape,
     stored,
     wait_complete,
     wait_for,
@@ -75,11 +76,7 @@ def test_sigterm_exits_zero(server, daemon_factory):
 
 def test_abrupt_drop_catch_up_and_resent_duplicates(server, daemon_factory):
     """Trades published while the socket is down come over REST; resent ones are not doubled."""
-    daemon = daemon_factory(server).start()
-    server.wait_clients(1)
-    server.publish("BTCUSDT", 300)
-    server.publish("ETHUSDT", 300)
-    wait_complete(daemon.db, server)
+    daemon = start_with_tape(daemon_factory, server, 300, 300)
     server.resend_on_connect = 50
     server.drop()
     # The daemon is reconnecting; these reach REST only (or the socket, if it is back).
@@ -121,11 +118,7 @@ def test_close_1001_and_server_shutdown(server, daemon_factory):
 
 def test_silent_socket_closed_by_watchdog(server, daemon_factory):
     """A socket that stops sending anything is replaced; what it swallowed comes from REST."""
-    daemon = daemon_factory(server, "--watchdog", "1").start()
-    server.wait_clients(1)
-    server.publish("BTCUSDT", 100)
-    server.publish("ETHUSDT", 100)
-    wait_complete(daemon.db, server)
+    daemon = start_with_tape(daemon_factory, server, 100, 100, "--watchdog", "1")
     server.set_silent(True)
     server.publish("BTCUSDT", 200)  # swallowed by the silent socket
     server.wait_clients(1, total=2, timeout=10)
@@ -201,11 +194,7 @@ def test_malformed_unknown_and_bad_frames_are_skipped(server, daemon_factory):
 
 def test_withheld_range_filled_from_rest_despite_429(server, daemon_factory):
     """Ids the socket never sends are fetched by fromId; 429 + Retry-After is honoured."""
-    daemon = daemon_factory(server).start()
-    server.wait_clients(1)
-    server.publish("BTCUSDT", 100)
-    server.publish("ETHUSDT", 100)
-    wait_complete(daemon.db, server)
+    daemon = start_with_tape(daemon_factory, server, 100, 100)
     server.rest_429 = 2
     server.retry_after = 1
     withheld = server.publish("BTCUSDT", 2345, live=False)
@@ -229,11 +218,7 @@ def test_withheld_range_filled_from_rest_despite_429(server, daemon_factory):
 
 def test_quiet_symbol_caught_up_without_a_live_trade(server, daemon_factory):
     """Trades missed during an outage are fetched even if the symbol then goes quiet."""
-    daemon = daemon_factory(server).start()
-    server.wait_clients(1)
-    server.publish("BTCUSDT", 100)
-    server.publish("ETHUSDT", 100)
-    wait_complete(daemon.db, server)
+    daemon = start_with_tape(daemon_factory, server, 100, 100)
     server.drop()
     server.publish("ETHUSDT", 42, live=False)  # and nothing more on ETHUSDT
     server.wait_clients(1, total=2)
@@ -255,11 +240,7 @@ def test_unknown_symbol_is_a_clear_error(server, daemon_factory):
 
 
 def test_unreachable_rest_warns_and_goes_on(server, daemon_factory):
-    daemon = daemon_factory(server, "--rest-url", "http://127.0.0.1:9").start()
-    server.wait_clients(1)
-    server.publish("BTCUSDT", 100)
-    server.publish("ETHUSDT", 100)
-    wait_complete(daemon.db, server)
+    daemon = start_with_tape(daemon_factory, server, 100, 100, "--rest-url", "http://127.0.0.1:9")
     assert daemon.stop() == 0
     assert_tape_complete(daemon.db, server)
     assert "cannot check the symbols against exchangeInfo" in daemon.log
@@ -285,11 +266,7 @@ def test_usdm_market_uses_the_futures_paths_and_venue(daemon_factory):
 
 def test_failed_catch_up_is_covered_by_a_gap(server, daemon_factory):
     """REST refuses the catch-up once: its range is still filled, nothing is skipped."""
-    daemon = daemon_factory(server).start()
-    server.wait_clients(1)
-    server.publish("BTCUSDT", 100)
-    server.publish("ETHUSDT", 100)
-    wait_complete(daemon.db, server)
+    daemon = start_with_tape(daemon_factory, server, 100, 100)
     server.rest_errors = 1
     server.drop()
     server.publish("BTCUSDT", 300, live=False)

@@ -10,7 +10,14 @@ import signal
 import sqlite3
 import time
 
-from conftest import assert_tape_complete, query, stored, wait_complete, wait_for
+from conftest import (
+    assert_tape_complete,
+    query,
+    start_with_tape,
+    stored,
+    wait_complete,
+    wait_for,
+)
 
 
 def test_kill9_under_load_then_restart_ends_complete(server, daemon_factory):
@@ -33,11 +40,7 @@ def test_kill9_under_load_then_restart_ends_complete(server, daemon_factory):
 
 
 def test_holes_inside_the_stored_range_are_found_and_filled_on_start(server, daemon_factory):
-    daemon = daemon_factory(server).start()
-    server.wait_clients(1)
-    server.publish("BTCUSDT", 3000)
-    server.publish("ETHUSDT", 500)
-    wait_complete(daemon.db, server)
+    daemon = start_with_tape(daemon_factory, server, 3000, 500)
     daemon.kill9()
     # Lose two ranges of BTCUSDT and one of ETHUSDT behind the daemon's back.
     tape = server.tapes["BTCUSDT"]
@@ -96,11 +99,7 @@ def test_sigterm_under_load_loses_nothing_and_exits_fast(server, daemon_factory)
 
 
 def test_max_catchup_bounds_the_fetch_and_records_the_rest(server, daemon_factory):
-    daemon = daemon_factory(server).start()
-    server.wait_clients(1)
-    server.publish("BTCUSDT", 100)
-    server.publish("ETHUSDT", 100)
-    wait_complete(daemon.db, server)
+    daemon = start_with_tape(daemon_factory, server, 100, 100)
     assert daemon.stop() == 0
     owed = server.publish("BTCUSDT", 5000, live=False)  # a long outage
     bounded = daemon_factory(server, "--max-catchup", "1500").start()
