@@ -271,19 +271,7 @@ def test_export_equals_analytics_output(monkeypatch, pair_db):
     at = run_app(monkeypatch, pair_db)
     preview = table(at, "time", "spread")
     # Independently: bars straight from SQL, then the analytics pipeline.
-    conn = sqlite3.connect(pair_db)
-    closes = {}
-    for sym in ("BTCUSDT", "ETHUSDT"):
-        raw = pd.read_sql_query(
-            "SELECT bar_time_s, open, high, low, close, volume, quote_volume, taker_buy_volume,"
-            " trade_count FROM bars_1s WHERE venue = 'sim' AND symbol = ? ORDER BY bar_time_s",
-            conn,
-            params=(sym,),
-        )
-        raw.index = pd.to_datetime(raw.pop("bar_time_s"), unit="s", utc=True)
-        closes[sym] = analytics.resample_bars(raw, "1s")["close"]
-    conn.close()
-    aligned = analytics.align_closes(closes)
+    aligned = sql_closes(pair_db)
     expected = analytics.pair_frame(aligned["BTCUSDT"], aligned["ETHUSDT"], 60, "ols", True)
     tail = expected.tail(len(preview))
     assert list(preview["time"]) == export.iso_utc(tail.index)
