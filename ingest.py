@@ -38,6 +38,8 @@ EXIT_DATABASE = 1  # the database cannot be opened, or the writer could not fini
 EXIT_BAD_SYMBOL = 2  # a symbol the exchange does not list
 EXIT_REPLAY_FILES_FAILED = 3  # replay: files refused (checksum, corrupt, numbering)
 
+FIRST_WRITE_TIMEOUT_S = 60.0  # a database that takes no write this long at start is an error
+
 
 def build_parser() -> argparse.ArgumentParser:
     """The command line; a contract, since other tools drive the daemon."""
@@ -122,11 +124,14 @@ def main(argv: list[str] | None = None) -> int:
         writer.close()
         return EXIT_BAD_SYMBOL
     try:
-        run_id = status.start_run(writer, feed.venue, args.source, feed.symbols, feed.params)
+        run_id = status.start_run(
+            writer, feed.venue, args.source, feed.symbols, feed.params, FIRST_WRITE_TIMEOUT_S
+        )
     except TimeoutError:
         log.error(
-            "%s accepted no write for 60 s (%s); is another program holding it locked?",
+            "%s accepted no write for %.0f s (%s); is another program holding it locked?",
             args.db,
+            FIRST_WRITE_TIMEOUT_S,
             writer.stats.last_error,
         )
         return EXIT_DATABASE
