@@ -2,138 +2,18 @@
 """The pairs monitor page: ``streamlit run app.py -- --db PATH``.
 
 Database: ``--db PATH`` after ``--``, else the ``TICKS_DB`` environment variable, else
-``data/ticks.db``. This file only wires things together: the sidebar is in
-``dashboard/sidebar.py``, each tab in ``dashboard/tabs/<name>.py`` (see
-``dashboard/__init__.py`` for the map).
+``data/ticks.db``. The page lives in ``pairs_monitor/page/`` (``main.py`` draws it).
 """
-
-from __future__ import annotations
 
 import os
 
 # One BLAS/OpenMP thread: statsmodels' regressions run on multi-threaded OpenBLAS, whose
 # threads fight over a busy 2-core machine (the same call then varies 3-10x; one thread
-# is faster and steady, see BENCHMARKS.md). Set before numpy is first imported: it reads
-# these once, at load. setdefault, so a value given in the environment wins.
+# is faster and steady, see docs/benchmarks.md). Set before numpy is first imported: it
+# reads these once, at load. setdefault, so a value given in the environment wins.
 for _var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
     os.environ.setdefault(_var, "1")
 
-import sqlite3
-import sys
-from dataclasses import replace
+from pairs_monitor.page import main
 
-import streamlit as st
-
-from dashboard import cache, data, queries, sidebar
-from dashboard.settings import TIMEFRAME_SECONDS, is_synthetic, resolve_db_path, venue_label
-from dashboard.tabs import TAB_NAMES, Context
-from dashboard.tabs import alerts as alerts_tab
-from dashboard.tabs import backtest as backtest_tab
-from dashboard.tabs import correlation as correlation_tab
-from dashboard.tabs import data as data_tab
-from dashboard.tabs import live as live_tab
-from dashboard.tabs import pair as pair_tab
-from dashboard.tabs import prices as prices_tab
-from dashboard.tabs import statistics as statistics_tab
-from dashboard.upload import UploadError
-
-st.set_page_config(page_title="Pairs monitor", page_icon="📈", layout="wide")
-
-db_path = str(resolve_db_path(sys.argv[1:], os.environ))
-st.title("Pairs monitor")
-
-# The uploader lives in the Data tab; its files (if any) are parsed before the sidebar
-# so the sidebar can offer them as a data source.
-uploaded, upload_error = None, None
-files = st.session_state.get("upload") or []
-if files:
-    try:
-        uploaded = cache.parsed_upload(tuple((f.name, f.getvalue()) for f in files))
-    except UploadError as exc:
-        upload_error = str(exc)
-
-db, db_error = None, None
-try:
-    db = cache.read_db(db_path)
-except FileNotFoundError:
-    db_error = (
-        f"No database at `{db_path}`. Start the daemon (`python ingest.py --db {db_path} …`), "
-        "or pass another file: `streamlit run app.py -- --db PATH` or set `TICKS_DB`."
-    )
-except (queries.NotAPairsDatabase, sqlite3.DatabaseError) as exc:
-    db_error = f"`{db_path}` cannot be used: {exc}"
-
-st.sidebar.caption(f"Database: `{db_path}`")
-# The Live panel refreshes itself; the other tabs recompute on any change or on this button.
-st.sidebar.button("Refresh all tabs", key="refresh", help="Recompute every tab from new data.")
-source_choice = sidebar.choose_source(uploaded is not None)
-view = None
-if source_choice == sidebar.SOURCE_UPLOAD:
-    source = data.UploadSource(uploaded.frames, uploaded.bar_seconds)
-    venue = sidebar.choose_venue([source.venue])
-    view = sidebar.choose_view(venue, source.symbols(), uploaded.span_s)
-    if view is not None and view.bar_seconds < uploaded.bar_seconds:
-        coarser = next(
-            (tf for tf, s in TIMEFRAME_SECONDS.items() if s >= uploaded.bar_seconds), None
-        )
-        if coarser is None:
-            st.sidebar.error(
-                f"The upload has bars of {uploaded.bar_seconds:,} s, coarser than the "
-                f"coarsest timeframe ({max(TIMEFRAME_SECONDS.values()):,} s = 1 day): "
-                "upload daily or finer bars."
-            )
-            view = None
-        else:
-            st.sidebar.warning(
-                f"The upload has {uploaded.bar_seconds:,} s bars; showing {coarser} instead "
-                f"of {view.timeframe}."
-            )
-            view = replace(view, timeframe=coarser)
-else:
-    venues: list[str] = []
-    series: list[tuple[str, str]] = []
-    if db is not None:
-        series = cache.series(db_path)
-        venues = sorted({v for v, _ in series})
-    if db_error:
-        st.error(db_error)
-    elif not venues:
-        st.info(
-            f"The database `{db_path}` holds no bars yet. Start recording, e.g. "
-            f"`python ingest.py --source sim --symbols btcusdt ethusdt --db {db_path}`; "
-            "the page fills in as trades arrive."
-        )
-    if venues:
-        venue = sidebar.choose_venue(venues)
-        source = data.DbSource(db, venue)
-        view = sidebar.choose_view(venue, [s for v, s in series if v == venue])
-    else:
-        source = data.UploadSource({})  # nothing to read; the tabs say what they wait for
-
-if view is not None and is_synthetic(view.venue):
-    st.warning(
-        f"**{venue_label(view.venue)}**: the prices on this page are not live market data.",
-        icon="⚠️",
-    )
-
-ctx = Context(
-    db_path=db_path,
-    source=source,
-    view=view,
-    db_ok=db is not None,
-    uploaded=uploaded,
-    upload_error=upload_error,
-)
-renderers = (
-    live_tab,
-    prices_tab,
-    pair_tab,
-    statistics_tab,
-    backtest_tab,
-    correlation_tab,
-    alerts_tab,
-    data_tab,
-)
-for tab, module in zip(st.tabs(list(TAB_NAMES)), renderers, strict=True):
-    with tab:
-        module.render(ctx)
+main.render()

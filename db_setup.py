@@ -1,290 +1,33 @@
-"""Create or migrate the SQLite schema shared by the ingest daemon and the page.
+"""Create or migrate the database: ``python db_setup.py [--db data/ticks.db]``.
 
-Usage: ``python db_setup.py [--db data/ticks.db]``. Safe to run any number of times.
-
-The schema version lives in ``PRAGMA user_version``. Each entry of ``MIGRATIONS`` moves a
-database from version ``i`` to ``i + 1`` inside one transaction, so a migration either
-happens whole or not at all. The column names below are the contract between
-``ingest.py`` (the only writer of market data) and ``app.py`` (a reader); README.md
-documents them.
+Safe to run twice. The schema and its migrations live in ``pairs_monitor/store/schema.py``.
 """
 
-from __future__ import annotations
-
-import argparse
-import logging
-import re
-import sqlite3
 import sys
-from pathlib import Path
 
-DEFAULT_DB = Path("data/ticks.db")
-
-log = logging.getLogger("db_setup")
-
-SCHEMA_V1 = """
--- One row per exchange trade. Trades sharing a millisecond are distinct trades: the key is
--- the exchange's trade id, never the timestamp.
-CREATE TABLE trades (
-    venue          TEXT    NOT NULL,  -- binance-spot | binance-usdm | sim | replay | ...
-    symbol         TEXT    NOT NULL,  -- upper case, e.g. BTCUSDT
-    trade_id       INTEGER NOT NULL,  -- exchange trade id, consecutive per (venue, symbol)
-    trade_time_us  INTEGER NOT NULL,  -- exchange trade time, microseconds since epoch, UTC
-    price          REAL    NOT NULL,
-    qty            REAL    NOT NULL,
-    buyer_is_maker INTEGER NOT NULL,  -- 1 when the buyer was the maker (the taker sold)
-    PRIMARY KEY (venue, symbol, trade_id)
-) WITHOUT ROWID;
-CREATE INDEX trades_by_time ON trades (venue, symbol, trade_time_us);
-
--- One-second OHLCV bars, maintained by the writer in the same transaction as the trades
--- they summarise, so the page never aggregates millions of ticks on a refresh.
-CREATE TABLE bars_1s (
-    venue            TEXT    NOT NULL,
-    symbol           TEXT    NOT NULL,
-    bar_time_s       INTEGER NOT NULL,  -- bar start, seconds since epoch, UTC
-    open             REAL    NOT NULL,  -- price of the lowest trade id in the second
-    high             REAL    NOT NULL,
-    low              REAL    NOT NULL,
-    close            REAL    NOT NULL,  -- price of the highest trade id in the second
-    volume           REAL    NOT NULL,  -- base-asset quantity
-    quote_volume     REAL    NOT NULL,  -- sum(price * qty); VWAP = quote_volume / volume
-    taker_buy_volume REAL    NOT NULL,  -- quantity where the taker bought (buyer_is_maker = 0)
-    trade_count      INTEGER NOT NULL,
-    first_trade_id   INTEGER NOT NULL,
-    last_trade_id    INTEGER NOT NULL,
-    PRIMARY KEY (venue, symbol, bar_time_s)
-) WITHOUT ROWID;
-
--- Health of each feed, rewritten by the daemon about once a second.
-CREATE TABLE feed_status (
-    venue              TEXT    NOT NULL,
-    symbol             TEXT    NOT NULL,
-    source             TEXT    NOT NULL,  -- live | sim | replay: what feeds this row now
-    source_since_ms    INTEGER NOT NULL,  -- wall clock when that source became active
-    connected          INTEGER NOT NULL DEFAULT 0,
-    last_trade_id      INTEGER,
-    last_trade_time_us INTEGER,
-    last_message_ms    INTEGER,           -- wall clock of the last message received
-    reconnects         INTEGER NOT NULL DEFAULT 0,
-    trades_per_s       REAL    NOT NULL DEFAULT 0,
-    queue_depth        INTEGER NOT NULL DEFAULT 0,
-    gaps_open          INTEGER NOT NULL DEFAULT 0,
-    gaps_filled        INTEGER NOT NULL DEFAULT 0,
-    gaps_abandoned     INTEGER NOT NULL DEFAULT 0,
-    updated_ms         INTEGER NOT NULL,  -- wall clock of this row; stale = daemon gone
-    PRIMARY KEY (venue, symbol)
-);
-
--- Ranges of missing trade ids and what became of them.
-CREATE TABLE gaps (
-    gap_id           INTEGER PRIMARY KEY,
-    venue            TEXT    NOT NULL,
-    symbol           TEXT    NOT NULL,
-    first_missing_id INTEGER NOT NULL,
-    last_missing_id  INTEGER NOT NULL,
-    reason           TEXT    NOT NULL,  -- live-jump | catch-up | stored-hole
-    status           TEXT    NOT NULL DEFAULT 'open'
-                     CHECK (status IN ('open', 'filled', 'abandoned')),
-    detected_ms      INTEGER NOT NULL,
-    resolved_ms      INTEGER,
-    trades_recovered INTEGER NOT NULL DEFAULT 0,
-    note             TEXT
-);
-CREATE INDEX gaps_by_feed ON gaps (venue, symbol, status);
-
--- Each start of the daemon: which source fed which venue, with what parameters (for the
--- simulator, its true hedge ratio and half-life, so a user can check the analytics).
-CREATE TABLE ingest_runs (
-    run_id      INTEGER PRIMARY KEY,
-    venue       TEXT    NOT NULL,
-    source      TEXT    NOT NULL,  -- live | sim | replay
-    symbols     TEXT    NOT NULL,  -- comma-separated, upper case
-    params_json TEXT    NOT NULL DEFAULT '{}',
-    pid         INTEGER,
-    started_ms  INTEGER NOT NULL,
-    stopped_ms  INTEGER
-);
-
--- Alert rules and the alerts they fired (written by the page, nothing else).
-CREATE TABLE alert_rules (
-    rule_id    INTEGER PRIMARY KEY,
-    kind       TEXT    NOT NULL CHECK (kind IN
-               ('zscore_above', 'zscore_below', 'price_above', 'price_below', 'volume_spike')),
-    venue      TEXT    NOT NULL,
-    symbol     TEXT    NOT NULL,  -- the Y leg for z-score rules
-    symbol_x   TEXT,              -- the X leg for z-score rules, NULL otherwise
-    threshold  REAL    NOT NULL,
-    rearm      REAL    NOT NULL,  -- hysteresis: the value must come back past this to re-arm
-    enabled    INTEGER NOT NULL DEFAULT 1,
-    armed      INTEGER NOT NULL DEFAULT 1,
-    created_ms INTEGER NOT NULL
-);
-CREATE TABLE alert_events (
-    event_id INTEGER PRIMARY KEY,
-    rule_id  INTEGER NOT NULL REFERENCES alert_rules (rule_id) ON DELETE CASCADE,
-    fired_ms INTEGER NOT NULL,  -- wall clock
-    bar_time_s INTEGER,         -- the bar whose value fired it
-    value    REAL    NOT NULL,
-    message  TEXT    NOT NULL
-);
-CREATE INDEX alert_events_by_time ON alert_events (fired_ms);
-"""
-
-# Version 2: an alert rule carries the view it is judged in, so every page that watches it
-# computes the same value (NULL: a rule from version 1, judged in the viewer's settings).
-SCHEMA_V2 = """
-ALTER TABLE alert_rules ADD COLUMN timeframe TEXT;       -- bar size, e.g. 1s, 1m
-ALTER TABLE alert_rules ADD COLUMN window_bars INTEGER;  -- rolling window, in bars
-ALTER TABLE alert_rules ADD COLUMN hedge_method TEXT;    -- as pair_frame names it
-ALTER TABLE alert_rules ADD COLUMN log_prices INTEGER;   -- 1: hedge fitted on log prices
-"""
-
-# MIGRATIONS[i] takes a database from user_version i to i + 1.
-MIGRATIONS: list[str] = [SCHEMA_V1, SCHEMA_V2]
-LATEST_VERSION = len(MIGRATIONS)
-
-TRADES_COLUMNS = (
-    "venue",
-    "symbol",
-    "trade_id",
-    "trade_time_us",
-    "price",
-    "qty",
-    "buyer_is_maker",
+from pairs_monitor.store.schema import (
+    DEFAULT_DB,
+    LATEST_VERSION,
+    SchemaError,
+    connect_for_writing,
+    connect_read_only,
+    main,
+    migrate,
+    schema_version,
+    setup,
 )
 
-
-class SchemaError(Exception):
-    """The database cannot be brought to the current schema without losing data."""
-
-
-def connect_for_writing(path: str | Path) -> sqlite3.Connection:
-    """Open the database for the single writer: WAL, NORMAL sync, a generous busy timeout.
-
-    :param path: database file; its folder is created if missing.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    conn = sqlite3.connect(path, timeout=30, isolation_level=None, check_same_thread=False)
-    conn.execute("PRAGMA journal_mode=WAL")
-    # NORMAL in WAL mode survives a crash of the process (kill -9) without losing a
-    # committed transaction; only a power loss can take back the last few commits.
-    conn.execute("PRAGMA synchronous=NORMAL")
-    conn.execute("PRAGMA foreign_keys=ON")
-    return conn
-
-
-def connect_read_only(path: str | Path) -> sqlite3.Connection:
-    """Open the database read-only (``mode=ro``), as the page does.
-
-    :param path: an existing database file.
-    :raises FileNotFoundError: when the file does not exist.
-    """
-    path = Path(path).resolve()
-    if not path.exists():
-        raise FileNotFoundError(f"no database at {path}: run `python db_setup.py --db {path}`")
-    conn = sqlite3.connect(
-        f"{path.as_uri()}?mode=ro", uri=True, timeout=10, check_same_thread=False
-    )
-    conn.execute("PRAGMA query_only=ON")
-    return conn
-
-
-def schema_version(conn: sqlite3.Connection) -> int:
-    """Return the schema version recorded in ``PRAGMA user_version``."""
-    return conn.execute("PRAGMA user_version").fetchone()[0]
-
-
-def _check_unversioned_tables(conn: sqlite3.Connection) -> None:
-    """Refuse to adopt a version-0 file that already holds tables of the names we create."""
-    ours = set(re.findall(r"CREATE TABLE (\w+)", SCHEMA_V1))
-    present = {row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
-    clash = sorted(ours & present)
-    if clash:
-        raise SchemaError(
-            f"this database has table(s) {', '.join(clash)} but no schema version, so it was "
-            "not made by db_setup.py. Nothing was changed: move the file aside or pass "
-            "another --db."
-        )
-
-
-def migrate(conn: sqlite3.Connection) -> int:
-    """Bring the database to ``LATEST_VERSION``; return the version it started at.
-
-    Nothing is changed, the journal mode included, before the file has passed the checks.
-
-    :raises SchemaError: for a database newer than this code, or an unversioned one that
-        already has tables of our names.
-    """
-    start = schema_version(conn)
-    if start > LATEST_VERSION:
-        raise SchemaError(
-            f"database schema version {start} is newer than this code knows "
-            f"({LATEST_VERSION}); update the code rather than downgrade the data"
-        )
-    if start == 0:
-        _check_unversioned_tables(conn)
-    conn.execute("PRAGMA journal_mode=WAL")
-    for version in range(start, LATEST_VERSION):
-        conn.execute("BEGIN IMMEDIATE")
-        try:
-            # executescript would commit our transaction first; run statement by statement.
-            for statement in _statements(MIGRATIONS[version]):
-                conn.execute(statement)
-            conn.execute(f"PRAGMA user_version = {version + 1:d}")
-            conn.execute("COMMIT")
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
-        log.info("migrated schema from version %d to %d", version, version + 1)
-    return start
-
-
-def _statements(script: str) -> list[str]:
-    """Split a schema script into complete statements (comments stay with them)."""
-    statements, current = [], []
-    for line in script.splitlines(keepends=True):
-        current.append(line)
-        candidate = "".join(current)
-        if sqlite3.complete_statement(candidate):
-            statements.append(candidate.strip())
-            current = []
-    if "".join(current).strip():
-        raise SchemaError(f"incomplete statement in schema: {''.join(current)!r}")
-    return statements
-
-
-def setup(path: str | Path = DEFAULT_DB) -> int:
-    """Create or migrate the database at ``path``; return the version it started at."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    # A plain connection: connect_for_writing would switch a file we may refuse to WAL.
-    conn = sqlite3.connect(path, timeout=30, isolation_level=None)
-    try:
-        return migrate(conn)
-    finally:
-        conn.close()
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument(
-        "--db", default=str(DEFAULT_DB), help="database file (default: %(default)s)"
-    )
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    try:
-        start = setup(args.db)
-    except (SchemaError, sqlite3.DatabaseError) as exc:
-        log.error("%s: %s", args.db, exc)
-        return 1
-    if start == LATEST_VERSION:
-        log.info("%s is already at schema version %d; nothing to do", args.db, LATEST_VERSION)
-    else:
-        log.info("%s is at schema version %d", args.db, LATEST_VERSION)
-    return 0
-
+__all__ = [
+    "DEFAULT_DB",
+    "LATEST_VERSION",
+    "SchemaError",
+    "connect_for_writing",
+    "connect_read_only",
+    "main",
+    "migrate",
+    "schema_version",
+    "setup",
+]
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -7,7 +7,7 @@ Usage::
 
 The database is built once with the real TradeWriter (two symbols, ~27 h of trades, so a
 24-hour window at 1 s is full) and reused on later runs; keep it under /tmp. What is timed
-is what the page runs (``dashboard.data`` over the read-only connection: SQL, bars,
+is what the page runs (``pairs_monitor.page.pipeline`` over the read-only connection: SQL, bars,
 ``analytics``), without Streamlit's caches:
 
 - live refresh: newest bars over the live tail (``View.live``: 300 x 1 s bars), last trade
@@ -38,9 +38,9 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from dashboard import data, queries
-from dashboard.settings import View
-from writer import TradeWriter
+from pairs_monitor.page import pipeline, queries
+from pairs_monitor.page.settings import View
+from pairs_monitor.store.writer import TradeWriter
 
 SYMBOLS = ("BTCUSDT", "ETHUSDT")
 VENUE = "sim"
@@ -113,15 +113,15 @@ def main(argv: list[str] | None = None) -> int:
     path = Path(args.db)
     if not path.exists():
         build(path, args.trades)
-    db = data.ReadOnlyDB(path)
+    db = pipeline.ReadOnlyDB(path)
     stored = db.conn.execute("SELECT count(*) FROM trades").fetchone()[0]
     bars = db.conn.execute("SELECT count(*) FROM bars_1s").fetchone()[0]
-    source = data.DbSource(db, VENUE)
+    source = pipeline.DbSource(db, VENUE)
     base = View(venue=VENUE, y=SYMBOLS[1], x=SYMBOLS[0], timeframe="1s", window=60)
 
     def live() -> None:
         view = base.live()
-        pair = data.compute_pair(source, view)
+        pair = pipeline.compute_pair(source, view)
         for s in SYMBOLS:
             source.last_price(s)
         db.run(queries.feed_status, VENUE)
@@ -131,7 +131,7 @@ def main(argv: list[str] | None = None) -> int:
         view = View(venue=VENUE, y=SYMBOLS[1], x=SYMBOLS[0], lookback_s=lookback_s, method=method)
 
         def run() -> None:
-            pair = data.compute_pair(source, view)
+            pair = pipeline.compute_pair(source, view)
             assert pair.frame is not None and len(pair.frame) >= lookback_s - 1
 
         return run
@@ -140,11 +140,11 @@ def main(argv: list[str] | None = None) -> int:
         view = View(venue=VENUE, y=SYMBOLS[1], x=SYMBOLS[0], lookback_s=lookback_s)
 
         def run() -> None:
-            pair = data.compute_pair(source, view)
-            data.hedge_paths(pair)
-            data.stats_table(pair)
-            data.run_backtest(pair, 2.0, 0.5, 2.0)
-            data.correlation(source, view, pair.end_s)
+            pair = pipeline.compute_pair(source, view)
+            pipeline.hedge_paths(pair)
+            pipeline.stats_table(pair)
+            pipeline.run_backtest(pair, 2.0, 0.5, 2.0)
+            pipeline.correlation(source, view, pair.end_s)
 
         return run
 

@@ -38,9 +38,9 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from feeds.dumps import DumpReader  # noqa: E402
-from feeds.replay import CHUNK_ROWS  # noqa: E402
-from writer import TradeWriter  # noqa: E402
+from pairs_monitor.ingest.replay.dumps import DumpReader  # noqa: E402
+from pairs_monitor.ingest.replay.feed import CHUNK_ROWS  # noqa: E402
+from pairs_monitor.store.writer import TradeWriter  # noqa: E402
 
 NAME = "BTCUSDT-trades-2024-01-01"
 

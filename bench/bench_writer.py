@@ -25,8 +25,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-import db_setup
-from writer import TradeWriter
+from pairs_monitor.store import schema
+from pairs_monitor.store.writer import TradeWriter
 
 
 def make_trades(n: int) -> list[tuple]:
@@ -95,8 +95,8 @@ def time_writer(
 
 def time_raw(rows: list[tuple], folder: Path) -> float:
     path = folder / f"raw-{time.monotonic_ns()}.db"
-    db_setup.setup(path)
-    conn = db_setup.connect_for_writing(path)
+    schema.setup(path)
+    conn = schema.connect_for_writing(path)
     started = time.perf_counter()
     for i in range(0, len(rows), 50_000):
         conn.execute("BEGIN")

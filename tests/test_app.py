@@ -13,11 +13,11 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 import analytics
-from dashboard import data, export
-from dashboard.alerts import AlertStore
-from dashboard.settings import View
-from dashboard.tabs import TAB_NAMES
-from tests.dashboard_fixtures import (
+from pairs_monitor.page import export, pipeline
+from pairs_monitor.page.alert_rules import AlertStore
+from pairs_monitor.page.settings import View
+from pairs_monitor.page.tabs import TAB_NAMES
+from tests.helpers.page_db import (
     START_S,
     TRUE_SLOPE,
     add_trades,
@@ -279,7 +279,7 @@ def test_export_equals_analytics_output(monkeypatch, pair_db):
         np.testing.assert_allclose(preview[col].to_numpy(), tail[col].to_numpy(), rtol=1e-12)
     # The CSV bytes themselves: every row of the whole export.
     view = View(venue="sim", y="BTCUSDT", x="ETHUSDT")
-    pair = data.compute_pair(data.DbSource(data.ReadOnlyDB(pair_db), "sim"), view)
+    pair = pipeline.compute_pair(pipeline.DbSource(pipeline.ReadOnlyDB(pair_db), "sim"), view)
     csv = pd.read_csv(io.BytesIO(export.to_csv(export.bars_frame(pair))))
     assert csv.columns[0] == "time" and csv["time"].iloc[0].endswith("Z")
     assert len(csv) == len(expected)

@@ -13,12 +13,12 @@ import pandas as pd
 import pytest
 
 import analytics
-from dashboard import data, queries, settings, upload
-from dashboard.alerts import AlertError, AlertStore, step
-from dashboard.settings import DEFAULT_DB, View, resolve_db_path
-from dashboard.tabs import Context
-from dashboard.tabs import live as live_tab
-from tests.dashboard_fixtures import START_S, build_empty_db, build_pair_db
+from pairs_monitor.page import pipeline, queries, settings, upload
+from pairs_monitor.page.alert_rules import AlertError, AlertStore, step
+from pairs_monitor.page.settings import DEFAULT_DB, View, resolve_db_path
+from pairs_monitor.page.tabs import Context
+from pairs_monitor.page.tabs import live as live_tab
+from tests.helpers.page_db import START_S, build_empty_db, build_pair_db
 
 
 @pytest.fixture(scope="module")
@@ -143,7 +143,7 @@ def test_store_evaluate_fires_once_while_hovering_and_again_after_rearm(store):
 def test_a_rule_is_judged_in_its_own_view_whatever_the_page_shows(tmp_path):
     """Two pages with different settings feed a stored-view rule the same value."""
     db_path = build_pair_db(tmp_path / "rules.db", seconds=300)
-    db = data.ReadOnlyDB(db_path)
+    db = pipeline.ReadOnlyDB(db_path)
     store = AlertStore(db_path)
     rid = store.add_rule(
         "zscore_above", "sim", "BTCUSDT", 2.0, 1.0, symbol_x="ETHUSDT",
@@ -153,7 +153,7 @@ def test_a_rule_is_judged_in_its_own_view_whatever_the_page_shows(tmp_path):
     rules = {r.rule_id: r for r in store.rules()}
     assert rules[rid].judged_in() == "1s bars, window 30, rolling, log prices"
     assert rules[legacy].judged_in().startswith("each page's own view")
-    source = data.DbSource(db, "sim")
+    source = pipeline.DbSource(db, "sim")
     seen = []
     for page in (
         View(venue="sim", y="BTCUSDT", x="ETHUSDT", window=60, method="ols"),
@@ -162,7 +162,7 @@ def test_a_rule_is_judged_in_its_own_view_whatever_the_page_shows(tmp_path):
         live = page.live()
         ctx = Context(db_path=str(db_path), source=source, view=page)
         seen.append(
-            live_tab.readings_for(list(rules.values()), ctx, data.compute_pair(source, live))
+            live_tab.readings_for(list(rules.values()), ctx, pipeline.compute_pair(source, live))
         )
     assert seen[0][rid] == seen[1][rid]
     # The value, independently: SQL closes, the 300-bar tail, analytics.pair_frame.
@@ -197,14 +197,14 @@ def test_paused_rule_is_not_evaluated(store):
 
 
 def test_read_connection_cannot_write(pair_db):
-    db = data.ReadOnlyDB(pair_db)
+    db = pipeline.ReadOnlyDB(pair_db)
     with pytest.raises(sqlite3.OperationalError):
         db.conn.execute("DELETE FROM trades")
     db.close()
 
 
 def test_series_bars_and_ticks(pair_db):
-    db = data.ReadOnlyDB(pair_db)
+    db = pipeline.ReadOnlyDB(pair_db)
     assert db.run(queries.series) == [("sim", "BTCUSDT"), ("sim", "ETHUSDT"), ("sim", "SOLUSDT")]
     bars = db.run(queries.bars_1s, "sim", "BTCUSDT", START_S, START_S + 10, 1000)
     assert len(bars) == 10 and list(bars.columns) == list(analytics.BAR_COLUMNS)
@@ -228,14 +228,14 @@ def test_series_bars_and_ticks(pair_db):
 
 @pytest.mark.parametrize("method", ["ols", "huber", "theil-sen", "rolling", "kalman"])
 def test_bars_needed_is_exactly_what_pair_frame_needs(pair_db, method):
-    db = data.ReadOnlyDB(pair_db)
+    db = pipeline.ReadOnlyDB(pair_db)
     view = View(venue="sim", y="BTCUSDT", x="ETHUSDT", window=20, method=method)
-    need = data.bars_needed(view)
+    need = pipeline.bars_needed(view)
     end = START_S + need
-    enough = data.compute_pair(data.DbSource(db, "sim"), view, end_s=end)
+    enough = pipeline.compute_pair(pipeline.DbSource(db, "sim"), view, end_s=end)
     assert enough.frame is not None and not np.isnan(enough.latest("zscore"))
     assert enough.frame["zscore"].notna().sum() >= 1
-    short = data.compute_pair(data.DbSource(db, "sim"), view, end_s=end - 1)
+    short = pipeline.compute_pair(pipeline.DbSource(db, "sim"), view, end_s=end - 1)
     assert short.frame is None and short.waiting.startswith("need 1 more")
     db.close()
 
@@ -268,8 +268,10 @@ def moving(n: int, seed: int = 0, level: float = 100.0) -> np.ndarray:
 
 def test_a_flat_x_is_said_not_fitted_with_slope_zero():
     view = View(venue="upload", y="Y", x="X", lookback_s=300, window=60, method="ols")
-    flat_x = data.UploadSource({"Y": bars_of(moving(300, seed=1)), "X": bars_of(np.full(300, 7.0))})
-    pair = data.compute_pair(flat_x, view)
+    flat_x = pipeline.UploadSource(
+        {"Y": bars_of(moving(300, seed=1)), "X": bars_of(np.full(300, 7.0))}
+    )
+    pair = pipeline.compute_pair(flat_x, view)
     assert pair.frame is None and "ols hedge cannot be fitted" in pair.waiting
     assert "x is flat" in pair.waiting
 
@@ -279,12 +281,14 @@ def test_kalman_on_a_flat_first_window_runs_and_an_unfittable_pair_waits():
     # Y did not trade over the first window (flat), then moves: the auto noise is floored.
     y = moving(600, seed=1, level=50.0)
     y[:60] = y[0]
-    pair = data.compute_pair(data.UploadSource({"Y": bars_of(y), "X": bars_of(moving(600))}), view)
+    pair = pipeline.compute_pair(
+        pipeline.UploadSource({"Y": bars_of(y), "X": bars_of(moving(600))}), view
+    )
     assert pair.frame is not None and not np.isnan(pair.latest("zscore"))
     # X at exactly 1.0 (a stablecoin) in log prices: its level is 0, Kalman cannot scale
     # its slope noise. The panels say so instead of raising.
-    flat_x = data.UploadSource({"Y": bars_of(y), "X": bars_of(np.ones(600))})
-    pair = data.compute_pair(flat_x, view)
+    flat_x = pipeline.UploadSource({"Y": bars_of(y), "X": bars_of(np.ones(600))})
+    pair = pipeline.compute_pair(flat_x, view)
     assert pair.frame is None and "kalman hedge cannot be fitted" in pair.waiting
 
 
@@ -293,12 +297,12 @@ def test_statistics_do_not_call_two_independent_random_walks_cointegrated(method
     # A rolling or Kalman spread is a one-step forecast error: ADF on it "finds" a
     # stationary spread between two unrelated walks (p ~ 1e-18). The tests must not.
     n = 1500
-    source = data.UploadSource(
+    source = pipeline.UploadSource(
         {"Y": bars_of(moving(n, seed=21, level=50.0)), "X": bars_of(moving(n, seed=22))}
     )
     view = View(venue="upload", y="Y", x="X", lookback_s=n, window=60, method=method)
-    pair = data.compute_pair(source, view)
-    stats = data.statistics(pair)
+    pair = pipeline.compute_pair(source, view)
+    stats = pipeline.statistics(pair)
     tests = ("adf", "adf_y", "adf_x", "engle_granger")  # "adf": the spread, before the fix
     verdicts = [getattr(stats, t).verdict for t in tests if getattr(stats, t, None)]
     assert len(verdicts) >= 2
@@ -318,16 +322,16 @@ def test_a_stopped_leg_stops_the_pair_rows_and_the_live_z_score():
     # made X alone drive the z-score (|z| up to 4.6 in the review's run).
     n = 600
     y_bars = bars_of(moving(300, seed=1, level=50.0))
-    source = data.UploadSource({"Y": y_bars, "X": bars_of(moving(n))})
+    source = pipeline.UploadSource({"Y": y_bars, "X": bars_of(moving(n))})
     view = View(venue="upload", y="Y", x="X", lookback_s=n, window=60, method="rolling")
-    pair = data.compute_pair(source, view)
+    pair = pipeline.compute_pair(source, view)
     last_y = y_bars.index[-1]
-    assert pair.closes.index[-1] == last_y + data.MAX_STALE_BARS * pd.Timedelta("1s")
-    assert pair.frame.index[-1] <= last_y + data.max_staleness(view)
+    assert pair.closes.index[-1] == last_y + pipeline.MAX_STALE_BARS * pd.Timedelta("1s")
+    assert pair.frame.index[-1] <= last_y + pipeline.max_staleness(view)
     assert pair.stale == {"Y": 300.0}  # 300 s between its last bar and X's newest
     assert np.isnan(pair.now("zscore")[0]) and pair.now("zscore")[1] is None
     # Both legs fresh: the newest row's value and its time.
-    fresh = data.compute_pair(source, replace(view, lookback_s=300), end_s=START_S + 300)
+    fresh = pipeline.compute_pair(source, replace(view, lookback_s=300), end_s=START_S + 300)
     assert fresh.stale == {}
     assert fresh.now("zscore") == (fresh.frame["zscore"].iloc[-1], START_S + 299)
 
@@ -344,17 +348,17 @@ def test_masked_or_empty_bars_are_left_out_not_carried(how):
         y_bars.iloc[gap, y_bars.columns.get_loc("trades")] = 1
     x_bars = bars_of(moving(n))
     x_bars["trades"] = 3
-    source = data.UploadSource({"Y": y_bars, "X": x_bars})
+    source = pipeline.UploadSource({"Y": y_bars, "X": x_bars})
     floor = 2 if how == "below the floor" else 0
     view = View(venue="upload", y="Y", x="X", lookback_s=n, window=20, min_trades=floor)
-    closes = data.compute_pair(source, view).closes
+    closes = pipeline.compute_pair(source, view).closes
     times = y_bars.index
-    carried = times[200 : 200 + data.MAX_STALE_BARS]
+    carried = times[200 : 200 + pipeline.MAX_STALE_BARS]
     # The last tradable close stands in for at most MAX_STALE_BARS bars, then no rows.
     assert (closes.loc[carried, "Y"] == y_bars["close"].iloc[199]).all()
-    assert not closes.index.isin(times[200 + data.MAX_STALE_BARS : 230]).any()
+    assert not closes.index.isin(times[200 + pipeline.MAX_STALE_BARS : 230]).any()
     assert times[230:].isin(closes.index).all()
-    assert len(closes) == n - (30 - data.MAX_STALE_BARS)
+    assert len(closes) == n - (30 - pipeline.MAX_STALE_BARS)
 
 
 # -- upload validation ---------------------------------------------------------------
@@ -468,7 +472,7 @@ SIM = {
     ],
 )
 def test_true_params_in_the_orientation_on_screen(y, x, slope, intercept):
-    truth = data.true_pair_params(SIM, y, x)
+    truth = pipeline.true_pair_params(SIM, y, x)
     assert truth.hedge_ratio == pytest.approx(slope, rel=1e-12)
     assert truth.intercept == pytest.approx(intercept, rel=1e-12)
     assert truth.half_life_s == 60.0  # orientation-free
@@ -488,16 +492,16 @@ def test_true_params_undefined_when_x_does_not_follow_the_hedge_leg():
         "SOLUSDT": SIM["legs"]["SOLUSDT"],
     }
     for y in ("BTCUSDT", "SOLUSDT"):
-        truth = data.true_pair_params(sim, y, "ETHUSDT")
+        truth = pipeline.true_pair_params(sim, y, "ETHUSDT")
         assert math.isnan(truth.hedge_ratio) and math.isnan(truth.intercept)
         assert truth.how.startswith("undefined") and truth.half_life_s == 60.0
-    assert data.true_pair_params(sim, "ETHUSDT", "BTCUSDT").hedge_ratio == 0.0  # as simulated
+    assert pipeline.true_pair_params(sim, "ETHUSDT", "BTCUSDT").hedge_ratio == 0.0  # as simulated
 
 
 def test_true_params_none_outside_the_model():
-    assert data.true_pair_params(SIM, "ETHUSDT", "XRPUSDT") is None
-    assert data.true_pair_params(SIM, "ETHUSDT", "ETHUSDT") is None
-    assert data.true_pair_params({"speed": 2}, "ETHUSDT", "BTCUSDT") is None  # replay, say
+    assert pipeline.true_pair_params(SIM, "ETHUSDT", "XRPUSDT") is None
+    assert pipeline.true_pair_params(SIM, "ETHUSDT", "ETHUSDT") is None
+    assert pipeline.true_pair_params({"speed": 2}, "ETHUSDT", "BTCUSDT") is None  # replay, say
 
 
 @pytest.mark.parametrize("method", ["ols", "huber", "rolling", "kalman"])
@@ -518,8 +522,8 @@ def test_page_backtest_decisions_up_to_t_ignore_prices_after_t(method):
         view = View(venue="sim", y="Y", x="X", window=60, method=method, log_prices=True)
         closes = pd.DataFrame({"Y": y_prices, "X": x})
         frame = analytics.pair_frame(closes["Y"], closes["X"], 60, method, True)
-        pair = data.PairData(view, None, closes=closes, frame=frame)
-        return data.run_backtest(pair, entry=1.5, exit_=0.0, fee_bps=2.0)
+        pair = pipeline.PairData(view, None, closes=closes, frame=frame)
+        return pipeline.run_backtest(pair, entry=1.5, exit_=0.0, fee_bps=2.0)
 
     before, after = decisions(y), decisions(altered_y)
     assert before.n_trades > 0

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import pytest
 
-from dashboard.tabs import TAB_NAMES
+from pairs_monitor.page.tabs import TAB_NAMES
 
 ROOT = Path(__file__).resolve().parent.parent
 CHROMIUM = "/usr/bin/chromium"

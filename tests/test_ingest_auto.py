@@ -5,8 +5,8 @@ from __future__ import annotations
 import socket
 import time
 
-from binance_server import BinanceServer
-from conftest import SYMBOLS, assert_tape_complete, query, wait_complete, wait_for
+from tests.helpers.binance_server import BinanceServer
+from tests.helpers.daemon import SYMBOLS, assert_tape_complete, query, wait_complete, wait_for
 
 
 def free_port() -> int:

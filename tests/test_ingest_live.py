@@ -9,8 +9,8 @@ from __future__ import annotations
 import signal
 import time
 
-from binance_server import BinanceServer
-from conftest import (
+from tests.helpers.binance_server import BinanceServer
+from tests.helpers.daemon import (
     SYMBOLS,
     assert_tape_complete,
     query,

@@ -10,7 +10,7 @@ import signal
 import sqlite3
 import time
 
-from conftest import (
+from tests.helpers.daemon import (
     assert_tape_complete,
     query,
     start_with_tape,

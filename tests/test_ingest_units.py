@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from feeds.backfill import SymbolTape, WeightBudget, _subtract, rest_row
-from feeds.binance import MARKETS, BinanceFeed
-from feeds.binance_ws import Backoff, ServerShutdown
+from pairs_monitor.ingest.binance.feed import MARKETS, BinanceFeed
+from pairs_monitor.ingest.binance.gaps import SymbolTape, WeightBudget, _subtract, rest_row
+from pairs_monitor.ingest.binance.ws import Backoff, ServerShutdown
 
 
 class NullWriter:
@@ -116,7 +116,7 @@ def test_rest_row_converts_ms_to_us():
 
 def test_malformed_frames_are_logged_at_most_five_times_a_minute(caplog):
     feed = make_feed()
-    with caplog.at_level("WARNING", logger="feeds.binance"):
+    with caplog.at_level("WARNING", logger="ingest.binance"):
         for _ in range(50):
             feed._on_message(b"not json")
     assert feed._bad.counts["malformed"] == 50
@@ -124,7 +124,7 @@ def test_malformed_frames_are_logged_at_most_five_times_a_minute(caplog):
 
 
 def test_pings_and_pongs_share_a_budget_of_four_a_second():
-    from feeds.binance_ws import LiveWebSocket
+    from pairs_monitor.ingest.binance.ws import LiveWebSocket
 
     sent = []
     ws = LiveWebSocket()

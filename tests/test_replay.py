@@ -20,8 +20,9 @@ import pandas as pd
 import pytest
 
 import ingest
-from feeds import dumps, replay
-from writer import TradeWriter
+from pairs_monitor.ingest.replay import dumps
+from pairs_monitor.ingest.replay import feed as replay
+from pairs_monitor.store.writer import TradeWriter
 
 ROOT = Path(__file__).resolve().parent.parent
 FIXTURES = Path(__file__).resolve().parent / "fixtures"

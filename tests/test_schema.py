@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-import db_setup
-from writer import TradeWriter
+from pairs_monitor.store import schema
+from pairs_monitor.store.writer import TradeWriter
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -22,14 +22,14 @@ def schema_dump(path: Path) -> list[tuple]:
 
 def test_creates_every_table_in_wal_mode(tmp_path):
     path = tmp_path / "sub" / "ticks.db"
-    assert db_setup.setup(path) == 0
+    assert schema.setup(path) == 0
     with sqlite3.connect(path) as conn:
         tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
-        assert db_setup.schema_version(conn) == db_setup.LATEST_VERSION
+        assert schema.schema_version(conn) == schema.LATEST_VERSION
         assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
         trade_columns = [r[1] for r in conn.execute("PRAGMA table_info(trades)")]
     assert {"trades", "bars_1s", "feed_status", "gaps", "alert_rules", "alert_events"} <= tables
-    assert tuple(trade_columns) == db_setup.TRADES_COLUMNS
+    assert tuple(trade_columns) == schema.TRADES_COLUMNS
 
 
 def test_running_twice_changes_nothing(tmp_path):
@@ -45,7 +45,7 @@ def test_running_twice_changes_nothing(tmp_path):
     before = schema_dump(path)
     with sqlite3.connect(path) as conn:
         conn.execute("INSERT INTO trades VALUES ('sim', 'AAA', 1, 1000, 1.5, 2.0, 0)")
-    assert db_setup.setup(path) == db_setup.LATEST_VERSION
+    assert schema.setup(path) == schema.LATEST_VERSION
     assert schema_dump(path) == before
     assert "nothing to do" in result.stderr
     with sqlite3.connect(path) as conn:
@@ -57,10 +57,10 @@ def test_migrates_a_version_0_database_keeping_its_data(tmp_path):
     with sqlite3.connect(path) as conn:
         conn.execute("CREATE TABLE notes (body TEXT)")
         conn.execute("INSERT INTO notes VALUES ('keep me')")
-        assert db_setup.schema_version(conn) == 0
-    assert db_setup.setup(path) == 0
+        assert schema.schema_version(conn) == 0
+    assert schema.setup(path) == 0
     with sqlite3.connect(path) as conn:
-        assert db_setup.schema_version(conn) == db_setup.LATEST_VERSION
+        assert schema.schema_version(conn) == schema.LATEST_VERSION
         assert conn.execute("SELECT body FROM notes").fetchall() == [("keep me",)]
         conn.execute("INSERT INTO trades VALUES ('sim', 'AAA', 1, 1000, 1.5, 2.0, 0)")
 
@@ -68,16 +68,16 @@ def test_migrates_a_version_0_database_keeping_its_data(tmp_path):
 def test_migrates_version_1_to_2_keeping_alert_rules(tmp_path):
     path = tmp_path / "v1.db"
     with sqlite3.connect(path, isolation_level=None) as conn:
-        for statement in db_setup._statements(db_setup.SCHEMA_V1):
+        for statement in schema._statements(schema.SCHEMA_V1):
             conn.execute(statement)
         conn.execute("PRAGMA user_version = 1")
         conn.execute(
             "INSERT INTO alert_rules (kind, venue, symbol, symbol_x, threshold, rearm, "
             "created_ms) VALUES ('zscore_above', 'sim', 'BTCUSDT', 'ETHUSDT', 2.0, 1.0, 5)"
         )
-    assert db_setup.setup(path) == 1
+    assert schema.setup(path) == 1
     with sqlite3.connect(path) as conn:
-        assert db_setup.schema_version(conn) == 2
+        assert schema.schema_version(conn) == 2
         rule = conn.execute(
             "SELECT kind, symbol, threshold, timeframe, window_bars, hedge_method, log_prices "
             "FROM alert_rules"
@@ -94,20 +94,20 @@ def test_refuses_an_unversioned_database_with_a_trades_table_of_its_own(tmp_path
         conn.execute("INSERT INTO trades VALUES (1, 'BTCUSDT', 100.0)")
     before = schema_dump(path)
     file_before = path.read_bytes()
-    with pytest.raises(db_setup.SchemaError, match="move the file aside"):
-        db_setup.setup(path)
+    with pytest.raises(schema.SchemaError, match="move the file aside"):
+        schema.setup(path)
     assert path.read_bytes() == file_before  # not even the journal mode changed
     assert schema_dump(path) == before
     with sqlite3.connect(path) as conn:
         assert conn.execute("SELECT * FROM trades").fetchall() == [(1, "BTCUSDT", 100.0)]
-        assert db_setup.schema_version(conn) == 0
+        assert schema.schema_version(conn) == 0
         assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "delete"
 
 
 def test_refuses_a_database_from_a_newer_version(tmp_path):
     path = tmp_path / "new.db"
     with sqlite3.connect(path) as conn:
-        conn.execute(f"PRAGMA user_version = {db_setup.LATEST_VERSION + 1}")
+        conn.execute(f"PRAGMA user_version = {schema.LATEST_VERSION + 1}")
     result = subprocess.run(
         [sys.executable, "db_setup.py", "--db", str(path)], cwd=ROOT, capture_output=True, text=True
     )
@@ -135,7 +135,7 @@ def test_trades_sharing_a_millisecond_are_all_kept(tmp_path):
 
 def test_symbol_time_range_query_uses_the_time_index(tmp_path):
     path = tmp_path / "ticks.db"
-    db_setup.setup(path)
+    schema.setup(path)
     with sqlite3.connect(path) as conn:
         plan = conn.execute(
             "EXPLAIN QUERY PLAN SELECT price FROM trades "
@@ -147,9 +147,9 @@ def test_symbol_time_range_query_uses_the_time_index(tmp_path):
 
 def test_read_only_connection_cannot_write(tmp_path):
     path = tmp_path / "ticks.db"
-    db_setup.setup(path)
-    conn = db_setup.connect_read_only(path)
+    schema.setup(path)
+    conn = schema.connect_read_only(path)
     with pytest.raises(sqlite3.OperationalError, match=r"readonly|read-only|query_only"):
         conn.execute("INSERT INTO trades VALUES ('sim', 'AAA', 1, 1000, 1.5, 2.0, 0)")
     with pytest.raises(FileNotFoundError, match=r"db_setup\.py"):
-        db_setup.connect_read_only(tmp_path / "missing.db")
+        schema.connect_read_only(tmp_path / "missing.db")

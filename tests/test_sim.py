@@ -17,7 +17,7 @@ import pandas as pd
 import pytest
 
 import analytics
-from feeds import sim
+from pairs_monitor.ingest import sim
 
 ROOT = Path(__file__).resolve().parent.parent
 PAIR = ("BTCUSDT", "ETHUSDT")
@@ -304,7 +304,7 @@ def test_feed_runs_again_where_it_stopped(tmp_path):
     ids and prices continue (venue sim, real writer, in this process)."""
     import threading
 
-    from writer import TradeWriter
+    from pairs_monitor.store.writer import TradeWriter
 
     db = tmp_path / "sim.db"
     writer = TradeWriter(db)
@@ -335,7 +335,7 @@ def test_feed_runs_again_where_it_stopped(tmp_path):
 
 def test_saw_trades_counts_a_batch_as_saw_trade_counts_each():
     """Feeds that emit blocks (sim, replay) count them with one call, to the same effect."""
-    from feeds.status import FeedStats
+    from pairs_monitor.ingest.status import FeedStats
 
     one, batch = FeedStats("sim", "BTCUSDT", "sim"), FeedStats("sim", "BTCUSDT", "sim")
     for trade_id, time_us in ((5, 50), (9, 90), (7, 70)):

@@ -8,7 +8,7 @@ import time
 import pandas as pd
 import pytest
 
-from writer import TradeWriter
+from pairs_monitor.store.writer import TradeWriter
 
 VENUE = "binance-spot"
 

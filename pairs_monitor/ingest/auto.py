@@ -1,0 +1,128 @@
+"""``--source auto``: live Binance, with the simulator standing in while Binance is out of reach.
+
+The live feed (ingest/binance/feed.py) runs all the time and keeps reconnecting on its own.
+When it has had no connection for ``--fallback-after`` seconds (at start, or after a
+long outage), the simulator (ingest/sim.py, venue ``sim``, never a live venue) starts and
+the loud log line says so; as soon as live connects again the simulator stops. Each live
+symbol's ``FeedStats.switch_source`` records which source is active and since when, so
+the page can tell.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import threading
+import time
+from collections.abc import Callable
+
+from pairs_monitor.ingest import binance, sim
+from pairs_monitor.store.writer import TradeWriter
+
+log = logging.getLogger("ingest.auto")
+
+DEFAULT_FALLBACK_AFTER = 10.0
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add ``--fallback-after`` to the daemon's command line."""
+    parser.add_argument(
+        "--fallback-after",
+        type=float,
+        default=DEFAULT_FALLBACK_AFTER,
+        metavar="SECONDS",
+        help="--source auto: simulate after this long without a live connection",
+    )
+
+
+def from_args(args: argparse.Namespace, writer: TradeWriter) -> AutoFeed:
+    """Build the live feed, and the way to make the simulator when it is needed."""
+    live = binance.from_args(args, writer)
+    return AutoFeed(live, lambda: sim.from_args(args, writer), writer, args.fallback_after)
+
+
+class AutoFeed:
+    """Live first; the simulator only while live has been down ``fallback_after`` seconds.
+
+    :param live: the live feed.
+    :param make_sim: builds a fresh simulated feed (it resumes its ids from the store).
+    :param writer: the writer (flushed before a simulator starts, so ids resume right).
+    :param fallback_after: seconds without a live connection before simulating.
+    """
+
+    def __init__(
+        self,
+        live: binance.BinanceFeed,
+        make_sim: Callable[[], object],
+        writer: TradeWriter,
+        fallback_after: float,
+    ) -> None:
+        self.live = live
+        self.make_sim = make_sim
+        self.writer = writer
+        self.fallback_after = fallback_after
+        self.venue = live.venue
+        self.symbols = live.symbols
+        self.stats = list(live.stats)  # the simulator's join while it runs
+        self.params = {**live.params, "fallback_after_s": fallback_after}
+        self._sim = None
+        self._sim_stop: threading.Event | None = None
+        self._sim_thread: threading.Thread | None = None
+
+    def run(self, stop_event: threading.Event) -> None:
+        """Run live (and the simulator when needed) until ``stop_event`` is set."""
+        live_stop = threading.Event()
+        live_thread = threading.Thread(
+            target=self.live.run, args=(live_stop,), name="live", daemon=True
+        )
+        live_thread.start()
+        down_since = time.monotonic()
+        try:
+            while not stop_event.wait(0.1):
+                if self.live.connected.is_set():
+                    down_since = None
+                    if self._sim is not None:
+                        self._stop_sim("the live connection to Binance is up")
+                    continue
+                if down_since is None:
+                    down_since = time.monotonic()
+                if self._sim is None and time.monotonic() - down_since >= self.fallback_after:
+                    self._start_sim()
+        finally:
+            if self._sim is not None:
+                self._stop_sim("stopping")
+            live_stop.set()
+            live_thread.join(10)
+
+    def _start_sim(self) -> None:
+        log.error(
+            "NO CONNECTION TO BINANCE for %.0f s (%s): falling back to SIMULATED trades "
+            "under venue 'sim'. Live keeps retrying in the background and takes over as "
+            "soon as it connects.",
+            self.fallback_after,
+            self.live.ws_url,
+        )
+        self.writer.flush(timeout=30)  # the simulator resumes its ids from the store
+        try:
+            feed = self.make_sim()
+        except (Exception, SystemExit) as exc:  # a bad --sim-* flag must not stop live
+            log.error("cannot start the simulator (%s); waiting for live only", exc)
+            self.fallback_after = float("inf")
+            return
+        self._sim = feed
+        self.stats[:] = [*self.live.stats, *feed.stats]
+        self._sim_stop = threading.Event()
+        self._sim_thread = threading.Thread(
+            target=feed.run, args=(self._sim_stop,), name="sim", daemon=True
+        )
+        self._sim_thread.start()
+        for stats in self.live.stats:
+            stats.switch_source("sim")
+
+    def _stop_sim(self, why: str) -> None:
+        log.warning("%s: simulator stopped, live trades only from here", why)
+        self._sim_stop.set()
+        self._sim_thread.join(10)
+        for stats in self.live.stats:
+            stats.switch_source("live")
+        self._sim = None

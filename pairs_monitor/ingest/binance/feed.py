@@ -1,0 +1,565 @@
+"""The live source: Binance trade streams, every trade stored exactly once.
+
+Where to look:
+
+- ``ingest/binance/ws.py``: the connection, its reconnect loop (backoff, serverShutdown,
+  connection-attempt limit, pong budget) and the watchdog;
+- ``ingest/binance/gaps.py``: REST (weight budget, 429), catch-up after each (re)connect, gap
+  filling, the start-up hole scan, the gaps table;
+- this module: the command-line flags, symbol validation, the frame parser, trade-id
+  continuity, and the batching of rows into the writer.
+
+Threads: one per connection (receive and parse only), a flusher that hands batches to
+the writer every few milliseconds, the gap filler, the watchdog. The writer thread
+(store/writer.py) is the only one that touches SQLite for writing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import logging
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import orjson
+import requests
+
+from pairs_monitor.ingest.binance.gaps import (
+    CatchUp,
+    Fill,
+    GapFiller,
+    RestClient,
+    RestError,
+    ScanHoles,
+    Stopped,
+    SymbolTape,
+    load_start_state,
+)
+from pairs_monitor.ingest.binance.ws import (
+    MAX_STREAMS_PER_CONNECTION,
+    AttemptLimiter,
+    Backoff,
+    ServerShutdown,
+    StreamConnection,
+    Watchdog,
+)
+from pairs_monitor.ingest.status import FeedStats, now_ms
+from pairs_monitor.store.writer import TradeWriter
+
+log = logging.getLogger("ingest.binance")
+_loads = orjson.loads
+
+
+@dataclass(frozen=True)
+class Market:
+    """Where one Binance market lives."""
+
+    venue: str
+    ws_url: str
+    rest_url: str
+    rest_prefix: str
+
+
+MARKETS = {
+    "spot": Market(
+        "binance-spot", "wss://stream.binance.com:9443", "https://api.binance.com", "/api/v3"
+    ),
+    "usdm": Market(
+        "binance-usdm", "wss://fstream.binance.com", "https://fapi.binance.com", "/fapi/v1"
+    ),
+}
+
+DEFAULT_MAX_CATCHUP = 100_000
+# About 40% of Binance's per-IP limits, leaving room for other tools on the address.
+DEFAULT_REST_WEIGHT = {"spot": 2400, "usdm": 1000}
+DEFAULT_WATCHDOG = 30.0
+DEFAULT_BACKOFF_MAX = 30.0
+DEFAULT_CONNECT_TIMEOUT = 10.0
+DEFAULT_MAX_CONNECTION_AGE = 23.5 * 3600
+FLUSH_INTERVAL = 0.01  # seconds between hand-overs of parsed rows to the writer
+MAX_PENDING = 10_000  # parsed rows held before the receive thread hands them over itself
+MAX_QUEUED_ITEMS = 16  # writer queue depth above which the hand-over waits
+DRAIN_CHUNK = 2_000  # most rows in one writer queue item
+
+
+class FeedError(Exception):
+    """The live source cannot start as asked (e.g. an unknown symbol)."""
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add the live source's flags to the daemon's command line."""
+    group = parser.add_argument_group("live source (Binance)")
+    group.add_argument(
+        "--market",
+        choices=sorted(MARKETS),
+        default="spot",
+        help="spot (venue binance-spot) or USD-M futures (binance-usdm)",
+    )
+    # "%(default).0s" prints nothing; it only stops the formatter adding "(default: None)".
+    group.add_argument(
+        "--ws-url",
+        metavar="URL",
+        help="WebSocket base URL; /stream?streams=... is appended (default: "
+        f"{MARKETS['spot'].ws_url} or {MARKETS['usdm'].ws_url})%(default).0s",
+    )
+    group.add_argument(
+        "--rest-url",
+        metavar="URL",
+        help="REST base URL; /api/v3/... or /fapi/v1/... is appended (default: "
+        f"{MARKETS['spot'].rest_url} or {MARKETS['usdm'].rest_url})%(default).0s",
+    )
+    group.add_argument(
+        "--max-catchup",
+        type=_positive_int,
+        default=DEFAULT_MAX_CATCHUP,
+        metavar="N",
+        help="most trades one catch-up or gap fill fetches per symbol over REST (100 "
+        "requests, about 1 min of weight by default); beyond it an open gap is recorded "
+        "and the next start goes on from there",
+    )
+    group.add_argument(
+        "--rest-weight-per-min",
+        type=_positive_int,
+        metavar="WEIGHT",
+        help="REST request weight spent per minute at most; Binance allows 6000 on spot "
+        "and 2400 on futures per IP, historicalTrades costs 25 (default: "
+        f"{DEFAULT_REST_WEIGHT['spot']} spot, {DEFAULT_REST_WEIGHT['usdm']} usdm)%(default).0s",
+    )
+    group.add_argument(
+        "--watchdog",
+        type=_positive_float,
+        default=DEFAULT_WATCHDOG,
+        metavar="SECONDS",
+        help="a socket silent this long is closed and reconnected; it is pinged at half "
+        "of it, so a quiet market on a live socket is kept (Binance pings every 20 s)",
+    )
+    group.add_argument(
+        "--backoff-max",
+        type=_positive_float,
+        default=DEFAULT_BACKOFF_MAX,
+        metavar="SECONDS",
+        help="longest wait between reconnect attempts",
+    )
+    group.add_argument(
+        "--connect-timeout",
+        type=_positive_float,
+        default=DEFAULT_CONNECT_TIMEOUT,
+        metavar="SECONDS",
+        help="time allowed for one connect (TCP, TLS, handshake) and one REST request",
+    )
+    group.add_argument(
+        "--max-connection-age",
+        type=_positive_float,
+        default=DEFAULT_MAX_CONNECTION_AGE,
+        metavar="SECONDS",
+        help="reconnect proactively after this long (Binance closes at 24 h)",
+    )
+
+
+def from_args(args: argparse.Namespace, writer: TradeWriter) -> BinanceFeed:
+    """Build the live feed from the parsed command line, validating the symbols.
+
+    :raises FeedError: for a symbol Binance does not list.
+    """
+    market = MARKETS[args.market]
+    feed = BinanceFeed(
+        market,
+        args.symbols,
+        writer,
+        db_path=Path(args.db),
+        ws_url=args.ws_url or market.ws_url,
+        rest_url=args.rest_url or market.rest_url,
+        max_catchup=args.max_catchup,
+        rest_weight_per_min=args.rest_weight_per_min or DEFAULT_REST_WEIGHT[args.market],
+        watchdog=args.watchdog,
+        backoff_max=args.backoff_max,
+        connect_timeout=args.connect_timeout,
+        max_connection_age=args.max_connection_age,
+    )
+    feed.validate_symbols()
+    return feed
+
+
+class BinanceFeed:
+    """Live trades of some symbols of one Binance market, with continuity and backfill.
+
+    :param market: which market (venue, default URLs, REST prefix).
+    :param symbols: upper-case symbols.
+    :param writer: the writer thread.
+    :param db_path: the database (read-only reads at start: last ids, holes, open gaps).
+    """
+
+    def __init__(
+        self,
+        market: Market,
+        symbols: list[str],
+        writer: TradeWriter,
+        *,
+        db_path: Path,
+        ws_url: str,
+        rest_url: str,
+        max_catchup: int = DEFAULT_MAX_CATCHUP,
+        rest_weight_per_min: int = DEFAULT_REST_WEIGHT["spot"],
+        watchdog: float = DEFAULT_WATCHDOG,
+        backoff_max: float = DEFAULT_BACKOFF_MAX,
+        connect_timeout: float = DEFAULT_CONNECT_TIMEOUT,
+        max_connection_age: float = DEFAULT_MAX_CONNECTION_AGE,
+    ) -> None:
+        self.market = market
+        self.venue = market.venue
+        self.symbols = [s.upper() for s in dict.fromkeys(symbols)]
+        self.writer = writer
+        self.db_path = db_path
+        self.ws_url = ws_url.rstrip("/")
+        self.rest_url = rest_url.rstrip("/")
+        self.max_catchup = max_catchup
+        self.watchdog_s = watchdog
+        self.backoff_max = backoff_max
+        self.connect_timeout = connect_timeout
+        self.max_connection_age = max_connection_age
+        self.stats = [FeedStats(self.venue, s, "live") for s in self.symbols]
+        self.tapes = {st.symbol: SymbolTape(st.symbol, st) for st in self.stats}
+        self.params = {
+            "market": next(k for k, v in MARKETS.items() if v == market),
+            "ws_url": self.ws_url,
+            "rest_url": self.rest_url,
+            "max_catchup": max_catchup,
+            "rest_weight_per_min": rest_weight_per_min,
+            "watchdog_s": watchdog,
+        }
+        self.stop = threading.Event()  # internal: set once run() is asked to stop
+        self.rest = RestClient(
+            self.rest_url,
+            market.rest_prefix,
+            weight_per_min=rest_weight_per_min,
+            stop=self.stop,
+            timeout=connect_timeout,
+        )
+        self.filler = GapFiller(
+            self.rest,
+            writer,
+            self.venue,
+            self.tapes,
+            db_path,
+            max_catchup=max_catchup,
+            stop=self.stop,
+        )
+        self.connections: list[StreamConnection] = []
+        self.connected = threading.Event()  # set while at least one connection is up
+        self._pending: collections.deque[tuple] = collections.deque()
+        self._drain_lock = threading.Lock()
+        self._bad = _RateLimitedLog(log)
+        self._ever_connected: set[str] = set()
+
+    # -- start-up --------------------------------------------------------------------
+
+    def validate_symbols(self) -> None:
+        """Check the symbols against exchangeInfo; warn and go on when it cannot be reached.
+
+        :raises FeedError: when a symbol is not listed.
+        """
+        try:
+            listed = self.rest.exchange_symbols(timeout=min(self.connect_timeout, 5.0))
+        except (
+            requests.RequestException,
+            RestError,
+            Stopped,
+            KeyError,
+            TypeError,
+            ValueError,
+        ) as exc:
+            log.warning(
+                "cannot check the symbols against exchangeInfo at %s (%s); going on with %s",
+                self.rest_url,
+                exc,
+                ", ".join(self.symbols),
+            )
+            return
+        unknown = [s for s in self.symbols if s not in listed]
+        if unknown:
+            other = "usdm" if self.market.venue == "binance-spot" else "spot"
+            raise FeedError(
+                f"unknown symbol(s) for {self.venue}: {', '.join(unknown)}. Binance lists "
+                f"symbols like BTCUSDT (letters only, base then quote asset); check the "
+                f"spelling, or whether you meant --market {other}."
+            )
+        for symbol in self.symbols:
+            if listed[symbol] not in ("TRADING", ""):
+                log.warning("%s is listed with status %s: expect no trades", symbol, listed[symbol])
+
+    def _load_start_state(self) -> None:
+        """Queue the start-up work: catch-up from the stored tape, open gaps, hole scan."""
+        stored, open_gaps = load_start_state(self.db_path, self.venue, self.symbols)
+        for symbol in self.symbols:
+            tape = self.tapes[symbol]
+            rows = open_gaps[symbol]
+            high = stored[symbol]
+            if rows:
+                high = max(high or 0, max(last for _, _, last in rows))
+            tape.high = high
+            if high is not None:
+                tape.awaiting = CatchUp(symbol, high + 1)
+                self.filler.add(tape.awaiting)
+            if rows:
+                log.info(
+                    "%s: %d gap(s) left open by an earlier run; filling them", symbol, len(rows)
+                )
+            for gap_id, first, last in rows:
+                tape.stats.gaps_open += 1
+                self.filler.add(Fill(symbol, first, last, "earlier run", gap_id))
+            if stored[symbol] is not None:
+                self.filler.add(ScanHoles(symbol, stored[symbol], [(a, b) for _, a, b in rows]))
+            log.info("%s: last stored trade id %s", symbol, stored[symbol])
+
+    # -- running ---------------------------------------------------------------------
+
+    def run(self, stop_event: threading.Event) -> None:
+        """Produce until ``stop_event`` is set; then stop reading and hand over all rows."""
+        self._load_start_state()
+        self.filler.start()
+        flusher = threading.Thread(target=self._flush_loop, name="flusher", daemon=True)
+        flusher.start()
+        limiter = AttemptLimiter()
+        streams = [f"{s.lower()}@trade" for s in self.symbols]
+        for index in range(0, len(streams), MAX_STREAMS_PER_CONNECTION):
+            chunk = streams[index : index + MAX_STREAMS_PER_CONNECTION]
+            symbols = self.symbols[index : index + MAX_STREAMS_PER_CONNECTION]
+            conn = StreamConnection(
+                f"{self.ws_url}/stream?streams={'/'.join(chunk)}",
+                name=f"ws-{index // MAX_STREAMS_PER_CONNECTION}",
+                on_message=self._on_message,
+                on_connect=lambda symbols=symbols: self._on_connect(symbols),
+                on_disconnect=lambda symbols=symbols: self._on_disconnect(symbols),
+                stop=self.stop,
+                limiter=limiter,
+                connect_timeout=self.connect_timeout,
+                backoff=Backoff(0.5, self.backoff_max),
+            )
+            self.connections.append(conn)
+        watchdog = Watchdog(
+            self.connections,
+            self.stop,
+            silent_after=self.watchdog_s,
+            max_age=self.max_connection_age,
+        )
+        for conn in self.connections:
+            conn.start()
+        watchdog.start()
+        stop_event.wait()
+        self.shutdown()
+        flusher.join(5)
+
+    def shutdown(self) -> None:
+        """Stop reading and fetching; every parsed row reaches the writer queue."""
+        log.info("live source stopping: closing %d connection(s)", len(self.connections))
+        self.stop.set()
+        for conn in self.connections:
+            conn.abort("stopping")
+        for conn in self.connections:
+            conn.join(5)
+        self.filler.join(2)
+        self._drain()
+        log.info("live source stopped: %d trades received on the socket", self.received)
+
+    @property
+    def received(self) -> int:
+        """Trades parsed from the socket so far (repeats included)."""
+        return sum(stats.trades_total for stats in self.stats)
+
+    def _flush_loop(self) -> None:
+        seen = {id(stats): 0 for stats in self.stats}
+        while not self.stop.wait(FLUSH_INTERVAL):
+            self._drain()
+            # The receive thread leaves the clock alone; the time of the last message is
+            # stamped here, to within one flush interval.
+            now = now_ms()
+            for stats in self.stats:
+                if stats.trades_total != seen[id(stats)]:
+                    seen[id(stats)] = stats.trades_total
+                    stats.last_message_ms = now
+        self._drain()
+
+    def _drain(self) -> None:
+        """Hand every parsed row to the writer; wait while it is behind (backpressure).
+
+        The writer's queue is bounded in items, not rows: items of at most
+        ``DRAIN_CHUNK`` rows, and a wait while more than ``MAX_QUEUED_ITEMS`` are queued,
+        keep the rows in flight (and the memory) bounded when the writer stalls.
+        """
+        with self._drain_lock:
+            pending = self._pending
+            popleft = pending.popleft
+            count = len(pending)
+            while count:
+                while self.writer.queue_depth() > MAX_QUEUED_ITEMS:
+                    time.sleep(0.002)
+                take = min(count, DRAIN_CHUNK)
+                self.writer.put_trades([popleft() for _ in range(take)])
+                count -= take
+
+    def _on_connect(self, symbols: list[str]) -> None:
+        """A connection is up: catch up every symbol from its last id (receive thread)."""
+        for symbol in symbols:
+            tape = self.tapes[symbol]
+            with tape.lock:
+                tape.stats.connected = True
+                if symbol in self._ever_connected:
+                    tape.stats.reconnects += 1
+                self._ever_connected.add(symbol)
+                if tape.high is not None and tape.awaiting is None:
+                    tape.awaiting = CatchUp(symbol, tape.high + 1)
+                    self.filler.add(tape.awaiting)
+        self.connected.set()
+
+    def _on_disconnect(self, symbols: list[str]) -> None:
+        for symbol in symbols:
+            self.tapes[symbol].stats.connected = False
+        if not any(conn.connected_at for conn in self.connections):
+            self.connected.clear()
+
+    # -- the parser: the hot path ------------------------------------------------------
+
+    def _on_message(self, data: bytes) -> None:
+        """Parse one combined-stream frame and queue its trade (receive thread).
+
+        Expected frame: ``{"stream":"btcusdt@trade","data":{"e":"trade","E":1672515782136,
+        "s":"BTCUSDT","t":12345,"p":"0.001","q":"100","T":1672515782136,"m":true,"M":true}}``
+        (times in ms; stored in µs). Anything else is handled by :meth:`_other_frame`.
+        """
+        msg = None
+        try:
+            msg = _loads(data)
+            payload = msg["data"]
+            if payload["e"] != "trade":
+                return self._other_frame(msg, data)
+            tape = self.tapes[payload["s"]]
+            trade_id = payload["t"]
+            trade_time_us = payload["T"] * 1000
+            price = float(payload["p"])
+            qty = float(payload["q"])
+            if (
+                type(trade_id) is not int
+                or trade_id < 0
+                or type(trade_time_us) is not int
+                or not price > 0
+                or not qty > 0
+            ):
+                raise ValueError("bad trade id, time, price or quantity")
+            row = (
+                self.venue,
+                tape.symbol,
+                trade_id,
+                trade_time_us,
+                price,
+                qty,
+                1 if payload["m"] else 0,
+            )
+        except ServerShutdown:
+            raise
+        except (orjson.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
+            return self._other_frame(msg, data, exc)
+        high = tape.high
+        if trade_id - 1 == high and tape.awaiting is None:
+            # The common case, without the lock: only this thread moves ``high`` while
+            # no catch-up is awaiting the live stream.
+            tape.high = trade_id
+            stats = tape.stats
+            stats.trades_total += 1
+            stats.last_trade_id = trade_id
+            stats.last_trade_time_us = trade_time_us
+        else:
+            self._continuity(tape, trade_id, trade_time_us)
+        pending = self._pending
+        pending.append(row)
+        if len(pending) > MAX_PENDING:
+            self._drain()  # the writer is behind: wait here (backpressure to the socket)
+
+    def _continuity(self, tape: SymbolTape, trade_id: int, trade_time_us: int) -> None:
+        """A trade that is not simply ``high + 1``: the first, a jump, a repeat, a hand-over."""
+        stats = tape.stats
+        with tape.lock:
+            high = tape.high
+            if high is None:
+                tape.high = trade_id  # nothing stored: the tape starts here
+            elif trade_id > high:
+                task = tape.awaiting
+                if task is not None:
+                    # First new trade since the (re)connect: the catch-up stops before it.
+                    tape.awaiting = None
+                    task.until = trade_id - 1
+                elif trade_id > high + 1:
+                    self.filler.add(Fill(tape.symbol, high + 1, trade_id - 1, "live-jump"))
+                    log.warning(
+                        "%s: trade id jumped from %d to %d; gap of %d queued for REST",
+                        tape.symbol,
+                        high,
+                        trade_id,
+                        trade_id - high - 1,
+                    )
+                tape.high = trade_id
+            # else: a repeat (re-sent after a reconnect, or already fetched over REST)
+            stats.trades_total += 1
+            if stats.last_trade_id is None or trade_id > stats.last_trade_id:
+                stats.last_trade_id = trade_id
+                stats.last_trade_time_us = trade_time_us
+
+    def _other_frame(self, msg, data: bytes, exc: Exception | None = None) -> None:
+        """Frames that are not trades: serverShutdown, answers, unknown or malformed ones."""
+        if isinstance(msg, dict):
+            payload = msg.get("data", msg)
+            event = payload.get("e") if isinstance(payload, dict) else None
+            if event == "serverShutdown" or msg.get("stream") == "!serverShutdown":
+                raise ServerShutdown
+            if "id" in msg and "result" in msg:
+                log.debug("answer to request %s: %s", msg["id"], msg["result"])
+                return
+            if event == "trade" and exc is not None:
+                self._bad.report(
+                    "bad-trade", "trade with bad fields skipped (%r): %.200r", exc, data
+                )
+                return
+            self._bad.report("unknown", "unknown frame skipped: %.200r", data)
+            return
+        self._bad.report("malformed", "malformed frame skipped (%r): %.200r", exc, data)
+
+
+class _RateLimitedLog:
+    """Log at most a few lines per kind a minute, then a count of what was suppressed."""
+
+    def __init__(self, logger: logging.Logger, per_minute: int = 5) -> None:
+        self.logger = logger
+        self.per_minute = per_minute
+        self.window: dict[str, tuple[float, int]] = {}
+        self.counts: collections.Counter[str] = collections.Counter()
+
+    def report(self, kind: str, fmt: str, *args) -> None:
+        self.counts[kind] += 1
+        now = time.monotonic()
+        start, seen = self.window.get(kind, (now, 0))
+        if now - start > 60:
+            if seen > self.per_minute:
+                self.logger.warning(
+                    "%d more %s frame(s) skipped in the last minute", seen - self.per_minute, kind
+                )
+            start, seen = now, 0
+        seen += 1
+        self.window[kind] = (start, seen)
+        if seen <= self.per_minute:
+            self.logger.warning(fmt, *args)
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, not {text}")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    value = float(text)
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be a positive number, not {text}")
+    return value

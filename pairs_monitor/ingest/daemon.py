@@ -1,0 +1,165 @@
+"""Ingest daemon: records every trade of the chosen symbols into SQLite.
+
+    python ingest.py --symbols btcusdt ethusdt [--market spot|usdm]
+                     [--source auto|live|sim|replay] [--db data/ticks.db]
+
+Sources:
+  live    Binance WebSocket trade streams, gaps filled over REST (ingest/binance/feed.py; the
+          reconnect loop is ingest/binance/ws.py, the gap filler ingest/binance/gaps.py).
+  sim     a simulated cointegrated pair, stored under venue "sim" (ingest/sim.py).
+  replay  Binance dump files or collector NDJSON (ingest/replay/feed.py).
+  auto    live, falling back to sim while Binance cannot be reached (the default;
+          ingest/auto.py).
+
+Every source hands trades to one writer thread (store/writer.py), the only code that writes
+the database. SIGINT or SIGTERM stops the sources, commits everything queued and exits 0.
+Exit codes: 1 when the database cannot be opened, 2 for a symbol Binance does not list.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import sys
+import threading
+from pathlib import Path
+
+from pairs_monitor.ingest import auto, binance, replay, sim, status
+from pairs_monitor.store import schema
+from pairs_monitor.store.writer import TradeWriter
+
+log = logging.getLogger("ingest")
+
+SOURCES = ("auto", "live", "sim", "replay")
+
+# Exit statuses besides 0 (clean stop): other tools drive the daemon and read these.
+EXIT_DATABASE = 1  # the database cannot be opened, or the writer could not finish
+EXIT_BAD_SYMBOL = 2  # a symbol the exchange does not list
+EXIT_REPLAY_FILES_FAILED = 3  # replay: files refused (checksum, corrupt, numbering)
+
+FIRST_WRITE_TIMEOUT_S = 60.0  # a database that takes no write this long at start is an error
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The command line; a contract, since other tools drive the daemon."""
+    parser = argparse.ArgumentParser(
+        prog="ingest.py",
+        description="Record every Binance trade of the given symbols into SQLite.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    parser.add_argument(
+        "--symbols",
+        nargs="+",
+        metavar="SYMBOL",
+        help="symbols to record, any case (e.g. btcusdt ethusdt); replay may take them "
+        "from the file names instead",
+    )
+    parser.add_argument("--source", choices=SOURCES, default="auto", help="where trades come from")
+    parser.add_argument("--db", type=Path, default=schema.DEFAULT_DB, help="database file")
+    parser.add_argument(
+        "--log-level",
+        default="INFO",
+        choices=("DEBUG", "INFO", "WARNING", "ERROR"),
+        help="logging threshold",
+    )
+    for source in (binance, auto, sim, replay):
+        source.add_arguments(parser)
+    return parser
+
+
+def configure_logging(level: str) -> None:
+    logging.basicConfig(
+        level=level,
+        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
+        datefmt="%Y-%m-%dT%H:%M:%S",
+    )
+
+
+def build_feed(args: argparse.Namespace, writer: TradeWriter):
+    """Return the producer for ``args.source``.
+
+    A feed exposes ``venue``, ``symbols``, ``stats`` (a list of ``FeedStats``), ``params``
+    (a dict recorded in ``ingest_runs``) and ``run(stop_event)``, which produces until the
+    event is set (or, for replay, until its files end).
+    """
+    if args.source == "sim":
+        return sim.from_args(args, writer)
+    if args.source == "replay":
+        return replay.from_args(args, writer)
+    if args.source == "auto":
+        return auto.from_args(args, writer)  # live, with the simulator as a stand-in
+    return binance.from_args(args, writer)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    configure_logging(args.log_level)
+    if args.symbols:
+        args.symbols = [symbol.upper() for symbol in args.symbols]
+    elif args.source != "replay":
+        parser.error("--symbols is required unless --source replay names its files")
+
+    writer = TradeWriter(args.db)
+    try:
+        writer.start()
+    except Exception as exc:  # a broken or foreign database: say which, exit non-zero
+        log.error("cannot open %s: %s", args.db, exc)
+        return EXIT_DATABASE
+
+    stop = threading.Event()
+
+    def request_stop(signum, _frame) -> None:
+        log.info("%s received: stopping", signal.Signals(signum).name)
+        stop.set()
+
+    signal.signal(signal.SIGINT, request_stop)
+    signal.signal(signal.SIGTERM, request_stop)
+
+    try:
+        feed = build_feed(args, writer)
+    except binance.FeedError as exc:
+        log.error("%s", exc)
+        writer.close()
+        return EXIT_BAD_SYMBOL
+    try:
+        run_id = status.start_run(
+            writer, feed.venue, args.source, feed.symbols, feed.params, FIRST_WRITE_TIMEOUT_S
+        )
+    except TimeoutError:
+        log.error(
+            "%s accepted no write for %.0f s (%s); is another program holding it locked?",
+            args.db,
+            FIRST_WRITE_TIMEOUT_S,
+            writer.stats.last_error,
+        )
+        return EXIT_DATABASE
+    reporter = status.StatusReporter(writer, feed.stats)
+    reporter.start()
+    producer = threading.Thread(target=feed.run, args=(stop,), name="feed", daemon=True)
+    producer.start()
+    # Wake up regularly: a signal handler only runs between bytecodes of the main thread.
+    while producer.is_alive() and not stop.wait(0.2):
+        pass
+    stop.set()
+    producer.join(10)
+    log.info("sources stopped; writing final status and flushing the queue")
+    reporter.stop()
+    status.finish_run(writer, run_id)
+    if not writer.close(timeout=30):
+        log.error("writer did not finish within 30 s; %d items left", writer.queue_depth())
+        return EXIT_DATABASE
+    log.info("stopped cleanly: %d trades stored this run", writer.stats.trades_stored)
+    if args.source == "replay" and feed.failed:
+        log.error(
+            "%d replay file(s) failed, nothing stored from them: %s",
+            len(feed.failed),
+            ", ".join(map(str, feed.failed)),
+        )
+        return EXIT_REPLAY_FILES_FAILED
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

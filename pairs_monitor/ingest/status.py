@@ -1,0 +1,224 @@
+"""Feed health: per-symbol counters kept by the producers, written once a second.
+
+Each producer owns the :class:`FeedStats` of its (venue, symbol) and updates it as trades
+arrive. :class:`StatusReporter` turns those counters into rows of ``feed_status`` (through
+the writer, like every other write) and logs a one-line summary every few seconds.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sqlite3
+import threading
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+from pairs_monitor.store.writer import TradeWriter
+
+log = logging.getLogger("status")
+
+
+def now_ms() -> int:
+    """Wall-clock time in milliseconds since the epoch."""
+    return time.time_ns() // 1_000_000
+
+
+@dataclass
+class FeedStats:
+    """Health of one (venue, symbol) feed, as its producer sees it."""
+
+    venue: str
+    symbol: str
+    source: str  # live | sim | replay
+    source_since_ms: int = field(default_factory=now_ms)
+    connected: bool = False
+    last_trade_id: int | None = None
+    last_trade_time_us: int | None = None
+    last_message_ms: int | None = None
+    reconnects: int = 0
+    trades_total: int = 0
+    gaps_open: int = 0
+    gaps_filled: int = 0
+    gaps_abandoned: int = 0
+
+    def saw_trade(self, trade_id: int, trade_time_us: int) -> None:
+        """Count one trade received from the feed."""
+        self.trades_total += 1
+        self.last_message_ms = now_ms()
+        if self.last_trade_id is None or trade_id > self.last_trade_id:
+            self.last_trade_id = trade_id
+            self.last_trade_time_us = trade_time_us
+
+    def saw_trades(self, n: int, last_id: int, last_time_us: int) -> None:
+        """:meth:`saw_trade` for ``n`` trades at once, of which the largest id is given."""
+        if n <= 0:
+            return
+        self.trades_total += n
+        self.last_message_ms = now_ms()
+        if self.last_trade_id is None or last_id > self.last_trade_id:
+            self.last_trade_id = last_id
+            self.last_trade_time_us = last_time_us
+
+    def switch_source(self, source: str) -> None:
+        """Record that another source now feeds this symbol."""
+        if source != self.source:
+            self.source = source
+            self.source_since_ms = now_ms()
+
+
+_UPSERT_STATUS = """
+INSERT INTO feed_status (venue, symbol, source, source_since_ms, connected, last_trade_id,
+    last_trade_time_us, last_message_ms, reconnects, trades_per_s, queue_depth, gaps_open,
+    gaps_filled, gaps_abandoned, updated_ms)
+VALUES (:venue, :symbol, :source, :source_since_ms, :connected, :last_trade_id,
+    :last_trade_time_us, :last_message_ms, :reconnects, :trades_per_s, :queue_depth,
+    :gaps_open, :gaps_filled, :gaps_abandoned, :updated_ms)
+ON CONFLICT (venue, symbol) DO UPDATE SET
+    source = excluded.source, source_since_ms = excluded.source_since_ms,
+    connected = excluded.connected,
+    last_trade_id = coalesce(excluded.last_trade_id, last_trade_id),
+    last_trade_time_us = coalesce(excluded.last_trade_time_us, last_trade_time_us),
+    last_message_ms = coalesce(excluded.last_message_ms, last_message_ms),
+    reconnects = excluded.reconnects, trades_per_s = excluded.trades_per_s,
+    queue_depth = excluded.queue_depth, gaps_open = excluded.gaps_open,
+    gaps_filled = excluded.gaps_filled, gaps_abandoned = excluded.gaps_abandoned,
+    updated_ms = excluded.updated_ms
+"""
+
+
+class StatusReporter(threading.Thread):
+    """Writes every feed's status about once a second and logs a summary line.
+
+    :param writer: the writer that owns the database.
+    :param feeds: the counters to report; the list may grow while running.
+    :param interval: seconds between ``feed_status`` writes.
+    :param log_every: seconds between status lines in the log.
+    """
+
+    def __init__(
+        self,
+        writer: TradeWriter,
+        feeds: list[FeedStats],
+        *,
+        interval: float = 1.0,
+        log_every: float = 5.0,
+    ) -> None:
+        super().__init__(name="status", daemon=True)
+        self.writer = writer
+        self.feeds = feeds
+        self.interval = interval
+        self.log_every = log_every
+        self._stop_requested = threading.Event()
+        self._last_totals: dict[tuple[str, str], tuple[int, float]] = {}
+        self._rates: dict[tuple[str, str], float] = {}
+
+    def stop(self) -> None:
+        """Write a last status (feeds marked disconnected) and end the thread."""
+        self._stop_requested.set()
+        self.join(5)
+
+    def run(self) -> None:
+        last_log = time.monotonic()
+        while not self._stop_requested.wait(self.interval):
+            self.report()
+            if time.monotonic() - last_log >= self.log_every:
+                last_log = time.monotonic()
+                log.info("%s", self.summary())
+        for feed in self.feeds:
+            feed.connected = False
+        self.report()
+
+    def report(self) -> None:
+        """Queue one ``feed_status`` row per feed."""
+        rows = [self._row(feed) for feed in list(self.feeds)]
+        if rows:
+            self.writer.submit(lambda conn: conn.executemany(_UPSERT_STATUS, rows))
+
+    def _row(self, feed: FeedStats) -> dict:
+        key = (feed.venue, feed.symbol)
+        now = time.monotonic()
+        previous_total, previous_time = self._last_totals.get(key, (feed.trades_total, now))
+        elapsed = now - previous_time
+        rate = (feed.trades_total - previous_total) / elapsed if elapsed > 0 else 0.0
+        self._last_totals[key] = (feed.trades_total, now)
+        self._rates[key] = rate
+        return {
+            "venue": feed.venue,
+            "symbol": feed.symbol,
+            "source": feed.source,
+            "source_since_ms": feed.source_since_ms,
+            "connected": int(feed.connected),
+            "last_trade_id": feed.last_trade_id,
+            "last_trade_time_us": feed.last_trade_time_us,
+            "last_message_ms": feed.last_message_ms,
+            "reconnects": feed.reconnects,
+            "trades_per_s": round(rate, 3),
+            "queue_depth": self.writer.queue_depth(),
+            "gaps_open": feed.gaps_open,
+            "gaps_filled": feed.gaps_filled,
+            "gaps_abandoned": feed.gaps_abandoned,
+            "updated_ms": now_ms(),
+        }
+
+    def summary(self) -> str:
+        """One line: per symbol source, state, trades/s, age of the last message, reconnects,
+        gaps; then the writer's queue depth."""
+        parts = []
+        now = now_ms()
+        for feed in list(self.feeds):
+            rate = self._rates.get((feed.venue, feed.symbol), 0.0)
+            age = (
+                f"{(now - feed.last_message_ms) / 1000:.1f}s"
+                if feed.last_message_ms is not None
+                else "never"
+            )
+            state = "up" if feed.connected else "down"
+            parts.append(
+                f"{feed.venue}:{feed.symbol} {feed.source} {state} {rate:.1f} trades/s, "
+                f"last {age} ago, reconnects {feed.reconnects}, "
+                f"gaps {feed.gaps_open} open/{feed.gaps_filled} filled"
+                f"/{feed.gaps_abandoned} abandoned"
+            )
+        parts.append(f"queue {self.writer.queue_depth()}")
+        return " | ".join(parts)
+
+
+def start_run(
+    writer: TradeWriter,
+    venue: str,
+    source: str,
+    symbols: Iterable[str],
+    params: dict,
+    timeout: float = 60.0,
+) -> int:
+    """Record a start of the daemon in ``ingest_runs``; return its run id.
+
+    :raises TimeoutError: when the database accepts no write within ``timeout`` seconds
+        (another program holding a write lock, say); the writer keeps retrying.
+    """
+    started = now_ms()
+    symbol_list = ",".join(sorted(s.upper() for s in symbols))
+    params_json = json.dumps(params, sort_keys=True, default=str)
+
+    def insert(conn: sqlite3.Connection) -> int:
+        cursor = conn.execute(
+            "INSERT INTO ingest_runs (venue, source, symbols, params_json, pid, started_ms) "
+            "VALUES (?, ?, ?, ?, ?, ?)",
+            (venue, source, symbol_list, params_json, os.getpid(), started),
+        )
+        return cursor.lastrowid
+
+    return writer.submit(insert).result(timeout)
+
+
+def finish_run(writer: TradeWriter, run_id: int) -> None:
+    """Record the orderly end of a run."""
+    stopped = now_ms()
+    writer.submit(
+        lambda conn: conn.execute(
+            "UPDATE ingest_runs SET stopped_ms = ? WHERE run_id = ?", (stopped, run_id)
+        )
+    )

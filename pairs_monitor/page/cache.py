@@ -1,0 +1,60 @@
+"""Streamlit caching around ``pipeline.py``: one connection per process, short-lived results.
+
+``st.cache_resource`` holds the read-only connection and the alert store (one each per
+database file, shared by every session). ``st.cache_data`` keeps computed frames for a few
+seconds with a bounded number of entries, so memory stays bounded however many views
+users open; slow statistics are kept longer.
+"""
+
+from __future__ import annotations
+
+import streamlit as st
+
+from pairs_monitor.page import pipeline, queries, upload
+from pairs_monitor.page.alert_rules import AlertStore
+from pairs_monitor.page.settings import View
+
+PAIR_TTL_S = 2
+SLOW_TTL_S = 120
+
+
+@st.cache_resource(show_spinner=False)
+def read_db(path: str) -> pipeline.ReadOnlyDB:
+    """The page's single read-only connection to ``path`` (checked to hold our schema)."""
+    db = pipeline.ReadOnlyDB(path)
+    try:
+        db.run(queries.check_schema)
+    except queries.NotAPairsDatabase:
+        db.close()
+        raise
+    return db
+
+
+@st.cache_resource(show_spinner=False)
+def alert_store(path: str) -> AlertStore:
+    """The alert tables' guarded write connection."""
+    return AlertStore(path)
+
+
+@st.cache_data(ttl=2, max_entries=8, show_spinner=False)
+def series(path: str) -> list[tuple[str, str]]:
+    """(venue, symbol) pairs with bars."""
+    return read_db(path).run(queries.series)
+
+
+@st.cache_data(ttl=PAIR_TTL_S, max_entries=16, show_spinner=False)
+def pair(path: str, view: View, end_s: int) -> pipeline.PairData:
+    """``pipeline.compute_pair`` for a database view ending at ``end_s``."""
+    return pipeline.compute_pair(pipeline.DbSource(read_db(path), view.venue), view, end_s)
+
+
+@st.cache_data(max_entries=4, show_spinner=False)
+def parsed_upload(files: tuple[tuple[str, bytes], ...]) -> upload.Uploaded:
+    """Parsed upload, keyed by the files' bytes (parsing errors are not cached)."""
+    return upload.parse_files(list(files))
+
+
+@st.cache_data(ttl=SLOW_TTL_S, max_entries=16, show_spinner="Running the tests…")
+def cached_call(key: tuple, _fn, _args: tuple = ()):
+    """``_fn(*_args)`` cached under ``key`` alone (big frames are not hashed each time)."""
+    return _fn(*_args)

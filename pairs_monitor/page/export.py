@@ -1,0 +1,77 @@
+"""CSV exports: what is in each file and what the file is called.
+
+Timestamps are ISO-8601 UTC strings (``2024-05-01T00:00:00Z``). File names say venue,
+symbols, timeframe and range, e.g.
+``bars_sim_BTCUSDT-ETHUSDT_1s_20240501T000000Z_20240501T010000Z.csv``.
+"""
+
+from __future__ import annotations
+
+import re
+
+import pandas as pd
+
+from pairs_monitor.page.pipeline import PairData
+
+LEG_COLUMNS = ("open", "high", "low", "close", "volume", "trades", "vwap", "empty")
+PAIR_COLUMNS = ("y", "x", "hedge_ratio", "intercept", "spread", "zscore", "corr")
+
+
+def iso_utc(index: pd.DatetimeIndex) -> list[str]:
+    """ISO-8601 UTC strings, second precision when every stamp is on a whole second."""
+    index = index.tz_convert("UTC").as_unit("ns")
+    if (index.asi8 % 1_000_000_000 == 0).all():
+        return list(index.strftime("%Y-%m-%dT%H:%M:%SZ"))
+    return list(index.strftime("%Y-%m-%dT%H:%M:%S.%fZ"))
+
+
+def stamp(ts: pd.Timestamp) -> str:
+    """Compact UTC stamp for file names, e.g. ``20240501T000000Z``."""
+    return ts.tz_convert("UTC").strftime("%Y%m%dT%H%M%SZ")
+
+
+def file_name(kind: str, pair: PairData, index: pd.DatetimeIndex) -> str:
+    """``<kind>_<venue>_<Y>-<X>_<timeframe>_<first>_<last>.csv``, safe for any filesystem."""
+    view = pair.view
+    span = f"{stamp(index[0])}_{stamp(index[-1])}" if len(index) else "empty"
+    name = f"{kind}_{view.venue}_{view.y}-{view.x}_{view.timeframe}_{span}.csv"
+    return re.sub(r"[^A-Za-z0-9._-]", "_", name)
+
+
+def bars_frame(pair: PairData) -> pd.DataFrame:
+    """Both legs' bars (prefixed by symbol) and every ``pair_frame`` column, one row per bar.
+
+    The analytic columns are exactly ``analytics.pair_frame``'s (NaN before it has enough
+    bars); ``y``/``x`` are the prices the hedge was fitted on (log when log prices is on).
+    """
+    view = pair.view
+    parts = []
+    for symbol in (view.y, view.x):
+        bars = pair.bars.get(symbol)
+        if bars is None:
+            continue
+        parts.append(bars[list(LEG_COLUMNS)].add_prefix(f"{symbol}_"))
+    if not parts:
+        return pd.DataFrame(columns=["time"])
+    frame = pd.concat(parts, axis=1, join="outer").sort_index()
+    if pair.frame is not None:
+        frame = frame.join(pair.frame[list(PAIR_COLUMNS)], how="left")
+    else:
+        for col in PAIR_COLUMNS:
+            frame[col] = float("nan")
+    frame.insert(0, "time", iso_utc(frame.index))
+    return frame.reset_index(drop=True)
+
+
+def stats_frame(table: pd.DataFrame) -> pd.DataFrame:
+    """The statistics table with its time index as an ISO-8601 ``time`` column."""
+    out = table.copy()
+    if isinstance(out.index, pd.DatetimeIndex):
+        out.insert(0, "time", iso_utc(out.index))
+        out = out.reset_index(drop=True)
+    return out
+
+
+def to_csv(frame: pd.DataFrame) -> bytes:
+    """CSV bytes with full float precision, no index."""
+    return frame.to_csv(index=False, float_format="%.17g").encode("utf-8")

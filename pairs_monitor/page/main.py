@@ -1,0 +1,137 @@
+"""The page, top to bottom: database, sidebar, the synthetic-data warning, the tabs.
+
+Database: ``--db PATH`` after ``--``, else the ``TICKS_DB`` environment variable, else
+``data/ticks.db``. This file only wires things together: the sidebar is in
+``sidebar.py``, each tab in ``tabs/<name>.py`` (see ``__init__.py`` for the map).
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import sys
+from dataclasses import replace
+
+import streamlit as st
+
+from pairs_monitor.page import cache, pipeline, queries, sidebar
+from pairs_monitor.page.settings import (
+    TIMEFRAME_SECONDS,
+    is_synthetic,
+    resolve_db_path,
+    venue_label,
+)
+from pairs_monitor.page.tabs import TAB_NAMES, Context
+from pairs_monitor.page.tabs import alerts as alerts_tab
+from pairs_monitor.page.tabs import backtest as backtest_tab
+from pairs_monitor.page.tabs import correlation as correlation_tab
+from pairs_monitor.page.tabs import data as data_tab
+from pairs_monitor.page.tabs import live as live_tab
+from pairs_monitor.page.tabs import pair as pair_tab
+from pairs_monitor.page.tabs import prices as prices_tab
+from pairs_monitor.page.tabs import statistics as statistics_tab
+from pairs_monitor.page.upload import UploadError
+
+
+def render() -> None:
+    """Draw the whole page once (Streamlit reruns it on every interaction)."""
+    st.set_page_config(page_title="Pairs monitor", page_icon="📈", layout="wide")
+
+    db_path = str(resolve_db_path(sys.argv[1:], os.environ))
+    st.title("Pairs monitor")
+
+    # The uploader lives in the Data tab; its files (if any) are parsed before the sidebar
+    # so the sidebar can offer them as a data source.
+    uploaded, upload_error = None, None
+    files = st.session_state.get("upload") or []
+    if files:
+        try:
+            uploaded = cache.parsed_upload(tuple((f.name, f.getvalue()) for f in files))
+        except UploadError as exc:
+            upload_error = str(exc)
+
+    db, db_error = None, None
+    try:
+        db = cache.read_db(db_path)
+    except FileNotFoundError:
+        db_error = (
+            f"No database at `{db_path}`. Start the daemon (`python ingest.py --db {db_path} …`), "
+            "or pass another file: `streamlit run app.py -- --db PATH` or set `TICKS_DB`."
+        )
+    except (queries.NotAPairsDatabase, sqlite3.DatabaseError) as exc:
+        db_error = f"`{db_path}` cannot be used: {exc}"
+
+    st.sidebar.caption(f"Database: `{db_path}`")
+    # The Live panel refreshes itself; the other tabs recompute on any change or on this button.
+    st.sidebar.button("Refresh all tabs", key="refresh", help="Recompute every tab from new data.")
+    source_choice = sidebar.choose_source(uploaded is not None)
+    view = None
+    if source_choice == sidebar.SOURCE_UPLOAD:
+        source = pipeline.UploadSource(uploaded.frames, uploaded.bar_seconds)
+        venue = sidebar.choose_venue([source.venue])
+        view = sidebar.choose_view(venue, source.symbols(), uploaded.span_s)
+        if view is not None and view.bar_seconds < uploaded.bar_seconds:
+            coarser = next(
+                (tf for tf, s in TIMEFRAME_SECONDS.items() if s >= uploaded.bar_seconds), None
+            )
+            if coarser is None:
+                st.sidebar.error(
+                    f"The upload has bars of {uploaded.bar_seconds:,} s, coarser than the "
+                    f"coarsest timeframe ({max(TIMEFRAME_SECONDS.values()):,} s = 1 day): "
+                    "upload daily or finer bars."
+                )
+                view = None
+            else:
+                st.sidebar.warning(
+                    f"The upload has {uploaded.bar_seconds:,} s bars; showing {coarser} instead "
+                    f"of {view.timeframe}."
+                )
+                view = replace(view, timeframe=coarser)
+    else:
+        venues: list[str] = []
+        series: list[tuple[str, str]] = []
+        if db is not None:
+            series = cache.series(db_path)
+            venues = sorted({v for v, _ in series})
+        if db_error:
+            st.error(db_error)
+        elif not venues:
+            st.info(
+                f"The database `{db_path}` holds no bars yet. Start recording, e.g. "
+                f"`python ingest.py --source sim --symbols btcusdt ethusdt --db {db_path}`; "
+                "the page fills in as trades arrive."
+            )
+        if venues:
+            venue = sidebar.choose_venue(venues)
+            source = pipeline.DbSource(db, venue)
+            view = sidebar.choose_view(venue, [s for v, s in series if v == venue])
+        else:
+            source = pipeline.UploadSource({})  # nothing to read; the tabs say what they wait for
+
+    if view is not None and is_synthetic(view.venue):
+        st.warning(
+            f"**{venue_label(view.venue)}**: the prices on this page are not live market data.",
+            icon="⚠️",
+        )
+
+    ctx = Context(
+        db_path=db_path,
+        source=source,
+        view=view,
+        db_ok=db is not None,
+        uploaded=uploaded,
+        upload_error=upload_error,
+    )
+    renderers = (
+        live_tab,
+        prices_tab,
+        pair_tab,
+        statistics_tab,
+        backtest_tab,
+        correlation_tab,
+        alerts_tab,
+        data_tab,
+    )
+    for tab, module in zip(st.tabs(list(TAB_NAMES)), renderers, strict=True):
+        with tab:
+            module.render(ctx)

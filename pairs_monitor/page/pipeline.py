@@ -1,0 +1,531 @@
+"""From a view to the frames the tabs draw: queries, then ``analytics``. No Streamlit here.
+
+Every number comes from ``analytics``; this module only fetches bars, hands them over in
+the right order and says what a panel is still waiting for. The benchmark times these
+functions, so what it measures is what the page pays.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol, TypeVar
+
+import pandas as pd
+
+from pairs_monitor import quant
+from pairs_monitor.page import queries
+from pairs_monitor.page.settings import (
+    LIVE_MIN_TAIL_BARS,
+    MAX_1S_ROWS,
+    TIMEFRAME_SECONDS,
+    UPLOAD_VENUE,
+    View,
+)
+from pairs_monitor.store import schema
+
+T = TypeVar("T")
+
+
+class ReadOnlyDB:
+    """The page's one read-only connection, shared by every session behind a lock.
+
+    :param path: the database file; :raises FileNotFoundError: when it does not exist.
+    """
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self.conn = schema.connect_read_only(self.path)
+        self._lock = threading.Lock()
+
+    def run(self, fn: Callable[..., T], *args: Any) -> T:
+        """Call ``fn(conn, *args)`` (a function of ``queries``) holding the lock."""
+        with self._lock:
+            return fn(self.conn, *args)
+
+    def close(self) -> None:
+        with self._lock:
+            self.conn.close()
+
+
+class Source(Protocol):
+    """Where bars come from: the database (one venue) or an uploaded CSV."""
+
+    venue: str
+
+    def symbols(self) -> list[str]: ...
+
+    def latest_s(self, symbol: str) -> int | None: ...
+
+    def raw_bars(self, symbol: str, start_s: int, end_s: int) -> pd.DataFrame: ...
+
+    def last_price(self, symbol: str) -> tuple[float, int] | None: ...
+
+
+@dataclass
+class DbSource:
+    db: ReadOnlyDB
+    venue: str
+
+    def symbols(self) -> list[str]:
+        return [s for v, s in self.db.run(queries.series) if v == self.venue]
+
+    def latest_s(self, symbol: str) -> int | None:
+        return self.db.run(queries.latest_bar_s, self.venue, symbol)
+
+    def raw_bars(self, symbol: str, start_s: int, end_s: int) -> pd.DataFrame:
+        return self.db.run(queries.bars_1s, self.venue, symbol, start_s, end_s, MAX_1S_ROWS)
+
+    def last_price(self, symbol: str) -> tuple[float, int] | None:
+        """Price and time (microseconds) of the newest stored trade."""
+        trade = self.db.run(queries.last_trade, self.venue, symbol)
+        return None if trade is None else (trade.price, trade.time_us)
+
+
+@dataclass
+class UploadSource:
+    """Bars parsed from an uploaded CSV, ``{symbol: bars frame}`` (see ``upload.py``)."""
+
+    frames: dict[str, pd.DataFrame]
+    bar_seconds: int = 1
+    venue: str = UPLOAD_VENUE
+
+    def symbols(self) -> list[str]:
+        return sorted(self.frames)
+
+    def latest_s(self, symbol: str) -> int | None:
+        frame = self.frames.get(symbol)
+        if frame is None or frame.empty:
+            return None
+        return int(frame.index[-1].timestamp())
+
+    def raw_bars(self, symbol: str, start_s: int, end_s: int) -> pd.DataFrame:
+        frame = self.frames.get(symbol)
+        if frame is None:
+            return quant.empty_bars()
+        start = pd.Timestamp(start_s, unit="s", tz="UTC")
+        end = pd.Timestamp(end_s, unit="s", tz="UTC")
+        return frame[(frame.index >= start) & (frame.index < end)]
+
+    def last_price(self, symbol: str) -> tuple[float, int] | None:
+        """Last close of the file and its bar time (microseconds)."""
+        frame = self.frames.get(symbol)
+        if frame is None or frame.empty:
+            return None
+        return float(frame["close"].iloc[-1]), int(frame.index[-1].value // 1000)
+
+
+def end_of_view(source: Source, symbols: list[str]) -> int | None:
+    """One past the newest bar second of any of ``symbols``: the right edge of the view."""
+    latest = [t for t in (source.latest_s(s) for s in symbols) if t is not None]
+    return max(latest) + 1 if latest else None
+
+
+def leg_bars(source: Source, view: View, symbol: str, end_s: int) -> pd.DataFrame:
+    """Bars of one leg at the view's timeframe over its lookback, ending at ``end_s``."""
+    start_s = (end_s - view.lookback_s) // view.bar_seconds * view.bar_seconds
+    raw = source.raw_bars(symbol, start_s, end_s)
+    if raw.empty:
+        return raw
+    return quant.resample_bars(raw, view.freq)
+
+
+def bars_needed(view: View) -> int:
+    """Aligned bars needed before ``pair_frame``'s last z-score is defined.
+
+    Static fits: the z-score window. Rolling OLS: its own window, shifted one bar, then
+    the z-score window. Kalman: its noise-estimation window (auto) or two bars for the
+    diffuse start (fixed noise), then the z-score window.
+    """
+    if view.method == "rolling":
+        return 2 * view.window
+    if view.method == "kalman":
+        if view.kalman_obs_var is None:  # auto: no output before its noise estimate
+            return view.kalman["init_window"] - 1 + view.window
+        return view.window + 2
+    return view.window
+
+
+MAX_STALE_BARS = 5
+"""How many bars old a leg's last (liquid, traded) close may be and still stand for the
+price at a row: a thin leg that skips a few bars keeps its rows, one whose feed stopped
+stops the pair's rows (and so its z-score and alerts) after this many bars instead of
+being carried over the whole lookback. 5 bars: 5 s at 1 s, 5 min at 1 m."""
+
+
+def tradable_closes(bars: pd.DataFrame, view: View) -> pd.Series:
+    """Closes of the bars that traded and pass the view's liquidity floor; the others
+    (empty bars, whose close is only carried, and bars below the floor) are dropped."""
+    keep = quant.liquidity_mask(bars, view.min_volume, view.min_trades) & ~bars["empty"]
+    return bars["close"][keep.to_numpy()]
+
+
+def max_staleness(view: View) -> pd.Timedelta:
+    """``MAX_STALE_BARS`` bars of the view's timeframe."""
+    return pd.Timedelta(seconds=MAX_STALE_BARS * view.bar_seconds)
+
+
+@dataclass
+class PairData:
+    """What the Live, Pair, Statistics, Backtest and Data tabs draw for one pair."""
+
+    view: View
+    end_s: int | None
+    bars: dict[str, pd.DataFrame] = field(default_factory=dict)
+    closes: pd.DataFrame | None = None  # aligned raw closes, columns y and x symbols
+    frame: pd.DataFrame | None = None  # quant.pair_frame output
+    waiting: str | None = None  # what the panels are waiting for, when frame is None
+    seconds: float = 0.0
+    # legs whose last tradable bar is more than MAX_STALE_BARS older than the newest bar
+    # of the view: symbol -> age in seconds (of that bar's start behind the newest one)
+    stale: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def fit(self) -> quant.HedgeFit | None:
+        return None if self.frame is None else self.frame.attrs.get("hedge_fit")
+
+    def latest(self, column: str) -> float:
+        """Last non-NaN value of a pair-frame column (NaN when there is none)."""
+        if self.frame is None or column not in self.frame:
+            return math.nan
+        col = self.frame[column].dropna()
+        return float(col.iloc[-1]) if len(col) else math.nan
+
+    def latest_bar_s(self) -> int | None:
+        if self.frame is None or self.frame.empty:
+            return None
+        return int(self.frame.index[-1].timestamp())
+
+    def now(self, column: str) -> tuple[float, int | None]:
+        """A column's value at the newest row and that row's start second: what the Live
+        panel and the alerts show. NaN (and None) when a leg is stale: the newest row
+        then lies in the past, and its value is not the pair's value now."""
+        if self.stale or self.frame is None or self.frame.empty or column not in self.frame:
+            return math.nan, None
+        return float(self.frame[column].iloc[-1]), self.latest_bar_s()
+
+
+def compute_pair(source: Source, view: View, end_s: int | None = None) -> PairData:
+    """Bars of both legs, aligned closes and ``quant.pair_frame`` for a view.
+
+    :param end_s: right edge of the window; by default the newest bar of either leg.
+    """
+    started = time.perf_counter()
+    if view.y == view.x:
+        return PairData(view, end_s, waiting="pick two different symbols for Y and X")
+    if end_s is None:
+        end_s = end_of_view(source, [view.y, view.x])
+    if end_s is None:
+        return PairData(view, None, waiting=f"no bars yet for {view.y} or {view.x}")
+    result = PairData(view, end_s)
+    for symbol in (view.y, view.x):
+        result.bars[symbol] = leg_bars(source, view, symbol, end_s)
+    empty = [s for s, b in result.bars.items() if b.empty]
+    if empty:
+        result.waiting = (
+            f"no bars for {', '.join(empty)} in the last {_human(view.lookback_s)}: "
+            "is the daemon recording it?"
+        )
+        return _done(result, started)
+    closes = {symbol: tradable_closes(bars, view) for symbol, bars in result.bars.items()}
+    newest = max(bars.index[-1] for bars in result.bars.values())
+    for symbol, c in closes.items():
+        age = (newest - c.index[-1]).total_seconds() if len(c) else float(view.lookback_s)
+        if age > max_staleness(view).total_seconds():
+            result.stale[symbol] = age
+    result.closes = quant.align_closes(closes, max_staleness=max_staleness(view))
+    need = bars_needed(view)
+    have = len(result.closes)
+    if have < need:
+        result.waiting = (
+            f"need {need - have} more {view.timeframe} bars with both legs "
+            f"({have} of {need}; window {view.window})"
+        )
+        return _done(result, started)
+    try:
+        result.frame = quant.pair_frame(
+            result.closes[view.y],
+            result.closes[view.x],
+            view.window,
+            view.method,
+            view.log_prices,
+            **(view.kalman if view.method == "kalman" else {}),
+        )
+    except ValueError as exc:  # data the method cannot fit (flat leg, ...): said, not raised
+        result.waiting = f"the {view.method} hedge cannot be fitted on these bars: {exc}"
+    return _done(result, started)
+
+
+def volume_ratio_now(
+    source: Source, view: View, symbol: str, end_s: int, bars: pd.DataFrame | None = None
+) -> tuple[float, int | None]:
+    """``quant.volume_ratio`` of a symbol's newest bar at the view's timeframe and window.
+
+    The newest bar may still be filling; its volume only grows, so a spike is seen as soon
+    as it crosses the threshold. :param bars: the symbol's bars when already loaded.
+    :return: ``(ratio, bar start in seconds)``; NaN and None without enough bars.
+    """
+    if bars is None:
+        bars = leg_bars(source, view, symbol, end_s)
+    if len(bars) <= view.window:
+        return math.nan, None
+    ratio = quant.volume_ratio(bars, view.window)
+    return float(ratio.iloc[-1]), int(bars.index[-1].timestamp())
+
+
+def rule_view(rule: Any, session: View) -> View:
+    """The view an alert rule is judged in: its own stored settings over the live tail
+    (``max(3 x window, 300)`` bars), with the default (auto) Kalman noise and no liquidity
+    floor, so every page computes the same value; ``session`` (the page's own live view)
+    for a rule made before settings were stored."""
+    if not rule.has_view:
+        return session
+    bars = max(3 * rule.window, LIVE_MIN_TAIL_BARS)
+    return View(
+        venue=rule.venue,
+        y=rule.symbol,
+        x=rule.symbol_x or rule.symbol,
+        timeframe=rule.timeframe,
+        lookback_s=bars * TIMEFRAME_SECONDS[rule.timeframe],
+        window=int(rule.window),
+        method=rule.method or "ols",
+        log_prices=bool(rule.log_prices),
+    )
+
+
+@dataclass(frozen=True)
+class TrueParams:
+    """The simulator's true relation between the pair on screen, in its orientation.
+
+    ``hedge_ratio`` and ``intercept`` are of ``log Y = intercept + hedge_ratio log X + s``
+    (the simulator's model is in log prices); ``half_life_s`` is the spread's half-life in
+    seconds (the same whichever way round the pair is written).
+    """
+
+    hedge_ratio: float
+    intercept: float
+    half_life_s: float
+    how: str  # how it was derived from the simulator's parameters
+
+
+def true_pair_params(params: dict, y: str, x: str) -> TrueParams | None:
+    """The simulator's true hedge ratio and half-life for ``y`` on ``x``, or None.
+
+    The simulator drives every leg ``i`` by one hedge leg ``H``:
+    ``log P_i = a_i + b_i log P_H + s_i`` with OU spreads of one half-life. So ``Y`` on
+    ``H`` is ``b_Y``; ``H`` on ``X`` inverts ``log P_X = a_X + b_X log P_H`` to slope
+    ``1 / b_X``, intercept ``-a_X / b_X``; two legs ``Y`` on ``X`` give ``b_Y / b_X``, intercept
+    ``a_Y - a_X b_Y / b_X`` (their spread ``s_Y - (b_Y / b_X) s_X`` is again OU with that
+    half-life). None when a symbol is not part of the model or the params are not the
+    simulator's (``legs`` and ``hedge_leg``); NaN ratio and intercept ("undefined" in
+    ``how``) when X's own ratio is 0, as ``--sim-hedge-ratio 0`` makes it.
+    """
+    legs, hedge = params.get("legs"), params.get("hedge_leg")
+    half_life = params.get("half_life_s")
+    if not isinstance(legs, dict) or not hedge or half_life is None or y == x:
+        return None
+    try:
+        coef = {s: (float(v["hedge_ratio"]), float(v["intercept"])) for s, v in legs.items()}
+        half_life = float(half_life)
+    except (KeyError, TypeError, ValueError):
+        return None
+    if x == hedge and y in coef:
+        b, a = coef[y]
+        return TrueParams(b, a, half_life, f"as simulated: {y} driven by {x}")
+    if x in coef and (y == hedge or y in coef) and coef[x][0] == 0:
+        # X does not move with the hedge leg: there is no ratio to invert.
+        return TrueParams(
+            math.nan,
+            math.nan,
+            half_life,
+            f"undefined: {x} was simulated with hedge ratio 0 (it does not follow "
+            f"{hedge}), so {y} on {x} has no true hedge ratio",
+        )
+    if y == hedge and x in coef:
+        b, a = coef[x]
+        return TrueParams(1 / b, -a / b, half_life, f"inverted: {x} = a + {b:g} {y} (1/{b:g})")
+    if y in coef and x in coef:
+        (by, ay), (bx, ax) = coef[y], coef[x]
+        ratio = by / bx
+        return TrueParams(
+            ratio, ay - ax * ratio, half_life, f"both driven by {hedge}: {by:g} / {bx:g}"
+        )
+    return None
+
+
+def hedge_paths(pair: PairData) -> pd.DataFrame:
+    """Hedge ratio over time by three estimators: static (view's method), rolling, Kalman."""
+    view, closes = pair.view, pair.closes
+    y, x = closes[view.y], closes[view.x]
+    if view.log_prices:
+        y, x = _log(y), _log(x)
+    static_method = view.method if view.method in ("ols", "huber", "theil-sen") else "ols"
+    fit = quant.hedge_ratio(y, x, static_method)
+    rolling = quant.rolling_hedge_ratio(y, x, view.window)["slope"]
+    kalman = quant.kalman_hedge_ratio(y, x, **view.kalman)["slope_pred"]
+    return pd.DataFrame(
+        {
+            f"static ({static_method})": pd.Series(fit.slope, index=y.index),
+            f"rolling OLS ({view.window})": rolling,
+            "Kalman (predicted)": kalman,
+        }
+    )
+
+
+def _log(s: pd.Series) -> pd.Series:
+    # quant.align_closes(log=True) is the analytics' way to take log prices.
+    return quant.align_closes({"s": s}, log=True)["s"]
+
+
+def _done(result: PairData, started: float) -> PairData:
+    result.seconds = time.perf_counter() - started
+    return result
+
+
+def _human(seconds: int) -> str:
+    if seconds % 86400 == 0:
+        return f"{seconds // 86400} day(s)"
+    if seconds % 3600 == 0:
+        return f"{seconds // 3600} h"
+    return f"{seconds // 60} min"
+
+
+def is_upload(source: Source) -> bool:
+    return source.venue == UPLOAD_VENUE
+
+
+@dataclass
+class Statistics:
+    """The Statistics tab's tests for one pair (each None when it could not run, see errors).
+
+    ``adf_y``/``adf_x``: ADF on each leg (plain ADF values are right for an observed
+    series). ``engle_granger``: the cointegration verdict, ADF on the OLS residual of Y on
+    X judged with MacKinnon's cointegration critical values. ``half_life_bars`` and
+    ``hurst`` are of that same OLS residual (``residual``), never of the sidebar's spread:
+    a rolling or Kalman spread is a one-step forecast error, stationary by construction.
+    """
+
+    adf_y: Any = None
+    adf_x: Any = None
+    engle_granger: Any = None
+    johansen: Any = None
+    half_life_bars: float = math.nan
+    hurst: float = math.nan
+    residual: pd.Series | None = None
+    errors: dict[str, str] = field(default_factory=dict)
+
+
+def statistics(pair: PairData) -> Statistics:
+    """ADF on each leg, Engle-Granger and Johansen on the legs, half-life and Hurst of the
+    Engle-Granger (OLS) residual, whatever the sidebar's hedge method."""
+    view, out = pair.view, Statistics()
+    legs = pair.closes[[view.y, view.x]]
+    if view.log_prices:
+        legs = quant.align_closes(legs, log=True)
+    y, x = legs[view.y], legs[view.x]
+    tests = {
+        "adf_y": lambda: quant.adf_test(y),
+        "adf_x": lambda: quant.adf_test(x),
+        "engle_granger": lambda: quant.engle_granger(y, x),
+        "johansen": lambda: quant.johansen(legs),
+    }
+    for name, run in tests.items():
+        try:
+            setattr(out, name, run())
+        except ValueError as exc:  # too few points, flat series: said, not raised
+            out.errors[name] = str(exc)
+    eg = out.engle_granger
+    if eg is None:
+        for name in ("half_life_bars", "hurst"):
+            out.errors[name] = "no Engle-Granger fit: " + out.errors.get("engle_granger", "")
+        return out
+    out.residual = quant.spread(y, x, eg.hedge_ratio, eg.intercept)
+    out.half_life_bars = quant.half_life(out.residual)
+    out.hurst = quant.hurst(out.residual)
+    return out
+
+
+def stats_table(pair: PairData) -> pd.DataFrame:
+    """``quant.stats_table`` for both legs and the pair, on the view's bars."""
+    view = pair.view
+    return quant.stats_table(
+        {view.y: pair.bars[view.y], view.x: pair.bars[view.x]},
+        freq=None,
+        window=view.window,
+        pair=(view.y, view.x),
+        method=view.method,
+        log_prices=view.log_prices,
+        kalman=view.kalman,
+    )
+
+
+CAUSAL_METHODS = ("rolling", "kalman")
+
+
+def backtest_frame(pair: PairData) -> pd.DataFrame:
+    """The z-score and hedge ratio the backtest trades on: never fitted on later bars.
+
+    Rolling OLS and Kalman are causal and are used as the sidebar set them. A static fit
+    (OLS, Huber, Theil-Sen) has seen the whole window, bars after each trade included,
+    so the backtest uses its causal counterpart instead: trailing OLS over the same
+    window, applied from the next bar.
+    """
+    view = pair.view
+    if view.method in CAUSAL_METHODS:
+        return pair.frame
+    return quant.pair_frame(
+        pair.closes[view.y], pair.closes[view.x], view.window, "rolling", view.log_prices
+    )
+
+
+def run_backtest(pair: PairData, entry: float, exit_: float, fee_bps: float):
+    """``quant.backtest`` on the raw closes with :func:`backtest_frame`'s z and hedge.
+
+    With log prices the hedge is a ratio of returns, so the legs are sized in value.
+    """
+    view = pair.view
+    frame = backtest_frame(pair)
+    closes = pair.closes.loc[frame.index]
+    return quant.backtest(
+        closes[view.y],
+        closes[view.x],
+        frame["zscore"],
+        frame["hedge_ratio"],
+        entry=entry,
+        exit=exit_,
+        fee_bps=fee_bps,
+        log_prices=view.log_prices,
+    )
+
+
+MAX_SCAN_SYMBOLS = 30
+
+
+def all_closes(source: Source, view: View, end_s: int) -> pd.DataFrame:
+    """Closes of every symbol of the source (at most ``MAX_SCAN_SYMBOLS``) on one clock,
+    each carried at most ``MAX_STALE_BARS`` bars; NaN where a symbol has no fresh close."""
+    closes = {}
+    for symbol in source.symbols()[:MAX_SCAN_SYMBOLS]:
+        bars = leg_bars(source, view, symbol, end_s)
+        if not bars.empty:
+            traded = tradable_closes(bars, view)
+            if len(traded):
+                closes[symbol] = traded
+    if len(closes) < 2:
+        return pd.DataFrame()
+    # how="all": one stopped symbol leaves NaN in its own column, not a hole in every pair.
+    return quant.align_closes(closes, max_staleness=max_staleness(view), how="all")
+
+
+def correlation(source: Source, view: View, end_s: int) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Return-correlation matrix and the cointegration scan over every symbol."""
+    closes = all_closes(source, view, end_s)
+    if closes.shape[1] < 2 or len(closes) < 3:
+        return pd.DataFrame(), pd.DataFrame()
+    matrix = quant.correlation_matrix(closes)
+    scan = quant.scan_pairs(closes, log_prices=view.log_prices)
+    return matrix, scan

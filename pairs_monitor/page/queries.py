@@ -1,0 +1,186 @@
+"""Every SQL statement the page runs against market data: read-only, ``?`` parameters only.
+
+Each function takes an open connection (``db_setup.connect_read_only``) and returns plain
+Python values or DataFrames indexed by a UTC ``DatetimeIndex``. Column names follow
+``db_setup.py``; bars come back in ``analytics``' bar layout (``trades``, ``vwap``,
+``empty``) so they can go straight into ``analytics.resample_bars``.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from pairs_monitor.quant import BAR_COLUMNS, empty_bars
+
+TICK_COLUMNS = ["time", "venue", "symbol", "trade_id", "price", "qty", "buyer_is_maker"]
+
+_BARS_SQL = """
+SELECT bar_time_s, open, high, low, close, volume, quote_volume, taker_buy_volume,
+       trade_count, quote_volume / NULLIF(volume, 0)
+FROM bars_1s
+WHERE venue = ? AND symbol = ? AND bar_time_s >= ? AND bar_time_s < ?
+ORDER BY bar_time_s DESC
+LIMIT ?
+"""
+# The next (venue, symbol) after a given one: an index seek per step, so listing the
+# symbols costs a few lookups rather than a scan of a table of millions of bars.
+_NEXT_SERIES_SQL = """
+SELECT venue, symbol FROM bars_1s
+WHERE (venue, symbol) > (?, ?)
+ORDER BY venue, symbol
+LIMIT 1
+"""
+_LATEST_BAR_SQL = "SELECT max(bar_time_s) FROM bars_1s WHERE venue = ? AND symbol = ?"
+_LAST_TRADE_SQL = """
+SELECT trade_time_us, price, qty FROM trades
+WHERE venue = ? AND symbol = ?
+ORDER BY trade_time_us DESC
+LIMIT 1
+"""
+_TICKS_SQL = """
+SELECT trade_time_us, venue, symbol, trade_id, price, qty, buyer_is_maker
+FROM trades
+WHERE venue = ? AND symbol = ? AND trade_time_us >= ? AND trade_time_us < ?
+ORDER BY trade_time_us, trade_id
+LIMIT ?
+"""
+_FEED_STATUS_SQL = """
+SELECT venue, symbol, source, source_since_ms, connected, last_trade_id,
+       last_trade_time_us, last_message_ms, reconnects, trades_per_s, queue_depth,
+       gaps_open, gaps_filled, gaps_abandoned, updated_ms
+FROM feed_status
+WHERE venue = ?
+ORDER BY symbol
+"""
+_LATEST_RUN_SQL = """
+SELECT run_id, venue, source, symbols, params_json, pid, started_ms, stopped_ms
+FROM ingest_runs
+WHERE venue = ?
+ORDER BY started_ms DESC, run_id DESC
+LIMIT 1
+"""
+_REQUIRED_TABLES = ("trades", "bars_1s", "feed_status", "ingest_runs")
+
+
+class NotAPairsDatabase(Exception):
+    """The file opened is not a database made by db_setup.py."""
+
+
+def check_schema(conn: sqlite3.Connection) -> None:
+    """Raise :class:`NotAPairsDatabase` with what to do when the schema is missing."""
+    try:
+        present = {
+            row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")
+        }
+    except sqlite3.DatabaseError as exc:
+        raise NotAPairsDatabase(f"not an SQLite database ({exc})") from exc
+    missing = [t for t in _REQUIRED_TABLES if t not in present]
+    if missing:
+        raise NotAPairsDatabase(
+            f"table(s) {', '.join(missing)} missing: run `python db_setup.py --db <this file>` "
+            "or start `ingest.py`, which creates them"
+        )
+
+
+def series(conn: sqlite3.Connection) -> list[tuple[str, str]]:
+    """Every (venue, symbol) with at least one bar, sorted."""
+    found: list[tuple[str, str]] = []
+    key = ("", "")
+    while True:
+        row = conn.execute(_NEXT_SERIES_SQL, key).fetchone()
+        if row is None:
+            return found
+        key = (row[0], row[1])
+        found.append(key)
+
+
+def bars_1s(
+    conn: sqlite3.Connection, venue: str, symbol: str, start_s: int, end_s: int, limit: int
+) -> pd.DataFrame:
+    """One-second bars with ``start_s <= bar start < end_s``, oldest first; at most
+    ``limit``, and then the newest ones (a view must end at the newest data).
+
+    Seconds without trades have no row; analytics.resample_bars marks them ``empty``.
+    """
+    rows = conn.execute(_BARS_SQL, (venue, symbol, start_s, end_s, limit)).fetchall()
+    rows.reverse()  # read newest first so LIMIT keeps the newest
+    if not rows:
+        return empty_bars()
+    arr = np.array(rows, dtype=float)
+    # NULL vwap (zero volume) arrives as None -> nan through the float conversion.
+    frame = pd.DataFrame(arr[:, 1:], columns=list(BAR_COLUMNS[:-1]))
+    frame["trades"] = frame["trades"].astype("int64")
+    frame["empty"] = False
+    frame.index = pd.DatetimeIndex(pd.to_datetime(arr[:, 0].astype("int64"), unit="s", utc=True))
+    frame.index.name = "time"
+    return frame
+
+
+def latest_bar_s(conn: sqlite3.Connection, venue: str, symbol: str) -> int | None:
+    """Start second of the newest bar of a series, or None when it has none."""
+    return conn.execute(_LATEST_BAR_SQL, (venue, symbol)).fetchone()[0]
+
+
+@dataclass(frozen=True)
+class LastTrade:
+    time_us: int
+    price: float
+    qty: float
+
+
+def last_trade(conn: sqlite3.Connection, venue: str, symbol: str) -> LastTrade | None:
+    """The newest stored trade of a series (by trade time), or None."""
+    row = conn.execute(_LAST_TRADE_SQL, (venue, symbol)).fetchone()
+    return LastTrade(*row) if row else None
+
+
+def ticks(
+    conn: sqlite3.Connection, venue: str, symbol: str, start_us: int, end_us: int, limit: int
+) -> pd.DataFrame:
+    """Raw trades in ``[start_us, end_us)``, oldest first, at most ``limit`` rows.
+
+    ``time`` is an ISO-8601 UTC string with microseconds, ready for CSV.
+    """
+    rows = conn.execute(_TICKS_SQL, (venue, symbol, start_us, end_us, limit)).fetchall()
+    frame = pd.DataFrame(rows, columns=TICK_COLUMNS)
+    times = pd.to_datetime(frame["time"].astype("int64"), unit="us", utc=True)
+    frame["time"] = times.dt.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    return frame
+
+
+def feed_status(conn: sqlite3.Connection, venue: str) -> pd.DataFrame:
+    """The daemon's feed_status rows for a venue (empty when no daemon ever ran)."""
+    cur = conn.execute(_FEED_STATUS_SQL, (venue,))
+    names = [d[0] for d in cur.description]
+    return pd.DataFrame(cur.fetchall(), columns=names)
+
+
+@dataclass(frozen=True)
+class IngestRun:
+    run_id: int
+    venue: str
+    source: str
+    symbols: str
+    params: dict
+    pid: int | None
+    started_ms: int
+    stopped_ms: int | None
+
+
+def latest_run(conn: sqlite3.Connection, venue: str) -> IngestRun | None:
+    """The most recent daemon start for a venue, with its parameters decoded."""
+    row = conn.execute(_LATEST_RUN_SQL, (venue,)).fetchone()
+    if row is None:
+        return None
+    try:
+        params = json.loads(row[4] or "{}")
+    except ValueError:
+        params = {"params_json": row[4]}  # shown as stored rather than hidden
+    if not isinstance(params, dict):
+        params = {"params": params}
+    return IngestRun(row[0], row[1], row[2], row[3], params, row[5], row[6], row[7])

@@ -1,0 +1,187 @@
+"""The sidebar: every control that decides what the tabs show, returned as one ``View``.
+
+Widget keys (used by the AppTest suite): ``source``, ``venue``, ``y``, ``x``,
+``timeframe``, ``lookback``, ``window``, ``method``, ``log_prices``, ``z_entry``,
+``z_exit``, ``min_volume``, ``min_trades``; with Kalman: ``kalman_mode``,
+``kalman_delta_auto`` or ``kalman_delta_fixed`` and ``kalman_obs_var``.
+"""
+
+from __future__ import annotations
+
+import streamlit as st
+
+from pairs_monitor.page.pipeline import MAX_STALE_BARS
+from pairs_monitor.page.settings import (
+    HEDGE_METHODS,
+    LOOKBACKS,
+    TIMEFRAMES,
+    View,
+    is_synthetic,
+    venue_label,
+)
+from pairs_monitor.quant import AUTO_DELTA, CHAN_DELTA
+
+SOURCE_DB = "Database"
+SOURCE_UPLOAD = "Uploaded CSV"
+WHOLE_FILE = "whole file"
+
+
+def _keep_valid(key: str, options: list, default_index: int) -> None:
+    """Reset a widget's remembered value when it is no longer among its options."""
+    if key in st.session_state and st.session_state[key] not in options:
+        st.session_state[key] = options[default_index]
+
+
+def choose_source(has_upload: bool) -> str:
+    """Database or the uploaded CSV (only offered once a file parsed)."""
+    if not has_upload:
+        return SOURCE_DB
+    return st.sidebar.radio(
+        "Data source",
+        [SOURCE_DB, SOURCE_UPLOAD],
+        key="source",
+        horizontal=True,
+        help="Analyse the uploaded OHLC file (Data tab) instead of the database.",
+    )
+
+
+def choose_venue(venues: list[str]) -> str:
+    """Venue, with simulated and replayed data plainly marked."""
+    _keep_valid("venue", venues, 0)
+    return st.sidebar.selectbox(
+        "Venue",
+        venues,
+        format_func=venue_label,
+        key="venue",
+        help="binance-spot / binance-usdm are live; sim is SIMULATED; replay is recorded.",
+    )
+
+
+def choose_view(venue: str, symbols: list[str], file_span_s: int | None = None) -> View | None:
+    """The rest of the sidebar; None (with a message) when fewer than two symbols exist.
+
+    :param file_span_s: an upload's time span: its lookbacks start with the whole file.
+    """
+    sb = st.sidebar
+    if is_synthetic(venue):
+        what = "SIMULATED" if venue == "sim" else venue.upper()
+        sb.warning(f"{what} data: not live market prices.", icon="⚠️")
+    if len(symbols) < 2:
+        sb.info(f"{venue_label(venue)} has {len(symbols)} symbol(s) with bars; a pair needs two.")
+        return None
+    _keep_valid("y", symbols, 0)
+    _keep_valid("x", symbols, 1)
+    c1, c2 = sb.columns(2)
+    y = c1.selectbox("Y (bought with the spread)", symbols, index=0, key="y")
+    x = c2.selectbox("X (hedge leg)", symbols, index=1, key="x")
+    timeframe = sb.select_slider("Timeframe", list(TIMEFRAMES), value="1s", key="timeframe")
+    lookbacks = dict(LOOKBACKS)
+    if file_span_s is not None:
+        lookbacks = {WHOLE_FILE: file_span_s} | lookbacks
+    _keep_valid("lookback", list(lookbacks), 0 if file_span_s else 2)
+    lookback_label = sb.selectbox(
+        "Lookback", list(lookbacks), index=0 if file_span_s else 2, key="lookback"
+    )
+    window = sb.number_input(
+        "Rolling window (bars)",
+        min_value=5,
+        max_value=5000,
+        value=60,
+        step=5,
+        key="window",
+        help="Bars in the z-score, correlation and rolling-hedge windows.",
+    )
+    method_label = sb.selectbox(
+        "Hedge method",
+        list(HEDGE_METHODS),
+        key="method",
+        help="OLS/Huber/Theil-Sen: one fit over the lookback (sees the whole window). "
+        "Rolling OLS and Kalman: causal, each bar uses only earlier bars.",
+    )
+    kalman_delta, kalman_obs_var = _kalman_noise(HEDGE_METHODS[method_label] == "kalman")
+    log_prices = sb.toggle("Log prices", value=True, key="log_prices")
+    c3, c4 = sb.columns(2)
+    z_entry = c3.number_input(
+        "z entry", min_value=0.1, max_value=10.0, value=2.0, step=0.1, key="z_entry"
+    )
+    z_exit = c4.number_input(
+        "z exit", min_value=0.0, max_value=10.0, value=0.5, step=0.1, key="z_exit"
+    )
+    with sb.expander("Liquidity floor", expanded=False):
+        min_volume = st.number_input(
+            "Min volume per bar", min_value=0.0, value=0.0, step=0.01, key="min_volume"
+        )
+        min_trades = st.number_input(
+            "Min trades per bar", min_value=0, value=0, step=1, key="min_trades"
+        )
+        st.caption(
+            "Bars below either floor, like bars with no trade, are dropped from the pair "
+            "analytics: the leg's last tradable close stands in for at most "
+            f"{MAX_STALE_BARS} bars, then the pair's rows stop (no z-score) until it trades."
+        )
+    if z_exit >= z_entry:
+        sb.warning(f"z exit ({z_exit:g}) should be below z entry ({z_entry:g}).")
+    return View(
+        venue=venue,
+        y=y,
+        x=x,
+        timeframe=timeframe,
+        lookback_s=lookbacks[lookback_label],
+        window=int(window),
+        method=HEDGE_METHODS[method_label],
+        log_prices=bool(log_prices),
+        z_entry=float(z_entry),
+        z_exit=float(z_exit),
+        min_volume=float(min_volume),
+        min_trades=int(min_trades),
+        kalman_delta=kalman_delta,
+        kalman_obs_var=kalman_obs_var,
+    )
+
+
+def _kalman_noise(shown: bool) -> tuple[float | None, float | None]:
+    """Kalman noise controls (only when Kalman is the method): ``(delta, obs_var)``."""
+    if not shown:
+        return None, None
+    with st.sidebar.expander("Kalman noise", expanded=True):
+        mode = st.radio(
+            "Observation variance",
+            ["auto", "fixed"],
+            horizontal=True,
+            key="kalman_mode",
+            help="auto: estimated from the residuals of an OLS fit on the first window of "
+            "bars, and delta is relative to it, so any price level works. fixed: Chan's "
+            "parameterisation in the units of the prices fitted (log prices by default).",
+        )
+        if mode == "auto":
+            delta = st.number_input(
+                "delta (slope noise / observation noise)",
+                min_value=0.0,
+                max_value=100.0,
+                value=AUTO_DELTA,
+                step=0.01,
+                format="%.4g",
+                key="kalman_delta_auto",
+                help="Per bar, the slope's random step moves Y by delta times the "
+                "observation variance. 0 = expanding OLS; larger adapts faster.",
+            )
+            return float(delta), None
+        delta = st.number_input(
+            "delta (Chan)",
+            min_value=0.0,
+            max_value=0.5,
+            value=CHAN_DELTA,
+            step=1e-5,
+            format="%.2e",
+            key="kalman_delta_fixed",
+            help="State covariance delta / (1 - delta) on slope and intercept.",
+        )
+        obs_var = st.number_input(
+            "Observation variance",
+            min_value=1e-12,
+            value=1e-3,
+            format="%.2e",
+            key="kalman_obs_var",
+            help="In squared units of the fitted prices (log prices: ~spread variance).",
+        )
+        return float(delta), float(obs_var)

@@ -1,0 +1,120 @@
+"""Backtest tab: mean reversion on the pair's z-score, with entry/exit/fee controls."""
+
+from __future__ import annotations
+
+import math
+
+import streamlit as st
+
+from pairs_monitor.page import charts, pipeline
+from pairs_monitor.page.tabs import Context, ready_pair
+
+
+def render(ctx: Context) -> None:
+    pair = ready_pair(ctx)
+    if pair is None:
+        return
+    view = ctx.view
+    c1, c2, c3 = st.columns(3)
+    entry = c1.number_input(
+        "Entry |z|", min_value=0.1, max_value=10.0, value=view.z_entry, step=0.1, key="bt_entry"
+    )
+    exit_ = c2.number_input(
+        "Exit |z|",
+        min_value=-5.0,
+        max_value=5.0,
+        value=view.z_exit,
+        step=0.1,
+        key="bt_exit",
+        help="Symmetric about the mean: a long exits at z ≥ −exit, a short at z ≤ +exit "
+        "(the ±exit bands of the Pair chart). Negative: hold past the mean.",
+    )
+    fee = c3.number_input(
+        "Fee per leg (bps)", min_value=0.0, max_value=100.0, value=2.0, step=0.5, key="bt_fee"
+    )
+    try:
+        result = pipeline.run_backtest(pair, entry, exit_, fee)
+    except ValueError as exc:
+        st.warning(f"Backtest not run: {exc}")
+        return
+    m = st.columns(5)
+    m[0].metric("Total return", _pct(result.total_return))
+    m[1].metric("Sharpe (annualised)", _num(result.sharpe, ".2f"))
+    m[2].metric("Max drawdown", _pct(result.max_drawdown))
+    m[3].metric("Hit rate", _pct(result.hit_rate))
+    m[4].metric("Closed trades", f"{result.n_trades}")
+    span_s = (pair.frame.index[-1] - pair.frame.index[0]).total_seconds()
+    if span_s < 86_400:
+        st.caption(
+            f"The Sharpe ratio is annualised (× √bars per year) from only {_span(span_s)} of "
+            f"{view.timeframe} bars: at this length it is noise, not a performance figure."
+        )
+    st.plotly_chart(charts.equity(result.equity, "Equity (starting capital 1)"), key="equity")
+    if view.method in pipeline.CAUSAL_METHODS:
+        hedge_note = "The hedge and z-score are the sidebar's, which use no later bar."
+    else:
+        hedge_note = (
+            "The sidebar's static hedge is one fit over the whole window, later bars "
+            "included, so the backtest trades on trailing OLS over the same "
+            f"{view.window} bars instead (applied from the next bar; it needs "
+            f"{2 * view.window} bars before its first signal). Kalman is the other "
+            "causal choice."
+        )
+    st.caption(
+        "Signals at a bar's close fill at the next bar's close; fees on both legs at entry "
+        f"and exit. {hedge_note}"
+    )
+    if result.trades.empty:
+        st.info(_why_no_trade(pair, entry))
+    else:
+        trades = result.trades.copy()
+        # Capital is 1, so P&L in basis points of capital reads better than 0.0000x.
+        trades.insert(0, "net_bps", 1e4 * trades["net_pnl"])
+        st.dataframe(
+            trades,
+            hide_index=True,
+            key="bt_trades",
+            column_config={
+                "net_bps": st.column_config.NumberColumn(
+                    "net P&L (bps)", format="%.2f", help="net_pnl × 10,000 (capital 1)"
+                ),
+                **{
+                    c: st.column_config.NumberColumn(c, format="%.3e")
+                    for c in ("qty_y", "qty_x", "pnl", "fees", "net_pnl")
+                    if c in trades
+                },
+            },
+        )
+
+
+def _why_no_trade(pair: pipeline.PairData, entry: float) -> str:
+    """No z-score at all (the trailing fit is still warming up), or none beyond entry."""
+    view = pair.view
+    have = int(pipeline.backtest_frame(pair)["zscore"].notna().sum())
+    if have:
+        return f"No trade: |z| never went above {entry:g} in the lookback."
+    if view.method in pipeline.CAUSAL_METHODS:
+        return (
+            f"No trade: the {view.method} z-score has no value yet in this lookback "
+            f"(it needs {pipeline.bars_needed(view)} bars with both legs)."
+        )
+    return (
+        f"No trade yet: the backtest's trailing OLS needs {2 * view.window} bars with both "
+        f"legs before its first z-score ({view.window} to fit, then {view.window} for the "
+        f"z-score window); the lookback has {len(pair.frame)}. Lengthen the lookback or "
+        "shorten the window."
+    )
+
+
+def _span(seconds: float) -> str:
+    if seconds < 3600:
+        return f"{seconds / 60:.1f} min"
+    return f"{seconds / 3600:.1f} h"
+
+
+def _pct(v: float) -> str:
+    return "—" if v is None or math.isnan(v) else f"{100 * v:.2f}%"
+
+
+def _num(v: float, spec: str) -> str:
+    return "—" if v is None or math.isnan(v) else format(v, spec)

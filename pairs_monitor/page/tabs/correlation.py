@@ -1,0 +1,46 @@
+"""Correlation tab: return-correlation heatmap of every symbol and the pair scanner."""
+
+from __future__ import annotations
+
+import streamlit as st
+
+from pairs_monitor.page import cache, charts, pipeline
+from pairs_monitor.page.tabs import Context, need_view
+
+
+def render(ctx: Context) -> None:
+    if not need_view(ctx):
+        return
+    view = ctx.view
+    symbols = ctx.source.symbols()
+    end_s = pipeline.end_of_view(ctx.source, symbols)
+    if end_s is None or len(symbols) < 2:
+        st.info("Waiting for bars of at least two symbols.")
+        return
+    too_large = view.too_large(ctx.max_lookback_s)
+    if too_large:
+        st.info(too_large)
+        return
+    key = ("corr", ctx.source_key, ctx.source.venue, view, end_s // 10)
+    try:
+        matrix, scan = cache.cached_call(key, pipeline.correlation, (ctx.source, view, end_s))
+    except ValueError as exc:
+        st.info(f"Waiting for more bars: {exc}")
+        return
+    if matrix.empty:
+        st.info(f"Waiting for {view.timeframe} bars where at least two symbols have traded.")
+        return
+    shown = len(symbols[: pipeline.MAX_SCAN_SYMBOLS])
+    st.plotly_chart(
+        charts.heatmap(matrix, f"Correlation of {view.timeframe} log returns ({shown} symbols)"),
+        key="heatmap",
+    )
+    st.subheader("Pair scanner (Engle-Granger on every pair)")
+    if scan.empty:
+        st.info("Too few common bars to test any pair yet (at least 30 needed).")
+    else:
+        st.dataframe(scan, hide_index=True, key="scan")
+        st.caption(
+            "The hedge is fitted on the same bars it is tested on: a screen, not a signal. "
+            "With many pairs, expect about 5% false positives at p < 0.05."
+        )

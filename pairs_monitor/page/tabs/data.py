@@ -1,0 +1,109 @@
+"""Data tab: CSV export (bars with every analytic column, statistics table, raw ticks in
+view) and the upload of an OHLC CSV to analyse data without the daemon."""
+
+from __future__ import annotations
+
+import pandas as pd
+import streamlit as st
+
+from pairs_monitor.page import export, pipeline, queries, upload
+from pairs_monitor.page.settings import MAX_EXPORT_TICKS
+from pairs_monitor.page.tabs import Context
+
+PREVIEW_ROWS = 200
+
+
+def render(ctx: Context) -> None:
+    st.subheader("Export")
+    _exports(ctx)
+    st.divider()
+    st.subheader("Upload an OHLC CSV")
+    _upload(ctx)
+
+
+def _exports(ctx: Context) -> None:
+    if ctx.view is None:
+        st.info("Nothing to export yet: a pair needs bars for two symbols.")
+        return
+    pair = ctx.pair()
+    if not pair.bars:
+        st.info(f"Nothing to export yet: {pair.waiting}")
+        return
+    bars = export.bars_frame(pair)
+    index = next(iter(pair.bars.values())).index
+    name = export.file_name("bars", pair, index)
+    st.download_button(
+        "Download bars + analytics (CSV)",
+        data=export.to_csv(bars),
+        file_name=name,
+        mime="text/csv",
+        key="dl_bars",
+        on_click="ignore",
+    )
+    st.caption(f"`{name}`: {len(bars):,} rows × {bars.shape[1]} columns. Last rows:")
+    st.dataframe(bars.tail(PREVIEW_ROWS), hide_index=True, key="export_preview")
+    if pair.frame is not None:
+        table = export.stats_frame(pipeline.stats_table(pair))
+        st.download_button(
+            "Download statistics table (CSV)",
+            data=export.to_csv(table),
+            file_name=export.file_name("stats", pair, index),
+            mime="text/csv",
+            key="dl_stats",
+            on_click="ignore",
+        )
+    else:
+        st.caption(f"Statistics table: waiting ({pair.waiting}).")
+    if not ctx.is_upload and pair.end_s is not None and len(index):
+        start_us = int(index[0].value // 1000)
+        end_us = pair.end_s * 1_000_000
+        db, venue, view = ctx.source.db, ctx.source.venue, ctx.view
+
+        def ticks_csv() -> bytes:
+            # Built only when clicked: up to MAX_EXPORT_TICKS rows per leg.
+            frames = [
+                db.run(queries.ticks, venue, s, start_us, end_us, MAX_EXPORT_TICKS)
+                for s in (view.y, view.x)
+            ]
+            return export.to_csv(pd.concat(frames).sort_values(["time", "symbol", "trade_id"]))
+
+        st.download_button(
+            "Download raw ticks in view (CSV)",
+            data=ticks_csv,
+            file_name=export.file_name("ticks", pair, index),
+            mime="text/csv",
+            key="dl_ticks",
+            on_click="ignore",
+        )
+        st.caption(
+            f"Raw trades of both legs in the lookback, at most {MAX_EXPORT_TICKS:,} per leg; "
+            f"columns {', '.join(queries.TICK_COLUMNS)}."
+        )
+
+
+def _upload(ctx: Context) -> None:
+    st.file_uploader(
+        "OHLC CSV file(s)",
+        type=["csv"],
+        accept_multiple_files=True,
+        key="upload",
+        max_upload_size=upload.MAX_UPLOAD_MB,
+        help="Columns timestamp, symbol (optional), open, high, low, close, volume (optional).",
+    )
+    st.caption(
+        f"Up to {upload.MAX_UPLOAD_MB} MB per file, {upload.MAX_ROWS:,} rows in all. "
+        "Timestamps ISO-8601 (UTC unless an offset is given) or Unix seconds/ms/µs. "
+        "Without a symbol column the file name is the symbol. Example:"
+    )
+    st.code(upload.EXAMPLE, language="csv")
+    if ctx.upload_error:
+        st.error(f"Upload rejected: {ctx.upload_error}")
+    elif ctx.uploaded is not None:
+        up = ctx.uploaded
+        st.success(
+            f"Read {up.rows:,} bars of {', '.join(up.frames)} from {', '.join(up.files)} "
+            f"({up.bar_seconds} s bars). Choose **Uploaded CSV** as the data source in the "
+            "sidebar to analyse it."
+        )
+        for note in up.notes:
+            st.caption(note)

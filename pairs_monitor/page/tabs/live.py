@@ -1,0 +1,276 @@
+"""Live tab: last prices, z-score, hedge ratio, correlation, alerts and feed health.
+
+The panel is an ``st.fragment`` that reruns itself every ``LIVE_REFRESH`` (500 ms): only
+this panel recomputes, from the newest bars, over a short tail of the lookback
+(``View.live``) so a refresh stays well under 100 ms.
+"""
+
+from __future__ import annotations
+
+import math
+import sqlite3
+import time
+
+import pandas as pd
+import streamlit as st
+
+from pairs_monitor import quant
+from pairs_monitor.page import cache, charts, pipeline, queries
+from pairs_monitor.page.alert_rules import AlertStore
+from pairs_monitor.page.settings import LIVE_REFRESH, STALE_STATUS_MS
+from pairs_monitor.page.tabs import Context, need_view
+
+
+def render(ctx: Context) -> None:
+    if not need_view(ctx):
+        return
+    if ctx.is_upload:
+        st.caption("Uploaded data does not change: the panel is not refreshed.")
+        _panel(ctx)
+    else:
+        _live_panel(ctx)
+
+
+@st.fragment(run_every=LIVE_REFRESH)
+def _live_panel(ctx: Context) -> None:
+    _panel(ctx)
+
+
+def _panel(ctx: Context) -> None:
+    view = ctx.view
+    started = time.perf_counter()
+    live_view = view.live()
+    pair = pipeline.compute_pair(ctx.source, live_view)
+    z, _bar = pair.now("zscore")
+    cols = st.columns(5)
+    for col, symbol in zip(cols[:2], (view.y, view.x), strict=True):
+        last = ctx.source.last_price(symbol)
+        if last is None:
+            col.metric(f"{symbol} last", "—")
+        else:
+            age = time.time() - last[1] / 1e6
+            col.metric(f"{symbol} last", f"{last[0]:,.6g}", help=f"trade {age:,.1f} s ago")
+    cols[2].metric("z-score", _fmt(z, ".2f"), help=f"window {view.window} bars")
+    cols[3].metric("hedge ratio", _fmt(pair.now("hedge_ratio")[0], ".5g"), help=view.method)
+    cols[4].metric("correlation", _fmt(pair.now("corr")[0], ".3f"), help="of log returns")
+    _stale_legs(pair)
+    if pair.frame is None:
+        st.info(f"Waiting: {pair.waiting}")
+    else:
+        if abs(z) >= view.z_entry:
+            side = "short Y / long X" if z > 0 else "long Y / short X"
+            st.error(
+                f"### |z| = {abs(z):.2f} ≥ entry {view.z_entry:g}\n"
+                f"{view.y}/{view.x} spread is {'rich' if z > 0 else 'cheap'}: {side}.",
+                icon="🚨",
+            )
+        st.plotly_chart(charts.live_z(pair.frame, view.z_entry), key="live_z")
+        bars = len(pair.frame)
+        st.caption(
+            f"Live figures use the last {bars} {view.timeframe} bars "
+            f"(max(3 × window, 300) of the lookback); static hedge methods are refitted on "
+            f"that tail, so they can differ slightly from the Pair tab. "
+            f"Bar {pd.Timestamp(pair.latest_bar_s(), unit='s', tz='UTC'):%H:%M:%S} UTC."
+        )
+    if not ctx.is_upload:
+        _check_alerts(ctx, pair)
+        _feed_health(ctx)
+        _true_parameters(ctx)
+    st.caption(f"Refreshed in {1000 * (time.perf_counter() - started):.0f} ms.")
+
+
+def _stale_legs(pair: pipeline.PairData) -> None:
+    """Name each leg that stopped trading and how long ago: the z-score stops with it."""
+    view = pair.view
+    for symbol, age_s in pair.stale.items():
+        st.warning(
+            f"**Stale leg: {symbol}** has no traded bar"
+            + (" above the liquidity floor" if view.min_volume or view.min_trades else "")
+            + f" for {age_s:,.0f} s ({age_s / view.bar_seconds:,.0f} {view.timeframe} bars) "
+            f"behind the newest bar. A price more than {pipeline.MAX_STALE_BARS} bars old is not "
+            "carried, so there is no current z-score, hedge or correlation and z-score "
+            "alerts are not checked until it trades again.",
+            icon="⏸️",
+        )
+
+
+def _fmt(value: float, spec: str) -> str:
+    return "—" if value is None or math.isnan(value) else format(value, spec)
+
+
+def _check_alerts(ctx: Context, pair: pipeline.PairData) -> None:
+    """Feed this refresh's values to the rules of this venue; toast what fires."""
+    try:
+        store: AlertStore = cache.alert_store(ctx.db_path)
+        rules = [r for r in store.rules(ctx.view.venue) if r.enabled]
+        readings = readings_for(rules, ctx, pair)
+        fired = store.evaluate(readings)
+    except sqlite3.Error as exc:
+        st.warning(f"Alert rules were not checked this refresh ({exc}); retrying.")
+        return
+    for event in fired:
+        st.toast(event.message, icon="🚨")
+    if fired:
+        st.error("\n\n".join(f"**Alert**: {e.message}" for e in fired), icon="🔔")
+
+
+def readings_for(
+    rules, ctx: Context, pair: pipeline.PairData
+) -> dict[int, tuple[float, int | None]]:
+    """The value each rule is judged on now: a pair's z-score, a leg's last price, or a
+    symbol's volume ratio (newest bar over the mean of the ``window`` bars before it).
+
+    A rule that stores its view (timeframe, window, method, log prices) is computed in it
+    (``pipeline.rule_view``), whichever pair and settings this page shows, so every open page
+    feeds it the same value. An older rule without one is judged in this page's view.
+
+    :param pair: this page's live pair (``pipeline.compute_pair`` of ``ctx.view.live()``).
+    """
+    view = ctx.view
+    readings: dict[int, tuple[float, int | None]] = {}
+    pairs: dict = {pair.view: pair}  # one computation per distinct rule view
+    prices: dict[str, tuple[float, int] | None] = {}
+    volumes: dict[tuple, tuple[float, int | None]] = {}
+    for rule in rules:
+        if rule.kind.startswith("zscore"):
+            if rule.has_view:
+                v = pipeline.rule_view(rule, pair.view)
+                if v not in pairs:
+                    pairs[v] = pipeline.compute_pair(ctx.source, v)
+                # NaN while a leg is stale or the pair waits: the rule is not moved.
+                readings[rule.rule_id] = pairs[v].now("zscore")
+            elif (rule.symbol, rule.symbol_x) == (view.y, view.x) and pair.frame is not None:
+                readings[rule.rule_id] = pair.now("zscore")
+        elif rule.kind.startswith("price"):
+            if rule.symbol not in prices:
+                prices[rule.symbol] = ctx.source.last_price(rule.symbol)
+            last = prices[rule.symbol]
+            if last is not None:
+                readings[rule.rule_id] = (last[0], last[1] // 1_000_000)
+        elif rule.kind == "volume_spike" and rule.has_view:
+            v = pipeline.rule_view(rule, pair.view)
+            key = (rule.symbol, v.timeframe, v.window)
+            if key not in volumes:
+                end_s = pipeline.end_of_view(ctx.source, [rule.symbol])
+                if end_s is None:
+                    continue
+                volumes[key] = pipeline.volume_ratio_now(ctx.source, v, rule.symbol, end_s)
+            readings[rule.rule_id] = volumes[key]
+        elif rule.kind == "volume_spike" and pair.end_s is not None:
+            key = (rule.symbol, None, None)
+            if key not in volumes:
+                volumes[key] = pipeline.volume_ratio_now(
+                    ctx.source, pair.view, rule.symbol, pair.end_s, pair.bars.get(rule.symbol)
+                )
+            readings[rule.rule_id] = volumes[key]
+    return readings
+
+
+def _feed_health(ctx: Context) -> None:
+    status = ctx.source.db.run(queries.feed_status, ctx.view.venue)
+    st.subheader("Feed health")
+    if status.empty:
+        st.info(
+            "No feed status for this venue: the daemon has not run against this database "
+            "(the bars shown are what is stored)."
+        )
+        return
+    now_ms = time.time() * 1000
+    stale = (now_ms - status["updated_ms"]) > STALE_STATUS_MS
+    if stale.all():
+        age = (now_ms - status["updated_ms"].max()) / 1000
+        st.warning(f"The daemon has not updated feed status for {age:,.0f} s: is it running?")
+    table = pd.DataFrame(
+        {
+            "symbol": status["symbol"],
+            "source": status["source"],
+            "connected": status["connected"].astype(bool) & ~stale,
+            "last trade age (s)": (now_ms / 1000 - status["last_trade_time_us"] / 1e6).round(1),
+            "trades/s": status["trades_per_s"].round(2),
+            "open gaps": status["gaps_open"],
+            "reconnects": status["reconnects"],
+            "queue": status["queue_depth"],
+            "status age (s)": ((now_ms - status["updated_ms"]) / 1000).round(1),
+        }
+    )
+    st.dataframe(table, hide_index=True, key="feed_health")
+    if (status["gaps_open"] > 0).any():
+        st.warning("Open gaps: some trade ids are missing and not yet backfilled.")
+
+
+def _true_parameters(ctx: Context) -> None:
+    """For simulated data, the simulator's true parameters beside the estimates."""
+    run = ctx.source.db.run(queries.latest_run, ctx.view.venue)
+    if run is None or not run.params:
+        return
+    view = ctx.view
+    label = "Simulator's true parameters" if run.source == "sim" else f"{run.source} parameters"
+    with st.expander(f"{label} vs estimates", expanded=run.source == "sim"):
+        truth = pipeline.true_pair_params(run.params, view.y, view.x)
+        if truth is None:
+            if run.source == "sim":
+                st.caption(
+                    f"{view.y}/{view.x} is not a pair of the simulated model "
+                    f"(hedge leg {run.params.get('hedge_leg', '?')}); its parameters:"
+                )
+            st.json(run.params, expanded=False)
+            return
+        pair = ctx.pair()
+        if pair is None or pair.frame is None:
+            st.info(
+                f"True hedge ratio (log {view.y} on log {view.x}) {truth.hedge_ratio:.6g}, "
+                f"half-life {truth.half_life_s:.4g} s; estimates wait for the pair analytics."
+            )
+        else:
+            st.dataframe(_truth_table(truth, pair), hide_index=True, key="true_params")
+            st.caption(
+                f"True values in the orientation on screen (Y = {view.y} on X = {view.x}; "
+                f"{truth.how}). Estimates over the lookback ({len(pair.frame):,} "
+                f"{view.timeframe} bars): hedge = the {view.method} hedge at the last bar; "
+                "half-life = AR(1) fit of the OLS residual (a Kalman or rolling spread is a "
+                "forecast error, not the spread the simulator reverts)."
+                + (
+                    " Both legs carry their own simulated spread noise, so an OLS slope of one "
+                    "on the other is biased towards 0 until their common driver has moved "
+                    "far more than that noise (errors in variables)."
+                    if truth.how.startswith("both driven")
+                    else ""
+                )
+            )
+        st.caption("Every parameter the simulator recorded for this run:")
+        st.json(run.params, expanded=False)
+
+
+def _truth_table(truth: pipeline.TrueParams, pair: pipeline.PairData) -> pd.DataFrame:
+    """Rows quantity / true / estimate for the pair on screen."""
+    view, frame = pair.view, pair.frame
+    hedge_est = pair.latest("hedge_ratio")
+    try:
+        fit = quant.hedge_ratio(frame["y"], frame["x"], "ols")
+    except ValueError:  # a flat X: no OLS residual, no half-life estimate
+        half_life_s = math.nan
+    else:
+        resid = quant.spread(frame["y"], frame["x"], fit.slope, fit.intercept)
+        half_life_s = quant.half_life(resid) * view.bar_seconds
+    rows = []
+    if view.log_prices:
+        rows.append(("hedge ratio (log Y on log X)", truth.hedge_ratio, hedge_est))
+        intercept_est = pair.latest("intercept")
+        rows.append(("intercept (log)", truth.intercept, intercept_est))
+    else:
+        # Raw prices: the model's local slope dY/dX = b * Y / X at the last prices.
+        last = pair.closes.iloc[-1]
+        local = truth.hedge_ratio * last[view.y] / last[view.x]
+        rows.append(("hedge ratio (log Y on log X)", truth.hedge_ratio, math.nan))
+        rows.append(("hedge ratio in prices, b·Y/X at the last bar", local, hedge_est))
+    rows.append(("half-life (s)", truth.half_life_s, half_life_s))
+    rows.append(
+        (
+            f"half-life ({view.timeframe} bars)",
+            truth.half_life_s / view.bar_seconds,
+            half_life_s / view.bar_seconds,
+        )
+    )
+    table = pd.DataFrame(rows, columns=["quantity", "true (simulator)", "estimate"])
+    table["estimate / true"] = table["estimate"] / table["true (simulator)"]
+    return table

@@ -1,0 +1,41 @@
+"""Pair tab: spread, z-score with entry/exit bands, rolling correlation, hedge ratio paths."""
+
+from __future__ import annotations
+
+import streamlit as st
+
+from pairs_monitor.page import charts, pipeline, queries
+from pairs_monitor.page.tabs import Context, ready_pair
+
+
+def render(ctx: Context) -> None:
+    pair = ready_pair(ctx)
+    if pair is None:
+        return
+    view = ctx.view
+    fit = pair.fit
+    if fit is not None:
+        st.markdown(f"**Static fit** ({view.method}, the whole lookback): `{fit.summary}`")
+    else:
+        st.markdown(f"**{view.method}** hedge: causal, each bar uses only earlier bars.")
+    title = f"{view.y} vs {view.x}: {view.timeframe} bars, window {view.window}"
+    unit = f"log {view.y} − h·log {view.x}" if view.log_prices else f"{view.y} − h·{view.x}"
+    st.plotly_chart(
+        charts.pair_panels(pair.frame, view.z_entry, view.z_exit, title, unit), key="pair"
+    )
+    try:
+        paths = pipeline.hedge_paths(pair)
+    except ValueError as exc:
+        st.info(f"Hedge ratio paths not available yet: {exc}")
+        return
+    truth = None
+    if not ctx.is_upload and view.log_prices:  # the simulator's hedge is of log prices
+        run = ctx.source.db.run(queries.latest_run, view.venue)
+        found = pipeline.true_pair_params(run.params, view.y, view.x) if run else None
+        truth = found.hedge_ratio if found and found.hedge_ratio == found.hedge_ratio else None
+    unit = f"log {view.y} per log {view.x}" if view.log_prices else f"{view.y} per {view.x}"
+    st.plotly_chart(charts.hedge_paths(paths, unit, truth), key="hedge_paths")
+    st.caption(
+        "Static: one fit over the lookback (it has seen every bar it is drawn on). Rolling OLS: "
+        "trailing window. Kalman: predicted state, from bars before each one."
+    )

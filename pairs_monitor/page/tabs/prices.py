@@ -1,0 +1,34 @@
+"""Prices tab: candlesticks with volume for each leg, both legs rebased on one chart."""
+
+from __future__ import annotations
+
+import pandas as pd
+import streamlit as st
+
+from pairs_monitor import quant
+from pairs_monitor.page import charts
+from pairs_monitor.page.tabs import Context, need_view
+
+
+def render(ctx: Context) -> None:
+    if not need_view(ctx):
+        return
+    pair = ctx.pair()
+    if not pair.bars:
+        st.info(f"Waiting: {pair.waiting}")
+        return
+    stats = {}
+    for symbol, bars in pair.bars.items():
+        if bars.empty:
+            st.info(f"No {ctx.view.timeframe} bars for {symbol} in the lookback yet.")
+            continue
+        stats[symbol] = quant.price_stats(bars)
+    if stats:
+        st.dataframe(pd.DataFrame(stats).T, key="price_stats")
+    for symbol, bars in pair.bars.items():
+        if not bars.empty:
+            st.plotly_chart(charts.candles(bars, symbol), key=f"candles_{symbol}")
+    if pair.closes is not None and len(pair.closes) > 1:
+        st.plotly_chart(charts.normalised(pair.closes), key="normalised")
+    else:
+        st.info("Waiting for bars where both legs have traded to compare them.")

@@ -1,0 +1,1 @@
+"""The database: schema and migrations (``schema``), and the one writer thread (``writer``)."""

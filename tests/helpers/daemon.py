@@ -1,0 +1,154 @@
+"""The real ingest daemon as a subprocess, and reads of the tape it stored."""
+
+from __future__ import annotations
+
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from tests.helpers.binance_server import BinanceServer
+
+ROOT = Path(__file__).resolve().parents[2]  # the repository: where ingest.py is
+
+SYMBOLS = ["BTCUSDT", "ETHUSDT"]
+
+
+class Daemon:
+    """``ingest.py`` run as a subprocess against the local server; its log goes to a file.
+
+    :param db: the database file.
+    :param server: the local server whose URLs the daemon is given.
+    :param extra: more command-line arguments.
+    """
+
+    def __init__(self, db: Path, server: BinanceServer, log_path: Path, extra: list[str]):
+        self.db = db
+        self.server = server
+        self.log_path = log_path
+        self.extra = extra
+        self.proc: subprocess.Popen | None = None
+        self._log = None
+
+    def start(self, *more: str) -> Daemon:
+        argv = [
+            sys.executable, str(ROOT / "ingest.py"),
+            "--source", "live",
+            "--symbols", *(s.lower() for s in self.server.symbols),
+            "--ws-url", self.server.ws_url,
+            "--rest-url", self.server.rest_url,
+            "--db", str(self.db),
+            "--watchdog", "3",
+            "--backoff-max", "0.5",
+            "--connect-timeout", "2",
+            "--log-level", "DEBUG",
+            *self.extra,
+            *more,
+        ]  # fmt: skip
+        self._log = open(self.log_path, "a")  # noqa: SIM115 (closed in wait())
+        self._log.write(f"\n=== {' '.join(argv)}\n")
+        self._log.flush()
+        self.proc = subprocess.Popen(argv, cwd=ROOT, stdout=self._log, stderr=subprocess.STDOUT)
+        return self
+
+    def signal(self, sig: int) -> None:
+        self.proc.send_signal(sig)
+
+    def wait(self, timeout: float = 15.0) -> int:
+        try:
+            return self.proc.wait(timeout)
+        finally:
+            if self.proc.poll() is None:
+                self.proc.kill()
+                self.proc.wait()
+            self._log.close()
+
+    def stop(self, timeout: float = 15.0) -> int:
+        """SIGTERM and wait; return the exit code."""
+        self.signal(signal.SIGTERM)
+        return self.wait(timeout)
+
+    def kill9(self) -> None:
+        self.proc.kill()
+        self.wait()
+
+    @property
+    def log(self) -> str:
+        return self.log_path.read_text()
+
+
+def connect_ro(db: Path) -> sqlite3.Connection:
+    return sqlite3.connect(f"{db.resolve().as_uri()}?mode=ro", uri=True, timeout=10)
+
+
+def stored(db: Path, symbol: str, venue: str = "binance-spot") -> list[tuple]:
+    """The stored tape of one symbol, as ``Trade.stored()`` tuples, by trade id."""
+    if not db.exists():
+        return []
+    conn = connect_ro(db)
+    try:
+        return conn.execute(
+            "SELECT trade_id, trade_time_us, price, qty, buyer_is_maker FROM trades "
+            "WHERE venue = ? AND symbol = ? ORDER BY trade_id",
+            (venue, symbol),
+        ).fetchall()
+    except sqlite3.OperationalError:  # schema not created yet
+        return []
+    finally:
+        conn.close()
+
+
+def query(db: Path, sql: str, params=()) -> list[tuple]:
+    conn = connect_ro(db)
+    try:
+        return conn.execute(sql, params).fetchall()
+    finally:
+        conn.close()
+
+
+def wait_for(predicate: Callable[[], bool], timeout: float = 20.0, what: str = "") -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"timed out after {timeout} s waiting for {what or predicate}")
+
+
+def wait_complete(
+    db: Path, server: BinanceServer, timeout: float = 20.0, venue: str = "binance-spot"
+) -> None:
+    """Wait until every symbol's stored tape equals what the server published."""
+    for symbol in server.symbols:
+        wait_for(
+            lambda symbol=symbol: len(stored(db, symbol, venue)) == len(server.tapes[symbol]),
+            timeout,
+            f"{symbol}: {len(server.tapes[symbol])} trades stored",
+        )
+
+
+def assert_tape_complete(db: Path, server: BinanceServer, venue: str = "binance-spot") -> None:
+    """The stored tape of each symbol equals the published one, trade by trade."""
+    for symbol in server.symbols:
+        got, want = stored(db, symbol, venue), server.expected(symbol)
+        assert len(got) == len(want), f"{symbol}: stored {len(got)}, published {len(want)}"
+        for g, w in zip(got, want, strict=True):
+            assert g == w, f"{symbol}: stored {g}, published {w}"
+
+
+def start_with_tape(
+    make: Callable[..., Daemon], server: BinanceServer, btc: int, eth: int, *extra: str
+) -> Daemon:
+    """Start a daemon, publish ``btc`` and ``eth`` trades live and wait until all are stored.
+
+    :param make: the ``daemon_factory`` fixture; ``extra`` are more daemon flags.
+    """
+    daemon = make(server, *extra).start()
+    server.wait_clients(1)
+    server.publish("BTCUSDT", btc)
+    server.publish("ETHUSDT", eth)
+    wait_complete(daemon.db, server)
+    return daemon

@@ -1,0 +1,132 @@
+"""Fixture databases for the page's tests and benchmark, written by the real TradeWriter.
+
+``build_pair_db`` records a cointegrated pair (and a third, unrelated symbol) as trades
+several times a second: X is a random walk, ``log Y = A + B log X + OU noise``, and the
+last ``shock_s`` seconds push Y up so the z-score ends well above 2.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from pathlib import Path
+
+import numpy as np
+
+from pairs_monitor.store.writer import TradeWriter
+
+START_S = 1_714_521_600  # 2024-05-01T00:00:00Z
+TRUE_SLOPE = 1.5
+TRUE_INTERCEPT = -5.0
+OU_PHI = 0.98  # per trade
+
+
+def pair_trades(
+    venue: str = "sim",
+    seconds: int = 1200,
+    trades_per_s: int = 2,
+    start_s: int = START_S,
+    shock_s: int = 20,
+    seed: int = 7,
+    first_id: int = 1,
+) -> list[tuple]:
+    """Trade rows for BTCUSDT (X), ETHUSDT (Y) and SOLUSDT, time-ordered per symbol."""
+    rng = np.random.default_rng(seed)
+    n = seconds * trades_per_s
+    t_us = start_s * 1_000_000 + (np.arange(n) * (1_000_000 // trades_per_s))
+    log_x = np.log(60_000.0) + np.cumsum(rng.normal(0, 4e-4, n))
+    ou = np.zeros(n)
+    for i in range(1, n):
+        ou[i] = OU_PHI * ou[i - 1] + rng.normal(0, 1.5e-4)
+    shock = np.where(t_us >= (start_s + seconds - shock_s) * 1_000_000, 0.01, 0.0)
+    log_y = TRUE_INTERCEPT + TRUE_SLOPE * log_x + ou + shock
+    log_z = np.log(150.0) + np.cumsum(rng.normal(0, 3e-4, n))
+    rows = []
+    for symbol, logs in (("BTCUSDT", log_x), ("ETHUSDT", log_y), ("SOLUSDT", log_z)):
+        prices = np.round(np.exp(logs), 4)
+        qty = np.round(rng.uniform(0.001, 0.5, n), 6)
+        maker = rng.integers(0, 2, n)
+        for i in range(n):
+            rows.append(
+                (
+                    venue,
+                    symbol,
+                    first_id + i,
+                    int(t_us[i]),
+                    float(prices[i]),
+                    float(qty[i]),
+                    int(maker[i]),
+                )
+            )
+    return rows
+
+
+def sim_params(trades_per_s: int = 2) -> dict:
+    """The fixture's true model in the simulator's ``params_json`` layout (ingest/sim.py):
+    ETHUSDT is the leg driven by the hedge leg BTCUSDT; SOLUSDT is not part of it."""
+    return {
+        "simulated": True,
+        "venue": "sim",
+        "price_space": "log",
+        "hedge_leg": "BTCUSDT",
+        "legs": {"ETHUSDT": {"hedge_ratio": TRUE_SLOPE, "intercept": TRUE_INTERCEPT}},
+        "half_life_s": true_half_life_s(trades_per_s),
+        "seed": 7,
+    }
+
+
+def true_half_life_s(trades_per_s: int = 2) -> float:
+    """The OU noise has AR(1) coefficient 0.98 per trade: half-life ln 0.5 / ln 0.98 trades."""
+    return math.log(0.5) / math.log(OU_PHI) / trades_per_s
+
+
+def build_pair_db(path: Path, venue: str = "sim", seconds: int = 1200, **kw) -> Path:
+    """Write the fixture pair through the real TradeWriter, plus a feed status and a run."""
+    w = TradeWriter(path)
+    w.start()
+    try:
+        rows = pair_trades(venue=venue, seconds=seconds, **kw)
+        for i in range(0, len(rows), 20_000):
+            w.put_trades(rows[i : i + 20_000])
+        now_ms = int(time.time() * 1000)
+        params = sim_params(kw.get("trades_per_s", 2))
+
+        def meta(conn):
+            conn.execute(
+                "INSERT INTO ingest_runs (venue, source, symbols, params_json, pid, started_ms)"
+                " VALUES (?, 'sim', 'BTCUSDT,ETHUSDT,SOLUSDT', ?, 1, ?)",
+                (venue, json.dumps(params), now_ms),
+            )
+            for symbol in ("BTCUSDT", "ETHUSDT", "SOLUSDT"):
+                conn.execute(
+                    "INSERT OR REPLACE INTO feed_status (venue, symbol, source, source_since_ms,"
+                    " connected, last_trade_time_us, trades_per_s, updated_ms)"
+                    " VALUES (?, ?, 'sim', ?, 1, ?, 2.0, ?)",
+                    (venue, symbol, now_ms, (START_S + seconds) * 1_000_000, now_ms),
+                )
+
+        w.submit(meta)
+        w.flush()
+    finally:
+        w.close()
+    return path
+
+
+def build_empty_db(path: Path) -> Path:
+    """A database with the schema and nothing else (the daemon has not recorded yet)."""
+    w = TradeWriter(path)
+    w.start()
+    w.close()
+    return path
+
+
+def add_trades(path: Path, rows: list[tuple]) -> None:
+    """Append trades to an existing fixture database through the writer."""
+    w = TradeWriter(path)
+    w.start()
+    try:
+        w.put_trades(rows)
+        w.flush()
+    finally:
+        w.close()
