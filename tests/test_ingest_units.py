@@ -6,11 +6,14 @@ import threading
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 
+from pairs_monitor import clock
+from pairs_monitor.clock import Backoff
 from pairs_monitor.ingest.binance.feed import MARKETS, BinanceFeed
 from pairs_monitor.ingest.binance.gaps import SymbolTape, WeightBudget, _subtract, rest_row
-from pairs_monitor.ingest.binance.ws import Backoff, ServerShutdown
+from pairs_monitor.ingest.binance.ws import ServerShutdown
 
 
 class NullWriter:
@@ -133,3 +136,23 @@ def test_pings_and_pongs_share_a_budget_of_four_a_second():
         ws.pong(b"x")
         ws.ping(b"y")
     assert len(sent) == 4
+
+
+@pytest.mark.parametrize(
+    ("value", "unit", "trade_us"),
+    [
+        (1_762_251_619, "s", None),  # seconds: never a Binance trade time
+        (1_762_251_619_123, "ms", 1_762_251_619_123_000),
+        (1_762_251_619_123_456, "us", 1_762_251_619_123_456),
+        (1_762_251_619_123_456_789, "ns", None),
+        (10**13, "ms", None),  # the year 2286: a unit mistake, not a trade
+        (-1_762_251_619_123, "ms", None),
+    ],
+)
+def test_epoch_unit_from_magnitude_scalar_and_column_agree(value, unit, trade_us):
+    assert clock.epoch_unit(value).name == unit
+    assert clock.epoch_us(value) == trade_us
+    column_us, implausible = clock.epoch_to_us(np.array([value], dtype=np.int64))
+    assert bool(implausible[0]) == (trade_us is None)
+    if trade_us is not None:
+        assert int(column_us[0]) == trade_us

@@ -33,7 +33,8 @@ from typing import NamedTuple
 
 import numpy as np
 
-from pairs_monitor.ingest.status import FeedStats, now_ms
+from pairs_monitor.clock import now_ms
+from pairs_monitor.ingest.status import FeedStats
 from pairs_monitor.store import schema
 
 log = logging.getLogger("sim")

@@ -16,14 +16,10 @@ import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
+from pairs_monitor.clock import now_ms
 from pairs_monitor.store.writer import TradeWriter
 
 log = logging.getLogger("status")
-
-
-def now_ms() -> int:
-    """Wall-clock time in milliseconds since the epoch."""
-    return time.time_ns() // 1_000_000
 
 
 @dataclass

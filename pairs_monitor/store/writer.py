@@ -31,6 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NamedTuple
 
+from pairs_monitor.clock import Backoff
 from pairs_monitor.store import schema
 
 log = logging.getLogger("writer")
@@ -296,7 +297,7 @@ class TradeWriter(threading.Thread):
         do. Anything else (a corrupt file, a bug) is logged with its traceback at every
         attempt, so it is seen, while the batch waits in memory for someone to act.
         """
-        delay = 0.1
+        backoff = Backoff(base=0.1, cap=5.0)
         while True:
             try:
                 results, rejected = self._commit(batch)
@@ -304,6 +305,7 @@ class TradeWriter(threading.Thread):
                 self.stats.failed_commits += 1
                 self.stats.last_error = f"{type(exc).__name__}: {exc}"
                 transient = isinstance(exc, sqlite3.Error) and is_transient(exc)
+                delay = backoff.next_delay()
                 log.error(
                     "commit of %d queued items failed (%s); retrying in %.1f s",
                     len(batch),
@@ -312,7 +314,6 @@ class TradeWriter(threading.Thread):
                     exc_info=not transient,
                 )
                 time.sleep(delay)
-                delay = min(delay * 2, 5.0)
                 continue
             break
         self.stats.commits += 1

@@ -27,6 +27,7 @@ from pathlib import Path
 import orjson
 import requests
 
+from pairs_monitor.clock import Backoff, now_ms
 from pairs_monitor.ingest.binance.gaps import (
     CatchUp,
     Fill,
@@ -41,12 +42,11 @@ from pairs_monitor.ingest.binance.gaps import (
 from pairs_monitor.ingest.binance.ws import (
     MAX_STREAMS_PER_CONNECTION,
     AttemptLimiter,
-    Backoff,
     ServerShutdown,
     StreamConnection,
     Watchdog,
 )
-from pairs_monitor.ingest.status import FeedStats, now_ms
+from pairs_monitor.ingest.status import FeedStats
 from pairs_monitor.store.writer import TradeWriter
 
 log = logging.getLogger("ingest.binance")

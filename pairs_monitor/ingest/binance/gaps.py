@@ -35,7 +35,8 @@ from typing import Any
 import orjson
 import requests
 
-from pairs_monitor.ingest.status import FeedStats, now_ms
+from pairs_monitor.clock import Backoff, now_ms
+from pairs_monitor.ingest.status import FeedStats
 from pairs_monitor.store import schema
 from pairs_monitor.store.writer import TradeWriter
 
@@ -144,6 +145,7 @@ class RestClient:
         """
         url = f"{self.base_url}{self.prefix}/{endpoint}"
         failures = 0
+        backoff = Backoff(base=1.0, cap=30.0)
         while True:
             if self.stop.is_set():
                 raise Stopped
@@ -155,7 +157,7 @@ class RestClient:
                 failures += 1
                 if attempts is not None and failures >= attempts:
                     raise
-                delay = min(30.0, 0.5 * 2 ** min(failures, 6))
+                delay = backoff.next_delay()
                 log.warning("GET %s failed (%s); retrying in %.1f s", endpoint, exc, delay)
                 self._sleep(delay)
                 continue
@@ -176,7 +178,7 @@ class RestClient:
                 failures += 1
                 if attempts is not None and failures >= attempts:
                     response.raise_for_status()
-                delay = min(30.0, 0.5 * 2 ** min(failures, 6))
+                delay = backoff.next_delay()
                 log.warning("GET %s: HTTP %d; retrying in %.1f s", endpoint, status, delay)
                 self._sleep(delay)
                 continue
@@ -466,6 +468,7 @@ class GapFiller(threading.Thread):
             stats.gaps_open += 1
         log.info("%s: filling gap %s, ids %d..%d (%s)", symbol, gap_id, first, last, task.reason)
         cursor, recovered, empty = first, 0, 0
+        rest_lag = Backoff(base=0.5, cap=4.0)
         while cursor <= last and recovered < self.max_catchup:
             want = min(PAGE, last - cursor + 1, self.max_catchup - recovered)
             page = self.rest.historical_trades(self.venue, symbol, cursor, want)
@@ -475,10 +478,11 @@ class GapFiller(threading.Thread):
                 empty += 1
                 if empty > 4:
                     break
-                if self.stop.wait(0.25 * 2**empty):
+                if self.stop.wait(rest_lag.next_delay()):
                     raise Stopped
                 continue
             empty = 0
+            rest_lag.reset()
             self.writer.put_trades(rows)
             recovered += len(rows)
             cursor = rows[-1][2] + 1

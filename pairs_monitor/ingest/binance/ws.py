@@ -22,7 +22,6 @@ from __future__ import annotations
 import collections
 import contextlib
 import logging
-import random
 import socket
 import threading
 import time
@@ -30,6 +29,8 @@ from collections.abc import Callable
 
 import websocket
 from websocket import ABNF
+
+from pairs_monitor.clock import Backoff
 
 log = logging.getLogger("ingest.binance.ws")
 
@@ -40,29 +41,6 @@ MAX_OUTGOING_PER_S = 4
 # Binance: 300 connection attempts per 5 minutes per IP; keep a margin for other tools.
 MAX_ATTEMPTS = 250
 ATTEMPT_WINDOW_S = 300.0
-
-
-class Backoff:
-    """Exponential backoff with full jitter: ``uniform(base/2, min(cap, base * 2**n))``.
-
-    :param base: first delay in seconds.
-    :param cap: largest delay in seconds.
-    """
-
-    def __init__(self, base: float = 0.5, cap: float = 30.0) -> None:
-        self.base = base
-        self.cap = cap
-        self.failures = 0
-
-    def next_delay(self) -> float:
-        """The delay before the next attempt; each call counts one more failure."""
-        ceiling = min(self.cap, self.base * 2**self.failures)
-        self.failures += 1
-        return random.uniform(ceiling / 2, ceiling)
-
-    def reset(self) -> None:
-        """Forget the failures: the last connection was good."""
-        self.failures = 0
 
 
 class AttemptLimiter:

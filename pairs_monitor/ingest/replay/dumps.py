@@ -42,6 +42,8 @@ import numpy as np
 import orjson
 import pandas as pd
 
+from pairs_monitor import clock
+
 TRADES = "trades"
 AGG_TRADES = "aggTrades"
 KINDS = (TRADES, AGG_TRADES)
@@ -260,13 +262,6 @@ def describe(path: str | Path, kind: str | None = None) -> tuple[str, str]:
     return kind, USDM if ncols == _FUTURES_WIDTH[kind] else SPOT
 
 
-def time_to_us(t: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Microseconds from ms or µs epoch values (by size); and a mask of implausible ones."""
-    ms = (t >= 10**11) & (t < 10**13)
-    us = (t >= 10**14) & (t < 10**16)
-    return np.where(ms, t * 1000, t), ~(ms | us)
-
-
 class DumpReader:
     """Iterate over one Binance dump in blocks of good rows, reporting the bad ones.
 
@@ -391,7 +386,7 @@ class DumpReader:
     def _validate(
         self, cols: Columns, first_line: int, wrong_width: np.ndarray | None = None
     ) -> tuple[Columns, list[BadRow]]:
-        time_us, bad_time = time_to_us(cols.time_us)
+        time_us, bad_time = clock.epoch_to_us(cols.time_us)
         cols.time_us = time_us
         checks = [
             (bad_time, "timestamp is neither epoch milliseconds nor microseconds"),
@@ -470,11 +465,9 @@ def parse_ts(ts) -> int:
             dt = dt.replace(tzinfo=UTC)
         return (dt - _EPOCH) // _US
     if isinstance(ts, int | float) and not isinstance(ts, bool):
-        t = int(ts)
-        if 10**11 <= t < 10**13:
-            return t * 1000
-        if 10**14 <= t < 10**16:
-            return t
+        us = clock.epoch_us(int(ts))
+        if us is not None:
+            return us
     raise ValueError(f"ts {ts!r} is neither ISO-8601 nor epoch ms/µs")
 
 
