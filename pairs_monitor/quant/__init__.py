@@ -1,4 +1,107 @@
-"""Every number the page shows, as pure functions of pandas objects (the ``analytics`` API)."""
+"""Every number the page shows, as pure functions of pandas objects (the ``analytics`` API).
 
-from pairs_monitor.quant.pair import *  # noqa: F403
-from pairs_monitor.quant.pair import __all__ as __all__
+No Streamlit, no SQL, no globals: the page reads bars from SQLite and passes them here;
+tests call the same functions with numbers worked out independently. docs/analytics.md
+documents the method behind each statistic.
+
+Conventions
+-----------
+* Time series are indexed by a tz-aware UTC ``DatetimeIndex`` (nanosecond unit on output).
+* A *bars* frame has index = bar start (UTC, bins closed on the left) and the columns
+  ``open, high, low, close, volume, quote_volume, taker_buy_volume, trades, vwap, empty``.
+  ``empty`` is True for a bar with no trade: its close is carried forward from the last
+  bar that traded, ``open = high = low = close``, the volumes and ``trades`` are 0 and
+  ``vwap`` is NaN (no trade, no volume-weighted price).
+* Nothing reported for time t uses data after t, except the static hedge fits, which are
+  by definition a fit on the whole window they are given (see :func:`pair_frame`).
+
+Modules, lowest first (each imports only modules listed before it):
+
+* ``bars``: trades and finer bars to bars, per-symbol headline numbers.
+* ``stationarity``: ADF, Engle-Granger, Johansen, half-life, Hurst.
+* ``hedge``: static, rolling and Kalman hedge ratios.
+* ``pair``: aligned closes, spread, z-score, ``pair_frame``, ``stats_table``.
+* ``scan``: correlation matrix and cointegration scan over many symbols.
+* ``backtest``: the z-score mean-reversion backtest.
+
+This package's ``__all__`` is the public API: the root ``analytics.py`` re-exports it and
+the page imports these names only. Each module's ``__all__`` is its part of that API; its
+other names without an underscore (``join_legs``, ``as_utc_ns``, ...) are shared inside
+the package only.
+"""
+
+from pairs_monitor.quant.backtest import BacktestResult, backtest
+from pairs_monitor.quant.bars import (
+    BAR_COLUMNS,
+    empty_bars,
+    liquidity_mask,
+    periods_per_year,
+    price_stats,
+    resample_bars,
+    resample_trades,
+    volume_ratio,
+)
+from pairs_monitor.quant.hedge import (
+    AUTO_DELTA,
+    CHAN_DELTA,
+    HedgeFit,
+    hedge_ratio,
+    kalman_hedge_ratio,
+    rolling_hedge_ratio,
+)
+from pairs_monitor.quant.pair import (
+    align_closes,
+    pair_frame,
+    rolling_corr,
+    spread,
+    stats_table,
+    zscore,
+)
+from pairs_monitor.quant.scan import correlation_matrix, scan_pairs
+from pairs_monitor.quant.stationarity import (
+    ADFResult,
+    EngleGrangerResult,
+    JohansenResult,
+    adf_test,
+    engle_granger,
+    half_life,
+    hurst,
+    johansen,
+    schwert_lag,
+)
+
+__all__ = [
+    "AUTO_DELTA",
+    "BAR_COLUMNS",
+    "CHAN_DELTA",
+    "ADFResult",
+    "BacktestResult",
+    "EngleGrangerResult",
+    "HedgeFit",
+    "JohansenResult",
+    "adf_test",
+    "align_closes",
+    "backtest",
+    "correlation_matrix",
+    "empty_bars",
+    "engle_granger",
+    "half_life",
+    "hedge_ratio",
+    "hurst",
+    "johansen",
+    "kalman_hedge_ratio",
+    "liquidity_mask",
+    "pair_frame",
+    "periods_per_year",
+    "price_stats",
+    "resample_bars",
+    "resample_trades",
+    "rolling_corr",
+    "rolling_hedge_ratio",
+    "scan_pairs",
+    "schwert_lag",
+    "spread",
+    "stats_table",
+    "volume_ratio",
+    "zscore",
+]

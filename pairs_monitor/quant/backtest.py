@@ -26,7 +26,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from pairs_monitor.quant.bars import _periods_per_year
+from pairs_monitor.quant.bars import infer_periods_per_year
 
 __all__ = ["BacktestResult", "backtest"]
 
@@ -203,7 +203,7 @@ def backtest(
     returns = eq_series.pct_change().dropna()
     std = float(returns.std()) if len(returns) > 1 else float("nan")
     if periods_per_year is None:
-        periods_per_year = _periods_per_year(idx)
+        periods_per_year = infer_periods_per_year(idx, default=math.nan)
     sharpe = (
         float(returns.mean()) / std * math.sqrt(periods_per_year)
         if std and std == std

@@ -41,7 +41,7 @@ _NS_PER_DAY = 86_400 * 10**9
 _SECONDS_PER_YEAR = 365 * 86_400
 
 
-def _utc_ns(index: pd.Index, what: str) -> pd.DatetimeIndex:
+def as_utc_ns(index: pd.Index, what: str) -> pd.DatetimeIndex:
     """Return ``index`` as a UTC, nanosecond DatetimeIndex or say what is wrong with it."""
     if not isinstance(index, pd.DatetimeIndex):
         raise TypeError(f"{what} must be indexed by a DatetimeIndex, got {type(index).__name__}")
@@ -173,7 +173,7 @@ def resample_trades(trades: pd.DataFrame, freq: str | pd.DateOffset) -> pd.DataF
         )
     if trades.empty:
         return empty_bars()
-    ns = _utc_ns(trades.index, "trades").asi8
+    ns = as_utc_ns(trades.index, "trades").asi8
     price = trades["price"].to_numpy(dtype=np.float64)
     qty = trades["qty"].to_numpy(dtype=np.float64)
     taker_sold = trades["buyer_is_maker"].to_numpy(dtype=bool)
@@ -214,7 +214,7 @@ def resample_bars(bars: pd.DataFrame, freq: str | pd.DateOffset) -> pd.DataFrame
         raise ValueError(f"bars lacks column(s) {missing}; need {', '.join(need)}")
     if bars.empty:
         return empty_bars()
-    ns = _utc_ns(bars.index, "bars").asi8
+    ns = as_utc_ns(bars.index, "bars").asi8
     if not (ns[1:] >= ns[:-1]).all():
         order = np.argsort(ns, kind="stable")
         bars, ns = bars.iloc[order], ns[order]
@@ -279,7 +279,11 @@ def price_stats(bars: pd.DataFrame, periods_per_year: float | None = None) -> di
     close = bars["close"].to_numpy(dtype=np.float64)
     first_open = float(bars["open"].iloc[0])
     last = float(close[-1])
-    ppy = _periods_per_year(bars.index) if periods_per_year is None else periods_per_year
+    ppy = (
+        infer_periods_per_year(bars.index, default=nan)
+        if periods_per_year is None
+        else periods_per_year
+    )
     returns = np.diff(np.log(close))
     returns = returns[np.isfinite(returns)]
     vol = math.sqrt(ppy * float(np.mean(returns**2))) if len(returns) else nan
@@ -298,11 +302,15 @@ def price_stats(bars: pd.DataFrame, periods_per_year: float | None = None) -> di
     }
 
 
-def periods_per_year(index: pd.DatetimeIndex) -> float:
+def periods_per_year(index: pd.Index, default: float | None = None) -> float:
     """Bars per 365-day year, from the median spacing of a DatetimeIndex.
 
     :param index: at least two timestamps. The median ignores gaps of missing bars.
+    :param default: returned when ``index`` gives no bar length (not a DatetimeIndex, or
+        fewer than two timestamps); None raises ``ValueError`` then.
     """
+    if default is not None and not (isinstance(index, pd.DatetimeIndex) and len(index) > 1):
+        return default
     ns = pd.DatetimeIndex(index).as_unit("ns").asi8
     if len(ns) < 2:
         raise ValueError("need at least two timestamps to infer the bar length")
@@ -312,8 +320,6 @@ def periods_per_year(index: pd.DatetimeIndex) -> float:
     return _SECONDS_PER_YEAR * 1e9 / step
 
 
-def _periods_per_year(index: pd.Index) -> float:
-    """:func:`periods_per_year`, or NaN for fewer than two timestamps (no bar length)."""
-    if isinstance(index, pd.DatetimeIndex) and len(index) > 1:
-        return periods_per_year(index)
-    return float("nan")
+# price_stats, stats_table and backtest take a parameter named periods_per_year, which
+# hides the function inside them; they call it by this name.
+infer_periods_per_year = periods_per_year
