@@ -1,10 +1,11 @@
 # ruff: noqa: E402 (the BLAS thread settings below must precede every import of numpy)
 """Speed of the analytics against the targets of issue 5.
 
-Usage: ``.venv/bin/python bench/bench_analytics.py [--repeat 7]``. Prints a Markdown
-table (median, min and max of the repeats, in ms) ready for BENCHMARKS.md. Inputs are
-simulated with a fixed seed: a cointegrated pair (y = 1.5 x + AR(1) noise) and random
-walks for the scanner.
+Usage, from the repository root: ``.venv/bin/python -m bench.bench_analytics [--repeat 7]``.
+Prints a Markdown table (median, min and max of the repeats, in ms) ready for
+docs/benchmarks.md, between the stamp (commit, versions, machine, load average) and the
+load average at the end. Inputs are simulated with a fixed seed: a cointegrated pair
+(y = 1.5 x + AR(1) noise) and random walks for the scanner.
 """
 
 from __future__ import annotations
@@ -13,25 +14,23 @@ import os
 
 # One BLAS/OpenMP thread: statsmodels' regressions run on multi-threaded OpenBLAS, whose
 # threads fight over a busy 2-core machine (the same call then varies 3-10x; one thread
-# is faster and steady, see BENCHMARKS.md). Set before numpy is first imported: it reads
+# is faster and steady, see docs/benchmarks.md). Set before numpy is first imported: it reads
 # these once, at load. setdefault, so a value given in the environment wins.
 for _var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
     os.environ.setdefault(_var, "1")
 
 import argparse
-import platform
 import statistics
 import sys
 import time
 from collections.abc import Callable
-from pathlib import Path
+from functools import partial
 
 import numpy as np
 import pandas as pd
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-import analytics as A  # after the path tweak, so the script runs from anywhere
+from bench.stamp import stamped
+from pairs_monitor import quant as A
 
 T0 = pd.Timestamp("2024-01-01", tz="UTC")
 
@@ -91,8 +90,13 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeat", type=int, default=7, help="timed runs per case")
     args = parser.parse_args(argv)
-    r = args.repeat
+    with stamped("bench_analytics"):
+        run(args.repeat)
+    return 0
 
+
+def run(r: int) -> None:
+    """Build the inputs, then time each case ``r`` times and print the table."""
     trades = simulated_trades(1_000_000, 86_400, seed=1)
     bars_1s = A.resample_trades(trades, "1s")
     y_day, x_day = simulated_pair(86_400, seed=2)
@@ -129,7 +133,7 @@ def main(argv: list[str] | None = None) -> int:
         cases.append(
             (
                 f"pair_frame {method}, 86,400 bars",
-                lambda m=method: A.pair_frame(y_day, x_day, 60, m),
+                partial(A.pair_frame, y_day, x_day, 60, method),
                 None,
             )
         )
@@ -153,11 +157,7 @@ def main(argv: list[str] | None = None) -> int:
         ("backtest (rolling z, 86,400 bars)", lambda: A.backtest(y_day, x_day, zs, hs), None),
     ]
 
-    print(
-        f"# {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, "
-        f"load average {os.getloadavg()[0]:.2f}, python {platform.python_version()}, "
-        f"pandas {pd.__version__}, numpy {np.__version__}; {r} runs each"
-    )
+    print(f"{r} timed runs per case, after one warm-up")
     print("| case | median ms | min | max | target ms | met |")
     print("|---|---:|---:|---:|---:|---|")
     for name, fn, target in cases:
@@ -165,7 +165,6 @@ def main(argv: list[str] | None = None) -> int:
         met = "" if target is None else ("yes" if med < target else "NO")
         tgt = "" if target is None else f"{target:,.0f}"
         print(f"| {name} | {med:,.1f} | {lo:,.1f} | {hi:,.1f} | {tgt} | {met} |", flush=True)
-    return 0
 
 
 if __name__ == "__main__":

@@ -1,7 +1,9 @@
 """The live ingest path end to end, against a bare websocket-client loop on the same server.
 
-    .venv/bin/python bench/bench_ingest.py [--messages 400000] [--pairs 5]
+    .venv/bin/python -m bench.bench_ingest [--messages 400000] [--pairs 5]
         [--latency-seconds 20] [--memory-messages 1000000]
+
+(from the repository root).
 
 A local server (its own process) speaks Binance's combined-stream protocol: the
 ``websockets`` package does the handshake, then trade frames for two symbols are written
@@ -26,8 +28,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
-import platform
 import signal
 import sqlite3
 import statistics
@@ -37,8 +37,12 @@ import tempfile
 import time
 from pathlib import Path
 
+from bench.stamp import stamped
+
 ROOT = Path(__file__).resolve().parent.parent
 PY = sys.executable
+# The server and the bare loop run as this module in processes of their own.
+THIS_MODULE = [PY, "-m", "bench.bench_ingest"]
 SYMBOLS = ("BTCUSDT", "ETHUSDT")
 # Both sides are timed over the same stretch of the run, from 30% to 80% of the trades:
 # past start-up and the burst of what the socket buffered meanwhile, and before the end,
@@ -166,7 +170,10 @@ def _baseline(url: str, n: int) -> None:
 
 class Server:
     def __init__(self) -> None:
-        self.proc = subprocess.Popen([PY, __file__, "serve"], stdout=subprocess.PIPE, text=True)
+        self.proc = subprocess.Popen(
+            [*THIS_MODULE, "serve"], cwd=ROOT, stdout=subprocess.PIPE, text=True
+        )
+        assert self.proc.stdout is not None  # stdout=PIPE
         self.port = int(self.proc.stdout.readline())
 
     def url(self, path: str) -> str:
@@ -250,7 +257,11 @@ def daemon_rate(server: Server, n: int, folder: Path, sample_rss: bool = False):
 def baseline_rate(server: Server, n: int) -> float:
     url = server.url(f"blast/{n}/stream?streams=btcusdt@trade/ethusdt@trade")
     out = subprocess.run(
-        [PY, __file__, "baseline", url, str(n)], capture_output=True, text=True, check=True
+        [*THIS_MODULE, "baseline", url, str(n)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
     )
     return float(out.stdout)
 
@@ -290,10 +301,12 @@ def main() -> None:
     parser.add_argument("--latency-seconds", type=float, default=20)
     parser.add_argument("--memory-messages", type=int, default=1_000_000)
     args = parser.parse_args()
-    print(
-        f"machine: {platform.platform()}, {os.cpu_count()} cores, Python "
-        f"{platform.python_version()}"
-    )
+    with stamped("bench_ingest"):
+        measure(args)
+
+
+def measure(args: argparse.Namespace) -> None:
+    """Run the paired throughput runs, then the latency and memory runs, printing each."""
     server = Server()
     try:
         with tempfile.TemporaryDirectory() as tmp:

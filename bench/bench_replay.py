@@ -1,7 +1,9 @@
 """Replay import speed: a 1,000,000-row Binance trades dump through the real daemon.
 
-    .venv/bin/python bench/bench_replay.py [--rows 1000000] [--runs 5] [--zip]
+    .venv/bin/python -m bench.bench_replay [--rows 1000000] [--runs 5] [--zip]
                                            [--dir /tmp/bench_replay]
+
+(from the repository root).
 
 Writes a spot trades dump in Binance's format (no header, millisecond times, a random-walk
 price) under ``--dir`` once, then per run imports it into a fresh database with
@@ -35,13 +37,12 @@ from pathlib import Path
 
 import numpy as np
 
+from bench.stamp import stamped
+from pairs_monitor.ingest.replay.dumps import DumpReader
+from pairs_monitor.ingest.replay.feed import CHUNK_ROWS
+from pairs_monitor.store.writer import TradeWriter
+
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-
-from pairs_monitor.ingest.replay.dumps import DumpReader  # noqa: E402
-from pairs_monitor.ingest.replay.feed import CHUNK_ROWS  # noqa: E402
-from pairs_monitor.store.writer import TradeWriter  # noqa: E402
-
 NAME = "BTCUSDT-trades-2024-01-01"
 
 
@@ -82,8 +83,10 @@ def run_daemon(dump: Path, rows: int, folder: Path) -> tuple[float, float]:
     cmd = [sys.executable, "ingest.py", "--source", "replay", "--replay", str(dump)]
     cmd += ["--speed", "0", "--db", str(db)]
     started = time.perf_counter()
-    done = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, check=True)
+    done = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, check=False)
     wall = time.perf_counter() - started
+    if done.returncode != 0:
+        raise SystemExit(f"the daemon exited with {done.returncode}:\n{done.stderr[-2000:]}")
     match = re.search(r"(\d+) rows read in ([\d.]+) s \((\d+) rows/s\)", done.stderr)
     if not match:
         raise SystemExit(f"no summary line in the daemon's log:\n{done.stderr[-2000:]}")
@@ -134,15 +137,22 @@ def main() -> int:
     parser.add_argument("--zip", action="store_true", help="a .zip with a .CHECKSUM")
     parser.add_argument("--dir", type=Path, default=Path("/tmp/bench_replay"))
     args = parser.parse_args()
-    dump = make_dump(args.dir, args.rows, args.zip)
-    print(f"{dump} ({dump.stat().st_size / 1e6:.1f} MB), {args.rows:,} rows, {args.runs} runs")
+    with stamped("bench_replay"):
+        measure(args.dir, args.rows, args.runs, args.zip)
+    return 0
+
+
+def measure(folder: Path, rows: int, runs: int, as_zip: bool) -> None:
+    """Write the dump unless it exists, import it ``runs`` times, and print the table."""
+    dump = make_dump(folder, rows, as_zip)
+    print(f"{dump} ({dump.stat().st_size / 1e6:.1f} MB), {rows:,} rows, {runs} runs")
     imports, processes, parses, writes = [], [], [], []
-    with tempfile.TemporaryDirectory(dir=args.dir) as tmp:
-        for run in range(args.runs):
-            rate, wall_rate = run_daemon(dump, args.rows, Path(tmp))
-            parse_rate, rows = parse_only(dump)
-            write_rate = writer_only(rows, Path(tmp))
-            del rows
+    with tempfile.TemporaryDirectory(dir=folder) as tmp:
+        for run in range(runs):
+            rate, wall_rate = run_daemon(dump, rows, Path(tmp))
+            parse_rate, parsed = parse_only(dump)
+            write_rate = writer_only(parsed, Path(tmp))
+            del parsed
             imports.append(rate)
             processes.append(wall_rate)
             parses.append(parse_rate)
@@ -165,7 +175,6 @@ def main() -> int:
         )
     met = statistics.median(imports) >= 200_000
     print(f"\ntarget 200,000 rows/s: {'met' if met else 'NOT met'}")
-    return 0
 
 
 if __name__ == "__main__":

@@ -1,6 +1,8 @@
 """Writer alone: trades/s from the queue into SQLite (trades + bars_1s), against the raw limit.
 
-    .venv/bin/python bench/bench_writer.py [--trades 1000000] [--runs 5]
+    .venv/bin/python -m bench.bench_writer [--trades 1000000] [--runs 5]
+
+(from the repository root).
 
 Each run starts a fresh database in a temporary folder, queues pre-built trades of two
 symbols (as 1,000-row chunks like replay and backfill, or one trade per item like the live
@@ -17,14 +19,12 @@ from __future__ import annotations
 import argparse
 import random
 import statistics
-import sys
 import tempfile
 import threading
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
+from bench.stamp import stamped
 from pairs_monitor.store import schema
 from pairs_monitor.store.writer import TradeWriter
 
@@ -112,9 +112,15 @@ def main() -> None:
     parser.add_argument("--trades", type=int, default=1_000_000)
     parser.add_argument("--runs", type=int, default=5)
     args = parser.parse_args()
-    rows = make_trades(args.trades)
-    live_rows = rows[: args.trades // 5]
-    busy_rows = rows[: args.trades // 2]
+    with stamped("bench_writer"):
+        measure(args.trades, args.runs)
+
+
+def measure(trades: int, runs: int) -> None:
+    """Time every case ``runs`` times, interleaved, and print median, min and max."""
+    rows = make_trades(trades)
+    live_rows = rows[: trades // 5]
+    busy_rows = rows[: trades // 2]
     results: dict[str, list[float]] = {
         "raw executemany": [],
         "writer, 1000-row chunks": [],
@@ -124,7 +130,7 @@ def main() -> None:
     busy_share: list[float] = []
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
-        for _ in range(args.runs):  # interleaved, so machine load hits every case alike
+        for _ in range(runs):  # interleaved, so machine load hits every case alike
             results["raw executemany"].append(time_raw(rows, folder))
             results["writer, 1000-row chunks"].append(time_writer(rows, 1000, folder)[0])
             results["writer, 1 trade per item"].append(time_writer(live_rows, 1, folder)[0])
@@ -133,7 +139,7 @@ def main() -> None:
             results["writer beside a busy thread"].append(rate)
             busy_share.append(counted / alone)
     print(
-        f"{args.trades:,} trades, {args.runs} runs (1-per-item case: {len(live_rows):,}; "
+        f"{trades:,} trades, {runs} runs (1-per-item case: {len(live_rows):,}; "
         f"busy-thread case: {len(busy_rows):,})"
     )
     for name, rates in results.items():
