@@ -228,7 +228,9 @@ def rss_kb(pid: int) -> int:
     return 0
 
 
-def daemon_rate(server: Server, n: int, folder: Path, sample_rss: bool = False):
+def daemon_rate(
+    server: Server, n: int, folder: Path, sample_rss: bool = False
+) -> tuple[float, list[tuple[float, int, int]]]:
     """Stored trades/s of the daemon for a blast of ``n``; optionally RSS samples (kB)."""
     db = folder / f"ingest-{time.monotonic_ns()}.db"
     proc = start_daemon(server, f"blast/{n}", db)
@@ -239,9 +241,10 @@ def daemon_rate(server: Server, n: int, folder: Path, sample_rss: bool = False):
     while time.monotonic() < deadline:
         stored = count(db)
         now = time.perf_counter()
-        if len(marks) < 2 and stored >= n * WINDOW[len(marks)]:
+        while len(marks) < 2 and stored >= n * WINDOW[len(marks)]:
             marks.append((now, stored))
-        if sample_rss and time.monotonic() >= next_rss:
+        # The last sample is taken when everything is stored, however short the run.
+        if sample_rss and (time.monotonic() >= next_rss or stored >= n):
             rss.append((time.monotonic(), stored, rss_kb(proc.pid)))
             next_rss = time.monotonic() + 0.5
         if stored >= n:
@@ -251,6 +254,10 @@ def daemon_rate(server: Server, n: int, folder: Path, sample_rss: bool = False):
         raise SystemExit(f"the daemon stored {count(db)} of {n} in 600 s")
     stop_daemon(proc)
     (t0, n0), (t1, n1) = marks
+    if t1 == t0:
+        raise SystemExit(
+            f"{n:,} messages were stored within one poll: too few to time; give more --messages"
+        )
     return (n1 - n0) / (t1 - t0), rss
 
 
