@@ -16,7 +16,6 @@ import analytics
 from pairs_monitor.page import pipeline, queries, settings, upload
 from pairs_monitor.page.alert_rules import AlertError, AlertStore, step
 from pairs_monitor.page.settings import DEFAULT_DB, View, resolve_db_path
-from pairs_monitor.page.tabs import Context
 from pairs_monitor.page.tabs import live as live_tab
 from tests.helpers.page_db import START_S, build_empty_db, build_pair_db
 
@@ -159,11 +158,8 @@ def test_a_rule_is_judged_in_its_own_view_whatever_the_page_shows(tmp_path):
         View(venue="sim", y="BTCUSDT", x="ETHUSDT", window=60, method="ols"),
         View(venue="sim", y="ETHUSDT", x="SOLUSDT", window=20, method="kalman", log_prices=False),
     ):
-        live = page.live()
-        ctx = Context(db_path=str(db_path), source=source, view=page)
-        seen.append(
-            live_tab.readings_for(list(rules.values()), ctx, pipeline.compute_pair(source, live))
-        )
+        live_pair = pipeline.compute_pair(source, page.live())
+        seen.append(live_tab.readings_for(list(rules.values()), source, live_pair))
     assert seen[0][rid] == seen[1][rid]
     # The value, independently: SQL closes, the 300-bar tail, analytics.pair_frame.
     closes = pd.DataFrame(

@@ -17,6 +17,7 @@ import streamlit as st
 from pairs_monitor.page import cache, pipeline, queries, sidebar
 from pairs_monitor.page.settings import (
     TIMEFRAME_SECONDS,
+    View,
     is_synthetic,
     resolve_db_path,
     venue_label,
@@ -65,9 +66,10 @@ def render() -> None:
     # The Live panel refreshes itself; the other tabs recompute on any change or on this button.
     st.sidebar.button("Refresh all tabs", key="refresh", help="Recompute every tab from new data.")
     source_choice = sidebar.choose_source(uploaded is not None)
-    view = None
-    if source_choice == sidebar.SOURCE_UPLOAD:
-        source = pipeline.UploadSource(uploaded.frames, uploaded.bar_seconds)
+    view: View | None = None
+    source: pipeline.Source
+    if uploaded is not None and source_choice == sidebar.SOURCE_UPLOAD:
+        source = pipeline.UploadSource(uploaded.frames, uploaded.bar_seconds, uploaded.digest)
         venue = sidebar.choose_venue([source.venue])
         view = sidebar.choose_view(venue, source.symbols(), uploaded.span_s)
         if view is not None and view.bar_seconds < uploaded.bar_seconds:
@@ -101,7 +103,7 @@ def render() -> None:
                 f"`python ingest.py --source sim --symbols btcusdt ethusdt --db {db_path}`; "
                 "the page fills in as trades arrive."
             )
-        if venues:
+        if db is not None and venues:
             venue = sidebar.choose_venue(venues)
             source = pipeline.DbSource(db, venue)
             view = sidebar.choose_view(venue, [s for v, s in series if v == venue])

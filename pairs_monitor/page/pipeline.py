@@ -52,10 +52,53 @@ class ReadOnlyDB:
             self.conn.close()
 
 
-class Source(Protocol):
-    """Where bars come from: the database (one venue) or an uploaded CSV."""
+class Recording(Protocol):
+    """What the daemon recorded besides bars: its health, its runs, the raw trades.
 
-    venue: str
+    A capability of a database source only (``Source.recording``); an upload has none.
+    """
+
+    def feed_status(self) -> pd.DataFrame:
+        """The daemon's feed_status rows of the source's venue (empty when none)."""
+        ...
+
+    def writer_status(self) -> queries.WriterStatus | None:
+        """The writer's health row; None when no daemon has written one."""
+        ...
+
+    def latest_run(self) -> queries.IngestRun | None:
+        """The most recent daemon start for the source's venue."""
+        ...
+
+    def ticks(self, symbol: str, start_us: int, end_us: int, limit: int) -> pd.DataFrame:
+        """Raw trades of ``symbol`` in ``[start_us, end_us)``, at most ``limit``."""
+        ...
+
+
+class Source(Protocol):
+    """Where bars come from: the database (one venue) or an uploaded CSV.
+
+    Tabs reach data only through this protocol: bars and prices from every source, and
+    the daemon's record through ``recording`` where there is one.
+    """
+
+    @property
+    def venue(self) -> str: ...
+
+    @property
+    def cache_key(self) -> tuple[str, str]:
+        """What identifies the data in a cache key: the database file or the upload's bytes."""
+        ...
+
+    @property
+    def max_lookback_s(self) -> int | None:
+        """The longest lookback a view may ask for; None when only bounded in bars."""
+        ...
+
+    @property
+    def recording(self) -> Recording | None:
+        """The daemon's record behind the bars; None for data that does not change."""
+        ...
 
     def symbols(self) -> list[str]: ...
 
@@ -68,8 +111,23 @@ class Source(Protocol):
 
 @dataclass
 class DbSource:
+    """One venue of the database, read through the page's read-only connection; it is
+    its own :class:`Recording`."""
+
     db: ReadOnlyDB
     venue: str
+
+    @property
+    def cache_key(self) -> tuple[str, str]:
+        return ("db", str(self.db.path))
+
+    @property
+    def max_lookback_s(self) -> int | None:
+        return MAX_1S_ROWS
+
+    @property
+    def recording(self) -> Recording:
+        return self
 
     def symbols(self) -> list[str]:
         return [s for v, s in self.db.run(queries.series) if v == self.venue]
@@ -85,14 +143,42 @@ class DbSource:
         trade = self.db.run(queries.last_trade, self.venue, symbol)
         return None if trade is None else (trade.price, trade.time_us)
 
+    def feed_status(self) -> pd.DataFrame:
+        return self.db.run(queries.feed_status, self.venue)
+
+    def writer_status(self) -> queries.WriterStatus | None:
+        return self.db.run(queries.writer_status)
+
+    def latest_run(self) -> queries.IngestRun | None:
+        return self.db.run(queries.latest_run, self.venue)
+
+    def ticks(self, symbol: str, start_us: int, end_us: int, limit: int) -> pd.DataFrame:
+        return self.db.run(queries.ticks, self.venue, symbol, start_us, end_us, limit)
+
 
 @dataclass
 class UploadSource:
-    """Bars parsed from an uploaded CSV, ``{symbol: bars frame}`` (see ``upload.py``)."""
+    """Bars parsed from an uploaded CSV, ``{symbol: bars frame}`` (see ``upload.py``).
+
+    :param digest: of the uploaded bytes, so cached results follow the content.
+    """
 
     frames: dict[str, pd.DataFrame]
     bar_seconds: int = 1
+    digest: str = ""
     venue: str = UPLOAD_VENUE
+
+    @property
+    def cache_key(self) -> tuple[str, str]:
+        return ("upload", self.digest)
+
+    @property
+    def max_lookback_s(self) -> int | None:
+        return None  # already in memory: bounded in bars only
+
+    @property
+    def recording(self) -> Recording | None:
+        return None
 
     def symbols(self) -> list[str]:
         return sorted(self.frames)
@@ -392,10 +478,6 @@ def _human(seconds: int) -> str:
     if seconds % 3600 == 0:
         return f"{seconds // 3600} h"
     return f"{seconds // 60} min"
-
-
-def is_upload(source: Source) -> bool:
-    return source.venue == UPLOAD_VENUE
 
 
 @dataclass

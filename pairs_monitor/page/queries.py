@@ -64,6 +64,13 @@ WHERE venue = ?
 ORDER BY started_ms DESC, run_id DESC
 LIMIT 1
 """
+# writer_status (schema version 3) is one row; older databases have no such table.
+_HAS_WRITER_STATUS_SQL = "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?"
+_WRITER_STATUS_SQL = """
+SELECT state, last_error, failing_since_ms, queue_depth, trades_stored, updated_ms
+FROM writer_status
+WHERE id = 1
+"""
 _REQUIRED_TABLES = ("trades", "bars_1s", "feed_status", "ingest_runs")
 
 
@@ -184,3 +191,24 @@ def latest_run(conn: sqlite3.Connection, venue: str) -> IngestRun | None:
     if not isinstance(params, dict):
         params = {"params": params}
     return IngestRun(row[0], row[1], row[2], row[3], params, row[5], row[6], row[7])
+
+
+@dataclass(frozen=True)
+class WriterStatus:
+    """The daemon writer's health (table ``writer_status``): ``state`` is ``ok``,
+    ``retrying`` (commits keep failing since ``failing_since_ms``) or ``stopped``."""
+
+    state: str
+    last_error: str | None
+    failing_since_ms: int | None
+    queue_depth: int
+    trades_stored: int
+    updated_ms: int
+
+
+def writer_status(conn: sqlite3.Connection) -> WriterStatus | None:
+    """The writer's status row, or None when there is none (or no table, before v3)."""
+    if conn.execute(_HAS_WRITER_STATUS_SQL, ("writer_status",)).fetchone() is None:
+        return None
+    row = conn.execute(_WRITER_STATUS_SQL).fetchone()
+    return None if row is None else WriterStatus(*row)

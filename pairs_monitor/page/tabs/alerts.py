@@ -12,6 +12,7 @@ import streamlit as st
 from pairs_monitor import quant
 from pairs_monitor.page import cache, pipeline
 from pairs_monitor.page.alert_rules import KINDS, AlertError, AlertStore
+from pairs_monitor.page.settings import View
 from pairs_monitor.page.tabs import Context, need_view
 
 CREATABLE = list(KINDS)
@@ -21,22 +22,22 @@ def render(ctx: Context) -> None:
     if not ctx.db_ok:
         st.info("Alerts are stored in the database, which is not available.")
         return
-    if not need_view(ctx):
+    view = need_view(ctx)
+    if view is None:
         return
-    if ctx.is_upload:
+    if ctx.source.recording is None:
         st.info("Alerts watch the database; switch the data source back to Database.")
         return
     try:
         store = cache.alert_store(ctx.db_path)
-        _new_rule(store, ctx)
-        _rules(store, ctx)
+        _new_rule(store, ctx, view)
+        _rules(store)
         _history(store)
     except sqlite3.Error as exc:
         st.error(f"The alert tables could not be read or written: {exc}")
 
 
-def _new_rule(store: AlertStore, ctx: Context) -> None:
-    view = ctx.view
+def _new_rule(store: AlertStore, ctx: Context, view: View) -> None:
     st.subheader("New rule")
     with st.form("new_rule", clear_on_submit=False):
         c1, c2, c3, c4 = st.columns([2, 2, 1, 1])
@@ -94,19 +95,19 @@ def _new_rule(store: AlertStore, ctx: Context) -> None:
             "This database predates per-rule settings (schema version 2): new rules are "
             "judged in each page's own view. Run `python db_setup.py --db <file>` to migrate."
         )
-    _volume_context(ctx)
+    _volume_context(ctx, view)
 
 
-def _volume_context(ctx: Context) -> None:
+def _volume_context(ctx: Context, view: View) -> None:
     """The volume ratio of each leg now, so a threshold can be chosen with a scale in mind."""
     pair = ctx.pair()
     if pair is None or pair.end_s is None or not pair.bars:
         return
     parts = []
     for symbol, bars in pair.bars.items():
-        value, _bar = pipeline.volume_ratio_now(ctx.source, ctx.view, symbol, pair.end_s, bars)
+        value, _bar = pipeline.volume_ratio_now(ctx.source, view, symbol, pair.end_s, bars)
         if value == value:
-            ratio = quant.volume_ratio(bars, ctx.view.window)
+            ratio = quant.volume_ratio(bars, view.window)
             ratio = ratio[ratio.abs() < float("inf")]  # drop NaN and the inf of a 0 baseline
             parts.append(
                 f"{symbol} {value:.2f} (99th percentile over the lookback "
@@ -116,7 +117,7 @@ def _volume_context(ctx: Context) -> None:
         st.caption("Volume ratio of the newest bar: " + "; ".join(parts) + ".")
 
 
-def _rules(store: AlertStore, ctx: Context) -> None:
+def _rules(store: AlertStore) -> None:
     st.subheader("Rules")
     rules = store.rules()
     if not rules:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 
+import pandas as pd
 import streamlit as st
 
 from pairs_monitor.page import charts, pipeline
@@ -11,10 +12,10 @@ from pairs_monitor.page.tabs import Context, ready_pair
 
 
 def render(ctx: Context) -> None:
-    pair = ready_pair(ctx)
-    if pair is None:
+    ready = ready_pair(ctx)
+    if ready is None:
         return
-    view = ctx.view
+    view, pair, frame = ready
     c1, c2, c3 = st.columns(3)
     entry = c1.number_input(
         "Entry |z|", min_value=0.1, max_value=10.0, value=view.z_entry, step=0.1, key="bt_entry"
@@ -43,7 +44,7 @@ def render(ctx: Context) -> None:
     m[2].metric("Max drawdown", _pct(result.max_drawdown))
     m[3].metric("Hit rate", _pct(result.hit_rate))
     m[4].metric("Closed trades", f"{result.n_trades}")
-    span_s = (pair.frame.index[-1] - pair.frame.index[0]).total_seconds()
+    span_s = (frame.index[-1] - frame.index[0]).total_seconds()
     if span_s < 86_400:
         st.caption(
             f"The Sharpe ratio is annualised (× √bars per year) from only {_span(span_s)} of "
@@ -65,7 +66,7 @@ def render(ctx: Context) -> None:
         f"and exit. {hedge_note}"
     )
     if result.trades.empty:
-        st.info(_why_no_trade(pair, entry))
+        st.info(_why_no_trade(pair, frame, entry))
     else:
         trades = result.trades.copy()
         # Capital is 1, so P&L in basis points of capital reads better than 0.0000x.
@@ -87,7 +88,7 @@ def render(ctx: Context) -> None:
         )
 
 
-def _why_no_trade(pair: pipeline.PairData, entry: float) -> str:
+def _why_no_trade(pair: pipeline.PairData, frame: pd.DataFrame, entry: float) -> str:
     """No z-score at all (the trailing fit is still warming up), or none beyond entry."""
     view = pair.view
     have = int(pipeline.backtest_frame(pair)["zscore"].notna().sum())
@@ -101,7 +102,7 @@ def _why_no_trade(pair: pipeline.PairData, entry: float) -> str:
     return (
         f"No trade yet: the backtest's trailing OLS needs {2 * view.window} bars with both "
         f"legs before its first z-score ({view.window} to fit, then {view.window} for the "
-        f"z-score window); the lookback has {len(pair.frame)}. Lengthen the lookback or "
+        f"z-score window); the lookback has {len(frame)}. Lengthen the lookback or "
         "shorten the window."
     )
 

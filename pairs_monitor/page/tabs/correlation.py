@@ -9,19 +9,19 @@ from pairs_monitor.page.tabs import Context, need_view
 
 
 def render(ctx: Context) -> None:
-    if not need_view(ctx):
+    view = need_view(ctx)
+    if view is None:
         return
-    view = ctx.view
     symbols = ctx.source.symbols()
     end_s = pipeline.end_of_view(ctx.source, symbols)
     if end_s is None or len(symbols) < 2:
         st.info("Waiting for bars of at least two symbols.")
         return
-    too_large = view.too_large(ctx.max_lookback_s)
+    too_large = view.too_large(ctx.source.max_lookback_s)
     if too_large:
         st.info(too_large)
         return
-    key = ("corr", ctx.source_key, ctx.source.venue, view, end_s // 10)
+    key = ("corr", ctx.source.cache_key, ctx.source.venue, view, end_s // 10)
     try:
         matrix, scan = cache.cached_call(key, pipeline.correlation, (ctx.source, view, end_s))
     except ValueError as exc:

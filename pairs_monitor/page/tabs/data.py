@@ -22,15 +22,16 @@ def render(ctx: Context) -> None:
 
 
 def _exports(ctx: Context) -> None:
-    if ctx.view is None:
+    view = ctx.view
+    pair = ctx.pair()
+    if view is None or pair is None:
         st.info("Nothing to export yet: a pair needs bars for two symbols.")
         return
-    pair = ctx.pair()
     if not pair.bars:
         st.info(f"Nothing to export yet: {pair.waiting}")
         return
     bars = export.bars_frame(pair)
-    index = next(iter(pair.bars.values())).index
+    index = pd.DatetimeIndex(next(iter(pair.bars.values())).index)
     name = export.file_name("bars", pair, index)
     st.download_button(
         "Download bars + analytics (CSV)",
@@ -54,16 +55,15 @@ def _exports(ctx: Context) -> None:
         )
     else:
         st.caption(f"Statistics table: waiting ({pair.waiting}).")
-    if not ctx.is_upload and pair.end_s is not None and len(index):
+    recording = ctx.source.recording
+    if recording is not None and pair.end_s is not None and len(index):
         start_us = int(index[0].value // 1000)
         end_us = pair.end_s * 1_000_000
-        db, venue, view = ctx.source.db, ctx.source.venue, ctx.view
 
         def ticks_csv() -> bytes:
             # Built only when clicked: up to MAX_EXPORT_TICKS rows per leg.
             frames = [
-                db.run(queries.ticks, venue, s, start_us, end_us, MAX_EXPORT_TICKS)
-                for s in (view.y, view.x)
+                recording.ticks(s, start_us, end_us, MAX_EXPORT_TICKS) for s in (view.y, view.x)
             ]
             return export.to_csv(pd.concat(frames).sort_values(["time", "symbol", "trade_id"]))
 

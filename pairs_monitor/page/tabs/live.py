@@ -15,29 +15,29 @@ import pandas as pd
 import streamlit as st
 
 from pairs_monitor import quant
-from pairs_monitor.page import cache, charts, pipeline, queries
-from pairs_monitor.page.alert_rules import AlertStore
-from pairs_monitor.page.settings import LIVE_REFRESH, STALE_STATUS_MS
+from pairs_monitor.page import cache, charts, pipeline
+from pairs_monitor.page.alert_rules import AlertStore, Rule
+from pairs_monitor.page.settings import LIVE_REFRESH, STALE_STATUS_MS, View
 from pairs_monitor.page.tabs import Context, need_view
 
 
 def render(ctx: Context) -> None:
-    if not need_view(ctx):
+    view = need_view(ctx)
+    if view is None:
         return
-    if ctx.is_upload:
+    if ctx.source.recording is None:
         st.caption("Uploaded data does not change: the panel is not refreshed.")
-        _panel(ctx)
+        _panel(ctx, view)
     else:
-        _live_panel(ctx)
+        _live_panel(ctx, view)
 
 
 @st.fragment(run_every=LIVE_REFRESH)
-def _live_panel(ctx: Context) -> None:
-    _panel(ctx)
+def _live_panel(ctx: Context, view: View) -> None:
+    _panel(ctx, view)
 
 
-def _panel(ctx: Context) -> None:
-    view = ctx.view
+def _panel(ctx: Context, view: View) -> None:
     started = time.perf_counter()
     live_view = view.live()
     pair = pipeline.compute_pair(ctx.source, live_view)
@@ -66,16 +66,18 @@ def _panel(ctx: Context) -> None:
             )
         st.plotly_chart(charts.live_z(pair.frame, view.z_entry), key="live_z")
         bars = len(pair.frame)
+        newest = pd.Timestamp(pair.frame.index[-1])
         st.caption(
             f"Live figures use the last {bars} {view.timeframe} bars "
             f"(max(3 × window, 300) of the lookback); static hedge methods are refitted on "
             f"that tail, so they can differ slightly from the Pair tab. "
-            f"Bar {pd.Timestamp(pair.latest_bar_s(), unit='s', tz='UTC'):%H:%M:%S} UTC."
+            f"Bar {newest:%H:%M:%S} UTC."
         )
-    if not ctx.is_upload:
+    recording = ctx.source.recording
+    if recording is not None:
         _check_alerts(ctx, pair)
-        _feed_health(ctx)
-        _true_parameters(ctx)
+        _feed_health(recording)
+        _true_parameters(ctx, recording, view)
     st.caption(f"Refreshed in {1000 * (time.perf_counter() - started):.0f} ms.")
 
 
@@ -102,8 +104,8 @@ def _check_alerts(ctx: Context, pair: pipeline.PairData) -> None:
     """Feed this refresh's values to the rules of this venue; toast what fires."""
     try:
         store: AlertStore = cache.alert_store(ctx.db_path)
-        rules = [r for r in store.rules(ctx.view.venue) if r.enabled]
-        readings = readings_for(rules, ctx, pair)
+        rules = [r for r in store.rules(pair.view.venue) if r.enabled]
+        readings = readings_for(rules, ctx.source, pair)
         fired = store.evaluate(readings)
     except sqlite3.Error as exc:
         st.warning(f"Alert rules were not checked this refresh ({exc}); retrying.")
@@ -115,7 +117,7 @@ def _check_alerts(ctx: Context, pair: pipeline.PairData) -> None:
 
 
 def readings_for(
-    rules, ctx: Context, pair: pipeline.PairData
+    rules: list[Rule], source: pipeline.Source, pair: pipeline.PairData
 ) -> dict[int, tuple[float, int | None]]:
     """The value each rule is judged on now: a pair's z-score, a leg's last price, or a
     symbol's volume ratio (newest bar over the mean of the ``window`` bars before it).
@@ -124,26 +126,27 @@ def readings_for(
     (``pipeline.rule_view``), whichever pair and settings this page shows, so every open page
     feeds it the same value. An older rule without one is judged in this page's view.
 
-    :param pair: this page's live pair (``pipeline.compute_pair`` of ``ctx.view.live()``).
+    :param pair: this page's live pair (``pipeline.compute_pair`` of its ``View.live()``).
     """
-    view = ctx.view
+    view = pair.view
     readings: dict[int, tuple[float, int | None]] = {}
-    pairs: dict = {pair.view: pair}  # one computation per distinct rule view
+    pairs: dict[View, pipeline.PairData] = {view: pair}  # one computation per rule view
     prices: dict[str, tuple[float, int] | None] = {}
-    volumes: dict[tuple, tuple[float, int | None]] = {}
+    # (symbol, timeframe, window) of a rule's own view; (symbol, None, None) in the page's
+    volumes: dict[tuple[str, str | None, int | None], tuple[float, int | None]] = {}
     for rule in rules:
         if rule.kind.startswith("zscore"):
             if rule.has_view:
                 v = pipeline.rule_view(rule, pair.view)
                 if v not in pairs:
-                    pairs[v] = pipeline.compute_pair(ctx.source, v)
+                    pairs[v] = pipeline.compute_pair(source, v)
                 # NaN while a leg is stale or the pair waits: the rule is not moved.
                 readings[rule.rule_id] = pairs[v].now("zscore")
             elif (rule.symbol, rule.symbol_x) == (view.y, view.x) and pair.frame is not None:
                 readings[rule.rule_id] = pair.now("zscore")
         elif rule.kind.startswith("price"):
             if rule.symbol not in prices:
-                prices[rule.symbol] = ctx.source.last_price(rule.symbol)
+                prices[rule.symbol] = source.last_price(rule.symbol)
             last = prices[rule.symbol]
             if last is not None:
                 readings[rule.rule_id] = (last[0], last[1] // 1_000_000)
@@ -151,23 +154,23 @@ def readings_for(
             v = pipeline.rule_view(rule, pair.view)
             key = (rule.symbol, v.timeframe, v.window)
             if key not in volumes:
-                end_s = pipeline.end_of_view(ctx.source, [rule.symbol])
+                end_s = pipeline.end_of_view(source, [rule.symbol])
                 if end_s is None:
                     continue
-                volumes[key] = pipeline.volume_ratio_now(ctx.source, v, rule.symbol, end_s)
+                volumes[key] = pipeline.volume_ratio_now(source, v, rule.symbol, end_s)
             readings[rule.rule_id] = volumes[key]
         elif rule.kind == "volume_spike" and pair.end_s is not None:
             key = (rule.symbol, None, None)
             if key not in volumes:
                 volumes[key] = pipeline.volume_ratio_now(
-                    ctx.source, pair.view, rule.symbol, pair.end_s, pair.bars.get(rule.symbol)
+                    source, view, rule.symbol, pair.end_s, pair.bars.get(rule.symbol)
                 )
             readings[rule.rule_id] = volumes[key]
     return readings
 
 
-def _feed_health(ctx: Context) -> None:
-    status = ctx.source.db.run(queries.feed_status, ctx.view.venue)
+def _feed_health(recording: pipeline.Recording) -> None:
+    status = recording.feed_status()
     st.subheader("Feed health")
     if status.empty:
         st.info(
@@ -198,12 +201,11 @@ def _feed_health(ctx: Context) -> None:
         st.warning("Open gaps: some trade ids are missing and not yet backfilled.")
 
 
-def _true_parameters(ctx: Context) -> None:
+def _true_parameters(ctx: Context, recording: pipeline.Recording, view: View) -> None:
     """For simulated data, the simulator's true parameters beside the estimates."""
-    run = ctx.source.db.run(queries.latest_run, ctx.view.venue)
+    run = recording.latest_run()
     if run is None or not run.params:
         return
-    view = ctx.view
     label = "Simulator's true parameters" if run.source == "sim" else f"{run.source} parameters"
     with st.expander(f"{label} vs estimates", expanded=run.source == "sim"):
         truth = pipeline.true_pair_params(run.params, view.y, view.x)

@@ -4,15 +4,15 @@ from __future__ import annotations
 
 import streamlit as st
 
-from pairs_monitor.page import charts, pipeline, queries
+from pairs_monitor.page import charts, pipeline
 from pairs_monitor.page.tabs import Context, ready_pair
 
 
 def render(ctx: Context) -> None:
-    pair = ready_pair(ctx)
-    if pair is None:
+    ready = ready_pair(ctx)
+    if ready is None:
         return
-    view = ctx.view
+    view, pair, frame = ready
     fit = pair.fit
     if fit is not None:
         st.markdown(f"**Static fit** ({view.method}, the whole lookback): `{fit.summary}`")
@@ -20,17 +20,16 @@ def render(ctx: Context) -> None:
         st.markdown(f"**{view.method}** hedge: causal, each bar uses only earlier bars.")
     title = f"{view.y} vs {view.x}: {view.timeframe} bars, window {view.window}"
     unit = f"log {view.y} − h·log {view.x}" if view.log_prices else f"{view.y} − h·{view.x}"
-    st.plotly_chart(
-        charts.pair_panels(pair.frame, view.z_entry, view.z_exit, title, unit), key="pair"
-    )
+    st.plotly_chart(charts.pair_panels(frame, view.z_entry, view.z_exit, title, unit), key="pair")
     try:
         paths = pipeline.hedge_paths(pair)
     except ValueError as exc:
         st.info(f"Hedge ratio paths not available yet: {exc}")
         return
     truth = None
-    if not ctx.is_upload and view.log_prices:  # the simulator's hedge is of log prices
-        run = ctx.source.db.run(queries.latest_run, view.venue)
+    recording = ctx.source.recording
+    if recording is not None and view.log_prices:  # the simulator's hedge is of log prices
+        run = recording.latest_run()
         found = pipeline.true_pair_params(run.params, view.y, view.x) if run else None
         truth = found.hedge_ratio if found and found.hedge_ratio == found.hedge_ratio else None
     unit = f"log {view.y} per log {view.x}" if view.log_prices else f"{view.y} per {view.x}"

@@ -11,16 +11,17 @@ from pairs_monitor.page.tabs import Context, need_view
 
 
 def render(ctx: Context) -> None:
-    if not need_view(ctx):
-        return
+    view = need_view(ctx)
     pair = ctx.pair()
+    if view is None or pair is None:
+        return
     if not pair.bars:
         st.info(f"Waiting: {pair.waiting}")
         return
     stats = {}
     for symbol, bars in pair.bars.items():
         if bars.empty:
-            st.info(f"No {ctx.view.timeframe} bars for {symbol} in the lookback yet.")
+            st.info(f"No {view.timeframe} bars for {symbol} in the lookback yet.")
             continue
         stats[symbol] = quant.price_stats(bars)
     if stats:

@@ -10,16 +10,17 @@ import pandas as pd
 import streamlit as st
 
 from pairs_monitor.page import cache, pipeline
+from pairs_monitor.page.settings import View
 from pairs_monitor.page.tabs import Context, ready_pair
 
 RUN_KEY = "stats_run"
 
 
 def render(ctx: Context) -> None:
-    pair = ready_pair(ctx)
-    if pair is None:
+    ready = ready_pair(ctx)
+    if ready is None:
         return
-    view = ctx.view
+    view, pair, _frame = ready
     fit = pair.fit
     st.subheader("Regression")
     if fit is not None:
@@ -37,7 +38,7 @@ def render(ctx: Context) -> None:
         st.caption("The tests take a moment on long windows: press the button to run them.")
     else:
         # Cached per view and minute of data: a rerun within the minute shows the same run.
-        key = ("stats", ctx.source_key, view, pair.end_s // 60 if pair.end_s else None)
+        key = ("stats", ctx.source.cache_key, view, pair.end_s // 60 if pair.end_s else None)
         result = cache.cached_call(key, pipeline.statistics, (pair,))
         _show_tests(result, view)
     st.subheader("Per-bar statistics")
@@ -46,7 +47,7 @@ def render(ctx: Context) -> None:
     st.caption(f"{len(table):,} rows; the last 500 shown, all of them in the Data tab's export.")
 
 
-def _what_is_tested(view) -> str:
+def _what_is_tested(view: View) -> str:
     """Say which series the tests run on, and why not the sidebar's spread."""
     unit = "log prices" if view.log_prices else "prices"
     base = (
@@ -66,7 +67,7 @@ def _what_is_tested(view) -> str:
     return base
 
 
-def _show_tests(result: pipeline.Statistics, view) -> None:
+def _show_tests(result: pipeline.Statistics, view: View) -> None:
     rows = []
     for name, label in (
         ("adf_y", f"ADF on {view.y} (unit root in the leg?)"),
