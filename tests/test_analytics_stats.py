@@ -6,6 +6,7 @@ data whose parameters are known.
 
 from __future__ import annotations
 
+import inspect
 import math
 
 import numpy as np
@@ -30,6 +31,25 @@ def ar1(n: int, phi: float, seed: int, sigma: float = 1.0) -> np.ndarray:
     return out
 
 
+def adfuller_direct(
+    values: np.ndarray, maxlag: int, autolag: str | None, regression: str = "c"
+) -> dict:
+    """statsmodels' adfuller called directly, on 0.14 (a tuple) and 0.15+ (a result object)."""
+    kw = {"maxlag": maxlag, "autolag": autolag, "regression": regression}
+    if "result_object" in inspect.signature(adfuller).parameters:
+        res = adfuller(values, **kw, result_object=True)
+        stat, p, used, nobs, crit = (
+            res.statistic,
+            res.pvalue,
+            res.lags,
+            res.nobs,
+            res.critical_values,
+        )
+    else:
+        stat, p, used, nobs, crit = adfuller(values, **kw)[:5]
+    return {"statistic": stat, "pvalue": p, "lags": used, "nobs": nobs, "critical_values": crit}
+
+
 def random_walk(n: int, seed: int, start: float = 100.0) -> np.ndarray:
     return start + np.cumsum(np.random.default_rng(seed).normal(0, 0.5, n))
 
@@ -51,14 +71,18 @@ def test_adf_matches_adfuller_called_directly():
     s = series(ar1(1000, 0.9, seed=1))
     got = A.adf_test(s)
     lag = int(4 * (1000 / 100) ** 0.25)
-    ref = adfuller(s.to_numpy(), maxlag=lag, autolag=None, result_object=True)
-    stat, p, used, nobs, crit = ref.statistic, ref.pvalue, ref.lags, ref.nobs, ref.critical_values
-    assert (got.statistic, got.pvalue, got.lags, got.nobs) == (stat, p, used, nobs)
-    assert got.critical_values == {k: float(v) for k, v in crit.items()}
+    ref = adfuller_direct(s.to_numpy(), maxlag=lag, autolag=None)
+    assert (got.statistic, got.pvalue, got.lags, got.nobs) == (
+        ref["statistic"],
+        ref["pvalue"],
+        ref["lags"],
+        ref["nobs"],
+    )
+    assert got.critical_values == {k: float(v) for k, v in ref["critical_values"].items()}
     assert got.verdict.startswith("stationary")
     searched = A.adf_test(s, lags=10, autolag="AIC")
-    direct = adfuller(s.to_numpy(), maxlag=10, autolag="AIC", result_object=True)
-    assert searched.statistic == direct.statistic and searched.lags == direct.lags
+    direct = adfuller_direct(s.to_numpy(), maxlag=10, autolag="AIC")
+    assert searched.statistic == direct["statistic"] and searched.lags == direct["lags"]
 
 
 def test_adf_random_walk_not_stationary():
@@ -81,9 +105,21 @@ def test_engle_granger_matches_coint_and_uses_its_critical_values():
     assert math.isclose(got.intercept, b0, rel_tol=1e-9)
     assert got.pvalue < 0.01 and got.verdict.startswith("cointegrated")
     # Plain ADF values on the fitted residual would be too lenient: EG's are stricter.
-    plain = adfuller(y - b1 * x - b0, maxlag=lag, autolag=None, result_object=True)
-    assert got.critical_values["5%"] < plain.critical_values["5%"]
+    plain = adfuller_direct(y - b1 * x - b0, maxlag=lag, autolag=None)
+    assert got.critical_values["5%"] < plain["critical_values"]["5%"]
     assert got.lags == lag and got.nobs == 1500 - lag - 1
+
+
+def test_engle_granger_autolag_reports_the_lag_the_search_chose():
+    x = random_walk(1500, seed=3)
+    y = 1.5 * x + 2 + ar1(1500, 0.9, seed=4)
+    got = A.engle_granger(series(y), series(x), lags=12, autolag="AIC")
+    stat, p, _ = coint(y, x, trend="c", maxlag=12, autolag="AIC")
+    assert (got.statistic, got.pvalue) == (stat, p)
+    # coint does not say which lag it chose: the same AIC search on the OLS residual does.
+    (b0, b1), *_ = np.linalg.lstsq(np.column_stack([np.ones(1500), x]), y, rcond=None)
+    chosen = adfuller_direct(y - b1 * x - b0, maxlag=12, autolag="AIC", regression="n")["lags"]
+    assert got.lags == chosen and got.nobs == 1500 - chosen - 1
 
 
 def test_engle_granger_independent_walks_not_cointegrated():

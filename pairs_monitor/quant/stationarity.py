@@ -13,8 +13,10 @@ the cost).
 
 from __future__ import annotations
 
+import inspect
 import math
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 import numpy as np
 import pandas as pd
@@ -41,6 +43,33 @@ def schwert_lag(nobs: int, k: int = 4) -> int:
     :param nobs: sample size. :param k: 4 (short, the default here) or 12 (long).
     """
     return int(k * (max(nobs, 0) / 100) ** 0.25)
+
+
+# statsmodels 0.15 added adfuller(result_object=True) and warns on the tuple it returns
+# without it (0.16 will return the object by default); 0.14 knows no such argument.
+_ADFULLER_RESULT_OBJECT = "result_object" in inspect.signature(adfuller).parameters
+
+
+class _Adfuller(NamedTuple):
+    statistic: float
+    pvalue: float
+    lags: int
+    nobs: int
+    critical_values: dict[str, float]
+
+
+def _adfuller(values: np.ndarray, maxlag: int, regression: str, autolag: str | None) -> _Adfuller:
+    """``adfuller``'s statistic, p-value, lags, nobs and critical values on any statsmodels."""
+    if _ADFULLER_RESULT_OBJECT:
+        res = adfuller(
+            values, maxlag=maxlag, regression=regression, autolag=autolag, result_object=True
+        )
+        return _Adfuller(res.statistic, res.pvalue, res.lags, res.nobs, res.critical_values)
+    # The tuple: (stat, pvalue, usedlag, nobs, critvalues[, icbest with autolag]).
+    stat, pvalue, lags, nobs, crit = adfuller(
+        values, maxlag=maxlag, regression=regression, autolag=autolag
+    )[:5]
+    return _Adfuller(stat, pvalue, lags, nobs, crit)
 
 
 def _crit(values) -> dict[str, float]:
@@ -144,7 +173,7 @@ def adf_test(
     """
     v = _values(series, "adf_test", 20)
     lag = schwert_lag(len(v)) if lags is None else int(lags)
-    res = adfuller(v, maxlag=lag, regression=regression, autolag=autolag, result_object=True)
+    res = _adfuller(v, lag, regression, autolag)
     crit = _crit(res.critical_values)
     stat, p = float(res.statistic), float(res.pvalue)
     return ADFResult(
@@ -189,7 +218,7 @@ def engle_granger(
     used = lag
     if autolag is not None:  # coint does not report the lag its search chose
         resid = yv - design @ params
-        used = int(adfuller(resid, maxlag=lag, regression="n", autolag=autolag)[2])
+        used = int(_adfuller(resid, lag, "n", autolag).lags)
     nobs = n - used - 1
     crit = _crit(crit_arr)
     stat, p = float(stat), float(p)
