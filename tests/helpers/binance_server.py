@@ -8,9 +8,11 @@ One port serves both protocols, as facts in ``../shared/BINANCE.md`` describe th
 
 Each symbol has a tape of consecutive trade ids. :meth:`BinanceServer.publish` appends
 trades to it (REST sees every published trade) and sends them to the connected clients
-unless told not to (a range withheld from the socket that only REST can provide). The
-test scripts the failures: abrupt drops, close 1001, ``serverShutdown``, silence,
-malformed and unknown frames, duplicates re-sent on connect, 429 with ``Retry-After``.
+unless told not to (a range withheld from the socket that only REST can provide), and
+leaves out of REST the trades told so (as USD-M futures never returns its insurance-fund
+and ADL trades, which use up ids all the same). The test scripts the failures: abrupt
+drops, close 1001, ``serverShutdown``, silence, malformed and unknown frames, duplicates
+re-sent on connect, 429 with ``Retry-After``, 5xx, connections reset or left unanswered.
 """
 
 from __future__ import annotations
@@ -18,10 +20,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import http
+import itertools
 import threading
 import time
 import urllib.parse
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
+from typing import Any, TypeVar
 
 import orjson
 from websockets.asyncio.server import ServerConnection, serve
@@ -29,6 +34,16 @@ from websockets.datastructures import Headers
 from websockets.http11 import Request, Response
 
 BASE_TIME_MS = 1_767_225_600_000  # 2026-01-01T00:00:00Z
+
+T = TypeVar("T")
+
+# What a scripted REST failure (``BinanceServer.rest_failures``) answers instead of trades.
+RESET = "reset"  # the TCP connection is cut with no answer (the client sees a reset)
+STALL = "stall"  # no answer for ``stall_s`` seconds (the client's read times out)
+# Binance's own body for an internal error (code -1001, DISCONNECTED); a 502 comes from
+# the gateway in front of it, as HTML.
+_INTERNAL_ERROR = {"code": -1001, "msg": "Internal error; unable to process your request."}
+_BAD_GATEWAY = b"<html><body><h1>502 Bad Gateway</h1></body></html>"
 
 
 @dataclass
@@ -41,6 +56,7 @@ class Trade:
     qty: str
     time_ms: int
     buyer_is_maker: bool
+    in_rest: bool = True  # False: REST never returns it (USD-M insurance-fund, ADL)
 
     def ws_frame(self) -> str:
         return orjson.dumps(
@@ -60,7 +76,7 @@ class Trade:
             }
         ).decode()
 
-    def rest_item(self) -> dict:
+    def rest_item(self) -> dict[str, Any]:
         return {
             "id": self.id,
             "price": self.price,
@@ -71,7 +87,7 @@ class Trade:
             "isBestMatch": True,
         }
 
-    def stored(self) -> tuple:
+    def stored(self) -> tuple[int, int, float, float, int]:
         """The row the daemon must store: (trade_id, trade_time_us, price, qty, maker)."""
         return (
             self.id,
@@ -136,13 +152,18 @@ class BinanceServer:
         self.rest_429 = 0  # answer this many historicalTrades requests with 429
         self.rest_errors = 0  # answer this many historicalTrades requests with HTTP 400
         self.retry_after = 1
-        self.rest_calls: list[tuple[str, dict]] = []
+        # Answer the next historicalTrades requests with these, in order: an HTTP status
+        # (500, 502, 503), RESET or STALL; each is used once.
+        self.rest_failures: list[int | str] = []
+        self.stall_s = 5.0
+        self.rest_calls: list[tuple[str, dict[str, str]]] = []
         self._streaming = False
         self.port = port  # 0: any free port, known once started
         self.loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self._ready = threading.Event()
         self._stop: asyncio.Event | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
 
     # -- lifecycle (test thread) --------------------------------------------------------
 
@@ -167,15 +188,26 @@ class BinanceServer:
     def rest_url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
-    def call(self, coro, timeout: float = 30.0):
+    def call(self, coro: Coroutine[Any, Any, T], timeout: float = 30.0) -> T:
         """Run a coroutine on the server's loop and wait for its result."""
-        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
+        return asyncio.run_coroutine_threadsafe(coro, self._running_loop()).result(timeout)
+
+    def _running_loop(self) -> asyncio.AbstractEventLoop:
+        if self.loop is None:
+            raise RuntimeError("the local Binance server is not started")
+        return self.loop
 
     # -- scripting (test thread) --------------------------------------------------------
 
-    def publish(self, symbol: str, count: int, *, live: bool = True) -> list[Trade]:
-        """Append ``count`` trades to the tape; send them on the socket when ``live``."""
-        return self.call(self._publish(symbol.upper(), count, live))
+    def publish(
+        self, symbol: str, count: int, *, live: bool = True, in_rest: bool = True
+    ) -> list[Trade]:
+        """Append ``count`` trades to the tape; send them on the socket when ``live``.
+
+        :param in_rest: False for trades REST never returns (their ids are used up all the
+            same), as USD-M futures does with insurance-fund and ADL trades.
+        """
+        return self.call(self._publish(symbol.upper(), count, live, in_rest))
 
     def drop(self) -> None:
         """Cut every connection abruptly (no close frame)."""
@@ -209,7 +241,9 @@ class BinanceServer:
         """Send one frame as is to every client (malformed or unknown frames)."""
         self.call(self._send_all(text))
 
-    def wait_clients(self, count: int = 1, timeout: float = 15.0, *, total: int | None = None):
+    def wait_clients(
+        self, count: int = 1, timeout: float = 15.0, *, total: int | None = None
+    ) -> None:
         """Wait until ``count`` clients are connected (and ``total`` connections were made)."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
@@ -224,14 +258,15 @@ class BinanceServer:
     def start_stream(self, rate: float) -> None:
         """Publish about ``rate`` trades a second, spread over the symbols, until stopped."""
         self._streaming = True
-        self.loop.call_soon_threadsafe(lambda: self.loop.create_task(self._stream(rate)))
+        loop = self._running_loop()
+        loop.call_soon_threadsafe(lambda: self._keep(loop.create_task(self._stream(rate))))
 
     def stop_stream(self) -> None:
         """Stop the stream; returns once no more trades are being published."""
         self._streaming = False
         self.call(asyncio.sleep(0.05))
 
-    def expected(self, symbol: str) -> list[tuple]:
+    def expected(self, symbol: str) -> list[tuple[int, int, float, float, int]]:
         """The tape as the daemon must store it."""
         return [t.stored() for t in self.tapes[symbol.upper()]]
 
@@ -260,6 +295,8 @@ class BinanceServer:
                 client.connection.transport.abort()
 
     async def _handler(self, connection: ServerConnection) -> None:
+        if connection.request is None:  # the handshake never completed
+            return
         query = urllib.parse.urlparse(connection.request.path).query
         streams = urllib.parse.parse_qs(query).get("streams", [""])[0].split("/")
         symbols = {s.split("@")[0].upper() for s in streams if s.endswith("@trade")}
@@ -278,10 +315,11 @@ class BinanceServer:
         finally:
             self.clients.remove(client)
 
-    async def _publish(self, symbol: str, count: int, live: bool) -> list[Trade]:
+    async def _publish(self, symbol: str, count: int, live: bool, in_rest: bool) -> list[Trade]:
         trades = []
         for _ in range(count):
             trade = make_trade(symbol, self.next_id[symbol])
+            trade.in_rest = in_rest
             self.next_id[symbol] += 1
             self.tapes[symbol].append(trade)
             trades.append(trade)
@@ -307,9 +345,14 @@ class BinanceServer:
             owed -= count
             for symbol in self.symbols:
                 if count and self._streaming:
-                    await self._publish(symbol, count, True)
+                    await self._publish(symbol, count, True, True)
 
-    async def _each(self, fn) -> None:
+    def _keep(self, task: asyncio.Task[None]) -> None:
+        """Hold a reference to a background task until it ends (the loop holds weak ones)."""
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _each(self, fn: Callable[[Client], object]) -> None:
         for client in list(self.clients):
             fn(client)
 
@@ -326,7 +369,9 @@ class BinanceServer:
 
     # -- REST ------------------------------------------------------------------------
 
-    def _process_request(self, connection: ServerConnection, request: Request):
+    async def _process_request(
+        self, connection: ServerConnection, request: Request
+    ) -> Response | None:
         url = urllib.parse.urlparse(request.path)
         if url.path == "/stream":
             return None  # go on with the WebSocket handshake
@@ -351,17 +396,39 @@ class BinanceServer:
         if endpoint == "/historicalTrades" and self.rest_errors > 0:
             self.rest_errors -= 1
             return _json(connection, 400, {"code": -1100, "msg": "Illegal characters found."})
+        if endpoint == "/historicalTrades" and self.rest_failures:
+            failed = await self._fail(connection, self.rest_failures.pop(0))
+            if failed is not None:
+                return failed
         limit = min(int(params.get("limit", 500)), 1000)
         tape = self.tapes[symbol]
         if endpoint == "/historicalTrades" and "fromId" in params:
-            start = int(params["fromId"]) - (tape[0].id if tape else 0)
-            page = tape[max(start, 0) : max(start, 0) + limit]
+            start = max(int(params["fromId"]) - (tape[0].id if tape else 0), 0)
+            later = (tape[i] for i in range(start, len(tape)))
+            page = list(itertools.islice((t for t in later if t.in_rest), limit))
         else:
-            page = tape[-limit:]
+            newest = (t for t in reversed(tape) if t.in_rest)
+            page = list(itertools.islice(newest, limit))[::-1]
         return _json(connection, 200, [t.rest_item() for t in page])
 
+    async def _fail(self, connection: ServerConnection, failure: int | str) -> Response | None:
+        """Play one scripted failure (see ``rest_failures``); None: answer as usual after it."""
+        if failure == STALL:
+            await asyncio.sleep(self.stall_s)  # the client has given up by now
+            return None
+        if failure == RESET:
+            connection.transport.abort()  # the answer below goes to a closed transport
+        elif failure == 502:
+            response = _json(connection, 502, {})
+            response.headers["Content-Type"] = "text/html"
+            response.headers["Content-Length"] = str(len(_BAD_GATEWAY))
+            return Response(502, response.reason_phrase, response.headers, _BAD_GATEWAY)
+        elif isinstance(failure, int):
+            return _json(connection, failure, _INTERNAL_ERROR)
+        return _json(connection, 503, _INTERNAL_ERROR)
 
-def _json(connection: ServerConnection, status: int, body) -> Response:
+
+def _json(connection: ServerConnection, status: int, body: object) -> Response:
     response = connection.respond(http.HTTPStatus(status), "")
     data = orjson.dumps(body)
     headers = Headers()
