@@ -12,7 +12,9 @@ import pytest
 from pairs_monitor import clock
 from pairs_monitor.clock import Backoff
 from pairs_monitor.ingest.binance.feed import MARKETS, BinanceFeed
-from pairs_monitor.ingest.binance.gaps import SymbolTape, WeightBudget, _subtract, rest_row
+from pairs_monitor.ingest.binance.gaps import _subtract
+from pairs_monitor.ingest.binance.rest import WeightBudget, rest_row
+from pairs_monitor.ingest.binance.tape import SymbolTape
 from pairs_monitor.ingest.binance.ws import ServerShutdown
 
 

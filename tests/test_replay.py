@@ -20,7 +20,7 @@ import pandas as pd
 import pytest
 
 import ingest
-from pairs_monitor.ingest.replay import dumps
+from pairs_monitor.ingest.replay import dumps, ndjson
 from pairs_monitor.ingest.replay import feed as replay
 from pairs_monitor.store.writer import TradeWriter
 
@@ -506,7 +506,7 @@ def ndjson_line(ms: int, price: float = 100.0, symbol: str = "BTCUSDT") -> str:
     )
 
 
-def remembered(reader: dumps.NdjsonReader) -> int:
+def remembered(reader: ndjson.NdjsonReader) -> int:
     """(symbol, timestamp) counts the reader still holds."""
     return sum(len(v) if isinstance(v, dict) else 1 for v in reader._seen.values())
 
@@ -522,7 +522,7 @@ def test_ndjson_memory_is_bounded_and_ids_stay_exact(tmp_path):
     lines.insert(60_000, ndjson_line(t0 + 1000 * (30_000 - 700)))  # 11.7 minutes late
     path = tmp_path / "long.ndjson"
     path.write_text("".join(lines))
-    reader = dumps.NdjsonReader(path, block_lines=10_000)
+    reader = ndjson.NdjsonReader(path, block_lines=10_000)
     ids, bad = [], []
     for by_symbol, rows in reader:
         ids.extend(by_symbol["BTCUSDT"].trade_id.tolist())
@@ -533,7 +533,7 @@ def test_ndjson_memory_is_bounded_and_ids_stay_exact(tmp_path):
     expected, seen = [], {}
     for n, line in enumerate(lines, start=1):
         if n != 60_001:
-            us = dumps.parse_ts(json.loads(line)["ts"])
+            us = ndjson.parse_ts(json.loads(line)["ts"])
             seen[us] = seen.get(us, 0) + 1
             expected.append(us * 1000 + seen[us] - 1)
     assert ids == expected
@@ -574,12 +574,12 @@ def test_line_ranges():
 
 
 def test_parse_ts():
-    assert dumps.parse_ts("2025-11-04T10:20:19.000Z") == 1762251619000000
-    assert dumps.parse_ts("2025-11-04T10:20:19.123456") == 1762251619123456  # naive = UTC
-    assert dumps.parse_ts(1762251619123) == 1762251619123000
-    assert dumps.parse_ts(1762251619123456) == 1762251619123456
+    assert ndjson.parse_ts("2025-11-04T10:20:19.000Z") == 1762251619000000
+    assert ndjson.parse_ts("2025-11-04T10:20:19.123456") == 1762251619123456  # naive = UTC
+    assert ndjson.parse_ts(1762251619123) == 1762251619123000
+    assert ndjson.parse_ts(1762251619123456) == 1762251619123456
     with pytest.raises(ValueError):
-        dumps.parse_ts(17622)
+        ndjson.parse_ts(17622)
     assert datetime.fromtimestamp(1762251619, UTC).hour == 10
 
 

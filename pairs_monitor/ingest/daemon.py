@@ -13,7 +13,8 @@ Sources:
 
 Every source hands trades to one writer thread (store/writer.py), the only code that writes
 the database. SIGINT or SIGTERM stops the sources, commits everything queued and exits 0.
-Exit codes: 1 when the database cannot be opened, 2 for a symbol Binance does not list.
+Exit codes: 1 when the database cannot be opened (or takes no write at start, or the writer
+cannot finish), 2 for a symbol Binance does not list, 3 when replay refused files.
 """
 
 from __future__ import annotations

@@ -483,7 +483,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Add the ``--sim-*`` flags (defaults: a BTC/ETH-like pair)."""
     g = parser.add_argument_group(
         "simulation (--source sim, and auto's fallback)",
-        "A cointegrated market in log prices, stored under venue 'sim'. See README.",
+        "A cointegrated market in log prices, stored under venue 'sim'. See docs/sources.md.",
     )
     g.add_argument(
         "--sim-hedge-leg",

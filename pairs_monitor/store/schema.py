@@ -5,7 +5,7 @@ Usage: ``python db_setup.py [--db data/ticks.db]``. Safe to run any number of ti
 The schema version lives in ``PRAGMA user_version``. Each entry of ``MIGRATIONS`` moves a
 database from version ``i`` to ``i + 1`` inside one transaction, so a migration either
 happens whole or not at all. The column names below are the contract between
-``ingest.py`` (the only writer of market data) and ``app.py`` (a reader); README.md
+``ingest.py`` (the only writer of market data) and ``app.py`` (a reader); docs/schema.md
 documents them.
 """
 

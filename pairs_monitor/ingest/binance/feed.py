@@ -4,8 +4,11 @@ Where to look:
 
 - ``ingest/binance/ws.py``: the connection, its reconnect loop (backoff, serverShutdown,
   connection-attempt limit, pong budget) and the watchdog;
-- ``ingest/binance/gaps.py``: REST (weight budget, 429), catch-up after each (re)connect, gap
-  filling, the start-up hole scan, the gaps table;
+- ``ingest/binance/rest.py``: the REST client (weight budget, 429/418, retries);
+- ``ingest/binance/tape.py``: each symbol's continuity state, shared with the gap filler,
+  and the state a start resumes from;
+- ``ingest/binance/gaps.py``: catch-up after each (re)connect, gap filling, the start-up
+  hole scan, the gaps table;
 - this module: the command-line flags, symbol validation, the frame parser, trade-id
   continuity, and the batching of rows into the writer.
 
@@ -28,17 +31,9 @@ import orjson
 import requests
 
 from pairs_monitor.clock import Backoff, now_ms
-from pairs_monitor.ingest.binance.gaps import (
-    CatchUp,
-    Fill,
-    GapFiller,
-    RestClient,
-    RestError,
-    ScanHoles,
-    Stopped,
-    SymbolTape,
-    load_start_state,
-)
+from pairs_monitor.ingest.binance.gaps import CatchUp, Fill, GapFiller, ScanHoles
+from pairs_monitor.ingest.binance.rest import RestClient, RestError, Stopped
+from pairs_monitor.ingest.binance.tape import SymbolTape, load_start_state
 from pairs_monitor.ingest.binance.ws import (
     MAX_STREAMS_PER_CONNECTION,
     AttemptLimiter,

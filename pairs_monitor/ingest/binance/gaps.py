@@ -15,8 +15,8 @@ Every fetch is bounded by ``max_catchup`` trades: what lies beyond is recorded a
 gap (filled by a later start), never skipped silently. Requests stay within a weight
 budget per minute and honour 429/418 ``Retry-After``.
 
-:class:`SymbolTape` is the continuity bookkeeping shared by the live stream and this
-thread; its comments explain how they hand over to each other without fetching twice.
+The requests go through ``rest.py``; the continuity state this thread shares with the
+live stream is :class:`~pairs_monitor.ingest.binance.tape.SymbolTape` (``tape.py``).
 """
 
 from __future__ import annotations
@@ -26,225 +26,19 @@ import queue
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from concurrent.futures import TimeoutError as FutureTimeout
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import orjson
-import requests
-
 from pairs_monitor.clock import Backoff, now_ms
-from pairs_monitor.ingest.status import FeedStats
+from pairs_monitor.ingest.binance.rest import PAGE, RestClient, Stopped
+from pairs_monitor.ingest.binance.tape import SymbolTape
 from pairs_monitor.store import schema
 from pairs_monitor.store.writer import TradeWriter
 
-log = logging.getLogger("ingest.binance.rest")
-
-PAGE = 1000  # historicalTrades' largest page
-HISTORICAL_TRADES_WEIGHT = 25
-RECENT_TRADES_WEIGHT = 25
-EXCHANGE_INFO_WEIGHT = 20
-
-
-class RestError(Exception):
-    """Binance answered a request with an error that retrying will not cure (a 4xx)."""
-
-    def __init__(self, status: int, code: int | None, msg: str) -> None:
-        super().__init__(f"HTTP {status}, code {code}: {msg}")
-        self.status = status
-        self.code = code
-        self.msg = msg
-
-
-class Stopped(Exception):
-    """The daemon is stopping; the REST work in hand is left for the next start."""
-
-
-class WeightBudget:
-    """A token bucket of request weight: ``per_minute`` weight, refilled continuously.
-
-    Binance allows 6,000 weight a minute per IP on spot (2,400 on USD-M futures); the
-    default budget leaves room for other tools sharing the address.
-    """
-
-    def __init__(self, per_minute: float) -> None:
-        self.per_minute = float(per_minute)
-        self.tokens = self.per_minute
-        self.stamp = time.monotonic()
-        self.lock = threading.Lock()
-
-    def spend(self, weight: float, stop: threading.Event) -> None:
-        """Wait until ``weight`` is available, then take it.
-
-        :raises Stopped: when ``stop`` is set while waiting.
-        """
-        weight = min(weight, self.per_minute)
-        while True:
-            with self.lock:
-                now = time.monotonic()
-                self.tokens = min(
-                    self.per_minute, self.tokens + (now - self.stamp) * self.per_minute / 60
-                )
-                self.stamp = now
-                if self.tokens >= weight:
-                    self.tokens -= weight
-                    return
-                wait = (weight - self.tokens) * 60 / self.per_minute
-            if stop.wait(min(wait, 1.0)):
-                raise Stopped
-
-
-class RestClient:
-    """Binance market-data REST calls, polite: weight budget, ``Retry-After``, retries.
-
-    :param base_url: e.g. ``https://api.binance.com``.
-    :param prefix: ``/api/v3`` (spot) or ``/fapi/v1`` (USD-M futures).
-    :param weight_per_min: request weight allowed per minute.
-    :param stop: set when the daemon stops; waits end early and raise :class:`Stopped`.
-    :param timeout: seconds for connect and for each read.
-    """
-
-    def __init__(
-        self,
-        base_url: str,
-        prefix: str,
-        *,
-        weight_per_min: float,
-        stop: threading.Event,
-        timeout: float = 10.0,
-    ) -> None:
-        self.base_url = base_url.rstrip("/")
-        self.prefix = prefix
-        self.budget = WeightBudget(weight_per_min)
-        self.stop = stop
-        self.timeout = timeout
-        self.session = requests.Session()  # certificate checks stay on (verify=True)
-        self.requests = 0
-        self.rate_limited = 0
-
-    def get(
-        self,
-        endpoint: str,
-        params: dict,
-        weight: int,
-        *,
-        attempts: int | None = None,
-        timeout: float | None = None,
-    ):
-        """GET ``prefix/endpoint`` and return the decoded JSON.
-
-        Network errors and 5xx are retried with backoff (``attempts`` times, or until
-        stopped when None); 429 and 418 wait for ``Retry-After`` and do not count.
-
-        :raises RestError: for a 4xx answer other than 429/418.
-        :raises Stopped: when the daemon stops meanwhile.
-        :raises requests.RequestException: when ``attempts`` run out.
-        :param timeout: seconds for connect and each read, if not the client's own.
-        """
-        url = f"{self.base_url}{self.prefix}/{endpoint}"
-        failures = 0
-        backoff = Backoff(base=1.0, cap=30.0)
-        while True:
-            if self.stop.is_set():
-                raise Stopped
-            self.budget.spend(weight, self.stop)
-            self.requests += 1
-            try:
-                response = self.session.get(url, params=params, timeout=timeout or self.timeout)
-            except requests.RequestException as exc:
-                failures += 1
-                if attempts is not None and failures >= attempts:
-                    raise
-                delay = backoff.next_delay()
-                log.warning("GET %s failed (%s); retrying in %.1f s", endpoint, exc, delay)
-                self._sleep(delay)
-                continue
-            status = response.status_code
-            if status in (429, 418):
-                self.rate_limited += 1
-                wait = _retry_after(response.headers.get("Retry-After"))
-                log.warning(
-                    "GET %s: HTTP %d (rate limited%s); waiting %.0f s as Retry-After asks",
-                    endpoint,
-                    status,
-                    ", IP banned" if status == 418 else "",
-                    wait,
-                )
-                self._sleep(wait)
-                continue
-            if status >= 500:
-                failures += 1
-                if attempts is not None and failures >= attempts:
-                    response.raise_for_status()
-                delay = backoff.next_delay()
-                log.warning("GET %s: HTTP %d; retrying in %.1f s", endpoint, status, delay)
-                self._sleep(delay)
-                continue
-            if status >= 400:
-                code, msg = _error_of(response)
-                raise RestError(status, code, msg)
-            return orjson.loads(response.content)
-
-    def _sleep(self, seconds: float) -> None:
-        if self.stop.wait(seconds):
-            raise Stopped
-
-    def historical_trades(self, venue: str, symbol: str, from_id: int, limit: int = PAGE):
-        """Trades of ``symbol`` from id ``from_id`` on, as writer rows, ascending by id."""
-        payload = self.get(
-            "historicalTrades",
-            {"symbol": symbol, "fromId": from_id, "limit": limit},
-            HISTORICAL_TRADES_WEIGHT,
-        )
-        return [rest_row(venue, symbol, item) for item in payload]
-
-    def latest_trade_id(self, symbol: str) -> int | None:
-        """The id of the most recent trade of ``symbol`` (None when it never traded)."""
-        payload = self.get("trades", {"symbol": symbol, "limit": 1}, RECENT_TRADES_WEIGHT)
-        return int(payload[-1]["id"]) if payload else None
-
-    def exchange_symbols(self, timeout: float | None = None) -> dict[str, str]:
-        """Every symbol listed by ``exchangeInfo`` with its status (e.g. TRADING); one try."""
-        payload = self.get("exchangeInfo", {}, EXCHANGE_INFO_WEIGHT, attempts=1, timeout=timeout)
-        return {item["symbol"]: item.get("status", "") for item in payload["symbols"]}
-
-
-def rest_row(venue: str, symbol: str, item: dict) -> tuple:
-    """A writer row from one ``historicalTrades`` item.
-
-    Example item: ``{"id": 28457, "price": "4.00000100", "qty": "12.00000000",
-    "quoteQty": "48.000012", "time": 1499865549590, "isBuyerMaker": true,
-    "isBestMatch": true}`` (time in ms; stored in µs).
-    """
-    return (
-        venue,
-        symbol,
-        int(item["id"]),
-        int(item["time"]) * 1000,
-        float(item["price"]),
-        float(item["qty"]),
-        1 if item["isBuyerMaker"] else 0,
-    )
-
-
-def _retry_after(value: str | None) -> float:
-    try:
-        return max(0.0, float(value)) if value is not None else 60.0
-    except ValueError:
-        return 60.0
-
-
-def _error_of(response: requests.Response) -> tuple[int | None, str]:
-    try:
-        body = orjson.loads(response.content)
-        return body.get("code"), body.get("msg", "")
-    except (orjson.JSONDecodeError, AttributeError):
-        return None, response.text[:200]
-
-
-# -- continuity bookkeeping ------------------------------------------------------------
+log = logging.getLogger("ingest.binance.gaps")
 
 
 @dataclass(eq=False)
@@ -259,28 +53,6 @@ class CatchUp:
     from_id: int
     until: int | None = None
     done: bool = False
-
-
-@dataclass(eq=False)
-class SymbolTape:
-    """Where the tape of one symbol stands, shared by the live stream and the gap filler.
-
-    ``high`` is the frontier: every id up to it is stored, queued for storage, or
-    recorded as a gap. The live stream advances it trade by trade and reports a jump as
-    a gap. After a (re)connect a :class:`CatchUp` is ``awaiting`` the first live trade:
-    that trade does not open a gap, it tells the catch-up where to stop. If the catch-up
-    finishes first (a quiet symbol), it moves ``high`` to what REST delivered and live
-    continuity resumes from there.
-    """
-
-    symbol: str
-    stats: FeedStats
-    high: int | None = None
-    awaiting: CatchUp | None = None
-    lock: threading.Lock = field(default_factory=threading.Lock)
-
-
-# -- the gap filler thread --------------------------------------------------------------
 
 
 @dataclass
@@ -547,32 +319,6 @@ class GapFiller(threading.Thread):
             except FutureTimeout:
                 if self.stop.is_set():
                     raise Stopped from None
-
-
-def load_start_state(
-    db_path: Path, venue: str, symbols: Iterable[str]
-) -> tuple[dict[str, int | None], dict[str, list[tuple[int, int, int]]]]:
-    """Stored last trade id and open gap rows ``(gap_id, first, last)`` of each symbol."""
-    symbols = list(symbols)
-    stored = dict.fromkeys(symbols)
-    open_gaps: dict[str, list[tuple[int, int, int]]] = {s: [] for s in symbols}
-    if not Path(db_path).exists():
-        return stored, open_gaps
-    conn = schema.connect_read_only(db_path)
-    try:
-        for symbol in symbols:
-            stored[symbol] = conn.execute(
-                "SELECT max(trade_id) FROM trades WHERE venue = ? AND symbol = ?",
-                (venue, symbol),
-            ).fetchone()[0]
-            open_gaps[symbol] = conn.execute(
-                "SELECT gap_id, first_missing_id, last_missing_id FROM gaps "
-                "WHERE venue = ? AND symbol = ? AND status = 'open' ORDER BY first_missing_id",
-                (venue, symbol),
-            ).fetchall()
-    finally:
-        conn.close()
-    return stored, open_gaps
 
 
 def _subtract(span: tuple[int, int], cuts: list[tuple[int, int]]) -> list[tuple[int, int]]:

@@ -3,9 +3,10 @@
     python ingest.py --source replay --replay PATH [PATH ...] [--speed X]
                      [--replay-symbol SYM] [--replay-venue V] [--replay-kind auto]
 
-Inputs (formats in ``ingest/replay/dumps.py``): Binance ``trades``/``aggTrades`` dumps, ``.csv``
-or ``.zip`` (a ``.CHECKSUM`` beside a file is verified before anything of it is stored),
-and the browser collector's NDJSON. A folder stands for the dumps and NDJSON files in it.
+Inputs: Binance ``trades``/``aggTrades`` dumps, ``.csv`` or ``.zip`` (a ``.CHECKSUM``
+beside a file is verified before anything of it is stored; format in ``dumps.py``), and the
+browser collector's NDJSON (``ndjson.py``). A folder stands for the dumps and NDJSON files
+in it.
 
 ``--speed 0`` imports as fast as the writer takes rows, file after file, with a progress
 bar; ``--speed N`` (N > 0) plays all files together on one clock, N times faster than
@@ -40,7 +41,7 @@ import numpy as np
 from tqdm import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
-from pairs_monitor.ingest.replay import dumps
+from pairs_monitor.ingest.replay import dumps, ndjson
 from pairs_monitor.ingest.replay.dumps import BadRow, Columns, DumpError
 from pairs_monitor.ingest.status import FeedStats
 from pairs_monitor.store import schema
@@ -73,7 +74,7 @@ class Input:
 
     def __init__(self, path: Path, symbol: str | None, kind: str | None, keep=None) -> None:
         self.path = path
-        self.ndjson = dumps.is_ndjson(path)
+        self.ndjson = ndjson.is_ndjson(path)
         self.symbol = symbol
         self.kind = "ndjson" if self.ndjson else kind
         self.market: str | None = None
@@ -115,7 +116,7 @@ class Input:
     def chunks(self) -> Iterator[tuple[str | np.ndarray, Columns]]:
         """(symbol, rows) in file order; for NDJSON, ``symbol`` is one name per row."""
         if self.ndjson:
-            self.reader = dumps.NdjsonReader(self.path, symbols=self.keep)
+            self.reader = ndjson.NdjsonReader(self.path, symbols=self.keep)
             for by_symbol, bad in self.reader:
                 self.bad.extend(bad)
                 self.rows_read += len(bad) + sum(len(c) for c in by_symbol.values())
@@ -486,7 +487,7 @@ class ReplayFeed:
                     "%s: %d rows had a derived id already stored: either this file was "
                     "imported before, or it shares milliseconds with a file imported before. "
                     "The row stored first is kept, so a distinct trade of a shared millisecond "
-                    "is not stored (README: Collector NDJSON)",
+                    "is not stored (docs/sources.md: Collector NDJSON)",
                     item.path,
                     skipped,
                 )
@@ -527,7 +528,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     g = parser.add_argument_group(
         "replay (--source replay)",
         "Binance trades/aggTrades dumps (.csv/.zip, .CHECKSUM verified) and collector "
-        "NDJSON. See README.",
+        "NDJSON. See docs/sources.md.",
     )
     g.add_argument(
         "--replay",
@@ -597,8 +598,8 @@ def from_args(args: argparse.Namespace, writer) -> ReplayFeed:
     inputs: list[Input] = []
     symbols: dict[str, None] = {}
     for path in expand(list(paths)):
-        if dumps.is_ndjson(path):
-            found = dumps.ndjson_symbols(path)
+        if ndjson.is_ndjson(path):
+            found = ndjson.ndjson_symbols(path)
             keep = set(wanted) if wanted else None
             kept = sorted(found & keep if keep else found)
             symbols.update(dict.fromkeys(kept))

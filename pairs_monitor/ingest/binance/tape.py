@@ -1,0 +1,66 @@
+"""Where each symbol's tape stands: the continuity state the live stream and the gap filler
+share, and the state a start resumes from.
+
+:class:`SymbolTape`'s docstring explains how the live stream and a catch-up hand over to
+each other without fetching twice; :func:`load_start_state` reads what an earlier run
+stored.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from pairs_monitor.ingest.status import FeedStats
+from pairs_monitor.store import schema
+
+if TYPE_CHECKING:  # gaps.py imports this module
+    from pairs_monitor.ingest.binance.gaps import CatchUp
+
+
+@dataclass(eq=False)
+class SymbolTape:
+    """Where the tape of one symbol stands, shared by the live stream and the gap filler.
+
+    ``high`` is the frontier: every id up to it is stored, queued for storage, or
+    recorded as a gap. The live stream advances it trade by trade and reports a jump as
+    a gap. After a (re)connect a :class:`CatchUp` is ``awaiting`` the first live trade:
+    that trade does not open a gap, it tells the catch-up where to stop. If the catch-up
+    finishes first (a quiet symbol), it moves ``high`` to what REST delivered and live
+    continuity resumes from there.
+    """
+
+    symbol: str
+    stats: FeedStats
+    high: int | None = None
+    awaiting: CatchUp | None = None
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+
+def load_start_state(
+    db_path: Path, venue: str, symbols: Iterable[str]
+) -> tuple[dict[str, int | None], dict[str, list[tuple[int, int, int]]]]:
+    """Stored last trade id and open gap rows ``(gap_id, first, last)`` of each symbol."""
+    symbols = list(symbols)
+    stored = dict.fromkeys(symbols)
+    open_gaps: dict[str, list[tuple[int, int, int]]] = {s: [] for s in symbols}
+    if not Path(db_path).exists():
+        return stored, open_gaps
+    conn = schema.connect_read_only(db_path)
+    try:
+        for symbol in symbols:
+            stored[symbol] = conn.execute(
+                "SELECT max(trade_id) FROM trades WHERE venue = ? AND symbol = ?",
+                (venue, symbol),
+            ).fetchone()[0]
+            open_gaps[symbol] = conn.execute(
+                "SELECT gap_id, first_missing_id, last_missing_id FROM gaps "
+                "WHERE venue = ? AND symbol = ? AND status = 'open' ORDER BY first_missing_id",
+                (venue, symbol),
+            ).fetchall()
+    finally:
+        conn.close()
+    return stored, open_gaps
