@@ -322,7 +322,7 @@ def test_a_stopped_leg_stops_the_pair_rows_and_the_live_z_score():
     view = View(venue="upload", y="Y", x="X", lookback_s=n, window=60, method="rolling")
     pair = pipeline.compute_pair(source, view)
     last_y = y_bars.index[-1]
-    assert pair.closes.index[-1] == last_y + pipeline.MAX_STALE_BARS * pd.Timedelta("1s")
+    assert pair.closes.index[-1] == last_y + settings.MAX_STALE_BARS * pd.Timedelta("1s")
     assert pair.frame.index[-1] <= last_y + pipeline.max_staleness(view)
     assert pair.stale == {"Y": 300.0}  # 300 s between its last bar and X's newest
     assert np.isnan(pair.now("zscore")[0]) and pair.now("zscore")[1] is None
@@ -349,12 +349,12 @@ def test_masked_or_empty_bars_are_left_out_not_carried(how):
     view = View(venue="upload", y="Y", x="X", lookback_s=n, window=20, min_trades=floor)
     closes = pipeline.compute_pair(source, view).closes
     times = y_bars.index
-    carried = times[200 : 200 + pipeline.MAX_STALE_BARS]
+    carried = times[200 : 200 + settings.MAX_STALE_BARS]
     # The last tradable close stands in for at most MAX_STALE_BARS bars, then no rows.
     assert (closes.loc[carried, "Y"] == y_bars["close"].iloc[199]).all()
-    assert not closes.index.isin(times[200 + pipeline.MAX_STALE_BARS : 230]).any()
+    assert not closes.index.isin(times[200 + settings.MAX_STALE_BARS : 230]).any()
     assert times[230:].isin(closes.index).all()
-    assert len(closes) == n - (30 - pipeline.MAX_STALE_BARS)
+    assert len(closes) == n - (30 - settings.MAX_STALE_BARS)
 
 
 # -- upload validation ---------------------------------------------------------------
@@ -420,7 +420,7 @@ def test_upload_epoch_out_of_range_is_an_upload_error_with_the_line():
 
 
 def test_upload_size_limit():
-    big = b"timestamp,open,high,low,close\n" + b"1" * (upload.MAX_UPLOAD_MB * 1_048_576 + 1)
+    big = b"timestamp,open,high,low,close\n" + b"1" * (settings.MAX_UPLOAD_MB * 1_048_576 + 1)
     with pytest.raises(upload.UploadError, match="the limit is 20 MB"):
         upload.parse_files([("big.csv", big)])
 

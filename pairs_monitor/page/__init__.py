@@ -1,12 +1,14 @@
-"""The Streamlit page's parts: ``app.py`` stays thin and imports from here.
+"""The Streamlit page: ``app.py`` calls ``main.render()``, which draws it from these parts.
 
 Where to look:
 
-- ``settings.py``: database path rule, sidebar choices, the ``View`` the sidebar produces.
+- ``settings.py``: database path rule, sidebar choices, the ``View`` the sidebar produces,
+  and every limit (row caps, refresh, staleness, caches, exports, uploads).
 - ``queries.py``: every SQL statement the page runs (read-only, ``?`` parameters).
-- ``data.py``: bars and pair frames for a view (queries + ``analytics``), no Streamlit.
-- ``cache.py``: the cached connections and cached wrappers of ``data.py``.
-- ``alerts.py``: alert rules and events, with hysteresis, on a guarded write connection.
+- ``pipeline.py``: bars and pair frames for a view (queries + ``quant``), no Streamlit;
+  the ``Source`` protocol every tab reads through.
+- ``cache.py``: the cached connections and cached wrappers of ``pipeline.py``.
+- ``alert_rules.py``: alert rules and events, with hysteresis, on a guarded write connection.
 - ``charts.py``: Plotly figures.
 - ``export.py`` / ``upload.py``: CSV out and CSV in.
 - ``sidebar.py``: the sidebar controls.

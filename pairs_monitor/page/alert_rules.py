@@ -21,6 +21,8 @@ from pathlib import Path
 
 import pandas as pd
 
+from pairs_monitor.page.settings import ALERT_BUSY_TIMEOUT_S, ALERT_HISTORY_ROWS
+
 ALERT_TABLES = frozenset({"alert_rules", "alert_events"})
 KINDS: dict[str, str] = {
     "zscore_above": "z-score above",
@@ -159,7 +161,7 @@ class AlertStore:
         kept short so a live refresh never stalls behind a long ingest transaction.
     """
 
-    def __init__(self, path: str | Path, busy_timeout_s: float = 2.0) -> None:
+    def __init__(self, path: str | Path, busy_timeout_s: float = ALERT_BUSY_TIMEOUT_S) -> None:
         self.path = Path(path)
         self._lock = threading.Lock()
         self._conn = sqlite3.connect(
@@ -252,7 +254,7 @@ class AlertStore:
 
     # -- events --------------------------------------------------------------------
 
-    def events(self, limit: int = 200) -> pd.DataFrame:
+    def events(self, limit: int = ALERT_HISTORY_ROWS) -> pd.DataFrame:
         """The most recent fired alerts, newest first, with their rule's description."""
         sql = (
             "SELECT e.event_id, e.fired_ms, e.bar_time_s, e.value, e.message, e.rule_id,"

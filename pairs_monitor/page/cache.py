@@ -12,10 +12,17 @@ import streamlit as st
 
 from pairs_monitor.page import pipeline, queries, upload
 from pairs_monitor.page.alert_rules import AlertStore
-from pairs_monitor.page.settings import View
-
-PAIR_TTL_S = 2
-SLOW_TTL_S = 120
+from pairs_monitor.page.settings import (
+    ALERT_BUSY_TIMEOUT_S,
+    PAIR_CACHE_ENTRIES,
+    PAIR_TTL_S,
+    SERIES_CACHE_ENTRIES,
+    SERIES_TTL_S,
+    SLOW_CACHE_ENTRIES,
+    SLOW_TTL_S,
+    UPLOAD_CACHE_ENTRIES,
+    View,
+)
 
 
 @st.cache_resource(show_spinner=False)
@@ -33,28 +40,28 @@ def read_db(path: str) -> pipeline.ReadOnlyDB:
 @st.cache_resource(show_spinner=False)
 def alert_store(path: str) -> AlertStore:
     """The alert tables' guarded write connection."""
-    return AlertStore(path)
+    return AlertStore(path, busy_timeout_s=ALERT_BUSY_TIMEOUT_S)
 
 
-@st.cache_data(ttl=2, max_entries=8, show_spinner=False)
+@st.cache_data(ttl=SERIES_TTL_S, max_entries=SERIES_CACHE_ENTRIES, show_spinner=False)
 def series(path: str) -> list[tuple[str, str]]:
     """(venue, symbol) pairs with bars."""
     return read_db(path).run(queries.series)
 
 
-@st.cache_data(ttl=PAIR_TTL_S, max_entries=16, show_spinner=False)
+@st.cache_data(ttl=PAIR_TTL_S, max_entries=PAIR_CACHE_ENTRIES, show_spinner=False)
 def pair(path: str, view: View, end_s: int) -> pipeline.PairData:
     """``pipeline.compute_pair`` for a database view ending at ``end_s``."""
     return pipeline.compute_pair(pipeline.DbSource(read_db(path), view.venue), view, end_s)
 
 
-@st.cache_data(max_entries=4, show_spinner=False)
+@st.cache_data(max_entries=UPLOAD_CACHE_ENTRIES, show_spinner=False)
 def parsed_upload(files: tuple[tuple[str, bytes], ...]) -> upload.Uploaded:
     """Parsed upload, keyed by the files' bytes (parsing errors are not cached)."""
     return upload.parse_files(list(files))
 
 
-@st.cache_data(ttl=SLOW_TTL_S, max_entries=16, show_spinner="Running the tests…")
+@st.cache_data(ttl=SLOW_TTL_S, max_entries=SLOW_CACHE_ENTRIES, show_spinner="Running the tests…")
 def cached_call(key: tuple, _fn, _args: tuple = ()):
     """``_fn(*_args)`` cached under ``key`` alone (big frames are not hashed each time)."""
     return _fn(*_args)

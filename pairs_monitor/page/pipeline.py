@@ -21,7 +21,10 @@ from pairs_monitor import quant
 from pairs_monitor.page import queries
 from pairs_monitor.page.settings import (
     LIVE_MIN_TAIL_BARS,
+    LIVE_TAIL_WINDOWS,
     MAX_1S_ROWS,
+    MAX_SCAN_SYMBOLS,
+    MAX_STALE_BARS,
     TIMEFRAME_SECONDS,
     UPLOAD_VENUE,
     View,
@@ -236,13 +239,6 @@ def bars_needed(view: View) -> int:
     return view.window
 
 
-MAX_STALE_BARS = 5
-"""How many bars old a leg's last (liquid, traded) close may be and still stand for the
-price at a row: a thin leg that skips a few bars keeps its rows, one whose feed stopped
-stops the pair's rows (and so its z-score and alerts) after this many bars instead of
-being carried over the whole lookback. 5 bars: 5 s at 1 s, 5 min at 1 m."""
-
-
 def tradable_closes(bars: pd.DataFrame, view: View) -> pd.Series:
     """Closes of the bars that traded and pass the view's liquidity floor; the others
     (empty bars, whose close is only carried, and bars below the floor) are dropped."""
@@ -365,12 +361,12 @@ def volume_ratio_now(
 
 def rule_view(rule: Any, session: View) -> View:
     """The view an alert rule is judged in: its own stored settings over the live tail
-    (``max(3 x window, 300)`` bars), with the default (auto) Kalman noise and no liquidity
-    floor, so every page computes the same value; ``session`` (the page's own live view)
-    for a rule made before settings were stored."""
+    (``max(LIVE_TAIL_WINDOWS x window, LIVE_MIN_TAIL_BARS)`` bars), with the default
+    (auto) Kalman noise and no liquidity floor, so every page computes the same value;
+    ``session`` (the page's own live view) for a rule made before settings were stored."""
     if not rule.has_view:
         return session
-    bars = max(3 * rule.window, LIVE_MIN_TAIL_BARS)
+    bars = max(LIVE_TAIL_WINDOWS * rule.window, LIVE_MIN_TAIL_BARS)
     return View(
         venue=rule.venue,
         y=rule.symbol,
@@ -582,9 +578,6 @@ def run_backtest(pair: PairData, entry: float, exit_: float, fee_bps: float):
         fee_bps=fee_bps,
         log_prices=view.log_prices,
     )
-
-
-MAX_SCAN_SYMBOLS = 30
 
 
 def all_closes(source: Source, view: View, end_s: int) -> pd.DataFrame:

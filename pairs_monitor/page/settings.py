@@ -1,8 +1,11 @@
-"""What the page can be asked to show: the database path rule, the sidebar's choices, limits.
+"""What the page can be asked to show: the database path rule, the sidebar's choices, and
+every limit of the page.
 
-The limits here are what keeps one session's memory bounded whatever the database holds:
-a view never loads more than ``MAX_1S_ROWS`` one-second bars per leg nor produces more
-than ``MAX_BARS`` bars per leg, and a tick export stops at ``MAX_EXPORT_TICKS`` rows.
+The limits keep one session's memory and time bounded whatever the database holds: a
+view never loads more than ``MAX_1S_ROWS`` one-second bars per leg nor produces more than
+``MAX_BARS`` bars per leg, a tick export stops at ``MAX_EXPORT_TICKS`` rows per leg, an
+upload at ``MAX_UPLOAD_MB`` per file and ``MAX_UPLOAD_ROWS`` in all, and every cache holds
+a bounded number of entries for a few seconds. The other modules import them from here.
 """
 
 from __future__ import annotations
@@ -59,12 +62,44 @@ LIVE_VENUES = ("binance-spot", "binance-usdm")
 UPLOAD_VENUE = "upload"
 
 KALMAN_MIN_INIT = 20  # bars the auto Kalman estimates its noise on, at the least
+MIN_WINDOW_BARS, MAX_WINDOW_BARS = 5, 5000  # the sidebar's rolling window
+
+# -- what one view may load --------------------------------------------------------------
 MAX_1S_ROWS = 7 * 86400  # one-second bars read per leg for one view
 MAX_BARS = 100_000  # bars per leg after resampling
-LIVE_MIN_TAIL_BARS = 300  # the live panel recomputes over max(3 * window, this) bars
-MAX_EXPORT_TICKS = 200_000
-LIVE_REFRESH = "500ms"
-STALE_STATUS_MS = 5_000  # a feed_status row older than this means the daemon is gone
+MAX_SCAN_SYMBOLS = 30  # symbols in the correlation matrix and the pair scanner
+MAX_STALE_BARS = 5
+"""How many bars old a leg's last (liquid, traded) close may be and still stand for the
+price at a row: a thin leg that skips a few bars keeps its rows, one whose feed stopped
+stops the pair's rows (and so its z-score and alerts) after this many bars instead of
+being carried over the whole lookback. 5 bars: 5 s at 1 s, 5 min at 1 m."""
+
+# -- the live panel and the daemon's health ---------------------------------------------
+LIVE_REFRESH = "500ms"  # the Live panel reruns itself this often
+LIVE_TAIL_WINDOWS = 3  # the live panel recomputes over max(this x window, the next) bars
+LIVE_MIN_TAIL_BARS = 300
+STALE_STATUS_MS = 5_000  # a feed_status or writer_status row older than this: daemon gone
+
+# -- caches (st.cache_data): seconds a result is reused, entries kept -------------------
+SERIES_TTL_S, SERIES_CACHE_ENTRIES = 2, 8  # the (venue, symbol) list
+PAIR_TTL_S, PAIR_CACHE_ENTRIES = 2, 16  # a view's bars and pair frame
+SLOW_TTL_S, SLOW_CACHE_ENTRIES = 120, 16  # statistics tests, correlation and scanner
+UPLOAD_CACHE_ENTRIES = 4  # parsed uploads
+STATS_BUCKET_S = 60  # the tests are rerun for data at most once a minute of bars
+CORRELATION_BUCKET_S = 10  # the correlation and scanner every 10 s of bars
+
+# -- tables, exports, uploads, alerts ------------------------------------------------------
+PREVIEW_ROWS = 200  # last rows of the bars export shown in the Data tab
+STATS_TABLE_ROWS = 500  # last rows of the per-bar statistics shown in the Statistics tab
+MAX_EXPORT_TICKS = 200_000  # raw trades per leg in the tick export
+MAX_UPLOAD_MB = 20  # per uploaded file
+MAX_UPLOAD_ROWS = 1_000_000  # over all uploaded files
+MAX_UPLOAD_SYMBOLS = 50
+ALERT_HISTORY_ROWS = 200  # fired alerts listed in the Alerts tab
+# How long an alert write waits for the daemon's writer: short, so a live refresh never
+# stalls behind a long ingest transaction.
+ALERT_BUSY_TIMEOUT_S = 2.0
+SHORT_SHARPE_SPAN_S = 86_400  # a Sharpe ratio from fewer seconds of bars is called noise
 
 
 def venue_label(venue: str) -> str:
@@ -157,5 +192,5 @@ class View:
 
     def live(self) -> View:
         """The same view over the short tail the live panel recomputes every refresh."""
-        tail_bars = max(3 * self.window, LIVE_MIN_TAIL_BARS)
+        tail_bars = max(LIVE_TAIL_WINDOWS * self.window, LIVE_MIN_TAIL_BARS)
         return replace(self, lookback_s=min(self.lookback_s, tail_bars * self.bar_seconds))

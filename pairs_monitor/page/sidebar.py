@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import streamlit as st
 
-from pairs_monitor.page.pipeline import MAX_STALE_BARS
 from pairs_monitor.page.settings import (
     HEDGE_METHODS,
     LOOKBACKS,
+    MAX_STALE_BARS,
+    MAX_WINDOW_BARS,
+    MIN_WINDOW_BARS,
     TIMEFRAMES,
     View,
     is_synthetic,
@@ -84,8 +86,8 @@ def choose_view(venue: str, symbols: list[str], file_span_s: int | None = None) 
     )
     window = sb.number_input(
         "Rolling window (bars)",
-        min_value=5,
-        max_value=5000,
+        min_value=MIN_WINDOW_BARS,
+        max_value=MAX_WINDOW_BARS,
         value=60,
         step=5,
         key="window",

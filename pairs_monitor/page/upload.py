@@ -14,7 +14,7 @@ Accepted format (header names are case-insensitive, order free)::
 - ``volume``: optional (0 when absent).
 
 Several files may be uploaded at once (e.g. one per symbol). Each file is at most
-``MAX_UPLOAD_MB`` and all files together at most ``MAX_ROWS`` rows.
+``MAX_UPLOAD_MB`` and all files together at most ``MAX_UPLOAD_ROWS`` rows (``settings.py``).
 """
 
 from __future__ import annotations
@@ -28,9 +28,8 @@ from pathlib import PurePath
 import numpy as np
 import pandas as pd
 
-MAX_UPLOAD_MB = 20
-MAX_ROWS = 1_000_000
-MAX_SYMBOLS = 50
+from pairs_monitor.page.settings import MAX_UPLOAD_MB, MAX_UPLOAD_ROWS, MAX_UPLOAD_SYMBOLS
+
 TIME_COLUMNS = ("timestamp", "time", "open_time", "date", "datetime")
 PRICE_COLUMNS = ("open", "high", "low", "close")
 EXAMPLE = (
@@ -85,10 +84,12 @@ def parse_files(files: list[tuple[str, bytes]]) -> Uploaded:
             result.frames[symbol] = frame
             result.rows += len(frame)
         result.files.append(name)
-        if result.rows > MAX_ROWS:
-            raise UploadError(f"more than {MAX_ROWS:,} rows in total: upload a shorter range")
-    if len(result.frames) > MAX_SYMBOLS:
-        raise UploadError(f"{len(result.frames)} symbols; at most {MAX_SYMBOLS} are allowed")
+        if result.rows > MAX_UPLOAD_ROWS:
+            raise UploadError(
+                f"more than {MAX_UPLOAD_ROWS:,} rows in total: upload a shorter range"
+            )
+    if len(result.frames) > MAX_UPLOAD_SYMBOLS:
+        raise UploadError(f"{len(result.frames)} symbols; at most {MAX_UPLOAD_SYMBOLS} are allowed")
     result.digest = hasher.hexdigest()
     spacings = [_spacing_s(f) for f in result.frames.values() if len(f) > 1]
     result.bar_seconds = max(1, int(min(spacings))) if spacings else 1
@@ -111,11 +112,13 @@ def parse_csv(name: str, content: bytes) -> dict[str, pd.DataFrame]:
     except UnicodeDecodeError as exc:
         raise UploadError(f"{name} is not UTF-8 text ({exc.reason} at byte {exc.start})") from exc
     try:
-        raw = pd.read_csv(io.StringIO(text), dtype=str, nrows=MAX_ROWS + 1, skipinitialspace=True)
+        raw = pd.read_csv(
+            io.StringIO(text), dtype=str, nrows=MAX_UPLOAD_ROWS + 1, skipinitialspace=True
+        )
     except (pd.errors.ParserError, pd.errors.EmptyDataError) as exc:
         raise UploadError(f"{name} is not a readable CSV: {exc}") from exc
-    if len(raw) > MAX_ROWS:
-        raise UploadError(f"{name} has more than {MAX_ROWS:,} rows: upload a shorter range")
+    if len(raw) > MAX_UPLOAD_ROWS:
+        raise UploadError(f"{name} has more than {MAX_UPLOAD_ROWS:,} rows: upload a shorter range")
     raw.columns = [str(c).strip().lower() for c in raw.columns]
     time_col = next((c for c in TIME_COLUMNS if c in raw.columns), None)
     missing = [c for c in PRICE_COLUMNS if c not in raw.columns]

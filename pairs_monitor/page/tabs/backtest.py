@@ -8,6 +8,7 @@ import pandas as pd
 import streamlit as st
 
 from pairs_monitor.page import charts, pipeline
+from pairs_monitor.page.settings import SHORT_SHARPE_SPAN_S
 from pairs_monitor.page.tabs import Context, ready_pair
 
 
@@ -45,7 +46,7 @@ def render(ctx: Context) -> None:
     m[3].metric("Hit rate", _pct(result.hit_rate))
     m[4].metric("Closed trades", f"{result.n_trades}")
     span_s = (frame.index[-1] - frame.index[0]).total_seconds()
-    if span_s < 86_400:
+    if span_s < SHORT_SHARPE_SPAN_S:
         st.caption(
             f"The Sharpe ratio is annualised (× √bars per year) from only {_span(span_s)} of "
             f"{view.timeframe} bars: at this length it is noise, not a performance figure."

@@ -5,6 +5,7 @@ from __future__ import annotations
 import streamlit as st
 
 from pairs_monitor.page import cache, charts, pipeline
+from pairs_monitor.page.settings import CORRELATION_BUCKET_S, MAX_SCAN_SYMBOLS
 from pairs_monitor.page.tabs import Context, need_view
 
 
@@ -21,7 +22,7 @@ def render(ctx: Context) -> None:
     if too_large:
         st.info(too_large)
         return
-    key = ("corr", ctx.source.cache_key, ctx.source.venue, view, end_s // 10)
+    key = ("corr", ctx.source.cache_key, ctx.source.venue, view, end_s // CORRELATION_BUCKET_S)
     try:
         matrix, scan = cache.cached_call(key, pipeline.correlation, (ctx.source, view, end_s))
     except ValueError as exc:
@@ -30,7 +31,7 @@ def render(ctx: Context) -> None:
     if matrix.empty:
         st.info(f"Waiting for {view.timeframe} bars where at least two symbols have traded.")
         return
-    shown = len(symbols[: pipeline.MAX_SCAN_SYMBOLS])
+    shown = len(symbols[:MAX_SCAN_SYMBOLS])
     st.plotly_chart(
         charts.heatmap(matrix, f"Correlation of {view.timeframe} log returns ({shown} symbols)"),
         key="heatmap",

@@ -7,10 +7,13 @@ import pandas as pd
 import streamlit as st
 
 from pairs_monitor.page import export, pipeline, queries, upload
-from pairs_monitor.page.settings import MAX_EXPORT_TICKS
+from pairs_monitor.page.settings import (
+    MAX_EXPORT_TICKS,
+    MAX_UPLOAD_MB,
+    MAX_UPLOAD_ROWS,
+    PREVIEW_ROWS,
+)
 from pairs_monitor.page.tabs import Context
-
-PREVIEW_ROWS = 200
 
 
 def render(ctx: Context) -> None:
@@ -87,11 +90,11 @@ def _upload(ctx: Context) -> None:
         type=["csv"],
         accept_multiple_files=True,
         key="upload",
-        max_upload_size=upload.MAX_UPLOAD_MB,
+        max_upload_size=MAX_UPLOAD_MB,
         help="Columns timestamp, symbol (optional), open, high, low, close, volume (optional).",
     )
     st.caption(
-        f"Up to {upload.MAX_UPLOAD_MB} MB per file, {upload.MAX_ROWS:,} rows in all. "
+        f"Up to {MAX_UPLOAD_MB} MB per file, {MAX_UPLOAD_ROWS:,} rows in all. "
         "Timestamps ISO-8601 (UTC unless an offset is given) or Unix seconds/ms/µs. "
         "Without a symbol column the file name is the symbol. Example:"
     )

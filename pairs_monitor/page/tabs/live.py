@@ -17,7 +17,14 @@ import streamlit as st
 from pairs_monitor import quant
 from pairs_monitor.page import cache, charts, pipeline
 from pairs_monitor.page.alert_rules import AlertStore, Rule
-from pairs_monitor.page.settings import LIVE_REFRESH, STALE_STATUS_MS, View
+from pairs_monitor.page.settings import (
+    LIVE_MIN_TAIL_BARS,
+    LIVE_REFRESH,
+    LIVE_TAIL_WINDOWS,
+    MAX_STALE_BARS,
+    STALE_STATUS_MS,
+    View,
+)
 from pairs_monitor.page.tabs import Context, need_view
 
 
@@ -69,8 +76,9 @@ def _panel(ctx: Context, view: View) -> None:
         newest = pd.Timestamp(pair.frame.index[-1])
         st.caption(
             f"Live figures use the last {bars} {view.timeframe} bars "
-            f"(max(3 × window, 300) of the lookback); static hedge methods are refitted on "
-            f"that tail, so they can differ slightly from the Pair tab. "
+            f"(max({LIVE_TAIL_WINDOWS} × window, {LIVE_MIN_TAIL_BARS}) of the lookback); "
+            "static hedge methods are refitted on that tail, so they can differ slightly "
+            "from the Pair tab. "
             f"Bar {newest:%H:%M:%S} UTC."
         )
     recording = ctx.source.recording
@@ -89,7 +97,7 @@ def _stale_legs(pair: pipeline.PairData) -> None:
             f"**Stale leg: {symbol}** has no traded bar"
             + (" above the liquidity floor" if view.min_volume or view.min_trades else "")
             + f" for {age_s:,.0f} s ({age_s / view.bar_seconds:,.0f} {view.timeframe} bars) "
-            f"behind the newest bar. A price more than {pipeline.MAX_STALE_BARS} bars old is not "
+            f"behind the newest bar. A price more than {MAX_STALE_BARS} bars old is not "
             "carried, so there is no current z-score, hedge or correlation and z-score "
             "alerts are not checked until it trades again.",
             icon="⏸️",

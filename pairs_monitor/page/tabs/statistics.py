@@ -10,7 +10,7 @@ import pandas as pd
 import streamlit as st
 
 from pairs_monitor.page import cache, pipeline
-from pairs_monitor.page.settings import View
+from pairs_monitor.page.settings import STATS_BUCKET_S, STATS_TABLE_ROWS, View
 from pairs_monitor.page.tabs import Context, ready_pair
 
 RUN_KEY = "stats_run"
@@ -37,14 +37,18 @@ def render(ctx: Context) -> None:
     if not st.session_state.get(RUN_KEY):
         st.caption("The tests take a moment on long windows: press the button to run them.")
     else:
-        # Cached per view and minute of data: a rerun within the minute shows the same run.
-        key = ("stats", ctx.source.cache_key, view, pair.end_s // 60 if pair.end_s else None)
+        # Cached per view and STATS_BUCKET_S of data: a rerun within it shows the same run.
+        bucket = pair.end_s // STATS_BUCKET_S if pair.end_s else None
+        key = ("stats", ctx.source.cache_key, view, bucket)
         result = cache.cached_call(key, pipeline.statistics, (pair,))
         _show_tests(result, view)
     st.subheader("Per-bar statistics")
     table = pipeline.stats_table(pair)
-    st.dataframe(table.tail(500), key="stats_table")
-    st.caption(f"{len(table):,} rows; the last 500 shown, all of them in the Data tab's export.")
+    st.dataframe(table.tail(STATS_TABLE_ROWS), key="stats_table")
+    st.caption(
+        f"{len(table):,} rows; the last {STATS_TABLE_ROWS} shown, all of them in the Data "
+        "tab's export."
+    )
 
 
 def _what_is_tested(view: View) -> str:
