@@ -419,20 +419,20 @@ class BinanceServer:
         if failure == RESET:
             connection.transport.abort()  # the answer below goes to a closed transport
         elif failure == 502:
-            response = _json(connection, 502, {})
-            response.headers["Content-Type"] = "text/html"
-            response.headers["Content-Length"] = str(len(_BAD_GATEWAY))
-            return Response(502, response.reason_phrase, response.headers, _BAD_GATEWAY)
+            return _answer(connection, 502, "text/html", _BAD_GATEWAY)
         elif isinstance(failure, int):
             return _json(connection, failure, _INTERNAL_ERROR)
         return _json(connection, 503, _INTERNAL_ERROR)
 
 
 def _json(connection: ServerConnection, status: int, body: object) -> Response:
+    return _answer(connection, status, "application/json", orjson.dumps(body))
+
+
+def _answer(connection: ServerConnection, status: int, content_type: str, data: bytes) -> Response:
     response = connection.respond(http.HTTPStatus(status), "")
-    data = orjson.dumps(body)
     headers = Headers()
-    headers["Content-Type"] = "application/json"
+    headers["Content-Type"] = content_type
     headers["Content-Length"] = str(len(data))
     headers["Connection"] = "close"
     return Response(status, response.reason_phrase, headers, data)
