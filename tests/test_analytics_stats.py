@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import inspect
 import math
+import statistics
 
 import numpy as np
 import pandas as pd
@@ -17,6 +18,7 @@ from statsmodels.tsa.stattools import adfuller, coint
 from statsmodels.tsa.vector_ar.vecm import coint_johansen
 
 import analytics as A
+from pairs_monitor.quant.backtest import fill_fee, leg_quantities, next_position, summary
 
 T0 = pd.Timestamp("2024-03-01", tz="UTC")
 
@@ -255,6 +257,53 @@ def test_stats_table_columns_and_values():
 
 
 # ------------------------------------------------------------------- backtest
+
+
+@pytest.mark.parametrize(
+    ("want", "z", "hedge_known", "expected"),
+    [
+        (0, 2.5, True, -1),  # flat, above entry: short the spread
+        (0, -2.5, True, 1),  # below -entry: long
+        (0, 2.5, False, 0),  # no hedge ratio at this bar: no entry
+        (0, 1.9, True, 0),
+        (1, -0.6, True, 1),  # long, not yet back within 0.5 of the mean
+        (1, -0.5, True, 0),  # back within 0.5: exit
+        (1, 2.5, True, -1),  # exit and the short entry on the same bar
+        (1, 2.5, False, 0),  # exit, but no entry without a hedge ratio
+        (-1, 0.6, True, -1),
+        (-1, 0.5, True, 0),
+        (-1, -3.0, True, 1),
+        (1, math.nan, True, 1),  # no signal: nothing changes
+        (0, math.nan, True, 0),
+    ],
+)
+def test_backtest_signal_step_by_hand(want, z, hedge_known, expected):
+    assert next_position(want, z, hedge_known, entry=2.0, exit=0.5) == expected
+
+
+def test_backtest_sizing_and_fee_steps_by_hand():
+    # Price hedge 2 at y = 10, x = 4: one unit of y costs 10 + 2 * 4 = 18 gross.
+    assert leg_quantities(1, 2.0, 10.0, 4.0, 1.0, False) == pytest.approx((1 / 18, -2 / 18))
+    assert leg_quantities(-1, 2.0, 10.0, 4.0, 1.0, False) == pytest.approx((-1 / 18, 2 / 18))
+    # A negative hedge is long both legs; the gross is still the capital: 10/12 + 2/12.
+    assert leg_quantities(1, -0.5, 10.0, 4.0, 1.0, False) == pytest.approx((1 / 12, 0.5 / 12))
+    # Log hedge 0.5, capital 3: $2 of y against $1 of x, short the spread.
+    assert leg_quantities(-1, 0.5, 20.0, 5.0, 3.0, True) == pytest.approx((-0.1, 0.2))
+    # 10 bps of 1/16 unit at 10 and 1/16 at 6: 0.001 * 16 / 16.
+    assert fill_fee(0.001, 1 / 16, -1 / 16, 10.0, 6.0) == pytest.approx(0.001)
+
+
+def test_backtest_summary_step_by_hand():
+    index = pd.date_range(T0, periods=4, freq="1min")
+    equity = pd.Series([1.0, 1.1, 0.99, 1.0], index)
+    trades = pd.DataFrame({"closed": [True, True, False], "net_pnl": [0.1, -0.05, 0.2]})
+    got = summary(equity, trades, capital=1.0, periods_per_year=525_600)
+    returns = [0.1, 0.99 / 1.1 - 1, 1.0 / 0.99 - 1]
+    sharpe = statistics.mean(returns) / statistics.stdev(returns) * math.sqrt(525_600)
+    assert got["n_trades"] == 2 and got["hit_rate"] == 0.5  # the open trade is not counted
+    assert got["total_return"] == pytest.approx(0.0, abs=1e-15)
+    assert got["max_drawdown"] == pytest.approx(0.99 / 1.1 - 1)
+    assert got["sharpe"] == pytest.approx(sharpe, rel=1e-12)
 
 
 def test_backtest_hand_worked_short_trade():

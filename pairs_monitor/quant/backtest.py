@@ -1,6 +1,6 @@
 """Z-score mean-reversion backtest of a two-leg spread (part of the ``analytics`` API).
 
-Rules (README.md, "Analytics", documents them with the rest of the methodology):
+Rules (docs/analytics.md documents them with the rest of the methodology):
 
 * Signals are taken on a bar's close; an order is filled at the NEXT bar's prices (the
   series given, normally closes), never at the price that produced the signal.
@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Any, TypedDict
 
 import numpy as np
 import pandas as pd
@@ -88,6 +89,10 @@ def backtest(
 ) -> BacktestResult:
     """Backtest mean reversion on the z-score of ``y - hedge * x``.
 
+    The steps, each a function of this module: :func:`next_position` (the signal rule),
+    :func:`leg_quantities` (sizing) and :func:`fill_fee` (fees), applied bar by bar to
+    fill and mark the trades; then :func:`trade_table` and :func:`summary` (the statistics).
+
     :param y: prices of the y leg (fills and marks), positive.
     :param x: prices of the x leg, on the same bars.
     :param z: z-score per bar (e.g. ``pair_frame(...)["zscore"]``); NaN = no signal.
@@ -107,116 +112,224 @@ def backtest(
         raise ValueError(f"need 0 < entry and |exit| < entry, got entry={entry}, exit={exit}")
     if capital <= 0:
         raise ValueError("capital must be positive")
-    idx = y.index
-    xa = x.reindex(idx) if not x.index.equals(idx) else x
-    za = z.reindex(idx) if not z.index.equals(idx) else z
-    ha = hedge.reindex(idx) if isinstance(hedge, pd.Series) else pd.Series(float(hedge), idx)
-    Y = y.to_numpy(np.float64)
-    X = xa.to_numpy(np.float64)
-    if np.isnan(Y).any() or np.isnan(X).any():
-        raise ValueError("y and x must have a price on every bar; align them first")
-    Z = za.to_numpy(np.float64).tolist()
-    H = ha.to_numpy(np.float64).tolist()
-    Yl, Xl = Y.tolist(), X.tolist()
-    n = len(Yl)
-    fee = fee_bps / 10_000.0
+    bars = _Bars.of(y, x, z, hedge)
+    rules = _Rules(entry, exit, fee_bps / 10_000.0, capital, log_prices)
+    equity, held, trades = _simulate(bars, rules)
+    table = trade_table(trades)
+    eq_series = pd.Series(equity, index=bars.index, name="equity", dtype=np.float64)
+    if periods_per_year is None:
+        periods_per_year = infer_periods_per_year(bars.index, default=math.nan)
+    return BacktestResult(
+        equity=eq_series,
+        positions=pd.Series(held, index=bars.index, name="position"),
+        trades=table,
+        **summary(eq_series, table, capital, periods_per_year),
+    )
 
+
+@dataclass(frozen=True)
+class _Bars:
+    """The inputs on y's bars, as Python lists (the loop reads them bar by bar)."""
+
+    index: pd.Index
+    y: list[float]
+    x: list[float]
+    z: list[float]
+    hedge: list[float]
+
+    @classmethod
+    def of(cls, y: pd.Series, x: pd.Series, z: pd.Series, hedge: float | pd.Series) -> _Bars:
+        """Put ``x``, ``z`` and ``hedge`` on ``y``'s index; refuse a missing price."""
+        idx = y.index
+        xa = x.reindex(idx) if not x.index.equals(idx) else x
+        za = z.reindex(idx) if not z.index.equals(idx) else z
+        ha = hedge.reindex(idx) if isinstance(hedge, pd.Series) else pd.Series(float(hedge), idx)
+        prices_y = y.to_numpy(np.float64)
+        prices_x = xa.to_numpy(np.float64)
+        if np.isnan(prices_y).any() or np.isnan(prices_x).any():
+            raise ValueError("y and x must have a price on every bar; align them first")
+        return cls(
+            index=idx,
+            y=prices_y.tolist(),
+            x=prices_x.tolist(),
+            z=za.to_numpy(np.float64).tolist(),
+            hedge=ha.to_numpy(np.float64).tolist(),
+        )
+
+
+@dataclass(frozen=True)
+class _Rules:
+    entry: float
+    exit: float
+    fee: float  # fraction of traded notional, per leg
+    capital: float
+    log_prices: bool
+
+
+def next_position(want: int, z: float, hedge_known: bool, entry: float, exit: float) -> int:
+    """The position (-1, 0, 1) wanted after a bar's signal, given the one wanted before.
+
+    A long exits at ``z >= -exit``, a short at ``z <= exit``; when flat (or just exited)
+    it goes short above ``entry`` and long below ``-entry``, if the bar's hedge ratio is
+    known. A NaN ``z`` changes nothing.
+    """
+    if z != z:  # NaN
+        return want
+    new = want
+    if (new == 1 and z >= -exit) or (new == -1 and z <= exit):
+        new = 0
+    if new == 0 and hedge_known:
+        if z > entry:
+            new = -1
+        elif z < -entry:
+            new = 1
+    return new
+
+
+def leg_quantities(
+    side: int, hedge: float, y: float, x: float, capital: float, log_prices: bool
+) -> tuple[float, float]:
+    """Units of y and of x for a ``side`` (1 long, -1 short) position of ``capital`` gross.
+
+    Price hedge: ``n`` units of y against ``n * hedge`` of x, ``n = capital / (y + |hedge| x)``.
+    Log-price hedge: ``capital / (1 + |hedge|)`` of y in value against ``hedge`` times
+    that of x.
+    """
+    if log_prices:  # $1 of y against $h of x
+        notional = capital / (1.0 + abs(hedge))
+        return side * notional / y, -side * notional * hedge / x
+    units = capital / (y + abs(hedge) * x)  # 1 unit of y against h units of x
+    return side * units, -side * units * hedge
+
+
+def fill_fee(fee: float, qty_y: float, qty_x: float, y: float, x: float) -> float:
+    """Fee of trading ``qty_y`` of y at ``y`` and ``qty_x`` of x at ``x``, ``fee`` per leg."""
+    return fee * (abs(qty_y) * y + abs(qty_x) * x)
+
+
+def _trade_pnl(trade: dict[str, Any], y: float, x: float) -> float:
+    """P&L of an open trade at prices ``y``, ``x``, before fees."""
+    return trade["qty_y"] * (y - trade["entry_y"]) + trade["qty_x"] * (x - trade["entry_x"])
+
+
+def _opened(
+    side: int, bars: _Bars, signal_bar: int, t: int, qty_y: float, qty_x: float, fee: float
+) -> dict[str, Any]:
+    """The trade a fill at bar ``t`` opens; ``_entry_bar`` is dropped from the table."""
+    return {
+        "side": side,
+        "signal_time": bars.index[signal_bar],
+        "entry_time": bars.index[t],
+        "entry_y": bars.y[t],
+        "entry_x": bars.x[t],
+        "hedge": bars.hedge[signal_bar],
+        "qty_y": qty_y,
+        "qty_x": qty_x,
+        "fees": fee,
+        "_entry_bar": t,
+    }
+
+
+def _closed(
+    trade: dict[str, Any], bars: _Bars, signal_bar: int, t: int, fee: float
+) -> dict[str, Any]:
+    """``trade`` closed by a fill at bar ``t`` that paid ``fee``."""
+    yt, xt = bars.y[t], bars.x[t]
+    trade.update(
+        exit_signal_time=bars.index[signal_bar],
+        exit_time=bars.index[t],
+        exit_y=yt,
+        exit_x=xt,
+        pnl=_trade_pnl(trade, yt, xt),
+        fees=trade["fees"] + fee,
+        bars_held=t - trade["_entry_bar"],
+        closed=True,
+    )
+    return trade
+
+
+def _simulate(bars: _Bars, rules: _Rules) -> tuple[list[float], list[int], list[dict[str, Any]]]:
+    """Walk the bars: mark to market, fill the previous bar's signal, take this bar's.
+
+    :return: equity per bar, position held over each bar, and one dict per trade.
+    """
+    ys, xs, n = bars.y, bars.x, len(bars.y)
     equity = [0.0] * n
     held = [0] * n
-    trades: list[dict] = []
-    eq = capital
+    trades: list[dict[str, Any]] = []
+    eq = rules.capital
     side = 0  # position held now (after this bar's fills)
     want = 0  # position wanted after this bar's signal; filled at the next bar
     signal_bar = -1
     qy = qx = 0.0
-    open_trade: dict | None = None
+    open_trade: dict[str, Any] | None = None
     for t in range(n):
-        yt, xt = Yl[t], Xl[t]
+        yt, xt = ys[t], xs[t]
         if t:
-            eq += qy * (yt - Yl[t - 1]) + qx * (xt - Xl[t - 1])
+            eq += qy * (yt - ys[t - 1]) + qx * (xt - xs[t - 1])
         if want != side:  # fill the previous bar's signal at this bar's prices
             if side and open_trade is not None:
-                cost = fee * (abs(qy) * yt + abs(qx) * xt)
+                cost = fill_fee(rules.fee, qy, qx, yt, xt)
                 eq -= cost
-                open_trade.update(
-                    exit_signal_time=idx[signal_bar],
-                    exit_time=idx[t],
-                    exit_y=yt,
-                    exit_x=xt,
-                    pnl=qy * (yt - open_trade["entry_y"]) + qx * (xt - open_trade["entry_x"]),
-                    fees=open_trade["fees"] + cost,
-                    bars_held=t - open_trade["_entry_bar"],
-                    closed=True,
-                )
-                trades.append(open_trade)
+                trades.append(_closed(open_trade, bars, signal_bar, t, cost))
                 open_trade, qy, qx = None, 0.0, 0.0
             if want:
-                h = H[signal_bar]
-                if log_prices:  # $1 of y against $h of x
-                    notional = capital / (1.0 + abs(h))
-                    qy, qx = want * notional / yt, -want * notional * h / xt
-                else:  # 1 unit of y against h units of x
-                    units = capital / (yt + abs(h) * xt)
-                    qy, qx = want * units, -want * units * h
-                cost = fee * (abs(qy) * yt + abs(qx) * xt)
+                h = bars.hedge[signal_bar]
+                qy, qx = leg_quantities(want, h, yt, xt, rules.capital, rules.log_prices)
+                cost = fill_fee(rules.fee, qy, qx, yt, xt)
                 eq -= cost
-                open_trade = {
-                    "side": want,
-                    "signal_time": idx[signal_bar],
-                    "entry_time": idx[t],
-                    "entry_y": yt,
-                    "entry_x": xt,
-                    "hedge": h,
-                    "qty_y": qy,
-                    "qty_x": qx,
-                    "fees": cost,
-                    "_entry_bar": t,
-                }
+                open_trade = _opened(want, bars, signal_bar, t, qy, qx, cost)
             side = want
         equity[t] = eq
         held[t] = side
-        zt = Z[t]
-        if zt == zt:  # not NaN
-            new = want
-            if (new == 1 and zt >= -exit) or (new == -1 and zt <= exit):
-                new = 0
-            if new == 0 and H[t] == H[t]:
-                if zt > entry:
-                    new = -1
-                elif zt < -entry:
-                    new = 1
-            if new != want:
-                want, signal_bar = new, t
+        h_t = bars.hedge[t]
+        new = next_position(want, bars.z[t], h_t == h_t, rules.entry, rules.exit)
+        if new != want:
+            want, signal_bar = new, t
     if open_trade is not None:  # still open at the end: marked to market, not counted
         open_trade.update(
-            pnl=qy * (Yl[-1] - open_trade["entry_y"]) + qx * (Xl[-1] - open_trade["entry_x"]),
+            pnl=_trade_pnl(open_trade, ys[-1], xs[-1]),
             bars_held=n - 1 - open_trade["_entry_bar"],
             closed=False,
         )
         trades.append(open_trade)
+    return equity, held, trades
 
+
+def trade_table(trades: list[dict[str, Any]]) -> pd.DataFrame:
+    """One row per trade in ``_TRADE_COLUMNS`` order, with ``net_pnl = pnl - fees``."""
     table = pd.DataFrame(trades, columns=[*_TRADE_COLUMNS, "_entry_bar"]).drop(columns="_entry_bar")
     if len(table):
         table["net_pnl"] = table["pnl"] - table["fees"]
-    eq_series = pd.Series(equity, index=idx, name="equity", dtype=np.float64)
-    closed = table[table["closed"].astype(bool)] if len(table) else table
-    returns = eq_series.pct_change().dropna()
+    return table.reset_index(drop=True)
+
+
+class _Summary(TypedDict):
+    total_return: float
+    sharpe: float
+    max_drawdown: float
+    hit_rate: float
+    n_trades: int
+
+
+def summary(
+    equity: pd.Series, trades: pd.DataFrame, capital: float, periods_per_year: float
+) -> _Summary:
+    """The headline statistics of :class:`BacktestResult` from its equity and trades."""
+    n = len(equity)
+    closed = trades[trades["closed"].astype(bool)] if len(trades) else trades
+    returns = equity.pct_change().dropna()
     std = float(returns.std()) if len(returns) > 1 else float("nan")
-    if periods_per_year is None:
-        periods_per_year = infer_periods_per_year(idx, default=math.nan)
     sharpe = (
         float(returns.mean()) / std * math.sqrt(periods_per_year)
         if std and std == std
         else float("nan")
     )
-    peak = eq_series.cummax()
-    return BacktestResult(
-        equity=eq_series,
-        positions=pd.Series(held, index=idx, name="position"),
-        trades=table.reset_index(drop=True),
-        total_return=(equity[-1] / capital - 1.0) if n else 0.0,
-        sharpe=sharpe,
-        max_drawdown=float((eq_series / peak - 1.0).min()) if n else 0.0,
-        hit_rate=float((closed["net_pnl"] > 0).mean()) if len(closed) else float("nan"),
-        n_trades=len(closed),
-    )
+    peak = equity.cummax()
+    return {
+        "total_return": (float(equity.iloc[-1]) / capital - 1.0) if n else 0.0,
+        "sharpe": sharpe,
+        "max_drawdown": float((equity / peak - 1.0).min()) if n else 0.0,
+        "hit_rate": float((closed["net_pnl"] > 0).mean()) if len(closed) else float("nan"),
+        "n_trades": len(closed),
+    }
