@@ -40,6 +40,7 @@ import numpy as np
 from bench.stamp import stamped
 from pairs_monitor.page import pipeline, queries
 from pairs_monitor.page.settings import View
+from pairs_monitor.quant.pair import PairMethod
 from pairs_monitor.store.writer import TradeWriter
 
 SYMBOLS = ("BTCUSDT", "ETHUSDT")
@@ -147,7 +148,7 @@ def measure(path: Path, trades: int, repeat: int) -> None:
         db.run(queries.feed_status, VENUE)
         assert not np.isnan(pair.latest("zscore"))
 
-    def full(lookback_s: int, method: str = "ols") -> Callable[[], None]:
+    def full(lookback_s: int, method: PairMethod = "ols") -> Callable[[], None]:
         view = View(venue=VENUE, y=SYMBOLS[1], x=SYMBOLS[0], lookback_s=lookback_s, method=method)
 
         def run() -> None:
