@@ -35,7 +35,7 @@ import numpy as np
 
 from pairs_monitor.clock import now_ms
 from pairs_monitor.ingest.status import FeedStats
-from pairs_monitor.store import schema
+from pairs_monitor.store import schema, sql
 
 log = logging.getLogger("sim")
 
@@ -388,11 +388,7 @@ def stored_state(db_path, symbols) -> tuple[dict[str, int], dict[str, float]]:
         return next_ids, last_prices
     try:
         for symbol in symbols:
-            row = conn.execute(
-                "SELECT trade_id, price FROM trades WHERE venue = ? AND symbol = ? "
-                "ORDER BY trade_id DESC LIMIT 1",
-                (VENUE, symbol),
-            ).fetchone()
+            row = conn.execute(sql.LAST_TRADE, (VENUE, symbol)).fetchone()
             if row is not None:
                 next_ids[symbol] = row[0] + 1
                 last_prices[symbol] = row[1]

@@ -17,6 +17,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from pairs_monitor.clock import now_ms
+from pairs_monitor.store import sql
 from pairs_monitor.store.writer import TradeWriter
 
 log = logging.getLogger("status")
@@ -65,26 +66,6 @@ class FeedStats:
             self.source_since_ms = now_ms()
 
 
-_UPSERT_STATUS = """
-INSERT INTO feed_status (venue, symbol, source, source_since_ms, connected, last_trade_id,
-    last_trade_time_us, last_message_ms, reconnects, trades_per_s, queue_depth, gaps_open,
-    gaps_filled, gaps_abandoned, updated_ms)
-VALUES (:venue, :symbol, :source, :source_since_ms, :connected, :last_trade_id,
-    :last_trade_time_us, :last_message_ms, :reconnects, :trades_per_s, :queue_depth,
-    :gaps_open, :gaps_filled, :gaps_abandoned, :updated_ms)
-ON CONFLICT (venue, symbol) DO UPDATE SET
-    source = excluded.source, source_since_ms = excluded.source_since_ms,
-    connected = excluded.connected,
-    last_trade_id = coalesce(excluded.last_trade_id, last_trade_id),
-    last_trade_time_us = coalesce(excluded.last_trade_time_us, last_trade_time_us),
-    last_message_ms = coalesce(excluded.last_message_ms, last_message_ms),
-    reconnects = excluded.reconnects, trades_per_s = excluded.trades_per_s,
-    queue_depth = excluded.queue_depth, gaps_open = excluded.gaps_open,
-    gaps_filled = excluded.gaps_filled, gaps_abandoned = excluded.gaps_abandoned,
-    updated_ms = excluded.updated_ms
-"""
-
-
 class StatusReporter(threading.Thread):
     """Writes every feed's status about once a second and logs a summary line.
 
@@ -131,7 +112,7 @@ class StatusReporter(threading.Thread):
         """Queue one ``feed_status`` row per feed."""
         rows = [self._row(feed) for feed in list(self.feeds)]
         if rows:
-            self.writer.submit(lambda conn: conn.executemany(_UPSERT_STATUS, rows))
+            self.writer.submit(lambda conn: conn.executemany(sql.UPSERT_FEED_STATUS, rows))
 
     def _row(self, feed: FeedStats) -> dict:
         key = (feed.venue, feed.symbol)
@@ -201,8 +182,7 @@ def start_run(
 
     def insert(conn: sqlite3.Connection) -> int:
         cursor = conn.execute(
-            "INSERT INTO ingest_runs (venue, source, symbols, params_json, pid, started_ms) "
-            "VALUES (?, ?, ?, ?, ?, ?)",
+            sql.INSERT_RUN,
             (venue, source, symbol_list, params_json, os.getpid(), started),
         )
         return cursor.lastrowid
@@ -213,8 +193,4 @@ def start_run(
 def finish_run(writer: TradeWriter, run_id: int) -> None:
     """Record the orderly end of a run."""
     stopped = now_ms()
-    writer.submit(
-        lambda conn: conn.execute(
-            "UPDATE ingest_runs SET stopped_ms = ? WHERE run_id = ?", (stopped, run_id)
-        )
-    )
+    writer.submit(lambda conn: conn.execute(sql.FINISH_RUN, (stopped, run_id)))

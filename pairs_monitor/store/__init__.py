@@ -1,1 +1,2 @@
-"""The database: schema and migrations (``schema``), and the one writer thread (``writer``)."""
+"""The database: schema and migrations (``schema``), the one writer thread (``writer``) and
+every SQL statement the daemon runs (``sql``)."""

@@ -18,7 +18,6 @@ waits ends with ``close()`` returning False, so the caller can say what was left
 
 from __future__ import annotations
 
-import functools
 import itertools
 import logging
 import queue
@@ -32,115 +31,12 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 from pairs_monitor.clock import Backoff
-from pairs_monitor.store import schema
+from pairs_monitor.store import schema, sql
 
 log = logging.getLogger("writer")
 
 # venue, symbol, trade_id, trade_time_us, price, qty, buyer_is_maker
 TradeRow = tuple[str, str, int, int, float, float, int]
-
-# The staging table is keyed by second before trade id: trade ids rise with time within a
-# symbol, so the bars GROUP BY below walks the key in order instead of sorting the batch.
-_STAGING_DDL = """
-CREATE TEMP TABLE IF NOT EXISTS incoming (
-    venue TEXT NOT NULL, symbol TEXT NOT NULL, trade_id INTEGER NOT NULL,
-    trade_time_us INTEGER NOT NULL, price REAL NOT NULL, qty REAL NOT NULL,
-    buyer_is_maker INTEGER NOT NULL, bar_time_s INTEGER NOT NULL,
-    PRIMARY KEY (venue, symbol, bar_time_s, trade_id)
-) WITHOUT ROWID, STRICT
-"""
-# ON CONFLICT (not OR IGNORE): only a repeated key is skipped; a NULL price still fails,
-# and STRICT refuses a value of the wrong type (a fractional time, a text price) at the door.
-_STAGE = (
-    "INSERT INTO temp.incoming VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, CAST(?4 AS INTEGER) / 1000000) "
-    "ON CONFLICT DO NOTHING"
-)
-# Staging runs many rows per statement. executemany steps once per row, and each step lets
-# go of the GIL and waits to take it back: next to a busy receive thread that wait, not
-# SQLite, was the writer's cost (35,000 trades/s instead of 250,000). A few fixed sizes
-# (a remainder of 437 rows: 8 x 50 + 7 x 5 + 2 x 1) keep the prepared statements few.
-_STAGE_SIZES = (500, 50, 5, 1)
-_FIELDS = len(schema.TRADES_COLUMNS)
-
-
-@functools.lru_cache(maxsize=len(_STAGE_SIZES))
-def _stage_many(rows: int) -> str:
-    """The staging INSERT for ``rows`` rows of numbered parameters."""
-    values = ", ".join(
-        f"(?{k + 1}, ?{k + 2}, ?{k + 3}, ?{k + 4}, ?{k + 5}, ?{k + 6}, ?{k + 7}, "
-        f"CAST(?{k + 4} AS INTEGER) / 1000000)"
-        for k in range(0, rows * _FIELDS, _FIELDS)
-    )
-    return f"INSERT INTO temp.incoming VALUES {values} ON CONFLICT DO NOTHING"  # noqa: S608 (placeholders only)
-
-
-# Only a batch whose lowest id of some symbol is not above that symbol's highest stored id
-# can repeat a stored trade (a reconnect overlap, a backfill); live batches skip the lookup.
-_MAY_OVERLAP_STORED = """
-SELECT EXISTS (
-    SELECT 1 FROM (SELECT venue, symbol, min(trade_id) AS lowest
-                   FROM temp.incoming GROUP BY venue, symbol) AS b
-    WHERE b.lowest <= (SELECT max(t.trade_id) FROM main.trades AS t
-                       WHERE t.venue = b.venue AND t.symbol = b.symbol))
-"""
-_DROP_ALREADY_STORED = """
-DELETE FROM temp.incoming WHERE EXISTS (
-    SELECT 1 FROM main.trades AS t
-    WHERE t.venue = incoming.venue AND t.symbol = incoming.symbol
-      AND t.trade_id = incoming.trade_id)
-"""
-_STORE_NEW = """
-INSERT INTO main.trades
-SELECT venue, symbol, trade_id, trade_time_us, price, qty, buyer_is_maker FROM temp.incoming
-WHERE true ON CONFLICT DO NOTHING
-"""
-# A trade id staged twice with different times (corrupt input) stores once; drop the copy
-# that lost, so the bars count only what is in trades.
-_DROP_CONFLICTING_COPIES = """
-DELETE FROM temp.incoming WHERE NOT EXISTS (
-    SELECT 1 FROM main.trades AS t
-    WHERE t.venue = incoming.venue AND t.symbol = incoming.symbol
-      AND t.trade_id = incoming.trade_id AND t.trade_time_us = incoming.trade_time_us
-      AND t.price = incoming.price AND t.qty = incoming.qty)
-RETURNING venue, symbol, trade_id
-"""
-# The open and close of a second are the prices of its lowest and highest trade ids, so a
-# late trade (a backfilled gap) lands in the right place of an existing bar.
-_UPDATE_BARS = """
-INSERT INTO main.bars_1s (venue, symbol, bar_time_s, open, high, low, close, volume,
-                          quote_volume, taker_buy_volume, trade_count,
-                          first_trade_id, last_trade_id)
-SELECT g.venue, g.symbol, g.bar_time_s,
-       (SELECT price FROM temp.incoming AS o
-         WHERE o.venue = g.venue AND o.symbol = g.symbol AND o.bar_time_s = g.bar_time_s
-           AND o.trade_id = g.first_trade_id),
-       g.high, g.low,
-       (SELECT price FROM temp.incoming AS c
-         WHERE c.venue = g.venue AND c.symbol = g.symbol AND c.bar_time_s = g.bar_time_s
-           AND c.trade_id = g.last_trade_id),
-       g.volume, g.quote_volume, g.taker_buy_volume, g.trade_count,
-       g.first_trade_id, g.last_trade_id
-FROM (SELECT venue, symbol, bar_time_s,
-             max(price) AS high, min(price) AS low, sum(qty) AS volume,
-             sum(price * qty) AS quote_volume,
-             sum(CASE WHEN buyer_is_maker THEN 0 ELSE qty END) AS taker_buy_volume,
-             count(*) AS trade_count, min(trade_id) AS first_trade_id,
-             max(trade_id) AS last_trade_id
-      FROM temp.incoming GROUP BY venue, symbol, bar_time_s) AS g
-WHERE true
-ON CONFLICT (venue, symbol, bar_time_s) DO UPDATE SET
-    open = CASE WHEN excluded.first_trade_id < first_trade_id THEN excluded.open ELSE open END,
-    close = CASE WHEN excluded.last_trade_id > last_trade_id THEN excluded.close ELSE close END,
-    high = max(high, excluded.high),
-    low = min(low, excluded.low),
-    volume = volume + excluded.volume,
-    quote_volume = quote_volume + excluded.quote_volume,
-    taker_buy_volume = taker_buy_volume + excluded.taker_buy_volume,
-    trade_count = trade_count + excluded.trade_count,
-    first_trade_id = min(first_trade_id, excluded.first_trade_id),
-    last_trade_id = max(last_trade_id, excluded.last_trade_id)
-"""
-_CLEAR_STAGING = "DELETE FROM temp.incoming"
 
 _STOP = object()
 
@@ -249,8 +145,8 @@ class TradeWriter(threading.Thread):
         try:
             schema.setup(self.db_path)
             self._conn = schema.connect_for_writing(self.db_path)
-            self._conn.execute("PRAGMA temp_store=MEMORY")  # the staging table never hits disk
-            self._conn.execute(_STAGING_DDL)
+            self._conn.execute(sql.TEMP_IN_MEMORY)
+            self._conn.execute(sql.STAGING_DDL)
         except BaseException as exc:  # reported to the caller of start()
             self._start_error = exc
             self._ready.set()
@@ -330,7 +226,7 @@ class TradeWriter(threading.Thread):
         conn = self._conn
         results: list[tuple[Future, Any, bool]] = []
         received = stored = rejected = 0
-        conn.execute("BEGIN IMMEDIATE")
+        conn.execute(sql.BEGIN_WRITE)
         try:
             pending: list[list[TradeRow]] = []
             for item in batch:
@@ -343,10 +239,10 @@ class TradeWriter(threading.Thread):
                     pending.append(item)
                     received += len(item)
             stored, rejected = self._add(self._store_trades(pending), stored, rejected)
-            conn.execute("COMMIT")
+            conn.execute(sql.COMMIT)
         except BaseException:
             if conn.in_transaction:
-                conn.execute("ROLLBACK")  # the staging rows go with it
+                conn.execute(sql.ROLLBACK)  # the staging rows go with it
             raise
         self.stats.trades_received += received
         self.stats.trades_stored += stored
@@ -359,7 +255,7 @@ class TradeWriter(threading.Thread):
     def _call(self, fn: Callable[[sqlite3.Connection], Any], future: Future):
         """Run one submitted write inside a savepoint, so its failure undoes only itself."""
         conn = self._conn
-        conn.execute("SAVEPOINT call")
+        conn.execute(sql.SAVEPOINT_CALL)
         try:
             outcome = fn(conn)
         except sqlite3.Error as exc:
@@ -368,13 +264,13 @@ class TradeWriter(threading.Thread):
             return self._undo_call(future, exc)
         except Exception as exc:
             return self._undo_call(future, exc)
-        conn.execute("RELEASE call")
+        conn.execute(sql.RELEASE_CALL)
         return future, outcome, False
 
     def _undo_call(self, future: Future, exc: Exception) -> tuple[Future, Exception, bool]:
         conn = self._conn
-        conn.execute("ROLLBACK TO call")
-        conn.execute("RELEASE call")
+        conn.execute(sql.ROLLBACK_TO_CALL)
+        conn.execute(sql.RELEASE_CALL)
         log.error("a submitted write failed and was undone: %r", exc)
         return future, exc, True
 
@@ -390,20 +286,20 @@ class TradeWriter(threading.Thread):
         rows = list(itertools.chain.from_iterable(chunks))
         try:
             start = 0
-            for size in _STAGE_SIZES:
-                statement = _stage_many(size)
+            for size in sql.STAGE_SIZES:
+                statement = sql.stage_many(size)
                 while len(rows) - start >= size:
                     part = rows[start : start + size]
                     conn.execute(statement, list(itertools.chain.from_iterable(part)))
                     start += size
         except (sqlite3.IntegrityError, sqlite3.InterfaceError, ValueError, TypeError):
             rejected += self._stage_one_by_one(rows)
-        if conn.execute(_MAY_OVERLAP_STORED).fetchone()[0]:
-            conn.execute(_DROP_ALREADY_STORED)
-        staged = conn.execute("SELECT count(*) FROM temp.incoming").fetchone()[0]
-        stored = conn.execute(_STORE_NEW).rowcount
+        if conn.execute(sql.MAY_OVERLAP_STORED).fetchone()[0]:
+            conn.execute(sql.DROP_ALREADY_STORED)
+        staged = conn.execute(sql.COUNT_STAGED).fetchone()[0]
+        stored = conn.execute(sql.STORE_NEW).rowcount
         if stored != staged:
-            for venue, symbol, trade_id in conn.execute(_DROP_CONFLICTING_COPIES).fetchall():
+            for venue, symbol, trade_id in conn.execute(sql.DROP_CONFLICTING_COPIES).fetchall():
                 rejected += 1
                 log.warning(
                     "%s %s trade %d arrived twice with different contents; "
@@ -413,8 +309,8 @@ class TradeWriter(threading.Thread):
                     trade_id,
                 )
         if stored:
-            conn.execute(_UPDATE_BARS)
-        conn.execute(_CLEAR_STAGING)
+            conn.execute(sql.UPDATE_BARS)
+        conn.execute(sql.CLEAR_STAGING)
         return stored, rejected
 
     def _stage_one_by_one(self, rows: Iterable[TradeRow]) -> int:
@@ -427,7 +323,7 @@ class TradeWriter(threading.Thread):
         rejected = 0
         for row in rows:
             try:
-                self._conn.execute(_STAGE, row)
+                self._conn.execute(sql.STAGE_ONE, row)
             except (sqlite3.IntegrityError, sqlite3.InterfaceError, ValueError, TypeError) as exc:
                 rejected += 1
                 log.error("rejected trade row %r: %s", row, exc)

@@ -35,7 +35,7 @@ from typing import Any
 from pairs_monitor.clock import Backoff, now_ms
 from pairs_monitor.ingest.binance.rest import PAGE, RestClient, Stopped
 from pairs_monitor.ingest.binance.tape import SymbolTape
-from pairs_monitor.store import schema
+from pairs_monitor.store import schema, sql
 from pairs_monitor.store.writer import TradeWriter
 
 log = logging.getLogger("ingest.binance.gaps")
@@ -73,23 +73,6 @@ class ScanHoles:
     symbol: str
     upto: int
     skip: list[tuple[int, int]]  # ranges already queued as open gaps
-
-
-_OPEN_GAP = (
-    "INSERT INTO gaps (venue, symbol, first_missing_id, last_missing_id, reason, status, "
-    "detected_ms, resolved_ms, trades_recovered, note) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
-)
-_RESOLVE_GAP = (
-    "UPDATE gaps SET status = ?, resolved_ms = ?, trades_recovered = trades_recovered + ?, "
-    "last_missing_id = ?, note = ? WHERE gap_id = ?"
-)
-_HOLES = """
-SELECT trade_id + 1, next_id - 1 FROM (
-    SELECT trade_id, lead(trade_id) OVER (ORDER BY trade_id) AS next_id
-    FROM trades WHERE venue = ? AND symbol = ? AND trade_id <= ?)
-WHERE next_id > trade_id + 1
-ORDER BY trade_id
-"""
 
 
 class GapFiller(threading.Thread):
@@ -284,7 +267,7 @@ class GapFiller(threading.Thread):
         started = time.monotonic()
         conn = schema.connect_read_only(self.db_path)
         try:
-            holes = conn.execute(_HOLES, (self.venue, task.symbol, task.upto)).fetchall()
+            holes = conn.execute(sql.STORED_HOLES, (self.venue, task.symbol, task.upto)).fetchall()
         finally:
             conn.close()
         found = 0
@@ -305,11 +288,11 @@ class GapFiller(threading.Thread):
         now = now_ms()
         resolved = None if status == "open" else now
         values = (self.venue, symbol, first, last, reason, status, now, resolved, recovered, note)
-        return self._write(lambda conn: conn.execute(_OPEN_GAP, values).lastrowid)
+        return self._write(lambda conn: conn.execute(sql.OPEN_GAP, values).lastrowid)
 
     def _resolve(self, gap_id, status, recovered, last, note) -> None:
         values = (status, now_ms(), recovered, last, note, gap_id)
-        self._write(lambda conn: conn.execute(_RESOLVE_GAP, values))
+        self._write(lambda conn: conn.execute(sql.RESOLVE_GAP, values))
 
     def _write(self, fn: Callable[[sqlite3.Connection], Any]):
         future = self.writer.submit(fn)

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from pairs_monitor.ingest.status import FeedStats
-from pairs_monitor.store import schema
+from pairs_monitor.store import schema, sql
 
 if TYPE_CHECKING:  # gaps.py imports this module
     from pairs_monitor.ingest.binance.gaps import CatchUp
@@ -52,15 +52,8 @@ def load_start_state(
     conn = schema.connect_read_only(db_path)
     try:
         for symbol in symbols:
-            stored[symbol] = conn.execute(
-                "SELECT max(trade_id) FROM trades WHERE venue = ? AND symbol = ?",
-                (venue, symbol),
-            ).fetchone()[0]
-            open_gaps[symbol] = conn.execute(
-                "SELECT gap_id, first_missing_id, last_missing_id FROM gaps "
-                "WHERE venue = ? AND symbol = ? AND status = 'open' ORDER BY first_missing_id",
-                (venue, symbol),
-            ).fetchall()
+            stored[symbol] = conn.execute(sql.LAST_STORED_ID, (venue, symbol)).fetchone()[0]
+            open_gaps[symbol] = conn.execute(sql.OPEN_GAPS, (venue, symbol)).fetchall()
     finally:
         conn.close()
     return stored, open_gaps

@@ -44,7 +44,7 @@ from tqdm.contrib.logging import logging_redirect_tqdm
 from pairs_monitor.ingest.replay import dumps, ndjson
 from pairs_monitor.ingest.replay.dumps import BadRow, Columns, DumpError
 from pairs_monitor.ingest.status import FeedStats
-from pairs_monitor.store import schema
+from pairs_monitor.store import schema, sql
 
 log = logging.getLogger("replay")
 
@@ -168,9 +168,7 @@ def earlier_spaces(db_path, venue: str) -> dict[str, tuple[str, str]]:
     except FileNotFoundError:
         return found
     try:
-        rows = conn.execute(
-            "SELECT run_id, params_json FROM ingest_runs WHERE source = 'replay' ORDER BY run_id"
-        ).fetchall()
+        rows = conn.execute(sql.REPLAY_RUNS).fetchall()
     except sqlite3.OperationalError:  # no schema yet: nothing stored
         return found
     finally:
