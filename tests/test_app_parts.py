@@ -392,6 +392,7 @@ def test_upload_without_symbol_column_uses_the_file_name_and_epoch_ms():
         (b"timestamp,open,high,low,close\n1,5,4,3,5\n", "do not bracket"),
         (b"timestamp,open,high,low,close\n1,1,1,1,1\n1,1,1,1,1\n", "duplicate timestamp"),
         (b"\xff\xfe\x00garbage", "not UTF-8"),
+        (b"timestamp,open,high,low,close\n1,1,1,1,1\ninf,1,1,1,1\n", "infinite timestamp(s)"),
     ],
 )
 def test_bad_uploads_say_what_is_wrong(content, message):

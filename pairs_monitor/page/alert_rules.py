@@ -14,14 +14,15 @@ from __future__ import annotations
 
 import sqlite3
 import threading
-import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
 
+from pairs_monitor.clock import now_ms
 from pairs_monitor.page.settings import ALERT_BUSY_TIMEOUT_S, ALERT_HISTORY_ROWS
+from pairs_monitor.quant.pair import PairMethod
 
 ALERT_TABLES = frozenset({"alert_rules", "alert_events"})
 KINDS: dict[str, str] = {
@@ -78,7 +79,7 @@ class Rule:
     # None in a rule made before they were stored: judged in each page's own view.
     timeframe: str | None = None
     window: int | None = None
-    method: str | None = None
+    method: PairMethod | None = None
     log_prices: bool | None = None
 
     @property
@@ -209,7 +210,7 @@ class AlertStore:
         *,
         timeframe: str | None = None,
         window: int | None = None,
-        method: str | None = None,
+        method: PairMethod | None = None,
         log_prices: bool | None = None,
     ) -> int:
         """Store a new armed rule; return its id. :raises AlertError: for a bad rule.
@@ -224,7 +225,7 @@ class AlertStore:
         if kind.startswith("price"):
             timeframe = window = None
         validate_rule(kind, threshold, rearm, symbol_x)
-        row = [kind, venue, symbol, symbol_x, float(threshold), float(rearm), _now_ms()]
+        row = [kind, venue, symbol, symbol_x, float(threshold), float(rearm), now_ms()]
         columns = "kind, venue, symbol, symbol_x, threshold, rearm, created_ms"
         if self.stores_views:
             columns += ", " + ", ".join(_VIEW_COLUMNS)
@@ -236,7 +237,10 @@ class AlertStore:
                 f" VALUES ({marks}, 1, 1)",
                 row,
             )
-            return int(cur.lastrowid)
+            rule_id = cur.lastrowid
+        if rule_id is None:  # sqlite3 sets it after every INSERT that stored a row
+            raise AlertError(f"the rule was not stored: {kind} {symbol}")
+        return rule_id
 
     def delete_rule(self, rule_id: int) -> None:
         """Delete a rule and (by cascade) its history."""
@@ -310,7 +314,7 @@ class AlertStore:
                         conn.execute(
                             "INSERT INTO alert_events (rule_id, fired_ms, bar_time_s, value,"
                             " message) VALUES (?, ?, ?, ?, ?)",
-                            (rid, _now_ms(), bar, float(value), message),
+                            (rid, now_ms(), bar, float(value), message),
                         )
                         fired.append(Fired(rule, float(value), bar, message))
                 conn.execute("COMMIT")
@@ -338,7 +342,3 @@ def _rule(row: tuple) -> Rule:
         method=row[12] if len(row) > 12 else None,
         log_prices=None if len(row) <= 13 or row[13] is None else bool(row[13]),
     )
-
-
-def _now_ms() -> int:
-    return int(time.time() * 1000)

@@ -59,7 +59,7 @@ def bars_frame(pair: PairData) -> pd.DataFrame:
     else:
         for col in PAIR_COLUMNS:
             frame[col] = float("nan")
-    frame.insert(0, "time", iso_utc(frame.index))
+    frame.insert(0, "time", iso_utc(pd.DatetimeIndex(frame.index)))
     return frame.reset_index(drop=True)
 
 

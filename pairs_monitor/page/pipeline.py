@@ -29,6 +29,8 @@ from pairs_monitor.page.settings import (
     UPLOAD_VENUE,
     View,
 )
+from pairs_monitor.quant.hedge import HedgeMethod
+from pairs_monitor.quant.pair import PairMethod
 from pairs_monitor.store import schema
 
 T = TypeVar("T")
@@ -270,6 +272,15 @@ class PairData:
     def fit(self) -> quant.HedgeFit | None:
         return None if self.frame is None else self.frame.attrs.get("hedge_fit")
 
+    def fitted(self) -> tuple[pd.DataFrame, pd.DataFrame]:
+        """The aligned closes and the pair frame.
+
+        :raises ValueError: saying what the pair waits for, before the frame exists.
+        """
+        if self.closes is None or self.frame is None:
+            raise ValueError(f"no pair frame yet: {self.waiting}")
+        return self.closes, self.frame
+
     def latest(self, column: str) -> float:
         """Last non-NaN value of a pair-frame column (NaN when there is none)."""
         if self.frame is None or column not in self.frame:
@@ -441,11 +452,11 @@ def true_pair_params(params: dict, y: str, x: str) -> TrueParams | None:
 
 def hedge_paths(pair: PairData) -> pd.DataFrame:
     """Hedge ratio over time by three estimators: static (view's method), rolling, Kalman."""
-    view, closes = pair.view, pair.closes
+    view, (closes, _frame) = pair.view, pair.fitted()
     y, x = closes[view.y], closes[view.x]
     if view.log_prices:
         y, x = _log(y), _log(x)
-    static_method = view.method if view.method in ("ols", "huber", "theil-sen") else "ols"
+    static_method = _static_method(view.method)
     fit = quant.hedge_ratio(y, x, static_method)
     rolling = quant.rolling_hedge_ratio(y, x, view.window)["slope"]
     kalman = quant.kalman_hedge_ratio(y, x, **view.kalman)["slope_pred"]
@@ -456,6 +467,13 @@ def hedge_paths(pair: PairData) -> pd.DataFrame:
             "Kalman (predicted)": kalman,
         }
     )
+
+
+def _static_method(method: PairMethod) -> HedgeMethod:
+    """The view's method when it is one fit over the window, else OLS."""
+    if method == "huber" or method == "theil-sen":
+        return method
+    return "ols"
 
 
 def _log(s: pd.Series) -> pd.Series:
@@ -501,7 +519,8 @@ def statistics(pair: PairData) -> Statistics:
     """ADF on each leg, Engle-Granger and Johansen on the legs, half-life and Hurst of the
     Engle-Granger (OLS) residual, whatever the sidebar's hedge method."""
     view, out = pair.view, Statistics()
-    legs = pair.closes[[view.y, view.x]]
+    closes, _frame = pair.fitted()
+    legs = closes[[view.y, view.x]]
     if view.log_prices:
         legs = quant.align_closes(legs, log=True)
     y, x = legs[view.y], legs[view.x]
@@ -552,12 +571,10 @@ def backtest_frame(pair: PairData) -> pd.DataFrame:
     so the backtest uses its causal counterpart instead: trailing OLS over the same
     window, applied from the next bar.
     """
-    view = pair.view
+    view, (closes, frame) = pair.view, pair.fitted()
     if view.method in CAUSAL_METHODS:
-        return pair.frame
-    return quant.pair_frame(
-        pair.closes[view.y], pair.closes[view.x], view.window, "rolling", view.log_prices
-    )
+        return frame
+    return quant.pair_frame(closes[view.y], closes[view.x], view.window, "rolling", view.log_prices)
 
 
 def run_backtest(pair: PairData, entry: float, exit_: float, fee_bps: float):
@@ -567,7 +584,7 @@ def run_backtest(pair: PairData, entry: float, exit_: float, fee_bps: float):
     """
     view = pair.view
     frame = backtest_frame(pair)
-    closes = pair.closes.loc[frame.index]
+    closes = pair.fitted()[0].loc[frame.index]
     return quant.backtest(
         closes[view.y],
         closes[view.x],

@@ -14,6 +14,9 @@ import argparse
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
+
+from pairs_monitor.quant.pair import PairMethod
 
 DEFAULT_DB = Path("data/ticks.db")
 
@@ -48,7 +51,7 @@ LOOKBACKS: dict[str, int] = {
     "7 days": 7 * 86400,
 }
 # Sidebar label -> method name of analytics.hedge_ratio / pair_frame.
-HEDGE_METHODS: dict[str, str] = {
+HEDGE_METHODS: dict[str, PairMethod] = {
     "OLS": "ols",
     "Huber": "huber",
     "Theil-Sen": "theil-sen",
@@ -143,7 +146,7 @@ class View:
     timeframe: str = "1s"
     lookback_s: int = 3600
     window: int = 60
-    method: str = "ols"
+    method: PairMethod = "ols"
     log_prices: bool = True
     z_entry: float = 2.0
     z_exit: float = 0.5
@@ -155,7 +158,7 @@ class View:
     kalman_obs_var: float | None = None
 
     @property
-    def kalman(self) -> dict:
+    def kalman(self) -> dict[str, Any]:
         """Keyword arguments for ``analytics.kalman_hedge_ratio`` / ``pair_frame``."""
         return {
             "delta": self.kalman_delta,

@@ -8,7 +8,8 @@ Accepted format (header names are case-insensitive, order free)::
 
 - ``timestamp`` (or ``time``, ``open_time``, ``date``): ISO-8601 (UTC when no offset is
   given) or Unix epoch in seconds, milliseconds, microseconds or nanoseconds (the unit
-  read from the largest value: below 1e11 s, 1e14 ms, 1e17 us, else ns); the bar's start.
+  read from the largest value, ``clock.epoch_unit``: below 1e11 s, 1e14 ms, 1e17 us, else
+  ns); the bar's start.
 - ``symbol``: optional; without it the whole file is one symbol named after the file.
 - ``open, high, low, close``: positive numbers with ``low <= open, close <= high``.
 - ``volume``: optional (0 when absent).
@@ -21,13 +22,13 @@ from __future__ import annotations
 
 import hashlib
 import io
-import math
 from dataclasses import dataclass, field
 from pathlib import PurePath
 
 import numpy as np
 import pandas as pd
 
+from pairs_monitor.clock import epoch_unit
 from pairs_monitor.page.settings import MAX_UPLOAD_MB, MAX_UPLOAD_ROWS, MAX_UPLOAD_SYMBOLS
 
 TIME_COLUMNS = ("timestamp", "time", "open_time", "date", "datetime")
@@ -199,19 +200,25 @@ def _parse_times(name: str, col: pd.Series) -> pd.DatetimeIndex:
     text = col.fillna("").str.strip()
     numeric = pd.to_numeric(text, errors="coerce")
     if numeric.notna().all():
-        # The unit from the largest value: seconds up to 1e11 (year 5138), then ms, us, ns.
-        biggest = float(numeric.abs().max())
-        unit, per_s = next((u, f) for u, f, top in _EPOCH_UNITS if biggest < top)
-        seconds = numeric / per_s
-        bad = ~np.isfinite(seconds) | (seconds < _MIN_S) | (seconds > _MAX_S)
+        infinite = ~np.isfinite(numeric)
+        if infinite.any():
+            raise UploadError(
+                f"{name}: {int(infinite.sum())} infinite timestamp(s), first at line(s) "
+                f"{_lines(infinite)} ({text[infinite].iloc[0]!r})"
+            )
+        # One unit for the column, told from its largest value (clock.EPOCH_UNITS).
+        unit = epoch_unit(float(numeric.abs().max()))
+        seconds = numeric / unit.per_second
+        bad = (seconds < _MIN_S) | (seconds > _MAX_S)
         if bad.any():
             raise UploadError(
-                f"{name}: {int(bad.sum())} Unix timestamp(s) (read as {unit}, from the largest "
-                f"value) outside the years 1678-2262 pandas can hold, first at line(s) "
+                f"{name}: {int(bad.sum())} Unix timestamp(s) (read as {unit.name}, from the "
+                f"largest value) outside the years 1678-2262 pandas can hold, first at line(s) "
                 f"{_lines(bad)} ({text[bad].iloc[0]!r}); use one unit (s, ms, us or ns) "
                 "for the whole column, or ISO-8601"
             )
-        return pd.DatetimeIndex(pd.to_datetime(numeric.astype("int64"), unit=unit, utc=True))
+        ns = numeric.astype("int64") * (NS_PER_S // unit.per_second)
+        return pd.DatetimeIndex(pd.to_datetime(ns, unit="ns", utc=True))
     try:
         parsed = pd.to_datetime(text, utc=True, errors="coerce", format="ISO8601")
     except ValueError:
@@ -225,8 +232,7 @@ def _parse_times(name: str, col: pd.Series) -> pd.DatetimeIndex:
     return pd.DatetimeIndex(parsed)
 
 
-# (unit, units per second, values below this are read in this unit)
-_EPOCH_UNITS = (("s", 1, 1e11), ("ms", 10**3, 1e14), ("us", 10**6, 1e17), ("ns", 10**9, math.inf))
+NS_PER_S = 10**9
 _MIN_S = pd.Timestamp.min.value / 1e9 + 1  # what a nanosecond pandas timestamp can hold
 _MAX_S = pd.Timestamp.max.value / 1e9 - 1
 
@@ -238,5 +244,5 @@ def _lines(bad: pd.Series) -> str:
 
 
 def _spacing_s(frame: pd.DataFrame) -> float:
-    steps = np.diff(frame.index.as_unit("ns").asi8) / 1e9
+    steps = np.diff(pd.DatetimeIndex(frame.index).as_unit("ns").asi8) / 1e9
     return float(np.median(steps))

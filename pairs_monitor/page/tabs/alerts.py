@@ -41,7 +41,7 @@ def _new_rule(store: AlertStore, ctx: Context, view: View) -> None:
     st.subheader("New rule")
     with st.form("new_rule", clear_on_submit=False):
         c1, c2, c3, c4 = st.columns([2, 2, 1, 1])
-        kind = c1.selectbox("When", CREATABLE, format_func=KINDS.get, key="rule_kind")
+        kind = c1.selectbox("When", CREATABLE, format_func=KINDS.__getitem__, key="rule_kind")
         symbols = ctx.source.symbols()
         target = c2.selectbox(
             "Symbol (price and volume rules)",
@@ -62,7 +62,8 @@ def _new_rule(store: AlertStore, ctx: Context, view: View) -> None:
             help="The value must come back past this before the rule can fire again (hysteresis).",
         )
         submitted = st.form_submit_button("Add rule")
-    if submitted:
+    # Both selectboxes have options and a default, so they return a value (typed Optional).
+    if submitted and kind is not None and target is not None:
         zscore = kind.startswith("zscore")
         try:
             rule_id = store.add_rule(

@@ -160,13 +160,13 @@ def readings_for(
                 readings[rule.rule_id] = (last[0], last[1] // 1_000_000)
         elif rule.kind == "volume_spike" and rule.has_view:
             v = pipeline.rule_view(rule, pair.view)
-            key = (rule.symbol, v.timeframe, v.window)
-            if key not in volumes:
+            own_key = (rule.symbol, v.timeframe, v.window)
+            if own_key not in volumes:
                 end_s = pipeline.end_of_view(source, [rule.symbol])
                 if end_s is None:
                     continue
-                volumes[key] = pipeline.volume_ratio_now(source, v, rule.symbol, end_s)
-            readings[rule.rule_id] = volumes[key]
+                volumes[own_key] = pipeline.volume_ratio_now(source, v, rule.symbol, end_s)
+            readings[rule.rule_id] = volumes[own_key]
         elif rule.kind == "volume_spike" and pair.end_s is not None:
             key = (rule.symbol, None, None)
             if key not in volumes:
@@ -253,7 +253,7 @@ def _true_parameters(ctx: Context, recording: pipeline.Recording, view: View) ->
 
 def _truth_table(truth: pipeline.TrueParams, pair: pipeline.PairData) -> pd.DataFrame:
     """Rows quantity / true / estimate for the pair on screen."""
-    view, frame = pair.view, pair.frame
+    view, (closes, frame) = pair.view, pair.fitted()
     hedge_est = pair.latest("hedge_ratio")
     try:
         fit = quant.hedge_ratio(frame["y"], frame["x"], "ols")
@@ -269,7 +269,7 @@ def _truth_table(truth: pipeline.TrueParams, pair: pipeline.PairData) -> pd.Data
         rows.append(("intercept (log)", truth.intercept, intercept_est))
     else:
         # Raw prices: the model's local slope dY/dX = b * Y / X at the last prices.
-        last = pair.closes.iloc[-1]
+        last = closes.iloc[-1]
         local = truth.hedge_ratio * last[view.y] / last[view.x]
         rows.append(("hedge ratio (log Y on log X)", truth.hedge_ratio, math.nan))
         rows.append(("hedge ratio in prices, b·Y/X at the last bar", local, hedge_est))
