@@ -5,8 +5,12 @@ from __future__ import annotations
 import socket
 import time
 
+import pytest
+
 from tests.helpers.binance_server import BinanceServer
 from tests.helpers.daemon import SYMBOLS, assert_tape_complete, query, wait_complete, wait_for
+
+pytestmark = pytest.mark.daemon
 
 
 def free_port() -> int:

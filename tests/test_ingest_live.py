@@ -9,6 +9,8 @@ from __future__ import annotations
 import signal
 import time
 
+import pytest
+
 from tests.helpers.binance_server import BinanceServer
 from tests.helpers.daemon import (
     SYMBOLS,
@@ -19,6 +21,8 @@ from tests.helpers.daemon import (
     wait_complete,
     wait_for,
 )
+
+pytestmark = pytest.mark.daemon
 
 
 def test_live_trades_stored_with_status_and_pings(daemon_factory, tmp_path):

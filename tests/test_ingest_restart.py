@@ -10,6 +10,8 @@ import signal
 import sqlite3
 import time
 
+import pytest
+
 from tests.helpers.daemon import (
     assert_tape_complete,
     query,
@@ -18,6 +20,8 @@ from tests.helpers.daemon import (
     wait_complete,
     wait_for,
 )
+
+pytestmark = pytest.mark.daemon
 
 
 def test_kill9_under_load_then_restart_ends_complete(server, daemon_factory):
