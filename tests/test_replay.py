@@ -104,6 +104,7 @@ def write_zip(folder: Path, csv_text: str, name: str, checksum: str | None = "go
 # ---------------------------------------------------------------- the daemon
 
 
+@pytest.mark.daemon
 def test_daemon_imports_a_dump_row_by_row_and_twice_stores_nothing(tmp_path):
     db = tmp_path / "replay.db"
     done = run_daemon(db, "--replay", str(BTC), str(XRP))
@@ -135,6 +136,7 @@ def test_daemon_imports_a_dump_row_by_row_and_twice_stores_nothing(tmp_path):
     assert_same_tape(db, expected_rows(read_fixture(BTC)))
 
 
+@pytest.mark.daemon
 def test_daemon_verifies_checksums(tmp_path):
     """A good .CHECKSUM is verified; a bad one stores nothing from its file, says so, and
     the other files are still imported."""
@@ -204,6 +206,7 @@ def test_zip_damage_found_while_reading_is_a_dump_error(tmp_path, compression):
         list(dumps.DumpReader(bad))
 
 
+@pytest.mark.daemon
 def test_daemon_reports_bad_rows_with_line_numbers_and_keeps_the_rest(tmp_path):
     lines = BTC.read_text().splitlines()
     bad_lines = {
@@ -232,6 +235,7 @@ def test_daemon_reports_bad_rows_with_line_numbers_and_keeps_the_rest(tmp_path):
     assert_same_tape(db, expected_rows(read_fixture(BTC)))
 
 
+@pytest.mark.daemon
 def test_daemon_imports_ndjson_twice_storing_nothing_the_second_time(tmp_path):
     db = tmp_path / "replay.db"
     first = run_daemon(db, "--replay", str(NDJSON))
@@ -409,6 +413,7 @@ def test_trades_and_aggtrades_of_one_symbol_are_not_mixed(tmp_path):
     assert feed.failed == [agg_path] and "the live feed's numbering" in feed.inputs[0].error
 
 
+@pytest.mark.daemon
 def test_daemon_runs_of_other_numberings_of_one_symbol_are_all_stored(tmp_path):
     """Spot trades, then spot aggTrades and USD-M trades of the same symbol whose ids
     overlap them, in three daemon runs with the default venue: every row of every run
@@ -430,6 +435,7 @@ def test_daemon_runs_of_other_numberings_of_one_symbol_are_all_stored(tmp_path):
     assert runs == [("replay-spot",), ("replay-spot-agg",), ("replay-usdm",)]
 
 
+@pytest.mark.daemon
 def test_a_named_venue_refuses_another_numbering_in_a_later_run(tmp_path):
     """--replay-venue across runs: the venue's numbering of a symbol is recorded in
     ingest_runs; a later file of another numbering fails with a message, and nothing of

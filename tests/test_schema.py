@@ -32,6 +32,7 @@ def test_creates_every_table_in_wal_mode(tmp_path):
     assert tuple(trade_columns) == schema.TRADES_COLUMNS
 
 
+@pytest.mark.daemon
 def test_running_twice_changes_nothing(tmp_path):
     path = tmp_path / "ticks.db"
     for _ in range(2):
@@ -104,6 +105,7 @@ def test_refuses_an_unversioned_database_with_a_trades_table_of_its_own(tmp_path
         assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "delete"
 
 
+@pytest.mark.daemon
 def test_refuses_a_database_from_a_newer_version(tmp_path):
     path = tmp_path / "new.db"
     with sqlite3.connect(path) as conn:

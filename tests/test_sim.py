@@ -64,6 +64,7 @@ def stored(db: Path) -> pd.DataFrame:
 # ---------------------------------------------------------------- the daemon
 
 
+@pytest.mark.daemon
 def test_daemon_stores_sim_trades_and_resumes_ids(tmp_path):
     db = tmp_path / "sim.db"
     # A faster market than the default, so two seconds hold bursts and shared milliseconds.
