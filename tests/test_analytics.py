@@ -337,7 +337,7 @@ def test_hedge_ratio_robust_methods_match_libraries_called_directly():
     theil = A.hedge_ratio(y, x, "theil-sen", max_points=1000)
     assert math.isclose(theil.slope, ts.slope) and math.isclose(theil.intercept, ts.intercept)
     with pytest.raises(ValueError, match="unknown hedge method"):
-        A.hedge_ratio(y, x, "lasso")
+        A.hedge_ratio(y, x, "lasso")  # type: ignore[arg-type]  # the wrong method is the test
     flat = pd.Series(1.0, index=pd.date_range(T0, periods=50, freq="1s"))
     with pytest.raises(ValueError, match="x is flat"):  # was slope 0 +- 0, silently
         A.hedge_ratio(flat * np.arange(50), flat)
@@ -377,7 +377,8 @@ def kalman_by_hand(y, x, delta, obs_var, p0=1e8):
     beta = np.zeros(2)
     P = np.eye(2) * p0
     Q = np.eye(2) * delta / (1 - delta)
-    filt, pred = [], []
+    filt: list[np.ndarray] = []
+    pred: list[np.ndarray] = []
     for yt, xt in zip(y, x, strict=True):
         P = P + Q if filt else P  # predict (the first prior is P0 itself)
         pred.append(beta.copy())
@@ -549,7 +550,7 @@ def test_pair_frame_log_prices_and_bad_method():
     fit = A.hedge_ratio(np.log(y), np.log(x))
     assert math.isclose(pf["hedge_ratio"].iloc[0], fit.slope, rel_tol=1e-12)
     with pytest.raises(ValueError, match="unknown method"):
-        A.pair_frame(y, x, 30, "magic")
+        A.pair_frame(y, x, 30, "magic")  # type: ignore[arg-type]  # the wrong method is the test
 
 
 def test_pair_frame_on_real_klines():

@@ -49,7 +49,7 @@ def test_volume_ratio_no_look_ahead_and_excludes_the_current_bar():
     volume = pd.Series(rng.exponential(2.0, 300), index)
     t = 200
     changed = volume.copy()
-    changed.iloc[t + 1 :] = rng.exponential(50.0, 300 - t - 1)
+    changed.iloc[t + 1 :] = pd.Series(rng.exponential(50.0, 300 - t - 1), index[t + 1 :])
     full, after = A.volume_ratio(volume, 30), A.volume_ratio(changed, 30)
     pd.testing.assert_series_equal(full.iloc[: t + 1], after.iloc[: t + 1])
     assert not full.iloc[t + 1 :].equals(after.iloc[t + 1 :])

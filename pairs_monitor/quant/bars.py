@@ -10,6 +10,7 @@ and ``trades`` are 0 and ``vwap`` is NaN. Both resamplers share one aggregation 
 from __future__ import annotations
 
 import math
+from typing import cast
 
 import numpy as np
 import pandas as pd
@@ -80,7 +81,8 @@ def _bin_codes(ns: np.ndarray, freq: str | pd.DateOffset) -> tuple[np.ndarray, p
         starts = (np.arange(first, bins[-1] + 1, dtype=np.int64) * step).view("M8[ns]")
         return bins - first, pd.DatetimeIndex(starts).tz_localize("UTC")
     probe = pd.Series(0, index=pd.DatetimeIndex(ns.view("M8[ns]")).tz_localize("UTC"))
-    labels = probe.resample(freq, closed="left", label="left").size().index.as_unit("ns")
+    counts = probe.resample(freq, closed="left", label="left").size()
+    labels = cast(pd.DatetimeIndex, counts.index).as_unit("ns")
     return np.searchsorted(labels.asi8, ns, side="right") - 1, labels
 
 

@@ -236,7 +236,7 @@ def kalman_hedge_ratio(
         raise ValueError(f"delta must be >= 0, got {delta}")
     if not auto and not 0 <= delta < 1:
         raise ValueError(f"delta must be in [0, 1) with a given obs_var, got {delta}")
-    if not auto and obs_var <= 0:
+    if obs_var is not None and obs_var <= 0:
         raise ValueError(f"obs_var must be positive, got {obs_var}")
     if init_window < 3:
         raise ValueError(f"init_window must be at least 3 bars, got {init_window}")

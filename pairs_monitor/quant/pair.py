@@ -9,7 +9,7 @@ from __future__ import annotations
 import itertools
 import math
 from collections.abc import Mapping
-from typing import Literal
+from typing import Any, Literal, cast
 
 import numpy as np
 import pandas as pd
@@ -73,7 +73,8 @@ def align_closes(
         carried = s.reindex(union).ffill()
         if limit is not None:
             seen = pd.Series(s.index, index=s.index).reindex(union).ffill()
-            carried = carried.where((union - pd.DatetimeIndex(seen)) <= limit)
+            fresh = np.asarray((union - pd.DatetimeIndex(seen)) <= limit)
+            carried = carried.where(fresh)
         out[name] = carried
     if how not in ("any", "all"):
         raise ValueError(f"how must be 'any' or 'all', got {how!r}")
@@ -81,7 +82,7 @@ def align_closes(
     if log:
         if (frame <= 0).any().any():
             raise ValueError("log prices need positive prices; found a price <= 0")
-        frame = np.log(frame)
+        frame = cast(pd.DataFrame, np.log(frame))
     return frame
 
 
@@ -282,7 +283,7 @@ def stats_table(
         ysym, xsym = pair
         if ysym not in closes or xsym not in closes:
             raise ValueError(f"pair {pair} names a symbol not in bars ({sorted(closes)})")
-        kw = dict(kalman or {}) if method == "kalman" else {}
+        kw: dict[str, Any] = dict(kalman or {}) if method == "kalman" else {}
         pf = pair_frame(closes[ysym], closes[xsym], window, method, log_prices, **kw)
         table = table.join(pf[["hedge_ratio", "intercept", "spread", "zscore", "corr"]])
     table.index.name = "time"

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Mapping
+from typing import cast
 
 import numpy as np
 import pandas as pd
@@ -31,7 +32,7 @@ def correlation_matrix(closes: Mapping[str, pd.Series] | pd.DataFrame) -> pd.Dat
     frame = _closes_frame(closes)
     if (frame <= 0).any().any():
         raise ValueError("correlation_matrix needs positive prices")
-    return np.log(frame).diff().corr()
+    return cast(pd.DataFrame, np.log(frame)).diff().corr()
 
 
 def scan_pairs(
@@ -61,7 +62,7 @@ def scan_pairs(
     """
     frame = _closes_frame(closes).astype(np.float64)
     corr = correlation_matrix(frame)
-    data = np.log(frame) if log_prices else frame
+    data = cast(pd.DataFrame, np.log(frame)) if log_prices else frame
     pairs = list(itertools.combinations(frame.columns, 2))
     if both_directions:
         pairs += [(b, a) for a, b in pairs]
@@ -82,7 +83,7 @@ def scan_pairs(
                 "eg_stat": eg.statistic,
                 "eg_pvalue": eg.pvalue,
                 "half_life": half_life(resid),
-                "corr": float(corr.loc[a, b]),
+                "corr": float(corr[b].loc[a]),
                 "nobs": len(pair),
             }
         )
