@@ -224,11 +224,14 @@ def test_backtest_with_log_prices_sizes_legs_in_value(monkeypatch, pair_db):
     y, x = closes["BTCUSDT"], closes["ETHUSDT"]
     # The sidebar's hedge is static OLS; the backtest trades on its causal counterpart.
     frame = analytics.pair_frame(y, x, 60, "rolling", log_prices=True)
-    kw = {"entry": 2.0, "exit": 0.5, "fee_bps": 2.0}  # the tab's defaults
-    expected = analytics.backtest(
-        y, x, frame["zscore"], frame["hedge_ratio"], log_prices=True, **kw
-    )
-    in_units = analytics.backtest(y, x, frame["zscore"], frame["hedge_ratio"], **kw)
+
+    def page_backtest(log_prices: bool) -> analytics.BacktestResult:
+        return analytics.backtest(  # with the tab's default entry, exit and fee
+            y, x, frame["zscore"], frame["hedge_ratio"], 2.0, 0.5, 2.0, log_prices=log_prices
+        )
+
+    expected = page_backtest(log_prices=True)
+    in_units = page_backtest(log_prices=False)
     assert expected.n_trades > 0
     assert metric(at, "Total return") == f"{100 * expected.total_return:.2f}%"
     assert metric(at, "Closed trades") == str(expected.n_trades)
@@ -274,7 +277,7 @@ def test_export_equals_analytics_output(monkeypatch, pair_db):
     aligned = sql_closes(pair_db)
     expected = analytics.pair_frame(aligned["BTCUSDT"], aligned["ETHUSDT"], 60, "ols", True)
     tail = expected.tail(len(preview))
-    assert list(preview["time"]) == export.iso_utc(tail.index)
+    assert list(preview["time"]) == export.iso_utc(pd.DatetimeIndex(tail.index))
     for col in export.PAIR_COLUMNS:
         np.testing.assert_allclose(preview[col].to_numpy(), tail[col].to_numpy(), rtol=1e-12)
     # The CSV bytes themselves: every row of the whole export.
@@ -285,7 +288,7 @@ def test_export_equals_analytics_output(monkeypatch, pair_db):
     assert len(csv) == len(expected)
     for col in export.PAIR_COLUMNS:
         np.testing.assert_allclose(csv[col], expected[col], rtol=1e-12, equal_nan=True)
-    name = export.file_name("bars", pair, pair.bars["BTCUSDT"].index)
+    name = export.file_name("bars", pair, pd.DatetimeIndex(pair.bars["BTCUSDT"].index))
     assert name == "bars_sim_BTCUSDT-ETHUSDT_1s_20240501T000000Z_20240501T001959Z.csv"
 
 

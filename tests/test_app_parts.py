@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import math
 import sqlite3
+from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -26,7 +28,7 @@ def pair_db(tmp_path_factory) -> Path:
 
 
 @pytest.fixture
-def store(tmp_path) -> AlertStore:
+def store(tmp_path) -> Iterator[AlertStore]:
     s = AlertStore(build_empty_db(tmp_path / "alerts.db"))
     yield s
     s.close()
@@ -204,7 +206,7 @@ def test_series_bars_and_ticks(pair_db):
     assert db.run(queries.series) == [("sim", "BTCUSDT"), ("sim", "ETHUSDT"), ("sim", "SOLUSDT")]
     bars = db.run(queries.bars_1s, "sim", "BTCUSDT", START_S, START_S + 10, 1000)
     assert len(bars) == 10 and list(bars.columns) == list(analytics.BAR_COLUMNS)
-    assert (bars["trades"] == 2).all() and str(bars.index.tz) == "UTC"
+    assert (bars["trades"] == 2).all() and str(pd.DatetimeIndex(bars.index).tz) == "UTC"
     np.testing.assert_allclose(bars["vwap"], bars["quote_volume"] / bars["volume"])
     # A limit keeps the NEWEST rows of the range (a long lookback must end at the newest
     # data), oldest first.
@@ -217,7 +219,8 @@ def test_series_bars_and_ticks(pair_db):
     assert db.run(queries.latest_bar_s, "sim", "BTCUSDT") == START_S + 299
     assert db.run(queries.latest_bar_s, "sim", "NOPE") is None
     run = db.run(queries.latest_run, "sim")
-    assert run.source == "sim" and run.params["legs"]["ETHUSDT"]["hedge_ratio"] == 1.5
+    assert run is not None and run.source == "sim"
+    assert run.params["legs"]["ETHUSDT"]["hedge_ratio"] == 1.5
     assert len(db.run(queries.feed_status, "sim")) == 3
     db.close()
 
@@ -232,7 +235,8 @@ def test_bars_needed_is_exactly_what_pair_frame_needs(pair_db, method):
     assert enough.frame is not None and not np.isnan(enough.latest("zscore"))
     assert enough.frame["zscore"].notna().sum() >= 1
     short = pipeline.compute_pair(pipeline.DbSource(db, "sim"), view, end_s=end - 1)
-    assert short.frame is None and short.waiting.startswith("need 1 more")
+    assert short.frame is None and short.waiting is not None
+    assert short.waiting.startswith("need 1 more")
     db.close()
 
 
@@ -268,8 +272,8 @@ def test_a_flat_x_is_said_not_fitted_with_slope_zero():
         {"Y": bars_of(moving(300, seed=1)), "X": bars_of(np.full(300, 7.0))}
     )
     pair = pipeline.compute_pair(flat_x, view)
-    assert pair.frame is None and "ols hedge cannot be fitted" in pair.waiting
-    assert "x is flat" in pair.waiting
+    assert pair.frame is None and pair.waiting is not None
+    assert "ols hedge cannot be fitted" in pair.waiting and "x is flat" in pair.waiting
 
 
 def test_kalman_on_a_flat_first_window_runs_and_an_unfittable_pair_waits():
@@ -285,7 +289,8 @@ def test_kalman_on_a_flat_first_window_runs_and_an_unfittable_pair_waits():
     # its slope noise. The panels say so instead of raising.
     flat_x = pipeline.UploadSource({"Y": bars_of(y), "X": bars_of(np.ones(600))})
     pair = pipeline.compute_pair(flat_x, view)
-    assert pair.frame is None and "kalman hedge cannot be fitted" in pair.waiting
+    assert pair.frame is None and pair.waiting is not None
+    assert "kalman hedge cannot be fitted" in pair.waiting
 
 
 @pytest.mark.parametrize("method", ["ols", "huber", "theil-sen", "rolling", "kalman"])
@@ -305,7 +310,7 @@ def test_statistics_do_not_call_two_independent_random_walks_cointegrated(method
     assert not any(v.startswith(("stationary", "cointegrated")) for v in verdicts), verdicts
     assert stats.engle_granger.pvalue > 0.05
     # Half-life and Hurst are of the Engle-Granger (OLS) residual, computed independently.
-    logs = np.log(pair.closes)
+    logs = pair.fitted()[0].apply(np.log)
     fit = analytics.hedge_ratio(logs["Y"], logs["X"])
     resid = logs["Y"] - fit.slope * logs["X"] - fit.intercept
     assert stats.half_life_bars == pytest.approx(analytics.half_life(resid), rel=1e-9)
@@ -321,15 +326,16 @@ def test_a_stopped_leg_stops_the_pair_rows_and_the_live_z_score():
     source = pipeline.UploadSource({"Y": y_bars, "X": bars_of(moving(n))})
     view = View(venue="upload", y="Y", x="X", lookback_s=n, window=60, method="rolling")
     pair = pipeline.compute_pair(source, view)
+    closes, frame = pair.fitted()
     last_y = y_bars.index[-1]
-    assert pair.closes.index[-1] == last_y + settings.MAX_STALE_BARS * pd.Timedelta("1s")
-    assert pair.frame.index[-1] <= last_y + pipeline.max_staleness(view)
+    assert closes.index[-1] == last_y + settings.MAX_STALE_BARS * pd.Timedelta("1s")
+    assert frame.index[-1] <= last_y + pipeline.max_staleness(view)
     assert pair.stale == {"Y": 300.0}  # 300 s between its last bar and X's newest
     assert np.isnan(pair.now("zscore")[0]) and pair.now("zscore")[1] is None
     # Both legs fresh: the newest row's value and its time.
     fresh = pipeline.compute_pair(source, replace(view, lookback_s=300), end_s=START_S + 300)
     assert fresh.stale == {}
-    assert fresh.now("zscore") == (fresh.frame["zscore"].iloc[-1], START_S + 299)
+    assert fresh.now("zscore") == (fresh.fitted()[1]["zscore"].iloc[-1], START_S + 299)
 
 
 @pytest.mark.parametrize("how", ["below the floor", "empty"])
@@ -339,15 +345,16 @@ def test_masked_or_empty_bars_are_left_out_not_carried(how):
     y_bars["trades"] = 3
     if how == "empty":  # no trade: the close is only the previous one carried
         for col, value in (("empty", True), ("trades", 0), ("volume", 0.0)):
-            y_bars.iloc[gap, y_bars.columns.get_loc(col)] = value
+            y_bars.loc[y_bars.index[gap], col] = value
     else:
-        y_bars.iloc[gap, y_bars.columns.get_loc("trades")] = 1
+        y_bars.loc[y_bars.index[gap], "trades"] = 1
     x_bars = bars_of(moving(n))
     x_bars["trades"] = 3
     source = pipeline.UploadSource({"Y": y_bars, "X": x_bars})
     floor = 2 if how == "below the floor" else 0
     view = View(venue="upload", y="Y", x="X", lookback_s=n, window=20, min_trades=floor)
     closes = pipeline.compute_pair(source, view).closes
+    assert closes is not None
     times = y_bars.index
     carried = times[200 : 200 + settings.MAX_STALE_BARS]
     # The last tradable close stands in for at most MAX_STALE_BARS bars, then no rows.
@@ -440,8 +447,10 @@ def test_blas_threads_are_set_before_anything_imports_numpy(script):
         if isinstance(node, ast.For) and "OPENBLAS_NUM_THREADS" in ast.unparse(node):
             assert "setdefault" in ast.unparse(node) and "MKL_NUM_THREADS" in ast.unparse(node)
             break
-        if isinstance(node, ast.Import | ast.ImportFrom):
-            seen += [a.name for a in node.names] if isinstance(node, ast.Import) else [node.module]
+        if isinstance(node, ast.Import):
+            seen += [a.name for a in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            seen.append(node.module or ".")  # a relative import names no module
     else:
         raise AssertionError(f"{script} does not set OPENBLAS_NUM_THREADS")
     assert set(seen) <= {"__future__", "os"}
@@ -449,7 +458,7 @@ def test_blas_threads_are_set_before_anything_imports_numpy(script):
 
 # -- the simulator's true parameters, in the orientation on screen --------------------
 
-SIM = {
+SIM: dict[str, Any] = {
     "hedge_leg": "BTCUSDT",
     "legs": {
         "ETHUSDT": {"hedge_ratio": 0.8, "intercept": -0.5},
@@ -470,6 +479,7 @@ SIM = {
 )
 def test_true_params_in_the_orientation_on_screen(y, x, slope, intercept):
     truth = pipeline.true_pair_params(SIM, y, x)
+    assert truth is not None
     assert truth.hedge_ratio == pytest.approx(slope, rel=1e-12)
     assert truth.intercept == pytest.approx(intercept, rel=1e-12)
     assert truth.half_life_s == 60.0  # orientation-free
@@ -490,9 +500,11 @@ def test_true_params_undefined_when_x_does_not_follow_the_hedge_leg():
     }
     for y in ("BTCUSDT", "SOLUSDT"):
         truth = pipeline.true_pair_params(sim, y, "ETHUSDT")
+        assert truth is not None
         assert math.isnan(truth.hedge_ratio) and math.isnan(truth.intercept)
         assert truth.how.startswith("undefined") and truth.half_life_s == 60.0
-    assert pipeline.true_pair_params(sim, "ETHUSDT", "BTCUSDT").hedge_ratio == 0.0  # as simulated
+    as_simulated = pipeline.true_pair_params(sim, "ETHUSDT", "BTCUSDT")
+    assert as_simulated is not None and as_simulated.hedge_ratio == 0.0
 
 
 def test_true_params_none_outside_the_model():
