@@ -309,7 +309,8 @@ def periods_per_year(index: pd.Index, default: float | None = None) -> float:
 
     :param index: at least two timestamps. The median ignores gaps of missing bars.
     :param default: returned when ``index`` gives no bar length (not a DatetimeIndex, or
-        fewer than two timestamps); None raises ``ValueError`` then.
+        fewer than two timestamps). None: the index is read as timestamps and one with
+        fewer than two raises ``ValueError``.
     """
     if default is not None and not (isinstance(index, pd.DatetimeIndex) and len(index) > 1):
         return default
