@@ -250,3 +250,66 @@ def test_a_time_of_the_wrong_type_is_rejected_not_stored_in_a_bar_of_its_own(tmp
     with sqlite3.connect(path) as conn:
         bars = conn.execute("SELECT bar_time_s, typeof(bar_time_s) FROM bars_1s").fetchall()
     assert bars == [(1_700_000_000, "integer")]
+
+
+def stuck_writer(path, max_backlog: int) -> tuple[TradeWriter, sqlite3.Connection]:
+    """A writer whose commits fail while the returned connection holds the write lock."""
+    writer = start_writer(path, max_backlog=max_backlog)
+    writer.flush()
+    blocker = sqlite3.connect(path, isolation_level=None, timeout=0)
+    assert writer._conn is not None
+    writer._conn.execute("PRAGMA busy_timeout = 50")
+    blocker.execute("BEGIN IMMEDIATE")
+    return writer, blocker
+
+
+def test_a_blocking_hand_over_waits_while_the_backlog_is_full_and_resumes(tmp_path):
+    path = tmp_path / "ticks.db"
+    writer, blocker = stuck_writer(path, max_backlog=2)
+    rows = random_tape(40)
+    writer.put_trades(rows[:10])  # the writer takes this batch and keeps failing to commit
+    wait_until(lambda: writer.stats.failed_commits >= 1)
+    writer.put_trades(rows[10:20])
+    writer.put_trades(rows[20:30])  # the backlog is full: two items queued
+    producer = threading.Thread(target=writer.put_trades, args=(rows[30:],), kwargs={"block": True})
+    producer.start()
+    producer.join(0.5)
+    assert producer.is_alive()  # waiting for room, not queueing
+    assert writer.queue_depth() == 2
+    blocker.execute("COMMIT")
+    blocker.close()
+    producer.join(5)
+    assert not producer.is_alive()
+    assert writer.close()
+    assert stored_trades(path) == sorted(rows)
+
+
+def test_a_blocking_hand_over_ends_its_wait_when_the_producer_stops(tmp_path):
+    path = tmp_path / "ticks.db"
+    writer, blocker = stuck_writer(path, max_backlog=1)
+    rows = random_tape(30)
+    writer.put_trades(rows[:10])
+    wait_until(lambda: writer.stats.failed_commits >= 1)
+    writer.put_trades(rows[10:20])
+    stop = threading.Event()
+    producer = threading.Thread(
+        target=writer.put_trades, args=(rows[20:],), kwargs={"block": True, "stop": stop}
+    )
+    producer.start()
+    producer.join(0.3)
+    assert producer.is_alive()
+    stop.set()
+    producer.join(1)
+    assert not producer.is_alive()
+    assert writer.queue_depth() == 2  # queued all the same: a stop loses nothing
+    blocker.execute("COMMIT")
+    blocker.close()
+    assert writer.close()
+    assert stored_trades(path) == sorted(rows)
+
+
+def wait_until(condition, timeout: float = 5.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "condition not met in time"
+        time.sleep(0.02)

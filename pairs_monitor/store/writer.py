@@ -3,7 +3,10 @@
 Producers (the live feeds, REST backfill, the simulator, replay) never touch SQLite. They
 hand work to :class:`TradeWriter` through one ``queue.Queue``:
 
-- ``put_trades(rows)``: a list of trade rows, in ``schema.TRADES_COLUMNS`` order;
+- ``put_trades(rows, block=True, stop=event)``: a list of trade rows, in
+  ``schema.TRADES_COLUMNS`` order. This is where backpressure lives: a producer that can
+  outrun the writer (the live stream's flusher, replay) waits here, on a condition the
+  writer signals as it takes work, while ``max_backlog`` items are queued;
 - ``submit(fn)``: any other write (feed status, gaps, runs), a function of the connection
   run inside the writer's transaction, with a ``Future`` for its result.
 
@@ -76,8 +79,10 @@ class TradeWriter(threading.Thread):
     :param db_path: database file; the schema is created or migrated on start.
     :param max_batch_rows: most trades committed in one transaction.
     :param max_batch_seconds: longest time spent gathering one batch.
-    :param max_queue: queue capacity in items; a full queue blocks producers (backpressure)
-        rather than dropping anything.
+    :param max_queue: queue capacity in items; a full queue blocks every producer rather
+        than dropping anything.
+    :param max_backlog: queued items above which ``put_trades(block=True)`` waits; far
+        below ``max_queue``, so the rows in flight (and the memory) stay small.
     """
 
     def __init__(
@@ -87,12 +92,15 @@ class TradeWriter(threading.Thread):
         max_batch_rows: int = 50_000,
         max_batch_seconds: float = 0.05,
         max_queue: int = 100_000,
+        max_backlog: int = 32,
     ) -> None:
         super().__init__(name="writer", daemon=True)
         self.db_path = Path(db_path)
         self.max_batch_rows = max_batch_rows
         self.max_batch_seconds = max_batch_seconds
         self.queue: queue.Queue[Any] = queue.Queue(maxsize=max_queue)
+        self.max_backlog = max_backlog
+        self._taken = threading.Condition()  # notified each time the writer takes a batch
         self.stats = WriterStats()
         self._conn: sqlite3.Connection | None = None
         self._ready = threading.Event()
@@ -107,10 +115,35 @@ class TradeWriter(threading.Thread):
         if self._start_error is not None:
             raise self._start_error
 
-    def put_trades(self, rows: Sequence[TradeRow]) -> None:
-        """Queue trades for storage; blocks while the queue is full."""
-        if rows:
-            self.queue.put(rows if isinstance(rows, list) else list(rows))
+    def put_trades(
+        self,
+        rows: Sequence[TradeRow],
+        *,
+        block: bool = False,
+        stop: threading.Event | None = None,
+    ) -> None:
+        """Queue trades for storage; nothing handed over is ever dropped.
+
+        :param block: first wait while ``max_backlog`` or more items are queued, until the
+            writer takes some, ``stop`` is set, or the writer thread is gone. The rows are
+            queued in every case (a stopping daemon still stores them on ``close()``).
+        :param stop: the producer's stop event, which ends the wait early.
+        """
+        if not rows:
+            return
+        if block:
+            self._wait_for_room(stop)
+        self.queue.put(rows if isinstance(rows, list) else list(rows))
+
+    def _wait_for_room(self, stop: threading.Event | None) -> None:
+        with self._taken:
+            while (
+                self.queue.qsize() >= self.max_backlog
+                and self.is_alive()
+                and not (stop is not None and stop.is_set())
+            ):
+                # A stop event cannot notify this condition: look at it every 50 ms.
+                self._taken.wait(0.05)
 
     def submit(self, fn: Callable[[sqlite3.Connection], Any]) -> Future:
         """Run ``fn(conn)`` in the writer's next transaction, after everything queued before.
@@ -167,6 +200,13 @@ class TradeWriter(threading.Thread):
             )
 
     def _gather(self) -> tuple[list[Any], bool]:
+        """Take one batch (see :meth:`_take`), then wake the producers waiting for room."""
+        batch, stop = self._take()
+        with self._taken:
+            self._taken.notify_all()
+        return batch, stop
+
+    def _take(self) -> tuple[list[Any], bool]:
         """Block for one item, then take whatever else is queued, within the batch bounds."""
         item = self.queue.get()
         if item is _STOP:

@@ -76,7 +76,6 @@ DEFAULT_CONNECT_TIMEOUT = 10.0
 DEFAULT_MAX_CONNECTION_AGE = 23.5 * 3600
 FLUSH_INTERVAL = 0.01  # seconds between hand-overs of parsed rows to the writer
 MAX_PENDING = 10_000  # parsed rows held before the receive thread hands them over itself
-MAX_QUEUED_ITEMS = 16  # writer queue depth above which the hand-over waits
 DRAIN_CHUNK = 2_000  # most rows in one writer queue item
 
 
@@ -380,19 +379,18 @@ class BinanceFeed:
     def _drain(self) -> None:
         """Hand every parsed row to the writer; wait while it is behind (backpressure).
 
-        The writer's queue is bounded in items, not rows: items of at most
-        ``DRAIN_CHUNK`` rows, and a wait while more than ``MAX_QUEUED_ITEMS`` are queued,
-        keep the rows in flight (and the memory) bounded when the writer stalls.
+        The writer's backlog is bounded in items, not rows: items of at most
+        ``DRAIN_CHUNK`` rows keep the rows in flight (and the memory) bounded when the
+        writer stalls. The final drain after a stop does not wait.
         """
         with self._drain_lock:
             pending = self._pending
             popleft = pending.popleft
             count = len(pending)
             while count:
-                while self.writer.queue_depth() > MAX_QUEUED_ITEMS:
-                    time.sleep(0.002)
                 take = min(count, DRAIN_CHUNK)
-                self.writer.put_trades([popleft() for _ in range(take)])
+                rows = [popleft() for _ in range(take)]
+                self.writer.put_trades(rows, block=True, stop=self.stop)
                 count -= take
 
     def _on_connect(self, symbols: list[str]) -> None:

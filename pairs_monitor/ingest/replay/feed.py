@@ -56,7 +56,6 @@ LIVE_SPACES = {
     "binance-usdm": f"{dumps.USDM} {dumps.TRADES}",
 }
 CHUNK_ROWS = 5_000  # rows per put_trades call
-MAX_QUEUED = 40  # chunks waiting in the writer's queue before the reader pauses
 BAD_ROWS_LOGGED = 20  # bad rows logged one by one per file; the rest as line ranges
 _SUFFIXES = (".csv", ".zip", ".ndjson", ".jsonl", ".json")
 # Errors that fail one file, not the run (dumps turns zip damage into DumpError already;
@@ -445,9 +444,7 @@ class ReplayFeed:
         )
         for start in range(0, len(rows), CHUNK_ROWS):
             # Back-pressure: a parser faster than the writer must not fill the memory.
-            while self.writer.queue_depth() > MAX_QUEUED and not stop_event.is_set():
-                time.sleep(0.002)
-            self.writer.put_trades(rows[start : start + CHUNK_ROWS])
+            self.writer.put_trades(rows[start : start + CHUNK_ROWS], block=True, stop=stop_event)
         last = int(np.argmax(cols.trade_id))
         self._stats_for(venue, symbol).saw_trades(
             len(cols), int(cols.trade_id[last]), int(cols.time_us[last])
