@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -12,14 +13,15 @@ from tests.helpers.daemon import SYMBOLS, Daemon
 
 
 @pytest.fixture
-def server():
+def server() -> Iterator[BinanceServer]:
+    """The local Binance stand-in, listing the two symbols the daemon tests record."""
     srv = BinanceServer(SYMBOLS).start()
     yield srv
     srv.stop()
 
 
 @pytest.fixture
-def daemon_factory(tmp_path: Path):
+def daemon_factory(tmp_path: Path) -> Iterator[Callable[..., Daemon]]:
     """Make daemons on one database; any still running at the end are killed."""
     made: list[Daemon] = []
 
