@@ -15,6 +15,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 
 from pairs_monitor.ingest import binance, sim
 from pairs_monitor.store.writer import TradeWriter
@@ -41,6 +42,15 @@ def from_args(args: argparse.Namespace, writer: TradeWriter) -> AutoFeed:
     return AutoFeed(live, lambda: sim.from_args(args, writer), writer, args.fallback_after)
 
 
+@dataclass
+class _RunningSim:
+    """The simulator while it stands in for live: its feed, stop event and thread."""
+
+    feed: sim.SimFeed
+    stop: threading.Event
+    thread: threading.Thread
+
+
 class AutoFeed:
     """Live first; the simulator only while live has been down ``fallback_after`` seconds.
 
@@ -53,7 +63,7 @@ class AutoFeed:
     def __init__(
         self,
         live: binance.BinanceFeed,
-        make_sim: Callable[[], object],
+        make_sim: Callable[[], sim.SimFeed],
         writer: TradeWriter,
         fallback_after: float,
     ) -> None:
@@ -65,9 +75,7 @@ class AutoFeed:
         self.symbols = live.symbols
         self.stats = list(live.stats)  # the simulator's join while it runs
         self.params = {**live.params, "fallback_after_s": fallback_after}
-        self._sim = None
-        self._sim_stop: threading.Event | None = None
-        self._sim_thread: threading.Thread | None = None
+        self._sim: _RunningSim | None = None
 
     def run(self, stop_event: threading.Event) -> None:
         """Run live (and the simulator when needed) until ``stop_event`` is set."""
@@ -76,7 +84,7 @@ class AutoFeed:
             target=self.live.run, args=(live_stop,), name="live", daemon=True
         )
         live_thread.start()
-        down_since = time.monotonic()
+        down_since: float | None = time.monotonic()
         try:
             while not stop_event.wait(0.1):
                 if self.live.connected.is_set():
@@ -109,20 +117,20 @@ class AutoFeed:
             log.error("cannot start the simulator (%s); waiting for live only", exc)
             self.fallback_after = float("inf")
             return
-        self._sim = feed
         self.stats[:] = [*self.live.stats, *feed.stats]
-        self._sim_stop = threading.Event()
-        self._sim_thread = threading.Thread(
-            target=feed.run, args=(self._sim_stop,), name="sim", daemon=True
-        )
-        self._sim_thread.start()
+        stop = threading.Event()
+        thread = threading.Thread(target=feed.run, args=(stop,), name="sim", daemon=True)
+        self._sim = _RunningSim(feed, stop, thread)
+        thread.start()
         for stats in self.live.stats:
             stats.switch_source("sim")
 
     def _stop_sim(self, why: str) -> None:
+        if self._sim is None:
+            return
         log.warning("%s: simulator stopped, live trades only from here", why)
-        self._sim_stop.set()
-        self._sim_thread.join(10)
+        self._sim.stop.set()
+        self._sim.thread.join(10)
         for stats in self.live.stats:
             stats.switch_source("live")
         self._sim = None

@@ -27,6 +27,7 @@ import threading
 from pathlib import Path
 
 from pairs_monitor.ingest import auto, binance, replay, sim, status
+from pairs_monitor.ingest.feed import Feed
 from pairs_monitor.store import schema
 from pairs_monitor.store.writer import TradeWriter
 
@@ -77,12 +78,10 @@ def configure_logging(level: str) -> None:
     )
 
 
-def build_feed(args: argparse.Namespace, writer: TradeWriter):
-    """Return the producer for ``args.source``.
+def build_feed(args: argparse.Namespace, writer: TradeWriter) -> Feed:
+    """Return the producer for ``args.source`` (see :class:`~pairs_monitor.ingest.feed.Feed`).
 
-    A feed exposes ``venue``, ``symbols``, ``stats`` (a list of ``FeedStats``), ``params``
-    (a dict recorded in ``ingest_runs``) and ``run(stop_event)``, which produces until the
-    event is set (or, for replay, until its files end).
+    :raises binance.FeedError: a symbol the exchange does not list.
     """
     if args.source == "sim":
         return sim.from_args(args, writer)
@@ -152,7 +151,7 @@ def main(argv: list[str] | None = None) -> int:
         log.error("writer did not finish within 30 s; %d items left", writer.queue_depth())
         return EXIT_DATABASE
     log.info("stopped cleanly: %d trades stored this run", writer.stats.trades_stored)
-    if args.source == "replay" and feed.failed:
+    if isinstance(feed, replay.ReplayFeed) and feed.failed:
         log.error(
             "%d replay file(s) failed, nothing stored from them: %s",
             len(feed.failed),

@@ -13,7 +13,7 @@ import os
 import sqlite3
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
 from pairs_monitor.clock import now_ms
@@ -168,7 +168,7 @@ def start_run(
     venue: str,
     source: str,
     symbols: Iterable[str],
-    params: dict,
+    params: Mapping[str, object],
     timeout: float = 60.0,
 ) -> int:
     """Record a start of the daemon in ``ingest_runs``; return its run id.
@@ -185,9 +185,12 @@ def start_run(
             sql.INSERT_RUN,
             (venue, source, symbol_list, params_json, os.getpid(), started),
         )
-        return cursor.lastrowid
+        run_id = cursor.lastrowid
+        assert run_id is not None  # an INSERT into a rowid table always sets it
+        return run_id
 
-    return writer.submit(insert).result(timeout)
+    run_id: int = writer.submit(insert).result(timeout)
+    return run_id
 
 
 def finish_run(writer: TradeWriter, run_id: int) -> None:
