@@ -18,6 +18,7 @@ import analytics
 from pairs_monitor.page import pipeline, queries, settings, upload
 from pairs_monitor.page.alert_rules import AlertError, AlertStore, step
 from pairs_monitor.page.settings import DEFAULT_DB, View, resolve_db_path
+from pairs_monitor.page.tabs import literal
 from pairs_monitor.page.tabs import live as live_tab
 from tests.helpers.page_db import START_S, build_empty_db, build_pair_db
 
@@ -555,3 +556,12 @@ def test_page_backtest_decisions_up_to_t_ignore_prices_after_t(method):
 def test_only_the_binance_venues_pass_for_live_data(venue, live, label):
     assert settings.is_synthetic(venue) is not live
     assert settings.venue_label(venue) == label
+
+
+@pytest.mark.parametrize("text", ["plain", "a `tick`", "``double`` and `single`", "`edge`"])
+def test_literal_fences_any_text(text):
+    """The fence is longer than any backtick run inside, so the span cannot close early."""
+    span = literal(text)
+    fence = span[: span.index(" ")]
+    assert set(fence) == {"`"} and fence not in text
+    assert span == f"{fence} {text} {fence}"

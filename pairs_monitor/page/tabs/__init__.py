@@ -7,6 +7,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
@@ -50,6 +51,18 @@ class Context:
                 else:
                     self._pair = cache.pair(self.db_path, view, end_s)
         return self._pair
+
+
+def literal(text: str) -> str:
+    """``text`` as an inline code span, so Streamlit's markdown shows it as it is:
+    markdown, HTML, ``$`` (LaTeX), ``:emoji:`` and ``:color[...]`` inside stay plain text.
+
+    The fence is one backtick longer than the longest run of backticks in ``text``, and
+    the spaces around it are the ones CommonMark strips, so any text fits.
+    """
+    longest = max((len(run) for run in re.findall(r"`+", text)), default=0)
+    fence = "`" * (longest + 1)
+    return f"{fence} {text} {fence}"
 
 
 def need_view(ctx: Context) -> View | None:

@@ -15,6 +15,7 @@ import pandas as pd
 import streamlit as st
 
 from pairs_monitor import quant
+from pairs_monitor.clock import now_ms
 from pairs_monitor.page import cache, charts, pipeline
 from pairs_monitor.page.alert_rules import AlertStore, Rule
 from pairs_monitor.page.settings import (
@@ -25,7 +26,7 @@ from pairs_monitor.page.settings import (
     STALE_STATUS_MS,
     View,
 )
-from pairs_monitor.page.tabs import Context, need_view
+from pairs_monitor.page.tabs import Context, literal, need_view
 
 
 def render(ctx: Context) -> None:
@@ -55,7 +56,7 @@ def _panel(ctx: Context, view: View) -> None:
         if last is None:
             col.metric(f"{symbol} last", "—")
         else:
-            age = time.time() - last[1] / 1e6
+            age = now_ms() / 1000 - last[1] / 1e6
             col.metric(f"{symbol} last", f"{last[0]:,.6g}", help=f"trade {age:,.1f} s ago")
     cols[2].metric("z-score", _fmt(z, ".2f"), help=f"window {view.window} bars")
     cols[3].metric("hedge ratio", _fmt(pair.now("hedge_ratio")[0], ".5g"), help=view.method)
@@ -178,35 +179,73 @@ def readings_for(
 
 
 def _feed_health(recording: pipeline.Recording) -> None:
-    status = recording.feed_status()
+    """The writer's health, then each symbol's feed status."""
     st.subheader("Feed health")
+    now = now_ms()
+    _writer_health(recording, now)
+    status = recording.feed_status()
     if status.empty:
         st.info(
             "No feed status for this venue: the daemon has not run against this database "
             "(the bars shown are what is stored)."
         )
         return
-    now_ms = time.time() * 1000
-    stale = (now_ms - status["updated_ms"]) > STALE_STATUS_MS
+    stale = (now - status["updated_ms"]) > STALE_STATUS_MS
     if stale.all():
-        age = (now_ms - status["updated_ms"].max()) / 1000
+        age = (now - status["updated_ms"].max()) / 1000
         st.warning(f"The daemon has not updated feed status for {age:,.0f} s: is it running?")
     table = pd.DataFrame(
         {
             "symbol": status["symbol"],
             "source": status["source"],
             "connected": status["connected"].astype(bool) & ~stale,
-            "last trade age (s)": (now_ms / 1000 - status["last_trade_time_us"] / 1e6).round(1),
+            "last trade age (s)": (now / 1000 - status["last_trade_time_us"] / 1e6).round(1),
             "trades/s": status["trades_per_s"].round(2),
             "open gaps": status["gaps_open"],
             "reconnects": status["reconnects"],
             "queue": status["queue_depth"],
-            "status age (s)": ((now_ms - status["updated_ms"]) / 1000).round(1),
+            "status age (s)": ((now - status["updated_ms"]) / 1000).round(1),
         }
     )
     st.dataframe(table, hide_index=True, key="feed_health")
     if (status["gaps_open"] > 0).any():
         st.warning("Open gaps: some trade ids are missing and not yet backfilled.")
+
+
+def _writer_health(recording: pipeline.Recording, now: int) -> None:
+    """An error while the daemon's commits keep failing; a warning when the writer's row
+    has not been updated although the daemon's run is open (gone, or the file is locked)."""
+    writer = recording.writer_status()
+    if writer is None:  # a database before schema v3, or no daemon has written one yet
+        return
+    if writer.state == "retrying":
+        since_ms = writer.failing_since_ms or writer.updated_ms
+        st.error(
+            f"The daemon cannot write to the database since {_utc(since_ms)} "
+            f"({(now - since_ms) / 1000:,.0f} s ago): "
+            f"{literal(writer.last_error or 'no error recorded')}\n\n"
+            f"{writer.queue_depth:,} trades wait in its queue; it keeps retrying.",
+            icon="🛑",
+        )
+    age_s = (now - writer.updated_ms) / 1000
+    run = recording.latest_run()
+    if 1000 * age_s > STALE_STATUS_MS and run is not None and run.stopped_ms is None:
+        st.warning(
+            f"The daemon's status is stale: its writer last reported {age_s:,.0f} s ago "
+            f"({_utc(writer.updated_ms)}, state {literal(writer.state)}) while its run "
+            f"(pid {run.pid}) is still open. The daemon may have died, or another program "
+            "holds the database locked.",
+            icon="⏳",
+        )
+    elif writer.state == "ok":
+        st.caption(
+            f"Writer: ok, {writer.queue_depth:,} trades queued, {writer.trades_stored:,} "
+            "stored this run."
+        )
+
+
+def _utc(ms: int) -> str:
+    return f"{pd.Timestamp(ms, unit='ms', tz='UTC'):%Y-%m-%d %H:%M:%S} UTC"
 
 
 def _true_parameters(ctx: Context, recording: pipeline.Recording, view: View) -> None:
