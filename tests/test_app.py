@@ -27,6 +27,8 @@ from tests.helpers.page_db import (
     true_half_life_s,
 )
 
+pytestmark = pytest.mark.apptest
+
 APP = str(Path(__file__).resolve().parent.parent / "app.py")
 TIMEOUT = 60
 
