@@ -25,6 +25,7 @@ from pairs_monitor.page.settings import (
     MAX_1S_ROWS,
     MAX_SCAN_SYMBOLS,
     MAX_STALE_BARS,
+    SCAN_MIN_BARS,
     TIMEFRAME_SECONDS,
     UPLOAD_VENUE,
     View,
@@ -619,5 +620,5 @@ def correlation(source: Source, view: View, end_s: int) -> tuple[pd.DataFrame, p
     if closes.shape[1] < 2 or len(closes) < 3:
         return pd.DataFrame(), pd.DataFrame()
     matrix = quant.correlation_matrix(closes)
-    scan = quant.scan_pairs(closes, log_prices=view.log_prices)
+    scan = quant.scan_pairs(closes, log_prices=view.log_prices, min_obs=SCAN_MIN_BARS)
     return matrix, scan

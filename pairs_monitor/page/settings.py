@@ -71,6 +71,7 @@ MIN_WINDOW_BARS, MAX_WINDOW_BARS = 5, 5000  # the sidebar's rolling window
 MAX_1S_ROWS = 7 * 86400  # one-second bars read per leg for one view
 MAX_BARS = 100_000  # bars per leg after resampling
 MAX_SCAN_SYMBOLS = 30  # symbols in the correlation matrix and the pair scanner
+SCAN_MIN_BARS = 30  # common bars a pair needs before the scanner tests it
 MAX_STALE_BARS = 5
 """How many bars old a leg's last (liquid, traded) close may be and still stand for the
 price at a row: a thin leg that skips a few bars keeps its rows, one whose feed stopped

@@ -5,7 +5,7 @@ from __future__ import annotations
 import streamlit as st
 
 from pairs_monitor.page import cache, charts, pipeline
-from pairs_monitor.page.settings import CORRELATION_BUCKET_S, MAX_SCAN_SYMBOLS
+from pairs_monitor.page.settings import CORRELATION_BUCKET_S, MAX_SCAN_SYMBOLS, SCAN_MIN_BARS
 from pairs_monitor.page.tabs import Context, need_view
 
 
@@ -38,7 +38,7 @@ def render(ctx: Context) -> None:
     )
     st.subheader("Pair scanner (Engle-Granger on every pair)")
     if scan.empty:
-        st.info("Too few common bars to test any pair yet (at least 30 needed).")
+        st.info(f"Too few common bars to test any pair yet (at least {SCAN_MIN_BARS} needed).")
     else:
         st.dataframe(scan, hide_index=True, key="scan")
         st.caption(
