@@ -98,7 +98,7 @@ def test_a_writer_that_cannot_commit_is_an_error_with_its_last_error(monkeypatch
     assert f"{CANNOT_WRITE} {since:%Y-%m-%d %H:%M:%S} UTC" in errors[0]
     # The error verbatim, in a code span fenced past its own backtick: shown as written.
     assert f"``{' ' + NASTY_ERROR + ' '}``" in errors[0]
-    assert "12,345 trades wait in its queue" in errors[0]
+    assert "12,345 items wait in its queue" in errors[0]
     assert not any(b.startswith(STALE) for b in bodies(at.warning))
 
 
@@ -123,7 +123,7 @@ def test_a_stale_writer_row_after_the_run_stopped_is_no_warning(monkeypatch, db)
 def test_a_healthy_writer_is_one_caption(monkeypatch, db):
     set_writer_status(db, queue_depth=7, trades_stored=1_800)
     at = run_page(monkeypatch, db)
-    assert "Writer: ok, 7 trades queued, 1,800 stored this run." in bodies(at.caption)
+    assert "Writer: ok, 7 items queued, 1,800 trades stored this run." in bodies(at.caption)
     assert not any(b.startswith(STALE) for b in bodies(at.warning))
 
 

@@ -224,7 +224,7 @@ def _writer_health(recording: pipeline.Recording, now: int) -> None:
             f"The daemon cannot write to the database since {_utc(since_ms)} "
             f"({(now - since_ms) / 1000:,.0f} s ago): "
             f"{literal(writer.last_error or 'no error recorded')}\n\n"
-            f"{writer.queue_depth:,} trades wait in its queue; it keeps retrying.",
+            f"{writer.queue_depth:,} items wait in its queue; it keeps retrying.",
             icon="🛑",
         )
     age_s = (now - writer.updated_ms) / 1000
@@ -239,7 +239,7 @@ def _writer_health(recording: pipeline.Recording, now: int) -> None:
         )
     elif writer.state == "ok":
         st.caption(
-            f"Writer: ok, {writer.queue_depth:,} trades queued, {writer.trades_stored:,} "
+            f"Writer: ok, {writer.queue_depth:,} items queued, {writer.trades_stored:,} trades "
             "stored this run."
         )
 
