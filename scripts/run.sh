@@ -8,8 +8,10 @@ set -u
 mkdir -p "$(dirname "$DB")"
 log="$(dirname "$DB")/ingest.log"
 
+# The daemon writes its own log, rotated by size (10 MB, 5 old files kept); anything else it
+# prints (a crash's traceback) still reaches this terminal.
 # shellcheck disable=SC2086  # SYMBOLS is a list of words
-"$BIN/python" ingest.py --source "$SOURCE" --symbols $SYMBOLS --db "$DB" >>"$log" 2>&1 &
+"$BIN/python" ingest.py --source "$SOURCE" --symbols $SYMBOLS --db "$DB" --log-file "$log" &
 ingest_pid=$!
 echo "ingest daemon started (pid $ingest_pid, --source $SOURCE, log: $log)"
 

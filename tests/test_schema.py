@@ -66,7 +66,7 @@ def test_migrates_a_version_0_database_keeping_its_data(tmp_path):
         conn.execute("INSERT INTO trades VALUES ('sim', 'AAA', 1, 1000, 1.5, 2.0, 0)")
 
 
-def test_migrates_version_1_to_2_keeping_alert_rules(tmp_path):
+def test_migrates_version_1_to_the_latest_keeping_alert_rules(tmp_path):
     path = tmp_path / "v1.db"
     with sqlite3.connect(path, isolation_level=None) as conn:
         for statement in schema._statements(schema.SCHEMA_V1):
@@ -78,7 +78,7 @@ def test_migrates_version_1_to_2_keeping_alert_rules(tmp_path):
         )
     assert schema.setup(path) == 1
     with sqlite3.connect(path) as conn:
-        assert schema.schema_version(conn) == 2
+        assert schema.schema_version(conn) == schema.LATEST_VERSION
         rule = conn.execute(
             "SELECT kind, symbol, threshold, timeframe, window_bars, hedge_method, log_prices "
             "FROM alert_rules"

@@ -151,7 +151,7 @@ def test_a_locked_database_is_retried_until_it_frees_and_nothing_is_lost(tmp_pat
     while writer.stats.failed_commits == 0 and time.monotonic() < deadline:
         time.sleep(0.02)
     assert writer.stats.failed_commits >= 1
-    assert "locked" in writer.stats.last_error
+    assert "locked" in (writer.stats.last_error or "")
     blocker.execute("COMMIT")
     blocker.close()
     assert writer.close()
@@ -214,13 +214,19 @@ def test_the_thread_survives_a_damaged_schema_and_stores_everything_once_mended(
     while writer.stats.failed_commits < 2 and time.monotonic() < deadline:
         time.sleep(0.02)
     assert writer.stats.failed_commits >= 2  # retried, not dropped
-    assert "no such table: main.bars_1s" in writer.stats.last_error
+    assert "no such table: main.bars_1s" in (writer.stats.last_error or "")
+    assert writer.stats.state == "retrying"
+    assert writer.stats.failing_since_ms is not None
     assert writer.is_alive()
     other.execute("ALTER TABLE bars_1s_aside RENAME TO bars_1s")
     other.close()
+    writer.flush(timeout=10)
+    assert writer.stats.state == "ok"
+    assert writer.stats.failing_since_ms is None
+    assert "no such table" in (writer.stats.last_error or "")  # kept: the last error seen
     assert writer.close()
+    assert writer.stats.state == "stopped"
     assert stored_trades(path) == sorted(rows)
-    assert writer.stats.last_error is None
     expected = expected_bars(rows)
     pd.testing.assert_frame_equal(
         stored_bars(path)[expected.columns], expected, check_dtype=False, rtol=1e-12

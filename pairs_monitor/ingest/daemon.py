@@ -12,7 +12,9 @@ Sources:
           ingest/auto.py).
 
 Every source hands trades to one writer thread (store/writer.py), the only code that writes
-the database. SIGINT or SIGTERM stops the sources, commits everything queued and exits 0.
+the database but for the writer's own health row (``writer_status``, ingest/status.py).
+The log goes to stderr, or with ``--log-file`` to a file rotated by size (ingest/logs.py).
+SIGINT or SIGTERM stops the sources, commits everything queued and exits 0.
 Exit codes: 1 when the database cannot be opened (or takes no write at start, or the writer
 cannot finish), 2 for a symbol Binance does not list, 3 when replay refused files.
 """
@@ -26,7 +28,7 @@ import sys
 import threading
 from pathlib import Path
 
-from pairs_monitor.ingest import auto, binance, replay, sim, status
+from pairs_monitor.ingest import auto, binance, logs, replay, sim, status
 from pairs_monitor.ingest.feed import Feed
 from pairs_monitor.store import schema
 from pairs_monitor.store.writer import TradeWriter
@@ -59,23 +61,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--source", choices=SOURCES, default="auto", help="where trades come from")
     parser.add_argument("--db", type=Path, default=schema.DEFAULT_DB, help="database file")
-    parser.add_argument(
-        "--log-level",
-        default="INFO",
-        choices=("DEBUG", "INFO", "WARNING", "ERROR"),
-        help="logging threshold",
-    )
+    logs.add_arguments(parser)
     for source in (binance, auto, sim, replay):
         source.add_arguments(parser)
     return parser
-
-
-def configure_logging(level: str) -> None:
-    logging.basicConfig(
-        level=level,
-        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
-        datefmt="%Y-%m-%dT%H:%M:%S",
-    )
 
 
 def build_feed(args: argparse.Namespace, writer: TradeWriter) -> Feed:
@@ -95,7 +84,7 @@ def build_feed(args: argparse.Namespace, writer: TradeWriter) -> Feed:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    configure_logging(args.log_level)
+    logs.configure(args.log_level, args.log_file, max_mb=args.log_max_mb, backups=args.log_backups)
     if args.symbols:
         args.symbols = [symbol.upper() for symbol in args.symbols]
     elif args.source != "replay":
@@ -147,7 +136,9 @@ def main(argv: list[str] | None = None) -> int:
     log.info("sources stopped; writing final status and flushing the queue")
     reporter.stop()
     status.finish_run(writer, run_id)
-    if not writer.close(timeout=30):
+    finished = writer.close(timeout=30)
+    reporter.finish()  # writer_status: stopped, or still retrying
+    if not finished:
         log.error("writer did not finish within 30 s; %d items left", writer.queue_depth())
         return EXIT_DATABASE
     log.info("stopped cleanly: %d trades stored this run", writer.stats.trades_stored)

@@ -1,8 +1,10 @@
-"""Feed health: per-symbol counters kept by the producers, written once a second.
+"""Health of the feeds and of the writer, written once a second.
 
 Each producer owns the :class:`FeedStats` of its (venue, symbol) and updates it as trades
 arrive. :class:`StatusReporter` turns those counters into rows of ``feed_status`` (through
-the writer, like every other write) and logs a one-line summary every few seconds.
+the writer, like every other write), has :class:`WriterStatusPublisher` write the writer's
+own health to ``writer_status`` (not through the writer: it must land while the writer's
+commits fail), and logs a one-line summary every few seconds.
 """
 
 from __future__ import annotations
@@ -66,13 +68,80 @@ class FeedStats:
             self.source_since_ms = now_ms()
 
 
+class WriterStatusPublisher:
+    """Writes the one ``writer_status`` row through a small connection of its own.
+
+    The writer's own transaction cannot carry news of its failures, so this connection
+    does, with a short busy timeout: a database locked by another program makes the write
+    fail fast (the row then goes stale, which the page reports) instead of blocking the
+    reporter. Failures are logged at most once a minute.
+
+    :param writer: the writer whose ``stats`` and queue are published.
+    """
+
+    BUSY_TIMEOUT_S = 0.25
+    LOG_FAILURES_EVERY_S = 60.0
+
+    def __init__(self, writer: TradeWriter) -> None:
+        self.writer = writer
+        self._conn: sqlite3.Connection | None = None
+        self._failures = 0
+        self._last_failure_log: float | None = None
+
+    def publish(self) -> bool:
+        """Write the row now; False when the database refused it (logged, rate-limited)."""
+        stats = self.writer.stats
+        row = {
+            "state": stats.state,
+            "last_error": stats.last_error,
+            "failing_since_ms": stats.failing_since_ms,
+            "queue_depth": self.writer.queue_depth(),
+            "trades_stored": stats.trades_stored,
+            "updated_ms": now_ms(),
+        }
+        try:
+            if self._conn is None:
+                self._conn = sqlite3.connect(
+                    self.writer.db_path,
+                    timeout=self.BUSY_TIMEOUT_S,
+                    isolation_level=None,  # each write commits on its own
+                    check_same_thread=False,  # the reporter's thread, then the daemon's
+                )
+            self._conn.execute(sql.UPSERT_WRITER_STATUS, row)
+        except sqlite3.Error as exc:
+            self._failures += 1
+            now = time.monotonic()
+            last = self._last_failure_log
+            if last is None or now - last >= self.LOG_FAILURES_EVERY_S:
+                self._last_failure_log = now
+                log.warning(
+                    "cannot write writer_status (%s: %s); %d failed write(s) so far, "
+                    "next report of this in %.0f s",
+                    type(exc).__name__,
+                    exc,
+                    self._failures,
+                    self.LOG_FAILURES_EVERY_S,
+                )
+            return False
+        return True
+
+    def close(self) -> None:
+        """Close the connection (a later :meth:`publish` opens another)."""
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+
+
 class StatusReporter(threading.Thread):
     """Writes every feed's status about once a second and logs a summary line.
 
     :param writer: the writer that owns the database.
     :param feeds: the counters to report; the list may grow while running.
-    :param interval: seconds between ``feed_status`` writes.
+    :param interval: seconds between ``feed_status`` and ``writer_status`` writes.
     :param log_every: seconds between status lines in the log.
+
+    Once the writer is closed, :meth:`finish` publishes its final state (``stopped``, or
+    ``retrying`` when it could not finish).
     """
 
     def __init__(
@@ -88,6 +157,7 @@ class StatusReporter(threading.Thread):
         self.feeds = feeds
         self.interval = interval
         self.log_every = log_every
+        self.writer_status = WriterStatusPublisher(writer)
         self._stop_requested = threading.Event()
         self._last_totals: dict[tuple[str, str], tuple[int, float]] = {}
         self._rates: dict[tuple[str, str], float] = {}
@@ -96,6 +166,12 @@ class StatusReporter(threading.Thread):
         """Write a last status (feeds marked disconnected) and end the thread."""
         self._stop_requested.set()
         self.join(5)
+
+    def finish(self) -> None:
+        """Publish the writer's state once more (call after closing it) and let go of the
+        database."""
+        self.writer_status.publish()
+        self.writer_status.close()
 
     def run(self) -> None:
         last_log = time.monotonic()
@@ -109,10 +185,11 @@ class StatusReporter(threading.Thread):
         self.report()
 
     def report(self) -> None:
-        """Queue one ``feed_status`` row per feed."""
+        """Queue one ``feed_status`` row per feed; write the ``writer_status`` row."""
         rows = [self._row(feed) for feed in list(self.feeds)]
         if rows:
             self.writer.submit(lambda conn: conn.executemany(sql.UPSERT_FEED_STATUS, rows))
+        self.writer_status.publish()
 
     def _row(self, feed: FeedStats) -> dict:
         key = (feed.venue, feed.symbol)

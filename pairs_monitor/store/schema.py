@@ -140,8 +140,23 @@ ALTER TABLE alert_rules ADD COLUMN hedge_method TEXT;    -- as pair_frame names 
 ALTER TABLE alert_rules ADD COLUMN log_prices INTEGER;   -- 1: hedge fitted on log prices
 """
 
+# Version 3: the writer's health, one row, written about once a second by the daemon's status
+# reporter through a connection of its own (so it lands while the writer's commits fail).
+SCHEMA_V3 = """
+CREATE TABLE writer_status (
+    id               INTEGER PRIMARY KEY CHECK (id = 1),
+    state            TEXT    NOT NULL,  -- 'ok' | 'retrying' | 'stopped'
+    last_error       TEXT,              -- the last error a commit raised; NULL when none yet
+    failing_since_ms INTEGER,           -- wall clock of the first failure of the current
+                                        -- streak; NULL when ok
+    queue_depth      INTEGER NOT NULL,
+    trades_stored    INTEGER NOT NULL,  -- this run
+    updated_ms       INTEGER NOT NULL   -- stale = daemon gone or database locked by another program
+);
+"""
+
 # MIGRATIONS[i] takes a database from user_version i to i + 1.
-MIGRATIONS: list[str] = [SCHEMA_V1, SCHEMA_V2]
+MIGRATIONS: list[str] = [SCHEMA_V1, SCHEMA_V2, SCHEMA_V3]
 LATEST_VERSION = len(MIGRATIONS)
 
 TRADES_COLUMNS = (
@@ -198,7 +213,7 @@ def schema_version(conn: sqlite3.Connection) -> int:
 
 def _check_unversioned_tables(conn: sqlite3.Connection) -> None:
     """Refuse to adopt a version-0 file that already holds tables of the names we create."""
-    ours = set(re.findall(r"CREATE TABLE (\w+)", SCHEMA_V1))
+    ours = set(re.findall(r"CREATE TABLE (\w+)", "".join(MIGRATIONS)))
     present = {row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
     clash = sorted(ours & present)
     if clash:

@@ -149,6 +149,16 @@ ON CONFLICT (venue, symbol) DO UPDATE SET
     gaps_filled = excluded.gaps_filled, gaps_abandoned = excluded.gaps_abandoned,
     updated_ms = excluded.updated_ms
 """
+# The writer's health: one row (id 1), written by the status reporter's own connection.
+UPSERT_WRITER_STATUS = """
+INSERT INTO writer_status (id, state, last_error, failing_since_ms, queue_depth,
+    trades_stored, updated_ms)
+VALUES (1, :state, :last_error, :failing_since_ms, :queue_depth, :trades_stored, :updated_ms)
+ON CONFLICT (id) DO UPDATE SET
+    state = excluded.state, last_error = excluded.last_error,
+    failing_since_ms = excluded.failing_since_ms, queue_depth = excluded.queue_depth,
+    trades_stored = excluded.trades_stored, updated_ms = excluded.updated_ms
+"""
 INSERT_RUN = (
     "INSERT INTO ingest_runs (venue, source, symbols, params_json, pid, started_ms) "
     "VALUES (?, ?, ?, ?, ?, ?)"

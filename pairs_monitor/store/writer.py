@@ -1,4 +1,4 @@
-"""The writer thread: the only code that writes to the database.
+"""The writer thread: the only code that writes trades, bars, gaps, runs and feed status.
 
 Producers (the live feeds, REST backfill, the simulator, replay) never touch SQLite. They
 hand work to :class:`TradeWriter` through one ``queue.Queue``:
@@ -17,6 +17,10 @@ trade re-sent after a reconnect is harmless and never counted twice in a bar. A 
 commit (locked database, full disk, a damaged schema) is rolled back, logged, and retried
 with backoff until it succeeds; nothing queued is dropped, and a stop that comes while it
 waits ends with ``close()`` returning False, so the caller can say what was left.
+
+Its health (``stats.state``: ok, retrying or stopped; ``last_error``; ``failing_since_ms``)
+is published in ``writer_status`` by the status reporter, through a connection of the
+reporter's own, so that it lands while the writer's commits fail.
 """
 
 from __future__ import annotations
@@ -31,9 +35,9 @@ from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any, Literal, NamedTuple
 
-from pairs_monitor.clock import Backoff
+from pairs_monitor.clock import Backoff, now_ms
 from pairs_monitor.store import schema, sql
 
 log = logging.getLogger("writer")
@@ -61,6 +65,11 @@ def is_transient(exc: sqlite3.Error) -> bool:
     return getattr(exc, "sqlite_errorname", "").startswith(_TRANSIENT_ERRORS)
 
 
+# ok: committing; retrying: the last commit failed and is being retried (nothing queued is
+# dropped meanwhile); stopped: the thread has ended.
+WriterState = Literal["ok", "retrying", "stopped"]
+
+
 @dataclass
 class WriterStats:
     """Counters of the writer thread, read by the status line and the benchmarks."""
@@ -70,7 +79,23 @@ class WriterStats:
     commits: int = 0
     failed_commits: int = 0
     rejected_rows: int = 0
-    last_error: str | None = None  # the last failed commit's error, None once one succeeds
+    state: WriterState = "ok"
+    last_error: str | None = None  # the last error a commit raised, kept after a success
+    failing_since_ms: int | None = None  # wall clock of the current streak's first failure
+
+    def failed(self, error: str) -> None:
+        """Count a failed commit: the writer is retrying from here."""
+        self.failed_commits += 1
+        self.last_error = error
+        if self.state != "retrying":
+            self.state = "retrying"
+            self.failing_since_ms = now_ms()
+
+    def committed(self) -> None:
+        """Count a commit: whatever streak of failures there was is over."""
+        self.commits += 1
+        self.state = "ok"
+        self.failing_since_ms = None
 
 
 class TradeWriter(threading.Thread):
@@ -174,12 +199,18 @@ class TradeWriter(threading.Thread):
 
     # -- writer thread -------------------------------------------------------------
 
+    @property
+    def _connection(self) -> sqlite3.Connection:
+        if self._conn is None:
+            raise RuntimeError("the writer thread has not opened the database")
+        return self._conn
+
     def run(self) -> None:
         try:
             schema.setup(self.db_path)
-            self._conn = schema.connect_for_writing(self.db_path)
-            self._conn.execute(sql.TEMP_IN_MEMORY)
-            self._conn.execute(sql.STAGING_DDL)
+            conn = self._conn = schema.connect_for_writing(self.db_path)
+            conn.execute(sql.TEMP_IN_MEMORY)
+            conn.execute(sql.STAGING_DDL)
         except BaseException as exc:  # reported to the caller of start()
             self._start_error = exc
             self._ready.set()
@@ -192,7 +223,8 @@ class TradeWriter(threading.Thread):
                 if batch:
                     self._commit_with_retry(batch)
         finally:
-            self._conn.close()
+            conn.close()
+            self.stats.state = "stopped"
             log.info(
                 "writer stopped: %d trades stored, %d commits",
                 self.stats.trades_stored,
@@ -238,8 +270,7 @@ class TradeWriter(threading.Thread):
             try:
                 results, rejected = self._commit(batch)
             except Exception as exc:
-                self.stats.failed_commits += 1
-                self.stats.last_error = f"{type(exc).__name__}: {exc}"
+                self.stats.failed(f"{type(exc).__name__}: {exc}")
                 transient = isinstance(exc, sqlite3.Error) and is_transient(exc)
                 delay = backoff.next_delay()
                 log.error(
@@ -252,9 +283,8 @@ class TradeWriter(threading.Thread):
                 time.sleep(delay)
                 continue
             break
-        self.stats.commits += 1
+        self.stats.committed()
         self.stats.rejected_rows += rejected
-        self.stats.last_error = None
         for future, outcome, failed in results:
             if failed:
                 future.set_exception(outcome)
@@ -263,7 +293,7 @@ class TradeWriter(threading.Thread):
 
     def _commit(self, batch: list[Any]) -> tuple[list[tuple[Future, Any, bool]], int]:
         """One transaction for the batch; returns the calls' outcomes and rows rejected."""
-        conn = self._conn
+        conn = self._connection
         results: list[tuple[Future, Any, bool]] = []
         received = stored = rejected = 0
         conn.execute(sql.BEGIN_WRITE)
@@ -294,7 +324,7 @@ class TradeWriter(threading.Thread):
 
     def _call(self, fn: Callable[[sqlite3.Connection], Any], future: Future):
         """Run one submitted write inside a savepoint, so its failure undoes only itself."""
-        conn = self._conn
+        conn = self._connection
         conn.execute(sql.SAVEPOINT_CALL)
         try:
             outcome = fn(conn)
@@ -308,7 +338,7 @@ class TradeWriter(threading.Thread):
         return future, outcome, False
 
     def _undo_call(self, future: Future, exc: Exception) -> tuple[Future, Exception, bool]:
-        conn = self._conn
+        conn = self._connection
         conn.execute(sql.ROLLBACK_TO_CALL)
         conn.execute(sql.RELEASE_CALL)
         log.error("a submitted write failed and was undone: %r", exc)
@@ -321,7 +351,7 @@ class TradeWriter(threading.Thread):
         """
         if not chunks:
             return 0, 0
-        conn = self._conn
+        conn = self._connection
         rejected = 0
         rows = list(itertools.chain.from_iterable(chunks))
         try:
@@ -363,7 +393,7 @@ class TradeWriter(threading.Thread):
         rejected = 0
         for row in rows:
             try:
-                self._conn.execute(sql.STAGE_ONE, row)
+                self._connection.execute(sql.STAGE_ONE, row)
             except (sqlite3.IntegrityError, sqlite3.InterfaceError, ValueError, TypeError) as exc:
                 rejected += 1
                 log.error("rejected trade row %r: %s", row, exc)
