@@ -89,7 +89,9 @@ def test_sigterm_under_load_loses_nothing_and_exits_fast(server, daemon_factory)
     took = time.monotonic() - started
     server.stop_stream()
     assert took < 5, f"took {took:.1f} s to stop"
-    received = int(re.search(r"(\d+) trades received on the socket", daemon.log).group(1))
+    found = re.search(r"(\d+) trades received on the socket", daemon.log)
+    assert found is not None, "the daemon logs what it received"
+    received = int(found.group(1))
     stored_now = {s: stored(daemon.db, s) for s in server.symbols}
     # Everything received was stored, and what was stored is the tape without holes.
     assert sum(len(rows) for rows in stored_now.values()) == received

@@ -16,22 +16,13 @@ from pairs_monitor.ingest.binance.gaps import _subtract
 from pairs_monitor.ingest.binance.rest import WeightBudget, rest_row
 from pairs_monitor.ingest.binance.tape import SymbolTape
 from pairs_monitor.ingest.binance.ws import ServerShutdown
-
-
-class NullWriter:
-    def __init__(self) -> None:
-        self.rows: list = []
-
-    def put_trades(self, rows) -> None:
-        self.rows.extend(rows)
-
-    def queue_depth(self) -> int:
-        return 0
+from pairs_monitor.store.writer import TradeWriter
 
 
 def make_feed() -> BinanceFeed:
+    """A feed whose writer is never started: these tests look at parsing only."""
     return BinanceFeed(
-        MARKETS["spot"], ["btcusdt"], NullWriter(), db_path=Path("/nonexistent.db"),
+        MARKETS["spot"], ["btcusdt"], TradeWriter(":memory:"), db_path=Path("/nonexistent.db"),
         ws_url="ws://unused", rest_url="http://unused",
     )  # fmt: skip
 
@@ -131,9 +122,14 @@ def test_malformed_frames_are_logged_at_most_five_times_a_minute(caplog):
 def test_pings_and_pongs_share_a_budget_of_four_a_second():
     from pairs_monitor.ingest.binance.ws import LiveWebSocket
 
-    sent = []
-    ws = LiveWebSocket()
-    ws.send = lambda payload, opcode=None: sent.append(opcode)  # no socket needed
+    sent: list[int] = []
+
+    class Recording(LiveWebSocket):
+        def send(self, payload: bytes | str, opcode: int = 1) -> int:  # no socket needed
+            sent.append(opcode)
+            return len(payload)
+
+    ws = Recording()
     for _ in range(10):
         ws.pong(b"x")
         ws.ping(b"y")

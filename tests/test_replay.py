@@ -88,6 +88,13 @@ def run_feed(db: Path, *argv: str) -> replay.ReplayFeed:
     return feed
 
 
+def error_of(feed: replay.ReplayFeed, index: int) -> str:
+    """Why the file ``index`` failed (it must have)."""
+    error = feed.inputs[index].error
+    assert error is not None, f"{feed.inputs[index].path} did not fail"
+    return error
+
+
 def write_zip(folder: Path, csv_text: str, name: str, checksum: str | None = "good") -> Path:
     """``name``.zip holding ``name``.csv, with a good, bad or no ``.CHECKSUM`` beside it."""
     path = folder / f"{name}.zip"
@@ -189,8 +196,8 @@ def test_a_corrupt_zip_without_checksum_fails_alone(tmp_path, compression):
     db = tmp_path / "replay.db"
     feed = run_feed(db, "--replay", str(bad), str(BTC))
     assert feed.failed == [bad]
-    assert str(bad) in feed.inputs[0].error and "corrupt" in feed.inputs[0].error
-    assert "download it again" in feed.inputs[0].error
+    assert str(bad) in error_of(feed, 0) and "corrupt" in error_of(feed, 0)
+    assert "download it again" in error_of(feed, 0)
     assert stored(db, symbol="XRPETH").empty
     assert_same_tape(db, expected_rows(read_fixture(BTC)))
 
@@ -256,7 +263,7 @@ def test_daemon_imports_ndjson_twice_storing_nothing_the_second_time(tmp_path):
         expected.append((r["symbol"], us * 1000 + k, us, r["price"], r["size"]))
     frame = pd.DataFrame(expected, columns=["symbol", "trade_id", "trade_time_us", "p", "q"])
     for symbol, rows in frame.groupby("symbol"):
-        got = stored(db, venue="replay-ndjson", symbol=symbol)
+        got = stored(db, venue="replay-ndjson", symbol=str(symbol))
         assert got.trade_id.tolist() == rows.trade_id.tolist()
         assert got.trade_time_us.tolist() == rows.trade_time_us.tolist()
         assert got.price.tolist() == rows.p.tolist() and got.qty.tolist() == rows.q.tolist()
@@ -277,7 +284,7 @@ def header_variant(tmp_path: Path) -> tuple[Path, pd.DataFrame]:
     """Futures style: header row, 6 columns, lower-case booleans."""
     fx = read_fixture()
     text = "id,price,qty,quote_qty,time,is_buyer_maker\n" + "".join(
-        f"{r.id},{r.price},{r.qty},{r.quoteQty},{r.time},{r.isBuyerMaker.lower()}\n"
+        f"{r.id},{r.price},{r.qty},{r.quoteQty},{r.time},{str(r.isBuyerMaker).lower()}\n"
         for r in fx.itertuples()
     )
     path = tmp_path / "BTCUSDT-trades-2021-01-08.csv"
@@ -404,13 +411,13 @@ def test_trades_and_aggtrades_of_one_symbol_are_not_mixed(tmp_path):
     one = tmp_path / "one.db"
     feed = run_feed(one, "--replay", str(BTC), str(agg_path), "--replay-venue", "mine")
     assert feed.failed == [agg_path]
-    assert "already holds spot trades of it" in feed.inputs[1].error
-    assert "leave out --replay-venue" in feed.inputs[1].error
+    assert "already holds spot trades of it" in error_of(feed, 1)
+    assert "leave out --replay-venue" in error_of(feed, 1)
     assert_same_tape(one, expected_rows(read_fixture(BTC)), venue="mine")
 
     live = tmp_path / "live.db"  # a live venue holds its market's trade ids
     feed = run_feed(live, "--replay", str(agg_path), "--replay-venue", "binance-spot")
-    assert feed.failed == [agg_path] and "the live feed's numbering" in feed.inputs[0].error
+    assert feed.failed == [agg_path] and "the live feed's numbering" in error_of(feed, 0)
 
 
 @pytest.mark.daemon
@@ -536,7 +543,8 @@ def test_ndjson_memory_is_bounded_and_ids_stay_exact(tmp_path):
     assert remembered(reader) <= 601 + 1  # one a second: ten minutes and the newest
     assert [b.line for b in bad] == [60_001]
     assert "more than 10 minutes before" in bad[0].reason and "sort" in bad[0].reason
-    expected, seen = [], {}
+    expected: list[int] = []
+    seen: dict[int, int] = {}
     for n, line in enumerate(lines, start=1):
         if n != 60_001:
             us = ndjson.parse_ts(json.loads(line)["ts"])
@@ -571,7 +579,9 @@ def test_symbols_filter_an_ndjson(tmp_path):
     feed = run_feed(tmp_path / "replay.db", "--replay", str(NDJSON), "--symbols", "btcusdt")
     assert feed.symbols == ["BTCUSDT"]
     assert feed.inputs[0].stored == 300
-    assert feed.inputs[0].reader.skipped_other_symbols == 100
+    reader = feed.inputs[0].reader
+    assert isinstance(reader, ndjson.NdjsonReader)
+    assert reader.skipped_other_symbols == 100
 
 
 def test_line_ranges():

@@ -11,6 +11,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -18,6 +19,7 @@ import pytest
 
 import analytics
 from pairs_monitor.ingest import sim
+from pairs_monitor.store.writer import TradeWriter
 
 ROOT = Path(__file__).resolve().parent.parent
 PAIR = ("BTCUSDT", "ETHUSDT")
@@ -25,8 +27,8 @@ TRUE_BETA = 0.8
 TRUE_HALF_LIFE_S = 60.0
 
 
-def make_params(seed: int = 1, **overrides) -> sim.SimParams:
-    values = {
+def make_params(seed: int = 1, **overrides: Any) -> sim.SimParams:
+    values: dict[str, Any] = {
         "symbols": PAIR,
         "hedge_leg": "ETHUSDT",
         "hedge_ratios": {"BTCUSDT": TRUE_BETA},
@@ -46,6 +48,7 @@ def run_daemon(db: Path, seconds: float, *extra: str) -> subprocess.CompletedPro
     deadline = time.monotonic() + 30
     # Wait for the banner, so the seconds count from the first emitted trades.
     lines = []
+    assert proc.stdout is not None
     for raw in proc.stdout:
         lines.append(raw.decode())
         if "first ids" in lines[-1] or time.monotonic() > deadline:
@@ -77,6 +80,8 @@ def test_daemon_stores_sim_trades_and_resumes_ids(tmp_path):
     counts1 = tape1.groupby("symbol").trade_id.agg(["min", "max", "count"])
     assert set(counts1.index) == set(PAIR)
     assert (counts1["min"] == 1).all() and (counts1["max"] == counts1["count"]).all()
+    first_counts = {str(s): int(n) for s, n in counts1["count"].items()}
+    last_ids = {str(s): int(last) for s, last in counts1["max"].items()}
     assert (counts1["count"] > 100).all()
 
     second = run_daemon(db, 1.0, "--sim-rate", "60")
@@ -87,7 +92,7 @@ def test_daemon_stores_sim_trades_and_resumes_ids(tmp_path):
         ids = trades.trade_id.to_numpy()
         # Consecutive from 1 across both runs: the restart resumed after the stored max.
         assert np.array_equal(ids, np.arange(1, len(ids) + 1)), symbol
-        assert len(ids) > counts1.loc[symbol, "count"]
+        assert len(ids) > first_counts[str(symbol)]
         assert trades.trade_time_us.is_monotonic_increasing
         assert trades.trade_time_us.duplicated().any(), "no two trades share a millisecond"
         assert (trades.trade_time_us % 1000 == 0).all()  # millisecond times, like Binance
@@ -105,9 +110,7 @@ def test_daemon_stores_sim_trades_and_resumes_ids(tmp_path):
     assert params["legs"]["BTCUSDT"]["hedge_ratio"] == TRUE_BETA
     assert params["half_life_s"] == TRUE_HALF_LIFE_S
     assert params["seed"] == 5
-    assert json.loads(runs[1][2])["first_trade_ids"] == {
-        s: int(counts1.loc[s, "max"]) + 1 for s in PAIR
-    }
+    assert json.loads(runs[1][2])["first_trade_ids"] == {s: last_ids[s] + 1 for s in PAIR}
     assert status == [("sim", "sim")]
 
 
@@ -115,7 +118,8 @@ def test_from_args_with_only_symbols():
     """The auto source's fallback builds the sim from a bare namespace."""
     import argparse
 
-    feed = sim.from_args(argparse.Namespace(symbols=["btcusdt", "ethusdt"]), writer=None)
+    unstarted = TradeWriter(":memory:")
+    feed = sim.from_args(argparse.Namespace(symbols=["btcusdt", "ethusdt"]), writer=unstarted)
     assert feed.venue == "sim" and feed.symbols == list(PAIR)
     assert feed.model.hedge_leg == "ETHUSDT"
     assert feed.params["legs"]["BTCUSDT"]["hedge_ratio"] == 0.8
@@ -305,8 +309,6 @@ def test_feed_runs_again_where_it_stopped(tmp_path):
     ids and prices continue (venue sim, real writer, in this process)."""
     import threading
 
-    from pairs_monitor.store.writer import TradeWriter
-
     db = tmp_path / "sim.db"
     writer = TradeWriter(db)
     writer.start()
@@ -331,7 +333,7 @@ def test_feed_runs_again_where_it_stopped(tmp_path):
     for symbol, trades in tape.groupby("symbol"):
         assert np.array_equal(trades.trade_id, np.arange(1, len(trades) + 1))
         # The price 0.5 s later is within a few sd of a half-second move, not a reset.
-        assert abs(ends[1][symbol] / ends[0][symbol] - 1) < 0.005
+        assert abs(ends[1][str(symbol)] / ends[0][str(symbol)] - 1) < 0.005
 
 
 def test_saw_trades_counts_a_batch_as_saw_trade_counts_each():

@@ -104,7 +104,7 @@ def test_bars_match_trades_whatever_the_batching_order_and_duplicates(tmp_path):
 def test_a_bad_row_is_reported_and_the_rest_of_its_batch_is_stored(tmp_path, caplog):
     path = tmp_path / "ticks.db"
     good = random_tape(5, symbols=("AAAUSDT",))
-    bad = (VENUE, "AAAUSDT", 99, 1_700_000_000_000_000, None, 1.0, 0)
+    bad: tuple = (VENUE, "AAAUSDT", 99, 1_700_000_000_000_000, None, 1.0, 0)  # no price
     writer = start_writer(path)
     writer.put_trades([*good[:2], bad, *good[2:]])
     assert writer.close()
@@ -143,6 +143,7 @@ def test_a_locked_database_is_retried_until_it_frees_and_nothing_is_lost(tmp_pat
     writer.flush()
     blocker = sqlite3.connect(path, isolation_level=None, timeout=0)
     blocker.execute("PRAGMA busy_timeout = 0")
+    assert writer._conn is not None
     writer._conn.execute("PRAGMA busy_timeout = 50")  # fail fast instead of waiting 30 s
     blocker.execute("BEGIN IMMEDIATE")
     rows = random_tape(200)
@@ -162,7 +163,7 @@ def test_close_commits_everything_queued_by_concurrent_producers(tmp_path):
     path = tmp_path / "ticks.db"
     writer = start_writer(path, max_queue=50)  # small queue: producers feel backpressure
     rows = random_tape(2_000, symbols=("AAAUSDT", "BBBUSDT", "CCCUSDT", "DDDUSDT"))
-    by_symbol = {}
+    by_symbol: dict[str, list[tuple]] = {}
     for row in rows:
         by_symbol.setdefault(row[1], []).append(row)
 
@@ -245,9 +246,10 @@ def test_rows_in_any_sequence_are_trades_never_mistaken_for_a_call(tmp_path):
 
 def test_a_time_of_the_wrong_type_is_rejected_not_stored_in_a_bar_of_its_own(tmp_path):
     path = tmp_path / "ticks.db"
-    integral_float = (VENUE, "AAAUSDT", 1, 1_700_000_000_100_000.0, 5.0, 1.0, 0)
-    fractional = (VENUE, "AAAUSDT", 2, 1_700_000_000_200_000.5, 5.0, 1.0, 0)
-    text_price = (VENUE, "AAAUSDT", 3, 1_700_000_000_300_000, "5.0x", 1.0, 0)
+    # Rows of the wrong types on purpose: ``tuple`` lets them past the type checker.
+    integral_float: tuple = (VENUE, "AAAUSDT", 1, 1_700_000_000_100_000.0, 5.0, 1.0, 0)
+    fractional: tuple = (VENUE, "AAAUSDT", 2, 1_700_000_000_200_000.5, 5.0, 1.0, 0)
+    text_price: tuple = (VENUE, "AAAUSDT", 3, 1_700_000_000_300_000, "5.0x", 1.0, 0)
     writer = start_writer(path)
     writer.put_trades([integral_float, fractional, text_price])
     assert writer.close()

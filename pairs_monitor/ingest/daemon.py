@@ -27,6 +27,7 @@ import signal
 import sys
 import threading
 from pathlib import Path
+from types import FrameType
 
 from pairs_monitor.ingest import auto, binance, logs, replay, sim, status
 from pairs_monitor.ingest.feed import Feed
@@ -99,7 +100,7 @@ def main(argv: list[str] | None = None) -> int:
 
     stop = threading.Event()
 
-    def request_stop(signum, _frame) -> None:
+    def request_stop(signum: int, _frame: FrameType | None) -> None:
         log.info("%s received: stopping", signal.Signals(signum).name)
         stop.set()
 

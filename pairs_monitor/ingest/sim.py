@@ -28,14 +28,18 @@ import logging
 import math
 import secrets
 import sqlite3
+import threading
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import NamedTuple
+from pathlib import Path
+from typing import Any, NamedTuple
 
 import numpy as np
 
 from pairs_monitor.clock import now_ms
 from pairs_monitor.ingest.status import FeedStats
 from pairs_monitor.store import schema, sql
+from pairs_monitor.store.writer import TradeWriter
 
 log = logging.getLogger("sim")
 
@@ -373,7 +377,9 @@ def tape_rows(venue: str, symbol: str, tape: Tape) -> list[tuple]:
     )
 
 
-def stored_state(db_path, symbols) -> tuple[dict[str, int], dict[str, float]]:
+def stored_state(
+    db_path: Path | None, symbols: Iterable[str]
+) -> tuple[dict[str, int], dict[str, float]]:
     """Next trade id and last price of each symbol already stored under venue ``sim``.
 
     Read with a read-only connection; an absent database means nothing is stored.
@@ -408,7 +414,7 @@ class SimFeed:
 
     venue = VENUE
 
-    def __init__(self, params: SimParams, writer, db_path=None) -> None:
+    def __init__(self, params: SimParams, writer: TradeWriter, db_path: Path | None = None) -> None:
         self.model = params
         self.writer = writer
         self.db_path = db_path
@@ -445,7 +451,7 @@ class SimFeed:
         )
         return lines
 
-    def run(self, stop_event) -> None:
+    def run(self, stop_event: threading.Event) -> None:
         """Emit trades in real time until ``stop_event`` is set."""
         for line in self.banner():
             log.warning("%s", line)
@@ -555,7 +561,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def params_from_args(args: argparse.Namespace) -> SimParams:
     """The model from the command line; absent attributes take the flags' defaults."""
 
-    def get(name, default):
+    def get(name: str, default: Any) -> Any:  # an argparse attribute, of the flag's type
         value = getattr(args, name, None)
         return default if value is None else value
 
@@ -602,7 +608,7 @@ def params_from_args(args: argparse.Namespace) -> SimParams:
         raise SystemExit(f"--source sim: {exc}") from None
 
 
-def from_args(args: argparse.Namespace, writer) -> SimFeed:
+def from_args(args: argparse.Namespace, writer: TradeWriter) -> SimFeed:
     """Build the simulated feed from the command line (only ``--symbols`` is required)."""
     params = params_from_args(args)
     if len(params.symbols) < 2:

@@ -35,12 +35,14 @@ from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal, NamedTuple
+from typing import Any, Literal, NamedTuple, TypeVar
 
 from pairs_monitor.clock import Backoff, now_ms
 from pairs_monitor.store import schema, sql
 
 log = logging.getLogger("writer")
+
+T = TypeVar("T")
 
 # venue, symbol, trade_id, trade_time_us, price, qty, buyer_is_maker
 TradeRow = tuple[str, str, int, int, float, float, int]
@@ -170,12 +172,12 @@ class TradeWriter(threading.Thread):
                 # A stop event cannot notify this condition: look at it every 50 ms.
                 self._taken.wait(0.05)
 
-    def submit(self, fn: Callable[[sqlite3.Connection], Any]) -> Future:
+    def submit(self, fn: Callable[[sqlite3.Connection], T]) -> Future[T]:
         """Run ``fn(conn)`` in the writer's next transaction, after everything queued before.
 
         The returned future resolves once that transaction has committed.
         """
-        future: Future = Future()
+        future: Future[T] = Future()
         self.queue.put(_Call(fn, future))
         return future
 
@@ -322,7 +324,9 @@ class TradeWriter(threading.Thread):
     def _add(counts: tuple[int, int], stored: int, rejected: int) -> tuple[int, int]:
         return stored + counts[0], rejected + counts[1]
 
-    def _call(self, fn: Callable[[sqlite3.Connection], Any], future: Future):
+    def _call(
+        self, fn: Callable[[sqlite3.Connection], Any], future: Future[Any]
+    ) -> tuple[Future[Any], Any, bool]:
         """Run one submitted write inside a savepoint, so its failure undoes only itself."""
         conn = self._connection
         conn.execute(sql.SAVEPOINT_CALL)

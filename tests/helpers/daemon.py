@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import signal
 import sqlite3
 import subprocess
@@ -9,6 +10,7 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import IO
 
 from tests.helpers.binance_server import BinanceServer
 
@@ -30,8 +32,8 @@ class Daemon:
         self.server = server
         self.log_path = log_path
         self.extra = extra
-        self.proc: subprocess.Popen | None = None
-        self._log = None
+        self.proc: subprocess.Popen[bytes] | None = None
+        self._log: IO[str] | None = None
 
     def start(self, *more: str) -> Daemon:
         argv = [
@@ -48,23 +50,32 @@ class Daemon:
             *self.extra,
             *more,
         ]  # fmt: skip
-        self._log = open(self.log_path, "a")  # noqa: SIM115 (closed in wait())
-        self._log.write(f"\n=== {' '.join(argv)}\n")
-        self._log.flush()
-        self.proc = subprocess.Popen(argv, cwd=ROOT, stdout=self._log, stderr=subprocess.STDOUT)
+        log = self._log = open(self.log_path, "a")  # noqa: SIM115 (closed in wait())
+        log.write(f"\n=== {' '.join(argv)}\n")
+        log.flush()
+        self.proc = subprocess.Popen(argv, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
         return self
 
+    @property
+    def process(self) -> subprocess.Popen[bytes]:
+        """The running (or ended) daemon; only after :meth:`start`."""
+        if self.proc is None:
+            raise RuntimeError("the daemon was not started")
+        return self.proc
+
     def signal(self, sig: int) -> None:
-        self.proc.send_signal(sig)
+        self.process.send_signal(sig)
 
     def wait(self, timeout: float = 15.0) -> int:
+        proc = self.process
         try:
-            return self.proc.wait(timeout)
+            return proc.wait(timeout)
         finally:
-            if self.proc.poll() is None:
-                self.proc.kill()
-                self.proc.wait()
-            self._log.close()
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+            if self._log is not None:
+                self._log.close()
 
     def stop(self, timeout: float = 15.0) -> int:
         """SIGTERM and wait; return the exit code."""
@@ -72,7 +83,7 @@ class Daemon:
         return self.wait(timeout)
 
     def kill9(self) -> None:
-        self.proc.kill()
+        self.process.kill()
         self.wait()
 
     @property
@@ -124,10 +135,14 @@ def wait_complete(
     """Wait until every symbol's stored tape equals what the server published."""
     for symbol in server.symbols:
         wait_for(
-            lambda symbol=symbol: len(stored(db, symbol, venue)) == len(server.tapes[symbol]),
+            functools.partial(_complete, db, server, symbol, venue),
             timeout,
             f"{symbol}: {len(server.tapes[symbol])} trades stored",
         )
+
+
+def _complete(db: Path, server: BinanceServer, symbol: str, venue: str) -> bool:
+    return len(stored(db, symbol, venue)) == len(server.tapes[symbol])
 
 
 def assert_tape_complete(db: Path, server: BinanceServer, venue: str = "binance-spot") -> None:

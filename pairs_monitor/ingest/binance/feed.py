@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import collections
+import functools
 import logging
 import threading
 import time
@@ -304,9 +305,10 @@ class BinanceFeed:
             for gap_id, first, last in rows:
                 tape.stats.gaps_open += 1
                 self.filler.add(Fill(symbol, first, last, "earlier run", gap_id))
-            if stored[symbol] is not None:
-                self.filler.add(ScanHoles(symbol, stored[symbol], [(a, b) for _, a, b in rows]))
-            log.info("%s: last stored trade id %s", symbol, stored[symbol])
+            last_stored = stored[symbol]
+            if last_stored is not None:
+                self.filler.add(ScanHoles(symbol, last_stored, [(a, b) for _, a, b in rows]))
+            log.info("%s: last stored trade id %s", symbol, last_stored)
 
     # -- running ---------------------------------------------------------------------
 
@@ -325,8 +327,8 @@ class BinanceFeed:
                 f"{self.ws_url}/stream?streams={'/'.join(chunk)}",
                 name=f"ws-{index // MAX_STREAMS_PER_CONNECTION}",
                 on_message=self._on_message,
-                on_connect=lambda symbols=symbols: self._on_connect(symbols),
-                on_disconnect=lambda symbols=symbols: self._on_disconnect(symbols),
+                on_connect=functools.partial(self._on_connect, symbols),
+                on_disconnect=functools.partial(self._on_disconnect, symbols),
                 stop=self.stop,
                 limiter=limiter,
                 connect_timeout=self.connect_timeout,
@@ -499,7 +501,7 @@ class BinanceFeed:
                 stats.last_trade_id = trade_id
                 stats.last_trade_time_us = trade_time_us
 
-    def _other_frame(self, msg, data: bytes, exc: Exception | None = None) -> None:
+    def _other_frame(self, msg: object, data: bytes, exc: Exception | None = None) -> None:
         """Frames that are not trades: serverShutdown, answers, unknown or malformed ones."""
         if isinstance(msg, dict):
             payload = msg.get("data", msg)
@@ -528,7 +530,7 @@ class _RateLimitedLog:
         self.window: dict[str, tuple[float, int]] = {}
         self.counts: collections.Counter[str] = collections.Counter()
 
-    def report(self, kind: str, fmt: str, *args) -> None:
+    def report(self, kind: str, fmt: str, *args: object) -> None:
         self.counts[kind] += 1
         now = time.monotonic()
         start, seen = self.window.get(kind, (now, 0))

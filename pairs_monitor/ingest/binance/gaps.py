@@ -30,7 +30,7 @@ from collections.abc import Callable
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TypeVar
 
 from pairs_monitor.clock import Backoff, now_ms
 from pairs_monitor.ingest.binance.rest import PAGE, RestClient, Stopped
@@ -39,6 +39,8 @@ from pairs_monitor.store import schema, sql
 from pairs_monitor.store.writer import TradeWriter
 
 log = logging.getLogger("ingest.binance.gaps")
+
+T = TypeVar("T")
 
 
 @dataclass(eq=False)
@@ -106,7 +108,7 @@ class GapFiller(threading.Thread):
         self.db_path = db_path
         self.max_catchup = max_catchup
         self.stop = stop
-        self.tasks: queue.Queue[Any] = queue.Queue()
+        self.tasks: queue.Queue[CatchUp | Fill | ScanHoles] = queue.Queue()
         self.trades_recovered = 0
 
     def add(self, task: CatchUp | Fill | ScanHoles) -> None:
@@ -284,17 +286,34 @@ class GapFiller(threading.Thread):
 
     # -- gaps table --------------------------------------------------------------------
 
-    def _record(self, symbol, first, last, reason, status, recovered, note) -> int | None:
+    def _record(
+        self,
+        symbol: str,
+        first: int,
+        last: int,
+        reason: str,
+        status: str,
+        recovered: int,
+        note: str | None,
+    ) -> int:
         now = now_ms()
         resolved = None if status == "open" else now
         values = (self.venue, symbol, first, last, reason, status, now, resolved, recovered, note)
-        return self._write(lambda conn: conn.execute(sql.OPEN_GAP, values).lastrowid)
 
-    def _resolve(self, gap_id, status, recovered, last, note) -> None:
+        def insert(conn: sqlite3.Connection) -> int:
+            gap_id = conn.execute(sql.OPEN_GAP, values).lastrowid
+            assert gap_id is not None  # an INSERT into a rowid table always sets it
+            return gap_id
+
+        return self._write(insert)
+
+    def _resolve(
+        self, gap_id: int, status: str, recovered: int, last: int, note: str | None
+    ) -> None:
         values = (status, now_ms(), recovered, last, note, gap_id)
         self._write(lambda conn: conn.execute(sql.RESOLVE_GAP, values))
 
-    def _write(self, fn: Callable[[sqlite3.Connection], Any]):
+    def _write(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         future = self.writer.submit(fn)
         while True:
             try:

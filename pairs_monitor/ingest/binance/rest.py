@@ -11,11 +11,13 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from typing import Any
 
 import orjson
 import requests
 
 from pairs_monitor.clock import Backoff
+from pairs_monitor.store.writer import TradeRow
 
 log = logging.getLogger("ingest.binance.rest")
 
@@ -109,7 +111,7 @@ class RestClient:
         *,
         attempts: int | None = None,
         timeout: float | None = None,
-    ):
+    ) -> Any:  # the decoded JSON: its shape is the endpoint's
         """GET ``prefix/endpoint`` and return the decoded JSON.
 
         Network errors and 5xx are retried with backoff (``attempts`` times, or until
@@ -168,7 +170,9 @@ class RestClient:
         if self.stop.wait(seconds):
             raise Stopped
 
-    def historical_trades(self, venue: str, symbol: str, from_id: int, limit: int = PAGE):
+    def historical_trades(
+        self, venue: str, symbol: str, from_id: int, limit: int = PAGE
+    ) -> list[TradeRow]:
         """Trades of ``symbol`` from id ``from_id`` on, as writer rows, ascending by id."""
         payload = self.get(
             "historicalTrades",
@@ -188,7 +192,7 @@ class RestClient:
         return {item["symbol"]: item.get("status", "") for item in payload["symbols"]}
 
 
-def rest_row(venue: str, symbol: str, item: dict) -> tuple:
+def rest_row(venue: str, symbol: str, item: dict[str, Any]) -> TradeRow:
     """A writer row from one ``historicalTrades`` item.
 
     Example item: ``{"id": 28457, "price": "4.00000100", "qty": "12.00000000",

@@ -26,6 +26,7 @@ import socket
 import threading
 import time
 from collections.abc import Callable
+from typing import Any
 
 import websocket
 from websocket import ABNF
@@ -84,7 +85,7 @@ class LiveWebSocket(websocket.WebSocket):
 
     READ_SIZE = 1 << 16
 
-    def __init__(self, *args, **kwargs) -> None:
+    def __init__(self, *args: Any, **kwargs: Any) -> None:  # websocket.WebSocket's
         super().__init__(*args, **kwargs)
         self._sent: collections.deque[float] = collections.deque(maxlen=MAX_OUTGOING_PER_S)
         self._budget_lock = threading.Lock()

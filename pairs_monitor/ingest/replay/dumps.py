@@ -33,7 +33,7 @@ import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
+from typing import IO
 
 import numpy as np
 import pandas as pd
@@ -89,7 +89,7 @@ class Columns:
     def __len__(self) -> int:
         return len(self.trade_id)
 
-    def take(self, index) -> Columns:
+    def take(self, index: slice | np.ndarray) -> Columns:
         """The rows at ``index`` (a slice, mask or positions)."""
         return Columns(
             self.trade_id[index],
@@ -175,7 +175,7 @@ def check_zip(path: str | Path) -> None:
 
 
 @contextlib.contextmanager
-def open_csv(path: str | Path) -> Iterator[tuple[BinaryIO, int]]:
+def open_csv(path: str | Path) -> Iterator[tuple[IO[bytes], int]]:
     """The CSV bytes of a ``.csv`` or of the CSV inside a ``.zip``, and their size."""
     path = Path(path)
     if path.suffix.lower() != ".zip":

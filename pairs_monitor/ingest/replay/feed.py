@@ -30,10 +30,12 @@ import logging
 import math
 import sqlite3
 import sys
+import threading
 import time
 import zipfile
 import zlib
 from collections.abc import Iterator
+from dataclasses import dataclass
 from itertools import repeat
 from pathlib import Path
 
@@ -45,6 +47,7 @@ from pairs_monitor.ingest.replay import dumps, ndjson
 from pairs_monitor.ingest.replay.dumps import BadRow, Columns, DumpError
 from pairs_monitor.ingest.status import FeedStats
 from pairs_monitor.store import schema, sql
+from pairs_monitor.store.writer import TradeWriter
 
 log = logging.getLogger("replay")
 
@@ -71,7 +74,9 @@ class Input:
     and fails when the replay starts.
     """
 
-    def __init__(self, path: Path, symbol: str | None, kind: str | None, keep=None) -> None:
+    def __init__(
+        self, path: Path, symbol: str | None, kind: str | None, keep: set[str] | None = None
+    ) -> None:
         self.path = path
         self.ndjson = ndjson.is_ndjson(path)
         self.symbol = symbol
@@ -80,7 +85,7 @@ class Input:
         self.keep = keep  # symbols to keep from an NDJSON (None: all)
         self.symbols = [symbol] if symbol else []  # an NDJSON's: set by from_args
         self.venue = VENUE_PREFIX
-        self.reader = None
+        self.reader: ndjson.NdjsonReader | dumps.DumpReader | None = None
         self.rows_read = 0
         self.stored = 0
         self.bad: list[BadRow] = []
@@ -115,18 +120,32 @@ class Input:
     def chunks(self) -> Iterator[tuple[str | np.ndarray, Columns]]:
         """(symbol, rows) in file order; for NDJSON, ``symbol`` is one name per row."""
         if self.ndjson:
-            self.reader = ndjson.NdjsonReader(self.path, symbols=self.keep)
-            for by_symbol, bad in self.reader:
+            lines = self.reader = ndjson.NdjsonReader(self.path, symbols=self.keep)
+            for by_symbol, bad in lines:
                 self.bad.extend(bad)
                 self.rows_read += len(bad) + sum(len(c) for c in by_symbol.values())
                 if by_symbol:
                     yield _merge(by_symbol)
             return
-        self.reader = dumps.DumpReader(self.path, self.kind)
-        for cols, bad in self.reader:
+        symbol = self.symbol
+        if symbol is None:  # from_args names every dump's symbol or refuses it
+            raise DumpError(f"{self.path}: the symbol of a dump must be known before it is read")
+        blocks = self.reader = dumps.DumpReader(self.path, self.kind)
+        for cols, bad in blocks:
             self.bad.extend(bad)
             self.rows_read += len(cols) + len(bad)
-            yield self.symbol, cols
+            yield symbol, cols
+
+
+@dataclass
+class _Head:
+    """The block of one file being played at pace: rows before ``pos`` are emitted."""
+
+    item: Input
+    stream: Iterator[tuple[str | np.ndarray, Columns]]
+    cols: Columns
+    symbol: str | np.ndarray
+    pos: int = 0
 
 
 def _merge(by_symbol: dict[str, Columns]) -> tuple[str | np.ndarray, Columns]:
@@ -153,7 +172,7 @@ def default_venue(item: Input) -> str:
     return f"{VENUE_PREFIX}-{item.market}{agg}"
 
 
-def earlier_spaces(db_path, venue: str) -> dict[str, tuple[str, str]]:
+def earlier_spaces(db_path: Path | None, venue: str) -> dict[str, tuple[str, str]]:
     """Symbol -> (id numbering, where it was recorded) that ``venue`` already holds.
 
     From the ``id_spaces`` of earlier replay runs in ``ingest_runs`` (runs from before
@@ -215,14 +234,14 @@ class ReplayFeed:
     def __init__(
         self,
         inputs: list[Input],
-        writer,
+        writer: TradeWriter,
         *,
         venue: str | None = None,
         speed: float = 0.0,
         symbols: list[str],
         hold: bool = False,
         progress: bool = True,
-        db_path=None,
+        db_path: Path | None = None,
     ) -> None:
         self.inputs = inputs
         self.writer = writer
@@ -255,7 +274,7 @@ class ReplayFeed:
             "ndjson_buyer_is_maker": "tick rule (estimated)",
         }
 
-    def _claim_spaces(self, venue: str | None, db_path) -> dict[tuple[str, str], str]:
+    def _claim_spaces(self, venue: str | None, db_path: Path | None) -> dict[tuple[str, str], str]:
         """(venue, symbol) -> id numbering; a file whose numbering differs from the one
         its venue holds for a symbol (an earlier file, an earlier run) gets an error."""
         earlier = earlier_spaces(db_path, venue) if venue else {}
@@ -286,7 +305,7 @@ class ReplayFeed:
 
     # -- the run -------------------------------------------------------------------
 
-    def run(self, stop_event) -> None:
+    def run(self, stop_event: threading.Event) -> None:
         """Verify checksums, replay every file, report; then return (or hold)."""
         ready = [i for i in self.inputs if self._verify(i)]
         for st in self.stats:
@@ -333,7 +352,7 @@ class ReplayFeed:
         log.error("%s", message)
         return False
 
-    def _run_fast(self, inputs: list[Input], stop_event) -> None:
+    def _run_fast(self, inputs: list[Input], stop_event: threading.Event) -> None:
         total_bytes = sum(i.size for i in inputs)
         done_bytes = 0
         bar = tqdm(
@@ -367,9 +386,9 @@ class ReplayFeed:
                 if stop_event.is_set():
                     break
 
-    def _run_paced(self, inputs: list[Input], stop_event) -> None:
+    def _run_paced(self, inputs: list[Input], stop_event: threading.Event) -> None:
         """All files on one clock: recorded time t plays at wall ``(t - t0) / speed``."""
-        heads = []
+        heads: list[_Head] = []
         for item in inputs:
             stream = self._sorted(item)
             head = self._next(item, stream)
@@ -379,24 +398,24 @@ class ReplayFeed:
                 self._report_file(item, paced=True)
         if not heads:
             return
-        t0 = min(int(h[2].time_us[0]) for h in heads)
+        t0 = min(int(h.cols.time_us[0]) for h in heads)
         wall0 = time.monotonic()
         log.info("replaying at %gx from %s", self.speed, np.datetime64(t0, "us"))
         while heads and not stop_event.is_set():
             now = t0 + (time.monotonic() - wall0) * self.speed * 1e6
             next_t = math.inf
             for head in list(heads):
-                item, stream, cols, symbol, pos = head
+                item, cols, symbol, pos = head.item, head.cols, head.symbol, head.pos
                 upto = int(np.searchsorted(cols.time_us, now, side="right"))
                 if upto > pos:
                     part = symbol if isinstance(symbol, str) else symbol[pos:upto]
                     self._emit(item.venue, part, cols.take(slice(pos, upto)), stop_event)
-                    head[4] = pos = upto
+                    head.pos = pos = upto
                 if pos < len(cols):
                     next_t = min(next_t, cols.time_us[pos])
                     continue
                 heads.remove(head)
-                fresh = self._next(item, stream)
+                fresh = self._next(item, head.stream)
                 if fresh is None:
                     self._report_file(item, paced=True)
                 else:
@@ -406,7 +425,7 @@ class ReplayFeed:
             if delay > 0:
                 stop_event.wait(min(delay, 0.1))
 
-    def _sorted(self, item: Input):
+    def _sorted(self, item: Input) -> Iterator[tuple[str | np.ndarray, Columns]]:
         try:
             for symbol, cols in item.chunks():
                 order = np.argsort(cols.time_us, kind="stable")
@@ -415,15 +434,17 @@ class ReplayFeed:
             self._fail(item, str(exc))
 
     @staticmethod
-    def _next(item: Input, stream) -> list | None:
+    def _next(item: Input, stream: Iterator[tuple[str | np.ndarray, Columns]]) -> _Head | None:
         for symbol, cols in stream:
             if len(cols):
-                return [item, stream, cols, symbol, 0]
+                return _Head(item, stream, cols, symbol)
         return None
 
     # -- storing -------------------------------------------------------------------
 
-    def _emit(self, venue: str, symbol: str | np.ndarray, cols: Columns, stop_event) -> None:
+    def _emit(
+        self, venue: str, symbol: str | np.ndarray, cols: Columns, stop_event: threading.Event
+    ) -> None:
         if not len(cols):
             return
         if not isinstance(symbol, str):
@@ -578,7 +599,7 @@ def expand(paths: list[Path]) -> list[Path]:
     return files
 
 
-def from_args(args: argparse.Namespace, writer) -> ReplayFeed:
+def from_args(args: argparse.Namespace, writer: TradeWriter) -> ReplayFeed:
     """Build the replay feed; usage errors exit with a message saying what to pass."""
     paths = getattr(args, "replay", None)
     if not paths:

@@ -29,7 +29,7 @@ _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _US = timedelta(microseconds=1)
 
 
-def parse_ts(ts) -> int:
+def parse_ts(ts: object) -> int:
     """Epoch microseconds from an ISO-8601 string (no zone = UTC) or epoch ms/µs number."""
     if isinstance(ts, str):
         dt = datetime.fromisoformat(ts)
