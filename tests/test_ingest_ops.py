@@ -96,6 +96,9 @@ def test_a_writer_that_cannot_commit_shows_in_writer_status_within_seconds(tmp_p
             "a fresh writer_status row while failing",
         )
         stored_while_failing = trades(db)
+        output = tmp_path / "daemon.out"  # the status line (every 5 s) names the error too
+        wait_for(lambda: "writer retrying for" in output.read_text(), 8, "the status line")
+        assert TRIGGER_MESSAGE in output.read_text().split("writer retrying for", 1)[1]
 
         with sqlite3.connect(db, timeout=10, isolation_level=None) as conn:
             conn.execute("DROP TRIGGER refuse_trades")

@@ -43,10 +43,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--log-backups",
-        type=_non_negative_int,
+        type=_positive_int,
         default=DEFAULT_BACKUPS,
         metavar="N",
-        help="--log-file: rotated files kept besides the current one",
+        help="--log-file: rotated files kept besides the current one (1 or more)",
     )
 
 
@@ -86,8 +86,9 @@ def _positive_float(text: str) -> float:
     return value
 
 
-def _non_negative_int(text: str) -> int:
+def _positive_int(text: str) -> int:
+    # With 0 backups Python's handler never rolls over and the file grows without bound.
     value = int(text)
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be 0 or more, not {text}")
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be 1 or more, not {text}")
     return value

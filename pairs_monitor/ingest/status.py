@@ -219,7 +219,7 @@ class StatusReporter(threading.Thread):
 
     def summary(self) -> str:
         """One line: per symbol source, state, trades/s, age of the last message, reconnects,
-        gaps; then the writer's queue depth."""
+        gaps; then the writer's queue depth, and its error while it is retrying."""
         parts = []
         now = now_ms()
         for feed in list(self.feeds):
@@ -237,6 +237,10 @@ class StatusReporter(threading.Thread):
                 f"/{feed.gaps_abandoned} abandoned"
             )
         parts.append(f"queue {self.writer.queue_depth()}")
+        writer = self.writer.stats
+        if writer.state == "retrying" and writer.failing_since_ms is not None:
+            failing_s = (now - writer.failing_since_ms) / 1000
+            parts.append(f"writer retrying for {failing_s:.0f}s: {writer.last_error}")
         return " | ".join(parts)
 
 

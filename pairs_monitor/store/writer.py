@@ -74,7 +74,8 @@ WriterState = Literal["ok", "retrying", "stopped"]
 
 @dataclass
 class WriterStats:
-    """Counters of the writer thread, read by the status line and the benchmarks."""
+    """Counters and health of the writer thread, read by the status reporter (the log line,
+    ``writer_status``) and the benchmarks."""
 
     trades_received: int = 0
     trades_stored: int = 0
