@@ -26,6 +26,7 @@ from pairs_monitor.ingest import daemon
 ROOT = Path(__file__).resolve().parent.parent
 DOCS = ROOT / "docs"
 README_MAX_LINES = 150
+REFERENCE_DOCS = ("ingest", "sources", "analytics", "page", "schema")
 
 _UNESCAPED_PIPE = re.compile(r"(?<!\\)\|")
 _CODE_SPAN = re.compile(r"`([^`]+)`")
@@ -220,6 +221,25 @@ def test_relative_links_resolve(path: Path):
             ):
                 broken.append(f"{target} (no heading #{anchor} in {linked.name})")
     assert not broken, f"{path.relative_to(ROOT)} has broken links: {broken}"
+
+
+# A path in backticks that starts at a top-level folder of the repository.
+_REPO_PATH = re.compile(r"`((?:pairs_monitor|tests|bench|scripts|docs)/[\w./*-]*)`")
+# The pages that describe the code as it is now (benchmarks.md also tells its history,
+# with paths that have since moved).
+REFERENCE_PAGES = ["README.md", *(f"docs/{name}.md" for name in REFERENCE_DOCS)]
+
+
+@pytest.mark.parametrize("page", REFERENCE_PAGES)
+def test_paths_named_in_reference_pages_exist(page: str):
+    path = ROOT / page
+    named = {
+        match
+        for line in prose_lines(path.read_text(encoding="utf-8"))
+        for match in _REPO_PATH.findall(line)
+    }
+    missing = sorted(name for name in named if not any(ROOT.glob(name.rstrip("/"))))
+    assert not missing, f"{path.relative_to(ROOT)} names paths that do not exist: {missing}"
 
 
 def test_readme_is_a_short_front_door_that_links_every_doc():
