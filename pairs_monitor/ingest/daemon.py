@@ -43,7 +43,8 @@ EXIT_DATABASE = 1  # the database cannot be opened, or the writer could not fini
 EXIT_BAD_SYMBOL = 2  # a symbol the exchange does not list
 EXIT_REPLAY_FILES_FAILED = 3  # replay: files refused (checksum, corrupt, numbering)
 
-FIRST_WRITE_TIMEOUT_S = 60.0  # a database that takes no write this long at start is an error
+DEFAULT_START_WRITE_TIMEOUT_S = 60.0  # a database that takes no write this long at start
+DEFAULT_FLUSH_TIMEOUT_S = 30.0  # how long the stop may spend committing what is queued
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -62,10 +63,35 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--source", choices=SOURCES, default="auto", help="where trades come from")
     parser.add_argument("--db", type=Path, default=schema.DEFAULT_DB, help="database file")
+    parser.add_argument(
+        "--start-write-timeout",
+        type=positive_seconds,
+        default=DEFAULT_START_WRITE_TIMEOUT_S,
+        metavar="SECONDS",
+        help="exit 1 when the database accepts no write for this long at start",
+    )
+    parser.add_argument(
+        "--flush-timeout",
+        type=positive_seconds,
+        default=DEFAULT_FLUSH_TIMEOUT_S,
+        metavar="SECONDS",
+        help="on stop, exit 1 when the queue is not committed within this long",
+    )
     logs.add_arguments(parser)
     for source in (binance, auto, sim, replay):
         source.add_arguments(parser)
     return parser
+
+
+def positive_seconds(text: str) -> float:
+    """A finite duration above zero, for the timeout flags."""
+    try:
+        seconds = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
+    if not 0 < seconds < 86_400:
+        raise argparse.ArgumentTypeError(f"{text} s: give a duration above 0 and below a day")
+    return seconds
 
 
 def build_feed(args: argparse.Namespace, writer: TradeWriter) -> Feed:
@@ -115,13 +141,13 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_BAD_SYMBOL
     try:
         run_id = status.start_run(
-            writer, feed.venue, args.source, feed.symbols, feed.params, FIRST_WRITE_TIMEOUT_S
+            writer, feed.venue, args.source, feed.symbols, feed.params, args.start_write_timeout
         )
     except TimeoutError:
         log.error(
             "%s accepted no write for %.0f s (%s); is another program holding it locked?",
             args.db,
-            FIRST_WRITE_TIMEOUT_S,
+            args.start_write_timeout,
             writer.stats.last_error,
         )
         return EXIT_DATABASE
@@ -137,10 +163,14 @@ def main(argv: list[str] | None = None) -> int:
     log.info("sources stopped; writing final status and flushing the queue")
     reporter.stop()
     status.finish_run(writer, run_id)
-    finished = writer.close(timeout=30)
+    finished = writer.close(timeout=args.flush_timeout)
     reporter.finish()  # writer_status: stopped, or still retrying
     if not finished:
-        log.error("writer did not finish within 30 s; %d items left", writer.queue_depth())
+        log.error(
+            "writer did not finish within %g s; %d items left",
+            args.flush_timeout,
+            writer.queue_depth(),
+        )
         return EXIT_DATABASE
     log.info("stopped cleanly: %d trades stored this run", writer.stats.trades_stored)
     if isinstance(feed, replay.ReplayFeed) and feed.failed:
