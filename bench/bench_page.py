@@ -40,7 +40,7 @@ import numpy as np
 from bench.stamp import stamped
 from pairs_monitor.page import pipeline, queries
 from pairs_monitor.page.settings import View
-from pairs_monitor.quant.pair import PairMethod
+from pairs_monitor.quant import PairMethod
 from pairs_monitor.store.writer import TradeWriter
 
 SYMBOLS = ("BTCUSDT", "ETHUSDT")

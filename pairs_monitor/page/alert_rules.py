@@ -22,7 +22,7 @@ import pandas as pd
 
 from pairs_monitor.clock import now_ms
 from pairs_monitor.page.settings import ALERT_BUSY_TIMEOUT_S, ALERT_HISTORY_ROWS
-from pairs_monitor.quant.pair import PairMethod
+from pairs_monitor.quant import PairMethod
 
 ALERT_TABLES = frozenset({"alert_rules", "alert_events"})
 KINDS: dict[str, str] = {

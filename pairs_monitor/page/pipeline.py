@@ -30,8 +30,7 @@ from pairs_monitor.page.settings import (
     UPLOAD_VENUE,
     View,
 )
-from pairs_monitor.quant.hedge import HedgeMethod
-from pairs_monitor.quant.pair import PairMethod
+from pairs_monitor.quant import HedgeMethod, PairMethod
 from pairs_monitor.store import schema
 
 T = TypeVar("T")

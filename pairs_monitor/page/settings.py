@@ -16,7 +16,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from pairs_monitor.quant.pair import PairMethod
+from pairs_monitor.quant import PairMethod
 
 DEFAULT_DB = Path("data/ticks.db")
 

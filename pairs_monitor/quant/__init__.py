@@ -45,11 +45,13 @@ from pairs_monitor.quant.hedge import (
     AUTO_DELTA,
     CHAN_DELTA,
     HedgeFit,
+    HedgeMethod,
     hedge_ratio,
     kalman_hedge_ratio,
     rolling_hedge_ratio,
 )
 from pairs_monitor.quant.pair import (
+    PairMethod,
     align_closes,
     pair_frame,
     rolling_corr,
@@ -78,7 +80,9 @@ __all__ = [
     "BacktestResult",
     "EngleGrangerResult",
     "HedgeFit",
+    "HedgeMethod",
     "JohansenResult",
+    "PairMethod",
     "adf_test",
     "align_closes",
     "backtest",

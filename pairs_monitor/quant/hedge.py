@@ -20,6 +20,7 @@ __all__ = [
     "AUTO_DELTA",
     "CHAN_DELTA",
     "HedgeFit",
+    "HedgeMethod",
     "hedge_ratio",
     "kalman_hedge_ratio",
     "rolling_hedge_ratio",

@@ -23,6 +23,7 @@ from pairs_monitor.quant.hedge import (
 )
 
 __all__ = [
+    "PairMethod",
     "align_closes",
     "pair_frame",
     "rolling_corr",
