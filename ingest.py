@@ -6,9 +6,15 @@ lives in ``pairs_monitor/ingest/`` (the daemon's main loop in ``daemon.py``).
 
 import sys
 
-from pairs_monitor.ingest.daemon import build_parser, main
+from pairs_monitor.ingest.daemon import (
+    EXIT_BAD_SYMBOL,
+    EXIT_DATABASE,
+    EXIT_REPLAY_FILES_FAILED,
+    build_parser,
+    main,
+)
 
-__all__ = ["build_parser", "main"]
+__all__ = ["EXIT_BAD_SYMBOL", "EXIT_DATABASE", "EXIT_REPLAY_FILES_FAILED", "build_parser", "main"]
 
 if __name__ == "__main__":
     sys.exit(main())

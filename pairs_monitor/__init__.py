@@ -8,6 +8,6 @@ The four entry points at the repository root are thin shims over this package:
 - ``app.py`` -> :mod:`pairs_monitor.page.main` (the Streamlit page)
 
 Layers, lowest first; a module imports only from its own layer or a lower one:
-``clock`` -> ``store`` -> ``ingest``; ``quant`` (pure, imports nothing of ours but ``clock``)
+``clock`` -> ``store`` -> ``ingest``; ``quant`` (pure, imports nothing of ours)
 -> ``page`` (reads ``store`` through its own read-only queries).
 """

@@ -12,6 +12,8 @@ ones included; docs/sources.md explains what they act on and links back to it.
 
 from __future__ import annotations
 
+import functools
+import os
 import re
 import sqlite3
 from pathlib import Path
@@ -223,8 +225,12 @@ def test_relative_links_resolve(path: Path):
     assert not broken, f"{path.relative_to(ROOT)} has broken links: {broken}"
 
 
-# A path in backticks that starts at a top-level folder of the repository.
-_REPO_PATH = re.compile(r"`((?:pairs_monitor|tests|bench|scripts|docs)/[\w./*-]*)`")
+# A path in backticks: a folder (ending in /) or a file with one of the repository's
+# extensions, named from the root (`pairs_monitor/ingest/feed.py`), from the package
+# (`ingest/feed.py`) or by its bare name in a listing (`auto.py`). Math such as `b_Y/b_X`
+# is neither. `data/` is what a run creates, not part of the repository.
+_REPO_PATH = re.compile(r"`([\w.*-]*(?:/[\w.*-]*)*(?:/|\.(?:py|md|toml|sh|lock|txt)))`")
+_RUNTIME = ("data/", "/")
 # The pages that describe the code as it is now (benchmarks.md also tells its history,
 # with paths that have since moved).
 REFERENCE_PAGES = ["README.md", *(f"docs/{name}.md" for name in REFERENCE_DOCS)]
@@ -238,8 +244,32 @@ def test_paths_named_in_reference_pages_exist(page: str):
         for line in prose_lines(path.read_text(encoding="utf-8"))
         for match in _REPO_PATH.findall(line)
     }
-    missing = sorted(name for name in named if not any(ROOT.glob(name.rstrip("/"))))
+    missing = sorted(
+        name
+        for name in named
+        if not name.startswith(_RUNTIME) and not any(tracked_matches(name.rstrip("/")))
+    )
     assert not missing, f"{path.relative_to(ROOT)} names paths that do not exist: {missing}"
+
+
+_NOT_OURS = (".git", ".venv", ".mypy_cache", ".ruff_cache", ".pytest_cache", ".hypothesis")
+
+
+@functools.cache
+def repository_paths() -> frozenset[str]:
+    """Every file and folder of the work tree, relative to the root, caches left out."""
+    paths: set[str] = set()
+    for folder, dirs, files in os.walk(ROOT):
+        dirs[:] = [d for d in dirs if not d.startswith(_NOT_OURS) and d != "__pycache__"]
+        here = Path(folder).relative_to(ROOT)
+        paths.update((here / name).as_posix() for name in (*dirs, *files))
+    return frozenset(paths)
+
+
+def tracked_matches(name: str) -> list[str]:
+    """Paths of the repository that are ``name`` or end with ``/name`` (``*`` allowed)."""
+    pattern = re.compile(r"(?:^|.*/)" + re.escape(name).replace(r"\*", "[^/]*") + "$")
+    return [path for path in repository_paths() if pattern.match(path)]
 
 
 def test_readme_is_a_short_front_door_that_links_every_doc():

@@ -16,6 +16,7 @@ from pairs_monitor.ingest.binance.gaps import _subtract
 from pairs_monitor.ingest.binance.rest import WeightBudget, rest_row
 from pairs_monitor.ingest.binance.tape import SymbolTape
 from pairs_monitor.ingest.binance.ws import ServerShutdown
+from pairs_monitor.ingest.daemon import build_parser
 from pairs_monitor.store.writer import TradeWriter
 
 
@@ -154,3 +155,23 @@ def test_epoch_unit_from_magnitude_scalar_and_column_agree(value, unit, trade_us
     assert bool(implausible[0]) == (trade_us is None)
     if trade_us is not None:
         assert int(column_us[0]) == trade_us
+
+
+@pytest.mark.parametrize(
+    ("flag", "value"),
+    [
+        ("--connect-timeout", "inf"),
+        ("--log-max-mb", "1e309"),
+        ("--flush-timeout", "0"),
+        ("--start-write-timeout", "nan"),
+        ("--watchdog", "-1"),
+        ("--log-backups", "0"),
+        ("--max-catchup", "2.5"),
+    ],
+)
+def test_absurd_numeric_flags_are_refused_at_parse(capsys, flag, value):
+    """A value no operator means is a usage error naming the flag, not a later traceback."""
+    with pytest.raises(SystemExit) as exit_info:
+        build_parser().parse_args(["--symbols", "btcusdt", flag, value])
+    assert exit_info.value.code == 2
+    assert f"argument {flag}" in capsys.readouterr().err

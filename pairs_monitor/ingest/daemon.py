@@ -29,7 +29,7 @@ import threading
 from pathlib import Path
 from types import FrameType
 
-from pairs_monitor.ingest import auto, binance, logs, replay, sim, status
+from pairs_monitor.ingest import auto, binance, flags, logs, replay, sim, status
 from pairs_monitor.ingest.feed import Feed
 from pairs_monitor.store import schema
 from pairs_monitor.store.writer import TradeWriter
@@ -65,14 +65,14 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--db", type=Path, default=schema.DEFAULT_DB, help="database file")
     parser.add_argument(
         "--start-write-timeout",
-        type=positive_seconds,
+        type=flags.positive_number,
         default=DEFAULT_START_WRITE_TIMEOUT_S,
         metavar="SECONDS",
         help="exit 1 when the database accepts no write for this long at start",
     )
     parser.add_argument(
         "--flush-timeout",
-        type=positive_seconds,
+        type=flags.positive_number,
         default=DEFAULT_FLUSH_TIMEOUT_S,
         metavar="SECONDS",
         help="on stop, exit 1 when the queue is not committed within this long",
@@ -81,17 +81,6 @@ def build_parser() -> argparse.ArgumentParser:
     for source in (binance, auto, sim, replay):
         source.add_arguments(parser)
     return parser
-
-
-def positive_seconds(text: str) -> float:
-    """A finite duration above zero, for the timeout flags."""
-    try:
-        seconds = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
-    if not 0 < seconds < 86_400:
-        raise argparse.ArgumentTypeError(f"{text} s: give a duration above 0 and below a day")
-    return seconds
 
 
 def build_feed(args: argparse.Namespace, writer: TradeWriter) -> Feed:

@@ -13,6 +13,8 @@ import logging
 import logging.handlers
 from pathlib import Path
 
+from pairs_monitor.ingest import flags
+
 FORMAT = "%(asctime)s %(levelname)-7s %(name)s: %(message)s"
 DATE_FORMAT = "%Y-%m-%dT%H:%M:%S"
 DEFAULT_MAX_MB = 10.0
@@ -36,14 +38,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--log-max-mb",
-        type=_positive_float,
+        type=flags.positive_number,
         default=DEFAULT_MAX_MB,
         metavar="MB",
         help="--log-file: start a new file when the current one reaches this size",
     )
     parser.add_argument(
         "--log-backups",
-        type=_positive_int,
+        type=flags.positive_int,
         default=DEFAULT_BACKUPS,
         metavar="N",
         help="--log-file: rotated files kept besides the current one (1 or more)",
@@ -77,18 +79,3 @@ def configure(
         )
     handler.setFormatter(logging.Formatter(FORMAT, DATE_FORMAT))
     logging.basicConfig(level=level, handlers=[handler])
-
-
-def _positive_float(text: str) -> float:
-    value = float(text)
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"must be above 0, not {text}")
-    return value
-
-
-def _positive_int(text: str) -> int:
-    # With 0 backups Python's handler never rolls over and the file grows without bound.
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be 1 or more, not {text}")
-    return value

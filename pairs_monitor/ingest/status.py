@@ -69,7 +69,9 @@ class FeedStats:
 
 
 class WriterStatusPublisher:
-    """Writes the one ``writer_status`` row through a small connection of its own.
+    """Writes the ``writer_status`` row through a small connection of its own, when the
+    writer is failing or closed (otherwise :meth:`StatusReporter.report` hands it to the
+    writer).
 
     The writer's own transaction cannot carry news of its failures, so this connection
     does, with a short busy timeout: a database locked by another program makes the write
@@ -88,10 +90,10 @@ class WriterStatusPublisher:
         self._failures = 0
         self._last_failure_log: float | None = None
 
-    def publish(self) -> bool:
-        """Write the row now; False when the database refused it (logged, rate-limited)."""
+    def row(self) -> dict:
+        """The row as of now, for ``sql.UPSERT_WRITER_STATUS``."""
         stats = self.writer.stats
-        row = {
+        return {
             "state": stats.state,
             "last_error": stats.last_error,
             "failing_since_ms": stats.failing_since_ms,
@@ -99,6 +101,10 @@ class WriterStatusPublisher:
             "trades_stored": stats.trades_stored,
             "updated_ms": now_ms(),
         }
+
+    def publish(self) -> bool:
+        """Write the row now; False when the database refused it (logged, rate-limited)."""
+        row = self.row()
         try:
             if self._conn is None:
                 self._conn = sqlite3.connect(
@@ -107,6 +113,9 @@ class WriterStatusPublisher:
                     isolation_level=None,  # each write commits on its own
                     check_same_thread=False,  # the reporter's thread, then the daemon's
                 )
+                # One small row a second: durability of the last one hardly matters, and
+                # an fsync per write would hold the write lock longer (WAL is on already).
+                self._conn.execute("PRAGMA synchronous = NORMAL")
             self._conn.execute(sql.UPSERT_WRITER_STATUS, row)
         except sqlite3.Error as exc:
             self._failures += 1
@@ -185,8 +194,23 @@ class StatusReporter(threading.Thread):
         self.report()
 
     def report(self) -> None:
-        """Queue one ``feed_status`` row per feed; write the ``writer_status`` row."""
+        """Queue one ``feed_status`` row per feed and the ``writer_status`` row.
+
+        While the writer commits, its status goes in the writer's own transaction: a second
+        connection would have to win the write lock from a writer committing back to back
+        (a replay), lose, and leave the row stale. Only a writer that is failing, whose
+        transaction cannot carry the news, is reported through the publisher's connection.
+        """
         rows = [self._row(feed) for feed in list(self.feeds)]
+        if self.writer.stats.state == "ok":
+            writer_row = self.writer_status.row()
+
+            def upsert(conn: sqlite3.Connection) -> None:
+                conn.executemany(sql.UPSERT_FEED_STATUS, rows)
+                conn.execute(sql.UPSERT_WRITER_STATUS, writer_row)
+
+            self.writer.submit(upsert)
+            return
         if rows:
             self.writer.submit(lambda conn: conn.executemany(sql.UPSERT_FEED_STATUS, rows))
         self.writer_status.publish()

@@ -32,6 +32,7 @@ import orjson
 import requests
 
 from pairs_monitor.clock import Backoff, now_ms
+from pairs_monitor.ingest import flags
 from pairs_monitor.ingest.binance.gaps import CatchUp, Fill, GapFiller, ScanHoles
 from pairs_monitor.ingest.binance.rest import RestClient, RestError, Stopped
 from pairs_monitor.ingest.binance.tape import SymbolTape, load_start_state
@@ -108,7 +109,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     group.add_argument(
         "--max-catchup",
-        type=_positive_int,
+        type=flags.positive_int,
         default=DEFAULT_MAX_CATCHUP,
         metavar="N",
         help="most trades one catch-up or gap fill fetches per symbol over REST (100 "
@@ -117,7 +118,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     group.add_argument(
         "--rest-weight-per-min",
-        type=_positive_int,
+        type=flags.positive_int,
         metavar="WEIGHT",
         help="REST request weight spent per minute at most; Binance allows 6000 on spot "
         "and 2400 on futures per IP, historicalTrades costs 25 (default: "
@@ -125,7 +126,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     group.add_argument(
         "--watchdog",
-        type=_positive_float,
+        type=flags.positive_number,
         default=DEFAULT_WATCHDOG,
         metavar="SECONDS",
         help="a socket silent this long is closed and reconnected; it is pinged at half "
@@ -133,21 +134,21 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     group.add_argument(
         "--backoff-max",
-        type=_positive_float,
+        type=flags.positive_number,
         default=DEFAULT_BACKOFF_MAX,
         metavar="SECONDS",
         help="longest wait between reconnect attempts",
     )
     group.add_argument(
         "--connect-timeout",
-        type=_positive_float,
+        type=flags.positive_number,
         default=DEFAULT_CONNECT_TIMEOUT,
         metavar="SECONDS",
         help="time allowed for one connect (TCP, TLS, handshake) and one REST request",
     )
     group.add_argument(
         "--max-connection-age",
-        type=_positive_float,
+        type=flags.positive_number,
         default=DEFAULT_MAX_CONNECTION_AGE,
         metavar="SECONDS",
         help="reconnect proactively after this long (Binance closes at 24 h)",
@@ -544,17 +545,3 @@ class _RateLimitedLog:
         self.window[kind] = (start, seen)
         if seen <= self.per_minute:
             self.logger.warning(fmt, *args)
-
-
-def _positive_int(text: str) -> int:
-    value = int(text)
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, not {text}")
-    return value
-
-
-def _positive_float(text: str) -> float:
-    value = float(text)
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"must be a positive number, not {text}")
-    return value

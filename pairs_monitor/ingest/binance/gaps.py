@@ -32,7 +32,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
 
-from pairs_monitor.clock import Backoff, now_ms
+from pairs_monitor.clock import now_ms
 from pairs_monitor.ingest.binance.rest import PAGE, RestClient, Stopped
 from pairs_monitor.ingest.binance.tape import SymbolTape
 from pairs_monitor.store import schema, sql
@@ -225,21 +225,20 @@ class GapFiller(threading.Thread):
             stats.gaps_open += 1
         log.info("%s: filling gap %s, ids %d..%d (%s)", symbol, gap_id, first, last, task.reason)
         cursor, recovered, empty = first, 0, 0
-        rest_lag = Backoff(base=0.5, cap=4.0)
         while cursor <= last and recovered < self.max_catchup:
             want = min(PAGE, last - cursor + 1, self.max_catchup - recovered)
             page = self.rest.historical_trades(self.venue, symbol, cursor, want)
             rows = [r for r in page if cursor <= r[2] <= last]
             if not rows:
-                # REST may lag the socket by a moment; give it a few tries.
+                # REST may lag the socket by a moment: 0.5 + 1 + 2 + 4 = 7.5 s in all, a
+                # deadline rather than a retry against a busy server, so no jitter.
                 empty += 1
                 if empty > 4:
                     break
-                if self.stop.wait(rest_lag.next_delay()):
+                if self.stop.wait(0.25 * 2**empty):
                     raise Stopped
                 continue
             empty = 0
-            rest_lag.reset()
             self.writer.put_trades(rows)
             recovered += len(rows)
             cursor = rows[-1][2] + 1
