@@ -42,6 +42,7 @@ class FeedStats:
     gaps_open: int = 0
     gaps_filled: int = 0
     gaps_abandoned: int = 0
+    rejected: int = 0  # trades refused where they entered (ingest/validate.py)
 
     def saw_trade(self, trade_id: int, trade_time_us: int) -> None:
         """Count one trade received from the feed."""
