@@ -28,6 +28,7 @@ trap 'exit 130' INT TERM
 
 echo "dashboard: http://localhost:$PORT"
 "$BIN/streamlit" run app.py \
+    --server.address 127.0.0.1 \
     --server.headless true \
     --server.port "$PORT" \
     --browser.gatherUsageStats false \
