@@ -10,11 +10,19 @@ from pairs_monitor.ingest.daemon import (
     EXIT_BAD_SYMBOL,
     EXIT_DATABASE,
     EXIT_REPLAY_FILES_FAILED,
+    EXIT_SOURCE_FAILED,
     build_parser,
     main,
 )
 
-__all__ = ["EXIT_BAD_SYMBOL", "EXIT_DATABASE", "EXIT_REPLAY_FILES_FAILED", "build_parser", "main"]
+__all__ = [
+    "EXIT_BAD_SYMBOL",
+    "EXIT_DATABASE",
+    "EXIT_REPLAY_FILES_FAILED",
+    "EXIT_SOURCE_FAILED",
+    "build_parser",
+    "main",
+]
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -6,6 +6,11 @@ long outage), the simulator (ingest/sim.py, venue ``sim``, never a live venue) s
 the loud log line says so; as soon as live connects again the simulator stops. Each live
 symbol's ``FeedStats.switch_source`` records which source is active and since when, so
 the page can tell.
+
+Supervision: the live feed's threads (its own, each connection's, the gap filler's) are
+watched; when one dies, ``run`` raises :class:`LiveFailed` after stopping the simulator,
+and the daemon exits with a message (``EXIT_SOURCE_FAILED``) instead of simulating for
+ever beside a live source that will never reconnect.
 """
 
 from __future__ import annotations
@@ -23,6 +28,23 @@ from pairs_monitor.store.writer import TradeWriter
 log = logging.getLogger("ingest.auto")
 
 DEFAULT_FALLBACK_AFTER = 10.0
+
+
+class LiveFailed(RuntimeError):
+    """A thread of the live feed died: it will never connect again in this run."""
+
+
+def dead_threads(feed: object) -> list[str]:
+    """Names of the live feed's threads that ended while it runs (none once it stops).
+
+    :param feed: any feed; only the live one (alone or under auto) has such threads.
+    """
+    live = feed.live if isinstance(feed, AutoFeed) else feed
+    if not isinstance(live, binance.BinanceFeed) or live.stop.is_set():
+        return []
+    threads: list[threading.Thread] = [*live.connections, live.filler]
+    # ident is None until a thread starts: only a started and ended one counts.
+    return [t.name for t in threads if t.ident is not None and not t.is_alive()]
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -80,13 +102,24 @@ class AutoFeed:
     def run(self, stop_event: threading.Event) -> None:
         """Run live (and the simulator when needed) until ``stop_event`` is set."""
         live_stop = threading.Event()
-        live_thread = threading.Thread(
-            target=self.live.run, args=(live_stop,), name="live", daemon=True
-        )
+        died: list[BaseException] = []
+
+        def run_live() -> None:
+            try:
+                self.live.run(live_stop)
+            except BaseException as exc:
+                died.append(exc)
+                log.critical("the live feed died: %r", exc, exc_info=exc)
+
+        live_thread = threading.Thread(target=run_live, name="live", daemon=True)
         live_thread.start()
         down_since: float | None = time.monotonic()
         try:
             while not stop_event.wait(0.1):
+                dead = dead_threads(self.live)
+                if died or dead or not live_thread.is_alive():
+                    why = repr(died[0]) if died else f"thread(s) {', '.join(dead) or 'live'} died"
+                    raise LiveFailed(f"the live feed failed ({why}): it would never reconnect")
                 if self.live.connected.is_set():
                     down_since = None
                     if self._sim is not None:

@@ -14,20 +14,30 @@ Sources:
 Every source hands trades to one writer thread (store/writer.py), the only code that writes
 the database but for the writer's own health row (``writer_status``, ingest/status.py).
 The log goes to stderr, or with ``--log-file`` to a file rotated by size (ingest/logs.py).
-SIGINT or SIGTERM stops the sources, commits everything queued and exits 0.
-Exit codes: 1 when the database cannot be opened (or takes no write at start, or the writer
-cannot finish), 2 for a symbol Binance does not list, 3 when replay refused files.
+SIGINT, SIGTERM or SIGHUP (the terminal closed) stops the sources, commits everything
+queued and exits 0.
+
+One daemon per database: ``<db>.lock`` beside it is held (``flock``) for the daemon's
+lifetime, and a second daemon is refused naming the holder's pid. The main thread
+supervises: a source thread that dies, the writer thread gone or its ``fatal_error`` set
+(the database file deleted or replaced) stop the daemon with a message and a non-zero exit.
+Exit codes: the ``EXIT_*`` constants below (docs/ingest.md#exit-statuses); argparse's
+usage errors are 2.
 """
 
 from __future__ import annotations
 
 import argparse
+import errno
+import fcntl
 import logging
+import os
 import signal
 import sys
 import threading
 from pathlib import Path
 from types import FrameType
+from typing import IO
 
 from pairs_monitor.ingest import auto, binance, flags, logs, replay, sim, status
 from pairs_monitor.ingest.feed import Feed
@@ -39,9 +49,15 @@ log = logging.getLogger("ingest")
 SOURCES = ("auto", "live", "sim", "replay")
 
 # Exit statuses besides 0 (clean stop): other tools drive the daemon and read these.
-EXIT_DATABASE = 1  # the database cannot be opened, or the writer could not finish
-EXIT_BAD_SYMBOL = 2  # a symbol the exchange does not list
+# 1: the database cannot be opened, is in use by another daemon, or the writer died, was
+# cut off from its file (deleted or replaced) or could not finish
+EXIT_DATABASE = 1
+# 2 is argparse's: a command line it cannot parse
 EXIT_REPLAY_FILES_FAILED = 3  # replay: files refused (checksum, corrupt, numbering)
+EXIT_BAD_SYMBOL = 4  # a symbol the exchange does not list
+EXIT_SOURCE_FAILED = 5  # a source's thread died (an unexpected error; the log has it)
+
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
 DEFAULT_START_WRITE_TIMEOUT_S = 60.0  # a database that takes no write this long at start
 DEFAULT_FLUSH_TIMEOUT_S = 30.0  # how long the stop may spend committing what is queued
@@ -97,6 +113,53 @@ def build_feed(args: argparse.Namespace, writer: TradeWriter) -> Feed:
     return binance.from_args(args, writer)
 
 
+class DatabaseInUse(Exception):
+    """Another daemon holds the database's lock file."""
+
+
+def lock_path(db: Path) -> Path:
+    """``<db>.lock``: the file whose ``flock`` says a daemon writes ``db``."""
+    return db.with_name(db.name + ".lock")
+
+
+def lock_database(db: Path) -> IO[str] | None:
+    """Take the exclusive lock on ``<db>.lock`` for this process's lifetime, pid written in.
+
+    The lock belongs to the open file: it holds until the process ends, however it ends
+    (the OS drops it on exit, a crash or kill -9), so a stale file never blocks a start.
+
+    :returns: the open lock file (keep it referenced), or None when the file cannot be
+        created (a read-only folder: a warning; the database's own open then says more).
+    :raises DatabaseInUse: another process holds the lock; the message names its pid.
+    """
+    path = lock_path(db)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        handle = path.open("a+")
+    except OSError as exc:
+        log.warning("cannot create %s (%s): no guard against a second daemon", path, exc)
+        return None
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError as exc:
+        if exc.errno not in (errno.EAGAIN, errno.EACCES, errno.EWOULDBLOCK):
+            handle.close()
+            log.warning("cannot lock %s (%s): no guard against a second daemon", path, exc)
+            return None
+        handle.seek(0)
+        holder = handle.read().strip() or "unknown (it is starting)"
+        handle.close()
+        raise DatabaseInUse(
+            f"{db} is in use by another ingest daemon (pid {holder}; it holds {path}): "
+            "one daemon per database. Stop that one first, or give this one another --db"
+        ) from None
+    handle.seek(0)
+    handle.truncate()
+    handle.write(f"{os.getpid()}\n")
+    handle.flush()
+    return handle
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -106,6 +169,20 @@ def main(argv: list[str] | None = None) -> int:
     elif args.source != "replay":
         parser.error("--symbols is required unless --source replay names its files")
 
+    try:
+        lock = lock_database(args.db)  # held until the process ends
+    except DatabaseInUse as exc:
+        log.error("%s", exc)
+        return EXIT_DATABASE
+    try:
+        return run(args)
+    finally:
+        if lock is not None:
+            lock.close()
+
+
+def run(args: argparse.Namespace) -> int:
+    """Start, supervise and stop the daemon (under the database's lock); the exit status."""
     writer = TradeWriter(args.db)
     try:
         writer.start()
@@ -119,8 +196,8 @@ def main(argv: list[str] | None = None) -> int:
         log.info("%s received: stopping", signal.Signals(signum).name)
         stop.set()
 
-    signal.signal(signal.SIGINT, request_stop)
-    signal.signal(signal.SIGTERM, request_stop)
+    for signum in STOP_SIGNALS:
+        signal.signal(signum, request_stop)
 
     try:
         feed = build_feed(args, writer)
@@ -142,18 +219,41 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_DATABASE
     reporter = status.StatusReporter(writer, feed.stats)
     reporter.start()
-    producer = threading.Thread(target=feed.run, args=(stop,), name="feed", daemon=True)
+    crashed: list[BaseException] = []
+
+    def produce() -> None:
+        try:
+            feed.run(stop)
+        except BaseException as exc:
+            crashed.append(exc)
+            log.critical("the %s source died: %r", args.source, exc, exc_info=exc)
+
+    producer = threading.Thread(target=produce, name="feed", daemon=True)
     producer.start()
     # Wake up regularly: a signal handler only runs between bytecodes of the main thread.
-    while producer.is_alive() and not stop.wait(0.2):
-        pass
+    failure: tuple[int, str] | None = None
+    while not stop.wait(0.2):
+        failure = supervise(feed, writer, producer, crashed, args.source)
+        if failure is not None or not producer.is_alive():
+            break
     stop.set()
     producer.join(10)
+    if failure is None and crashed:  # it died between the last look and the stop
+        failure = EXIT_SOURCE_FAILED, f"the {args.source} source died: {crashed[0]!r}"
+    if failure is not None:
+        log.critical("%s: stopping", failure[1])
     log.info("sources stopped; writing final status and flushing the queue")
     reporter.stop()
-    status.finish_run(writer, run_id)
+    writer_failure = writer_problem(writer)
+    if writer_failure is None:
+        status.finish_run(writer, run_id)
     finished = writer.close(timeout=args.flush_timeout)
     reporter.finish()  # writer_status: stopped, or still retrying
+    if writer_failure is not None:
+        log.error("%s; the daemon ends (trades queued for it are not stored)", writer_failure)
+        return EXIT_DATABASE
+    if failure is not None:
+        return failure[0]
     if not finished:
         log.error(
             "writer did not finish within %g s; %d items left",
@@ -170,6 +270,37 @@ def main(argv: list[str] | None = None) -> int:
         )
         return EXIT_REPLAY_FILES_FAILED
     return 0
+
+
+def writer_problem(writer: TradeWriter) -> str | None:
+    """Why the writer can store nothing more: its fatal error, or its thread gone."""
+    fatal = getattr(writer, "fatal_error", None)
+    if fatal:
+        return f"the writer stopped: {fatal}"
+    if not writer.is_alive():
+        return f"the writer thread died ({writer.stats.last_error or 'no error recorded'})"
+    return None
+
+
+def supervise(
+    feed: Feed,
+    writer: TradeWriter,
+    producer: threading.Thread,
+    crashed: list[BaseException],
+    source: str,
+) -> tuple[int, str] | None:
+    """One look at every thread that can die: (exit status, why) when one has, else None."""
+    problem = writer_problem(writer)
+    if problem is not None:
+        return EXIT_DATABASE, problem
+    if crashed:
+        return EXIT_SOURCE_FAILED, f"the {source} source died: {crashed[0]!r}"
+    if not producer.is_alive() and not isinstance(feed, replay.ReplayFeed):
+        return EXIT_SOURCE_FAILED, f"the {source} source ended on its own"
+    dead = auto.dead_threads(feed)
+    if dead:
+        return EXIT_SOURCE_FAILED, f"the {source} source's thread(s) {', '.join(dead)} died"
+    return None
 
 
 if __name__ == "__main__":
