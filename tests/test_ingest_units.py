@@ -17,6 +17,7 @@ from pairs_monitor.ingest.binance.rest import WeightBudget, rest_row
 from pairs_monitor.ingest.binance.tape import SymbolTape
 from pairs_monitor.ingest.binance.ws import ServerShutdown
 from pairs_monitor.ingest.daemon import build_parser
+from pairs_monitor.ingest.validate import Refusal
 from pairs_monitor.store.writer import TradeWriter
 
 
@@ -84,23 +85,48 @@ def test_parser_raises_server_shutdown_in_both_forms():
             feed._on_message(frame)
 
 
-@pytest.mark.parametrize(
-    "field",
-    ['"t":-1', '"t":1.5', '"t":true', '"T":"1"', '"p":"0"', '"p":"nan"', '"q":"-1"', '"p":null'],
-)
-def test_parser_skips_bad_fields(field):
+# Each a value no exchange sends; the old parser stored the first eight (inf, 1000.0,
+# 1.0 for true, id 0, a negative or far time) and wedged the writer on the 2**63 ones.
+HOSTILE_FIELDS = [
+    '"p":"1e309"', '"p":"Infinity"', '"q":"1_000"', '"p":true', '"t":0', '"T":-5',
+    '"T":9000000000000', '"T":9223372036854775', '"t":9223372036854775808',
+    '"t":4611686018427387904', '"p":" 1"', '"p":"NaN"', '"q":1.5', '"t":"7"', '"t":7.0',
+    '"t":true', '"t":-1', '"T":"1672515782136"', '"p":"0"', '"p":"0.000"', '"q":"-1"',
+    '"p":null', '"m":1', '"p":"1.5e3"', '"p":"+1"', '"p":"0x10"', '"p":"\u0661"',
+    '"T":1000',
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("field", HOSTILE_FIELDS)
+def test_parser_refuses_values_no_exchange_sends(field, caplog):
     feed = make_feed()
-    good = {'"t"': '"t":7', '"T"': '"T":1', '"p"': '"p":"1.5"', '"q"': '"q":"2"'}
+    good = {'"t"': '"t":7', '"T"': '"T":1672515782136', '"p"': '"p":"1.5"', '"q"': '"q":"2"',
+            '"m"': '"m":false'}  # fmt: skip
     key = field.split(":")[0]
     good[key] = field
     frame = (
         '{"stream":"btcusdt@trade","data":{"e":"trade","s":"BTCUSDT",'
         + ",".join(good.values())
-        + ',"m":false}}'
+        + "}}"
     )
-    feed._on_message(frame.encode())
+    with caplog.at_level("WARNING", logger="ingest.binance"):
+        feed._on_message(frame.encode())
     assert not feed._pending
-    assert feed._bad.counts["bad-trade"] == 1
+    assert feed.stats[0].rejected == 1
+    assert feed.tapes["BTCUSDT"].high is None
+    assert feed.stats[0].trades_total == 0
+    (line,) = [r.getMessage() for r in caplog.records]
+    assert line.startswith(f"BTCUSDT: trade from socket refused, {key.strip(chr(34))}=")
+
+
+def test_parser_takes_the_same_frame_with_good_values():
+    feed = make_feed()
+    feed._on_message(
+        b'{"stream":"btcusdt@trade","data":{"e":"trade","s":"BTCUSDT","t":7,'
+        b'"T":1672515782136,"p":"1.5","q":"2","m":false}}'
+    )
+    assert list(feed._pending) == [("binance-spot", "BTCUSDT", 7, 1672515782136000, 1.5, 2.0, 0)]
+    assert feed.stats[0].rejected == 0
 
 
 def test_rest_row_converts_ms_to_us():
@@ -109,6 +135,24 @@ def test_rest_row_converts_ms_to_us():
     assert rest_row("binance-spot", "BNBBTC", item) == (
         "binance-spot", "BNBBTC", 28457, 1499865549590000, 4.000001, 12.0, 1,
     )  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("price", "-1"), ("price", "0"), ("price", "1e309"), ("price", "inf"),
+        ("qty", "0.00000000"), ("qty", "NaN"), ("id", 2**63), ("id", 0), ("id", "28457"),
+        ("time", 2**63 // 1000 + 1), ("time", 1), ("isBuyerMaker", "false"),
+    ],
+)  # fmt: skip
+def test_rest_row_refuses_values_no_exchange_sends(field, value):
+    item = {"id": 28457, "price": "4.00000100", "qty": "12.00000000",
+            "time": 1499990400000, "isBuyerMaker": True}  # fmt: skip
+    item[field] = value
+    refusal = rest_row("binance-spot", "BNBBTC", item)
+    assert isinstance(refusal, Refusal)
+    assert refusal.field == field
+    assert refusal.value == repr(value)
 
 
 def test_malformed_frames_are_logged_at_most_five_times_a_minute(caplog):

@@ -8,7 +8,8 @@ handle (an id beyond 64 bits, a year-2255 trade, ``inf`` prices) is ever queued:
   ids start at 1 and are about 5e9 today. The bound keeps every id, and every sum or
   difference of two ids (gap lengths, ``high + 1``), inside SQLite's and numpy's signed
   64 bits, with room to spare: 2**63 itself would overflow them.
-- **trade time**: integer milliseconds, not before Binance opened (2017-07-14 00:00 UTC)
+- **trade time**: integer milliseconds, not before Binance opened (2017-07-14; the floor
+  is 2017-07-01, as the API documentation's own example trade is dated 2017-07-12)
   nor more than :data:`MAX_CLOCK_SKEW_MS` (5 min) ahead of this machine's clock; stored in
   microseconds, far inside 64 bits.
 - **price, quantity**: the exchange's plain decimal strings (``"4.00000100"``): ASCII
@@ -37,8 +38,12 @@ from typing import Any, Protocol
 
 MIN_TRADE_ID = 1
 TRADE_ID_LIMIT = 2**62  # exclusive; why: see the module docstring
-BINANCE_OPENED_MS = 1_499_990_400_000  # 2017-07-14T00:00:00Z, Binance's first day
-BINANCE_OPENED_US = BINANCE_OPENED_MS * 1000
+# Binance opened on 2017-07-14; its API documentation's example trade (1499865549590) is
+# from 2017-07-12, so the floor is the first of that month.
+EARLIEST_TRADE_MS = 1_498_867_200_000  # 2017-07-01T00:00:00Z
+EARLIEST_TRADE_US = EARLIEST_TRADE_MS * 1000
+BINANCE_OPENED_MS = EARLIEST_TRADE_MS  # the same floor, by the name first published
+BINANCE_OPENED_US = EARLIEST_TRADE_US
 MAX_CLOCK_SKEW_MS = 5 * 60 * 1000
 MAX_DECIMAL_CHARS = 64
 VALUE_SHOWN = 40  # characters of a refused value's repr in messages
@@ -99,7 +104,7 @@ def check_id(value: object, field: str = "id") -> int:
 
 def time_bounds_ms(now_ms: int | None = None) -> tuple[int, int]:
     """The trade times (ms, inclusive) accepted now: Binance's opening to now + skew."""
-    return BINANCE_OPENED_MS, (clock() if now_ms is None else now_ms) + MAX_CLOCK_SKEW_MS
+    return EARLIEST_TRADE_MS, (clock() if now_ms is None else now_ms) + MAX_CLOCK_SKEW_MS
 
 
 def check_time_ms(value: object, field: str = "time", *, now_ms: int | None = None) -> int:
@@ -111,7 +116,7 @@ def check_time_ms(value: object, field: str = "time", *, now_ms: int | None = No
         raise Refused(field, value, "a trade time must be integer milliseconds")
     low, high = time_bounds_ms(now_ms)
     if value < low:
-        raise Refused(field, value, "before Binance opened (2017-07-14)")
+        raise Refused(field, value, "before Binance opened (July 2017)")
     if value > high:
         raise Refused(field, value, "more than 5 min ahead of this machine's clock")
     return value
@@ -123,7 +128,7 @@ def check_time_us(value: object, field: str = "time", *, now_ms: int | None = No
         raise Refused(field, value, "a trade time must be integer microseconds")
     low, high = time_bounds_ms(now_ms)
     if value < low * 1000:
-        raise Refused(field, value, "before Binance opened (2017-07-14)")
+        raise Refused(field, value, "before Binance opened (July 2017)")
     if value > high * 1000:
         raise Refused(field, value, "more than 5 min ahead of this machine's clock")
     return value

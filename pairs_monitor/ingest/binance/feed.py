@@ -23,6 +23,7 @@ import argparse
 import collections
 import functools
 import logging
+import queue
 import threading
 import time
 from dataclasses import dataclass
@@ -44,6 +45,13 @@ from pairs_monitor.ingest.binance.ws import (
     Watchdog,
 )
 from pairs_monitor.ingest.status import FeedStats
+from pairs_monitor.ingest.validate import (
+    RateLimitedLog,
+    Refusal,
+    Rejects,
+    shown,
+    socket_trade,
+)
 from pairs_monitor.store.writer import TradeWriter
 
 log = logging.getLogger("ingest.binance")
@@ -79,6 +87,14 @@ DEFAULT_MAX_CONNECTION_AGE = 23.5 * 3600
 FLUSH_INTERVAL = 0.01  # seconds between hand-overs of parsed rows to the writer
 MAX_PENDING = 10_000  # parsed rows held before the receive thread hands them over itself
 DRAIN_CHUNK = 2_000  # most rows in one writer queue item
+# Continuity plausibility (docs/sources.md): a live id more than this past the frontier
+# is refused until REST's newest id shows the ids in between exist. Binance's socket
+# skips nothing while connected; after a reconnect the catch-up moves the frontier over
+# REST, so a real jump this large is rare and costs one request to confirm.
+MAX_UNCONFIRMED_JUMP = 10_000
+# An id this far below the frontier is not a late repeat but a value no exchange sends.
+MAX_BEHIND = 100_000
+CONFIRM_INTERVAL = 5.0  # seconds between two confirmations of one symbol
 
 
 class FeedError(Exception):
@@ -247,7 +263,11 @@ class BinanceFeed:
         self.connected = threading.Event()  # set while at least one connection is up
         self._pending: collections.deque[tuple] = collections.deque()
         self._drain_lock = threading.Lock()
-        self._bad = _RateLimitedLog(log)
+        self._bad = RateLimitedLog(log)
+        self._rejects = Rejects(log, "socket")
+        self.rest.rejects = Rejects(logging.getLogger("ingest.binance.rest"), "REST")
+        self.rest.feed_stats = {st.symbol: st for st in self.stats}
+        self.confirmer = _Confirmer(self.rest, self.tapes, self.stop)
         self._ever_connected: set[str] = set()
 
     # -- start-up --------------------------------------------------------------------
@@ -317,6 +337,7 @@ class BinanceFeed:
         """Produce until ``stop_event`` is set; then stop reading and hand over all rows."""
         self._load_start_state()
         self.filler.start()
+        self.confirmer.start()
         flusher = threading.Thread(target=self._flush_loop, name="flusher", daemon=True)
         flusher.start()
         limiter = AttemptLimiter()
@@ -358,6 +379,8 @@ class BinanceFeed:
         for conn in self.connections:
             conn.join(5)
         self.filler.join(2)
+        if self.confirmer.is_alive():
+            self.confirmer.join(2)
         self._drain()
         log.info("live source stopped: %d trades received on the socket", self.received)
 
@@ -431,32 +454,15 @@ class BinanceFeed:
             payload = msg["data"]
             if payload["e"] != "trade":
                 return self._other_frame(msg, data)
-            tape = self.tapes[payload["s"]]
-            trade_id = payload["t"]
-            trade_time_us = payload["T"] * 1000
-            price = float(payload["p"])
-            qty = float(payload["q"])
-            if (
-                type(trade_id) is not int
-                or trade_id < 0
-                or type(trade_time_us) is not int
-                or not price > 0
-                or not qty > 0
-            ):
-                raise ValueError("bad trade id, time, price or quantity")
-            row = (
-                self.venue,
-                tape.symbol,
-                trade_id,
-                trade_time_us,
-                price,
-                qty,
-                1 if payload["m"] else 0,
-            )
+            row = socket_trade(self.venue, payload)
+            if isinstance(row, Refusal):
+                return self._refused(msg, payload, row, data)
+            tape = self.tapes[row[1]]
         except ServerShutdown:
             raise
         except (orjson.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
             return self._other_frame(msg, data, exc)
+        trade_id = row[2]
         high = tape.high
         if trade_id - 1 == high and tape.awaiting is None:
             # The common case, without the lock: only this thread moves ``high`` while
@@ -465,22 +471,45 @@ class BinanceFeed:
             stats = tape.stats
             stats.trades_total += 1
             stats.last_trade_id = trade_id
-            stats.last_trade_time_us = trade_time_us
-        else:
-            self._continuity(tape, trade_id, trade_time_us)
+            stats.last_trade_time_us = row[3]
+        elif not self._continuity(tape, trade_id, row[3]):
+            return
         pending = self._pending
         pending.append(row)
         if len(pending) > MAX_PENDING:
             self._drain()  # the writer is behind: wait here (backpressure to the socket)
 
-    def _continuity(self, tape: SymbolTape, trade_id: int, trade_time_us: int) -> None:
-        """A trade that is not simply ``high + 1``: the first, a jump, a repeat, a hand-over."""
+    def _refused(self, msg: object, payload: dict, refusal: Refusal, data: bytes) -> None:
+        """A trade with a value no exchange sends: counted for its symbol, logged."""
+        symbol = payload.get("s")
+        tape = self.tapes.get(symbol) if type(symbol) is str else None
+        if tape is None:
+            return self._other_frame(msg, data, ValueError(str(refusal)))
+        self._rejects.report(tape.symbol, refusal, tape.stats)
+
+    def _continuity(self, tape: SymbolTape, trade_id: int, trade_time_us: int) -> bool:
+        """A trade that is not simply ``high + 1``: the first, a jump, a repeat, a hand-over.
+
+        :returns: whether to store it: not a repeat (at or below the frontier, already
+            stored or being fetched), nor an implausible id (refused, see docs/sources.md).
+        """
         stats = tape.stats
         with tape.lock:
             high = tape.high
             if high is None:
                 tape.high = trade_id  # nothing stored: the tape starts here
             elif trade_id > high:
+                if trade_id - high > MAX_UNCONFIRMED_JUMP and not self._confirmed(tape, trade_id):
+                    self._ask_confirmation(tape)
+                    behind = "" if tape.awaiting is None else " (catching up over REST)"
+                    refusal = Refusal(
+                        "t",
+                        shown(trade_id),
+                        f"{trade_id - high} ids past the tape's {high}{behind}, more "
+                        f"than {MAX_UNCONFIRMED_JUMP} that REST has not confirmed",
+                    )
+                    self._rejects.report(tape.symbol, refusal, stats)
+                    return False
                 task = tape.awaiting
                 if task is not None:
                     # First new trade since the (re)connect: the catch-up stops before it.
@@ -496,11 +525,36 @@ class BinanceFeed:
                         trade_id - high - 1,
                     )
                 tape.high = trade_id
-            # else: a repeat (re-sent after a reconnect, or already fetched over REST)
+            elif high - trade_id > MAX_BEHIND:
+                refusal = Refusal(
+                    "t",
+                    shown(trade_id),
+                    f"{high - trade_id} ids behind the tape's {high}: not a late repeat",
+                )
+                self._rejects.report(tape.symbol, refusal, stats)
+                return False
+            else:  # a repeat (re-sent after a reconnect, or already fetched over REST)
+                stats.trades_total += 1
+                return False
             stats.trades_total += 1
             if stats.last_trade_id is None or trade_id > stats.last_trade_id:
                 stats.last_trade_id = trade_id
                 stats.last_trade_time_us = trade_time_us
+            return True
+
+    @staticmethod
+    def _confirmed(tape: SymbolTape, trade_id: int) -> bool:
+        """Whether REST's newest id, when last asked, vouches for ``trade_id`` (lock held)."""
+        return tape.confirmed is not None and trade_id - tape.confirmed <= MAX_UNCONFIRMED_JUMP
+
+    def _ask_confirmation(self, tape: SymbolTape) -> None:
+        """Have REST's newest id looked up, at most every ``CONFIRM_INTERVAL`` (lock held)."""
+        now = time.monotonic()
+        if tape.confirming or now < tape.confirm_due:
+            return
+        tape.confirming = True
+        tape.confirm_due = now + CONFIRM_INTERVAL
+        self.confirmer.ask(tape.symbol)
 
     def _other_frame(self, msg: object, data: bytes, exc: Exception | None = None) -> None:
         """Frames that are not trades: serverShutdown, answers, unknown or malformed ones."""
@@ -522,26 +576,44 @@ class BinanceFeed:
         self._bad.report("malformed", "malformed frame skipped (%r): %.200r", exc, data)
 
 
-class _RateLimitedLog:
-    """Log at most a few lines per kind a minute, then a count of what was suppressed."""
+class _Confirmer(threading.Thread):
+    """Looks up REST's newest trade id of a symbol whose live id jumped implausibly far.
 
-    def __init__(self, logger: logging.Logger, per_minute: int = 5) -> None:
-        self.logger = logger
-        self.per_minute = per_minute
-        self.window: dict[str, tuple[float, int]] = {}
-        self.counts: collections.Counter[str] = collections.Counter()
+    The receive thread never waits for REST: it refuses the trade and queues the symbol
+    here. Once REST's newest id is known (``SymbolTape.confirmed``), a live id within
+    ``MAX_UNCONFIRMED_JUMP`` of it is taken as a jump and its gap filled over REST, the
+    trades refused meanwhile included; a bogus id stays refused.
+    """
 
-    def report(self, kind: str, fmt: str, *args: object) -> None:
-        self.counts[kind] += 1
-        now = time.monotonic()
-        start, seen = self.window.get(kind, (now, 0))
-        if now - start > 60:
-            if seen > self.per_minute:
-                self.logger.warning(
-                    "%d more %s frame(s) skipped in the last minute", seen - self.per_minute, kind
-                )
-            start, seen = now, 0
-        seen += 1
-        self.window[kind] = (start, seen)
-        if seen <= self.per_minute:
-            self.logger.warning(fmt, *args)
+    def __init__(
+        self, rest: RestClient, tapes: dict[str, SymbolTape], stop: threading.Event
+    ) -> None:
+        super().__init__(name="jump-confirmer", daemon=True)
+        self.rest = rest
+        self.tapes = tapes
+        self.stop = stop
+        self.asked: queue.Queue[str] = queue.Queue()
+
+    def ask(self, symbol: str) -> None:
+        """Queue a look-up; never blocks."""
+        self.asked.put(symbol)
+
+    def run(self) -> None:
+        while not self.stop.is_set():
+            try:
+                symbol = self.asked.get(timeout=0.2)
+            except queue.Empty:
+                continue
+            tape = self.tapes[symbol]
+            newest = None
+            try:
+                newest = self.rest.latest_trade_id(symbol)
+            except Stopped:
+                break
+            except Exception as exc:  # REST down or answering nonsense: ask again later
+                log.warning("%s: cannot confirm a trade-id jump over REST (%s)", symbol, exc)
+            with tape.lock:
+                tape.confirming = False
+                if newest is not None:
+                    tape.confirmed = max(tape.confirmed or 0, newest)
+            log.info("%s: REST's newest trade id is %s (tape at %s)", symbol, newest, tape.high)

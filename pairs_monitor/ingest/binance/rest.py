@@ -17,6 +17,7 @@ import orjson
 import requests
 
 from pairs_monitor.clock import Backoff
+from pairs_monitor.ingest.validate import Refusal, Rejects, rest_trade, shown
 from pairs_monitor.store.writer import TradeRow
 
 log = logging.getLogger("ingest.binance.rest")
@@ -102,6 +103,8 @@ class RestClient:
         self.session = requests.Session()  # certificate checks stay on (verify=True)
         self.requests = 0
         self.rate_limited = 0
+        self.rejects = Rejects(log, "REST")  # trades refused by rest_row
+        self.feed_stats: dict[str, Any] = {}  # symbol -> FeedStats, counting those refusals
 
     def get(
         self,
@@ -173,18 +176,43 @@ class RestClient:
     def historical_trades(
         self, venue: str, symbol: str, from_id: int, limit: int = PAGE
     ) -> list[TradeRow]:
-        """Trades of ``symbol`` from id ``from_id`` on, as writer rows, ascending by id."""
+        """Trades of ``symbol`` from id ``from_id`` on, as writer rows, ascending by id.
+
+        Items with a value no exchange sends are left out, logged and counted (so a gap
+        never counts them as recovered).
+
+        :raises ValueError: when the answer is not a list of trades.
+        """
         payload = self.get(
             "historicalTrades",
             {"symbol": symbol, "fromId": from_id, "limit": limit},
             HISTORICAL_TRADES_WEIGHT,
         )
-        return [rest_row(venue, symbol, item) for item in payload]
+        if not isinstance(payload, list):
+            raise ValueError(f"historicalTrades answered {shown(payload)}, not a list")
+        rows = []
+        for item in payload:
+            row = rest_row(venue, symbol, item)
+            if isinstance(row, Refusal):
+                self.rejects.report(symbol, row, self.feed_stats.get(symbol))
+            else:
+                rows.append(row)
+        return rows
 
     def latest_trade_id(self, symbol: str) -> int | None:
-        """The id of the most recent trade of ``symbol`` (None when it never traded)."""
+        """The id of the most recent trade of ``symbol`` (None when it never traded).
+
+        :raises ValueError: when the answer is not a list of valid trades.
+        """
         payload = self.get("trades", {"symbol": symbol, "limit": 1}, RECENT_TRADES_WEIGHT)
-        return int(payload[-1]["id"]) if payload else None
+        if not isinstance(payload, list):
+            raise ValueError(f"trades answered {shown(payload)}, not a list")
+        if not payload:
+            return None
+        row = rest_row("", symbol, payload[-1])
+        if isinstance(row, Refusal):
+            raise ValueError(f"trades answered a trade no exchange sends: {row}")
+        return row[2]
 
     def exchange_symbols(self, timeout: float | None = None) -> dict[str, str]:
         """Every symbol listed by ``exchangeInfo`` with its status (e.g. TRADING); one try."""
@@ -192,22 +220,16 @@ class RestClient:
         return {item["symbol"]: item.get("status", "") for item in payload["symbols"]}
 
 
-def rest_row(venue: str, symbol: str, item: dict[str, Any]) -> TradeRow:
-    """A writer row from one ``historicalTrades`` item.
+def rest_row(venue: str, symbol: str, item: object) -> TradeRow | Refusal:
+    """A writer row from one ``historicalTrades``/``trades`` item, or why it is refused.
 
     Example item: ``{"id": 28457, "price": "4.00000100", "qty": "12.00000000",
     "quoteQty": "48.000012", "time": 1499865549590, "isBuyerMaker": true,
-    "isBestMatch": true}`` (time in ms; stored in µs).
+    "isBestMatch": true}`` (time in ms; stored in µs). The checks are
+    :func:`pairs_monitor.ingest.validate.rest_trade`'s: ids in ``[1, 2**62)``, times from
+    Binance's opening to 5 min ahead, prices and quantities plain positive decimals.
     """
-    return (
-        venue,
-        symbol,
-        int(item["id"]),
-        int(item["time"]) * 1000,
-        float(item["price"]),
-        float(item["qty"]),
-        1 if item["isBuyerMaker"] else 0,
-    )
+    return rest_trade(venue, symbol, item)
 
 
 def _retry_after(value: str | None) -> float:

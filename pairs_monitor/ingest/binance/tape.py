@@ -31,6 +31,11 @@ class SymbolTape:
     that trade does not open a gap, it tells the catch-up where to stop. If the catch-up
     finishes first (a quiet symbol), it moves ``high`` to what REST delivered and live
     continuity resumes from there.
+
+    ``high`` only moves by what is plausible or confirmed: a live id more than
+    ``MAX_UNCONFIRMED_JUMP`` (feed.py) past ``high`` is refused until REST's newest id
+    (``confirmed``, asked for at most every few seconds, ``confirm_due``) shows the ids
+    in between exist; an id at or below ``high`` is a repeat, never stored again.
     """
 
     symbol: str
@@ -38,6 +43,9 @@ class SymbolTape:
     high: int | None = None
     awaiting: CatchUp | None = None
     lock: threading.Lock = field(default_factory=threading.Lock)
+    confirmed: int | None = None  # REST's newest trade id when last asked
+    confirming: bool = False  # a confirmation request is queued or in flight
+    confirm_due: float = 0.0  # time.monotonic() before which none is asked again
 
 
 def load_start_state(
