@@ -96,18 +96,27 @@ def _to_us(value: _Epoch, unit: EpochUnit) -> _Epoch:
 class Backoff:
     """Exponential backoff with jitter: ``uniform(c/2, c)`` where ``c = min(cap, base * 2**n)``.
 
-    :param base: first delay in seconds.
-    :param cap: largest delay in seconds.
+    Any number of failures is fine: the exponent stops growing once ``base * 2**n``
+    reaches ``cap``, so the delay is never computed from a number too big for a float
+    (a million failures, 16 years of retries at 30 s, give ``cap`` as the first one does).
+
+    :param base: first delay in seconds (finite, > 0; ``cap`` when larger than it).
+    :param cap: largest delay in seconds (finite, > 0).
+    :raises ValueError: for a base or cap out of those ranges.
     """
 
     def __init__(self, base: float = 0.5, cap: float = 30.0) -> None:
-        self.base = base
+        if not (math.isfinite(base) and math.isfinite(cap) and base > 0 and cap > 0):
+            raise ValueError(f"backoff needs a finite base and cap > 0: {base!r}, {cap!r}")
+        self.base = min(base, cap)
         self.cap = cap
         self.failures = 0
+        # The first n from which base * 2**n >= cap: later failures change nothing.
+        self._top = max(0, math.ceil(math.log2(cap / base)))
 
     def next_delay(self) -> float:
         """The delay before the next attempt; each call counts one more failure."""
-        ceiling = min(self.cap, self.base * 2 ** min(self.failures, 64))
+        ceiling = min(self.cap, math.ldexp(self.base, min(self.failures, self._top)))
         self.failures += 1
         return random.uniform(ceiling / 2, ceiling)
 

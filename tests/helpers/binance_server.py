@@ -156,6 +156,9 @@ class BinanceServer:
         # (500, 502, 503), RESET or STALL; each is used once.
         self.rest_failures: list[int | str] = []
         self.stall_s = 5.0
+        # Longer request targets get "414 Request-URI Too Long", as nginx answers past its
+        # 8 KB header buffer.
+        self.max_path = 8000
         self.rest_calls: list[tuple[str, dict[str, str]]] = []
         self._streaming = False
         self.port = port  # 0: any free port, known once started
@@ -372,6 +375,8 @@ class BinanceServer:
     async def _process_request(
         self, connection: ServerConnection, request: Request
     ) -> Response | None:
+        if len(request.path) > self.max_path:
+            return _answer(connection, 414, "text/html", b"<html>414 Request-URI Too Long</html>")
         url = urllib.parse.urlparse(request.path)
         if url.path == "/stream":
             return None  # go on with the WebSocket handshake

@@ -9,7 +9,16 @@
 - pings are answered (websocket-client does it while receiving), at most
   ``MAX_OUTGOING_PER_S`` frames a second, as Binance allows 5;
 - :class:`Watchdog` closes a socket that has been silent too long and reconnects before
-  the 24-hour limit Binance puts on a connection.
+  the 24-hour limit Binance puts on a connection;
+- the whole connect (TCP, TLS and the WebSocket handshake) has one deadline, however
+  slowly the server dribbles its answer; a frame larger than ``MAX_FRAME_BYTES`` is
+  refused before it is read, and the connection is made anew;
+- the thread survives anything its loop raises (logged, then it reconnects);
+  :attr:`StreamConnection.crashes` counts such surprises and ``is_alive()`` stays the
+  supervisor's check;
+- :func:`plan_connections` and :func:`stream_url` split the streams over connections
+  (at most 1024 streams and ``MAX_URL_CHARS`` of URL each, a non-ASCII symbol on a
+  connection of its own) and percent-encode the stream names (RFC 3986, UTF-8).
 
 The receive loop is kept bare on purpose: the socket stays blocking (a timeout would add
 a ``poll`` per read), frames are taken as bytes (no decode, no UTF-8 check: orjson
@@ -23,9 +32,11 @@ import collections
 import contextlib
 import logging
 import socket
+import ssl
 import threading
 import time
-from collections.abc import Callable
+import urllib.parse
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import websocket
@@ -42,6 +53,68 @@ MAX_OUTGOING_PER_S = 4
 # Binance: 300 connection attempts per 5 minutes per IP; keep a margin for other tools.
 MAX_ATTEMPTS = 250
 ATTEMPT_WINDOW_S = 300.0
+# The longest combined-stream URL we send. Servers and proxies refuse long request lines
+# with "414 Request-URI Too Long" (8 KB is a common default, nginx and Python's websockets
+# among them); 4,000 characters stays well below, about 270 streams of 15 characters.
+MAX_URL_CHARS = 4000
+# The largest frame accepted. A Binance trade frame is about 250 bytes and no market-data
+# frame we subscribe to comes near 64 KB; 1 MiB leaves room for any future field while a
+# hostile or broken server cannot make us buffer more than that per frame.
+MAX_FRAME_BYTES = 1 << 20
+
+
+def stream_url(base_url: str, streams: Sequence[str]) -> str:
+    """The combined-stream URL for ``streams``, each name percent-encoded.
+
+    Binance puts a symbol's own characters into its stream name, and lists symbols with
+    non-ASCII characters since 2025 (its spot API CHANGELOG, 2025-12-15, "Clarification
+    Regarding UTF-8 Encoding": a stream request naming such a symbol gets its events in
+    UTF-8). A URL is ASCII (RFC 3986): the name's UTF-8 bytes go percent-encoded, as its
+    REST API expects of every parameter; ``@`` and the ``/`` between names stay literal.
+    """
+    names = "/".join(urllib.parse.quote(name, safe="@") for name in streams)
+    return f"{base_url.rstrip('/')}/stream?streams={names}"
+
+
+def plan_connections(
+    base_url: str,
+    symbols: Sequence[str],
+    *,
+    max_streams: int = MAX_STREAMS_PER_CONNECTION,
+    max_url: int = MAX_URL_CHARS,
+) -> list[list[str]]:
+    """The symbols of each connection: at most ``max_streams`` and ``max_url`` characters.
+
+    A symbol with non-ASCII characters gets a connection of its own: if a server refuses
+    its name, only that connection is refused, not the other symbols'.
+    """
+    groups: list[list[str]] = []
+    current: list[str] = []
+    length = len(stream_url(base_url, []))
+    for symbol in symbols:
+        name = _trade_stream(symbol)
+        if not symbol.isascii():
+            groups.append([symbol])
+            continue
+        extra = len(urllib.parse.quote(name, safe="@")) + (1 if current else 0)
+        if current and (len(current) >= max_streams or length + extra > max_url):
+            groups.append(current)
+            current, length = [], len(stream_url(base_url, []))
+            extra -= 1
+        current.append(symbol)
+        length += extra
+    if current:
+        groups.append(current)
+    return groups
+
+
+def trade_streams(symbols: Sequence[str]) -> list[str]:
+    """The ``<symbol>@trade`` stream names of ``symbols``."""
+    return [_trade_stream(s) for s in symbols]
+
+
+def _trade_stream(symbol: str) -> str:
+    return f"{symbol.lower()}@trade"
 
 
 class AttemptLimiter:
@@ -91,6 +164,16 @@ class LiveWebSocket(websocket.WebSocket):
         self._budget_lock = threading.Lock()
         self._chunk = b""
         self._offset = 0
+        # Refuse an oversized frame from its header, before its payload is buffered.
+        buffer = self.frame_buffer
+        read_length = buffer.recv_length
+
+        def recv_length() -> None:
+            read_length()
+            if buffer.length is not None and buffer.length > MAX_FRAME_BYTES:
+                raise FrameTooLarge(buffer.length)
+
+        buffer.recv_length = recv_length  # type: ignore[method-assign]
 
     def _recv(self, bufsize: int) -> bytes:
         offset = self._offset
@@ -121,6 +204,18 @@ class LiveWebSocket(websocket.WebSocket):
             return True
 
 
+class FrameTooLarge(websocket.WebSocketException):
+    """The server announced a frame larger than :data:`MAX_FRAME_BYTES`."""
+
+    def __init__(self, length: int) -> None:
+        super().__init__(f"frame of {length} bytes refused (at most {MAX_FRAME_BYTES})")
+        self.length = length
+
+
+class HandshakeTimeout(websocket.WebSocketException):
+    """TCP, TLS and the WebSocket handshake together took longer than allowed."""
+
+
 class StreamConnection(threading.Thread):
     """One combined-stream connection, reconnected until ``stop`` is set.
 
@@ -149,7 +244,7 @@ class StreamConnection(threading.Thread):
         backoff: Backoff | None = None,
     ) -> None:
         super().__init__(name=name, daemon=True)
-        self.url = url
+        self.url = _ascii_url(url)
         self.on_message = on_message
         self.on_connect = on_connect
         self.on_disconnect = on_disconnect
@@ -164,18 +259,21 @@ class StreamConnection(threading.Thread):
         self.frames = 0
         self._reconnect_now = False
         self._abort_reason: str | None = None
+        self._dialing: socket.socket | None = None  # the raw socket while connecting
+        self.crashes = 0  # surprises the loop survived (each logged with its traceback)
 
     # -- called from other threads ---------------------------------------------------
 
     def abort(self, reason: str, *, reconnect_now: bool = False) -> None:
         """Close the socket from outside; the receive loop ends and the thread reconnects."""
         ws = self.ws
-        if ws is None or ws.sock is None:
+        sock = ws.sock if ws is not None else self._dialing
+        if sock is None:
             return
         self._abort_reason = reason
         self._reconnect_now = reconnect_now
         with contextlib.suppress(OSError):  # already gone
-            ws.sock.shutdown(socket.SHUT_RDWR)
+            sock.shutdown(socket.SHUT_RDWR)
 
     def ping(self) -> None:
         """Ping the server (watchdog thread): a live server answers, a dead one does not."""
@@ -188,32 +286,91 @@ class StreamConnection(threading.Thread):
 
     def run(self) -> None:
         while not self.stop.is_set():
-            if not self.limiter.wait_turn(self.stop):
-                break
-            good = False
             try:
-                ws = websocket.create_connection(
-                    self.url,
-                    timeout=self.connect_timeout,
-                    class_=LiveWebSocket,
-                    skip_utf8_validation=True,
-                    enable_multithread=True,  # the watchdog pings from its thread
+                if not self._attempt():
+                    break
+            except Exception:  # a bug anywhere in the loop: the thread must not die of it
+                self.crashes += 1
+                log.exception(
+                    "%s: unexpected error in the connection loop; reconnecting", self.name
                 )
-            except Exception as exc:  # DNS, refused, TLS, handshake: all mean "try later"
-                log.warning("%s: connect failed: %s", self.name, _describe(exc))
-            else:
-                good = self._serve(ws)
-            if self.stop.is_set():
-                break
-            if good:
-                self.backoff.reset()
-            if self._reconnect_now:
-                self._reconnect_now = False
-                continue
-            delay = self.backoff.next_delay()
-            log.info("%s: reconnecting in %.2f s", self.name, delay)
-            self.stop.wait(delay)
+                self.stop.wait(1.0)
         log.info("%s: stopped after %d connection(s)", self.name, self.connections)
+
+    def _attempt(self) -> bool:
+        """One connection attempt, its life and the wait after it; False: stop."""
+        if not self.limiter.wait_turn(self.stop):
+            return False
+        good = False
+        try:
+            ws = self._connect()
+        except Exception as exc:  # DNS, refused, TLS, handshake: all mean "try later"
+            if self.stop.is_set():
+                return False
+            log.warning("%s: connect failed: %s", self.name, _describe(exc))
+        else:
+            good = self._serve(ws)
+        if self.stop.is_set():
+            return False
+        if good:
+            self.backoff.reset()
+        if self._reconnect_now:
+            self._reconnect_now = False
+            return True
+        delay = self.backoff.next_delay()
+        log.info("%s: reconnecting in %.2f s", self.name, delay)
+        self.stop.wait(delay)
+        return True
+
+    def _connect(self) -> websocket.WebSocket:
+        """TCP, TLS and the handshake, all within ``connect_timeout`` seconds in total.
+
+        websocket-client's own timeout bounds each read, so a server answering one byte
+        a second would hold the handshake for ever; a timer shuts the raw socket down at
+        the deadline instead (``stop`` does the same through :meth:`abort`).
+        """
+        parts = urllib.parse.urlsplit(self.url)
+        secure = parts.scheme == "wss"
+        host = parts.hostname or ""
+        port = parts.port or (443 if secure else 80)
+        expired = threading.Event()
+        raw = socket.create_connection((host, port), timeout=self.connect_timeout)
+        self._dialing = raw
+        if self.stop.is_set():
+            self._dialing = None
+            raw.close()
+            raise websocket.WebSocketException("stopping")
+
+        def expire() -> None:
+            expired.set()
+            with contextlib.suppress(OSError):
+                raw.shutdown(socket.SHUT_RDWR)
+
+        timer = threading.Timer(self.connect_timeout, expire)
+        timer.daemon = True
+        timer.start()
+        try:
+            sock: socket.socket = raw
+            if secure:
+                sock = ssl.create_default_context().wrap_socket(raw, server_hostname=host)
+            return websocket.create_connection(
+                self.url,
+                timeout=self.connect_timeout,
+                class_=LiveWebSocket,
+                socket=sock,
+                skip_utf8_validation=True,
+                enable_multithread=True,  # the watchdog pings from its thread
+            )
+        except Exception as exc:
+            raw.close()
+            if expired.is_set():
+                raise HandshakeTimeout(
+                    f"no complete handshake within {self.connect_timeout:g} s ({_describe(exc)})"
+                ) from exc
+            raise
+        finally:
+            timer.cancel()
+            self._dialing = None
 
     def _serve(self, ws: websocket.WebSocket) -> bool:
         """Receive until the connection ends; True when it delivered data (a good one)."""
@@ -343,6 +500,11 @@ def _close_status(data: bytes) -> tuple[int | None, str]:
     if len(data) >= 2:
         return int.from_bytes(data[:2], "big"), data[2:].decode("utf-8", "replace")
     return None, ""
+
+
+def _ascii_url(url: str) -> str:
+    """``url`` with every non-ASCII character percent-encoded as UTF-8 (RFC 3986)."""
+    return url if url.isascii() else urllib.parse.quote(url, safe=":/?=&@%+,;~")
 
 
 def _describe(exc: BaseException) -> str:
