@@ -40,10 +40,12 @@ T = TypeVar("T")
 # What a scripted REST failure (``BinanceServer.rest_failures``) answers instead of trades.
 RESET = "reset"  # the TCP connection is cut with no answer (the client sees a reset)
 STALL = "stall"  # no answer for ``stall_s`` seconds (the client's read times out)
+HTML_200 = "html-200"  # a CDN's HTML page with status 200 instead of the JSON
 # Binance's own body for an internal error (code -1001, DISCONNECTED); a 502 comes from
 # the gateway in front of it, as HTML.
 _INTERNAL_ERROR = {"code": -1001, "msg": "Internal error; unable to process your request."}
 _BAD_GATEWAY = b"<html><body><h1>502 Bad Gateway</h1></body></html>"
+_CDN_PAGE = b"<!DOCTYPE html><html><body>Checking your browser before accessing</body></html>"
 
 
 @dataclass
@@ -151,7 +153,10 @@ class BinanceServer:
         self.resend_on_connect = 0  # re-send the last N trades of each symbol on connect
         self.rest_429 = 0  # answer this many historicalTrades requests with 429
         self.rest_errors = 0  # answer this many historicalTrades requests with HTTP 400
-        self.retry_after = 1
+        self.retry_after: int | str = 1  # the Retry-After header of a 429, as sent
+        # Answer the next exchangeInfo requests with these, in order (429 with
+        # ``retry_after``, or any failure ``rest_failures`` takes); each is used once.
+        self.info_failures: list[int | str] = []
         # Answer the next historicalTrades requests with these, in order: an HTTP status
         # (500, 502, 503), RESET or STALL; each is used once.
         self.rest_failures: list[int | str] = []
@@ -383,6 +388,15 @@ class BinanceServer:
         params = {k: v[0] for k, v in urllib.parse.parse_qs(url.query).items()}
         endpoint = url.path.removeprefix(self.prefix)
         self.rest_calls.append((endpoint, params))
+        if endpoint == "/exchangeInfo" and self.info_failures:
+            failure = self.info_failures.pop(0)
+            if failure == 429:
+                response = _json(connection, 429, {"code": -1003, "msg": "Too many requests."})
+                response.headers["Retry-After"] = str(self.retry_after)
+                return response
+            failed = await self._fail(connection, failure)
+            if failed is not None:
+                return failed
         if endpoint == "/exchangeInfo":
             body = {"symbols": [{"symbol": s, "status": "TRADING"} for s in self.symbols]}
             return _json(connection, 200, body)
@@ -425,6 +439,8 @@ class BinanceServer:
             connection.transport.abort()  # the answer below goes to a closed transport
         elif failure == 502:
             return _answer(connection, 502, "text/html", _BAD_GATEWAY)
+        elif failure == HTML_200:
+            return _answer(connection, 200, "text/html", _CDN_PAGE)
         elif isinstance(failure, int):
             return _json(connection, failure, _INTERNAL_ERROR)
         return _json(connection, 503, _INTERNAL_ERROR)

@@ -1,20 +1,29 @@
 """Binance market-data REST: a weight budget and a polite client.
 
 :class:`RestClient` keeps within a weight budget per minute (:class:`WeightBudget`),
-honours 429/418 ``Retry-After`` and retries network errors and 5xx with
-:class:`~pairs_monitor.clock.Backoff`. The gap filler (``gaps.py``) and the symbol check
-at start (``feed.py``) are its users.
+honours 429/418 ``Retry-After`` and retries network errors, 5xx and bodies that are not
+JSON (a CDN's HTML page, even with status 200) with :class:`~pairs_monitor.clock.Backoff`.
+Every request has one deadline for all of it (connect, headers, body), however slowly the
+server dribbles, and ends early when the daemon stops. ``Retry-After`` is parsed
+defensively and honoured up to :data:`MAX_RETRY_AFTER_S`; a longer one is a ban
+(:class:`RestBanned`), left to the caller. The gap filler (``gaps.py``) and the symbol
+check at start (``feed.py``) are its users.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import math
+import socket
 import threading
 import time
 from typing import Any
 
 import orjson
 import requests
+import urllib3
+from requests.adapters import HTTPAdapter
 
 from pairs_monitor.clock import Backoff
 from pairs_monitor.ingest.validate import Refusal, Rejects, rest_trade, shown
@@ -26,6 +35,13 @@ PAGE = 1000  # historicalTrades' largest page
 HISTORICAL_TRADES_WEIGHT = 25
 RECENT_TRADES_WEIGHT = 25
 EXCHANGE_INFO_WEIGHT = 20
+# The longest Retry-After waited for in place. Binance's 429 asks for seconds to minutes;
+# a longer wait (its 418 bans last 2 minutes to 3 days) is a ban, told to the caller.
+MAX_RETRY_AFTER_S = 300.0
+# Retry-After when a 429/418 carries none, or one that is not a number.
+DEFAULT_RETRY_AFTER_S = 60.0
+# The longest ban a caller waits out before trying again (Binance's longest is 3 days).
+MAX_BAN_S = 3 * 86400.0
 
 
 class RestError(Exception):
@@ -38,8 +54,57 @@ class RestError(Exception):
         self.msg = msg
 
 
+class RestBanned(RestError):
+    """429/418 with a ``Retry-After`` beyond :data:`MAX_RETRY_AFTER_S`, or a one-try call
+    rate limited: retry no sooner than ``retry_after`` seconds from now."""
+
+    def __init__(self, status: int, retry_after: float, raw: str | None) -> None:
+        super().__init__(status, None, f"rate limited; Retry-After {raw!r}")
+        self.retry_after = retry_after
+
+
+class NotJson(requests.RequestException):
+    """A 2xx answer whose body is not JSON (a proxy's or CDN's page): transient."""
+
+
 class Stopped(Exception):
     """The daemon is stopping; the REST work in hand is left for the next start."""
+
+
+# The requesting thread's slot for the connection its request uses (see _request).
+_in_use = threading.local()
+
+
+def _track(conn: Any) -> Any:
+    slot = getattr(_in_use, "slot", None)
+    if slot is not None:
+        slot["conn"] = conn
+    return conn
+
+
+class _TrackingPool(urllib3.HTTPConnectionPool):
+    """Hands the connection a request uses to its guard, which shuts its socket down at
+    the deadline or at a stop, from another thread."""
+
+    def _get_conn(self, timeout: float | None = None) -> Any:
+        return _track(super()._get_conn(timeout))
+
+
+class _TrackingHTTPSPool(urllib3.HTTPSConnectionPool):
+    def _get_conn(self, timeout: float | None = None) -> Any:
+        return _track(super()._get_conn(timeout))
+
+
+def _session() -> requests.Session:
+    session = requests.Session()  # certificate checks stay on (verify=True)
+    adapter = HTTPAdapter()
+    adapter.poolmanager.pool_classes_by_scheme = {
+        "http": _TrackingPool,
+        "https": _TrackingHTTPSPool,
+    }
+    session.mount("http://", adapter)
+    session.mount("https://", adapter)
+    return session
 
 
 class WeightBudget:
@@ -82,8 +147,9 @@ class RestClient:
     :param base_url: e.g. ``https://api.binance.com``.
     :param prefix: ``/api/v3`` (spot) or ``/fapi/v1`` (USD-M futures).
     :param weight_per_min: request weight allowed per minute.
-    :param stop: set when the daemon stops; waits end early and raise :class:`Stopped`.
-    :param timeout: seconds for connect and for each read.
+    :param stop: set when the daemon stops; waits and requests in flight end early and
+        raise :class:`Stopped`.
+    :param timeout: seconds for one request, all of it (connect, headers and body).
     """
 
     def __init__(
@@ -100,7 +166,7 @@ class RestClient:
         self.budget = WeightBudget(weight_per_min)
         self.stop = stop
         self.timeout = timeout
-        self.session = requests.Session()  # certificate checks stay on (verify=True)
+        self.session = _session()
         self.requests = 0
         self.rate_limited = 0
         self.rejects = Rejects(log, "REST")  # trades refused by rest_row
@@ -117,13 +183,17 @@ class RestClient:
     ) -> Any:  # the decoded JSON: its shape is the endpoint's
         """GET ``prefix/endpoint`` and return the decoded JSON.
 
-        Network errors and 5xx are retried with backoff (``attempts`` times, or until
-        stopped when None); 429 and 418 wait for ``Retry-After`` and do not count.
+        Network errors, timeouts, 5xx and bodies that are not JSON are retried with
+        backoff (``attempts`` times, or until stopped when None); 429 and 418 wait for
+        ``Retry-After`` (up to :data:`MAX_RETRY_AFTER_S`) and do not count. A one-try call
+        (``attempts`` set) does not wait on a 429/418 at all.
 
+        :raises RestBanned: a 429/418 asking longer than :data:`MAX_RETRY_AFTER_S`, or any
+            429/418 when ``attempts`` is set.
         :raises RestError: for a 4xx answer other than 429/418.
         :raises Stopped: when the daemon stops meanwhile.
         :raises requests.RequestException: when ``attempts`` run out.
-        :param timeout: seconds for connect and each read, if not the client's own.
+        :param timeout: seconds for the whole request, if not the client's own.
         """
         url = f"{self.base_url}{self.prefix}/{endpoint}"
         failures = 0
@@ -134,7 +204,9 @@ class RestClient:
             self.budget.spend(weight, self.stop)
             self.requests += 1
             try:
-                response = self.session.get(url, params=params, timeout=timeout or self.timeout)
+                response = self._request(url, params, timeout or self.timeout)
+                status = response.status_code
+                payload = _json_of(response) if status < 400 else None
             except requests.RequestException as exc:
                 failures += 1
                 if attempts is not None and failures >= attempts:
@@ -143,10 +215,20 @@ class RestClient:
                 log.warning("GET %s failed (%s); retrying in %.1f s", endpoint, exc, delay)
                 self._sleep(delay)
                 continue
-            status = response.status_code
             if status in (429, 418):
                 self.rate_limited += 1
-                wait = _retry_after(response.headers.get("Retry-After"))
+                raw = response.headers.get("Retry-After")
+                wait = _retry_after(raw)
+                banned = status == 418 or wait > MAX_RETRY_AFTER_S
+                if attempts is not None or wait > MAX_RETRY_AFTER_S:
+                    log.warning(
+                        "GET %s: HTTP %d (%s), Retry-After %r: not waiting here",
+                        endpoint,
+                        status,
+                        "banned" if banned else "rate limited",
+                        raw,
+                    )
+                    raise RestBanned(status, min(wait, MAX_BAN_S), raw)
                 log.warning(
                     "GET %s: HTTP %d (rate limited%s); waiting %.0f s as Retry-After asks",
                     endpoint,
@@ -167,7 +249,55 @@ class RestClient:
             if status >= 400:
                 code, msg = _error_of(response)
                 raise RestError(status, code, msg)
-            return orjson.loads(response.content)
+            return payload
+
+    def _request(self, url: str, params: dict, seconds: float) -> requests.Response:
+        """One GET, all of it within ``seconds``; ends early when the daemon stops.
+
+        ``timeout`` in requests bounds each socket operation, so a server sending one
+        byte a second would hold a request for ever. A guard thread shuts the request's
+        socket down at the deadline or at a stop instead.
+
+        :raises requests.Timeout: past the deadline.
+        :raises Stopped: when the daemon stopped meanwhile.
+        """
+        done = threading.Event()
+        fired: list[str] = []
+        deadline = time.monotonic() + seconds
+
+        def guard() -> None:
+            while not done.wait(0.05):
+                why = "stop" if self.stop.is_set() else None
+                if time.monotonic() > deadline:
+                    why = "deadline"
+                if why is None:
+                    continue
+                sock = getattr(slot.get("conn"), "sock", None)
+                if sock is None:
+                    continue  # still connecting: bounded by the connect timeout
+                fired.append(why)
+                with contextlib.suppress(OSError):
+                    sock.shutdown(socket.SHUT_RDWR)
+                return
+
+        slot: dict[str, Any] = {}
+        _in_use.slot = slot
+        watcher = threading.Thread(target=guard, name="rest-deadline", daemon=True)
+        watcher.start()
+        try:
+            return self.session.get(url, params=params, timeout=seconds)
+        except requests.RequestException as exc:
+            if fired and fired[0] == "stop":
+                raise Stopped from exc
+            if fired:
+                raise requests.Timeout(
+                    f"no complete answer within {seconds:g} s ({type(exc).__name__})"
+                ) from exc
+            raise
+        finally:
+            done.set()
+            _in_use.slot = None
+            watcher.join()
 
     def _sleep(self, seconds: float) -> None:
         if self.stop.wait(seconds):
@@ -233,10 +363,30 @@ def rest_row(venue: str, symbol: str, item: object) -> TradeRow | Refusal:
 
 
 def _retry_after(value: str | None) -> float:
+    """Seconds from a ``Retry-After`` header: a number of seconds; anything else (absent,
+    an HTTP date, text, negative, ``nan``, ``inf``, ``1e309``) is the default."""
     try:
-        return max(0.0, float(value)) if value is not None else 60.0
+        seconds = float(value) if value is not None else DEFAULT_RETRY_AFTER_S
     except ValueError:
-        return 60.0
+        return DEFAULT_RETRY_AFTER_S
+    if not math.isfinite(seconds) or seconds < 0:
+        return DEFAULT_RETRY_AFTER_S
+    return seconds
+
+
+def _json_of(response: requests.Response) -> Any:
+    """The decoded body of a 2xx answer.
+
+    :raises NotJson: when it is not JSON (an HTML page from a proxy or a CDN).
+    """
+    try:
+        return orjson.loads(response.content)
+    except orjson.JSONDecodeError:
+        kind = response.headers.get("Content-Type", "no content type")
+        raise NotJson(
+            f"HTTP {response.status_code} with a body that is not JSON "
+            f"({kind}, {len(response.content)} bytes: {response.content[:80]!r})"
+        ) from None
 
 
 def _error_of(response: requests.Response) -> tuple[int | None, str]:
