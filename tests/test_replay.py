@@ -277,6 +277,65 @@ def test_daemon_imports_ndjson_twice_storing_nothing_the_second_time(tmp_path):
     assert (sides[diffs > 0] == 0).all() and (sides[diffs < 0] == 1).all()
 
 
+@pytest.mark.daemon
+def test_implausible_values_are_bad_rows_and_the_rest_of_each_file_is_stored(tmp_path):
+    """Issue 15: one NDJSON line dated 9999 or one dump id of 2**63 killed the replay thread
+    (numpy's int64 overflowed), nothing of the file was stored and the daemon said
+    "stopped cleanly" with status 0. They are bad rows like any other now: counted,
+    reported with their line numbers, and every other row is stored."""
+    dump_lines = BTC.read_text().splitlines()
+    dump_bad = {
+        7: f"{2**63},39400.0,0.001,1,1610064000500,True,True",
+        8: f"{2**62},39400.0,0.001,1,1610064000500,True,True",
+        # 9999-12-31 in ms; by its size (1e14..1e17) it reads as µs: 1978
+        90: "553287700,39400.0,0.001,1,253402300799000,True,True",
+    }
+    for line_no, text in sorted(dump_bad.items()):
+        dump_lines.insert(line_no - 1, text)
+    dump = tmp_path / "BTCUSDT-trades-2021-01-08.csv"
+    dump.write_text("\n".join(dump_lines) + "\n")
+
+    nd_lines = NDJSON.read_text().splitlines()
+    nd_bad = {
+        3: '{"symbol":"XRPETH","ts":"9999-12-31T23:59:59.999Z","price":0.0014,"size":1.0}',
+        5: '{"symbol":"XRPETH","ts":"2255-01-01T00:00:00Z","price":0.0014,"size":1.0}',
+        6: '{"symbol":"XRPETH","ts":"0001-01-01T00:00:00Z","price":0.0014,"size":1.0}',
+        7: '{"symbol":"XRPETH","ts":9223372036854775807,"price":0.0014,"size":1.0}',
+        8: '{"symbol":"XRPETH","ts":"2019-10-11T00:00:20Z","price":true,"size":1.0}',
+        9: '{"symbol":"XRPETH","ts":"2019-10-11T00:00:20Z","price":"1_000","size":1.0}',
+        10: '{"symbol":"XRPETH","ts":"2019-10-11T00:00:20Z","price":"1e309","size":1.0}',
+        11: '{"symbol":"XRPETH","ts":"2019-10-11T00:00:20Z","price":1e308,"size":1e999}',
+    }
+    for line_no, text in sorted(nd_bad.items()):
+        nd_lines.insert(line_no - 1, text)
+    nd = tmp_path / "collector.ndjson"
+    nd.write_text("\n".join(nd_lines) + "\n")
+
+    db = tmp_path / "replay.db"
+    done = run_daemon(db, "--replay", str(dump), str(nd))
+    assert done.returncode == 0, done.stderr
+    assert "303 rows read, 300 stored, 0 already stored, 3 bad" in done.stderr
+    assert "408 rows read, 400 stored, 0 already stored, 8 bad" in done.stderr
+    for path, bad in ((dump, dump_bad), (nd, nd_bad)):
+        for line_no in bad:
+            assert f"{path} line {line_no}: " in done.stderr, (path, line_no)
+    assert f"line 7: id={2**63}: a trade id must be in [1, 2**62)" in done.stderr
+    assert "line 90: time=253402300799000: before Binance opened" in done.stderr
+    assert f"{nd} line 3: ts=253402300799999000: more than 5 min ahead" in done.stderr
+    assert f"{nd} line 6: ts=" in done.stderr and "before Binance opened" in done.stderr
+    assert f"{nd} line 8: price=True: must be a number" in done.stderr
+    assert f"{nd} line 9: price='1_000': not a plain decimal" in done.stderr
+    assert "replay done: 2 files, 711 rows read" in done.stderr
+    assert "stopped cleanly: 700 trades stored this run" in done.stderr
+    assert_same_tape(db, expected_rows(read_fixture(BTC)))
+    with sqlite3.connect(db) as conn:
+        ndjson_rows = conn.execute(
+            "SELECT count(*), max(trade_time_us) FROM trades WHERE venue = 'replay-ndjson'"
+        ).fetchone()
+        assert ndjson_rows[0] == 400
+        assert ndjson_rows[1] < 1_700_000_000_000_000  # nothing from 9999 or 2255
+
+
 # ---------------------------------------------------------------- dump variants
 
 
@@ -608,7 +667,15 @@ def test_parse_ts():
         ("553287600,,0.001,1,1610064001000,True,True", "price missing"),
         ("553287600,39400.0,0.001,1,99,True,True", "neither epoch milliseconds"),
         ("553287600,39400.0,0.001,1,1610064001000,maybe,True", "unparsable field"),
-        ("-3,39400.0,0.001,1,1610064001000,True,True", "negative trade id"),
+        ("-3,39400.0,0.001,1,1610064001000,True,True", "id=-3: a trade id must be in [1, 2**62)"),
+        ("0,39400.0,0.001,1,1610064001000,True,True", "id=0: a trade id must be in [1, 2**62)"),
+        (f"{2**62},39400.0,0.001,1,1610064001000,True,True", f"id={2**62}: a trade id"),
+        (f"{2**63},39400.0,0.001,1,1610064001000,True,True", f"id={2**63}: a trade id"),
+        (f"{2**64 + 5},39400.0,0.001,1,1610064001000,True,True", "a trade id must be in"),
+        ("553287600,39400.0,0.001,1,7258118400000,True,True", "more than 5 min ahead"),  # 2200
+        ("553287600,39400.0,0.001,1,1483228800000,True,True", "before Binance opened"),  # 2017
+        ("553287600,39400.0,0.001,1,9223372036854775807,True,True", "neither epoch milli"),
+        ("553287600,39400.0,0.001,1,99999999999999999999999,True,True", "not an epoch time"),
     ],
 )
 @pytest.mark.parametrize("header", [False, True])

@@ -12,7 +12,10 @@ Spot dumps have no header; futures dumps have one from 2022-08 on.
 A header row is recognised by a first field that is not an integer. Timestamps are
 milliseconds, or microseconds in spot dumps from 2025 on: each value is read by its size
 (:func:`pairs_monitor.clock.epoch_to_us`: 10^11..10^13 ms, 10^14..10^16 µs, anything
-else is a bad row). The kind (trades or
+else is a bad row). Every row is held to what an exchange can send
+(:mod:`pairs_monitor.ingest.validate`): an id in ``[1, 2**62)``, a time from Binance's
+opening (July 2017) to 5 minutes past this machine's clock, a finite positive price and
+quantity; any other row is a bad row, never an error that stops the file. The kind (trades or
 aggTrades) comes from the file name, else the header, else the column count (6 trades,
 8 aggTrades; 7 is spot trades when column 6 is a boolean, futures aggTrades when it is a
 timestamp).
@@ -30,7 +33,7 @@ import io
 import re
 import zipfile
 import zlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
@@ -39,6 +42,7 @@ import numpy as np
 import pandas as pd
 
 from pairs_monitor import clock
+from pairs_monitor.ingest import validate
 
 TRADES = "trades"
 AGG_TRADES = "aggTrades"
@@ -356,7 +360,8 @@ class DumpReader:
                 engine="c",
                 skip_blank_lines=False,
             )
-        except (ValueError, pd.errors.ParserError):
+        except (ValueError, OverflowError, pd.errors.ParserError):
+            # OverflowError: a field beyond 64 bits (an id of 2**63); found line by line
             return self._parse_slow(block, first_line)
         cols = Columns(
             frame[lay.trade_id].to_numpy(),
@@ -381,11 +386,21 @@ class DumpReader:
     ) -> tuple[Columns, list[BadRow]]:
         time_us, bad_time = clock.epoch_to_us(cols.time_us)
         cols.time_us = time_us
-        checks = [
+        low_ms, high_ms = validate.time_bounds_ms()
+        ids = cols.trade_id
+        # (mask, why): a fixed reason, or one naming the row's value
+        checks: list[tuple[np.ndarray, str | Callable[[int], str]]] = [
             (bad_time, "timestamp is neither epoch milliseconds nor microseconds"),
+            (
+                ~bad_time & ((time_us < low_ms * 1000) | (time_us > high_ms * 1000)),
+                lambda i: _refusal(validate.check_time_us, int(time_us[i]), "time"),
+            ),
             (~(np.isfinite(cols.price) & (cols.price > 0)), "price missing or not positive"),
             (~(np.isfinite(cols.qty) & (cols.qty > 0)), "quantity missing or not positive"),
-            (cols.trade_id < 0, "negative trade id"),
+            (
+                (ids < validate.MIN_TRADE_ID) | (ids >= validate.TRADE_ID_LIMIT),
+                lambda i: _refusal(validate.check_id, int(ids[i]), "id"),
+            ),
         ]
         if wrong_width is not None:
             checks.insert(0, (wrong_width, f"wrong number of fields (expected {self.ncols})"))
@@ -397,7 +412,9 @@ class DumpReader:
         rows = []
         for i in np.flatnonzero(bad):
             reason = next(r for mask, r in checks if mask[i])
-            rows.append(BadRow(first_line + int(i), reason))
+            rows.append(
+                BadRow(first_line + int(i), reason if isinstance(reason, str) else reason(int(i)))
+            )
         return cols.take(~bad), rows
 
     def _parse_slow(self, block: bytes, first_line: int) -> tuple[Columns, list[BadRow]]:
@@ -419,11 +436,14 @@ class DumpReader:
             try:
                 maker = _BOOLS[fields[lay.maker].strip().lower()]
                 row = (
-                    int(fields[lay.trade_id]),
-                    int(fields[lay.time]),
+                    validate.check_id(int(fields[lay.trade_id]), "id"),
+                    _fits_64_bits(int(fields[lay.time]), "time"),
                     float(fields[lay.price]),
                     float(fields[lay.qty]),
                 )
+            except validate.Refused as exc:  # the ranges the fast path checks in _validate
+                bad.append(BadRow(line, f"{exc}: {text[:80]!r}"))
+                continue
             except (ValueError, KeyError):
                 bad.append(BadRow(line, f"unparsable field: {text[:80]!r}"))
                 continue
@@ -445,3 +465,22 @@ class DumpReader:
         bad.extend(BadRow(lines[b.line], b.reason) for b in more_bad)
         bad.sort(key=lambda b: b.line)
         return good, bad
+
+
+def _refusal(check: Callable[[int, str], int], value: int, field: str) -> str:
+    """Why ``check`` refuses ``value`` (it must): the message of its :class:`Refused`."""
+    try:
+        check(value, field)
+    except validate.Refused as exc:
+        return str(exc)
+    return f"{field}={value}: refused"  # pragma: no cover (masks and checks agree)
+
+
+def _fits_64_bits(value: int, field: str) -> int:
+    """A timestamp that numpy can hold (its range is checked with the column's unit).
+
+    :raises validate.Refused: beyond ``2**62`` either way (no epoch unit reaches it).
+    """
+    if not -(2**62) < value < 2**62:
+        raise validate.Refused(field, value, "not an epoch time in milliseconds or microseconds")
+    return value

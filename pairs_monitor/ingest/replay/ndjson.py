@@ -4,7 +4,10 @@ One object a line::
 
     {"symbol":"BTCUSDT","ts":"2025-11-04T10:20:19.000Z","price":103726.4,"size":0.002}
 
-``ts`` is ISO-8601 (no zone = UTC) or an epoch number in ms or µs. A line has no trade id
+``ts`` is ISO-8601 (no zone = UTC) or an epoch number in ms or µs. Values are held to what
+an exchange can send (:mod:`pairs_monitor.ingest.validate`: a time from Binance's opening
+to 5 minutes past this machine's clock, a finite positive price and size given as a number
+or a plain decimal string); a line that is not is a bad row. A line has no trade id
 and no side: :class:`NdjsonReader` derives both (its docstring says how, and what that
 implies for files recorded twice).
 """
@@ -21,6 +24,7 @@ import numpy as np
 import orjson
 
 from pairs_monitor import clock
+from pairs_monitor.ingest import validate
 from pairs_monitor.ingest.replay.dumps import BLOCK_BYTES, BadRow, Columns
 
 NDJSON_ORDER_WINDOW_US = 10 * 60 * 1_000_000  # how far back a collector line may go in time
@@ -121,17 +125,9 @@ class NdjsonReader:
             if not isinstance(symbol, str) or not symbol.strip():
                 raise ValueError("symbol is not a name")
             symbol = symbol.strip().upper()
-            time_us = parse_ts(obj["ts"])
-            price, size = obj["price"], obj["size"]
-            if isinstance(price, str):
-                price = float(price)
-            if isinstance(size, str):
-                size = float(size)
-            if not (isinstance(price, int | float) and isinstance(size, int | float)):
-                raise ValueError("price and size must be numbers")
-            if not (np.isfinite(price) and price > 0 and np.isfinite(size) and size > 0):
-                raise ValueError("price and size must be positive")
-        except (orjson.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
+            time_us = validate.check_time_us(parse_ts(obj["ts"]), "ts")
+            price, size = _amount(obj["price"], "price"), _amount(obj["size"], "size")
+        except (orjson.JSONDecodeError, KeyError, TypeError, ValueError, OverflowError) as exc:
             reason = f"missing field {exc}" if isinstance(exc, KeyError) else str(exc)
             bad.append(BadRow(line_no, f"{reason}: {raw[:80].decode('utf-8', 'replace')!r}"))
             return
@@ -182,6 +178,16 @@ class NdjsonReader:
                 np.array(sides, dtype=np.int64),
             )
         return out
+
+
+def _amount(value: object, field: str) -> float:
+    """A price or size: a JSON number, or a plain decimal string; finite and > 0.
+
+    :raises validate.Refused: otherwise (``true``, ``"1e309"``, ``"1_000"``, ``-1``).
+    """
+    if isinstance(value, str):
+        return validate.check_decimal(value, field)
+    return validate.check_amount(value, field)
 
 
 _SYMBOL_FIELD = re.compile(rb'"symbol"\s*:\s*"([^"]*)"')
