@@ -1,7 +1,8 @@
 """Plotly figures. Each takes frames already computed by ``analytics`` and only draws them.
 
 Stacked panels share their time axis (zoom one, the others follow); every figure keeps
-Plotly's zoom, pan and hover.
+Plotly's zoom, pan and hover. Symbols and every other stored text reach Plotly through
+``text.plot`` (Plotly renders ``<a href>`` and other tags in titles, legends and labels).
 """
 
 from __future__ import annotations
@@ -9,6 +10,8 @@ from __future__ import annotations
 import pandas as pd
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
+
+from pairs_monitor.page.text import plot
 
 HEIGHT = 420
 _LAYOUT = {
@@ -33,7 +36,7 @@ def candles(bars: pd.DataFrame, symbol: str) -> go.Figure:
             high=bars["high"],
             low=bars["low"],
             close=bars["close"],
-            name=symbol,
+            name=plot(symbol),
             increasing_line_color=UP,
             decreasing_line_color=DOWN,
         ),
@@ -47,7 +50,7 @@ def candles(bars: pd.DataFrame, symbol: str) -> go.Figure:
         col=1,
     )
     fig.update_layout(
-        title=f"{symbol}", height=HEIGHT, xaxis_rangeslider_visible=False, showlegend=False
+        title=plot(symbol), height=HEIGHT, xaxis_rangeslider_visible=False, showlegend=False
     )
     fig.update_layout(**_LAYOUT)
     fig.update_yaxes(title_text="price", row=1, col=1)
@@ -60,7 +63,7 @@ def normalised(closes: pd.DataFrame) -> go.Figure:
     fig = go.Figure()
     for col in closes.columns:
         s = closes[col]
-        fig.add_trace(go.Scatter(x=s.index, y=100 * s / s.iloc[0], name=col, mode="lines"))
+        fig.add_trace(go.Scatter(x=s.index, y=100 * s / s.iloc[0], name=plot(col), mode="lines"))
     fig.update_layout(title="Both legs, rebased to 100", height=HEIGHT - 80, **_LAYOUT)
     return fig
 
@@ -94,9 +97,9 @@ def pair_panels(
             )
     fig.add_trace(go.Scatter(x=frame.index, y=frame["corr"], name="corr"), row=3, col=1)
     fig.update_yaxes(range=[-1.05, 1.05], title_text="ρ", row=3, col=1)
-    fig.update_yaxes(title_text=spread_unit or "spread", row=1, col=1)
+    fig.update_yaxes(title_text=plot(spread_unit or "spread"), row=1, col=1)
     fig.update_yaxes(title_text="z (σ)", row=2, col=1)
-    fig.update_layout(title=title, height=720, **_LAYOUT)
+    fig.update_layout(title=plot(title), height=720, **_LAYOUT)
     return fig
 
 
@@ -106,7 +109,7 @@ def hedge_paths(
     """Hedge ratio over time by each estimator; ``truth`` (simulated data) as a dotted line."""
     fig = go.Figure()
     for col in paths.columns:
-        fig.add_trace(go.Scatter(x=paths.index, y=paths[col], name=col, mode="lines"))
+        fig.add_trace(go.Scatter(x=paths.index, y=paths[col], name=plot(col), mode="lines"))
     if truth is not None:
         fig.add_hline(
             y=truth,
@@ -115,7 +118,7 @@ def hedge_paths(
             annotation_text=f"true (simulator) {truth:.4g}",
         )
     fig.update_layout(title="Hedge ratio over time", height=HEIGHT - 60, **_LAYOUT)
-    fig.update_yaxes(title_text=unit)
+    fig.update_yaxes(title_text=plot(unit))
     return fig
 
 
@@ -135,8 +138,8 @@ def equity(curve: pd.Series | pd.DataFrame, title: str = "Equity") -> go.Figure:
     fig = go.Figure()
     frame = curve.to_frame() if isinstance(curve, pd.Series) else curve
     for col in frame.columns:
-        fig.add_trace(go.Scatter(x=frame.index, y=frame[col], name=str(col), mode="lines"))
-    fig.update_layout(title=title, height=HEIGHT - 60, **_LAYOUT)
+        fig.add_trace(go.Scatter(x=frame.index, y=frame[col], name=plot(col), mode="lines"))
+    fig.update_layout(title=plot(title), height=HEIGHT - 60, **_LAYOUT)
     fig.update_yaxes(title_text="equity")
     return fig
 
@@ -146,8 +149,8 @@ def heatmap(matrix: pd.DataFrame, title: str) -> go.Figure:
     fig = go.Figure(
         go.Heatmap(
             z=matrix.to_numpy(),
-            x=list(matrix.columns),
-            y=list(matrix.index),
+            x=[plot(c) for c in matrix.columns],
+            y=[plot(i) for i in matrix.index],
             zmin=-1,
             zmax=1,
             colorscale="RdBu",
@@ -157,6 +160,6 @@ def heatmap(matrix: pd.DataFrame, title: str) -> go.Figure:
         )
     )
     height = max(320, 60 * len(matrix) + 120)
-    fig.update_layout(title=title, height=height, margin=_LAYOUT["margin"])
+    fig.update_layout(title=plot(title), height=height, margin=_LAYOUT["margin"])
     fig.update_yaxes(autorange="reversed")  # read like a matrix: first symbol on top
     return fig

@@ -1,6 +1,9 @@
 """CSV exports: what is in each file and what the file is called.
 
-Timestamps are ISO-8601 UTC strings (``2024-05-01T00:00:00Z``). File names say venue,
+Timestamps are ISO-8601 UTC strings (``2024-05-01T00:00:00Z``). A text cell or column
+name that a spreadsheet would read as a formula (it begins with ``=``, ``+``, ``-``, ``@``,
+a tab or a carriage return, e.g. a symbol ``=HYPERLINK(...)``) is written with a leading
+``'`` (OWASP's advice against CSV injection); numbers are written as they are. File names say venue,
 symbols, timeframe and range, e.g.
 ``bars_sim_BTCUSDT-ETHUSDT_1s_20240501T000000Z_20240501T010000Z.csv``.
 """
@@ -72,6 +75,25 @@ def stats_frame(table: pd.DataFrame) -> pd.DataFrame:
     return out
 
 
+FORMULA_PREFIXES = ("=", "+", "-", "@", "\t", "\r")
+
+
+def neutralise(value: object) -> object:
+    """``value`` with a ``'`` in front when it is text a spreadsheet would run as a formula;
+    anything else (numbers included) unchanged."""
+    if isinstance(value, str) and value.startswith(FORMULA_PREFIXES):
+        return "'" + value
+    return value
+
+
 def to_csv(frame: pd.DataFrame) -> bytes:
-    """CSV bytes with full float precision, no index."""
-    return frame.to_csv(index=False, float_format="%.17g").encode("utf-8")
+    """CSV bytes (UTF-8, CRLF) with full float precision, no index, formula-leading text
+    neutralised."""
+    safe = frame.rename(columns=neutralise)
+    for col in range(safe.shape[1]):
+        values = safe.iloc[:, col]
+        if values.dtype == object or pd.api.types.is_string_dtype(values.dtype):
+            safe.isetitem(col, values.map(neutralise).to_numpy())
+    # CRLF line ends (RFC 4180): the csv writer then quotes a cell holding a bare CR too,
+    # which with "\n" line ends it writes raw, splitting the row for many readers.
+    return safe.to_csv(index=False, float_format="%.17g", lineterminator="\r\n").encode("utf-8")

@@ -31,6 +31,7 @@ from pairs_monitor.page.tabs import live as live_tab
 from pairs_monitor.page.tabs import pair as pair_tab
 from pairs_monitor.page.tabs import prices as prices_tab
 from pairs_monitor.page.tabs import statistics as statistics_tab
+from pairs_monitor.page.text import literal, md
 from pairs_monitor.page.upload import UploadError
 
 
@@ -56,13 +57,14 @@ def render() -> None:
         db = cache.read_db(db_path)
     except FileNotFoundError:
         db_error = (
-            f"No database at `{db_path}`. Start the daemon (`python ingest.py --db {db_path} …`), "
+            f"No database at {literal(db_path)}. Start the daemon "
+            f"({literal(f'python ingest.py --db {db_path} …')}), "
             "or pass another file: `streamlit run app.py -- --db PATH` or set `TICKS_DB`."
         )
     except (queries.NotAPairsDatabase, sqlite3.DatabaseError) as exc:
-        db_error = f"`{db_path}` cannot be used: {exc}"
+        db_error = f"{literal(db_path)} cannot be used: {md(exc)}"
 
-    st.sidebar.caption(f"Database: `{db_path}`")
+    st.sidebar.caption(f"Database: {literal(db_path)}")
     # The Live panel refreshes itself; the other tabs recompute on any change or on this button.
     st.sidebar.button("Refresh all tabs", key="refresh", help="Recompute every tab from new data.")
     source_choice = sidebar.choose_source(uploaded is not None)
@@ -98,10 +100,10 @@ def render() -> None:
         if db_error:
             st.error(db_error)
         elif not venues:
+            example = f"python ingest.py --source sim --symbols btcusdt ethusdt --db {db_path}"
             st.info(
-                f"The database `{db_path}` holds no bars yet. Start recording, e.g. "
-                f"`python ingest.py --source sim --symbols btcusdt ethusdt --db {db_path}`; "
-                "the page fills in as trades arrive."
+                f"The database {literal(db_path)} holds no bars yet. Start recording, e.g. "
+                f"{literal(example)}; the page fills in as trades arrive."
             )
         if db is not None and venues:
             venue = sidebar.choose_venue(venues)
@@ -112,7 +114,7 @@ def render() -> None:
 
     if view is not None and is_synthetic(view.venue):
         st.warning(
-            f"**{venue_label(view.venue)}**: the prices on this page are not live market data.",
+            f"**{md(venue_label(view.venue))}**: the prices on this page are not live market data.",
             icon="⚠️",
         )
 

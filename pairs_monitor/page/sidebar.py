@@ -21,6 +21,7 @@ from pairs_monitor.page.settings import (
     is_synthetic,
     venue_label,
 )
+from pairs_monitor.page.text import md
 from pairs_monitor.quant import AUTO_DELTA, CHAN_DELTA
 
 SOURCE_DB = "Database"
@@ -67,9 +68,11 @@ def choose_view(venue: str, symbols: list[str], file_span_s: int | None = None) 
     sb = st.sidebar
     if is_synthetic(venue):
         what = "SIMULATED" if venue == "sim" else venue.upper()
-        sb.warning(f"{what} data: not live market prices.", icon="⚠️")
+        sb.warning(f"{md(what)} data: not live market prices.", icon="⚠️")
     if len(symbols) < 2:
-        sb.info(f"{venue_label(venue)} has {len(symbols)} symbol(s) with bars; a pair needs two.")
+        sb.info(
+            f"{md(venue_label(venue))} has {len(symbols)} symbol(s) with bars; a pair needs two."
+        )
         return None
     _keep_valid("y", symbols, 0)
     _keep_valid("x", symbols, 1)

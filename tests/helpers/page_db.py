@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import math
+import sqlite3
 import time
 from pathlib import Path
 
@@ -130,3 +131,33 @@ def add_trades(path: Path, rows: list[tuple]) -> None:
         w.flush()
     finally:
         w.close()
+
+
+def rename_series(
+    path: Path, symbols: dict[str, str], venue: tuple[str, str] | None = None
+) -> None:
+    """Rename symbols (and a venue) in every table of a fixture database, as if the tape
+    had carried those names: the page must show whatever the database holds."""
+    conn = sqlite3.connect(path)
+    try:
+        with conn:
+            for table in ("trades", "bars_1s", "feed_status"):
+                for old, new in symbols.items():
+                    conn.execute(f"UPDATE {table} SET symbol = ? WHERE symbol = ?", (new, old))
+                if venue:
+                    conn.execute(
+                        f"UPDATE {table} SET venue = ? WHERE venue = ?", (venue[1], venue[0])
+                    )
+            if venue:
+                conn.execute("UPDATE ingest_runs SET venue = ? WHERE venue = ?", venue[::-1])
+            runs = conn.execute("SELECT run_id, params_json FROM ingest_runs").fetchall()
+            for run_id, params_json in runs:
+                params = json.loads(params_json)
+                params["hedge_leg"] = symbols.get(params["hedge_leg"], params["hedge_leg"])
+                params["legs"] = {symbols.get(k, k): v for k, v in params["legs"].items()}
+                conn.execute(
+                    "UPDATE ingest_runs SET params_json = ? WHERE run_id = ?",
+                    (json.dumps(params), run_id),
+                )
+    finally:
+        conn.close()

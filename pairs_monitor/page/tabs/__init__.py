@@ -7,7 +7,6 @@
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
@@ -16,6 +15,9 @@ import streamlit as st
 
 from pairs_monitor.page import cache, pipeline
 from pairs_monitor.page.settings import View
+from pairs_monitor.page.text import literal as literal
+from pairs_monitor.page.text import md as md
+from pairs_monitor.page.text import plot as plot
 from pairs_monitor.page.upload import Uploaded
 
 TAB_NAMES = ("Live", "Prices", "Pair", "Statistics", "Backtest", "Correlation", "Alerts", "Data")
@@ -53,18 +55,6 @@ class Context:
         return self._pair
 
 
-def literal(text: str) -> str:
-    """``text`` as an inline code span, so Streamlit's markdown shows it as it is:
-    markdown, HTML, ``$`` (LaTeX), ``:emoji:`` and ``:color[...]`` inside stay plain text.
-
-    The fence is one backtick longer than the longest run of backticks in ``text``, and
-    the spaces around it are the ones CommonMark strips, so any text fits.
-    """
-    longest = max((len(run) for run in re.findall(r"`+", text)), default=0)
-    fence = "`" * (longest + 1)
-    return f"{fence} {text} {fence}"
-
-
 def need_view(ctx: Context) -> View | None:
     """The sidebar's view, or None after saying what is missing for a pair."""
     if ctx.view is None:
@@ -87,6 +77,6 @@ def ready_pair(ctx: Context) -> Ready | None:
     if view is None or pair is None:
         return None
     if pair.frame is None:
-        st.info(f"Waiting: {pair.waiting}")
+        st.info(f"Waiting: {md(pair.waiting)}")
         return None
     return Ready(view, pair, pair.frame)

@@ -13,7 +13,7 @@ from pairs_monitor import quant
 from pairs_monitor.page import cache, pipeline
 from pairs_monitor.page.alert_rules import KINDS, AlertError, AlertStore
 from pairs_monitor.page.settings import View
-from pairs_monitor.page.tabs import Context, need_view
+from pairs_monitor.page.tabs import Context, md, need_view
 
 CREATABLE = list(KINDS)
 
@@ -34,7 +34,7 @@ def render(ctx: Context) -> None:
         _rules(store)
         _history(store)
     except sqlite3.Error as exc:
-        st.error(f"The alert tables could not be read or written: {exc}")
+        st.error(f"The alert tables could not be read or written: {md(exc)}")
 
 
 def _new_rule(store: AlertStore, ctx: Context, view: View) -> None:
@@ -48,7 +48,7 @@ def _new_rule(store: AlertStore, ctx: Context, view: View) -> None:
             symbols,
             index=symbols.index(view.y) if view.y in symbols else 0,
             key="rule_symbol",
-            help=f"z-score rules watch the pair on screen: {view.y}/{view.x}.",
+            help=f"z-score rules watch the pair on screen: {md(view.y)}/{md(view.x)}.",
         )
         threshold = c3.number_input(
             "Threshold", value=2.0, step=0.1, key="rule_threshold", format="%.6g"
@@ -79,12 +79,12 @@ def _new_rule(store: AlertStore, ctx: Context, view: View) -> None:
                 log_prices=view.log_prices,
             )
         except AlertError as exc:
-            st.error(f"Rule not added: {exc}")
+            st.error(f"Rule not added: {md(exc)}")
         else:
             st.success(f"Rule {rule_id} added.")
     kind_of_hedge = f"{view.method}, {'log' if view.log_prices else 'raw'} prices"
     st.caption(
-        f"A new z-score rule watches the pair on screen ({view.y}/{view.x}) and keeps "
+        f"A new z-score rule watches the pair on screen ({md(view.y)}/{md(view.x)}) and keeps "
         f"today's settings ({view.timeframe} bars, window {view.window}, {kind_of_hedge}; "
         "auto Kalman noise, no liquidity floor): every open page judges it in those, "
         f"whatever it shows. Volume spike = the newest {view.timeframe} bar's volume / the "
@@ -111,7 +111,7 @@ def _volume_context(ctx: Context, view: View) -> None:
             ratio = quant.volume_ratio(bars, view.window)
             ratio = ratio[ratio.abs() < float("inf")]  # drop NaN and the inf of a 0 baseline
             parts.append(
-                f"{symbol} {value:.2f} (99th percentile over the lookback "
+                f"{md(symbol)} {value:.2f} (99th percentile over the lookback "
                 f"{ratio.quantile(0.99):.2f})"
             )
     if parts:

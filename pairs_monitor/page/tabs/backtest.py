@@ -9,7 +9,7 @@ import streamlit as st
 
 from pairs_monitor.page import charts, pipeline
 from pairs_monitor.page.settings import SHORT_SHARPE_SPAN_S
-from pairs_monitor.page.tabs import Context, ready_pair
+from pairs_monitor.page.tabs import Context, md, ready_pair
 
 
 def render(ctx: Context) -> None:
@@ -37,7 +37,7 @@ def render(ctx: Context) -> None:
     try:
         result = pipeline.run_backtest(pair, entry, exit_, fee)
     except ValueError as exc:
-        st.warning(f"Backtest not run: {exc}")
+        st.warning(f"Backtest not run: {md(exc)}")
         return
     m = st.columns(5)
     m[0].metric("Total return", _pct(result.total_return))

@@ -6,7 +6,7 @@ import streamlit as st
 
 from pairs_monitor.page import cache, charts, pipeline
 from pairs_monitor.page.settings import CORRELATION_BUCKET_S, MAX_SCAN_SYMBOLS, SCAN_MIN_BARS
-from pairs_monitor.page.tabs import Context, need_view
+from pairs_monitor.page.tabs import Context, md, need_view
 
 
 def render(ctx: Context) -> None:
@@ -26,7 +26,7 @@ def render(ctx: Context) -> None:
     try:
         matrix, scan = cache.cached_call(key, pipeline.correlation, (ctx.source, view, end_s))
     except ValueError as exc:
-        st.info(f"Waiting for more bars: {exc}")
+        st.info(f"Waiting for more bars: {md(exc)}")
         return
     if matrix.empty:
         st.info(f"Waiting for {view.timeframe} bars where at least two symbols have traded.")

@@ -13,7 +13,7 @@ from pairs_monitor.page.settings import (
     MAX_UPLOAD_ROWS,
     PREVIEW_ROWS,
 )
-from pairs_monitor.page.tabs import Context
+from pairs_monitor.page.tabs import Context, literal, md
 
 
 def render(ctx: Context) -> None:
@@ -31,7 +31,7 @@ def _exports(ctx: Context) -> None:
         st.info("Nothing to export yet: a pair needs bars for two symbols.")
         return
     if not pair.bars:
-        st.info(f"Nothing to export yet: {pair.waiting}")
+        st.info(f"Nothing to export yet: {md(pair.waiting)}")
         return
     bars = export.bars_frame(pair)
     index = pd.DatetimeIndex(next(iter(pair.bars.values())).index)
@@ -44,7 +44,7 @@ def _exports(ctx: Context) -> None:
         key="dl_bars",
         on_click="ignore",
     )
-    st.caption(f"`{name}`: {len(bars):,} rows × {bars.shape[1]} columns. Last rows:")
+    st.caption(f"{literal(name)}: {len(bars):,} rows × {bars.shape[1]} columns. Last rows:")
     st.dataframe(bars.tail(PREVIEW_ROWS), hide_index=True, key="export_preview")
     if pair.frame is not None:
         table = export.stats_frame(pipeline.stats_table(pair))
@@ -57,7 +57,7 @@ def _exports(ctx: Context) -> None:
             on_click="ignore",
         )
     else:
-        st.caption(f"Statistics table: waiting ({pair.waiting}).")
+        st.caption(f"Statistics table: waiting ({md(pair.waiting)}).")
     recording = ctx.source.recording
     if recording is not None and pair.end_s is not None and len(index):
         start_us = int(index[0].value // 1000)
@@ -100,13 +100,14 @@ def _upload(ctx: Context) -> None:
     )
     st.code(upload.EXAMPLE, language="csv")
     if ctx.upload_error:
-        st.error(f"Upload rejected: {ctx.upload_error}")
+        st.error(f"Upload rejected: {md(ctx.upload_error)}")
     elif ctx.uploaded is not None:
         up = ctx.uploaded
         st.success(
-            f"Read {up.rows:,} bars of {', '.join(up.frames)} from {', '.join(up.files)} "
+            f"Read {up.rows:,} bars of {md(', '.join(up.frames))} from "
+            f"{md(', '.join(up.files))} "
             f"({up.bar_seconds} s bars). Choose **Uploaded CSV** as the data source in the "
             "sidebar to analyse it."
         )
         for note in up.notes:
-            st.caption(note)
+            st.caption(md(note))

@@ -26,7 +26,7 @@ from pairs_monitor.page.settings import (
     STALE_STATUS_MS,
     View,
 )
-from pairs_monitor.page.tabs import Context, literal, need_view
+from pairs_monitor.page.tabs import Context, literal, md, need_view
 
 
 def render(ctx: Context) -> None:
@@ -54,22 +54,22 @@ def _panel(ctx: Context, view: View) -> None:
     for col, symbol in zip(cols[:2], (view.y, view.x), strict=True):
         last = ctx.source.last_price(symbol)
         if last is None:
-            col.metric(f"{symbol} last", "—")
+            col.metric(f"{md(symbol)} last", "—")
         else:
             age = now_ms() / 1000 - last[1] / 1e6
-            col.metric(f"{symbol} last", f"{last[0]:,.6g}", help=f"trade {age:,.1f} s ago")
+            col.metric(f"{md(symbol)} last", f"{last[0]:,.6g}", help=f"trade {age:,.1f} s ago")
     cols[2].metric("z-score", _fmt(z, ".2f"), help=f"window {view.window} bars")
     cols[3].metric("hedge ratio", _fmt(pair.now("hedge_ratio")[0], ".5g"), help=view.method)
     cols[4].metric("correlation", _fmt(pair.now("corr")[0], ".3f"), help="of log returns")
     _stale_legs(pair)
     if pair.frame is None:
-        st.info(f"Waiting: {pair.waiting}")
+        st.info(f"Waiting: {md(pair.waiting)}")
     else:
         if abs(z) >= view.z_entry:
             side = "short Y / long X" if z > 0 else "long Y / short X"
             st.error(
                 f"### |z| = {abs(z):.2f} ≥ entry {view.z_entry:g}\n"
-                f"{view.y}/{view.x} spread is {'rich' if z > 0 else 'cheap'}: {side}.",
+                f"{md(view.y)}/{md(view.x)} spread is {'rich' if z > 0 else 'cheap'}: {side}.",
                 icon="🚨",
             )
         st.plotly_chart(charts.live_z(pair.frame, view.z_entry), key="live_z")
@@ -95,7 +95,7 @@ def _stale_legs(pair: pipeline.PairData) -> None:
     view = pair.view
     for symbol, age_s in pair.stale.items():
         st.warning(
-            f"**Stale leg: {symbol}** has no traded bar"
+            f"**Stale leg: {md(symbol)}** has no traded bar"
             + (" above the liquidity floor" if view.min_volume or view.min_trades else "")
             + f" for {age_s:,.0f} s ({age_s / view.bar_seconds:,.0f} {view.timeframe} bars) "
             f"behind the newest bar. A price more than {MAX_STALE_BARS} bars old is not "
@@ -117,12 +117,12 @@ def _check_alerts(ctx: Context, pair: pipeline.PairData) -> None:
         readings = readings_for(rules, ctx.source, pair)
         fired = store.evaluate(readings)
     except sqlite3.Error as exc:
-        st.warning(f"Alert rules were not checked this refresh ({exc}); retrying.")
+        st.warning(f"Alert rules were not checked this refresh ({md(exc)}); retrying.")
         return
     for event in fired:
-        st.toast(event.message, icon="🚨")
+        st.toast(md(event.message), icon="🚨")
     if fired:
-        st.error("\n\n".join(f"**Alert**: {e.message}" for e in fired), icon="🔔")
+        st.error("\n\n".join(f"**Alert**: {md(e.message)}" for e in fired), icon="🔔")
 
 
 def readings_for(
@@ -253,29 +253,31 @@ def _true_parameters(ctx: Context, recording: pipeline.Recording, view: View) ->
     run = recording.latest_run()
     if run is None or not run.params:
         return
-    label = "Simulator's true parameters" if run.source == "sim" else f"{run.source} parameters"
+    label = "Simulator's true parameters" if run.source == "sim" else f"{md(run.source)} parameters"
     with st.expander(f"{label} vs estimates", expanded=run.source == "sim"):
         truth = pipeline.true_pair_params(run.params, view.y, view.x)
         if truth is None:
             if run.source == "sim":
                 st.caption(
-                    f"{view.y}/{view.x} is not a pair of the simulated model "
-                    f"(hedge leg {run.params.get('hedge_leg', '?')}); its parameters:"
+                    f"{md(view.y)}/{md(view.x)} is not a pair of the simulated model "
+                    f"(hedge leg {md(run.params.get('hedge_leg', '?'))}); its parameters:"
                 )
             st.json(run.params, expanded=False)
             return
         pair = ctx.pair()
         if pair is None or pair.frame is None:
             st.info(
-                f"True hedge ratio (log {view.y} on log {view.x}) {truth.hedge_ratio:.6g}, "
+                f"True hedge ratio (log {md(view.y)} on log {md(view.x)}) "
+                f"{truth.hedge_ratio:.6g}, "
                 f"half-life {truth.half_life_s:.4g} s; estimates wait for the pair analytics."
             )
         else:
             st.dataframe(_truth_table(truth, pair), hide_index=True, key="true_params")
             st.caption(
-                f"True values in the orientation on screen (Y = {view.y} on X = {view.x}; "
-                f"{truth.how}). Estimates over the lookback ({len(pair.frame):,} "
-                f"{view.timeframe} bars): hedge = the {view.method} hedge at the last bar; "
+                f"True values in the orientation on screen (Y = {md(view.y)} on "
+                f"X = {md(view.x)}; {md(truth.how)}). Estimates over the lookback "
+                f"({len(pair.frame):,} {view.timeframe} bars): hedge = the {view.method} "
+                "hedge at the last bar; "
                 "half-life = AR(1) fit of the OLS residual (a Kalman or rolling spread is a "
                 "forecast error, not the spread the simulator reverts)."
                 + (

@@ -5,7 +5,7 @@ from __future__ import annotations
 import streamlit as st
 
 from pairs_monitor.page import charts, pipeline
-from pairs_monitor.page.tabs import Context, ready_pair
+from pairs_monitor.page.tabs import Context, literal, md, ready_pair
 
 
 def render(ctx: Context) -> None:
@@ -15,7 +15,7 @@ def render(ctx: Context) -> None:
     view, pair, frame = ready
     fit = pair.fit
     if fit is not None:
-        st.markdown(f"**Static fit** ({view.method}, the whole lookback): `{fit.summary}`")
+        st.markdown(f"**Static fit** ({view.method}, the whole lookback): {literal(fit.summary)}")
     else:
         st.markdown(f"**{view.method}** hedge: causal, each bar uses only earlier bars.")
     title = f"{view.y} vs {view.x}: {view.timeframe} bars, window {view.window}"
@@ -24,7 +24,7 @@ def render(ctx: Context) -> None:
     try:
         paths = pipeline.hedge_paths(pair)
     except ValueError as exc:
-        st.info(f"Hedge ratio paths not available yet: {exc}")
+        st.info(f"Hedge ratio paths not available yet: {md(exc)}")
         return
     truth = None
     recording = ctx.source.recording

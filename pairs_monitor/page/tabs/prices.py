@@ -7,7 +7,7 @@ import streamlit as st
 
 from pairs_monitor import quant
 from pairs_monitor.page import charts
-from pairs_monitor.page.tabs import Context, need_view
+from pairs_monitor.page.tabs import Context, md, need_view
 
 
 def render(ctx: Context) -> None:
@@ -16,12 +16,12 @@ def render(ctx: Context) -> None:
     if view is None or pair is None:
         return
     if not pair.bars:
-        st.info(f"Waiting: {pair.waiting}")
+        st.info(f"Waiting: {md(pair.waiting)}")
         return
     stats = {}
     for symbol, bars in pair.bars.items():
         if bars.empty:
-            st.info(f"No {view.timeframe} bars for {symbol} in the lookback yet.")
+            st.info(f"No {view.timeframe} bars for {md(symbol)} in the lookback yet.")
             continue
         stats[symbol] = quant.price_stats(bars)
     if stats:

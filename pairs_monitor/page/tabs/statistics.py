@@ -11,7 +11,7 @@ import streamlit as st
 
 from pairs_monitor.page import cache, pipeline
 from pairs_monitor.page.settings import STATS_BUCKET_S, STATS_TABLE_ROWS, View
-from pairs_monitor.page.tabs import Context, ready_pair
+from pairs_monitor.page.tabs import Context, md, ready_pair
 
 RUN_KEY = "stats_run"
 
@@ -55,8 +55,8 @@ def _what_is_tested(view: View) -> str:
     """Say which series the tests run on, and why not the sidebar's spread."""
     unit = "log prices" if view.log_prices else "prices"
     base = (
-        f"Tests run on the legs' {unit} and on the residual of one OLS fit of {view.y} on "
-        f"{view.x} over the lookback (the Engle-Granger regression); the cointegration "
+        f"Tests run on the legs' {unit} and on the residual of one OLS fit of {md(view.y)} on "
+        f"{md(view.x)} over the lookback (the Engle-Granger regression); the cointegration "
         "verdict is Engle-Granger's, with MacKinnon's critical values for a fitted residual "
         "(plain ADF values would be too lenient)."
     )
@@ -121,7 +121,8 @@ def _show_tests(result: pipeline.Statistics, view: View) -> None:
     eg = result.engle_granger
     if eg is not None:
         st.caption(
-            f"Residual = {view.y} − {eg.hedge_ratio:.6g}·{view.x} − ({eg.intercept:.6g}), "
+            f"Residual = {md(view.y)} − {eg.hedge_ratio:.6g}·{md(view.x)} − "
+            f"({eg.intercept:.6g}), "
             "fitted on the same bars: half-life and Hurst describe the window; the "
             "Engle-Granger p-value is what says whether the pair is cointegrated."
         )
