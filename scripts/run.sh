@@ -25,6 +25,9 @@ stop_ingest() {
 }
 trap stop_ingest EXIT
 trap 'exit 130' INT TERM
+# Closing the terminal sends SIGHUP to all of us: the daemon flushes and exits 0 on it, and
+# this script still waits for that (through the EXIT trap) instead of dying at once.
+trap 'exit 129' HUP
 
 echo "dashboard: http://localhost:$PORT"
 "$BIN/streamlit" run app.py \
