@@ -267,7 +267,7 @@ class BinanceFeed:
         self._rejects = Rejects(log, "socket")
         self.rest.rejects = Rejects(logging.getLogger("ingest.binance.rest"), "REST")
         self.rest.feed_stats = {st.symbol: st for st in self.stats}
-        self.confirmer = _Confirmer(self.rest, self.tapes, self.stop)
+        self.confirmer = _Confirmer(self.rest, self.filler, self.tapes, self.stop)
         self._ever_connected: set[str] = set()
 
     # -- start-up --------------------------------------------------------------------
@@ -500,6 +500,7 @@ class BinanceFeed:
                 tape.high = trade_id  # nothing stored: the tape starts here
             elif trade_id > high:
                 if trade_id - high > MAX_UNCONFIRMED_JUMP and not self._confirmed(tape, trade_id):
+                    tape.unconfirmed = max(tape.unconfirmed or 0, trade_id)
                     self._ask_confirmation(tape)
                     behind = "" if tape.awaiting is None else " (catching up over REST)"
                     refusal = Refusal(
@@ -580,16 +581,23 @@ class _Confirmer(threading.Thread):
     """Looks up REST's newest trade id of a symbol whose live id jumped implausibly far.
 
     The receive thread never waits for REST: it refuses the trade and queues the symbol
-    here. Once REST's newest id is known (``SymbolTape.confirmed``), a live id within
-    ``MAX_UNCONFIRMED_JUMP`` of it is taken as a jump and its gap filled over REST, the
-    trades refused meanwhile included; a bogus id stays refused.
+    here. When REST's newest id (``SymbolTape.confirmed``) comes within
+    ``MAX_UNCONFIRMED_JUMP`` of the refused id, the jump is real: the frontier moves to
+    that REST id and the ids up to it (the refused trades included) are filled over REST;
+    later live ids within ``MAX_UNCONFIRMED_JUMP`` of it are taken as ordinary jumps. A
+    bogus id stays refused and moves nothing.
     """
 
     def __init__(
-        self, rest: RestClient, tapes: dict[str, SymbolTape], stop: threading.Event
+        self,
+        rest: RestClient,
+        filler: GapFiller,
+        tapes: dict[str, SymbolTape],
+        stop: threading.Event,
     ) -> None:
         super().__init__(name="jump-confirmer", daemon=True)
         self.rest = rest
+        self.filler = filler
         self.tapes = tapes
         self.stop = stop
         self.asked: queue.Queue[str] = queue.Queue()
@@ -614,6 +622,31 @@ class _Confirmer(threading.Thread):
                 log.warning("%s: cannot confirm a trade-id jump over REST (%s)", symbol, exc)
             with tape.lock:
                 tape.confirming = False
-                if newest is not None:
-                    tape.confirmed = max(tape.confirmed or 0, newest)
-            log.info("%s: REST's newest trade id is %s (tape at %s)", symbol, newest, tape.high)
+                if newest is None:
+                    continue
+                tape.confirmed = max(tape.confirmed or 0, newest)
+                ahead, tape.unconfirmed = tape.unconfirmed, None
+                high = tape.high
+                real = ahead is not None and ahead - newest <= MAX_UNCONFIRMED_JUMP
+                # While a catch-up awaits the live stream, it fetches up to REST's newest
+                # itself and moves the frontier when done.
+                if real and tape.awaiting is None and high is not None and newest > high:
+                    tape.high = newest
+                    self.filler.add(Fill(symbol, high + 1, newest, "live-jump"))
+            if real:
+                log.warning(
+                    "%s: trade id jump to %s confirmed by REST (newest id %d, tape at %s); "
+                    "the ids in between are fetched over REST",
+                    symbol,
+                    ahead,
+                    newest,
+                    high,
+                )
+            elif ahead is not None:
+                log.warning(
+                    "%s: trade id %d refused for good: REST's newest id is %d (tape at %s)",
+                    symbol,
+                    ahead,
+                    newest,
+                    high,
+                )

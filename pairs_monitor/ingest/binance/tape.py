@@ -35,7 +35,9 @@ class SymbolTape:
     ``high`` only moves by what is plausible or confirmed: a live id more than
     ``MAX_UNCONFIRMED_JUMP`` (feed.py) past ``high`` is refused until REST's newest id
     (``confirmed``, asked for at most every few seconds, ``confirm_due``) shows the ids
-    in between exist; an id at or below ``high`` is a repeat, never stored again.
+    in between exist: then ``high`` moves to that REST id, the ids up to it (the refused
+    trades among them) are fetched as a gap, and live continuity resumes. An id at or
+    below ``high`` is a repeat, never stored again.
     """
 
     symbol: str
@@ -46,6 +48,7 @@ class SymbolTape:
     confirmed: int | None = None  # REST's newest trade id when last asked
     confirming: bool = False  # a confirmation request is queued or in flight
     confirm_due: float = 0.0  # time.monotonic() before which none is asked again
+    unconfirmed: int | None = None  # highest id refused as too far ahead since last asked
 
 
 def load_start_state(
