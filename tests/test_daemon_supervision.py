@@ -204,6 +204,33 @@ def test_auto_stops_the_simulator_and_exits_5_when_a_live_connection_thread_dies
     assert "stopped cleanly" not in text
 
 
+def test_live_exits_5_when_its_connection_thread_dies(tmp_path):
+    """``--source live``: a connection thread that dies (it never reconnects) ends the
+    daemon instead of leaving it up and recording nothing."""
+    server = BinanceServer(SYMBOLS).start()
+    db, log = tmp_path / "ticks.db", tmp_path / "ingest.log"
+    fault = (
+        "import time\n"
+        "from pairs_monitor.ingest.binance import ws\n"
+        "def run(self):\n"
+        "    time.sleep(1)\n"
+        "    raise OverflowError('math range error')\n"
+        "ws.StreamConnection.run = run"
+    )
+    argv = [
+        "--source", "live", "--symbols", "btcusdt", "ethusdt",
+        "--ws-url", server.ws_url, "--rest-url", server.rest_url,
+    ]  # fmt: skip
+    try:
+        proc = start(db, log, *argv, fault=fault)
+        assert finish(proc, 20) == ingest.EXIT_SOURCE_FAILED, log.read_text()
+    finally:
+        server.stop()
+    text = log.read_text()
+    assert "the live source's thread(s) ws-0 died: stopping" in text
+    assert "stopped cleanly" not in text
+
+
 def test_an_unknown_symbol_exits_4_and_a_usage_error_2(tmp_path):
     server = BinanceServer(SYMBOLS).start()
     try:

@@ -7,10 +7,11 @@ the loud log line says so; as soon as live connects again the simulator stops. E
 symbol's ``FeedStats.switch_source`` records which source is active and since when, so
 the page can tell.
 
-Supervision: the live feed's threads (its own, each connection's, the gap filler's) are
-watched; when one dies, ``run`` raises :class:`LiveFailed` after stopping the simulator,
-and the daemon exits with a message (``EXIT_SOURCE_FAILED``) instead of simulating for
-ever beside a live source that will never reconnect.
+Supervision: the live feed's threads (its own, each connection's, the gap filler's, and
+its jump confirmer's and flusher's when it keeps them as attributes) are watched; when one
+dies, ``run`` raises :class:`LiveFailed` after stopping the simulator, and the daemon exits
+with a message (``EXIT_SOURCE_FAILED``) instead of simulating for ever beside a live source
+that will never reconnect.
 """
 
 from __future__ import annotations
@@ -43,6 +44,11 @@ def dead_threads(feed: object) -> list[str]:
     if not isinstance(live, binance.BinanceFeed) or live.stop.is_set():
         return []
     threads: list[threading.Thread] = [*live.connections, live.filler]
+    # the jump confirmer and the flusher, where the live feed keeps them as attributes
+    for name in ("confirmer", "flusher"):
+        thread = getattr(live, name, None)
+        if isinstance(thread, threading.Thread):
+            threads.append(thread)
     # ident is None until a thread starts: only a started and ended one counts.
     return [t.name for t in threads if t.ident is not None and not t.is_alive()]
 
