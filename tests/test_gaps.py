@@ -1,4 +1,6 @@
-"""Gaps REST cannot fill end ``abandoned``, through the real daemon and the local server.
+"""Gaps through the real daemon and the local server: those REST cannot fill end
+``abandoned``; a failed fill or catch-up is retried in the same run; a gap has its open
+row while REST is rate limited; one symbol's gaps do not hold up another's.
 
 USD-M futures gives out trade ids to insurance-fund and ADL trades that historicalTrades
 never returns (../shared/BINANCE.md). When the socket missed such a trade, no REST call
@@ -8,12 +10,23 @@ so, and every trade REST does have is stored.
 
 from __future__ import annotations
 
+import re
+import time
 from collections.abc import Callable, Iterator
 
 import pytest
 
 from tests.helpers.binance_server import BinanceServer, Trade
-from tests.helpers.daemon import SYMBOLS, Daemon, query, stored, wait_complete, wait_for
+from tests.helpers.daemon import (
+    SYMBOLS,
+    Daemon,
+    assert_tape_complete,
+    query,
+    start_with_tape,
+    stored,
+    wait_complete,
+    wait_for,
+)
 
 pytestmark = pytest.mark.daemon
 
@@ -119,3 +132,86 @@ def test_a_stored_hole_rest_cannot_fill_is_abandoned_on_the_next_start(futures, 
     want = [t.id for t in futures.tapes["BTCUSDT"] if t.in_rest]
     assert stored_ids(second.db, "BTCUSDT") == want
     assert stored(second.db, "ETHUSDT", VENUE) == futures.expected("ETHUSDT")
+
+
+# -- retries, fairness, the gap row during a ban (spot, the ``server`` fixture) ----------
+
+
+def open_spot_gap(server: BinanceServer, symbol: str, withheld: int, in_rest: bool = True):
+    """Withhold ``withheld`` trades of ``symbol`` from the socket, then jump them."""
+    ids = [t.id for t in server.publish(symbol, withheld, live=False, in_rest=in_rest)]
+    server.publish(symbol, 1)
+    return ids
+
+
+def test_a_fill_refused_once_is_retried_in_the_same_run(server, daemon_factory):
+    daemon = start_with_tape(daemon_factory, server, 50, 50)
+    server.rest_errors = 1  # one HTTP 400 {"code": -1100}
+    ids = open_spot_gap(server, "BTCUSDT", 700)
+    wait_complete(daemon.db, server, timeout=30)
+    assert daemon.stop() == 0
+    assert_tape_complete(daemon.db, server)
+    assert query(daemon.db, "SELECT first_missing_id, last_missing_id, status FROM gaps") == [
+        (ids[0], ids[-1], "filled")
+    ]
+    assert re.search(
+        rf"BTCUSDT gap ids {ids[0]}\.\.{ids[-1]} \(live-jump\) failed \(RestError: HTTP 400, "
+        r"code -1100: Illegal characters found\.\); retry 1 in \d+ s",
+        daemon.log,
+    ), daemon.log[-3000:]
+
+
+def test_a_catch_up_refused_twice_is_retried_in_the_same_run(server, daemon_factory):
+    first = start_with_tape(daemon_factory, server, 50, 50)
+    assert first.stop() == 0
+    server.publish("BTCUSDT", 2130, live=False)  # traded while the daemon was down
+    server.rest_errors = 2
+    second = daemon_factory(server).start()
+    server.wait_clients(1)
+    server.publish("BTCUSDT", 5)
+    server.publish("ETHUSDT", 5)
+    wait_complete(second.db, server, timeout=40)
+    assert second.stop() == 0
+    assert_tape_complete(second.db, server)
+    assert "failed (RestError: HTTP 400" in second.log
+    assert query(second.db, "SELECT count(*) FROM gaps WHERE status != 'filled'") == [(0,)]
+
+
+def test_a_gap_has_its_open_row_while_rest_is_rate_limited(server, daemon_factory):
+    daemon = start_with_tape(daemon_factory, server, 50, 50)
+    server.rest_429 = 10**6
+    server.retry_after = 200  # honoured: the filler waits in the first gap's request
+    btc = open_spot_gap(server, "BTCUSDT", 30)
+    wait_for(lambda: "HTTP 429" in daemon.log, what="the 429")
+    eth = open_spot_gap(server, "ETHUSDT", 40)
+    rows = "SELECT symbol, first_missing_id, last_missing_id, status FROM gaps ORDER BY symbol"
+    want = [("BTCUSDT", btc[0], btc[-1], "open"), ("ETHUSDT", eth[0], eth[-1], "open")]
+    wait_for(lambda: query(daemon.db, rows) == want, timeout=5, what="both open gap rows")
+    wait_for(
+        lambda: query(daemon.db, "SELECT sum(gaps_open) FROM feed_status") == [(2,)],
+        timeout=5,
+        what="feed_status to count both open gaps",
+    )
+    assert daemon.stop() == 0
+    assert query(daemon.db, rows) == want  # left open for the next start
+
+
+def test_one_symbols_unfillable_gaps_do_not_hold_up_another_symbol(server, daemon_factory):
+    daemon = start_with_tape(daemon_factory, server, 50, 50)
+    for _ in range(4):  # each waits 7.5 s for REST before it is abandoned
+        open_spot_gap(server, "BTCUSDT", 1, in_rest=False)
+    wait_for(lambda: "BTCUSDT: filling gap" in daemon.log, what="the first BTCUSDT gap")
+    opened = time.monotonic()
+    eth = open_spot_gap(server, "ETHUSDT", 20)
+    wait_for(
+        lambda: (
+            query(daemon.db, "SELECT status FROM gaps WHERE symbol = 'ETHUSDT'") == [("filled",)]
+        ),
+        timeout=30,
+        what="the ETHUSDT gap to be filled",
+    )
+    waited = time.monotonic() - opened
+    assert waited < 10.0, f"ETHUSDT's gap waited {waited:.1f} s behind BTCUSDT's"
+    assert daemon.stop() == 0
+    assert [r[0] for r in stored(daemon.db, "ETHUSDT")] == [t.id for t in server.tapes["ETHUSDT"]]
+    assert eth[0] in [r[0] for r in stored(daemon.db, "ETHUSDT")]

@@ -12,7 +12,7 @@ import socket
 
 import pytest
 
-from tests.helpers.binance_server import RESET, STALL, BinanceServer
+from tests.helpers.binance_server import HTML_200, RESET, STALL, BinanceServer
 from tests.helpers.daemon import (
     assert_tape_complete,
     query,
@@ -95,3 +95,17 @@ def test_a_refused_connection_is_retried_until_rest_listens(server, daemon_facto
     assert_tape_complete(daemon.db, server)
     assert_gap_filled(daemon.db, ids)
     assert {endpoint for endpoint, _ in rest.rest_calls} == {"/historicalTrades"}
+
+
+def test_a_cdn_html_page_with_status_200_is_retried_not_stored(server, daemon_factory):
+    daemon = start_with_tape(daemon_factory, server, 100, 100)
+    server.rest_failures = [HTML_200]
+    ids = open_gap(server, 2130)
+    wait_complete(daemon.db, server, timeout=30)
+    assert daemon.stop() == 0
+    assert_tape_complete(daemon.db, server)
+    assert_gap_filled(daemon.db, ids)
+    assert re.search(
+        r"GET historicalTrades failed \(HTTP 200 with a body that is not JSON \(text/html",
+        daemon.log,
+    )

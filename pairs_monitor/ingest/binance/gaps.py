@@ -15,25 +15,35 @@ Every fetch is bounded by ``max_catchup`` trades: what lies beyond is recorded a
 gap (filled by a later start), never skipped silently. Requests stay within a weight
 budget per minute and honour 429/418 ``Retry-After``.
 
+A gap's row is written ``open`` as soon as the gap is found, whatever REST's state (a ban
+can last days). A task that fails (an HTTP 400, a CDN's page, a ban, a bug) is queued
+again after a backoff of its own (1 s doubling to 5 minutes; a ban's ``Retry-After`` when
+longer), for as long as the daemon runs. Tasks are taken round-robin between symbols, a
+symbol's catch-up first: one symbol's many or unfillable gaps cannot hold up another's.
+
 The requests go through ``rest.py``; the continuity state this thread shares with the
 live stream is :class:`~pairs_monitor.ingest.binance.tape.SymbolTape` (``tape.py``).
 """
 
 from __future__ import annotations
 
+import collections
+import heapq
+import itertools
 import logging
-import queue
 import sqlite3
 import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from types import SimpleNamespace
 from typing import TypeVar
 
-from pairs_monitor.clock import now_ms
-from pairs_monitor.ingest.binance.rest import PAGE, RestClient, Stopped
+from pairs_monitor.clock import Backoff, now_ms
+from pairs_monitor.ingest.binance.rest import PAGE, RestBanned, RestClient, RestError, Stopped
 from pairs_monitor.ingest.binance.tape import SymbolTape
 from pairs_monitor.store import schema, sql
 from pairs_monitor.store.writer import TradeWriter
@@ -41,6 +51,10 @@ from pairs_monitor.store.writer import TradeWriter
 log = logging.getLogger("ingest.binance.gaps")
 
 T = TypeVar("T")
+
+# Retries of a failed task: 1 s, doubling, to 5 minutes (with jitter).
+RETRY_BASE_S = 1.0
+RETRY_CAP_S = 300.0
 
 
 @dataclass(eq=False)
@@ -55,6 +69,7 @@ class CatchUp:
     from_id: int
     until: int | None = None
     done: bool = False
+    retry: Backoff | None = field(default=None, repr=False)
 
 
 @dataclass
@@ -66,6 +81,9 @@ class Fill:
     last: int
     reason: str
     gap_id: int | None = None
+    # The gap row's insert, submitted when the gap was found (see GapFiller.add).
+    recorded: Future[int] | None = field(default=None, repr=False, compare=False)
+    retry: Backoff | None = field(default=None, repr=False, compare=False)
 
 
 @dataclass
@@ -75,6 +93,10 @@ class ScanHoles:
     symbol: str
     upto: int
     skip: list[tuple[int, int]]  # ranges already queued as open gaps
+    retry: Backoff | None = field(default=None, repr=False)
+
+
+Task = CatchUp | Fill | ScanHoles
 
 
 class GapFiller(threading.Thread):
@@ -108,18 +130,95 @@ class GapFiller(threading.Thread):
         self.db_path = db_path
         self.max_catchup = max_catchup
         self.stop = stop
-        self.tasks: queue.Queue[CatchUp | Fill | ScanHoles] = queue.Queue()
+        # Each symbol's tasks, its catch-ups first; the next task is the one of the symbol
+        # served least recently (a symbol that just waited for REST goes last).
+        self._queues: dict[str, collections.deque[Task]] = {}
+        self._served: dict[str, int] = {}  # symbol -> turn it was last served at
+        self._turn = itertools.count(1)
+        self._later: list[tuple[float, int, Task]] = []  # (due, seq, task): retries
+        self._seq = itertools.count()
+        self._cond = threading.Condition()
+        self._paused_until = 0.0  # monotonic: REST banned us until then
         self.trades_recovered = 0
+        self.retries = 0
 
-    def add(self, task: CatchUp | Fill | ScanHoles) -> None:
-        """Queue a task; safe from any thread, never blocks."""
-        self.tasks.put(task)
+    def add(self, task: Task) -> None:
+        """Queue a task; safe from any thread, never waits for REST.
+
+        A new gap's row is submitted to the writer here, ``open``, so that it exists
+        while REST is slow, failing or banned.
+        """
+        if isinstance(task, Fill) and task.gap_id is None and task.recorded is None:
+            task.recorded = self._submit_record(
+                task.symbol, task.first, task.last, task.reason, "open", 0, None
+            )
+            self.tapes[task.symbol].stats.gaps_open += 1
+        with self._cond:
+            self._enqueue(task)
+            self._cond.notify()
+
+    def pending(self) -> list[Task]:
+        """The tasks waiting (queued and scheduled retries), for tests and status."""
+        with self._cond:
+            queued = [t for q in self._queues.values() for t in q]
+            return queued + [t for _, _, t in sorted(self._later)]
+
+    @property
+    def tasks(self) -> SimpleNamespace:
+        """``tasks.queue``: the tasks waiting (what a plain queue offered; use pending())."""
+        return SimpleNamespace(queue=self.pending())
+
+    def _enqueue(self, task: Task) -> None:
+        symbol_queue = self._queues.get(task.symbol)
+        if symbol_queue is None:
+            symbol_queue = self._queues[task.symbol] = collections.deque()
+        if isinstance(task, CatchUp):
+            symbol_queue.appendleft(task)  # the live hand-over waits on it: first
+        else:
+            symbol_queue.append(task)
+
+    def _next(self) -> Task | None:
+        """The next task due, round-robin between symbols; None after a short wait."""
+        with self._cond:
+            now = time.monotonic()
+            while self._later and self._later[0][0] <= now:
+                self._enqueue(heapq.heappop(self._later)[2])
+            waiting = [symbol for symbol, q in self._queues.items() if q]
+            if waiting and now >= self._paused_until:
+                symbol = min(waiting, key=lambda s: self._served.get(s, 0))
+                self._served[symbol] = next(self._turn)
+                return self._queues[symbol].popleft()
+            wait = 0.2
+            if self._later:
+                wait = min(wait, max(0.0, self._later[0][0] - now))
+            self._cond.wait(wait)
+            return None
+
+    def _retry_later(self, task: Task, exc: Exception) -> None:
+        """Queue a failed task again after its backoff (a ban's length when longer)."""
+        if task.retry is None:
+            task.retry = Backoff(RETRY_BASE_S, RETRY_CAP_S)
+        delay = task.retry.next_delay()
+        if isinstance(exc, RestBanned):
+            delay = max(delay, exc.retry_after)
+            with self._cond:
+                self._paused_until = max(self._paused_until, time.monotonic() + delay)
+        self.retries += 1
+        with self._cond:
+            heapq.heappush(self._later, (time.monotonic() + delay, next(self._seq), task))
+        log.warning(
+            "gap filler: %s failed (%s: %s); retry %d in %.0f s",
+            _label(task),
+            type(exc).__name__,
+            exc,
+            task.retry.failures,
+            delay,
+        )
 
     def run(self) -> None:
         while not self.stop.is_set():
-            try:
-                task = self.tasks.get(timeout=0.2)
-            except queue.Empty:
+            task = self._next()
+            if task is None:
                 continue
             try:
                 if isinstance(task, CatchUp):
@@ -130,10 +229,10 @@ class GapFiller(threading.Thread):
                     self._scan_holes(task)
             except Stopped:
                 break
-            except Exception:  # a bug or a surprise from REST: report, keep the thread
-                log.exception("gap filler: %r failed; the gap stays open", task)
-                if isinstance(task, CatchUp):
-                    self._release(task)
+            except Exception as exc:  # REST refused, a CDN's page, a ban, a bug: again later
+                if not isinstance(exc, OSError | ValueError | LookupError | RestError):
+                    log.exception("gap filler: %s raised", _label(task))
+                self._retry_later(task, exc)
         log.info("gap filler stopped: %d trades recovered over REST", self.trades_recovered)
 
     # -- catch-up ------------------------------------------------------------------------
@@ -199,21 +298,6 @@ class GapFiller(threading.Thread):
             else:  # REST lags the live stream: fill it as an ordinary gap, with retries
                 self.add(Fill(symbol, cursor, remainder_end, "catch-up"))
 
-    def _release(self, task: CatchUp) -> None:
-        """Hand a failed catch-up's range on, so that something still covers it.
-
-        Before the first live trade: the trade's jump will open a gap from the same id.
-        After it: the range up to that trade becomes an ordinary gap to fill.
-        """
-        tape = self.tapes[task.symbol]
-        with tape.lock:
-            task.done = True
-            if tape.awaiting is task:
-                tape.awaiting = None
-            until = task.until
-        if until is not None and until >= task.from_id:
-            self.add(Fill(task.symbol, task.from_id, until, "catch-up"))
-
     # -- gap fill --------------------------------------------------------------------
 
     def _fill(self, task: Fill) -> None:
@@ -221,8 +305,12 @@ class GapFiller(threading.Thread):
         stats = self.tapes[symbol].stats
         gap_id = task.gap_id
         if gap_id is None:
-            gap_id = self._record(symbol, first, last, task.reason, "open", 0, None)
-            stats.gaps_open += 1
+            if task.recorded is None:  # not queued through add(): record it now
+                task.recorded = self._submit_record(
+                    symbol, first, last, task.reason, "open", 0, None
+                )
+                stats.gaps_open += 1
+            gap_id = task.gap_id = self._wait(task.recorded)
         log.info("%s: filling gap %s, ids %d..%d (%s)", symbol, gap_id, first, last, task.reason)
         cursor, recovered, empty = first, 0, 0
         while cursor <= last and recovered < self.max_catchup:
@@ -295,6 +383,18 @@ class GapFiller(threading.Thread):
         recovered: int,
         note: str | None,
     ) -> int:
+        return self._wait(self._submit_record(symbol, first, last, reason, status, recovered, note))
+
+    def _submit_record(
+        self,
+        symbol: str,
+        first: int,
+        last: int,
+        reason: str,
+        status: str,
+        recovered: int,
+        note: str | None,
+    ) -> Future[int]:
         now = now_ms()
         resolved = None if status == "open" else now
         values = (self.venue, symbol, first, last, reason, status, now, resolved, recovered, note)
@@ -304,7 +404,7 @@ class GapFiller(threading.Thread):
             assert gap_id is not None  # an INSERT into a rowid table always sets it
             return gap_id
 
-        return self._write(insert)
+        return self.writer.submit(insert)
 
     def _resolve(
         self, gap_id: int, status: str, recovered: int, last: int, note: str | None
@@ -313,13 +413,23 @@ class GapFiller(threading.Thread):
         self._write(lambda conn: conn.execute(sql.RESOLVE_GAP, values))
 
     def _write(self, fn: Callable[[sqlite3.Connection], T]) -> T:
-        future = self.writer.submit(fn)
+        return self._wait(self.writer.submit(fn))
+
+    def _wait(self, future: Future[T]) -> T:
         while True:
             try:
                 return future.result(timeout=1.0)
             except FutureTimeout:
                 if self.stop.is_set():
                     raise Stopped from None
+
+
+def _label(task: Task) -> str:
+    if isinstance(task, CatchUp):
+        return f"{task.symbol} catch-up from id {task.from_id}"
+    if isinstance(task, Fill):
+        return f"{task.symbol} gap ids {task.first}..{task.last} ({task.reason})"
+    return f"{task.symbol} hole scan"
 
 
 def _subtract(span: tuple[int, int], cuts: list[tuple[int, int]]) -> list[tuple[int, int]]:
