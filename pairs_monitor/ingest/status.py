@@ -24,6 +24,10 @@ from pairs_monitor.store.writer import TradeWriter
 
 log = logging.getLogger("status")
 
+# The status line names each feed up to this many; past it, totals and the worst few.
+SUMMARY_DETAIL = 10
+SUMMARY_WORST = 5
+
 
 @dataclass
 class FeedStats:
@@ -244,10 +248,30 @@ class StatusReporter(threading.Thread):
 
     def summary(self) -> str:
         """One line: per symbol source, state, trades/s, age of the last message, reconnects,
-        gaps; then the writer's queue depth, and its error while it is retrying."""
+        gaps; then the writer's queue depth, and its error while it is retrying.
+
+        Past :data:`SUMMARY_DETAIL` feeds the line gives totals and the
+        :data:`SUMMARY_WORST` worst feeds only (down first, then the longest silent), so
+        its length does not grow with the number of symbols (5,000 made it 560 kB).
+        """
         parts = []
         now = now_ms()
-        for feed in list(self.feeds):
+        feeds = list(self.feeds)
+        if len(feeds) > SUMMARY_DETAIL:
+            up = sum(1 for feed in feeds if feed.connected)
+            rate = sum(self._rates.get((f.venue, f.symbol), 0.0) for f in feeds)
+            parts.append(
+                f"{len(feeds)} feeds: {up} up, {len(feeds) - up} down, {rate:.1f} trades/s, "
+                f"reconnects {sum(f.reconnects for f in feeds)}, "
+                f"gaps {sum(f.gaps_open for f in feeds)} open"
+                f"/{sum(f.gaps_filled for f in feeds)} filled"
+                f"/{sum(f.gaps_abandoned for f in feeds)} abandoned; worst"
+            )
+            feeds = sorted(
+                feeds,
+                key=lambda f: (f.connected, -1 if f.last_message_ms is None else f.last_message_ms),
+            )[:SUMMARY_WORST]
+        for feed in feeds:
             rate = self._rates.get((feed.venue, feed.symbol), 0.0)
             age = (
                 f"{(now - feed.last_message_ms) / 1000:.1f}s"
