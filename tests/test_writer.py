@@ -109,7 +109,7 @@ def test_a_bad_row_is_reported_and_the_rest_of_its_batch_is_stored(tmp_path, cap
     writer.put_trades([*good[:2], bad, *good[2:]])
     assert writer.close()
     assert stored_trades(path) == good
-    assert writer.stats.rejected_rows == 1
+    assert writer.stats.rows_rejected == 1
     assert "rejected trade row" in caplog.text and "99" in caplog.text
 
 
@@ -199,7 +199,7 @@ def test_one_id_with_two_contents_in_a_batch_is_stored_once_and_reported(tmp_pat
     assert stored_trades(path) == [first, after]
     expected = expected_bars([first, after])
     pd.testing.assert_frame_equal(stored_bars(path)[expected.columns], expected, check_dtype=False)
-    assert writer.stats.rejected_rows == 1
+    assert writer.stats.rows_rejected == 1
     assert "trade 10 arrived twice with different contents; kept the earlier" in caplog.text
 
 
@@ -254,7 +254,7 @@ def test_a_time_of_the_wrong_type_is_rejected_not_stored_in_a_bar_of_its_own(tmp
     writer.put_trades([integral_float, fractional, text_price])
     assert writer.close()
     assert stored_trades(path) == [(VENUE, "AAAUSDT", 1, 1_700_000_000_100_000, 5.0, 1.0, 0)]
-    assert writer.stats.rejected_rows == 2
+    assert writer.stats.rows_rejected == 2
     with sqlite3.connect(path) as conn:
         bars = conn.execute("SELECT bar_time_s, typeof(bar_time_s) FROM bars_1s").fetchall()
     assert bars == [(1_700_000_000, "integer")]

@@ -26,11 +26,28 @@ TEMP_IN_MEMORY = "PRAGMA temp_store=MEMORY"  # the staging table never hits disk
 
 # The staging table is keyed by second before trade id: trade ids rise with time within a
 # symbol, so the bars GROUP BY below walks the key in order instead of sorting the batch.
-STAGING_DDL = """
+# Its constraints are the writer's last check of each row, run at C speed: STRICT refuses a
+# value of the wrong type, NOT NULL a NaN (SQLite reads it as NULL), and the named CHECKs
+# what no reader can use: an infinite or non-positive price (inf and -inf in one bar's sums
+# would make a NaN that bars_1s refuses, wedging every later batch), a time a nanosecond
+# timestamp cannot hold (the page converts with pandas: 1970 to 2262-04-11). A row that fails
+# one is set aside and counted; the name of the failed constraint is the reason logged.
+MAX_TIME_US = 9_223_372_036_854_775  # pandas.Timestamp.max, in microseconds
+STAGING_DDL = f"""
 CREATE TEMP TABLE IF NOT EXISTS incoming (
-    venue TEXT NOT NULL, symbol TEXT NOT NULL, trade_id INTEGER NOT NULL,
-    trade_time_us INTEGER NOT NULL, price REAL NOT NULL, qty REAL NOT NULL,
-    buyer_is_maker INTEGER NOT NULL, bar_time_s INTEGER NOT NULL,
+    venue TEXT NOT NULL CONSTRAINT venue_not_empty CHECK (venue <> ''),
+    symbol TEXT NOT NULL CONSTRAINT symbol_not_empty CHECK (symbol <> ''),
+    trade_id INTEGER NOT NULL CONSTRAINT trade_id_not_negative CHECK (trade_id >= 0),
+    trade_time_us INTEGER NOT NULL CONSTRAINT trade_time_us_in_1970_to_2262
+        CHECK (trade_time_us BETWEEN 0 AND {MAX_TIME_US:d}),
+    price REAL NOT NULL CONSTRAINT price_finite_and_positive
+        CHECK (price > 0 AND price <= 1.7976931348623157e308),
+    qty REAL NOT NULL CONSTRAINT qty_finite_and_not_negative
+        CHECK (qty >= 0 AND qty <= 1.7976931348623157e308),
+    buyer_is_maker INTEGER NOT NULL CONSTRAINT buyer_is_maker_0_or_1
+        CHECK (buyer_is_maker IN (0, 1)),
+    bar_time_s INTEGER NOT NULL,
+    CONSTRAINT quote_volume_finite CHECK (price * qty <= 1.7976931348623157e308),
     PRIMARY KEY (venue, symbol, bar_time_s, trade_id)
 ) WITHOUT ROWID, STRICT
 """

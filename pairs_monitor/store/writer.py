@@ -81,7 +81,7 @@ class WriterStats:
     trades_stored: int = 0
     commits: int = 0
     failed_commits: int = 0
-    rejected_rows: int = 0
+    rows_rejected: int = 0  # set aside: malformed, unstorable, or contradicting a stored trade
     state: WriterState = "ok"
     last_error: str | None = None  # the last error a commit raised, kept after a success
     failing_since_ms: int | None = None  # wall clock of the current streak's first failure
@@ -133,6 +133,7 @@ class TradeWriter(threading.Thread):
         self._conn: sqlite3.Connection | None = None
         self._ready = threading.Event()
         self._start_error: BaseException | None = None
+        self._rejects = RateLimitedLog(log)
 
     # -- producer side -------------------------------------------------------------
 
@@ -287,7 +288,7 @@ class TradeWriter(threading.Thread):
                 continue
             break
         self.stats.committed()
-        self.stats.rejected_rows += rejected
+        self.stats.rows_rejected += rejected
         for future, outcome, failed in results:
             if failed:
                 future.set_exception(outcome)
@@ -357,18 +358,18 @@ class TradeWriter(threading.Thread):
         if not chunks:
             return 0, 0
         conn = self._connection
-        rejected = 0
-        rows = list(itertools.chain.from_iterable(chunks))
-        try:
-            start = 0
-            for size in sql.STAGE_SIZES:
-                statement = sql.stage_many(size)
-                while len(rows) - start >= size:
-                    part = rows[start : start + size]
+        rows, rejected = self._well_formed(itertools.chain.from_iterable(chunks))
+        start = 0
+        for size in sql.STAGE_SIZES:
+            statement = sql.stage_many(size)
+            while len(rows) - start >= size:
+                part = rows[start : start + size]
+                try:
                     conn.execute(statement, list(itertools.chain.from_iterable(part)))
-                    start += size
-        except (sqlite3.IntegrityError, sqlite3.InterfaceError, ValueError, TypeError):
-            rejected += self._stage_one_by_one(rows)
+                except _ROW_ERRORS:
+                    # The statement undid itself; find the bad rows of this part alone.
+                    rejected += self._stage_one_by_one(part)
+                start += size
         if conn.execute(sql.MAY_OVERLAP_STORED).fetchone()[0]:
             conn.execute(sql.DROP_ALREADY_STORED)
         staged = conn.execute(sql.COUNT_STAGED).fetchone()[0]
@@ -376,7 +377,7 @@ class TradeWriter(threading.Thread):
         if stored != staged:
             for venue, symbol, trade_id in conn.execute(sql.DROP_CONFLICTING_COPIES).fetchall():
                 rejected += 1
-                log.warning(
+                self._rejects.warning(
                     "%s %s trade %d arrived twice with different contents; "
                     "kept the earlier-timed copy",
                     venue,
@@ -388,8 +389,24 @@ class TradeWriter(threading.Thread):
         conn.execute(sql.CLEAR_STAGING)
         return stored, rejected
 
+    def _well_formed(self, rows: Iterable[Any]) -> tuple[list[TradeRow], int]:
+        """The rows that are sequences of the seven fields; the others are set aside.
+
+        A row of six fields next to one of eight would still fill a many-row statement,
+        every value after them one column off, so the count is checked row by row.
+        """
+        good: list[TradeRow] = []
+        rejected = 0
+        for row in rows:
+            if isinstance(row, tuple | list) and len(row) == _FIELDS:
+                good.append(row)  # type: ignore[arg-type]  # the staging table checks the rest
+            else:
+                rejected += 1
+                self._reject(row, f"not a sequence of the {_FIELDS} trade fields")
+        return good, rejected
+
     def _stage_one_by_one(self, rows: Iterable[TradeRow]) -> int:
-        """Stage the good rows of a batch that holds a bad one; report each bad row.
+        """Stage the good rows of a part that holds a bad one; report each bad row.
 
         Rows staged before the bad one are staged again harmlessly (ON CONFLICT DO NOTHING).
 
@@ -399,7 +416,68 @@ class TradeWriter(threading.Thread):
         for row in rows:
             try:
                 self._connection.execute(sql.STAGE_ONE, row)
-            except (sqlite3.IntegrityError, sqlite3.InterfaceError, ValueError, TypeError) as exc:
+            except _ROW_ERRORS as exc:
                 rejected += 1
-                log.error("rejected trade row %r: %s", row, exc)
+                self._reject(row, f"{type(exc).__name__}: {exc}")
         return rejected
+
+    def _reject(self, row: Any, reason: str) -> None:
+        self._rejects.error("rejected trade row %s: %s", _short_repr(row), reason)
+
+
+# What one row can raise while it is staged, whatever the others hold: a value SQLite cannot
+# bind (an int beyond 64 bits: OverflowError; a dict: ProgrammingError; a str with a lone
+# surrogate: UnicodeEncodeError, a ValueError; a huge string: DataError), or one the staging
+# table refuses (IntegrityError: its type, NULL or a CHECK). Never a lock or I/O error, which
+# are OperationalError and retry the batch.
+_ROW_ERRORS = (
+    sqlite3.IntegrityError,
+    sqlite3.InterfaceError,
+    sqlite3.ProgrammingError,
+    sqlite3.DataError,
+    OverflowError,
+    ValueError,
+    TypeError,
+)
+_FIELDS = len(schema.TRADES_COLUMNS)
+
+
+def _short_repr(value: Any, limit: int = 300) -> str:
+    """``repr(value)``, cut to ``limit`` characters (a 10 MB symbol stays out of the log)."""
+    text = repr(value)
+    return text if len(text) <= limit else f"{text[:limit]}... ({len(text)} characters)"
+
+
+class RateLimitedLog:
+    """At most ``per_minute`` lines a minute; what is held back is counted and said after.
+
+    :param logger: where the lines go.
+    :param per_minute: lines let through in each minute.
+    """
+
+    def __init__(self, logger: logging.Logger, per_minute: int = 10) -> None:
+        self.logger = logger
+        self.per_minute = per_minute
+        self._window_start = time.monotonic()
+        self._shown = 0
+        self._held = 0
+
+    def error(self, message: str, *args: Any) -> None:
+        """Log ``message % args`` at ERROR, unless this minute's lines are spent."""
+        self._log(logging.ERROR, message, args)
+
+    def warning(self, message: str, *args: Any) -> None:
+        """Log ``message % args`` at WARNING, unless this minute's lines are spent."""
+        self._log(logging.WARNING, message, args)
+
+    def _log(self, level: int, message: str, args: tuple[Any, ...]) -> None:
+        now = time.monotonic()
+        if now - self._window_start >= 60:
+            if self._held:
+                self.logger.error("%d more rejected rows in the last minute not shown", self._held)
+            self._window_start, self._shown, self._held = now, 0, 0
+        if self._shown < self.per_minute:
+            self._shown += 1
+            self.logger.log(level, message, *args)
+        else:
+            self._held += 1
