@@ -1,10 +1,13 @@
-"""The daemon's three ways to exit 1 (``EXIT_DATABASE``), each with the message it gives.
+"""The daemon's ways to exit 1 (``EXIT_DATABASE``) at start and stop, each with its message.
 
 1. the database cannot be opened (not a database, a folder);
 2. the database accepts no write for ``--start-write-timeout`` at start (another program
    holds the write lock);
 3. the writer does not finish within ``--flush-timeout`` at stop (the lock is taken away
    while the daemon runs).
+
+Another daemon holding the database, and the writer dying while the daemon runs, are in
+``test_daemon_supervision.py`` with the other supervision exits.
 """
 
 from __future__ import annotations
