@@ -28,6 +28,7 @@ from pairs_monitor.ingest.binance.rest import (
     _retry_after,
 )
 from tests.helpers.binance_server import HTML_200, BinanceServer
+from tests.helpers.daemon import wait_complete
 
 
 @pytest.fixture
@@ -188,3 +189,38 @@ def test_an_html_page_with_status_200_is_retried_not_data(local, stop, caplog) -
     local.rest_failures = [HTML_200]
     with pytest.raises(NotJson):
         rest.get("historicalTrades", {"symbol": "BTCUSDT", "fromId": 1}, 25, attempts=1)
+
+
+# -- the start-up check through the real daemon ------------------------------------------
+
+
+@pytest.mark.daemon
+@pytest.mark.parametrize("retry_after", ["999999999", "1e309"])
+def test_start_up_goes_on_past_a_429_on_exchange_info(server, daemon_factory, retry_after):
+    server.info_failures = [429]
+    server.retry_after = retry_after
+    started = time.monotonic()
+    daemon = daemon_factory(server).start()
+    server.wait_clients(1, timeout=10)
+    assert time.monotonic() - started < 8.0
+    server.publish("BTCUSDT", 5)
+    server.publish("ETHUSDT", 5)
+    wait_complete(daemon.db, server)
+    assert daemon.stop() == 0
+    assert "cannot check the symbols against exchangeInfo" in daemon.log
+    assert f"Retry-After '{retry_after}': not waiting here" in daemon.log
+    assert "Traceback" not in daemon.log
+
+
+@pytest.mark.daemon
+def test_a_dribbled_exchange_info_delays_start_up_by_the_timeout_only(server, daemon_factory):
+    dribbler_stop = threading.Event()
+    port = dribbling_http(dribbler_stop)
+    try:
+        daemon = daemon_factory(server).start("--rest-url", f"http://127.0.0.1:{port}")
+        server.wait_clients(1, timeout=10)  # --connect-timeout 2 bounds the check
+        assert daemon.stop(timeout=5) == 0
+    finally:
+        dribbler_stop.set()
+    assert "no complete answer within 2 s" in daemon.log
+    assert "Traceback" not in daemon.log
