@@ -2,9 +2,10 @@
 
 ``LiveWebSocket`` (pairs_monitor/ingest/binance/ws.py) overrides websocket-client's
 private ``WebSocket._recv`` so that the socket is read 64 KB at a time instead of three
-system calls a frame. Nothing public promises that websocket-client reads through
-``_recv``; pyproject.toml caps it below 2, and these tests turn red on a release that
-stops calling the hook, against a real local WebSocket server.
+system calls a frame, and wraps the private ``frame_buffer.recv_length`` to refuse a frame
+over ``MAX_FRAME_BYTES`` from its header. Nothing public promises either; pyproject.toml
+caps websocket-client below 2, and these tests turn red on a release that stops calling
+the hooks, against a real local WebSocket server.
 """
 
 from __future__ import annotations
@@ -17,7 +18,13 @@ import pytest
 import websocket
 from websockets.sync.server import ServerConnection, serve
 
-from pairs_monitor.ingest.binance.ws import AttemptLimiter, LiveWebSocket, StreamConnection
+from pairs_monitor.ingest.binance.ws import (
+    MAX_FRAME_BYTES,
+    AttemptLimiter,
+    FrameTooLarge,
+    LiveWebSocket,
+    StreamConnection,
+)
 
 READ_64_KB = 1 << 16
 
@@ -140,3 +147,26 @@ def test_hundreds_of_waiting_frames_take_a_handful_of_reads(
     # 1,000 system calls and more for these 500 frames.
     assert 1 <= len(raw_reads.asked) <= 5
     assert set(raw_reads.asked) == {READ_64_KB}
+
+
+OVERSIZED = b"x" * (MAX_FRAME_BYTES + 1)
+
+
+@pytest.mark.parametrize("frame_server", [[OVERSIZED]], indirect=True)
+def test_an_oversized_frame_is_refused_from_its_header(
+    frame_server: FrameServer, raw_reads: RawReads
+) -> None:
+    """``LiveWebSocket`` wraps the private ``frame_buffer.recv_length``: the length is
+    checked before the payload is read (a release that parses lengths elsewhere lets the
+    frame through, or reads all of it first)."""
+    ws = websocket.create_connection(
+        frame_server.url, timeout=5, class_=LiveWebSocket, skip_utf8_validation=True
+    )
+    try:
+        assert frame_server.sent.wait(10)
+        with pytest.raises(FrameTooLarge, match=f"frame of {MAX_FRAME_BYTES + 1} bytes refused"):
+            ws.recv_data_frame(True)
+        # One 64 KB read holds the header; the rest of the megabyte was never asked for.
+        assert len(raw_reads.asked) == 1
+    finally:
+        ws.shutdown()
