@@ -63,6 +63,11 @@ def count(db: Path, where: str = "1") -> int:
         return 0
 
 
+def connected(db: Path) -> int:
+    """Symbols ``feed_status`` shows connected."""
+    return query(db, "SELECT count(*) FROM feed_status WHERE connected = 1")[0][0]
+
+
 def last_ids(db: Path) -> list[tuple]:
     return query(db, "SELECT symbol, max(trade_id), count(*) FROM trades GROUP BY symbol")
 
@@ -229,6 +234,38 @@ def test_live_exits_5_when_its_connection_thread_dies(tmp_path):
     text = log.read_text()
     assert "the live source's thread(s) ws-0 died: stopping" in text
     assert "stopped cleanly" not in text
+
+
+def test_a_status_reporter_that_dies_is_restarted(tmp_path):
+    """The reporter dies at its first report (a bug): the daemon restarts it, so
+    ``feed_status`` is written all the same, and the run goes on and stops cleanly."""
+    db, log = tmp_path / "ticks.db", tmp_path / "ingest.log"
+    fault = (
+        "from pairs_monitor.ingest import status\n"
+        "report = status.StatusReporter.report\n"
+        "died = []\n"
+        "def once(self):\n"
+        "    if not died:\n"
+        "        died.append(1)\n"
+        "        raise KeyError('a bug in the reporter')\n"
+        "    report(self)\n"
+        "status.StatusReporter.report = once"
+    )
+    proc = start(db, log, *SIM, fault=fault)
+    try:
+        wait_for(
+            lambda: count(db) > 0 and connected(db) == 2,
+            30,
+            "feed_status from the restarted reporter",
+        )
+        proc.send_signal(signal.SIGTERM)
+        assert finish(proc) == 0, log.read_text()
+    finally:
+        finish(proc, 0)
+    text = log.read_text()
+    assert "KeyError: 'a bug in the reporter'" in text
+    assert text.count("the status reporter died") == 1
+    assert "stopped cleanly" in text
 
 
 def test_an_unknown_symbol_exits_4_and_a_usage_error_2(tmp_path):

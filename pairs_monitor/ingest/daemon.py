@@ -20,7 +20,8 @@ queued and exits 0.
 One daemon per database: ``<db>.lock`` beside it is held (``flock``) for the daemon's
 lifetime, and a second daemon is refused naming the holder's pid. The main thread
 supervises: a source thread that dies, the writer thread gone or its ``fatal_error`` set
-(the database file deleted or replaced) stop the daemon with a message and a non-zero exit.
+(the database file deleted or replaced) stop the daemon with a message and a non-zero exit;
+the status reporter, which only reports, is restarted.
 Exit codes: the ``EXIT_*`` constants below (docs/ingest.md#exit-statuses); argparse's
 usage errors are 2.
 """
@@ -35,6 +36,7 @@ import os
 import signal
 import sys
 import threading
+import time
 from pathlib import Path
 from types import FrameType
 from typing import IO
@@ -61,6 +63,7 @@ STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
 DEFAULT_START_WRITE_TIMEOUT_S = 60.0  # a database that takes no write this long at start
 DEFAULT_FLUSH_TIMEOUT_S = 30.0  # how long the stop may spend committing what is queued
+REPORTER_RESTART_S = 5.0  # a status reporter that died is started again after this long
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -219,6 +222,7 @@ def run(args: argparse.Namespace) -> int:
         return EXIT_DATABASE
     reporter = status.StatusReporter(writer, feed.stats)
     reporter.start()
+    reporter_started = time.monotonic()
     crashed: list[BaseException] = []
 
     def produce() -> None:
@@ -236,6 +240,12 @@ def run(args: argparse.Namespace) -> int:
         failure = supervise(feed, writer, producer, crashed, args.source)
         if failure is not None or not producer.is_alive():
             break
+        # The status thread only reports: restart it (at most every few seconds).
+        if not reporter.is_alive() and time.monotonic() - reporter_started >= REPORTER_RESTART_S:
+            log.error("the status reporter died (its traceback is above); restarting it")
+            reporter = status.StatusReporter(writer, feed.stats)
+            reporter.start()
+            reporter_started = time.monotonic()
     stop.set()
     producer.join(10)
     if failure is None and crashed:  # it died between the last look and the stop
