@@ -174,6 +174,10 @@ class SchemaError(Exception):
     """The database cannot be brought to the current schema without losing data."""
 
 
+class ReadOnlyDatabaseError(SchemaError):
+    """The database file (or its folder, for the -wal and -shm files) cannot be written."""
+
+
 def connect_for_writing(path: str | Path) -> sqlite3.Connection:
     """Open the database for the single writer: WAL, NORMAL sync, a generous busy timeout.
 
@@ -211,49 +215,124 @@ def schema_version(conn: sqlite3.Connection) -> int:
     return conn.execute("PRAGMA user_version").fetchone()[0]
 
 
-def _check_unversioned_tables(conn: sqlite3.Connection) -> None:
-    """Refuse to adopt a version-0 file that already holds tables of the names we create."""
-    ours = set(re.findall(r"CREATE TABLE (\w+)", "".join(MIGRATIONS)))
-    present = {row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
-    clash = sorted(ours & present)
-    if clash:
+def _tables_of(migrations: list[str]) -> set[str]:
+    return set(re.findall(r"CREATE TABLE (\w+)", "".join(migrations)))
+
+
+def _check_ours(conn: sqlite3.Connection, version: int, path: str) -> None:
+    """Refuse a file another program made: tables but no version, or a version without ours.
+
+    :raises SchemaError: naming the file, what it holds and what to do.
+    """
+    if version > LATEST_VERSION:
         raise SchemaError(
-            f"this database has table(s) {', '.join(clash)} but no schema version, so it was "
-            "not made by db_setup.py. Nothing was changed: move the file aside or pass "
-            "another --db."
+            f"{path} has schema version {version}, newer than this code knows "
+            f"({LATEST_VERSION}). Nothing was changed: update the code (git pull) rather than "
+            "downgrade the data, or pass another --db if the file is not a pairs-monitor "
+            "database."
+        )
+    present = {row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+    present = {name for name in present if not name.startswith("sqlite_")}
+    if version == 0 and present:
+        raise SchemaError(
+            f"{path} has table(s) {', '.join(sorted(present))} but no schema version, so it "
+            "was not made by db_setup.py (another program's database?). Nothing was changed: "
+            "move the file aside or pass another --db."
+        )
+    missing = _tables_of(MIGRATIONS[:version]) - present
+    if missing:
+        raise SchemaError(
+            f"{path} says schema version {version} but lacks the table(s) "
+            f"{', '.join(sorted(missing))} that version has, so it was not made by "
+            "db_setup.py (another program's database?). Nothing was changed: move the file "
+            "aside or pass another --db."
         )
 
 
-def migrate(conn: sqlite3.Connection) -> int:
+def _check_writable(conn: sqlite3.Connection, version: int, path: str) -> None:
+    """Write the version it already has, inside the caller's transaction (rolled back after).
+
+    BEGIN IMMEDIATE succeeds on a read-only file in WAL mode; only a write says it is not.
+    """
+    try:
+        conn.execute(f"PRAGMA user_version = {version:d}")
+    except sqlite3.OperationalError as exc:
+        if getattr(exc, "sqlite_errorname", "").startswith("SQLITE_READONLY"):
+            raise _read_only(path, exc) from exc
+        raise
+
+
+def _read_only(path: str, exc: sqlite3.Error) -> ReadOnlyDatabaseError:
+    return ReadOnlyDatabaseError(
+        f"{path} cannot be written by this user ({exc}): the daemon writes the file and, "
+        "beside it, its -wal and -shm files. Make the file and its folder writable "
+        f"(chmod u+w; the owner is uid {_owner(path)}), run as the file's owner, or pass "
+        "another --db. The page only reads it."
+    )
+
+
+def _owner(path: str) -> str:
+    try:
+        return str(Path(path).stat().st_uid)
+    except OSError:
+        return "unknown"
+
+
+def migrate(conn: sqlite3.Connection, path: str | Path | None = None) -> int:
     """Bring the database to ``LATEST_VERSION``; return the version it started at.
 
     Nothing is changed, the journal mode included, before the file has passed the checks.
+    Safe when several processes migrate one file at once: each step takes the write lock
+    (BEGIN IMMEDIATE) before it reads the version, so a step another process has made is
+    seen and skipped.
 
-    :raises SchemaError: for a database newer than this code, or an unversioned one that
-        already has tables of our names.
+    :param path: the file, named in messages (default: what the connection has open).
+    :raises SchemaError: for a database newer than this code, or one another program made
+        (tables but no version of ours).
+    :raises ReadOnlyDatabaseError: when the file or its folder cannot be written.
     """
-    start = schema_version(conn)
-    if start > LATEST_VERSION:
-        raise SchemaError(
-            f"database schema version {start} is newer than this code knows "
-            f"({LATEST_VERSION}); update the code rather than downgrade the data"
-        )
-    if start == 0:
-        _check_unversioned_tables(conn)
+    name = str(path) if path is not None else _main_file(conn)
+    try:
+        conn.execute("BEGIN IMMEDIATE")
+        start = schema_version(conn)
+        _check_ours(conn, start, name)
+        _check_writable(conn, start, name)
+    except sqlite3.OperationalError as exc:
+        # A WAL file in a folder this user cannot write fails at its first read.
+        if getattr(exc, "sqlite_errorname", "").startswith("SQLITE_READONLY"):
+            raise _read_only(name, exc) from exc
+        raise
+    finally:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")  # the checks change nothing
     conn.execute("PRAGMA journal_mode=WAL")
-    for version in range(start, LATEST_VERSION):
+    while True:
         conn.execute("BEGIN IMMEDIATE")
         try:
+            # Read again under the lock: another process may have migrated meanwhile.
+            version = schema_version(conn)
+            if version >= LATEST_VERSION:
+                conn.execute("ROLLBACK")
+                break
+            _check_ours(conn, version, name)
             # executescript would commit our transaction first; run statement by statement.
             for statement in _statements(MIGRATIONS[version]):
                 conn.execute(statement)
             conn.execute(f"PRAGMA user_version = {version + 1:d}")
             conn.execute("COMMIT")
         except BaseException:
-            conn.execute("ROLLBACK")
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
             raise
         log.info("migrated schema from version %d to %d", version, version + 1)
     return start
+
+
+def _main_file(conn: sqlite3.Connection) -> str:
+    for _seq, name, file in conn.execute("PRAGMA database_list"):
+        if name == "main":
+            return str(file)
+    return "the database"
 
 
 def _statements(script: str) -> list[str]:
@@ -277,7 +356,7 @@ def setup(path: str | Path = DEFAULT_DB) -> int:
     # A plain connection: connect_for_writing would switch a file we may refuse to WAL.
     conn = sqlite3.connect(path, timeout=30, isolation_level=None)
     try:
-        return migrate(conn)
+        return migrate(conn, path)
     finally:
         conn.close()
 
