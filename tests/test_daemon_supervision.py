@@ -209,6 +209,32 @@ def test_auto_stops_the_simulator_and_exits_5_when_a_live_connection_thread_dies
     assert "stopped cleanly" not in text
 
 
+def test_auto_exits_5_when_the_simulator_standing_in_dies(tmp_path):
+    db, log = tmp_path / "ticks.db", tmp_path / "ingest.log"
+    fault = (
+        "import time\n"
+        "from pairs_monitor.ingest import sim\n"
+        "def run(self, stop):\n"
+        "    time.sleep(1)\n"
+        "    raise ValueError('a bug in the simulator')\n"
+        "sim.SimFeed.run = run"
+    )
+    argv = [
+        "--source", "auto", "--symbols", "btcusdt", "ethusdt", "--fallback-after", "0.5",
+        "--ws-url", "ws://127.0.0.1:9", "--rest-url", "http://127.0.0.1:9",  # nothing there
+        "--connect-timeout", "1",
+    ]  # fmt: skip
+    proc = start(db, log, *argv, fault=fault)
+    try:
+        # without supervision: up for ever, recording nothing
+        assert finish(proc, 20) == ingest.EXIT_SOURCE_FAILED, log.read_text()
+    finally:
+        finish(proc, 0)
+    text = log.read_text()
+    assert "the simulator standing in for live died (ValueError('a bug in the simulator'))" in text
+    assert "stopped cleanly" not in text
+
+
 def test_live_exits_5_when_its_connection_thread_dies(tmp_path):
     """``--source live``: a connection thread that dies (it never reconnects) ends the
     daemon instead of leaving it up and recording nothing."""

@@ -11,7 +11,8 @@ Supervision: the live feed's threads (its own, each connection's, the gap filler
 its jump confirmer's and flusher's when it keeps them as attributes) are watched; when one
 dies, ``run`` raises :class:`LiveFailed` after stopping the simulator, and the daemon exits
 with a message (``EXIT_SOURCE_FAILED``) instead of simulating for ever beside a live source
-that will never reconnect.
+that will never reconnect. The simulator's thread dying while it stands in raises
+:class:`SimFailed` the same way.
 """
 
 from __future__ import annotations
@@ -33,6 +34,10 @@ DEFAULT_FALLBACK_AFTER = 10.0
 
 class LiveFailed(RuntimeError):
     """A thread of the live feed died: it will never connect again in this run."""
+
+
+class SimFailed(RuntimeError):
+    """The simulator's thread died while it stood in for live."""
 
 
 def dead_threads(feed: object) -> list[str]:
@@ -104,6 +109,7 @@ class AutoFeed:
         self.stats = list(live.stats)  # the simulator's join while it runs
         self.params = {**live.params, "fallback_after_s": fallback_after}
         self._sim: _RunningSim | None = None
+        self._sim_died: list[BaseException] = []
 
     def run(self, stop_event: threading.Event) -> None:
         """Run live (and the simulator when needed) until ``stop_event`` is set."""
@@ -126,6 +132,9 @@ class AutoFeed:
                 if died or dead or not live_thread.is_alive():
                     why = repr(died[0]) if died else f"thread(s) {', '.join(dead) or 'live'} died"
                     raise LiveFailed(f"the live feed failed ({why}): it would never reconnect")
+                if self._sim is not None and not self._sim.thread.is_alive():
+                    why = repr(self._sim_died[0]) if self._sim_died else "it ended"
+                    raise SimFailed(f"the simulator standing in for live died ({why})")
                 if self.live.connected.is_set():
                     down_since = None
                     if self._sim is not None:
@@ -149,7 +158,11 @@ class AutoFeed:
             self.fallback_after,
             self.live.ws_url,
         )
-        self.writer.flush(timeout=30)  # the simulator resumes its ids from the store
+        try:  # the simulator resumes its ids from the store: all queued must be in it
+            self.writer.flush(timeout=1)
+        except TimeoutError:  # the writer is behind (a locked disk): try again shortly
+            log.warning("the writer is behind; the simulator starts once it has caught up")
+            return
         try:
             feed = self.make_sim()
         except (Exception, SystemExit) as exc:  # a bad --sim-* flag must not stop live
@@ -158,7 +171,16 @@ class AutoFeed:
             return
         self.stats[:] = [*self.live.stats, *feed.stats]
         stop = threading.Event()
-        thread = threading.Thread(target=feed.run, args=(stop,), name="sim", daemon=True)
+        died = self._sim_died
+
+        def run_sim() -> None:
+            try:
+                feed.run(stop)
+            except BaseException as exc:
+                died.append(exc)
+                log.critical("the simulator died: %r", exc, exc_info=exc)
+
+        thread = threading.Thread(target=run_sim, name="sim", daemon=True)
         self._sim = _RunningSim(feed, stop, thread)
         thread.start()
         for stats in self.live.stats:
