@@ -15,6 +15,7 @@ import threading
 import time
 import urllib.parse
 from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import orjson
 import pytest
@@ -30,6 +31,7 @@ from pairs_monitor.ingest.binance.ws import (
     trade_streams,
 )
 from tests.helpers.binance_server import BinanceServer
+from tests.helpers.daemon import Daemon, assert_tape_complete, wait_complete
 
 
 class Received:
@@ -276,4 +278,20 @@ def test_5000_symbols_connect_where_one_long_url_gets_414(stop, caplog) -> None:
         assert set().union(*(c.symbols for c in server.clients)) == set(symbols)
     finally:
         stop.set()
+        server.stop()
+
+
+@pytest.mark.daemon
+def test_the_daemon_stores_a_non_ascii_symbol_beside_btcusdt(tmp_path: Path) -> None:
+    server = BinanceServer(["BTCUSDT", "币安人生USDT"]).start()
+    try:
+        daemon = Daemon(tmp_path / "ticks.db", server, tmp_path / "ingest.log", []).start()
+        server.wait_clients(1)
+        server.publish("BTCUSDT", 5)
+        server.publish("币安人生USDT", 5)
+        wait_complete(daemon.db, server)
+        assert daemon.stop() == 0
+        assert_tape_complete(daemon.db, server)
+        assert "%E5%B8%81%E5%AE%89%E4%BA%BA%E7%94%9Fusdt@trade" in daemon.log
+    finally:
         server.stop()

@@ -310,7 +310,14 @@ class GapFiller(threading.Thread):
                     symbol, first, last, task.reason, "open", 0, None
                 )
                 stats.gaps_open += 1
-            gap_id = task.gap_id = self._wait(task.recorded)
+            try:
+                gap_id = task.gap_id = self._wait(task.recorded)
+            except Stopped:
+                raise
+            except Exception:  # the insert failed: submit it again on the retry
+                task.recorded = None
+                stats.gaps_open -= 1
+                raise
         log.info("%s: filling gap %s, ids %d..%d (%s)", symbol, gap_id, first, last, task.reason)
         cursor, recovered, empty = first, 0, 0
         while cursor <= last and recovered < self.max_catchup:
