@@ -7,6 +7,7 @@ Database: ``--db PATH`` after ``--``, else the ``TICKS_DB`` environment variable
 
 from __future__ import annotations
 
+import logging
 import os
 import sqlite3
 import sys
@@ -34,6 +35,8 @@ from pairs_monitor.page.tabs import statistics as statistics_tab
 from pairs_monitor.page.text import literal, md
 from pairs_monitor.page.upload import UploadError
 
+log = logging.getLogger(__name__)
+
 
 def render() -> None:
     """Draw the whole page once (Streamlit reruns it on every interaction)."""
@@ -51,6 +54,11 @@ def render() -> None:
             uploaded = cache.parsed_upload(tuple((f.name, f.getvalue()) for f in files))
         except UploadError as exc:
             upload_error = str(exc)
+        except Exception as exc:
+            # The upload is arbitrary user input through pandas: whatever it trips must
+            # leave the uploader (to clear it) and every other tab working.
+            log.exception("upload could not be parsed")
+            upload_error = f"the file could not be read ({type(exc).__name__}: {exc})"
 
     db, db_error = None, None
     try:

@@ -20,8 +20,10 @@ Several files may be uploaded at once (e.g. one per symbol). Each file is at mos
 
 from __future__ import annotations
 
+import csv
 import hashlib
 import io
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import PurePath
 
@@ -76,7 +78,8 @@ def parse_files(files: list[tuple[str, bytes]]) -> Uploaded:
     hasher = hashlib.sha256()
     for name, content in files:
         hasher.update(name.encode() + b"\0" + len(content).to_bytes(8, "big") + content)
-        for symbol, frame in parse_csv(name, content).items():
+        allowed = MAX_UPLOAD_SYMBOLS - len(result.frames)
+        for symbol, frame in parse_csv(name, content, allowed).items():
             if symbol in result.frames:
                 raise UploadError(
                     f"{name}: symbol {symbol} also appears in another uploaded file; "
@@ -101,8 +104,15 @@ def parse_files(files: list[tuple[str, bytes]]) -> Uploaded:
     return result
 
 
-def parse_csv(name: str, content: bytes) -> dict[str, pd.DataFrame]:
-    """Parse one CSV file into ``{symbol: bars}``. :raises UploadError: when invalid."""
+def parse_csv(
+    name: str, content: bytes, max_symbols: int = MAX_UPLOAD_SYMBOLS
+) -> dict[str, pd.DataFrame]:
+    """Parse one CSV file into ``{symbol: bars}``. :raises UploadError: when invalid.
+
+    :param max_symbols: how many new symbols this file may still bring; counted on the raw
+        column right after reading, before any per-row work (500,000 symbols in 11 MB
+        took 115 s and 2 GB when they were counted at the end).
+    """
     size_mb = len(content) / 1_048_576
     if size_mb > MAX_UPLOAD_MB:
         raise UploadError(f"{name} is {size_mb:.1f} MB; the limit is {MAX_UPLOAD_MB} MB")
@@ -120,7 +130,25 @@ def parse_csv(name: str, content: bytes) -> dict[str, pd.DataFrame]:
         raise UploadError(f"{name} is not a readable CSV: {exc}") from exc
     if len(raw) > MAX_UPLOAD_ROWS:
         raise UploadError(f"{name} has more than {MAX_UPLOAD_ROWS:,} rows: upload a shorter range")
+    # pandas renames a repeated header ("open,open" -> open, open.1): judge the header line.
+    try:
+        header = Counter(c.strip().lower() for c in next(csv.reader(io.StringIO(text)), []))
+    except csv.Error as exc:
+        raise UploadError(f"{name}: the header line is not readable CSV ({exc})") from exc
+    repeated = sorted(c for c, n in header.items() if n > 1)
+    if repeated:
+        raise UploadError(
+            f"{name}: column(s) {', '.join(repeated)} appear more than once (headers are "
+            "case-insensitive); keep one of each"
+        )
     raw.columns = [str(c).strip().lower() for c in raw.columns]
+    if "symbol" in raw.columns:
+        count = raw["symbol"].fillna("").str.strip().str.upper().nunique()
+        if count > max_symbols:
+            raise UploadError(
+                f"{name}: {count:,} symbols; at most {MAX_UPLOAD_SYMBOLS} are allowed in all "
+                f"uploaded files ({max_symbols} more here)"
+            )
     time_col = next((c for c in TIME_COLUMNS if c in raw.columns), None)
     missing = [c for c in PRICE_COLUMNS if c not in raw.columns]
     if time_col is None:
