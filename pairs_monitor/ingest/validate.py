@@ -49,6 +49,7 @@ MAX_DECIMAL_CHARS = 64
 VALUE_SHOWN = 40  # characters of a refused value's repr in messages
 
 _DECIMAL = re.compile(r"[0-9]+(?:\.[0-9]+)?")
+_plain = _DECIMAL.fullmatch
 
 TradeRow = tuple[str, str, int, int, float, float, int]  # as store.writer.TradeRow
 
@@ -185,23 +186,49 @@ def socket_trade(
     "p":"0.001","q":"100","T":1672515782136,"m":true,"M":true}`` (times in ms; stored in
     µs). The symbol must be a string; whether it is one of ours is the caller's check.
     """
+    # The socket's hot path: the checks of check_id, check_time_ms, check_decimal and
+    # check_maker inlined (about a third of the cost of calling them); the slow path
+    # below runs them one by one to say which field was refused.
     try:
         symbol = payload["s"]
-        if type(symbol) is not str:
-            raise Refused("s", symbol, "a symbol must be a string")
-        return (
-            venue,
-            symbol,
-            check_id(payload["t"], "t"),
-            check_time_ms(payload["T"], "T", now_ms=now_ms) * 1000,
-            check_decimal(payload["p"], "p"),
-            check_decimal(payload["q"], "q"),
-            check_maker(payload["m"], "m"),
-        )
-    except Refused as exc:
-        return exc.refusal
+        trade_id = payload["t"]
+        time_ms = payload["T"]
+        price = payload["p"]
+        qty = payload["q"]
+        maker = payload["m"]
     except KeyError as exc:
         return Refusal(str(exc.args[0]), "missing", "field missing")
+    if (
+        type(trade_id) is int
+        and MIN_TRADE_ID <= trade_id < TRADE_ID_LIMIT
+        and type(time_ms) is int
+        and EARLIEST_TRADE_MS
+        <= time_ms
+        <= (clock() if now_ms is None else now_ms) + MAX_CLOCK_SKEW_MS
+        and type(price) is str
+        and type(qty) is str
+        and len(price) <= MAX_DECIMAL_CHARS
+        and len(qty) <= MAX_DECIMAL_CHARS
+        and _plain(price)
+        and _plain(qty)
+        and type(maker) is bool
+        and type(symbol) is str
+    ):
+        p = float(price)
+        q = float(qty)
+        if p > 0 and q > 0:
+            return (venue, symbol, trade_id, time_ms * 1000, p, q, 1 if maker else 0)
+    try:
+        if type(symbol) is not str:
+            raise Refused("s", symbol, "a symbol must be a string")
+        check_id(trade_id, "t")
+        check_time_ms(time_ms, "T", now_ms=now_ms)
+        check_decimal(price, "p")
+        check_decimal(qty, "q")
+        check_maker(maker, "m")
+    except Refused as exc:
+        return exc.refusal
+    raise AssertionError("socket_trade: the fast and slow checks disagree")  # pragma: no cover
 
 
 def rest_trade(

@@ -265,7 +265,6 @@ class BinanceFeed:
         self._drain_lock = threading.Lock()
         self._bad = RateLimitedLog(log)
         self._rejects = Rejects(log, "socket")
-        self.rest.rejects = Rejects(logging.getLogger("ingest.binance.rest"), "REST")
         self.rest.feed_stats = {st.symbol: st for st in self.stats}
         self.confirmer = _Confirmer(self.rest, self.filler, self.tapes, self.stop)
         self._ever_connected: set[str] = set()
