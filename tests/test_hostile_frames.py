@@ -242,7 +242,7 @@ def test_hostile_rest_rows_are_refused_and_not_counted_recovered(server, daemon_
     """
     daemon = start_with_tape(daemon_factory, server, 50, 50)
     first = server.next_id["BTCUSDT"]
-    spoiled = {
+    spoiled: dict[int, dict[str, Any]] = {
         first + 1: {"price": "NaN"},
         first + 3: {"price": "-5.00"},
         first + 5: {"price": "0.00000000"},
