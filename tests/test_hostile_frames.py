@@ -199,6 +199,24 @@ def test_a_real_jump_is_confirmed_by_rest_and_filled(server, daemon_factory):
 
 
 @pytest.mark.daemon
+def test_an_outage_longer_than_the_jump_limit_is_caught_up(server, daemon_factory):
+    """A reconnect after more than ``MAX_UNCONFIRMED_JUMP`` trades: the first live trades
+    are held back while the catch-up moves the frontier over REST, then stored or fetched."""
+    daemon = start_with_tape(daemon_factory, server, 100, 100)
+    server.drop()
+    server.publish("BTCUSDT", MAX_UNCONFIRMED_JUMP + 2000, live=False)
+    server.wait_clients(1, total=2)
+    server.publish("BTCUSDT", 50)
+    wait_for(lambda: any(e == "/trades" for e, _ in server.rest_calls), 10, "a confirmation")
+    server.publish("BTCUSDT", 50)
+    server.publish("ETHUSDT", 50)
+    wait_complete(daemon.db, server, timeout=60)
+    assert daemon.stop() == 0
+    assert_tape_complete(daemon.db, server)
+    assert query(daemon.db, "SELECT count(*) FROM gaps WHERE status != 'filled'") == [(0,)]
+
+
+@pytest.mark.daemon
 def test_id_going_backwards_is_refused_without_a_gap(server, daemon_factory):
     """Id 5 when the tape is at 1,000,100: not stored, and no "abandoned" gap at restart.
 
