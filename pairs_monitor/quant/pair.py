@@ -108,16 +108,21 @@ def spread(
 
 
 def zscore(spread: pd.Series, window: int) -> pd.Series:
-    """Trailing z-score: ``(s_t - mean(s_{t-w+1..t})) / std(s_{t-w+1..t})`` (ddof=1).
+    """Trailing z-score of each bar against the ``window`` bars before it.
 
-    The window includes bar t and nothing after it; the first ``window - 1`` rows, windows
-    holding a NaN, and flat windows are NaN.
+    ``z_t = (s_t - mean(s_{t-w..t-1})) / std(s_{t-w..t-1})`` (ddof=1): bar t is not part of
+    its own mean and deviation, and nothing after t is used. Including it would bound
+    ``|z|`` by ``(w - 1) / sqrt(w)`` (1.79 at w = 5: an entry at 2 could never be reached);
+    excluded, a jump shows at its full size. For an i.i.d. normal spread ``z_t`` is
+    ``sqrt(1 + 1/w)`` times a Student t with ``w - 1`` degrees of freedom, so a short
+    window has fat tails. The first ``window`` rows, rows whose window or own value holds
+    a NaN, and rows after a flat window (a std of 0) are NaN.
 
     :param spread: the series to normalise. :param window: bars in the window (>= 2).
     """
     if window < 2:
         raise ValueError(f"window must be at least 2 bars, got {window}")
-    roll = spread.rolling(window, min_periods=window)
+    roll = spread.shift(1).rolling(window, min_periods=window)
     std = roll.std()
     z = (spread - roll.mean()) / std.mask(std <= 0)
     return z.rename("zscore")
@@ -158,8 +163,9 @@ def pair_frame(
 
     Columns: ``y, x`` (the prices the hedge is fitted on: log prices when ``log_prices``),
     ``hedge_ratio, intercept`` (the coefficients applied at that bar), ``spread =
-    y - hedge_ratio x - intercept``, ``zscore`` (trailing ``window``), ``corr`` (trailing
-    ``window`` correlation of log returns of the raw prices).
+    y - hedge_ratio x - intercept``, ``zscore`` (against the ``window`` bars before each
+    bar, see :func:`zscore`), ``corr`` (trailing ``window`` correlation of log returns of
+    the raw prices).
 
     Look-ahead stance, by method:
 
