@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -13,10 +15,11 @@ from pairs_monitor import clock
 from pairs_monitor.clock import Backoff
 from pairs_monitor.ingest.binance.feed import MARKETS, BinanceFeed
 from pairs_monitor.ingest.binance.gaps import _subtract
-from pairs_monitor.ingest.binance.rest import WeightBudget, rest_row
+from pairs_monitor.ingest.binance.rest import RestClient, WeightBudget, rest_row
 from pairs_monitor.ingest.binance.tape import SymbolTape
 from pairs_monitor.ingest.binance.ws import ServerShutdown
 from pairs_monitor.ingest.daemon import build_parser
+from pairs_monitor.ingest.status import FeedStats
 from pairs_monitor.ingest.validate import Refusal
 from pairs_monitor.store.writer import TradeWriter
 
@@ -219,3 +222,43 @@ def test_absurd_numeric_flags_are_refused_at_parse(capsys, flag, value):
         build_parser().parse_args(["--symbols", "btcusdt", flag, value])
     assert exit_info.value.code == 2
     assert f"argument {flag}" in capsys.readouterr().err
+
+
+def _rest_answering(payload: object) -> RestClient:
+    """A REST client whose GET answers ``payload`` (the parsing is under test, not HTTP)."""
+    client = RestClient("http://unused", "/api/v3", weight_per_min=6000, stop=threading.Event())
+    client.get = lambda *args, **kwargs: payload  # type: ignore[method-assign]
+    return client
+
+
+def test_historical_trades_leaves_out_and_counts_refused_items(caplog):
+    good = {"id": 7, "price": "1.5", "qty": "2", "time": 1672515782136, "isBuyerMaker": False}
+    bad = [dict(good, id=8, price="NaN"), dict(good, id=2**63), "x", dict(good, id=9, qty="0")]
+    client = _rest_answering([good, *bad, dict(good, id=10)])
+    stats = FeedStats("binance-spot", "BTCUSDT", "live")
+    client.feed_stats = {"BTCUSDT": stats}
+    with caplog.at_level("WARNING", logger="ingest.binance.rest"):
+        rows = client.historical_trades("binance-spot", "BTCUSDT", 7)
+    assert [r[2] for r in rows] == [7, 10]
+    assert stats.rejected == 4
+    assert "BTCUSDT: trade from REST refused, price='NaN'" in caplog.text
+
+
+@pytest.mark.parametrize(
+    "payload",
+    [
+        {"code": -1121, "msg": "Invalid symbol."},
+        [{"id": 2**63, "price": "1", "qty": "1", "time": 1672515782136, "isBuyerMaker": True}],
+        [{"id": "5", "price": "1", "qty": "1", "time": 1672515782136, "isBuyerMaker": True}],
+    ],
+)
+def test_latest_trade_id_refuses_what_no_exchange_sends(payload):
+    with pytest.raises(ValueError, match="answered"):
+        _rest_answering(payload).latest_trade_id("BTCUSDT")
+    with pytest.raises(ValueError, match="answered") if isinstance(payload, dict) else _no_raise():
+        _rest_answering(payload).historical_trades("binance-spot", "BTCUSDT", 1)
+
+
+@contextlib.contextmanager
+def _no_raise() -> Iterator[None]:
+    yield
