@@ -121,6 +121,28 @@ def test_a_second_daemon_on_one_database_is_refused_until_the_first_is_killed(tm
             finish(second, 0)
 
 
+def test_two_daemons_started_at_once_on_a_new_database_one_runs_one_is_refused(tmp_path):
+    """Both used to create the schema at once, the second failing with "table trades
+    already exists"; the lock is taken before the database is opened."""
+    db = tmp_path / "ticks.db"
+    procs = [start(db, tmp_path / f"{n}.log", *SIM) for n in (1, 2)]
+    try:
+        wait_for(lambda: any(p.poll() is not None for p in procs), 30, "one of them to exit")
+        refused = next(p for p in procs if p.poll() is not None)
+        running = next(p for p in procs if p is not refused)
+        n = procs.index(refused) + 1
+        text = (tmp_path / f"{n}.log").read_text()
+        assert refused.returncode == 1, text
+        assert f"in use by another ingest daemon (pid {running.pid};" in text
+        assert "already exists" not in text
+        wait_for(lambda: count(db) > 0, 30, "the other daemon's trades")
+        running.send_signal(signal.SIGTERM)
+        assert finish(running) == 0
+    finally:
+        for proc in procs:
+            finish(proc, 0)
+
+
 def test_the_source_thread_dying_ends_the_daemon_with_exit_5(tmp_path):
     db, log = tmp_path / "ticks.db", tmp_path / "ingest.log"
     fault = (

@@ -149,11 +149,17 @@ def lock_database(db: Path) -> IO[str] | None:
             handle.close()
             log.warning("cannot lock %s (%s): no guard against a second daemon", path, exc)
             return None
-        handle.seek(0)
-        holder = handle.read().strip() or "unknown (it is starting)"
+        holder = ""
+        for _ in range(20):  # the holder writes its pid just after it takes the lock
+            handle.seek(0)
+            holder = handle.read().strip()
+            if holder:
+                break
+            time.sleep(0.05)
         handle.close()
         raise DatabaseInUse(
-            f"{db} is in use by another ingest daemon (pid {holder}; it holds {path}): "
+            f"{db} is in use by another ingest daemon (pid {holder or 'unknown'}; it holds "
+            f"{path}): "
             "one daemon per database. Stop that one first, or give this one another --db"
         ) from None
     handle.seek(0)
