@@ -183,135 +183,205 @@ def kalman_hedge_ratio(
     obs_var: float | None = None,
     *,
     init_window: int = KALMAN_INIT_WINDOW,
+    log_prices: bool = False,
 ) -> pd.DataFrame:
-    """Dynamic slope and intercept from a Kalman filter (statsmodels' state-space filter).
+    """Dynamic slope and intercept from an exactly initialised 2-state Kalman filter.
 
     Model: ``y_t = slope_t x_t + intercept_t + e_t``, ``e_t ~ N(0, R)``, the state
-    ``(slope, intercept)`` a random walk of covariance ``W``, started exactly diffuse (the
-    first rows, until the data pin down both coefficients, are NaN). Two ways to set
-    ``R`` and ``W``:
+    ``(slope, intercept)`` a random walk of covariance ``W``, started exactly diffuse: the
+    state is defined from the first bar at which ``x`` has taken a second value (before
+    it, the bars cannot tell slope from intercept) and NaN before. Two ways to set ``R``
+    and ``W``:
 
     * ``obs_var=None`` (default, *auto*, scale-free): ``R`` is the residual variance
-      ``SSR / (w - 2)`` of an OLS fit of y on x over the first ``w = init_window`` bars, and
-      ``W = delta * R * diag(1 / xbar^2, 0)`` with ``xbar`` the mean |x| of those bars: per
-      bar, the slope's random step moves ``y`` (at x's level) by a variance ``delta`` times
-      the observation noise; the intercept is constant (learned as in least squares).
-      When x moves little relative to its level a slope change and an intercept change
-      look alike; letting both drift makes the split arbitrary, so the slope alone drifts.
-      Nothing depends on the units or level of the prices (tested: raw BTC-like prices
-      and log prices behave alike). Rows before bar ``w - 1`` are NaN in every column:
-      their ``R`` was estimated from bars after them. ``delta`` defaults to 0.1. When
-      those bars fit exactly (y flat there), ``R`` is floored at ``(1e-8 * mean |y|)^2``
-      (``attrs["obs_var_floored"]``); as ``W`` is proportional to ``R`` this changes
-      only ``spread_std``, not the slope, intercept or spread.
+      ``SSR / (w - 2)`` of an OLS fit of y on x over the first ``w = init_window`` bars,
+      and only the slope drifts (a slope change and an intercept change look alike when x
+      moves little relative to its level; letting both drift makes the split arbitrary).
+      Raw prices: ``W = delta * R * diag(1 / xbar^2, 0)`` with ``xbar`` the mean |x| of
+      those bars, so per bar the slope's random step moves y, at x's level, by a variance
+      ``delta`` times the observation noise. Log prices (``log_prices=True``): a unit of
+      quotation shifts a log price, so the intercept is held at x's first log price
+      ``x0`` instead of at ``log x = 0`` and the slope's step variance is ``delta * R``
+      (a slope step moves y by ``delta * R`` one log unit away from ``x0``). Either way
+      multiplying a leg by a constant scales the raw slope by that constant's ratio and
+      leaves the log slope unchanged, from the first bar on (tested from 1e-8 to 1e6).
+      Rows before bar ``w - 1`` are NaN in every column: their ``R`` was estimated from
+      bars after them. ``delta`` defaults to 0.1. When those bars fit exactly (y flat
+      there), ``R`` is floored at ``(1e-8 * mean |y|)^2`` (log prices: ``1e-16``;
+      ``attrs["obs_var_floored"]``); as ``W`` is proportional to ``R`` this changes only
+      ``spread_std`` and the slope's standard deviations, not the slope or spread.
     * ``obs_var`` given: Chan's parameterisation, ``R = obs_var`` and ``W = delta / (1 -
-      delta) * I`` in the units of y and x (``0 <= delta < 1``, default 1e-4). Both are
-      then in the units of y, so they suit only data of the scale they were chosen for.
+      delta) * I`` (``0 <= delta < 1``, default 1e-4) on ``(slope, intercept)``; with
+      ``log_prices=True`` on ``(slope, level at x0)``, which no unit of quotation moves.
+      ``R`` is in squared units of y, so raw prices suit only the scale it was chosen for.
 
+    The recursion is the textbook one, written here in information form (no diffuse
+    tolerance, no large-variance prior: the start is exact at any price level), on
+    ``x - x0`` and ``y - y0`` so that prices of 30,000 keep their precision.
     ``delta -> 0`` gives expanding-window OLS in both modes (tested).
 
     Columns, all using data up to t only:
 
     * ``slope``, ``intercept``: the *filtered* state, estimated from bars up to and
-      including t.
-    * ``slope_pred``, ``intercept_pred``: the *predicted* state, from bars up to t-1.
+      including t; ``slope_std``: the filtered slope's standard deviation under the model.
+    * ``slope_pred``, ``intercept_pred``, ``slope_pred_std``: the *predicted* state, from
+      bars up to t-1.
     * ``spread``: the one-step forecast error ``y_t - slope_pred x_t - intercept_pred``;
       ``spread_std``: its standard deviation. Use these (the predicted state) to judge bar
       t: the filtered state has already seen y_t and pulls the spread towards zero.
 
-    ``attrs["obs_var"]`` and ``attrs["delta"]`` hold the values used.
+    ``attrs["obs_var"]``, ``attrs["delta"]``, ``attrs["auto"]``, ``attrs["log_prices"]``
+    and ``attrs["obs_var_floored"]`` hold the values used.
 
-    :raises ValueError: bad parameters, or (auto) x is 0 over the first window.
+    :raises ValueError: bad parameters, non-finite prices, or (auto, raw prices) x is 0
+        over the first window.
 
     :param y: dependent leg. :param x: hedge leg (inner-joined, NaNs dropped).
     :param delta: state noise (see above); None for the mode's default.
     :param obs_var: observation noise variance, or None to estimate it (auto mode).
     :param init_window: bars the auto mode estimates ``R`` and ``xbar`` on (>= 3).
+    :param log_prices: y and x are log prices (see above).
     """
-    from statsmodels.tsa.statespace.kalman_filter import KalmanFilter
-
     auto = obs_var is None
     if delta is None:
         delta = AUTO_DELTA if auto else CHAN_DELTA
-    if auto and delta < 0:
-        raise ValueError(f"delta must be >= 0, got {delta}")
+    if auto and not 0 <= delta < math.inf:
+        raise ValueError(f"delta must be >= 0 and finite, got {delta}")
     if not auto and not 0 <= delta < 1:
         raise ValueError(f"delta must be in [0, 1) with a given obs_var, got {delta}")
-    if obs_var is not None and obs_var <= 0:
-        raise ValueError(f"obs_var must be positive, got {obs_var}")
+    if obs_var is not None and not 0 < obs_var < math.inf:
+        raise ValueError(f"obs_var must be positive and finite, got {obs_var}")
     if init_window < 3:
         raise ValueError(f"init_window must be at least 3 bars, got {init_window}")
     ys, xs = join_legs(y, x)
     n = len(ys)
-    cols = ["slope", "intercept", "slope_pred", "intercept_pred", "spread", "spread_std"]
+    cols = [
+        "slope",
+        "intercept",
+        "slope_pred",
+        "intercept_pred",
+        "spread",
+        "spread_std",
+        "slope_std",
+        "slope_pred_std",
+    ]
     if n == 0 or (auto and n < init_window):
-        empty = pd.DataFrame({c: np.nan for c in cols}, index=ys.index, dtype="float64")
-        return empty
+        return pd.DataFrame({c: np.nan for c in cols}, index=ys.index, dtype="float64")
     yv, xv = ys.to_numpy(), xs.to_numpy()
-    if auto:
-        head = np.column_stack([np.ones(init_window), xv[:init_window]])
-        coef = np.linalg.lstsq(head, yv[:init_window], rcond=None)[0]
-        resid = yv[:init_window] - head @ coef
-        obs_var = float(resid @ resid) / (init_window - 2)
-        xbar = float(np.mean(np.abs(xv[:init_window])))
-        if not xbar > 0:
-            raise ValueError(
-                f"x is 0 over the first {init_window} bars (log of a price of exactly 1?): "
-                "the slope noise is relative to x's level; fit raw prices or give obs_var"
-            )
+    if not (np.isfinite(yv).all() and np.isfinite(xv).all()):
+        raise ValueError("y and x must be finite (an inf or the log of a price <= 0?)")
+    # The filter works on moves from the first bar: y - y0 = slope (x - x0) + level.
+    x0, y0 = float(xv[0]), float(yv[0])
+    dx, dy = xv - x0, yv - y0
+    floored = False
+    if obs_var is None:  # auto
+        w = init_window
+        head = np.column_stack([np.ones(w), dx[:w]])
+        coef = np.linalg.lstsq(head, dy[:w], rcond=None)[0]
+        resid = dy[:w] - head @ coef
+        obs_var = float(resid @ resid) / (w - 2)
         # An exact fit over the first window (y flat there: a thin symbol at 1 s, a
-        # stablecoin) leaves R = 0. Floor it at (1e-8 of y's level)^2, far below any
-        # tick. Since W is proportional to R, R's level cancels out of the gain: the
-        # slope, intercept and spread do not depend on it, only spread_std does.
-        level = float(np.mean(np.abs(yv[:init_window])))
+        # stablecoin) leaves R = 0. Floor it far below any tick: at 1e-8 of y's level,
+        # or 1e-8 in log units (a relative 1e-8). Since W is proportional to R, R's level
+        # cancels out of the gain: slope and spread do not depend on it.
+        level = 1.0 if log_prices else float(np.mean(np.abs(yv[:w])))
         floor = (KALMAN_OBS_FLOOR_REL * (level if level > 0 else 1.0)) ** 2
         floored = not obs_var > floor
         obs_var = max(obs_var, floor)
-        # The filter runs on x - x0 (x0 the first price: known at the start) with the
-        # state (slope, level = intercept + slope x0): the same model, but a design of
-        # O(price moves) instead of O(price level) keeps the diffuse start well conditioned.
-        x0 = float(xv[0])
-        q = delta * obs_var / xbar**2
-        state_cov = q * np.array([[1.0, x0], [x0, x0 * x0]])
+        if log_prices:
+            q = (delta, 0.0, 0.0)  # W / R on (slope, level at x0)
+        else:
+            xbar = float(np.mean(np.abs(xv[:w])))
+            if not xbar > 0:
+                raise ValueError(
+                    f"x is 0 over the first {w} bars: the slope noise is relative to x's "
+                    "level; fit log prices with log_prices=True or give obs_var"
+                )
+            s = delta / xbar**2  # W / R = s diag(1, 0) on (slope, intercept)
+            q = (s, s * x0, s * x0 * x0)  # the same on (slope, level at x0)
     else:
-        x0, floored = 0.0, False
-        state_cov = np.eye(2) * (delta / (1 - delta))
-    kf = KalmanFilter(k_endog=1, k_states=2)
-    kf.bind(yv.reshape(-1, 1).copy())
-    design = np.empty((1, 2, n))
-    design[0, 0], design[0, 1] = xv - x0, 1.0
-    kf["design"] = design
-    kf["obs_cov"] = np.array([[obs_var]])
-    kf["transition"] = np.eye(2)
-    kf["selection"] = np.eye(2)
-    kf["state_cov"] = state_cov
-    kf.initialize_diffuse()
-    res = kf.filter()
-    filtered = res.filtered_state.copy()
-    pred = res.predicted_state[:, :n].copy()
-    err = res.forecasts_error[0].copy()
-    err_std = np.sqrt(res.forecasts_error_cov[0, 0].copy())
-    filtered[1] -= filtered[0] * x0  # back from (slope, level) to (slope, intercept)
-    pred[1] -= pred[0] * x0
-    d = int(res.nobs_diffuse)
-    first_filtered, first_pred = max(d - 1, 0), d
+        s = delta / (1.0 - delta) / obs_var
+        q = (s, 0.0, s) if log_prices else (s, s * x0, s * (1.0 + x0 * x0))
+    info = _information_filter(dx, dy, *q)
+    # Information before (predicted) and after (filtered) each bar's own observation.
+    p11, p12, p22, p1, p2 = info
+    f11, f12, f22, f1, f2 = p11 + dx * dx, p12 + dx, p22 + 1.0, p1 + dx * dy, p2 + dy
+    # Defined once the design rows (x - x0, 1) span both coefficients: x took a second
+    # value. Exact float comparison: a rank, not a tolerance.
+    seen = np.cumsum(dx != 0.0) > 0
+    ok_f, ok_p = seen.copy(), np.concatenate([[False], seen[:-1]])
     if auto:  # R was estimated on bars 0..w-1: rows before w-1 must not use it
-        first_filtered = max(first_filtered, init_window - 1)
-        first_pred = max(first_pred, init_window - 1)
-    filtered[:, :first_filtered] = np.nan
-    pred[:, :first_pred] = np.nan
-    err[:first_pred] = np.nan
-    err_std[:first_pred] = np.nan
+        ok_f[: init_window - 1] = False
+        ok_p[: init_window - 1] = False
+    with np.errstate(divide="ignore", invalid="ignore"):
+        det_f, det_p = f11 * f22 - f12 * f12, p11 * p22 - p12 * p12
+        ok_f &= det_f > 0  # > 0 in exact arithmetic where defined; guards rounding
+        ok_p &= det_p > 0
+        slope = (f22 * f1 - f12 * f2) / det_f
+        level = (f11 * f2 - f12 * f1) / det_f
+        slope_pred = (p22 * p1 - p12 * p2) / det_p
+        level_pred = (p11 * p2 - p12 * p1) / det_p
+        err = dy - slope_pred * dx - level_pred
+        # Var(forecast) = R (1 + z' Omega^-1 z), z = (x - x0, 1); Var(slope) = R [Omega^-1]_11.
+        err_var = obs_var * (1.0 + (p22 * dx * dx - 2.0 * p12 * dx + p11) / det_p)
+        slope_std = np.sqrt(obs_var * f22 / det_f)
+        slope_pred_std = np.sqrt(obs_var * p22 / det_p)
+    nan = np.nan
     frame = pd.DataFrame(
         {
-            "slope": filtered[0],
-            "intercept": filtered[1],
-            "slope_pred": pred[0],
-            "intercept_pred": pred[1],
-            "spread": err,
-            "spread_std": err_std,
+            "slope": np.where(ok_f, slope, nan),
+            "intercept": np.where(ok_f, y0 + level - slope * x0, nan),
+            "slope_pred": np.where(ok_p, slope_pred, nan),
+            "intercept_pred": np.where(ok_p, y0 + level_pred - slope_pred * x0, nan),
+            "spread": np.where(ok_p, err, nan),
+            "spread_std": np.where(ok_p, np.sqrt(err_var), nan),
+            "slope_std": np.where(ok_f, slope_std, nan),
+            "slope_pred_std": np.where(ok_p, slope_pred_std, nan),
         },
         index=ys.index,
     )
-    frame.attrs.update(obs_var=obs_var, delta=delta, auto=auto, obs_var_floored=floored)
+    frame.attrs.update(
+        obs_var=obs_var, delta=delta, auto=auto, log_prices=log_prices, obs_var_floored=floored
+    )
     return frame
+
+
+def _information_filter(
+    dx: np.ndarray, dy: np.ndarray, q11: float, q12: float, q22: float
+) -> np.ndarray:
+    """Predicted information of ``dy_t = slope dx_t + level + e_t`` before each bar.
+
+    The state is a random walk whose step covariance is ``R Q``, ``Q = [[q11, q12], [q12,
+    q22]]``. The information matrix ``Omega`` (inverse state covariance, times ``R``) and
+    vector ``omega = Omega state`` start at 0: an exactly diffuse prior, no tolerance. Per
+    bar: predict ``Omega <- (I + Omega Q)^-1 Omega`` (``= (Omega^-1 + Q)^-1``, defined also
+    while ``Omega`` is singular), ``omega <- (I + Omega Q)^-1 omega``; update ``Omega += z
+    z'``, ``omega += z dy_t`` with ``z = (dx_t, 1)``. Scalar Python floats: a 2x2 step
+    costs less than one numpy call.
+
+    :return: array of shape (5, n): ``Omega_11, Omega_12, Omega_22, omega_1, omega_2``
+        predicted for bar t from bars before it.
+    """
+    n = len(dx)
+    o11, o12, o22, v1, v2 = ([0.0] * n for _ in range(5))
+    a11 = a12 = a22 = u1 = u2 = 0.0
+    for t, (d, v) in enumerate(zip(dx.tolist(), dy.tolist(), strict=True)):
+        if t:
+            m11 = 1.0 + a11 * q11 + a12 * q12
+            m12 = a11 * q12 + a12 * q22
+            m21 = a12 * q11 + a22 * q12
+            m22 = 1.0 + a12 * q12 + a22 * q22
+            det = m11 * m22 - m12 * m21  # >= 1: Omega Q has eigenvalues >= 0
+            a11, a12, a22 = (
+                (m22 * a11 - m12 * a12) / det,
+                (m22 * a12 - m12 * a22) / det,
+                (m11 * a22 - m21 * a12) / det,
+            )
+            u1, u2 = (m22 * u1 - m12 * u2) / det, (m11 * u2 - m21 * u1) / det
+        o11[t], o12[t], o22[t], v1[t], v2[t] = a11, a12, a22, u1, u2
+        a11 += d * d
+        a12 += d
+        a22 += 1.0
+        u1 += d * v
+        u2 += v
+    return np.array([o11, o12, o22, v1, v2])

@@ -176,8 +176,9 @@ def pair_frame(
       trailing window ending at t-1 (``hedge_window`` bars, default ``window``), carried
       forward over flat windows, so the hedge never saw the bar it is judged on.
     * ``kalman``: strictly causal; the predicted state (data up to t-1) and its forecast
-      error as the spread. ``delta``, ``obs_var`` and ``init_window`` (default ``window``)
-      are passed to :func:`kalman_hedge_ratio` (``obs_var=None``: scale-free auto mode).
+      error as the spread. ``delta``, ``obs_var``, ``init_window`` (default ``window``)
+      and ``log_prices`` are passed to :func:`kalman_hedge_ratio` (``obs_var=None``:
+      scale-free auto mode).
 
     :param y: dependent leg prices. :param x: hedge leg prices (inner-joined with ``y``).
     :param window: bars for the z-score and correlation windows.
@@ -200,7 +201,12 @@ def pair_frame(
         slope, intercept = coef["slope"], coef["intercept"]
     elif method == "kalman":
         coef = kalman_hedge_ratio(
-            fy, fx, delta=delta, obs_var=obs_var, init_window=init_window or window
+            fy,
+            fx,
+            delta=delta,
+            obs_var=obs_var,
+            init_window=init_window or window,
+            log_prices=log_prices,
         )
         slope, intercept = coef["slope_pred"], coef["intercept_pred"]
     else:
