@@ -16,6 +16,7 @@ import logging
 import re
 import sqlite3
 import sys
+import time
 from pathlib import Path
 
 DEFAULT_DB = Path("data/ticks.db")
@@ -305,7 +306,7 @@ def migrate(conn: sqlite3.Connection, path: str | Path | None = None) -> int:
     finally:
         if conn.in_transaction:
             conn.execute("ROLLBACK")  # the checks change nothing
-    conn.execute("PRAGMA journal_mode=WAL")
+    _switch_to_wal(conn)
     while True:
         conn.execute("BEGIN IMMEDIATE")
         try:
@@ -326,6 +327,24 @@ def migrate(conn: sqlite3.Connection, path: str | Path | None = None) -> int:
             raise
         log.info("migrated schema from version %d to %d", version, version + 1)
     return start
+
+
+def _switch_to_wal(conn: sqlite3.Connection, timeout: float = 30.0) -> None:
+    """``PRAGMA journal_mode=WAL``, retried while another connection is busy with the file.
+
+    The switch can answer "database is locked" at once, without waiting on the busy
+    timeout, while another process opens or switches the same new file.
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            conn.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            busy = getattr(exc, "sqlite_errorname", "").startswith("SQLITE_BUSY")
+            if not busy or time.monotonic() >= deadline:
+                raise
+            time.sleep(0.02)
 
 
 def _main_file(conn: sqlite3.Connection) -> str:
