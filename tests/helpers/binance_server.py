@@ -161,6 +161,10 @@ class BinanceServer:
         # (500, 502, 503), RESET or STALL; each is used once.
         self.rest_failures: list[int | str] = []
         self.stall_s = 5.0
+        # When set, every historicalTrades page answered from the tape goes through it: it
+        # gets the page's items and returns the body to send (hostile items spliced in, an
+        # HTML page with status 200, ...), or None to send the page as usual.
+        self.rest_mangle: Callable[[list[dict[str, Any]]], bytes | None] | None = None
         # Longer request targets get "414 Request-URI Too Long", as nginx answers past its
         # 8 KB header buffer.
         self.max_path = 8000
@@ -428,7 +432,12 @@ class BinanceServer:
         else:
             newest = (t for t in reversed(tape) if t.in_rest)
             page = list(itertools.islice(newest, limit))[::-1]
-        return _json(connection, 200, [t.rest_item() for t in page])
+        items = [t.rest_item() for t in page]
+        if endpoint == "/historicalTrades" and self.rest_mangle is not None:
+            mangled = self.rest_mangle(items)
+            if mangled is not None:
+                return _answer(connection, 200, "application/json", mangled)
+        return _json(connection, 200, items)
 
     async def _fail(self, connection: ServerConnection, failure: int | str) -> Response | None:
         """Play one scripted failure (see ``rest_failures``); None: answer as usual after it."""
