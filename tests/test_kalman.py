@@ -251,6 +251,15 @@ def test_auto_hedge_is_free_of_the_unit_of_quotation(cy, cx):
         np.testing.assert_allclose(lscaled["intercept"], lbase["intercept"] + shift, atol=1e-7)
 
 
+def test_an_x_that_never_moves_is_refused_and_too_few_bars_are_nan():
+    y, x = ticked_pair(200, seed=22, flat=200)
+    for log_prices, obs_var in [(False, None), (True, None), (True, 1e-3), (False, 1e-3)]:
+        with pytest.raises(ValueError, match="x has one price over all 200 bars"):
+            A.kalman_hedge_ratio(y, x, obs_var=obs_var, log_prices=log_prices)
+    # Fewer bars than the auto noise window: NaN rows, nothing to refuse yet.
+    assert A.kalman_hedge_ratio(y.iloc[:50], x.iloc[:50], init_window=60).isna().all().all()
+
+
 def test_log_hedge_in_units_of_its_own_mean_price():
     # Issue 13, finding 2: XLM quoted in units of its own mean price moved the log slope.
     y, x = fixture_legs("1m")

@@ -233,8 +233,8 @@ def kalman_hedge_ratio(
     ``attrs["obs_var"]``, ``attrs["delta"]``, ``attrs["auto"]``, ``attrs["log_prices"]``
     and ``attrs["obs_var_floored"]`` hold the values used.
 
-    :raises ValueError: bad parameters, non-finite prices, or (auto, raw prices) x is 0
-        over the first window.
+    :raises ValueError: bad parameters, non-finite prices, an x that never moves (no row
+        could be defined), or (auto, raw prices) x is 0 over the first window.
 
     :param y: dependent leg. :param x: hedge leg (inner-joined, NaNs dropped).
     :param delta: state noise (see above); None for the mode's default.
@@ -302,6 +302,11 @@ def kalman_hedge_ratio(
     else:
         s = delta / (1.0 - delta) / obs_var
         q = (s, 0.0, s) if log_prices else (s, s * x0, s * (1.0 + x0 * x0))
+    if not dx.any():
+        raise ValueError(
+            f"x has one price over all {n} bars: slope and intercept cannot be told apart "
+            "until it moves (a stablecoin, or a leg that did not trade?)"
+        )
     info = _information_filter(dx, dy, *q)
     # Information before (predicted) and after (filtered) each bar's own observation.
     p11, p12, p22, p1, p2 = info
