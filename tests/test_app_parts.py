@@ -217,8 +217,9 @@ def test_series_bars_and_ticks(pair_db):
     ticks = db.run(queries.ticks, "sim", "BTCUSDT", START_S * 10**6, (START_S + 2) * 10**6, 99)
     assert list(ticks.columns) == queries.TICK_COLUMNS and len(ticks) == 4
     assert ticks["time"].iloc[1] == "2024-05-01T00:00:00.500000Z"
-    assert db.run(queries.latest_bar_s, "sim", "BTCUSDT") == START_S + 299
-    assert db.run(queries.latest_bar_s, "sim", "NOPE") is None
+    assert db.run(queries.latest_bar_s, "sim", "BTCUSDT", 2**62) == START_S + 299
+    assert db.run(queries.latest_bar_s, "sim", "BTCUSDT", START_S + 100) == START_S + 100
+    assert db.run(queries.latest_bar_s, "sim", "NOPE", 2**62) is None
     run = db.run(queries.latest_run, "sim")
     assert run is not None and run.source == "sim"
     assert run.params["legs"]["ETHUSDT"]["hedge_ratio"] == 1.5

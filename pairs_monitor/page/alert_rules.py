@@ -270,7 +270,8 @@ class AlertStore:
             cur = self._conn.execute(sql, (limit,))
             names = [d[0] for d in cur.description]
             frame = pd.DataFrame(cur.fetchall(), columns=names)
-        frame["fired_at"] = pd.to_datetime(frame["fired_ms"], unit="ms", utc=True)
+        # coerce: an out-of-range stamp shows as NaT instead of failing the whole list
+        frame["fired_at"] = pd.to_datetime(frame["fired_ms"], unit="ms", utc=True, errors="coerce")
         return frame
 
     def evaluate(self, readings: dict[int, tuple[float, int | None]]) -> list[Fired]:

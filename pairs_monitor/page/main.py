@@ -17,6 +17,7 @@ import streamlit as st
 
 from pairs_monitor.page import cache, pipeline, queries, sidebar
 from pairs_monitor.page.settings import (
+    MAX_FUTURE_SKEW_S,
     TIMEFRAME_SECONDS,
     View,
     is_synthetic,
@@ -32,7 +33,7 @@ from pairs_monitor.page.tabs import live as live_tab
 from pairs_monitor.page.tabs import pair as pair_tab
 from pairs_monitor.page.tabs import prices as prices_tab
 from pairs_monitor.page.tabs import statistics as statistics_tab
-from pairs_monitor.page.text import literal, md
+from pairs_monitor.page.text import literal, md, utc
 from pairs_monitor.page.upload import UploadError
 
 log = logging.getLogger(__name__)
@@ -120,6 +121,8 @@ def render() -> None:
         else:
             source = pipeline.UploadSource({})  # nothing to read; the tabs say what they wait for
 
+    if view is not None and source.recording is not None:
+        _future_bars(source.recording, view)
     if view is not None and is_synthetic(view.venue):
         st.warning(
             f"**{md(venue_label(view.venue))}**: the prices on this page are not live market data.",
@@ -147,3 +150,21 @@ def render() -> None:
     for tab, module in zip(st.tabs(list(TAB_NAMES)), renderers, strict=True):
         with tab:
             module.render(ctx)
+
+
+def _future_bars(recording: pipeline.Recording, view: View) -> None:
+    """Name each leg with bars stamped implausibly in the future: the views ignore them."""
+    for symbol in dict.fromkeys((view.y, view.x)):
+        count, latest_s = recording.future_bars(symbol)
+        if not count:
+            continue
+        capped = count >= queries.FUTURE_COUNT_CAP
+        many = f"more than {queries.FUTURE_COUNT_CAP:,}" if capped else f"{count:,}"
+        st.warning(
+            f"**{md(symbol)}** has {many} one-second bar(s) stamped more than "
+            f"{MAX_FUTURE_SKEW_S // 60} min ahead of this machine's clock, the latest at "
+            f"{utc((latest_s or 0) * 1000)}. The page ignores them (the view ends at the "
+            "newest plausible bar); a bad exchange or daemon clock, or a corrupt row, put them "
+            "there.",
+            icon="🕒",
+        )

@@ -18,11 +18,13 @@ from typing import Any, Protocol, TypeVar
 import pandas as pd
 
 from pairs_monitor import quant
+from pairs_monitor.clock import now_ms
 from pairs_monitor.page import queries
 from pairs_monitor.page.settings import (
     LIVE_MIN_TAIL_BARS,
     LIVE_TAIL_WINDOWS,
     MAX_1S_ROWS,
+    MAX_FUTURE_SKEW_S,
     MAX_SCAN_SYMBOLS,
     MAX_STALE_BARS,
     SCAN_MIN_BARS,
@@ -77,6 +79,11 @@ class Recording(Protocol):
 
     def ticks(self, symbol: str, start_us: int, end_us: int, limit: int) -> pd.DataFrame:
         """Raw trades of ``symbol`` in ``[start_us, end_us)``, at most ``limit``."""
+        ...
+
+    def future_bars(self, symbol: str) -> tuple[int, int | None]:
+        """Bars of ``symbol`` stamped beyond :func:`latest_allowed_s` (ignored by the
+        views): how many (counted up to a cap) and the latest start second."""
         ...
 
 
@@ -138,14 +145,16 @@ class DbSource:
         return [s for v, s in self.db.run(queries.series) if v == self.venue]
 
     def latest_s(self, symbol: str) -> int | None:
-        return self.db.run(queries.latest_bar_s, self.venue, symbol)
+        """The newest bar second not implausibly in the future (``latest_allowed_s``)."""
+        return self.db.run(queries.latest_bar_s, self.venue, symbol, latest_allowed_s())
 
     def raw_bars(self, symbol: str, start_s: int, end_s: int) -> pd.DataFrame:
         return self.db.run(queries.bars_1s, self.venue, symbol, start_s, end_s, MAX_1S_ROWS)
 
     def last_price(self, symbol: str) -> tuple[float, int] | None:
         """Price and time (microseconds) of the newest stored trade."""
-        trade = self.db.run(queries.last_trade, self.venue, symbol)
+        max_us = latest_allowed_s() * 1_000_000 + 999_999
+        trade = self.db.run(queries.last_trade, self.venue, symbol, max_us)
         return None if trade is None else (trade.price, trade.time_us)
 
     def feed_status(self) -> pd.DataFrame:
@@ -159,6 +168,9 @@ class DbSource:
 
     def ticks(self, symbol: str, start_us: int, end_us: int, limit: int) -> pd.DataFrame:
         return self.db.run(queries.ticks, self.venue, symbol, start_us, end_us, limit)
+
+    def future_bars(self, symbol: str) -> tuple[int, int | None]:
+        return self.db.run(queries.future_bars, self.venue, symbol, latest_allowed_s())
 
 
 @dataclass
@@ -208,6 +220,11 @@ class UploadSource:
         if frame is None or frame.empty:
             return None
         return float(frame["close"].iloc[-1]), int(frame.index[-1].value // 1000)
+
+
+def latest_allowed_s() -> int:
+    """The latest bar start a database view may end on: now plus ``MAX_FUTURE_SKEW_S``."""
+    return now_ms() // 1000 + MAX_FUTURE_SKEW_S
 
 
 def end_of_view(source: Source, symbols: list[str]) -> int | None:

@@ -35,13 +35,24 @@ WHERE (venue, symbol) > (?, ?)
 ORDER BY venue, symbol
 LIMIT 1
 """
-_LATEST_BAR_SQL = "SELECT max(bar_time_s) FROM bars_1s WHERE venue = ? AND symbol = ?"
+_LATEST_BAR_SQL = """
+SELECT max(bar_time_s) FROM bars_1s WHERE venue = ? AND symbol = ? AND bar_time_s <= ?
+"""
 _LAST_TRADE_SQL = """
 SELECT trade_time_us, price, qty FROM trades
-WHERE venue = ? AND symbol = ?
+WHERE venue = ? AND symbol = ? AND trade_time_us <= ?
 ORDER BY trade_time_us DESC
 LIMIT 1
 """
+# Bars stamped after a time: counted up to a bound (an index range, never a scan).
+_FUTURE_BARS_SQL = """
+SELECT count(*), max(t) FROM (
+    SELECT bar_time_s AS t FROM bars_1s
+    WHERE venue = ? AND symbol = ? AND bar_time_s > ?
+    LIMIT ?
+)
+"""
+FUTURE_COUNT_CAP = 10_000
 _TICKS_SQL = """
 SELECT trade_time_us, venue, symbol, trade_id, price, qty, buyer_is_maker
 FROM trades
@@ -128,9 +139,20 @@ def bars_1s(
     return frame
 
 
-def latest_bar_s(conn: sqlite3.Connection, venue: str, symbol: str) -> int | None:
-    """Start second of the newest bar of a series, or None when it has none."""
-    return conn.execute(_LATEST_BAR_SQL, (venue, symbol)).fetchone()[0]
+def latest_bar_s(conn: sqlite3.Connection, venue: str, symbol: str, max_s: int) -> int | None:
+    """Start second of the newest bar of a series not after ``max_s``, or None."""
+    return conn.execute(_LATEST_BAR_SQL, (venue, symbol, max_s)).fetchone()[0]
+
+
+def future_bars(
+    conn: sqlite3.Connection, venue: str, symbol: str, after_s: int
+) -> tuple[int, int | None]:
+    """How many bars of a series start after ``after_s`` (at most ``FUTURE_COUNT_CAP``
+    are counted) and the latest of them; ``(0, None)`` when none."""
+    count, latest = conn.execute(
+        _FUTURE_BARS_SQL, (venue, symbol, after_s, FUTURE_COUNT_CAP)
+    ).fetchone()
+    return int(count), latest
 
 
 @dataclass(frozen=True)
@@ -140,9 +162,9 @@ class LastTrade:
     qty: float
 
 
-def last_trade(conn: sqlite3.Connection, venue: str, symbol: str) -> LastTrade | None:
-    """The newest stored trade of a series (by trade time), or None."""
-    row = conn.execute(_LAST_TRADE_SQL, (venue, symbol)).fetchone()
+def last_trade(conn: sqlite3.Connection, venue: str, symbol: str, max_us: int) -> LastTrade | None:
+    """The newest stored trade of a series (by trade time) not after ``max_us``, or None."""
+    row = conn.execute(_LAST_TRADE_SQL, (venue, symbol, max_us)).fetchone()
     return LastTrade(*row) if row else None
 
 

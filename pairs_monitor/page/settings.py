@@ -72,6 +72,12 @@ MAX_1S_ROWS = 7 * 86400  # one-second bars read per leg for one view
 MAX_BARS = 100_000  # bars per leg after resampling
 MAX_SCAN_SYMBOLS = 30  # symbols in the correlation matrix and the pair scanner
 SCAN_MIN_BARS = 30  # common bars a pair needs before the scanner tests it
+MAX_FUTURE_SKEW_S = 300
+"""How far ahead of this machine's clock a stored bar or trade may be stamped and still
+count as the newest data (the daemon refuses trades more than 5 minutes ahead; an older
+database, another writer or a clock that jumped may hold some). Later ones are ignored
+when choosing a view's end and the last price, and named on the page: one trade stamped
+in 2255 made every view end there, leaving z-score, hedge, correlation and alerts blank."""
 MAX_STALE_BARS = 5
 """How many bars old a leg's last (liquid, traded) close may be and still stand for the
 price at a row: a thin leg that skips a few bars keeps its rows, one whose feed stopped

@@ -18,6 +18,7 @@ from __future__ import annotations
 import html
 import re
 import string
+from datetime import UTC, datetime
 
 _MD_SPECIAL = re.compile("([" + re.escape(string.punctuation) + "])")
 
@@ -43,6 +44,15 @@ def literal(text: object) -> str:
     longest = max((len(run) for run in re.findall(r"`+", text)), default=0)
     fence = "`" * (longest + 1)
     return f"{fence} {text} {fence}"
+
+
+def utc(ms: int | float) -> str:
+    """A stored time (milliseconds since 1970) as ``YYYY-MM-DD HH:MM:SS UTC``; one outside
+    what a calendar can hold (a bad clock, a corrupt row) is said as such, never raised."""
+    try:
+        return f"{datetime.fromtimestamp(ms / 1000, UTC):%Y-%m-%d %H:%M:%S} UTC"
+    except (OverflowError, OSError, ValueError):
+        return f"an out-of-range time ({ms:,.0f} ms since 1970)"
 
 
 def plot(value: object) -> str:

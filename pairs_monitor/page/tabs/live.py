@@ -27,6 +27,7 @@ from pairs_monitor.page.settings import (
     View,
 )
 from pairs_monitor.page.tabs import Context, literal, md, need_view
+from pairs_monitor.page.text import utc
 
 
 def render(ctx: Context) -> None:
@@ -245,7 +246,7 @@ def _writer_health(recording: pipeline.Recording, now: int) -> None:
 
 
 def _utc(ms: int) -> str:
-    return f"{pd.Timestamp(ms, unit='ms', tz='UTC'):%Y-%m-%d %H:%M:%S} UTC"
+    return utc(ms)
 
 
 def _true_parameters(ctx: Context, recording: pipeline.Recording, view: View) -> None:
