@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import itertools
 import logging
+import os
 import queue
 import sqlite3
 import threading
@@ -48,6 +49,15 @@ T = TypeVar("T")
 TradeRow = tuple[str, str, int, int, float, float, int]
 
 _STOP = object()
+
+
+class WriterFatalError(RuntimeError):
+    """The writer has stopped for good (``TradeWriter.fatal_error`` says why): a write
+    submitted then, or still queued, is never run."""
+
+
+class _DatabaseGone(Exception):
+    """The file at the database's path is no longer the one the writer has open."""
 
 
 class _Call(NamedTuple):
@@ -111,6 +121,14 @@ class TradeWriter(threading.Thread):
         than dropping anything.
     :param max_backlog: queued items above which ``put_trades(block=True)`` waits; far
         below ``max_queue``, so the rows in flight (and the memory) stay small.
+    :param file_check_seconds: how often the writer checks, between batches, that the file
+        at ``db_path`` is still the one it has open (deleted or replaced: see
+        ``fatal_error``).
+
+    ``fatal_error`` is None while the writer can go on; a message when it has stopped for
+    good (the database file was deleted or replaced while it ran): the thread ends, nothing
+    more is written, queued and later writes fail with :class:`WriterFatalError`, and
+    ``close()`` returns False. The daemon exits 1 with that message.
     """
 
     def __init__(
@@ -121,6 +139,7 @@ class TradeWriter(threading.Thread):
         max_batch_seconds: float = 0.05,
         max_queue: int = 100_000,
         max_backlog: int = 32,
+        file_check_seconds: float = 2.0,
     ) -> None:
         super().__init__(name="writer", daemon=True)
         self.db_path = Path(db_path)
@@ -134,6 +153,11 @@ class TradeWriter(threading.Thread):
         self._ready = threading.Event()
         self._start_error: BaseException | None = None
         self._rejects = RateLimitedLog(log)
+        self.file_check_seconds = file_check_seconds
+        self.fatal_error: str | None = None
+        self._identity: tuple[int, int] | None = None  # (st_dev, st_ino) of the file opened
+        self._side_identities: dict[Path, tuple[int, int] | None] = {}  # its -wal and -shm
+        self._next_file_check = 0.0
 
     # -- producer side -------------------------------------------------------------
 
@@ -158,8 +182,8 @@ class TradeWriter(threading.Thread):
             queued in every case (a stopping daemon still stores them on ``close()``).
         :param stop: the producer's stop event, which ends the wait early.
         """
-        if not rows:
-            return
+        if not rows or self.fatal_error is not None:
+            return  # a writer stopped for good stores nothing more; the daemon is exiting
         if block:
             self._wait_for_room(stop)
         self.queue.put(rows if isinstance(rows, list) else list(rows))
@@ -180,7 +204,12 @@ class TradeWriter(threading.Thread):
         The returned future resolves once that transaction has committed.
         """
         future: Future[T] = Future()
+        if self.fatal_error is not None:
+            future.set_exception(WriterFatalError(self.fatal_error))
+            return future
         self.queue.put(_Call(fn, future))
+        if self.fatal_error is not None:  # it stopped while this was queued: nobody will run it
+            self._fail_queued()
         return future
 
     def flush(self, timeout: float | None = None) -> None:
@@ -194,12 +223,13 @@ class TradeWriter(threading.Thread):
     def close(self, timeout: float = 10.0) -> bool:
         """Commit everything queued before this call, then stop the thread.
 
-        :returns: True when the thread finished within ``timeout``.
+        :returns: True when the thread finished within ``timeout`` having stored what it
+            was given; False when it did not finish, or stopped for good (``fatal_error``).
         """
         if self.is_alive():
             self.queue.put(_STOP)
             self.join(timeout)
-        return not self.is_alive()
+        return not self.is_alive() and self.fatal_error is None
 
     # -- writer thread -------------------------------------------------------------
 
@@ -215,25 +245,95 @@ class TradeWriter(threading.Thread):
             conn = self._conn = schema.connect_for_writing(self.db_path)
             conn.execute(sql.TEMP_IN_MEMORY)
             conn.execute(sql.STAGING_DDL)
+            self._identity = _identity(self.db_path)
+            self._side_identities = {side: _identity(side) for side in _side_files(self.db_path)}
+            self._next_file_check = time.monotonic() + self.file_check_seconds
         except BaseException as exc:  # reported to the caller of start()
             self._start_error = exc
             self._ready.set()
             return
         self._ready.set()
+        gone = False
+        batch: list[Any] = []
         try:
             stop = False
             while not stop:
                 batch, stop = self._gather()
+                self._check_file()
                 if batch:
                     self._commit_with_retry(batch)
+        except _DatabaseGone as exc:
+            gone = True
+            self._stop_for_good(str(exc), batch)
         finally:
             conn.close()
+            if gone:
+                self._remove_stale_side_files()
             self.stats.state = "stopped"
             log.info(
                 "writer stopped: %d trades stored, %d commits",
                 self.stats.trades_stored,
                 self.stats.commits,
             )
+
+    def _check_file(self, force: bool = False) -> None:
+        """Raise :class:`_DatabaseGone` when the path no longer names the file opened.
+
+        Looked at every ``file_check_seconds`` (a ``stat``): the unlinked file would take
+        every later commit and lose it, and a replacement would meet a stale -wal.
+        """
+        now = time.monotonic()
+        if not force and now < self._next_file_check:
+            return
+        self._next_file_check = now + self.file_check_seconds
+        current = _identity(self.db_path)
+        if current == self._identity:
+            return
+        what = "was deleted" if current is None else "was replaced by another file"
+        raise _DatabaseGone(
+            f"{self.db_path} {what} while the daemon was writing to it; nothing more is "
+            "written (what was still queued is lost). Restart the daemon to write to the file "
+            "now at that path (a new one is created if there is none)."
+        )
+
+    def _stop_for_good(self, message: str, batch: list[Any]) -> None:
+        """Record ``message`` as the fatal error and fail every write still waiting."""
+        self.stats.last_error = message
+        self.fatal_error = message
+        log.error("%s", message)
+        for item in batch:
+            if isinstance(item, _Call):
+                _fail(item.future, message)
+        self._fail_queued()
+        with self._taken:
+            self._taken.notify_all()
+
+    def _remove_stale_side_files(self) -> None:
+        """Delete the -wal and -shm the writer used, if they are still the ones at the path.
+
+        SQLite does not checkpoint into a file that has moved, so closing leaves them
+        behind: a file put at the path (or created there by the next start) would read
+        the old file's pages from them and look malformed. Ones another file made since
+        are left alone.
+        """
+        for side, opened in self._side_identities.items():
+            if opened is not None and _identity(side) == opened:
+                try:
+                    side.unlink()
+                except OSError as exc:
+                    log.error("could not remove the stale %s (%s): remove it by hand", side, exc)
+                else:
+                    log.warning("removed %s, left by the file the writer had open", side)
+
+    def _fail_queued(self) -> None:
+        """Take everything queued; fail the calls' futures (the writer will run none)."""
+        while True:
+            try:
+                item = self.queue.get_nowait()
+            except queue.Empty:
+                return
+            if isinstance(item, _Call):
+                _fail(item.future, self.fatal_error or "the writer has stopped")
 
     def _gather(self) -> tuple[list[Any], bool]:
         """Take one batch (see :meth:`_take`), then wake the producers waiting for room."""
@@ -243,8 +343,15 @@ class TradeWriter(threading.Thread):
         return batch, stop
 
     def _take(self) -> tuple[list[Any], bool]:
-        """Block for one item, then take whatever else is queued, within the batch bounds."""
-        item = self.queue.get()
+        """Wait for one item, then take whatever else is queued, within the batch bounds.
+
+        The wait ends empty-handed every ``file_check_seconds``, so an idle writer still
+        looks at its file.
+        """
+        try:
+            item = self.queue.get(timeout=self.file_check_seconds)
+        except queue.Empty:
+            return [], False
         if item is _STOP:
             return [], True
         batch = [item]
@@ -274,6 +381,7 @@ class TradeWriter(threading.Thread):
             try:
                 results, rejected = self._commit(batch)
             except Exception as exc:
+                self._check_file(force=True)  # a deleted file is no passing error
                 self.stats.failed(f"{type(exc).__name__}: {exc}")
                 transient = isinstance(exc, sqlite3.Error) and is_transient(exc)
                 delay = backoff.next_delay()
@@ -440,6 +548,25 @@ _ROW_ERRORS = (
     TypeError,
 )
 _FIELDS = len(schema.TRADES_COLUMNS)
+
+
+def _identity(path: Path) -> tuple[int, int] | None:
+    """(st_dev, st_ino) of the file at ``path``; None when there is none."""
+    try:
+        stat = os.stat(path)
+    except FileNotFoundError:
+        return None
+    return stat.st_dev, stat.st_ino
+
+
+def _side_files(path: Path) -> tuple[Path, Path]:
+    """The -wal and -shm files SQLite keeps beside a database in WAL mode."""
+    return path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")
+
+
+def _fail(future: Future[Any], message: str) -> None:
+    if not future.done():
+        future.set_exception(WriterFatalError(message))
 
 
 def _short_repr(value: Any, limit: int = 300) -> str:
