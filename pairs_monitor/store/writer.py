@@ -13,10 +13,14 @@ hand work to :class:`TradeWriter` through one ``queue.Queue``:
 The thread takes everything already queued (at most ``max_batch_rows`` trades or
 ``max_batch_seconds`` of gathering) and commits it as one transaction. Trades go through a
 staging table so that only rows not stored before reach ``trades`` and ``bars_1s``: a
-trade re-sent after a reconnect is harmless and never counted twice in a bar. A failed
-commit (locked database, full disk, a damaged schema) is rolled back, logged, and retried
-with backoff until it succeeds; nothing queued is dropped, and a stop that comes while it
-waits ends with ``close()`` returning False, so the caller can say what was left.
+trade re-sent after a reconnect is harmless and never counted twice in a bar. A row that
+can never be stored (a value SQLite cannot bind, one the staging table's constraints
+refuse: see ``sql.STAGING_DDL``) is set aside, counted in ``stats.rows_rejected`` and
+logged (rate limited); the rest of its batch commits. A failed commit (locked database,
+full disk, a damaged schema) is rolled back, logged, and retried with backoff until it
+succeeds; nothing queued is dropped, and a stop that comes while it waits ends with
+``close()`` returning False, so the caller can say what was left. The one thing that stops
+the writer for good is its file deleted or replaced under it: ``fatal_error`` says so.
 
 Its health (``stats.state``: ok, retrying or stopped; ``last_error``; ``failing_since_ms``)
 is published in ``writer_status`` by the status reporter, through a connection of the
