@@ -197,7 +197,9 @@ def test_a_deleted_database_ends_the_daemon_with_exit_1(tmp_path):
     finally:
         finish(proc, 0)
     text = log.read_text()
-    assert "the writer stopped: " in text
+    assert f"exit 1, trades still queued are not stored: the writer stopped: {db} was deleted" in (
+        text
+    )
     assert "stopped cleanly" not in text
 
 

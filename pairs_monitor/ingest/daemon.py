@@ -226,6 +226,9 @@ def run(args: argparse.Namespace) -> int:
             writer.stats.last_error,
         )
         return EXIT_DATABASE
+    except Exception as exc:  # the writer stopped for good (the file deleted at once)
+        log.error("cannot record the run in %s: %s", args.db, exc)
+        return EXIT_DATABASE
     reporter = status.StatusReporter(writer, feed.stats)
     reporter.start()
     reporter_started = time.monotonic()
@@ -257,19 +260,19 @@ def run(args: argparse.Namespace) -> int:
     if failure is None and crashed:  # it died between the last look and the stop
         failure = EXIT_SOURCE_FAILED, f"the {args.source} source died: {crashed[0]!r}"
     if failure is not None:
-        log.critical("%s: stopping", failure[1])
+        log.critical("stopping: %s", failure[1])
     log.info("sources stopped; writing final status and flushing the queue")
     reporter.stop()
     writer_failure = writer_problem(writer)
     if writer_failure is None:
         status.finish_run(writer, run_id)
     finished = writer.close(timeout=args.flush_timeout)
-    reporter.finish()  # writer_status: stopped, or still retrying
     if writer_failure is not None:
-        log.error("%s; the daemon ends (trades queued for it are not stored)", writer_failure)
+        # No last writer_status: its side connection would create a file at a deleted path.
+        reporter.writer_status.close()
+        log.error("exit %d, trades still queued are not stored: %s", EXIT_DATABASE, writer_failure)
         return EXIT_DATABASE
-    if failure is not None:
-        return failure[0]
+    reporter.finish()  # writer_status: stopped, or still retrying
     if not finished:
         log.error(
             "writer did not finish within %g s; %d items left",
@@ -277,6 +280,13 @@ def run(args: argparse.Namespace) -> int:
             writer.queue_depth(),
         )
         return EXIT_DATABASE
+    if failure is not None:
+        log.error(
+            "ended by a failure: %s (%d trades stored this run, the queue committed)",
+            failure[1],
+            writer.stats.trades_stored,
+        )
+        return failure[0]
     log.info("stopped cleanly: %d trades stored this run", writer.stats.trades_stored)
     if isinstance(feed, replay.ReplayFeed) and feed.failed:
         log.error(
