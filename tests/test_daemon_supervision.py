@@ -282,7 +282,7 @@ def test_live_exits_5_when_its_connection_thread_dies(tmp_path):
     finally:
         server.stop()
     text = log.read_text()
-    assert "the live source's thread(s) ws-0 died: stopping" in text
+    assert "stopping: the live source's thread(s) ws-0 died" in text
     assert "stopped cleanly" not in text
 
 
