@@ -155,8 +155,8 @@ def test_a_fill_refused_once_is_retried_in_the_same_run(server, daemon_factory):
         (ids[0], ids[-1], "filled")
     ]
     assert re.search(
-        rf"BTCUSDT gap ids {ids[0]}\.\.{ids[-1]} \(live-jump\) failed \(RestError: HTTP 400, "
-        r"code -1100: Illegal characters found\.\); retry 1 in \d+ s",
+        rf"BTCUSDT gap ids {ids[0]}\.\.{ids[-1]} \(live-jump\) failed; the gap stays open, "
+        r"retry 1 in \d+ s \(RestError: HTTP 400, code -1100: Illegal characters found\.\)",
         daemon.log,
     ), daemon.log[-3000:]
 
@@ -173,7 +173,7 @@ def test_a_catch_up_refused_twice_is_retried_in_the_same_run(server, daemon_fact
     wait_complete(second.db, server, timeout=40)
     assert second.stop() == 0
     assert_tape_complete(second.db, server)
-    assert "failed (RestError: HTTP 400" in second.log
+    assert "catch-up from id 1000050 failed; the gap stays open, retry 2 in" in second.log
     assert query(second.db, "SELECT count(*) FROM gaps WHERE status != 'filled'") == [(0,)]
 
 

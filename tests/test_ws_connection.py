@@ -9,8 +9,12 @@ enough for the server to accept.
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import shutil
 import socket
+import ssl
+import subprocess
 import threading
 import time
 import urllib.parse
@@ -19,6 +23,7 @@ from pathlib import Path
 
 import orjson
 import pytest
+from websockets.sync.server import ServerConnection, serve
 
 from pairs_monitor.clock import Backoff
 from pairs_monitor.ingest.binance.ws import (
@@ -295,3 +300,44 @@ def test_the_daemon_stores_a_non_ascii_symbol_beside_btcusdt(tmp_path: Path) -> 
         assert "%E5%B8%81%E5%AE%89%E4%BA%BA%E7%94%9Fusdt@trade" in daemon.log
     finally:
         server.stop()
+
+
+@pytest.mark.skipif(shutil.which("openssl") is None, reason="needs the openssl command")
+def test_a_wss_connection_verifies_the_certificate_and_receives(
+    tmp_path: Path, stop: threading.Event, monkeypatch: pytest.MonkeyPatch, caplog
+) -> None:
+    """The connect does its own TCP and TLS (to bound them): certificates are still
+    checked against the trusted ones, and frames arrive over TLS."""
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+         "-subj", "/CN=localhost", "-addext", "subjectAltName=DNS:localhost",
+         "-keyout", str(key), "-out", str(cert)],
+        check=True, capture_output=True,
+    )  # fmt: skip
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(cert, key)
+    frame = orjson.dumps({"stream": "btcusdt@trade", "data": {"s": "BTCUSDT"}})
+
+    def handle(connection: ServerConnection) -> None:
+        connection.send(frame)
+        with contextlib.suppress(Exception):
+            connection.recv(timeout=10)
+
+    with serve(handle, "127.0.0.1", 0, ssl=context) as server:
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        url = f"wss://localhost:{server.socket.getsockname()[1]}/stream?streams=btcusdt@trade"
+        untrusted = make_connection(url, stop, Received(), backoff=Backoff(5, 10))
+        with caplog.at_level(logging.WARNING, logger="ingest.binance.ws"):
+            untrusted.start()
+            wait_until(lambda: "CERTIFICATE_VERIFY_FAILED" in caplog.text, what="a refusal")
+        monkeypatch.setenv("SSL_CERT_FILE", str(cert))
+        received = Received()
+        trusted = make_connection(url, stop, received)
+        trusted.start()
+        wait_until(lambda: received.symbols == ["BTCUSDT"], what="the frame over TLS")
+        stop.set()
+        trusted.abort("test over")
+        trusted.join(5)
+        untrusted.join(5)
+        server.shutdown()

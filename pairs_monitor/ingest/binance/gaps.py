@@ -207,12 +207,12 @@ class GapFiller(threading.Thread):
         with self._cond:
             heapq.heappush(self._later, (time.monotonic() + delay, next(self._seq), task))
         log.warning(
-            "gap filler: %s failed (%s: %s); retry %d in %.0f s",
+            "gap filler: %s failed; the gap stays open, retry %d in %.0f s (%s: %s)",
             _label(task),
-            type(exc).__name__,
-            exc,
             task.retry.failures,
             delay,
+            type(exc).__name__,
+            exc,
         )
 
     def run(self) -> None:

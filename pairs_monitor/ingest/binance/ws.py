@@ -334,6 +334,7 @@ class StreamConnection(threading.Thread):
         host = parts.hostname or ""
         port = parts.port or (443 if secure else 80)
         expired = threading.Event()
+        started = time.monotonic()
         raw = socket.create_connection((host, port), timeout=self.connect_timeout)
         self._dialing = raw
         if self.stop.is_set():
@@ -346,7 +347,8 @@ class StreamConnection(threading.Thread):
             with contextlib.suppress(OSError):
                 raw.shutdown(socket.SHUT_RDWR)
 
-        timer = threading.Timer(self.connect_timeout, expire)
+        left = self.connect_timeout - (time.monotonic() - started)
+        timer = threading.Timer(max(0.0, left), expire)
         timer.daemon = True
         timer.start()
         try:
