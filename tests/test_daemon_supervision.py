@@ -92,6 +92,23 @@ def test_sighup_flushes_and_exits_0_like_sigterm(tmp_path):
     assert all(top == n for _, top, n in last_ids(db))
 
 
+def test_under_nohup_sighup_stays_ignored(tmp_path):
+    db, log = tmp_path / "ticks.db", tmp_path / "ingest.log"
+    fault = "import signal\nsignal.signal(signal.SIGHUP, signal.SIG_IGN)  # what nohup does"
+    proc = start(db, log, *SIM, fault=fault)
+    try:
+        wait_for(lambda: count(db) > 0, 30, "the simulator's first trades")
+        proc.send_signal(signal.SIGHUP)
+        before = count(db)
+        wait_for(lambda: count(db) > before + 20, 10, "the daemon to go on after SIGHUP")
+        assert proc.poll() is None
+        proc.send_signal(signal.SIGTERM)
+        assert finish(proc) == 0
+    finally:
+        finish(proc, 0)
+    assert "SIGHUP received" not in log.read_text()
+
+
 def test_a_second_daemon_on_one_database_is_refused_until_the_first_is_killed(tmp_path):
     db = tmp_path / "ticks.db"
     first = start(db, tmp_path / "first.log", *SIM)

@@ -206,7 +206,9 @@ def run(args: argparse.Namespace) -> int:
         stop.set()
 
     for signum in STOP_SIGNALS:
-        signal.signal(signum, request_stop)
+        # Started under nohup, SIGHUP is ignored on purpose: leave it so.
+        if signum != signal.SIGHUP or signal.getsignal(signum) != signal.SIG_IGN:
+            signal.signal(signum, request_stop)
 
     try:
         feed = build_feed(args, writer)
