@@ -38,6 +38,12 @@ def read_db(path: str) -> pipeline.ReadOnlyDB:
 
 
 @st.cache_resource(show_spinner=False)
+def integrity(path: str) -> pipeline.IntegrityCheck:
+    """The file's integrity check, started once per process (it reads the whole file)."""
+    return pipeline.IntegrityCheck(path)
+
+
+@st.cache_resource(show_spinner=False)
 def alert_store(path: str) -> AlertStore:
     """The alert tables' guarded write connection."""
     return AlertStore(path, busy_timeout_s=ALERT_BUSY_TIMEOUT_S)

@@ -74,6 +74,8 @@ def render() -> None:
         db_error = f"{literal(db_path)} cannot be used: {md(exc)}"
 
     st.sidebar.caption(f"Database: {literal(db_path)}")
+    if db is not None:
+        _doubts(db, db_path)
     # The Live panel refreshes itself; the other tabs recompute on any change or on this button.
     st.sidebar.button("Refresh all tabs", key="refresh", help="Recompute every tab from new data.")
     source_choice = sidebar.choose_source(uploaded is not None)
@@ -149,7 +151,14 @@ def render() -> None:
     )
     for tab, module in zip(st.tabs(list(TAB_NAMES)), renderers, strict=True):
         with tab:
-            module.render(ctx)
+            try:
+                module.render(ctx)
+            except sqlite3.DatabaseError as exc:  # a damaged page of the file: this tab only
+                st.error(
+                    f"The database could not be read for this tab: {md(exc)}. "
+                    "See the integrity check above; the other tabs still draw.",
+                    icon="🛑",
+                )
 
 
 def _future_bars(recording: pipeline.Recording, view: View) -> None:
@@ -168,3 +177,28 @@ def _future_bars(recording: pipeline.Recording, view: View) -> None:
             "there.",
             icon="🕒",
         )
+
+
+def _doubts(db: pipeline.ReadOnlyDB, db_path: str) -> None:
+    """Say when the file is not what the page expects: a newer or missing schema version,
+    or a file SQLite's quick_check finds damaged. Read-only: nothing is repaired."""
+    try:
+        doubts = db.run(queries.schema_doubts)
+    except sqlite3.DatabaseError as exc:
+        doubts = [f"its schema version cannot be read ({exc})"]
+    for doubt in doubts:
+        st.warning(f"{literal(db_path)}: {md(doubt)}.", icon="⚠️")
+    check = cache.integrity(db_path)
+    if check.problems is None:
+        st.sidebar.caption("Integrity check of the file: running…")
+    elif check.problems:
+        st.error(
+            f"{literal(db_path)} fails SQLite's integrity check (`PRAGMA quick_check`): "
+            + "; ".join(md(p) for p in check.problems)
+            + ". Figures read from the damaged parts may be missing or wrong. The page "
+            "changes nothing; stop the daemon, keep a copy of the file and recover it "
+            "(`sqlite3 FILE .recover`), or start a new database.",
+            icon="🛑",
+        )
+    else:
+        st.sidebar.caption(f"Integrity check of the file: ok ({check.seconds:.1f} s).")

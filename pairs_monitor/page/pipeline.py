@@ -8,6 +8,7 @@ functions, so what it measures is what the page pays.
 from __future__ import annotations
 
 import math
+import sqlite3
 import threading
 import time
 from collections.abc import Callable
@@ -57,6 +58,38 @@ class ReadOnlyDB:
     def close(self) -> None:
         with self._lock:
             self.conn.close()
+
+
+class IntegrityCheck:
+    """``PRAGMA quick_check`` of a database file, run once on its own read-only connection
+    in a background thread: it reads the whole file, so the page draws meanwhile.
+
+    ``problems`` is None while it runs, ``[]`` for a sound file, else what SQLite found.
+    """
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self.problems: list[str] | None = None
+        self.seconds = math.nan
+        self._done = threading.Event()
+        threading.Thread(target=self._run, name="quick_check", daemon=True).start()
+
+    def _run(self) -> None:
+        started = time.perf_counter()
+        try:
+            conn = schema.connect_read_only(self.path)
+            try:
+                self.problems = queries.quick_check(conn)
+            finally:
+                conn.close()
+        except (sqlite3.Error, OSError) as exc:
+            self.problems = [f"the check itself failed: {exc}"]
+        self.seconds = time.perf_counter() - started
+        self._done.set()
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """Block until the check has finished (True) or ``timeout`` passed (False)."""
+        return self._done.wait(timeout)
 
 
 class Recording(Protocol):

@@ -16,6 +16,7 @@ import numpy as np
 import pandas as pd
 
 from pairs_monitor.quant import BAR_COLUMNS, empty_bars
+from pairs_monitor.store import schema
 
 TICK_COLUMNS = ["time", "venue", "symbol", "trade_id", "price", "qty", "buyer_is_maker"]
 
@@ -103,6 +104,32 @@ def check_schema(conn: sqlite3.Connection) -> None:
             f"table(s) {', '.join(missing)} missing: run `python db_setup.py --db <this file>` "
             "or start `ingest.py`, which creates them"
         )
+
+
+def schema_doubts(conn: sqlite3.Connection) -> list[str]:
+    """What makes a database that has our tables doubtful, cheaply (no scan): a schema
+    version newer than this code knows, or none at all (not made by db_setup.py)."""
+    version = schema.schema_version(conn)
+    if version > schema.LATEST_VERSION:
+        return [
+            f"its schema version {version} is newer than this code knows "
+            f"({schema.LATEST_VERSION}): update the code; until then figures may be "
+            "missing or wrong"
+        ]
+    if version == 0:
+        return [
+            "it has tables of our names but no schema version, so it was not made by "
+            "db_setup.py or ingest.py: it may be another program's file, and what the "
+            "page shows may not mean what it says"
+        ]
+    return []
+
+
+def quick_check(conn: sqlite3.Connection, max_problems: int = 5) -> list[str]:
+    """SQLite's ``PRAGMA quick_check``: ``[]`` when the file is sound, else its first
+    problems. Reads the whole file (seconds per GB); writes nothing."""
+    rows = [r[0] for r in conn.execute(f"PRAGMA quick_check({int(max_problems)})")]
+    return [] if rows == ["ok"] else [str(r) for r in rows]
 
 
 def series(conn: sqlite3.Connection) -> list[tuple[str, str]]:
