@@ -51,12 +51,6 @@ CREATE TEMP TABLE IF NOT EXISTS incoming (
     PRIMARY KEY (venue, symbol, bar_time_s, trade_id)
 ) WITHOUT ROWID, STRICT
 """
-# ON CONFLICT (not OR IGNORE): only a repeated key is skipped; a NULL price still fails,
-# and STRICT refuses a value of the wrong type (a fractional time, a text price) at the door.
-STAGE_ONE = (
-    "INSERT INTO temp.incoming VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, CAST(?4 AS INTEGER) / 1000000) "
-    "ON CONFLICT DO NOTHING"
-)
 # Staging runs many rows per statement. executemany steps once per row, and each step lets
 # go of the GIL and waits to take it back: next to a busy receive thread that wait, not
 # SQLite, was the writer's cost (35,000 trades/s instead of 250,000). A few fixed sizes
@@ -67,7 +61,11 @@ _FIELDS = len(TRADES_COLUMNS)
 
 @functools.lru_cache(maxsize=len(STAGE_SIZES))
 def stage_many(rows: int) -> str:
-    """The staging INSERT for ``rows`` rows of numbered parameters."""
+    """The staging INSERT for ``rows`` rows of numbered parameters.
+
+    ON CONFLICT (not OR IGNORE): only a repeated key is skipped; a NULL price, a value of
+    the wrong type (a fractional time, a text price) or a failed CHECK still fails.
+    """
     values = ", ".join(
         f"(?{k + 1}, ?{k + 2}, ?{k + 3}, ?{k + 4}, ?{k + 5}, ?{k + 6}, ?{k + 7}, "
         f"CAST(?{k + 4} AS INTEGER) / 1000000)"
