@@ -291,7 +291,7 @@ def test_the_daemon_stores_a_non_ascii_symbol_beside_btcusdt(tmp_path: Path) -> 
     server = BinanceServer(["BTCUSDT", "币安人生USDT"]).start()
     try:
         daemon = Daemon(tmp_path / "ticks.db", server, tmp_path / "ingest.log", []).start()
-        server.wait_clients(1)
+        server.wait_clients(2)  # the non-ASCII symbol rides on a connection of its own
         server.publish("BTCUSDT", 5)
         server.publish("币安人生USDT", 5)
         wait_complete(daemon.db, server)

@@ -38,11 +38,13 @@ from pairs_monitor.ingest.binance.gaps import CatchUp, Fill, GapFiller, ScanHole
 from pairs_monitor.ingest.binance.rest import RestClient, RestError, Stopped
 from pairs_monitor.ingest.binance.tape import SymbolTape, load_start_state
 from pairs_monitor.ingest.binance.ws import (
-    MAX_STREAMS_PER_CONNECTION,
     AttemptLimiter,
     ServerShutdown,
     StreamConnection,
     Watchdog,
+    plan_connections,
+    stream_url,
+    trade_streams,
 )
 from pairs_monitor.ingest.status import FeedStats
 from pairs_monitor.ingest.validate import (
@@ -340,13 +342,12 @@ class BinanceFeed:
         flusher = threading.Thread(target=self._flush_loop, name="flusher", daemon=True)
         flusher.start()
         limiter = AttemptLimiter()
-        streams = [f"{s.lower()}@trade" for s in self.symbols]
-        for index in range(0, len(streams), MAX_STREAMS_PER_CONNECTION):
-            chunk = streams[index : index + MAX_STREAMS_PER_CONNECTION]
-            symbols = self.symbols[index : index + MAX_STREAMS_PER_CONNECTION]
+        # Split by Binance's 1,024 streams and by URL length (5,000 symbols in one URL
+        # got "414 Request-URI Too Long" for ever); a non-ASCII symbol rides alone.
+        for number, symbols in enumerate(plan_connections(self.ws_url, self.symbols)):
             conn = StreamConnection(
-                f"{self.ws_url}/stream?streams={'/'.join(chunk)}",
-                name=f"ws-{index // MAX_STREAMS_PER_CONNECTION}",
+                stream_url(self.ws_url, trade_streams(symbols)),
+                name=f"ws-{number}",
                 on_message=self._on_message,
                 on_connect=functools.partial(self._on_connect, symbols),
                 on_disconnect=functools.partial(self._on_disconnect, symbols),
