@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import signal
 import socket
 import sqlite3
@@ -235,3 +236,61 @@ def test_live_page_in_a_real_browser(tmp_path):
     assert header[0] == "time"
     assert {"spread", "zscore", "hedge_ratio", "corr"} <= set(header)
     assert (OUTPUT / "live.png").stat().st_size > 10_000
+
+
+HOSTILE_IMAGE = "http://127.0.0.1:9/x.png"
+HOSTILE_Y = f"![x]({HOSTILE_IMAGE})[a](http://b)**B**"
+HOSTILE_X = '=HYPERLINK("http://127.0.0.1:9/","x")'
+HOSTILE_VENUE = "<img src=http://127.0.0.1:9/v.png>[v](http://c)"
+
+
+def drive_hostile_page(url: str) -> dict:
+    """Open every tab; record every request and every link or image drawn."""
+    from playwright.sync_api import sync_playwright
+
+    seen: dict = {"requests": [], "links": [], "images": [], "texts": []}
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 1500, "height": 1100})
+            page.on("request", lambda r: seen["requests"].append(r.url))
+            page.goto(url, wait_until="domcontentloaded")
+            page.get_by_text("Pairs monitor").first.wait_for(timeout=30_000)
+            page.locator('[data-testid="stMetric"]').first.wait_for(timeout=30_000)
+            for name in TAB_NAMES:
+                page.get_by_role("tab", name=name).click()
+                page.wait_for_timeout(1500)
+                seen["links"] += page.eval_on_selector_all(
+                    "a[href]", "els => els.map(e => e.getAttribute('href'))"
+                )
+                seen["images"] += page.eval_on_selector_all(
+                    "img, image",
+                    "els => els.map(e => e.getAttribute('src') || e.getAttribute('href'))",
+                )
+            page.get_by_role("tab", name="Live").click()
+            page.wait_for_timeout(1500)
+            seen["texts"] = page.locator('[data-testid="stMetricLabel"]').all_inner_texts()
+            page.screenshot(path=str(OUTPUT / "hostile.png"), full_page=True)
+        finally:
+            browser.close()
+    return seen
+
+
+@pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="needs Debian's chromium")
+def test_hostile_names_are_shown_as_text_in_a_real_browser(tmp_path):
+    """Symbols and a venue carrying markdown and HTML: Chromium fetches nothing from them
+    and draws no link or image; the names appear as text."""
+    from tests.helpers.page_db import build_pair_db, rename_series
+
+    OUTPUT.mkdir(parents=True, exist_ok=True)
+    db = build_pair_db(tmp_path / "ticks.db")
+    names = {"ETHUSDT": HOSTILE_Y, "BTCUSDT": HOSTILE_X, "SOLUSDT": "@SUM(1+1)"}
+    rename_series(db, names, ("sim", HOSTILE_VENUE))
+    port = free_port()
+    with started(streamlit_cmd(port, db), tmp_path / "page.log") as page_proc:
+        wait_for(lambda: page_up(port), 30, "the page", page_proc, tmp_path / "page.log")
+        seen = drive_hostile_page(f"http://127.0.0.1:{port}/")
+    assert not [u for u in seen["requests"] if u.startswith("http://127.0.0.1:9")]
+    assert not [h for h in seen["links"] if h and re.match(r"https?://(b|c)\b", h)]
+    assert not [s for s in seen["images"] if s and "127.0.0.1:9" in s]
+    assert f"{HOSTILE_Y} last" in seen["texts"] and f"{HOSTILE_X} last" in seen["texts"]
