@@ -201,10 +201,6 @@ def test_the_writer_thread_dying_ends_the_daemon_with_exit_1(tmp_path):
 
 def test_a_deleted_database_ends_the_daemon_with_exit_1(tmp_path):
     """The writer reports ``fatal_error`` when its file is deleted; the daemon exits 1."""
-    from pairs_monitor.store.writer import TradeWriter
-
-    if not hasattr(TradeWriter(tmp_path / "probe.db"), "fatal_error"):
-        pytest.skip("TradeWriter.fatal_error is not there yet (another part of issue 15)")
     db, log = tmp_path / "ticks.db", tmp_path / "ingest.log"
     proc = start(db, log, *SIM)
     try:

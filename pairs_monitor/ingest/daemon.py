@@ -302,7 +302,7 @@ def run(args: argparse.Namespace) -> int:
 
 def writer_problem(writer: TradeWriter) -> str | None:
     """Why the writer can store nothing more: its fatal error, or its thread gone."""
-    fatal = getattr(writer, "fatal_error", None)
+    fatal = writer.fatal_error
     if fatal:
         return f"the writer stopped: {fatal}"
     if not writer.is_alive():
