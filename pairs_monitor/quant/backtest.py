@@ -15,7 +15,16 @@ Rules (docs/analytics.md documents them with the rest of the methodology):
   is ``capital`` (no compounding: every trade has the same gross size). A hedge ratio of
   log prices (``log_prices=True``) is a ratio of returns, so the legs are then sized in
   notional instead: ``capital / (1 + |h|)`` of y against ``h`` times that of x.
-* Fees: ``fee_bps / 10_000`` times the traded notional of both legs, on entry and exit.
+* Fees: ``fee_bps / 10_000`` times the traded notional of each leg, on entry and exit.
+  By default each leg pays its venue's standard taker rate (``TAKER_FEE_BPS``: Binance
+  spot 10 bps, USD-M futures 5 bps); ``fee_bps`` overrides it (one rate for both legs, or
+  a ``(y, x)`` pair).
+* Funding (perpetual legs only, when a funding-rate series is passed): at each funding
+  time ``tau`` the position held just before ``tau`` pays ``rate x quantity x price``
+  (a long pays a positive rate, a short receives it), booked on the first bar stamped
+  at or after ``tau`` at that bar's price. Funding times outside the bars are ignored.
+* Sharpe: annualised only over at least ``MIN_SHARPE_SPAN`` (a day) of bars; shorter,
+  ``sharpe`` is None and ``sharpe_note`` says why.
 """
 
 from __future__ import annotations
@@ -30,6 +39,16 @@ import pandas as pd
 from pairs_monitor.quant.bars import infer_periods_per_year
 
 __all__ = ["BacktestResult", "backtest"]
+
+#: Binance's standard-tier taker fee per leg, basis points of traded notional (no
+#: discounts): spot 0.10 %, USD-M futures 0.05 % (maker 0.02 %; market orders are takers).
+SPOT_TAKER_FEE_BPS = 10.0
+USDM_TAKER_FEE_BPS = 5.0
+TAKER_FEE_BPS = {"spot": SPOT_TAKER_FEE_BPS, "usdm": USDM_TAKER_FEE_BPS}
+#: Venues whose legs are perpetuals (they pay or receive funding).
+PERPETUAL_VENUES = frozenset({"usdm"})
+#: The shortest span of bars an annualised Sharpe ratio is given for.
+MIN_SHARPE_SPAN = pd.Timedelta(days=1)
 
 _TRADE_COLUMNS = [
     "side",
@@ -46,6 +65,7 @@ _TRADE_COLUMNS = [
     "exit_x",
     "pnl",
     "fees",
+    "funding",
     "net_pnl",
     "bars_held",
     "closed",
@@ -58,20 +78,42 @@ class BacktestResult:
 
     ``equity``: capital plus realised and marked-to-market P&L after fees, per bar.
     ``positions``: the position held over each bar (-1, 0, 1 spread units), after fills.
-    ``trades``: one row per round trip (an open one at the end has ``closed = False``).
+    ``trades``: one row per round trip (an open one at the end has ``closed = False``);
+    ``net_pnl = pnl - fees - funding``.
     ``sharpe``: annualised mean / std of per-bar equity returns (365-day year, no
-    risk-free rate). ``max_drawdown``: worst fall from a running peak, a fraction <= 0.
+    risk-free rate); None when not computed, ``sharpe_note`` then says why (under
+    ``MIN_SHARPE_SPAN`` of bars, unknown bar length, equity that never moved).
+    ``max_drawdown``: worst fall from a running peak, a fraction <= 0.
     ``hit_rate``: share of closed trades with positive net P&L. ``n_trades``: closed trades.
+    ``fees``, ``funding``: totals paid over the run (funding < 0 = received).
+    ``fee_bps``: the fee per leg used, ``(y, x)``.
     """
 
     equity: pd.Series
     positions: pd.Series
     trades: pd.DataFrame
     total_return: float
-    sharpe: float
+    sharpe: float | None
     max_drawdown: float
     hit_rate: float
     n_trades: int
+    sharpe_note: str = ""
+    fees: float = 0.0
+    funding: float = 0.0
+    fee_bps: tuple[float, float] = (SPOT_TAKER_FEE_BPS, SPOT_TAKER_FEE_BPS)
+
+
+def taker_fee_bps(venue: str) -> float:
+    """The standard taker fee of ``venue`` (``"spot"``/``"usdm"``, or ``"binance-spot"``,
+    ``"binance-usdm"`` as the database names them), basis points per leg."""
+    key = venue.removeprefix("binance-")
+    if key not in TAKER_FEE_BPS:
+        raise ValueError(f"unknown venue {venue!r}: pass one of {sorted(TAKER_FEE_BPS)} or fee_bps")
+    return TAKER_FEE_BPS[key]
+
+
+def _per_leg(value: Any) -> tuple[Any, Any]:
+    return (value[0], value[1]) if isinstance(value, tuple | list) else (value, value)
 
 
 def backtest(
@@ -81,11 +123,14 @@ def backtest(
     hedge: float | pd.Series,
     entry: float = 2.0,
     exit: float = 0.0,  # shadows the builtin: the contract's name for the exit level
-    fee_bps: float = 10.0,
+    fee_bps: float | tuple[float, float] | None = None,
     *,
     capital: float = 1.0,
     periods_per_year: float | None = None,
     log_prices: bool = False,
+    venue: str | tuple[str, str] = "spot",
+    funding_y: pd.Series | None = None,
+    funding_x: pd.Series | None = None,
 ) -> BacktestResult:
     """Backtest mean reversion on the z-score of ``y - hedge * x``.
 
@@ -101,19 +146,38 @@ def backtest(
     :param entry: |z| above which a position is opened.
     :param exit: distance from the mean at which a position closes: a long at
         ``z >= -exit``, a short at ``z <= exit`` (0 = the mean; mirror-symmetric).
-    :param fee_bps: fee per leg in basis points of traded notional.
+    :param fee_bps: fee per leg in basis points of traded notional, one for both legs or
+        ``(y, x)``; None (default): each leg's venue taker rate (:func:`taker_fee_bps`).
     :param capital: starting equity and gross notional of every trade.
     :param periods_per_year: for the Sharpe ratio; inferred from the index when None.
     :param log_prices: True when ``z`` and ``hedge`` come from a fit on log prices
         (``pair_frame(..., log_prices=True)``): size the legs in notional (``y``, ``x``
         stay raw prices).
+    :param venue: the legs' venue, one for both or ``(y, x)``: ``"spot"`` or ``"usdm"``
+        (``"binance-"`` prefix allowed). Sets the default fee and which legs may fund.
+    :param funding_y: funding rates of a perpetual y leg (a fraction per funding, e.g.
+        0.0001), indexed by funding time on the bars' clock; None = no funding.
+    :param funding_x: the same for the x leg.
     """
     if entry <= 0 or exit >= entry or -exit >= entry:
         raise ValueError(f"need 0 < entry and |exit| < entry, got entry={entry}, exit={exit}")
     if capital <= 0:
         raise ValueError("capital must be positive")
-    bars = _Bars.of(y, x, z, hedge)
-    rules = _Rules(entry, exit, fee_bps / 10_000.0, capital, log_prices)
+    venue_y, venue_x = _per_leg(venue)
+    if fee_bps is None:
+        fee_y, fee_x = taker_fee_bps(venue_y), taker_fee_bps(venue_x)
+    else:
+        fee_y, fee_x = (float(f) for f in _per_leg(fee_bps))
+    if not (fee_y >= 0 and fee_x >= 0):  # also refuses NaN
+        raise ValueError(f"fees must be >= 0 bps, got {fee_y}, {fee_x}")
+    for leg, leg_venue, rates in (("y", venue_y, funding_y), ("x", venue_x, funding_x)):
+        if rates is not None and leg_venue.removeprefix("binance-") not in PERPETUAL_VENUES:
+            raise ValueError(
+                f"funding_{leg} given for a {leg_venue!r} leg: only perpetual legs "
+                f"({sorted(PERPETUAL_VENUES)}) pay funding; set venue"
+            )
+    bars = _Bars.of(y, x, z, hedge, funding_y, funding_x)
+    rules = _Rules(entry, exit, fee_y / 10_000.0, fee_x / 10_000.0, capital, log_prices)
     equity, held, trades = _simulate(bars, rules)
     table = trade_table(trades)
     eq_series = pd.Series(equity, index=bars.index, name="equity", dtype=np.float64)
@@ -123,7 +187,10 @@ def backtest(
         equity=eq_series,
         positions=pd.Series(held, index=bars.index, name="position"),
         trades=table,
-        **summary(eq_series, table, capital, periods_per_year),
+        **summary(eq_series, table, capital, periods_per_year, min_span=MIN_SHARPE_SPAN),
+        fees=float(sum(t["fees"] for t in trades)),
+        funding=float(sum(t["funding"] for t in trades)),
+        fee_bps=(fee_y, fee_x),
     )
 
 
@@ -136,10 +203,21 @@ class _Bars:
     x: list[float]
     z: list[float]
     hedge: list[float]
+    funding_y: list[float]  # funding rate booked on each bar (summed over its funding times)
+    funding_x: list[float]
 
     @classmethod
-    def of(cls, y: pd.Series, x: pd.Series, z: pd.Series, hedge: float | pd.Series) -> _Bars:
-        """Put ``x``, ``z`` and ``hedge`` on ``y``'s index; refuse a missing price."""
+    def of(
+        cls,
+        y: pd.Series,
+        x: pd.Series,
+        z: pd.Series,
+        hedge: float | pd.Series,
+        funding_y: pd.Series | None = None,
+        funding_x: pd.Series | None = None,
+    ) -> _Bars:
+        """Put ``x``, ``z`` and ``hedge`` on ``y``'s index; refuse a missing price; book
+        each funding rate on its bar (:func:`funding_per_bar`)."""
         idx = y.index
         xa = x.reindex(idx) if not x.index.equals(idx) else x
         za = z.reindex(idx) if not z.index.equals(idx) else z
@@ -154,14 +232,41 @@ class _Bars:
             x=prices_x.tolist(),
             z=za.to_numpy(np.float64).tolist(),
             hedge=ha.to_numpy(np.float64).tolist(),
+            funding_y=funding_per_bar(idx, funding_y, "funding_y").tolist(),
+            funding_x=funding_per_bar(idx, funding_x, "funding_x").tolist(),
         )
+
+
+def funding_per_bar(index: pd.Index, rates: pd.Series | None, name: str = "funding") -> np.ndarray:
+    """The funding rate booked on each bar of ``index``: a rate at time ``tau`` goes to
+    the first bar stamped at or after ``tau``, so it is paid by the position held over
+    ``(previous bar, that bar]``, i.e. the one held just before ``tau``. Rates before the
+    first bar or after the last one are dropped (no position of this run held then).
+    """
+    booked = np.zeros(len(index))
+    if rates is None or len(rates) == 0 or len(index) == 0:
+        return booked
+    values = pd.Series(rates).to_numpy(np.float64)
+    if not np.isfinite(values).all():
+        raise ValueError(f"{name} has a missing or infinite rate; drop or fill it first")
+    try:
+        at = index.searchsorted(rates.index, side="left")
+    except TypeError as err:
+        raise ValueError(
+            f"{name} must be indexed by funding time on the bars' clock ({index.dtype}), "
+            f"got {rates.index.dtype}"
+        ) from err
+    inside = (at > 0) & (at < len(index))
+    np.add.at(booked, at[inside], values[inside])
+    return booked
 
 
 @dataclass(frozen=True)
 class _Rules:
     entry: float
     exit: float
-    fee: float  # fraction of traded notional, per leg
+    fee_y: float  # fraction of the y leg's traded notional
+    fee_x: float  # the same for x
     capital: float
     log_prices: bool
 
@@ -202,9 +307,21 @@ def leg_quantities(
     return side * units, -side * units * hedge
 
 
-def fill_fee(fee: float, qty_y: float, qty_x: float, y: float, x: float) -> float:
-    """Fee of trading ``qty_y`` of y at ``y`` and ``qty_x`` of x at ``x``, ``fee`` per leg."""
-    return fee * (abs(qty_y) * y + abs(qty_x) * x)
+def fill_fee(
+    fee: float, qty_y: float, qty_x: float, y: float, x: float, fee_x: float | None = None
+) -> float:
+    """Fee of trading ``qty_y`` of y at ``y`` and ``qty_x`` of x at ``x``: ``fee`` (a
+    fraction of notional) on y and ``fee_x`` on x (the same as y when None)."""
+    return fee * abs(qty_y) * y + (fee if fee_x is None else fee_x) * abs(qty_x) * x
+
+
+def funding_payment(
+    qty_y: float, qty_x: float, y: float, x: float, rate_y: float, rate_x: float
+) -> float:
+    """Funding paid (> 0) or received (< 0) by a position of ``qty_y``, ``qty_x`` units
+    at prices ``y``, ``x``: ``rate x quantity x price`` per leg (a long pays a positive
+    rate)."""
+    return rate_y * qty_y * y + rate_x * qty_x * x
 
 
 def _trade_pnl(trade: dict[str, Any], y: float, x: float) -> float:
@@ -226,6 +343,7 @@ def _opened(
         "qty_y": qty_y,
         "qty_x": qty_x,
         "fees": fee,
+        "funding": 0.0,
         "_entry_bar": t,
     }
 
@@ -267,16 +385,20 @@ def _simulate(bars: _Bars, rules: _Rules) -> tuple[list[float], list[int], list[
         yt, xt = ys[t], xs[t]
         if t:
             eq += qy * (yt - ys[t - 1]) + qx * (xt - xs[t - 1])
+            if open_trade is not None:  # funding due since the last bar, before any fill
+                paid = funding_payment(qy, qx, yt, xt, bars.funding_y[t], bars.funding_x[t])
+                eq -= paid
+                open_trade["funding"] += paid
         if want != side:  # fill the previous bar's signal at this bar's prices
             if side and open_trade is not None:
-                cost = fill_fee(rules.fee, qy, qx, yt, xt)
+                cost = fill_fee(rules.fee_y, qy, qx, yt, xt, rules.fee_x)
                 eq -= cost
                 trades.append(_closed(open_trade, bars, signal_bar, t, cost))
                 open_trade, qy, qx = None, 0.0, 0.0
             if want:
                 h = bars.hedge[signal_bar]
                 qy, qx = leg_quantities(want, h, yt, xt, rules.capital, rules.log_prices)
-                cost = fill_fee(rules.fee, qy, qx, yt, xt)
+                cost = fill_fee(rules.fee_y, qy, qx, yt, xt, rules.fee_x)
                 eq -= cost
                 open_trade = _opened(want, bars, signal_bar, t, qy, qx, cost)
             side = want
@@ -297,38 +419,81 @@ def _simulate(bars: _Bars, rules: _Rules) -> tuple[list[float], list[int], list[
 
 
 def trade_table(trades: list[dict[str, Any]]) -> pd.DataFrame:
-    """One row per trade in ``_TRADE_COLUMNS`` order, with ``net_pnl = pnl - fees``."""
+    """One row per trade in ``_TRADE_COLUMNS`` order, ``net_pnl = pnl - fees - funding``."""
     table = pd.DataFrame(trades, columns=[*_TRADE_COLUMNS, "_entry_bar"]).drop(columns="_entry_bar")
     if len(table):
-        table["net_pnl"] = table["pnl"] - table["fees"]
+        table["net_pnl"] = table["pnl"] - table["fees"] - table["funding"]
     return table.reset_index(drop=True)
 
 
 class _Summary(TypedDict):
     total_return: float
-    sharpe: float
+    sharpe: float | None
+    sharpe_note: str
     max_drawdown: float
     hit_rate: float
     n_trades: int
 
 
+def _span_days(equity: pd.Series, periods_per_year: float) -> float:
+    """Days the bars of ``equity`` cover: first to last stamp, or bars / periods a year."""
+    if isinstance(equity.index, pd.DatetimeIndex) and len(equity):
+        return (equity.index[-1] - equity.index[0]) / pd.Timedelta(days=1)
+    return (len(equity) - 1) / periods_per_year * 365.0
+
+
+def _duration(days: float) -> str:
+    """``days`` as e.g. ``"1 d 2 h 3 min"`` (``"0 min"`` for nothing or NaN)."""
+    total = round(days * 1440) if days == days and days > 0 else 0
+    parts = [(total // 1440, "d"), (total % 1440 // 60, "h"), (total % 60, "min")]
+    return " ".join(f"{v} {u}" for v, u in parts if v) or "0 min"
+
+
+def annualised_sharpe(
+    equity: pd.Series, periods_per_year: float, min_span: pd.Timedelta | None = None
+) -> tuple[float | None, str]:
+    """Mean / std (ddof 1) of per-bar equity returns times ``sqrt(periods_per_year)``,
+    and ``""``; or None and the reason it is not given: equity that never moved, an
+    unknown bar length, or (with ``min_span``) bars covering less than ``min_span``.
+    """
+    if not periods_per_year > 0:  # also NaN
+        return None, "bar length unknown: pass periods_per_year to annualise"
+    if min_span is not None:
+        days = _span_days(equity, periods_per_year)
+        need = min_span / pd.Timedelta(days=1)
+        if not days >= need:
+            return None, (
+                f"not annualised: the bars cover {_duration(days)}, less than "
+                f"{_duration(need)}; a Sharpe ratio scaled up from so little data is noise"
+            )
+    returns = equity.pct_change().dropna()
+    std = float(returns.std()) if len(returns) > 1 else math.nan
+    if not std or std != std:
+        return None, "equity never moved (no trade or no price change): no Sharpe ratio"
+    return float(returns.mean()) / std * math.sqrt(periods_per_year), ""
+
+
 def summary(
-    equity: pd.Series, trades: pd.DataFrame, capital: float, periods_per_year: float
+    equity: pd.Series,
+    trades: pd.DataFrame,
+    capital: float,
+    periods_per_year: float,
+    *,
+    min_span: pd.Timedelta | None = None,
 ) -> _Summary:
-    """The headline statistics of :class:`BacktestResult` from its equity and trades."""
+    """The headline statistics of :class:`BacktestResult` from its equity and trades.
+
+    ``min_span``: the Sharpe ratio is None under that span (:func:`annualised_sharpe`;
+    :func:`backtest` passes ``MIN_SHARPE_SPAN``).
+    """
     n = len(equity)
     closed = trades[trades["closed"].astype(bool)] if len(trades) else trades
-    returns = equity.pct_change().dropna()
-    std = float(returns.std()) if len(returns) > 1 else float("nan")
-    sharpe = (
-        float(returns.mean()) / std * math.sqrt(periods_per_year)
-        if std and std == std
-        else float("nan")
-    )
+    sharpe, note = annualised_sharpe(equity, periods_per_year, min_span)
     peak = equity.cummax()
     return {
         "total_return": (float(equity.iloc[-1]) / capital - 1.0) if n else 0.0,
         "sharpe": sharpe,
+        "sharpe_note": note,
         "max_drawdown": float((equity / peak - 1.0).min()) if n else 0.0,
         "hit_rate": float((closed["net_pnl"] > 0).mean()) if len(closed) else float("nan"),
         "n_trades": len(closed),
