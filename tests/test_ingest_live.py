@@ -11,6 +11,7 @@ import time
 
 import pytest
 
+import ingest
 from tests.helpers.binance_server import BinanceServer
 from tests.helpers.daemon import (
     SYMBOLS,
@@ -239,7 +240,7 @@ def test_quiet_symbol_caught_up_without_a_live_trade(server, daemon_factory):
 
 def test_unknown_symbol_is_a_clear_error(server, daemon_factory):
     daemon = daemon_factory(server).start("--symbols", "btcusdt", "foousdt")
-    assert daemon.wait(15) == 2
+    assert daemon.wait(15) == ingest.EXIT_BAD_SYMBOL
     assert "unknown symbol(s) for binance-spot: FOOUSDT" in daemon.log
 
 

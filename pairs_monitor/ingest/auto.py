@@ -7,11 +7,11 @@ the loud log line says so; as soon as live connects again the simulator stops. E
 symbol's ``FeedStats.switch_source`` records which source is active and since when, so
 the page can tell.
 
-Supervision: the live feed's threads (its own, each connection's, the gap filler's, and
-its jump confirmer's and flusher's when it keeps them as attributes) are watched; when one
-dies, ``run`` raises :class:`LiveFailed` after stopping the simulator, and the daemon exits
-with a message (``EXIT_SOURCE_FAILED``) instead of simulating for ever beside a live source
-that will never reconnect. The simulator's thread dying while it stands in raises
+Supervision: the live feed's threads (each connection's, the gap filler's, the jump
+confirmer's and the flusher's) are watched; when one dies, ``run`` raises
+:class:`LiveFailed` after stopping the simulator, and the daemon exits with a message
+(``EXIT_SOURCE_FAILED``) instead of simulating for ever beside a live source that will
+never reconnect. The simulator's thread dying while it stands in raises
 :class:`SimFailed` the same way.
 """
 
@@ -48,12 +48,7 @@ def dead_threads(feed: object) -> list[str]:
     live = feed.live if isinstance(feed, AutoFeed) else feed
     if not isinstance(live, binance.BinanceFeed) or live.stop.is_set():
         return []
-    threads: list[threading.Thread] = [*live.connections, live.filler]
-    # the jump confirmer and the flusher, where the live feed keeps them as attributes
-    for name in ("confirmer", "flusher"):
-        thread = getattr(live, name, None)
-        if isinstance(thread, threading.Thread):
-            threads.append(thread)
+    threads: list[threading.Thread] = [*live.connections, live.filler, live.confirmer, live.flusher]
     # ident is None until a thread starts: only a started and ended one counts.
     return [t.name for t in threads if t.ident is not None and not t.is_alive()]
 

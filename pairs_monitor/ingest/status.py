@@ -17,6 +17,7 @@ import threading
 import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from pairs_monitor.clock import now_ms
 from pairs_monitor.store import sql
@@ -113,7 +114,9 @@ class WriterStatusPublisher:
         try:
             if self._conn is None:
                 self._conn = sqlite3.connect(
-                    self.writer.db_path,
+                    # mode=rw: never create a file where the database was deleted
+                    f"{Path(self.writer.db_path).resolve().as_uri()}?mode=rw",
+                    uri=True,
                     timeout=self.BUSY_TIMEOUT_S,
                     isolation_level=None,  # each write commits on its own
                     check_same_thread=False,  # the reporter's thread, then the daemon's

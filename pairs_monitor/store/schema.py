@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import re
 import sqlite3
 import sys
@@ -263,6 +264,26 @@ def _check_writable(conn: sqlite3.Connection, version: int, path: str) -> None:
         raise
 
 
+def _journal_mode(conn: sqlite3.Connection) -> str:
+    return str(conn.execute("PRAGMA journal_mode").fetchone()[0]).lower()
+
+
+def _check_writable_files(path: str) -> None:
+    """The file, and its -wal and -shm (or the folder that will hold them), are writable.
+
+    For a database that needs no migration, without taking the write lock:
+    ``os.access`` answers for this user, and EROFS for a read-only mount.
+    """
+    file = Path(path)
+    sides = [file.with_name(file.name + suffix) for suffix in ("-wal", "-shm")]
+    writable = os.access(file, os.W_OK) and all(
+        os.access(side, os.W_OK) if side.exists() else os.access(file.parent, os.W_OK)
+        for side in sides
+    )
+    if not writable:
+        raise _read_only(path, sqlite3.OperationalError("attempt to write a readonly database"))
+
+
 def _read_only(path: str, exc: sqlite3.Error) -> ReadOnlyDatabaseError:
     return ReadOnlyDatabaseError(
         f"{path} cannot be written by this user ({exc}): the daemon writes the file and, "
@@ -294,10 +315,21 @@ def migrate(conn: sqlite3.Connection, path: str | Path | None = None) -> int:
     """
     name = str(path) if path is not None else _main_file(conn)
     try:
-        conn.execute("BEGIN IMMEDIATE")
+        # First a plain read, which a writer holding the lock does not block (WAL): a
+        # database already at the latest version needs no lock, so another program's
+        # long transaction is met by the writer's own start-up timeout, not here.
+        conn.execute("BEGIN")
         start = schema_version(conn)
         _check_ours(conn, start, name)
-        _check_writable(conn, start, name)
+        up_to_date = start >= LATEST_VERSION and _journal_mode(conn) == "wal"
+        if up_to_date:
+            _check_writable_files(name)
+        else:
+            conn.execute("ROLLBACK")
+            conn.execute("BEGIN IMMEDIATE")
+            start = schema_version(conn)
+            _check_ours(conn, start, name)
+            _check_writable(conn, start, name)
     except sqlite3.OperationalError as exc:
         # A WAL file in a folder this user cannot write fails at its first read.
         if getattr(exc, "sqlite_errorname", "").startswith("SQLITE_READONLY"):
@@ -306,6 +338,8 @@ def migrate(conn: sqlite3.Connection, path: str | Path | None = None) -> int:
     finally:
         if conn.in_transaction:
             conn.execute("ROLLBACK")  # the checks change nothing
+    if up_to_date:
+        return start
     _switch_to_wal(conn)
     while True:
         conn.execute("BEGIN IMMEDIATE")

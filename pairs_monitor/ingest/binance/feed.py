@@ -269,6 +269,8 @@ class BinanceFeed:
         self._rejects = Rejects(log, "socket")
         self.rest.feed_stats = {st.symbol: st for st in self.stats}
         self.confirmer = _Confirmer(self.rest, self.filler, self.tapes, self.stop)
+        # Hands parsed rows to the writer; an attribute so the daemon's supervision sees it.
+        self.flusher = threading.Thread(target=self._flush_loop, name="flusher", daemon=True)
         self._ever_connected: set[str] = set()
 
     # -- start-up --------------------------------------------------------------------
@@ -339,8 +341,7 @@ class BinanceFeed:
         self._load_start_state()
         self.filler.start()
         self.confirmer.start()
-        flusher = threading.Thread(target=self._flush_loop, name="flusher", daemon=True)
-        flusher.start()
+        self.flusher.start()
         limiter = AttemptLimiter()
         # Split by Binance's 1,024 streams and by URL length (5,000 symbols in one URL
         # got "414 Request-URI Too Long" for ever); a non-ASCII symbol rides alone.
@@ -368,7 +369,7 @@ class BinanceFeed:
         watchdog.start()
         stop_event.wait()
         self.shutdown()
-        flusher.join(5)
+        self.flusher.join(5)
 
     def shutdown(self) -> None:
         """Stop reading and fetching; every parsed row reaches the writer queue."""

@@ -46,7 +46,7 @@ from pairs_monitor.clock import Backoff, now_ms
 from pairs_monitor.ingest.binance.rest import PAGE, RestBanned, RestClient, RestError, Stopped
 from pairs_monitor.ingest.binance.tape import SymbolTape
 from pairs_monitor.store import schema, sql
-from pairs_monitor.store.writer import TradeWriter
+from pairs_monitor.store.writer import TradeWriter, WriterFatalError
 
 log = logging.getLogger("ingest.binance.gaps")
 
@@ -429,6 +429,10 @@ class GapFiller(threading.Thread):
             except FutureTimeout:
                 if self.stop.is_set():
                     raise Stopped from None
+            except WriterFatalError:
+                # The database is gone: the daemon's supervision ends the run with the
+                # writer's message; this thread only stops, without a traceback of its own.
+                raise Stopped from None
 
 
 def _label(task: Task) -> str:
