@@ -2,12 +2,12 @@
 
 The local server streams trades on two symbols for ``CHAOS_SECONDS`` while a seeded RNG
 picks a fault every half second to two seconds: connections dropped, closed or announced
-shut down, ranges withheld from the socket (only REST has them), REST answering 5xx, 400,
-an HTML page with status 200, resetting or stalling, REST pages and socket frames with
-hostile values spliced in, the daemon stopped (SIGSTOP) for a few seconds, killed with
-kill -9 or stopped with SIGTERM and started again. Then the stream stops, a last few
-trades are published, and the stored tape must equal what the server published, trade by
-trade, with nothing the exchange could not have sent.
+shut down, a silent socket, ranges withheld from the socket (only REST has them), REST
+answering 5xx, 400, 429, an HTML page with status 200, resetting or stalling, REST pages
+and socket frames with hostile values spliced in, the daemon stopped (SIGSTOP) for a few
+seconds, killed with kill -9 or stopped with SIGTERM and started again. Then the stream
+stops, a last few trades are published, and the stored tape must equal what the server
+published, trade by trade, with nothing the exchange could not have sent.
 
 ``CHAOS_SEED=<n>`` replays another fault sequence; a failure prints the seed and the
 faults played, with their times.
@@ -43,6 +43,8 @@ FAULTS = {
     "rest-reset": 1,
     "rest-stall": 1,
     "rest-400": 1,
+    "rest-429": 1,
+    "silent-socket": 1,
     "rest-html-200": 1,
     "rest-hostile-items": 2,
     "hostile-frame": 4,
@@ -93,6 +95,14 @@ class Chaos:
             server.rest_failures.append(STALL)
         elif fault == "rest-400":
             server.rest_errors += 1
+        elif fault == "rest-429":
+            server.rest_429 += 1  # with Retry-After: 1
+        elif fault == "silent-socket":
+            pause = rng.uniform(2.0, 5.0)  # the watchdog (3 s) may reconnect meanwhile
+            server.set_silent(True)
+            time.sleep(pause)
+            server.set_silent(False)
+            detail = f"{pause:.1f} s"
         elif fault == "rest-html-200":
             self._mangles.append(lambda items: b"<html><body>Just a moment...</body></html>")
         elif fault == "rest-hostile-items":
@@ -117,6 +127,8 @@ class Chaos:
             assert code == 0, f"SIGTERM: the daemon exited {code}"
             self.daemon = self.make(server).start()
         self.played.append(f"{time.monotonic() - self.started:6.1f} s  {fault} {detail}")
+        ended = self.daemon.process.poll()
+        assert ended is None, f"the daemon ended by itself (exit {ended}) after {fault}"
 
     def _hostile_page(self, items: list[dict]) -> bytes:
         body = [orjson.dumps(item) for item in items]
@@ -134,8 +146,11 @@ class Chaos:
         return b"[" + b",".join(body) + b"]"
 
     def report(self) -> str:
-        return f"chaos seed {SEED} (CHAOS_SEED={SEED} replays it); faults played:\n" + "\n".join(
-            self.played
+        tail = "\n".join(self.daemon.log.splitlines()[-25:])
+        played = "\n".join(self.played)
+        return (
+            f"chaos seed {SEED} (CHAOS_SEED={SEED} replays it); faults played:\n{played}\n"
+            f"the daemon's log ends:\n{tail}"
         )
 
 
