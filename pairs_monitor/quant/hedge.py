@@ -54,6 +54,13 @@ class HedgeFit:
     ``r_squared`` and ``residual_std`` (``sqrt(SSR / (n - 2))``) are computed the same way
     for every method from the fit's residuals; for the robust fits they describe, they
     are not what the estimator minimised.
+
+    ``slope_stderr`` (OLS): Newey-West HAC with ``hac_lags`` lags (:func:`newey_west_lags`),
+    as the residual of a levels regression is autocorrelated (the iid value, kept in
+    ``slope_stderr_iid``, is 2.5-3.3x smaller on ten real 1m pairs); ``slope_ci`` is the 95%
+    interval ``slope +- 1.96 slope_stderr``. For Huber and Theil-Sen ``slope_stderr`` is
+    the estimator's own iid value (``stderr_kind`` says which). No standard error makes a
+    regression of two unrelated random walks meaningful: judge the pair by Engle-Granger.
     """
 
     slope: float
@@ -63,18 +70,29 @@ class HedgeFit:
     slope_stderr: float
     residual_std: float
     nobs: int
+    slope_stderr_iid: float = float("nan")
+    slope_ci: tuple[float, float] = (float("nan"), float("nan"))
+    stderr_kind: str = ""
+    hac_lags: int | None = None
 
     @property
     def summary(self) -> str:
         """One line for the page, e.g. ``OLS: y = 1.5021 x + 3.2 (slope ± 0.0012) ...``."""
+        kind = f", {self.stderr_kind}" if self.stderr_kind else ""
         return (
             f"{self.method.upper()}: y = {self.slope:.6g} x {self.intercept:+.6g} "
-            f"(slope ± {self.slope_stderr:.2g}), R² {self.r_squared:.4f}, "
+            f"(slope ± {self.slope_stderr:.2g}{kind}), "
+            f"R² {self.r_squared:.4f}, "
             f"residual σ {self.residual_std:.4g}, n = {self.nobs:,}"
         )
 
     def __str__(self) -> str:
         return self.summary
+
+
+def newey_west_lags(nobs: int) -> int:
+    """Newey-West (1994) bandwidth rule: ``floor(4 (nobs / 100) ** (2/9))`` lags."""
+    return int(4 * (max(nobs, 0) / 100) ** (2 / 9))
 
 
 def hedge_ratio(
@@ -90,7 +108,9 @@ def hedge_ratio(
     scale by MAD). ``theil-sen``: scipy ``theilslopes`` (median of pairwise slopes); it is
     O(n^2) in time and memory, so above ``max_points`` it runs on ``max_points`` evenly
     spaced points (deterministic). Its ``slope_stderr`` is the 95% confidence interval's
-    half-width / 1.96.
+    half-width / 1.96. The OLS ``slope_stderr`` is Newey-West HAC (Bartlett kernel,
+    ``newey_west_lags(n)`` lags: 7 on 1,440 bars, 17 on 86,400), statsmodels
+    ``OLS.fit(cov_type="HAC")``.
 
     :param y: the leg bought when the spread is bought.
     :param x: the hedge leg; rows are inner-joined with ``y`` and NaNs dropped.
@@ -109,19 +129,26 @@ def hedge_ratio(
             f"x is flat over the {n} points (it did not move): a hedge ratio on it is undefined"
         )
     design = np.column_stack([np.ones(n), xv])
+    hac_lags: int | None = None
     if method == "ols":
         res = sm.OLS(yv, design).fit()
         intercept, slope = (float(v) for v in res.params)
-        stderr = float(res.bse[1])
+        stderr_iid = float(res.bse[1])
+        hac_lags = min(newey_west_lags(n), n - 3)
+        hac = sm.OLS(yv, design).fit(cov_type="HAC", cov_kwds={"maxlags": hac_lags})
+        stderr = float(hac.bse[1])
+        kind = f"Newey-West HAC, {hac_lags} lags"
     elif method == "huber":
         res = sm.RLM(yv, design, M=sm.robust.norms.HuberT()).fit()
         intercept, slope = (float(v) for v in res.params)
-        stderr = float(res.bse[1])
+        stderr = stderr_iid = float(res.bse[1])
+        kind = "iid (RLM)"
     elif method == "theil-sen":
         idx = np.unique(np.linspace(0, n - 1, min(n, max_points)).round().astype(np.int64))
         res = stats.theilslopes(yv[idx], xv[idx], alpha=0.95)
         slope, intercept = float(res.slope), float(res.intercept)
-        stderr = float(res.high_slope - res.low_slope) / (2 * 1.959963984540054)
+        stderr = stderr_iid = float(res.high_slope - res.low_slope) / (2 * 1.959963984540054)
+        kind = "iid (Theil-Sen)"
     else:
         raise ValueError(f"unknown hedge method {method!r}; use 'ols', 'huber' or 'theil-sen'")
     resid = yv - intercept - slope * xv
@@ -135,6 +162,10 @@ def hedge_ratio(
         slope_stderr=stderr,
         residual_std=math.sqrt(ssr / (n - 2)),
         nobs=n,
+        slope_stderr_iid=stderr_iid,
+        slope_ci=(slope - 1.959963984540054 * stderr, slope + 1.959963984540054 * stderr),
+        stderr_kind=kind,
+        hac_lags=hac_lags,
     )
 
 
