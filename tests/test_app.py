@@ -134,13 +134,14 @@ def test_widgets_change_what_is_shown(monkeypatch, pair_db):
     assert not at.exception and metric(at, "hedge ratio") != auto_hedge
     at.radio(key="kalman_mode").set_value("fixed").run()
     assert not at.exception and at.number_input(key="kalman_obs_var").value == 1e-3
-    # With fixed noise there is no estimation window: two diffuse bars, then the window.
+    # With fixed noise there is no estimation window: two diffuse bars, then the window
+    # and the bar judged against it.
     # A liquidity floor above the fixture's 2 trades per second leaves no bar to analyse.
     at.number_input(key="min_trades").set_value(3).run()
     assert not at.exception
-    assert "need 62 more 1s bars with both legs (0 of 62" in texts(at.info)
+    assert "need 63 more 1s bars with both legs (0 of 63" in texts(at.info)
     at.radio(key="kalman_mode").set_value("auto").run()
-    assert "need 119 more 1s bars with both legs (0 of 119" in texts(at.info)
+    assert "need 120 more 1s bars with both legs (0 of 120" in texts(at.info)
 
 
 def test_alert_fires_on_crossing_and_not_again_while_hovering(monkeypatch, db_copy):
@@ -306,7 +307,7 @@ def test_empty_database_says_what_it_waits_for(monkeypatch, tmp_path):
 def test_young_database_counts_the_bars_still_needed(monkeypatch, tmp_path):
     db = build_pair_db(tmp_path / "young.db", seconds=30)
     at = run_app(monkeypatch, db)
-    assert "need 30 more 1s bars" in texts(at.info)
+    assert "need 31 more 1s bars with both legs (30 of 61" in texts(at.info)
 
 
 def test_missing_database_is_a_clear_message(monkeypatch, tmp_path):

@@ -64,9 +64,7 @@ def metrics(at: AppTest) -> dict[str, str]:
 
 def warnings(at: AppTest) -> str:
     """The warnings as read: markdown escapes and bold markers removed."""
-    return "\n".join(
-        re.sub(r"\\(.)", r"\1", str(w.value).replace("**", "")) for w in at.warning
-    )
+    return "\n".join(re.sub(r"\\(.)", r"\1", str(w.value).replace("**", "")) for w in at.warning)
 
 
 @pytest.mark.apptest

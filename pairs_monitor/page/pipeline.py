@@ -278,17 +278,19 @@ def leg_bars(source: Source, view: View, symbol: str, end_s: int) -> pd.DataFram
 def bars_needed(view: View) -> int:
     """Aligned bars needed before ``pair_frame``'s last z-score is defined.
 
-    Static fits: the z-score window. Rolling OLS: its own window, shifted one bar, then
-    the z-score window. Kalman: its noise-estimation window (auto) or two bars for the
-    diffuse start (fixed noise), then the z-score window.
+    The z-score judges a bar against the ``window`` bars before it (``quant.zscore``), so
+    it needs ``window + 1`` spreads. Static fits: that. Rolling OLS: its own window,
+    shifted one bar, then those. Kalman: its noise-estimation window (auto) or two bars for
+    the diffuse start (fixed noise), then those.
     """
+    z_bars = view.window + 1
     if view.method == "rolling":
-        return 2 * view.window
+        return view.window + z_bars
     if view.method == "kalman":
         if view.kalman_obs_var is None:  # auto: no output before its noise estimate
-            return view.kalman["init_window"] - 1 + view.window
-        return view.window + 2
-    return view.window
+            return view.kalman["init_window"] - 1 + z_bars
+        return z_bars + 2
+    return z_bars
 
 
 def tradable_closes(bars: pd.DataFrame, view: View) -> pd.Series:

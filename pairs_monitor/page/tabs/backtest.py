@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 
 import pandas as pd
 import streamlit as st
 
 from pairs_monitor.page import charts, pipeline
-from pairs_monitor.page.settings import SHORT_SHARPE_SPAN_S
+from pairs_monitor.page.settings import SHORT_SHARPE_SPAN_S, View
 from pairs_monitor.page.tabs import Context, md, ready_pair
 
 
@@ -59,7 +60,7 @@ def render(ctx: Context) -> None:
             "The sidebar's static hedge is one fit over the whole window, later bars "
             "included, so the backtest trades on trailing OLS over the same "
             f"{view.window} bars instead (applied from the next bar; it needs "
-            f"{2 * view.window} bars before its first signal). Kalman is the other "
+            f"{_trailing_bars(view)} bars before its first signal). Kalman is the other "
             "causal choice."
         )
     st.caption(
@@ -101,11 +102,17 @@ def _why_no_trade(pair: pipeline.PairData, frame: pd.DataFrame, entry: float) ->
             f"(it needs {pipeline.bars_needed(view)} bars with both legs)."
         )
     return (
-        f"No trade yet: the backtest's trailing OLS needs {2 * view.window} bars with both "
-        f"legs before its first z-score ({view.window} to fit, then {view.window} for the "
-        f"z-score window); the lookback has {len(frame)}. Lengthen the lookback or "
+        f"No trade yet: the backtest's trailing OLS needs {_trailing_bars(view)} bars with "
+        f"both legs before its first z-score ({view.window} to fit, then {view.window} "
+        f"for the z-score window and the bar judged); the lookback has {len(frame)}. "
+        "Lengthen the lookback or "
         "shorten the window."
     )
+
+
+def _trailing_bars(view: View) -> int:
+    """Bars the backtest's trailing OLS (``pipeline.backtest_frame``) needs for a z-score."""
+    return pipeline.bars_needed(replace(view, method="rolling"))
 
 
 def _span(seconds: float) -> str:
