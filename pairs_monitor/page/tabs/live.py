@@ -43,7 +43,11 @@ def render(ctx: Context) -> None:
 
 @st.fragment(run_every=LIVE_REFRESH)
 def _live_panel(ctx: Context, view: View) -> None:
-    _panel(ctx, view)
+    # The fragment reruns on its own, outside the page's per-tab guard (main.py).
+    try:
+        _panel(ctx, view)
+    except sqlite3.DatabaseError as exc:
+        st.error(f"The database could not be read this refresh: {md(exc)}", icon="🛑")
 
 
 def _panel(ctx: Context, view: View) -> None:
