@@ -279,3 +279,22 @@ def test_engle_granger_verdict_agrees_with_the_p_value_shown():
         _stat, pvalue, _ = coint(y, x, maxlag=0, autolag=None)
         assert math.isclose(res.pvalue, pvalue, rel_tol=1e-12)
         assert res.verdict.startswith("cointegrated") == (pvalue < 0.05)
+
+
+def test_huber_slope_stderr_is_the_m_estimator_hac_sandwich():
+    rng = np.random.default_rng(24)
+    n = 1440
+    x = np.cumsum(rng.standard_normal(n)) + 50
+    y = 3 + 1.5 * x + ar1(n, 0.95, rng)
+    # psi(u) = u when the threshold is never reached: exactly OLS's Newey-West HAC
+    wide = hedge_ratio(pd.Series(y), pd.Series(x), "huber", huber_t=1e9)
+    ref = sm.OLS(y, sm.add_constant(x)).fit(cov_type="HAC", cov_kwds={"maxlags": 7})
+    assert math.isclose(wide.slope_stderr, ref.bse[1], rel_tol=1e-9)
+    assert wide.hac_lags == 7 and "Newey-West HAC" in wide.stderr_kind
+    # iid errors: the sandwich agrees with RLM's own (iid) standard error
+    e = rng.standard_t(5, 5000)
+    x2 = rng.standard_normal(5000).cumsum()
+    fit = hedge_ratio(pd.Series(1 + 2 * x2 + e), pd.Series(x2), "huber")
+    rlm = sm.RLM(1 + 2 * x2 + e, sm.add_constant(x2), M=sm.robust.norms.HuberT()).fit()
+    assert math.isclose(fit.slope_stderr_iid, rlm.bse[1], rel_tol=1e-12)
+    assert abs(fit.slope_stderr / rlm.bse[1] - 1) < 0.1

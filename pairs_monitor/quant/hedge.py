@@ -58,8 +58,8 @@ class HedgeFit:
     ``slope_stderr`` (OLS): Newey-West HAC with ``hac_lags`` lags (:func:`newey_west_lags`),
     as the residual of a levels regression is autocorrelated (the iid value, kept in
     ``slope_stderr_iid``, is 2.5-3.3x smaller on ten real 1m pairs); ``slope_ci`` is the 95%
-    interval ``slope +- 1.96 slope_stderr``. For Huber and Theil-Sen ``slope_stderr`` is
-    the estimator's own iid value (``stderr_kind`` says which). No standard error makes a
+    interval ``slope +- 1.96 slope_stderr``. Huber's is the same HAC sandwich; Theil-Sen's
+    is its own iid interval (``stderr_kind`` says which). No standard error makes a
     regression of two unrelated random walks meaningful: judge the pair by Engle-Granger.
     """
 
@@ -95,12 +95,32 @@ def newey_west_lags(nobs: int) -> int:
     return int(4 * (max(nobs, 0) / 100) ** (2 / 9))
 
 
+def _m_estimator_hac_se(
+    design: np.ndarray, resid: np.ndarray, scale: float, norm, lags: int
+) -> float:
+    """The slope's HAC standard error of an M-estimator: the sandwich ``A^-1 S A^-1``.
+
+    ``A = sum psi'(r_t/s) x_t x_t'``, ``S`` the Bartlett-weighted (Newey-West) long-run
+    covariance of the scores ``psi(r_t/s) s x_t``; with ``psi(u) = u`` it is OLS's HAC.
+    """
+    u = resid / scale
+    scores = design * (norm.psi(u) * scale)[:, None]
+    bread = design.T @ (design * norm.psi_deriv(u)[:, None])
+    meat = scores.T @ scores
+    for j in range(1, lags + 1):
+        gamma = scores[j:].T @ scores[:-j]
+        meat += (1 - j / (lags + 1)) * (gamma + gamma.T)
+    inv = np.linalg.inv(bread)
+    return float(math.sqrt(max((inv @ meat @ inv)[1, 1], 0.0)))
+
+
 def hedge_ratio(
     y: pd.Series,
     x: pd.Series,
     method: HedgeMethod = "ols",
     *,
     max_points: int = 1000,
+    huber_t: float = 1.345,
 ) -> HedgeFit:
     """Static hedge ratio of ``y`` on ``x`` with an intercept, over all the data given.
 
@@ -110,12 +130,14 @@ def hedge_ratio(
     spaced points (deterministic). Its ``slope_stderr`` is the 95% confidence interval's
     half-width / 1.96. The OLS ``slope_stderr`` is Newey-West HAC (Bartlett kernel,
     ``newey_west_lags(n)`` lags: 7 on 1,440 bars, 17 on 86,400), statsmodels
-    ``OLS.fit(cov_type="HAC")``.
+    ``OLS.fit(cov_type="HAC")``; Huber's is the same Newey-West sandwich for an
+    M-estimator (its scores ``psi(r/s) s x``).
 
     :param y: the leg bought when the spread is bought.
     :param x: the hedge leg; rows are inner-joined with ``y`` and NaNs dropped.
     :param method: ``"ols"``, ``"huber"`` or ``"theil-sen"``.
     :param max_points: cap on the Theil-Sen sample.
+    :param huber_t: Huber's threshold in robust-scale units (statsmodels' 1.345).
     :raises ValueError: fewer than 3 common points, a flat ``x`` (relative std below 1e-10,
         as in :func:`rolling_hedge_ratio`: no slope to fit), or an unknown method.
     """
@@ -139,10 +161,15 @@ def hedge_ratio(
         stderr = float(hac.bse[1])
         kind = f"Newey-West HAC, {hac_lags} lags"
     elif method == "huber":
-        res = sm.RLM(yv, design, M=sm.robust.norms.HuberT()).fit()
+        norm = sm.robust.norms.HuberT(t=huber_t)
+        res = sm.RLM(yv, design, M=norm).fit()
         intercept, slope = (float(v) for v in res.params)
-        stderr = stderr_iid = float(res.bse[1])
-        kind = "iid (RLM)"
+        stderr_iid = float(res.bse[1])
+        hac_lags = min(newey_west_lags(n), n - 3)
+        stderr = _m_estimator_hac_se(
+            design, yv - design @ res.params, float(res.scale), norm, hac_lags
+        )
+        kind = f"Newey-West HAC, {hac_lags} lags"
     elif method == "theil-sen":
         idx = np.unique(np.linspace(0, n - 1, min(n, max_points)).round().astype(np.int64))
         res = stats.theilslopes(yv[idx], xv[idx], alpha=0.95)
