@@ -15,6 +15,7 @@ faults played, with their times.
 
 from __future__ import annotations
 
+import functools
 import os
 import random
 import signal
@@ -106,7 +107,10 @@ class Chaos:
         elif fault == "rest-html-200":
             self._mangles.append(lambda items: b"<html><body>Just a moment...</body></html>")
         elif fault == "rest-hostile-items":
-            self._mangles.append(self._hostile_page)
+            # Its own RNG: the server's thread runs it whenever the page is asked for, and
+            # drawing from the shared one there would make the fault sequence timing-bound.
+            page_rng = random.Random(rng.getrandbits(32))
+            self._mangles.append(functools.partial(self._hostile_page, page_rng))
         elif fault == "hostile-frame":
             template = make_trade("BTCUSDT", server.next_id["BTCUSDT"] + rng.randint(-5, 5))
             name, frame = rng.choice(sorted(faults.hostile_frames(template).items()))
@@ -130,7 +134,7 @@ class Chaos:
         ended = self.daemon.process.poll()
         assert ended is None, f"the daemon ended by itself (exit {ended}) after {fault}"
 
-    def _hostile_page(self, items: list[dict]) -> bytes:
+    def _hostile_page(self, rng: random.Random, items: list[dict]) -> bytes:
         body = [orjson.dumps(item) for item in items]
         template = make_trade("BTCUSDT", self.server.next_id["BTCUSDT"] + 10)
         bad = [
@@ -141,8 +145,8 @@ class Chaos:
             faults.rest_item_text(template, price=None),
             "null",
         ]
-        for item in self.rng.sample(bad, 2):
-            body.insert(self.rng.randrange(len(body) + 1), item.encode())
+        for item in rng.sample(bad, 2):
+            body.insert(rng.randrange(len(body) + 1), item.encode())
         return b"[" + b",".join(body) + b"]"
 
     def report(self) -> str:
@@ -179,7 +183,7 @@ def test_chaos_minute_leaves_the_tape_exact(
         assert_tape_complete(chaos.daemon.db, server)
         assert faults.bogus_rows(chaos.daemon.db) == []
         assert chaos.daemon.stop(30) == 0
-    except BaseException as exc:
+    except (Exception, pytest.fail.Exception) as exc:  # pytest-timeout fails with the latter
         raise AssertionError(f"{exc}\n{chaos.report()}") from exc
     finally:
         server.rest_mangle = None
