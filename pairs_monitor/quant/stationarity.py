@@ -29,11 +29,15 @@ from statsmodels.tsa.vector_ar.vecm import coint_johansen
 __all__ = [
     "ADFResult",
     "EngleGrangerResult",
+    "HalfLifeResult",
+    "HurstResult",
     "JohansenResult",
     "adf_test",
     "engle_granger",
     "half_life",
+    "half_life_fit",
     "hurst",
+    "hurst_fit",
     "johansen",
     "schwert_lag",
 ]
