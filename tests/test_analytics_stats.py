@@ -147,8 +147,9 @@ def test_johansen_matches_coint_johansen():
     # The cointegrating vector, normalised on y, is (1, -0.8) up to an O(1/n) error scaled
     # by long-run noise / step size (1 / (1 - 0.8) / 0.5 = 10): a few hundredths at n=1000.
     assert got.eigenvector[0] == 1.0 and abs(got.eigenvector[1] + 0.8) < 0.05
-    # Independent walks. With det_order=0 statsmodels demeans before testing and rejects
-    # r = 0 for ~12% of such pairs at a nominal 5% (README, statsmodels issue #6168; docs/analytics.md, Methodology).
+    # Independent walks, in the default case (the constant restricted to the relation,
+    # whose size holds on driftless prices; with det_order=0 statsmodels rejects r = 0 for
+    # ~10% of such pairs at a nominal 5%: docs/analytics.md, Methodology).
     apart = pd.DataFrame({"a": random_walk(1000, 0), "b": random_walk(1000, 500)})
     assert A.johansen(apart).rank == 0
     assert "rank 0" in A.johansen(apart).verdict
