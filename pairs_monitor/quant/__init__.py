@@ -30,7 +30,13 @@ other names without an underscore (``join_legs``, ``as_utc_ns``, ...) are shared
 the package only.
 """
 
-from pairs_monitor.quant.backtest import BacktestResult, backtest
+from pairs_monitor.quant.backtest import (
+    SPOT_TAKER_FEE_BPS,
+    USDM_TAKER_FEE_BPS,
+    BacktestResult,
+    backtest,
+    taker_fee_bps,
+)
 from pairs_monitor.quant.bars import (
     BAR_COLUMNS,
     empty_bars,
@@ -80,6 +86,8 @@ __all__ = [
     "AUTO_DELTA",
     "BAR_COLUMNS",
     "CHAN_DELTA",
+    "SPOT_TAKER_FEE_BPS",
+    "USDM_TAKER_FEE_BPS",
     "ADFResult",
     "BacktestResult",
     "EngleGrangerResult",
@@ -114,6 +122,7 @@ __all__ = [
     "schwert_lag",
     "spread",
     "stats_table",
+    "taker_fee_bps",
     "volume_ratio",
     "zscore",
 ]

@@ -38,7 +38,13 @@ import pandas as pd
 
 from pairs_monitor.quant.bars import infer_periods_per_year
 
-__all__ = ["BacktestResult", "backtest"]
+__all__ = [
+    "SPOT_TAKER_FEE_BPS",
+    "USDM_TAKER_FEE_BPS",
+    "BacktestResult",
+    "backtest",
+    "taker_fee_bps",
+]
 
 #: Binance's standard-tier taker fee per leg, basis points of traded notional (no
 #: discounts): spot 0.10 %, USD-M futures 0.05 % (maker 0.02 %; market orders are takers).
