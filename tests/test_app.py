@@ -99,7 +99,7 @@ def test_every_tab_renders_over_a_fixture_database(monkeypatch, pair_db):
         "ADF on BTCUSDT (unit root in the leg?)",
         "ADF on ETHUSDT (unit root in the leg?)",
         "Engle-Granger: ADF on the OLS residual of BTCUSDT on ETHUSDT",
-        "Johansen trace",
+        "Johansen trace, restricted constant (in the cointegrating relation)",
     ]
     assert "Half-life of the Engle-Granger residual" in [m.label for m in at.metric]
     # Backtest, correlation, export preview all drawn.
@@ -232,8 +232,10 @@ def test_backtest_with_log_prices_sizes_legs_in_value(monkeypatch, pair_db):
     frame = analytics.pair_frame(y, x, 60, "rolling", log_prices=True)
 
     def page_backtest(log_prices: bool) -> analytics.BacktestResult:
-        return analytics.backtest(  # with the tab's default entry, exit and fee
-            y, x, frame["zscore"], frame["hedge_ratio"], 2.0, 0.5, 2.0, log_prices=log_prices
+        # The tab's default entry and exit; its default fee is quant's own default (spot
+        # taker rate: the sim venue has no fee schedule, so the page assumes spot's).
+        return analytics.backtest(
+            y, x, frame["zscore"], frame["hedge_ratio"], 2.0, 0.5, log_prices=log_prices
         )
 
     expected = page_backtest(log_prices=True)

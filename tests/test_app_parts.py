@@ -315,9 +315,12 @@ def test_statistics_do_not_call_two_independent_random_walks_cointegrated(method
     logs = pair.fitted()[0].apply(np.log)
     fit = analytics.hedge_ratio(logs["Y"], logs["X"])
     resid = logs["Y"] - fit.slope * logs["X"] - fit.intercept
-    assert stats.half_life_bars == pytest.approx(analytics.half_life(resid), rel=1e-9)
+    # legs=2: the residual was fitted, so its unit-root test uses 2-variable values.
+    assert stats.half_life_bars == analytics.half_life(resid, legs=2)
     assert stats.hurst == pytest.approx(analytics.hurst(resid), rel=1e-9)
-    assert stats.half_life_bars > 100  # no quick mean reversion between unrelated walks
+    assert math.isinf(stats.half_life_bars)  # "no mean reversion" between unrelated walks
+    assert stats.half_life is not None
+    assert stats.half_life.reason.startswith("no mean reversion")
 
 
 def test_a_stopped_leg_stops_the_pair_rows_and_the_live_z_score():

@@ -106,10 +106,29 @@ def pair_panels(
 def hedge_paths(
     paths: pd.DataFrame, unit: str = "hedge ratio", truth: float | None = None
 ) -> go.Figure:
-    """Hedge ratio over time by each estimator; ``truth`` (simulated data) as a dotted line."""
+    """Hedge ratio over time by each estimator; ``truth`` (simulated data) as a dotted line.
+
+    Columns whose name contains ``σ`` (``pipeline.KALMAN_BAND``) are a band, drawn as
+    thin dotted lines with the space between them shaded.
+    """
     fig = go.Figure()
-    for col in paths.columns:
+    lines = [c for c in paths.columns if "σ" not in str(c)]
+    band = [c for c in paths.columns if "σ" in str(c)]
+    for col in lines:
         fig.add_trace(go.Scatter(x=paths.index, y=paths[col], name=plot(col), mode="lines"))
+    for i, col in enumerate(band):
+        fig.add_trace(
+            go.Scatter(
+                x=paths.index,
+                y=paths[col],
+                name=plot(col),
+                mode="lines",
+                line={"width": 0.5, "dash": "dot", "color": "#9e9e9e"},
+                fill="tonexty" if i else None,
+                fillcolor="rgba(158,158,158,0.15)",
+                showlegend=False,
+            )
+        )
     if truth is not None:
         fig.add_hline(
             y=truth,

@@ -28,10 +28,14 @@ from pairs_monitor.page.settings import (
     MAX_FUTURE_SKEW_S,
     MAX_SCAN_SYMBOLS,
     MAX_STALE_BARS,
+    MIN_HURST_BARS,
+    MIN_TEST_OBS,
     SCAN_MIN_BARS,
     TIMEFRAME_SECONDS,
     UPLOAD_VENUE,
     View,
+    default_fee_bps,
+    too_small,
 )
 from pairs_monitor.quant import HedgeMethod, PairMethod
 from pairs_monitor.store import schema
@@ -503,7 +507,11 @@ def true_pair_params(params: dict, y: str, x: str) -> TrueParams | None:
 
 
 def hedge_paths(pair: PairData) -> pd.DataFrame:
-    """Hedge ratio over time by three estimators: static (view's method), rolling, Kalman."""
+    """Hedge ratio over time by three estimators: static (view's method), rolling, Kalman.
+
+    The Kalman path is the predicted slope with its band of -+2 ``slope_pred_std``
+    (``KALMAN_BAND`` columns), on the view's prices (``log_prices`` tells the filter).
+    """
     view, (closes, _frame) = pair.view, pair.fitted()
     y, x = closes[view.y], closes[view.x]
     if view.log_prices:
@@ -511,14 +519,22 @@ def hedge_paths(pair: PairData) -> pd.DataFrame:
     static_method = _static_method(view.method)
     fit = quant.hedge_ratio(y, x, static_method)
     rolling = quant.rolling_hedge_ratio(y, x, view.window)["slope"]
-    kalman = quant.kalman_hedge_ratio(y, x, **view.kalman)["slope_pred"]
+    kalman = quant.kalman_hedge_ratio(y, x, log_prices=view.log_prices, **view.kalman)
+    pred, band = kalman["slope_pred"], 2 * kalman["slope_pred_std"]
     return pd.DataFrame(
         {
             f"static ({static_method})": pd.Series(fit.slope, index=y.index),
             f"rolling OLS ({view.window})": rolling,
-            "Kalman (predicted)": kalman,
+            KALMAN_PATH: pred,
+            KALMAN_BAND[0]: pred - band,
+            KALMAN_BAND[1]: pred + band,
         }
     )
+
+
+KALMAN_PATH = "Kalman (predicted)"
+# Columns of hedge_paths: the predicted slope -+ 2 slope_pred_std (the model's own band).
+KALMAN_BAND = ("Kalman −2σ", "Kalman +2σ")
 
 
 def _static_method(method: PairMethod) -> HedgeMethod:
@@ -548,33 +564,43 @@ def _human(seconds: int) -> str:
 
 @dataclass
 class Statistics:
-    """The Statistics tab's tests for one pair (each None when it could not run, see errors).
+    """The Statistics tab's tests for one pair (each None when it could not run, see
+    ``errors``, or when its sample is too small to mean anything, see ``too_small``).
 
     ``adf_y``/``adf_x``: ADF on each leg (plain ADF values are right for an observed
     series). ``engle_granger``: the cointegration verdict, ADF on the OLS residual of Y on
-    X judged with MacKinnon's cointegration critical values. ``half_life_bars`` and
-    ``hurst`` are of that same OLS residual (``residual``), never of the sidebar's spread:
-    a rolling or Kalman spread is a one-step forecast error, stationary by construction.
+    X judged with MacKinnon's cointegration critical values. ``half_life``
+    (``quant.half_life_fit`` with ``legs=2``, the residual being fitted) and ``hurst_fit``
+    are of that same OLS residual (``residual``), never of the sidebar's spread: a rolling
+    or Kalman spread is a one-step forecast error, stationary by construction.
+    ``half_life_bars`` and ``hurst`` are their numbers (NaN when not shown).
+    ``too_small``: statistic name -> "n too small: ..." (``settings.too_small``) for those
+    under ``MIN_TEST_OBS`` (tests, half-life) or ``MIN_HURST_BARS`` (Hurst).
     """
 
     adf_y: Any = None
     adf_x: Any = None
     engle_granger: Any = None
     johansen: Any = None
+    half_life: quant.HalfLifeResult | None = None
+    hurst_fit: quant.HurstResult | None = None
     half_life_bars: float = math.nan
     hurst: float = math.nan
     residual: pd.Series | None = None
     errors: dict[str, str] = field(default_factory=dict)
+    too_small: dict[str, str] = field(default_factory=dict)
 
 
 def statistics(pair: PairData) -> Statistics:
     """ADF on each leg, Engle-Granger and Johansen on the legs, half-life and Hurst of the
-    Engle-Granger (OLS) residual, whatever the sidebar's hedge method."""
+    Engle-Granger (OLS) residual, whatever the sidebar's hedge method; each only when its
+    sample reaches the page's minimum (``MIN_TEST_OBS``, ``MIN_HURST_BARS``)."""
     view, out = pair.view, Statistics()
     closes, _frame = pair.fitted()
     legs = closes[[view.y, view.x]]
     if view.log_prices:
         legs = quant.align_closes(legs, log=True)
+    legs = legs.dropna()
     y, x = legs[view.y], legs[view.x]
     tests = {
         "adf_y": lambda: quant.adf_test(y),
@@ -582,19 +608,36 @@ def statistics(pair: PairData) -> Statistics:
         "engle_granger": lambda: quant.engle_granger(y, x),
         "johansen": lambda: quant.johansen(legs),
     }
+    small = too_small(len(legs), MIN_TEST_OBS)
     for name, run in tests.items():
+        if small:
+            out.too_small[name] = small
+            continue
         try:
             setattr(out, name, run())
         except ValueError as exc:  # too few points, flat series: said, not raised
             out.errors[name] = str(exc)
     eg = out.engle_granger
     if eg is None:
-        for name in ("half_life_bars", "hurst"):
-            out.errors[name] = "no Engle-Granger fit: " + out.errors.get("engle_granger", "")
+        for name in ("half_life", "hurst"):
+            if small:
+                out.too_small[name] = small
+            else:
+                out.errors[name] = "no Engle-Granger fit: " + out.errors.get("engle_granger", "")
         return out
     out.residual = quant.spread(y, x, eg.hedge_ratio, eg.intercept)
-    out.half_life_bars = quant.half_life(out.residual)
-    out.hurst = quant.hurst(out.residual)
+    out.half_life = quant.half_life_fit(out.residual, legs=2)
+    small_hl = too_small(out.half_life.nobs, MIN_TEST_OBS, "pairs of adjacent bars")
+    if small_hl:
+        out.too_small["half_life"] = small_hl
+    else:
+        out.half_life_bars = out.half_life.half_life
+    out.hurst_fit = quant.hurst_fit(out.residual)
+    small_h = too_small(out.hurst_fit.nobs, MIN_HURST_BARS, "bars")
+    if small_h:
+        out.too_small["hurst"] = small_h
+    else:
+        out.hurst = out.hurst_fit.hurst
     return out
 
 
@@ -629,14 +672,20 @@ def backtest_frame(pair: PairData) -> pd.DataFrame:
     return quant.pair_frame(closes[view.y], closes[view.x], view.window, "rolling", view.log_prices)
 
 
-def run_backtest(pair: PairData, entry: float, exit_: float, fee_bps: float):
+def run_backtest(
+    pair: PairData, entry: float, exit_: float, fee_bps: float | None = None
+) -> quant.BacktestResult:
     """``quant.backtest`` on the raw closes with :func:`backtest_frame`'s z and hedge.
 
     With log prices the hedge is a ratio of returns, so the legs are sized in value.
+    :param fee_bps: per leg; None for the venue's standard taker rate
+        (``settings.default_fee_bps``).
     """
     view = pair.view
     frame = backtest_frame(pair)
     closes = pair.fitted()[0].loc[frame.index]
+    if fee_bps is None:
+        fee_bps = default_fee_bps(view.venue)[0]
     return quant.backtest(
         closes[view.y],
         closes[view.x],

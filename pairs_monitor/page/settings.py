@@ -18,6 +18,10 @@ from typing import Any
 
 from pairs_monitor.quant import PairMethod
 
+# Not (yet) in quant's public API; the page reads them so its defaults are quant's.
+from pairs_monitor.quant.backtest import MIN_SHARPE_SPAN, SPOT_TAKER_FEE_BPS, USDM_TAKER_FEE_BPS
+from pairs_monitor.quant.stationarity import HURST_MIN_BARS
+
 DEFAULT_DB = Path("data/ticks.db")
 
 # Sidebar label -> pandas frequency understood by analytics.resample_bars.
@@ -109,7 +113,52 @@ ALERT_HISTORY_ROWS = 200  # fired alerts listed in the Alerts tab
 # How long an alert write waits for the daemon's writer: short, so a live refresh never
 # stalls behind a long ingest transaction.
 ALERT_BUSY_TIMEOUT_S = 2.0
-SHORT_SHARPE_SPAN_S = 86_400  # a Sharpe ratio from fewer seconds of bars is called noise
+SHORT_SHARPE_SPAN_S = int(MIN_SHARPE_SPAN.total_seconds())
+"""No annualised Sharpe ratio from fewer seconds of bars (quant's ``MIN_SHARPE_SPAN``, a day):
+annualising a few minutes multiplies their noise by sqrt(bars per year) (a Sharpe of -1808
+was shown after a few minutes of data, issue 13)."""
+
+# -- small samples: below these the page says "n too small" instead of a number ----------
+MIN_TEST_OBS = 50
+"""Observations an ADF, Engle-Granger or Johansen test, or a half-life, needs before the
+page shows its number. MacKinnon's response surfaces (the p-values and critical values)
+carry finite-sample corrections that grow fast below ~50 observations, the Schwert lag
+rule spends up to 10 of them on lagged differences, and the AR(1) coefficient's standard
+error at n = 50 is still ~0.1, so a half-life interval spans from a few bars to infinity.
+Under this the page says "n too small" (with n and this minimum)."""
+MIN_HURST_BARS = HURST_MIN_BARS
+"""Bars the Hurst exponent needs (quant's ``HURST_MIN_BARS``, 100; it refuses fewer): its
+lags run from 2 to n/4, so under 100 bars it fits a line through fewer than ~20 short lags
+that bid-ask bounce dominates (it printed -0.081 on 24 bars, issue 13)."""
+
+# -- backtest fees: the venue's standard taker rate per leg ---------------------------------
+VENUE_TAKER_FEE_BPS: dict[str, float] = {
+    "binance-spot": SPOT_TAKER_FEE_BPS,
+    "binance-usdm": USDM_TAKER_FEE_BPS,
+}
+
+
+def default_fee_bps(venue: str) -> tuple[float, str]:
+    """The backtest's default fee per leg for ``venue`` and a label naming where it is from.
+
+    A live Binance venue: its standard taker rate (quant's ``SPOT_TAKER_FEE_BPS`` /
+    ``USDM_TAKER_FEE_BPS``, no discounts; the backtest trades at market, so as a taker).
+    Any other venue (sim, a replay, an upload) has no fee schedule: a name containing
+    ``usdm`` gets the USD-M rate, anything else spot's, and the label says it is assumed.
+    """
+    if venue in VENUE_TAKER_FEE_BPS:
+        market = "USD-M futures" if venue.endswith("usdm") else "spot"
+        return VENUE_TAKER_FEE_BPS[venue], f"{venue} standard {market} taker rate"
+    if "usdm" in venue:
+        return USDM_TAKER_FEE_BPS, f"Binance USD-M taker rate, assumed for {venue}"
+    return SPOT_TAKER_FEE_BPS, f"Binance spot taker rate, assumed for {venue}"
+
+
+def too_small(n: int, minimum: int, what: str = "observations") -> str | None:
+    """``"n too small: 23 observations, needs 50"`` when ``n < minimum``, else None."""
+    if n < minimum:
+        return f"n too small: {n:,} {what}, needs {minimum:,}"
+    return None
 
 
 def venue_label(venue: str) -> str:

@@ -94,7 +94,9 @@ def choose_view(venue: str, symbols: list[str], file_span_s: int | None = None) 
         value=60,
         step=5,
         key="window",
-        help="Bars in the z-score, correlation and rolling-hedge windows.",
+        help="Bars in the z-score, correlation and rolling-hedge windows. The z-score judges "
+        "each bar against the window's previous bars (the bar itself is not in its own "
+        "mean and deviation, so any entry level can be reached).",
     )
     method_label = sb.selectbox(
         "Hedge method",
@@ -179,7 +181,9 @@ def _kalman_noise(shown: bool) -> tuple[float | None, float | None]:
             step=1e-5,
             format="%.2e",
             key="kalman_delta_fixed",
-            help="State covariance delta / (1 - delta) on slope and intercept.",
+            help="State covariance delta / (1 - delta) on slope and intercept. On log prices "
+            "the intercept's noise sits at X's first log price (the level of Y there), so "
+            "no unit of quotation changes the filter.",
         )
         obs_var = st.number_input(
             "Observation variance",
@@ -187,6 +191,7 @@ def _kalman_noise(shown: bool) -> tuple[float | None, float | None]:
             value=1e-3,
             format="%.2e",
             key="kalman_obs_var",
-            help="In squared units of the fitted prices (log prices: ~spread variance).",
+            help="In squared units of the fitted prices (log prices: ~spread variance; raw "
+            "prices: suits only the price level it was chosen for).",
         )
         return float(delta), float(obs_var)

@@ -9,7 +9,7 @@ import pandas as pd
 import streamlit as st
 
 from pairs_monitor.page import charts, pipeline
-from pairs_monitor.page.settings import SHORT_SHARPE_SPAN_S, View
+from pairs_monitor.page.settings import SHORT_SHARPE_SPAN_S, View, default_fee_bps, too_small
 from pairs_monitor.page.tabs import Context, md, ready_pair
 
 
@@ -32,8 +32,16 @@ def render(ctx: Context) -> None:
         help="Symmetric about the mean: a long exits at z ≥ −exit, a short at z ≤ +exit "
         "(the ±exit bands of the Pair chart). Negative: hold past the mean.",
     )
+    fee_default, fee_source = default_fee_bps(view.venue)
     fee = c3.number_input(
-        "Fee per leg (bps)", min_value=0.0, max_value=100.0, value=2.0, step=0.5, key="bt_fee"
+        "Fee per leg (bps)",
+        min_value=0.0,
+        max_value=100.0,
+        value=fee_default,
+        step=0.5,
+        key="bt_fee",
+        help=f"Default {fee_default:g} bps: the {fee_source} (no discounts; the backtest "
+        "fills at market, so it pays the taker rate). Maker rates or VIP tiers are lower.",
     )
     try:
         result = pipeline.run_backtest(pair, entry, exit_, fee)
@@ -42,16 +50,31 @@ def render(ctx: Context) -> None:
         return
     m = st.columns(5)
     m[0].metric("Total return", _pct(result.total_return))
-    m[1].metric("Sharpe (annualised)", _num(result.sharpe, ".2f"))
+    span_s = (frame.index[-1] - frame.index[0]).total_seconds()
+    sharpe_small = too_small(int(span_s), SHORT_SHARPE_SPAN_S, "seconds of bars")
+    m[1].metric(
+        "Sharpe (annualised)",
+        "n too small" if sharpe_small else _num(result.sharpe, ".2f"),
+        help="Not annualised from under a day of bars: it would multiply minutes of noise "
+        "by √(bars per year).",
+    )
     m[2].metric("Max drawdown", _pct(result.max_drawdown))
     m[3].metric("Hit rate", _pct(result.hit_rate))
     m[4].metric("Closed trades", f"{result.n_trades}")
-    span_s = (frame.index[-1] - frame.index[0]).total_seconds()
-    if span_s < SHORT_SHARPE_SPAN_S:
+    if sharpe_small:
         st.caption(
-            f"The Sharpe ratio is annualised (× √bars per year) from only {_span(span_s)} of "
-            f"{view.timeframe} bars: at this length it is noise, not a performance figure."
+            f"Sharpe {sharpe_small} ({_span(span_s)} of {view.timeframe} bars, needs "
+            f"{_span(SHORT_SHARPE_SPAN_S)}): annualised from less it is noise, not a "
+            "performance figure."
         )
+    elif result.sharpe is None and result.sharpe_note:
+        st.caption(f"No Sharpe ratio: {md(result.sharpe_note)}")
+    fee_y, fee_x = result.fee_bps
+    st.caption(
+        f"Fees: {fee_y:g} bps on {md(view.y)} and {fee_x:g} bps on {md(view.x)} per fill "
+        f"({'the ' + fee_source if fee == fee_default else 'set here'}); "
+        f"{_pct(result.fees)} of capital paid in all."
+    )
     st.plotly_chart(charts.equity(result.equity, "Equity (starting capital 1)"), key="equity")
     if view.method in pipeline.CAUSAL_METHODS:
         hedge_note = "The hedge and z-score are the sidebar's, which use no later bar."
@@ -116,14 +139,16 @@ def _trailing_bars(view: View) -> int:
 
 
 def _span(seconds: float) -> str:
+    if seconds >= 86400:
+        return f"{seconds / 86400:.1f} days"
     if seconds < 3600:
         return f"{seconds / 60:.1f} min"
     return f"{seconds / 3600:.1f} h"
 
 
-def _pct(v: float) -> str:
+def _pct(v: float | None) -> str:
     return "—" if v is None or math.isnan(v) else f"{100 * v:.2f}%"
 
 
-def _num(v: float, spec: str) -> str:
+def _num(v: float | None, spec: str) -> str:
     return "—" if v is None or math.isnan(v) else format(v, spec)

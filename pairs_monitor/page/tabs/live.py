@@ -23,8 +23,10 @@ from pairs_monitor.page.settings import (
     LIVE_REFRESH,
     LIVE_TAIL_WINDOWS,
     MAX_STALE_BARS,
+    MIN_TEST_OBS,
     STALE_STATUS_MS,
     View,
+    too_small,
 )
 from pairs_monitor.page.tabs import Context, literal, md, need_view
 from pairs_monitor.page.text import utc
@@ -284,7 +286,9 @@ def _true_parameters(ctx: Context, recording: pipeline.Recording, view: View) ->
                 f"({len(pair.frame):,} {view.timeframe} bars): hedge = the {view.method} "
                 "hedge at the last bar; "
                 "half-life = AR(1) fit of the OLS residual (a Kalman or rolling spread is a "
-                "forecast error, not the spread the simulator reverts)."
+                "forecast error, not the spread the simulator reverts); inf when the window "
+                "shows no significant mean reversion, empty under "
+                f"{MIN_TEST_OBS} pairs of adjacent bars (n too small)."
                 + (
                     " Both legs carry their own simulated spread noise, so an OLS slope of one "
                     "on the other is biased towards 0 until their common driver has moved "
@@ -306,8 +310,11 @@ def _truth_table(truth: pipeline.TrueParams, pair: pipeline.PairData) -> pd.Data
     except ValueError:  # a flat X: no OLS residual, no half-life estimate
         half_life_s = math.nan
     else:
+        # A fitted (2-leg) residual; inf when the window shows no significant reversion.
         resid = quant.spread(frame["y"], frame["x"], fit.slope, fit.intercept)
-        half_life_s = quant.half_life(resid) * view.bar_seconds
+        hl = quant.half_life_fit(resid, legs=2)
+        small = too_small(hl.nobs, MIN_TEST_OBS)
+        half_life_s = math.nan if small else hl.half_life * view.bar_seconds
     rows = []
     if view.log_prices:
         rows.append(("hedge ratio (log Y on log X)", truth.hedge_ratio, hedge_est))

@@ -36,5 +36,7 @@ def render(ctx: Context) -> None:
     st.plotly_chart(charts.hedge_paths(paths, unit, truth), key="hedge_paths")
     st.caption(
         "Static: one fit over the lookback (it has seen every bar it is drawn on). Rolling OLS: "
-        "trailing window. Kalman: predicted state, from bars before each one."
+        "trailing window. Kalman: predicted state, from bars before each one, with its "
+        "band of ±2 standard deviations under the filter's own model (the noise it was "
+        "given, not a test)."
     )

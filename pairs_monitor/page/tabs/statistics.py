@@ -25,6 +25,7 @@ def render(ctx: Context) -> None:
     st.subheader("Regression")
     if fit is not None:
         st.code(fit.summary, language=None)
+        st.caption(_slope_note(fit))
     else:
         st.markdown(
             f"{view.method} hedge is dynamic; latest hedge ratio "
@@ -71,29 +72,67 @@ def _what_is_tested(view: View) -> str:
     return base
 
 
+JOHANSEN_CASES = {
+    "ci": "restricted constant (in the cointegrating relation)",
+    -1: "no deterministic terms",
+    0: "unrestricted constant",
+    1: "linear trend",
+}
+HURST_HELP = (
+    "How the spread's k-bar changes grow with k (0.5 random walk, below: changes that undo "
+    "each other, above: trending). It describes this window only, includes microstructure "
+    "(bid-ask bounce) at its short lags, and is not a test: a value below 0.5 is no "
+    "evidence of a tradable reversion. The Engle-Granger p-value is."
+)
+
+
+def _slope_note(fit) -> str:
+    """The slope's interval and the kind of its standard error, and when it means anything."""
+    lo, hi = fit.slope_ci
+    kind = fit.stderr_kind or "standard error"
+    interval = (
+        f"Slope 95% interval [{lo:.6g}, {hi:.6g}] ({kind})"
+        if math.isfinite(lo) and math.isfinite(hi)
+        else f"No interval for the slope ({kind})"
+    )
+    return (
+        f"{interval}. The slope, its interval and R² mean something only if Engle-Granger "
+        "rejects (below): a regression of two unrelated random walks is spurious, and no "
+        "standard error fixes that."
+    )
+
+
 def _show_tests(result: pipeline.Statistics, view: View) -> None:
+    jo = result.johansen
+    jo_case = (
+        f"Johansen trace, {JOHANSEN_CASES.get(jo.det_order, f'det_order {jo.det_order}')}"
+        if jo is not None
+        else "Johansen trace"
+    )
     rows = []
     for name, label in (
         ("adf_y", f"ADF on {view.y} (unit root in the leg?)"),
         ("adf_x", f"ADF on {view.x} (unit root in the leg?)"),
         ("engle_granger", f"Engle-Granger: ADF on the OLS residual of {view.y} on {view.x}"),
-        ("johansen", "Johansen trace"),
+        ("johansen", jo_case),
     ):
         res = getattr(result, name)
         if res is None:
             rows.append(
                 {
                     "test": label,
+                    "n": None,
                     "statistic": None,
                     "p-value": None,
                     "5% critical": None,
-                    "verdict": result.errors.get(name, "not run"),
+                    "verdict": result.too_small.get(name) or result.errors.get(name, "not run"),
                 }
             )
             continue
         rows.append(
             {
                 "test": label,
+                "n": res.nobs,
                 "statistic": res.statistic,
                 "p-value": res.pvalue,
                 "5% critical": res.critical_values.get("5%"),
@@ -101,23 +140,24 @@ def _show_tests(result: pipeline.Statistics, view: View) -> None:
             }
         )
     st.dataframe(pd.DataFrame(rows), hide_index=True, key="tests")
-    c1, c2 = st.columns(2)
-    hl = result.half_life_bars
-    hl_text = (
-        "—"
-        if math.isnan(hl)
-        else (
-            "∞ (not mean-reverting)"
-            if math.isinf(hl)
-            else f"{hl:,.1f} bars ≈ {hl * view.bar_seconds:,.0f} s"
+    if jo is not None:
+        st.caption(
+            f"Johansen: case {jo.det_order!r} ({JOHANSEN_CASES.get(jo.det_order, '?')}), "
+            f"{jo.lags} lagged difference(s); critical values: {jo.critical_values_source}."
         )
+    c1, c2 = st.columns(2)
+    hl_text, hl_note = _half_life_text(result, view)
+    c1.metric(
+        "Half-life of the Engle-Granger residual",
+        hl_text,
+        help="AR(1) of the residual on adjacent bars; 'no mean reversion' unless its "
+        "coefficient is significantly below 1 (Dickey-Fuller with MacKinnon's values for "
+        "a fitted 2-leg residual).",
     )
-    c1.metric("Half-life of the Engle-Granger residual", hl_text)
-    c2.metric(
-        "Hurst exponent of the Engle-Granger residual",
-        "—" if math.isnan(result.hurst) else f"{result.hurst:.3f}",
-        help="0.5 random walk, < 0.5 mean-reverting",
-    )
+    c1.caption(hl_note)
+    hurst_text, hurst_note = _hurst_text(result)
+    c2.metric("Hurst exponent of the Engle-Granger residual", hurst_text, help=HURST_HELP)
+    c2.caption(hurst_note)
     eg = result.engle_granger
     if eg is not None:
         st.caption(
@@ -126,3 +166,35 @@ def _show_tests(result: pipeline.Statistics, view: View) -> None:
             "fitted on the same bars: half-life and Hurst describe the window; the "
             "Engle-Granger p-value is what says whether the pair is cointegrated."
         )
+
+
+def _half_life_text(result: pipeline.Statistics, view: View) -> tuple[str, str]:
+    """The half-life metric's value and the line under it (interval, or why no number)."""
+    small = result.too_small.get("half_life")
+    if small:
+        return "n too small", small
+    hl = result.half_life
+    if hl is None:
+        return "—", result.errors.get("half_life", "not run")
+    if math.isnan(hl.half_life):
+        return "—", hl.reason
+    if math.isinf(hl.half_life):
+        return "∞: no mean reversion", hl.reason
+    secs = hl.half_life * view.bar_seconds
+    return (
+        f"{hl.half_life:,.1f} bars ≈ {secs:,.0f} s",
+        f"{hl.confidence:.0%} interval [{hl.low:,.1f}, {hl.high:,.1f}] bars; {hl.reason}",
+    )
+
+
+def _hurst_text(result: pipeline.Statistics) -> tuple[str, str]:
+    """The Hurst metric's value and the line under it (its lags, or why no number)."""
+    small = result.too_small.get("hurst")
+    if small:
+        return "n too small", small
+    h = result.hurst_fit
+    if h is None:
+        return "—", result.errors.get("hurst", "not run")
+    if math.isnan(h.hurst):
+        return "—", h.reason
+    return f"{h.hurst:.3f}", f"lags {h.min_lag}..{h.max_lag} bars, n = {h.nobs:,}"
