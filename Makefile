@@ -25,7 +25,7 @@ export UV_PYTHON := $(PYTHON)
 export UV_PYTHON_DOWNLOADS := never
 export UV_PROJECT_ENVIRONMENT := $(VENV)
 
-FAST := not daemon and not apptest and not browser
+FAST := not daemon and not apptest and not browser and not soak
 
 # The floor job resolves the lowest allowed version of each direct dependency, and the
 # rest as they were on FLOOR_DATE, so that it gives the same answer every day. Move the

@@ -220,6 +220,7 @@ def _flush(writer: TradeWriter, errors: _Errors) -> None:
     ],
 )
 @given(data=st.data())
+@pytest.mark.soak
 def test_hostile_frames_and_rest_pages_leave_the_tape_exact(
     rest_server: BinanceServer, data: st.DataObject
 ) -> None:

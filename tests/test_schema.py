@@ -125,6 +125,7 @@ def _setup_in_process(path: str, start: float, results: "multiprocessing.Queue[s
         results.put(f"{type(exc).__name__}: {exc}")
 
 
+@pytest.mark.daemon
 def test_two_processes_migrating_a_new_file_at_once_both_succeed(tmp_path):
     # The second of two daemons started together failed with "table trades already exists".
     context = multiprocessing.get_context("fork")
