@@ -33,11 +33,13 @@ def usdm_db(tmp_path_factory) -> Path:
     return build_pair_db(tmp_path_factory.mktemp("usdm") / "ticks.db", venue="binance-usdm")
 
 
-def sql_closes(db: Path, freq: str = "1s", venue: str = "sim") -> pd.DataFrame:
-    """Aligned closes of the pair straight from SQL, resampled by analytics."""
+def sql_closes(
+    db: Path, freq: str = "1s", venue: str = "sim", symbols: tuple[str, ...] = (Y, X)
+) -> pd.DataFrame:
+    """Aligned closes straight from SQL, resampled by analytics."""
     conn = sqlite3.connect(db)
     closes = {}
-    for sym in (Y, X):
+    for sym in symbols:
         raw = pd.read_sql_query(
             "SELECT bar_time_s, open, high, low, close, volume, quote_volume, taker_buy_volume,"
             " trade_count FROM bars_1s WHERE venue = ? AND symbol = ? ORDER BY bar_time_s",
@@ -278,3 +280,14 @@ def test_a_mean_reverting_spread_shows_its_half_life_with_the_interval():
     value, note = stats_tab._half_life_text(stats, view)
     assert value == f"{hl.half_life:,.1f} bars ≈ {hl.half_life:,.0f} s"
     assert f"95% interval [{hl.low:,.1f}, {hl.high:,.1f}] bars" in note
+
+
+def test_scanner_shows_q_values_and_out_of_sample_candidates_first(monkeypatch, pair_db):
+    at = run_app(monkeypatch, pair_db)
+    shown = next(f.value for f in at.dataframe if "eg_pvalue" in f.value.columns)
+    assert list(shown.columns[:5]) == ["candidate", "y", "x", "eg_pvalue", "eg_qvalue"]
+    closes = sql_closes(pair_db, symbols=("BTCUSDT", "ETHUSDT", "SOLUSDT"))
+    expected = analytics.scan_pairs(closes, log_prices=True, min_obs=settings.MIN_TEST_OBS)
+    np.testing.assert_allclose(shown["eg_qvalue"], expected["eg_qvalue"], rtol=1e-9)
+    assert list(shown["candidate"]) == list(expected["candidate"])
+    assert "Benjamini-Hochberg" in captions(at)

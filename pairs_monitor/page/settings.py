@@ -75,7 +75,6 @@ MIN_WINDOW_BARS, MAX_WINDOW_BARS = 5, 5000  # the sidebar's rolling window
 MAX_1S_ROWS = 7 * 86400  # one-second bars read per leg for one view
 MAX_BARS = 100_000  # bars per leg after resampling
 MAX_SCAN_SYMBOLS = 30  # symbols in the correlation matrix and the pair scanner
-SCAN_MIN_BARS = 30  # common bars a pair needs before the scanner tests it
 MAX_FUTURE_SKEW_S = 300
 """How far ahead of this machine's clock a stored bar or trade may be stamped and still
 count as the newest data (the daemon refuses trades more than 5 minutes ahead; an older
@@ -126,6 +125,7 @@ carry finite-sample corrections that grow fast below ~50 observations, the Schwe
 rule spends up to 10 of them on lagged differences, and the AR(1) coefficient's standard
 error at n = 50 is still ~0.1, so a half-life interval spans from a few bars to infinity.
 Under this the page says "n too small" (with n and this minimum)."""
+SCAN_MIN_BARS = MIN_TEST_OBS  # common bars a pair needs before the scanner tests it
 MIN_HURST_BARS = HURST_MIN_BARS
 """Bars the Hurst exponent needs (quant's ``HURST_MIN_BARS``, 100; it refuses fewer): its
 lags run from 2 to n/4, so under 100 bars it fits a line through fewer than ~20 short lags

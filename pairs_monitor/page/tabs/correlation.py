@@ -40,8 +40,20 @@ def render(ctx: Context) -> None:
     if scan.empty:
         st.info(f"Too few common bars to test any pair yet (at least {SCAN_MIN_BARS} needed).")
     else:
+        first = [c for c in ("candidate", "y", "x", "eg_pvalue", "eg_qvalue") if c in scan]
+        scan = scan[first + [c for c in scan.columns if c not in first]]
         st.dataframe(scan, hide_index=True, key="scan")
-        st.caption(
-            "The hedge is fitted on the same bars it is tested on: a screen, not a signal. "
-            "With many pairs, expect about 5% false positives at p < 0.05."
-        )
+        if "eg_qvalue" in scan and "candidate" in scan:
+            st.caption(
+                f"{len(scan)} pairs tested: about 5% of unrelated pairs show p < 0.05 by "
+                "chance, so eg_qvalue is the Benjamini-Hochberg q-value over all of them. "
+                "A pair is a candidate only with q < 0.05 and when it holds out of sample "
+                "(hedge fitted on the first two thirds of the bars, its spread ADF-tested on "
+                f"the rest: oos_pvalue). {int(scan['candidate'].sum())} candidate(s). The "
+                "in-sample hedge is fitted on the bars it is tested on: a screen, not a signal."
+            )
+        else:
+            st.caption(
+                "The hedge is fitted on the same bars it is tested on: a screen, not a "
+                "signal. With many pairs, expect about 5% false positives at p < 0.05."
+            )
