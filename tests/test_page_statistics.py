@@ -226,6 +226,7 @@ def test_kalman_hedge_path_and_band_are_quants_on_log_prices(pair_db, delta, obs
     np.testing.assert_allclose(paths[high], ref["slope_pred"] + band, rtol=1e-9)
     # Both noise modes draw a hedge over (nearly) the whole lookback (issue 13, finding 3).
     assert paths[pipeline.KALMAN_PATH].notna().mean() > 0.9
+    assert pair.frame is not None and pair.frame["zscore"].notna().mean() > 0.9
     both = paths[[low, high]].dropna()
     assert len(both) and (both[high] >= both[low]).all()
 
