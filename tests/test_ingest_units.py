@@ -14,7 +14,7 @@ import pytest
 from pairs_monitor import clock
 from pairs_monitor.clock import Backoff
 from pairs_monitor.ingest.binance.feed import MARKETS, BinanceFeed
-from pairs_monitor.ingest.binance.gaps import _subtract
+from pairs_monitor.ingest.binance.gaps import _subtract, missing_ids
 from pairs_monitor.ingest.binance.rest import RestClient, WeightBudget, rest_row
 from pairs_monitor.ingest.binance.tape import SymbolTape
 from pairs_monitor.ingest.binance.ws import ServerShutdown
@@ -262,3 +262,21 @@ def test_latest_trade_id_refuses_what_no_exchange_sends(payload):
 @contextlib.contextmanager
 def _no_raise() -> Iterator[None]:
     yield
+
+
+def _rows(*ids: int) -> list[tuple]:
+    return [("binance-spot", "BTCUSDT", i, 1_600_000_000_000_000, 1.0, 1.0, 0) for i in ids]
+
+
+@pytest.mark.parametrize(
+    ("ids", "start", "holes"),
+    [
+        ((5, 6, 7), 5, []),
+        ((5, 7, 8), 5, [(6, 6)]),
+        ((8, 9), 5, [(5, 7)]),
+        ((5, 9, 10, 14), 5, [(6, 8), (11, 13)]),
+        ((5, 5, 6), 5, []),  # a repeat is no hole
+    ],
+)
+def test_missing_ids_inside_a_catch_up_page(ids, start, holes):
+    assert missing_ids(_rows(*ids), start) == holes

@@ -201,6 +201,11 @@ WHERE next_id > trade_id + 1
 ORDER BY trade_id
 """
 LAST_STORED_ID = "SELECT max(trade_id) FROM trades WHERE venue = ? AND symbol = ?"
+# Ranges REST was asked for and did not have: a later hole scan does not ask again.
+ABANDONED_GAPS = (
+    "SELECT first_missing_id, last_missing_id FROM gaps "
+    "WHERE venue = ? AND symbol = ? AND status = 'abandoned'"
+)
 OPEN_GAPS = (
     "SELECT gap_id, first_missing_id, last_missing_id FROM gaps "
     "WHERE venue = ? AND symbol = ? AND status = 'open' ORDER BY first_missing_id"

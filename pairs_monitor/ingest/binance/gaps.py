@@ -258,6 +258,11 @@ class GapFiller(threading.Thread):
             if rows:
                 self.writer.put_trades(rows)
                 recovered += len(rows)
+                # Ids are consecutive: one REST skipped (or we refused) is a gap of its own,
+                # filled with retries and, failing that, recorded as abandoned: never a
+                # silent hole inside a range marked filled.
+                for first, last in missing_ids(rows, cursor):
+                    self.add(Fill(symbol, first, last, "catch-up"))
                 cursor = rows[-1][2] + 1
             if len(page) < want or not rows:
                 break  # a short page: REST has nothing newer (yet)
@@ -364,11 +369,12 @@ class GapFiller(threading.Thread):
         conn = schema.connect_read_only(self.db_path)
         try:
             holes = conn.execute(sql.STORED_HOLES, (self.venue, task.symbol, task.upto)).fetchall()
+            given_up = conn.execute(sql.ABANDONED_GAPS, (self.venue, task.symbol)).fetchall()
         finally:
             conn.close()
         found = 0
         for first, last in holes:
-            for a, b in _subtract((first, last), task.skip):
+            for a, b in _subtract((first, last), [*task.skip, *given_up]):
                 found += 1
                 self.add(Fill(task.symbol, a, b, "stored-hole"))
         log.info(
@@ -441,6 +447,17 @@ def _label(task: Task) -> str:
     if isinstance(task, Fill):
         return f"{task.symbol} gap ids {task.first}..{task.last} ({task.reason})"
     return f"{task.symbol} hole scan"
+
+
+def missing_ids(rows: list[tuple], start: int) -> list[tuple[int, int]]:
+    """The id ranges from ``start`` to the last row's id that ``rows`` (sorted) lack."""
+    holes, expected = [], start
+    for row in rows:
+        trade_id = row[2]
+        if trade_id > expected:
+            holes.append((expected, trade_id - 1))
+        expected = max(expected, trade_id + 1)
+    return holes
 
 
 def _subtract(span: tuple[int, int], cuts: list[tuple[int, int]]) -> list[tuple[int, int]]:
