@@ -105,6 +105,7 @@ class WriterStatusPublisher:
             "failing_since_ms": stats.failing_since_ms,
             "queue_depth": self.writer.queue_depth(),
             "trades_stored": stats.trades_stored,
+            "rows_rejected": stats.rows_rejected,
             "updated_ms": now_ms(),
         }
 
@@ -246,6 +247,7 @@ class StatusReporter(threading.Thread):
             "gaps_open": feed.gaps_open,
             "gaps_filled": feed.gaps_filled,
             "gaps_abandoned": feed.gaps_abandoned,
+            "rejected": feed.rejected,
             "updated_ms": now_ms(),
         }
 

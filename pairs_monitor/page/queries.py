@@ -61,10 +61,11 @@ WHERE venue = ? AND symbol = ? AND trade_time_us >= ? AND trade_time_us < ?
 ORDER BY trade_time_us, trade_id
 LIMIT ?
 """
+# {rejected} is the column (schema version 4) or 0 on an older database.
 _FEED_STATUS_SQL = """
 SELECT venue, symbol, source, source_since_ms, connected, last_trade_id,
        last_trade_time_us, last_message_ms, reconnects, trades_per_s, queue_depth,
-       gaps_open, gaps_filled, gaps_abandoned, updated_ms
+       gaps_open, gaps_filled, gaps_abandoned, {rejected} AS rejected, updated_ms
 FROM feed_status
 WHERE venue = ?
 ORDER BY symbol
@@ -79,7 +80,8 @@ LIMIT 1
 # writer_status (schema version 3) is one row; older databases have no such table.
 _HAS_WRITER_STATUS_SQL = "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?"
 _WRITER_STATUS_SQL = """
-SELECT state, last_error, failing_since_ms, queue_depth, trades_stored, updated_ms
+SELECT state, last_error, failing_since_ms, queue_depth, trades_stored,
+       {rows_rejected} AS rows_rejected, updated_ms
 FROM writer_status
 WHERE id = 1
 """
@@ -211,7 +213,8 @@ def ticks(
 
 def feed_status(conn: sqlite3.Connection, venue: str) -> pd.DataFrame:
     """The daemon's feed_status rows for a venue (empty when no daemon ever ran)."""
-    cur = conn.execute(_FEED_STATUS_SQL, (venue,))
+    rejected = "rejected" if _has_column(conn, "feed_status", "rejected") else "0"
+    cur = conn.execute(_FEED_STATUS_SQL.format(rejected=rejected), (venue,))
     names = [d[0] for d in cur.description]
     return pd.DataFrame(cur.fetchall(), columns=names)
 
@@ -252,12 +255,19 @@ class WriterStatus:
     failing_since_ms: int | None
     queue_depth: int
     trades_stored: int
+    rows_rejected: int  # set aside as unstorable this run (0 before schema version 4)
     updated_ms: int
+
+
+def _has_column(conn: sqlite3.Connection, table: str, column: str) -> bool:
+    # The names are this module's constants, never user input; PRAGMA takes no parameters.
+    return any(row[1] == column for row in conn.execute(f"PRAGMA table_info({table})"))
 
 
 def writer_status(conn: sqlite3.Connection) -> WriterStatus | None:
     """The writer's status row, or None when there is none (or no table, before v3)."""
     if conn.execute(_HAS_WRITER_STATUS_SQL, ("writer_status",)).fetchone() is None:
         return None
-    row = conn.execute(_WRITER_STATUS_SQL).fetchone()
+    column = "rows_rejected" if _has_column(conn, "writer_status", "rows_rejected") else "0"
+    row = conn.execute(_WRITER_STATUS_SQL.format(rows_rejected=column)).fetchone()
     return None if row is None else WriterStatus(*row)

@@ -157,8 +157,15 @@ CREATE TABLE writer_status (
 );
 """
 
+# What was refused, so the page can say so: values refused where they entered (socket,
+# REST) per feed, and rows the writer set aside as unstorable.
+SCHEMA_V4 = """
+ALTER TABLE feed_status ADD COLUMN rejected INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE writer_status ADD COLUMN rows_rejected INTEGER NOT NULL DEFAULT 0;
+"""
+
 # MIGRATIONS[i] takes a database from user_version i to i + 1.
-MIGRATIONS: list[str] = [SCHEMA_V1, SCHEMA_V2, SCHEMA_V3]
+MIGRATIONS: list[str] = [SCHEMA_V1, SCHEMA_V2, SCHEMA_V3, SCHEMA_V4]
 LATEST_VERSION = len(MIGRATIONS)
 
 TRADES_COLUMNS = (

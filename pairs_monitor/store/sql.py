@@ -149,10 +149,10 @@ COUNT_STAGED = "SELECT count(*) FROM temp.incoming"
 UPSERT_FEED_STATUS = """
 INSERT INTO feed_status (venue, symbol, source, source_since_ms, connected, last_trade_id,
     last_trade_time_us, last_message_ms, reconnects, trades_per_s, queue_depth, gaps_open,
-    gaps_filled, gaps_abandoned, updated_ms)
+    gaps_filled, gaps_abandoned, rejected, updated_ms)
 VALUES (:venue, :symbol, :source, :source_since_ms, :connected, :last_trade_id,
     :last_trade_time_us, :last_message_ms, :reconnects, :trades_per_s, :queue_depth,
-    :gaps_open, :gaps_filled, :gaps_abandoned, :updated_ms)
+    :gaps_open, :gaps_filled, :gaps_abandoned, :rejected, :updated_ms)
 ON CONFLICT (venue, symbol) DO UPDATE SET
     source = excluded.source, source_since_ms = excluded.source_since_ms,
     connected = excluded.connected,
@@ -162,17 +162,19 @@ ON CONFLICT (venue, symbol) DO UPDATE SET
     reconnects = excluded.reconnects, trades_per_s = excluded.trades_per_s,
     queue_depth = excluded.queue_depth, gaps_open = excluded.gaps_open,
     gaps_filled = excluded.gaps_filled, gaps_abandoned = excluded.gaps_abandoned,
-    updated_ms = excluded.updated_ms
+    rejected = excluded.rejected, updated_ms = excluded.updated_ms
 """
 # The writer's health: one row (id 1), written by the status reporter's own connection.
 UPSERT_WRITER_STATUS = """
 INSERT INTO writer_status (id, state, last_error, failing_since_ms, queue_depth,
-    trades_stored, updated_ms)
-VALUES (1, :state, :last_error, :failing_since_ms, :queue_depth, :trades_stored, :updated_ms)
+    trades_stored, rows_rejected, updated_ms)
+VALUES (1, :state, :last_error, :failing_since_ms, :queue_depth, :trades_stored,
+    :rows_rejected, :updated_ms)
 ON CONFLICT (id) DO UPDATE SET
     state = excluded.state, last_error = excluded.last_error,
     failing_since_ms = excluded.failing_since_ms, queue_depth = excluded.queue_depth,
-    trades_stored = excluded.trades_stored, updated_ms = excluded.updated_ms
+    trades_stored = excluded.trades_stored, rows_rejected = excluded.rows_rejected,
+    updated_ms = excluded.updated_ms
 """
 INSERT_RUN = (
     "INSERT INTO ingest_runs (venue, source, symbols, params_json, pid, started_ms) "

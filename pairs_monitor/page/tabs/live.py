@@ -209,6 +209,8 @@ def _feed_health(recording: pipeline.Recording) -> None:
             "last trade age (s)": (now / 1000 - status["last_trade_time_us"] / 1e6).round(1),
             "trades/s": status["trades_per_s"].round(2),
             "open gaps": status["gaps_open"],
+            "abandoned gaps": status["gaps_abandoned"],
+            "refused values": status["rejected"],
             "reconnects": status["reconnects"],
             "queue": status["queue_depth"],
             "status age (s)": ((now - status["updated_ms"]) / 1000).round(1),
@@ -217,6 +219,18 @@ def _feed_health(recording: pipeline.Recording) -> None:
     st.dataframe(table, hide_index=True, key="feed_health")
     if (status["gaps_open"] > 0).any():
         st.warning("Open gaps: some trade ids are missing and not yet backfilled.")
+    if (status["gaps_abandoned"] > 0).any():
+        st.warning(
+            "Abandoned gaps: some trade ids could not be recovered (REST no longer has them, "
+            "or never returns them); the bars around them miss those trades. The `gaps` "
+            "table says which ranges."
+        )
+    if (status["rejected"] > 0).any():
+        st.warning(
+            "Refused values: the daemon refused trades no exchange sends (see its log for "
+            "each one); a genuine trade refused this way is recovered over REST or shows "
+            "as a gap."
+        )
 
 
 def _writer_health(recording: pipeline.Recording, now: int) -> None:
@@ -248,6 +262,11 @@ def _writer_health(recording: pipeline.Recording, now: int) -> None:
         st.caption(
             f"Writer: ok, {writer.queue_depth:,} items queued, {writer.trades_stored:,} trades "
             "stored this run."
+        )
+    if writer.rows_rejected:
+        st.warning(
+            f"The writer set aside {writer.rows_rejected:,} row(s) it could not store this "
+            "run (the daemon's log names each one and why); everything else was committed."
         )
 
 
