@@ -16,6 +16,7 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
+from pairs_monitor.ingest.binance.gaps import MAX_REFUSALS
 from tests.helpers.binance_server import BinanceServer, Trade
 from tests.helpers.daemon import (
     SYMBOLS,
@@ -167,6 +168,28 @@ def test_a_fill_refused_once_is_retried_in_the_same_run(server, daemon_factory):
     ), daemon.log[-3000:]
 
 
+def test_a_fill_refused_again_and_again_is_abandoned_with_the_error(server, daemon_factory):
+    """A 4xx that does not heal (a delisted symbol, a missing key) ends the gap as
+    abandoned after MAX_REFUSALS tries, instead of a retry every 5 minutes for ever."""
+    daemon = start_with_tape(daemon_factory, server, 50, 50)
+    server.rest_errors = MAX_REFUSALS + 5
+    ids = open_spot_gap(server, "BTCUSDT", 40)
+    wait_for(
+        lambda: query(daemon.db, "SELECT status FROM gaps") == [("abandoned",)],
+        timeout=60,
+        what=f"the gap to be abandoned after {MAX_REFUSALS} refusals",
+    )
+    assert server.rest_errors == 5  # no request after the last refusal
+    assert daemon.stop() == 0
+    ((first, last, note),) = query(
+        daemon.db, "SELECT first_missing_id, last_missing_id, note FROM gaps"
+    )
+    assert (first, last) == (ids[0], ids[-1])
+    assert note.startswith(f"REST refused it {MAX_REFUSALS} times: HTTP 400, code -1100")
+    assert query(daemon.db, "SELECT gaps_open, gaps_abandoned FROM feed_status WHERE symbol = ?",
+                 ("BTCUSDT",)) == [(0, 1)]  # fmt: skip
+
+
 def test_a_catch_up_refused_twice_is_retried_in_the_same_run(server, daemon_factory):
     first = start_with_tape(daemon_factory, server, 50, 50)
     assert first.stop() == 0
@@ -218,7 +241,9 @@ def test_one_symbols_unfillable_gaps_do_not_hold_up_another_symbol(server, daemo
         what="the ETHUSDT gap to be filled",
     )
     waited = time.monotonic() - opened
-    assert waited < 10.0, f"ETHUSDT's gap waited {waited:.1f} s behind BTCUSDT's"
+    # Before, about 30 s; one BTC fill may hold the filler 7.5 s (REST lag), so 20 s leaves
+    # a loaded CI machine room without letting the old behaviour pass.
+    assert waited < 20.0, f"ETHUSDT's gap waited {waited:.1f} s behind BTCUSDT's"
     assert daemon.stop() == 0
     assert [r[0] for r in stored(daemon.db, "ETHUSDT")] == [t.id for t in server.tapes["ETHUSDT"]]
     assert eth[0] in [r[0] for r in stored(daemon.db, "ETHUSDT")]

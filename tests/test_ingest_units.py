@@ -280,3 +280,21 @@ def _rows(*ids: int) -> list[tuple]:
 )
 def test_missing_ids_inside_a_catch_up_page(ids, start, holes):
     assert missing_ids(_rows(*ids), start) == holes
+
+
+def test_a_trade_at_the_skew_edge_is_judged_against_one_instant(monkeypatch):
+    """The clock is read once: a clock that moves between two reads cannot make the fast
+    and the slow checks disagree (it raised AssertionError and dropped the connection)."""
+    from pairs_monitor.ingest import validate
+
+    start = validate.clock()
+    ticks = iter(range(start, start + 1000))
+    monkeypatch.setattr(validate, "clock", lambda: next(ticks))
+    edge = start + validate.MAX_CLOCK_SKEW_MS + 1
+    payload = {"s": "BTCUSDT", "t": 7, "T": edge, "p": "1.5", "q": "2", "m": True}
+    refused = validate.socket_trade("binance-spot", payload)
+    assert isinstance(refused, validate.Refusal) and refused.field == "T"
+    payload["T"] = edge - 1
+    assert validate.socket_trade("binance-spot", payload) == (
+        "binance-spot", "BTCUSDT", 7, (edge - 1) * 1000, 1.5, 2.0, 1
+    )  # fmt: skip

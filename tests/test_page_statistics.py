@@ -127,8 +127,9 @@ def test_under_the_minimum_the_tab_says_n_too_small_with_n_and_the_minimum(monke
     n = len(sql_closes(pair_db, "1min"))
     assert n < settings.MIN_TEST_OBS
     expected = f"n too small: {n:,} observations, needs {settings.MIN_TEST_OBS}"
+    johansen = f"n too small: {n:,} observations, needs {settings.MIN_JOHANSEN_OBS}"
     table = verdict_table(at)
-    assert list(table["verdict"]) == [expected] * 4
+    assert list(table["verdict"]) == [expected] * 3 + [johansen]
     assert table["statistic"].isna().all() and table["p-value"].isna().all()
     assert metric(at, HALF_LIFE) == "n too small"
     assert metric(at, HURST) == "n too small"
@@ -136,7 +137,8 @@ def test_under_the_minimum_the_tab_says_n_too_small_with_n_and_the_minimum(monke
 
 
 def test_hurst_waits_for_its_own_minimum_while_the_tests_run(pair_db):
-    # 15 s bars over 20 minutes: 80 bars, enough for the tests (50), not for Hurst (100).
+    # 15 s bars over 20 minutes: 80 bars, enough for ADF and Engle-Granger (50), not for
+    # Hurst or Johansen (100 each).
     db = pipeline.ReadOnlyDB(pair_db)
     try:
         view = View(venue="sim", y=Y, x=X, timeframe="15s", window=20)
@@ -148,7 +150,11 @@ def test_hurst_waits_for_its_own_minimum_while_the_tests_run(pair_db):
     assert settings.MIN_TEST_OBS <= n < settings.MIN_HURST_BARS
     eg = analytics.engle_granger(np.log(closes[Y]), np.log(closes[X]))
     assert stats.engle_granger.statistic == pytest.approx(eg.statistic, rel=1e-12)
-    assert stats.too_small == {"hurst": f"n too small: {n} bars, needs 100"}
+    assert stats.too_small == {
+        "hurst": f"n too small: {n} bars, needs 100",
+        "johansen": f"n too small: {n} observations, needs {settings.MIN_JOHANSEN_OBS}",
+    }
+    assert stats.johansen is None
     assert math.isnan(stats.hurst)
     assert math.isnan(analytics.hurst(eg_residual(closes)))  # quant refuses it too
     hl = analytics.half_life_fit(eg_residual(closes), legs=2)

@@ -198,13 +198,13 @@ def socket_trade(
         maker = payload["m"]
     except KeyError as exc:
         return Refusal(str(exc.args[0]), "missing", "field missing")
+    if now_ms is None:
+        now_ms = clock()  # once: both paths must judge the time against the same instant
     if (
         type(trade_id) is int
         and MIN_TRADE_ID <= trade_id < TRADE_ID_LIMIT
         and type(time_ms) is int
-        and EARLIEST_TRADE_MS
-        <= time_ms
-        <= (clock() if now_ms is None else now_ms) + MAX_CLOCK_SKEW_MS
+        and EARLIEST_TRADE_MS <= time_ms <= now_ms + MAX_CLOCK_SKEW_MS
         and type(price) is str
         and type(qty) is str
         and len(price) <= MAX_DECIMAL_CHARS

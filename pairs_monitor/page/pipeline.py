@@ -29,6 +29,7 @@ from pairs_monitor.page.settings import (
     MAX_SCAN_SYMBOLS,
     MAX_STALE_BARS,
     MIN_HURST_BARS,
+    MIN_JOHANSEN_OBS,
     MIN_TEST_OBS,
     SCAN_MIN_BARS,
     TIMEFRAME_SECONDS,
@@ -610,8 +611,9 @@ def statistics(pair: PairData) -> Statistics:
     }
     small = too_small(len(legs), MIN_TEST_OBS)
     for name, run in tests.items():
-        if small:
-            out.too_small[name] = small
+        needs = too_small(len(legs), MIN_JOHANSEN_OBS) if name == "johansen" else small
+        if needs:
+            out.too_small[name] = needs
             continue
         try:
             setattr(out, name, run())

@@ -524,9 +524,11 @@ def half_life_fit(
     distribution is Dickey-Fuller's, not Student's) with MacKinnon's p-value below
     ``alpha``. For a residual of a regression fitted on the same data (an Engle-Granger
     spread) pass ``legs=2``: MacKinnon's values for a 2-variable cointegrating residual.
-    The test has no lagged differences (the AR(1) is the model the half-life is defined
-    by); a spread with strongly autocorrelated increments is better judged by
-    :func:`adf_test` / :func:`engle_granger`.
+    The test is augmented with Schwert's number of lagged differences (``lags``), on
+    complete runs of adjacent bars, as :func:`adf_test` is; ``phi`` and its interval come
+    from the plain AR(1), the model the half-life is defined by. The two can disagree at
+    the margin: a finite interval with an ``inf`` verdict means the augmented test did not
+    reject, and the page then shows no interval.
 
     :param spread: the spread; a ``DatetimeIndex`` is put on its bar grid.
     :param legs: series the spread was fitted from (1: observed series; 2..: residual).

@@ -55,6 +55,10 @@ T = TypeVar("T")
 # Retries of a failed task: 1 s, doubling, to 5 minutes (with jitter).
 RETRY_BASE_S = 1.0
 RETRY_CAP_S = 300.0
+# A gap fill that REST refuses (a 4xx other than rate limits) this many times in a row is
+# abandoned with the error: a delisted symbol or a missing key does not heal by waiting,
+# and endless retries would pile up one task per gap for the life of the daemon.
+MAX_REFUSALS = 5
 
 
 @dataclass(eq=False)
@@ -70,6 +74,8 @@ class CatchUp:
     until: int | None = None
     done: bool = False
     retry: Backoff | None = field(default=None, repr=False)
+    # Holes already queued as fills: a retried catch-up pages through them again.
+    holes_queued: set[tuple[int, int]] = field(default_factory=set, repr=False)
 
 
 @dataclass
@@ -84,6 +90,7 @@ class Fill:
     # The gap row's insert, submitted when the gap was found (see GapFiller.add).
     recorded: Future[int] | None = field(default=None, repr=False, compare=False)
     retry: Backoff | None = field(default=None, repr=False, compare=False)
+    refusals: int = field(default=0, repr=False, compare=False)  # 4xx answers in a row
 
 
 @dataclass
@@ -215,6 +222,24 @@ class GapFiller(threading.Thread):
             exc,
         )
 
+    def _refused_for_good(self, task: Fill, exc: Exception) -> bool:
+        """Abandon ``task`` once REST has refused it ``MAX_REFUSALS`` times running."""
+        refused = (
+            isinstance(exc, RestError)
+            and 400 <= exc.status < 500
+            and exc.status not in (418, 429)  # rate limits heal by waiting
+        )
+        task.refusals = task.refusals + 1 if refused else 0
+        if task.refusals < MAX_REFUSALS or task.gap_id is None:
+            return False
+        note = f"REST refused it {task.refusals} times: {exc}"
+        self._resolve(task.gap_id, "abandoned", 0, task.last, note)
+        stats = self.tapes[task.symbol].stats
+        stats.gaps_open -= 1
+        stats.gaps_abandoned += 1
+        log.error("%s: abandoned: %s", _label(task), note)
+        return True
+
     def run(self) -> None:
         while not self.stop.is_set():
             task = self._next()
@@ -232,6 +257,8 @@ class GapFiller(threading.Thread):
             except Exception as exc:  # REST refused, a CDN's page, a ban, a bug: again later
                 if not isinstance(exc, OSError | ValueError | LookupError | RestError):
                     log.exception("gap filler: %s raised", _label(task))
+                if isinstance(task, Fill) and self._refused_for_good(task, exc):
+                    continue
                 self._retry_later(task, exc)
         log.info("gap filler stopped: %d trades recovered over REST", self.trades_recovered)
 
@@ -261,8 +288,10 @@ class GapFiller(threading.Thread):
                 # Ids are consecutive: one REST skipped (or we refused) is a gap of its own,
                 # filled with retries and, failing that, recorded as abandoned: never a
                 # silent hole inside a range marked filled.
-                for first, last in missing_ids(rows, cursor):
-                    self.add(Fill(symbol, first, last, "catch-up"))
+                for hole in missing_ids(rows, cursor):
+                    if hole not in task.holes_queued:
+                        task.holes_queued.add(hole)
+                        self.add(Fill(symbol, *hole, "catch-up"))
                 cursor = rows[-1][2] + 1
             if len(page) < want or not rows:
                 break  # a short page: REST has nothing newer (yet)
