@@ -247,3 +247,27 @@ def test_one_symbols_unfillable_gaps_do_not_hold_up_another_symbol(server, daemo
     assert daemon.stop() == 0
     assert [r[0] for r in stored(daemon.db, "ETHUSDT")] == [t.id for t in server.tapes["ETHUSDT"]]
     assert eth[0] in [r[0] for r in stored(daemon.db, "ETHUSDT")]
+
+
+def test_a_catch_up_has_its_open_row_while_rest_is_rate_limited(server, daemon_factory):
+    """Trades missed during a disconnect have their gap row as soon as the live stream
+    bounds them, although REST answers nothing but 429; the catch-up resolves that same
+    row once REST is back."""
+    daemon = start_with_tape(daemon_factory, server, 50, 50)
+    server.rest_429 = 10**6
+    server.retry_after = 3  # each 429 holds the filler 3 s: the row must come before REST
+    server.drop()
+    missed = [t.id for t in server.publish("BTCUSDT", 80, live=False)]
+    server.wait_clients(1, total=2)
+    server.publish("BTCUSDT", 5)
+    rows = "SELECT first_missing_id, last_missing_id, reason, status FROM gaps"
+    wait_for(
+        lambda: query(daemon.db, rows) == [(missed[0], missed[-1], "catch-up", "open")],
+        timeout=10,
+        what="the catch-up's open row during the 429s",
+    )
+    server.rest_429 = 0
+    wait_complete(daemon.db, server, timeout=60)
+    assert daemon.stop() == 0
+    assert_tape_complete(daemon.db, server)
+    assert query(daemon.db, rows) == [(missed[0], missed[-1], "catch-up", "filled")]

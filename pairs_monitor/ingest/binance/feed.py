@@ -517,6 +517,7 @@ class BinanceFeed:
                     # First new trade since the (re)connect: the catch-up stops before it.
                     tape.awaiting = None
                     task.until = trade_id - 1
+                    self.filler.bound_catch_up(task)
                 elif trade_id > high + 1:
                     self.filler.add(Fill(tape.symbol, high + 1, trade_id - 1, "live-jump"))
                     log.warning(

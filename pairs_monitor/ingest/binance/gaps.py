@@ -76,6 +76,8 @@ class CatchUp:
     retry: Backoff | None = field(default=None, repr=False)
     # Holes already queued as fills: a retried catch-up pages through them again.
     holes_queued: set[tuple[int, int]] = field(default_factory=set, repr=False)
+    # The open gap row of from_id..until, submitted once the live stream bounds it.
+    recorded: Future[int] | None = field(default=None, repr=False)
 
 
 @dataclass
@@ -164,6 +166,17 @@ class GapFiller(threading.Thread):
             self._enqueue(task)
             self._cond.notify()
 
+    def bound_catch_up(self, task: CatchUp) -> None:
+        """The live stream has set ``task.until``: record ``from_id..until`` as an open gap
+        now, so the missed range has its row while REST is slow, failing or banned (the
+        catch-up resolves it when it is done); safe from any thread, never waits."""
+        if task.until is None or task.until < task.from_id or task.recorded is not None:
+            return
+        task.recorded = self._submit_record(
+            task.symbol, task.from_id, task.until, "catch-up", "open", 0, None
+        )
+        self.tapes[task.symbol].stats.gaps_open += 1
+
     def pending(self) -> list[Task]:
         """The tasks waiting (queued and scheduled retries), for tests and status."""
         with self._cond:
@@ -174,6 +187,16 @@ class GapFiller(threading.Thread):
     def tasks(self) -> SimpleNamespace:
         """``tasks.queue``: the tasks waiting (what a plain queue offered; use pending())."""
         return SimpleNamespace(queue=self.pending())
+
+    def _enqueue_fill(self, task: Fill) -> None:
+        """Queue a fill whose gap row is counted open already (``add`` would count it)."""
+        if task.gap_id is None:
+            task.recorded = self._submit_record(
+                task.symbol, task.first, task.last, task.reason, "open", 0, None
+            )
+        with self._cond:
+            self._enqueue(task)
+            self._cond.notify()
 
     def _enqueue(self, task: Task) -> None:
         symbol_queue = self._queues.get(task.symbol)
@@ -281,6 +304,7 @@ class GapFiller(threading.Thread):
             want = PAGE if until is None else min(PAGE, until - cursor + 1)
             want = min(want, self.max_catchup - recovered)
             page = self.rest.historical_trades(self.venue, symbol, cursor, want)
+            until = task.until  # again: the live stream may have taken over meanwhile
             rows = [r for r in page if r[2] >= cursor and (until is None or r[2] <= until)]
             if rows:
                 self.writer.put_trades(rows)
@@ -309,28 +333,32 @@ class GapFiller(threading.Thread):
             else:
                 remainder_end = task.until
         self.trades_recovered += recovered
+        gap_id = None if task.recorded is None else self._wait(task.recorded)
+        if gap_id is not None:
+            tape.stats.gaps_open -= 1
         if recovered:
-            self._record(
-                symbol,
-                task.from_id,
-                cursor - 1,
-                "catch-up",
-                "filled",
-                recovered,
-                "fetched over REST after a (re)connect",
-            )
+            note = "fetched over REST after a (re)connect"
+            if gap_id is None:
+                self._record(
+                    symbol, task.from_id, cursor - 1, "catch-up", "filled", recovered, note
+                )
+            else:
+                self._resolve(gap_id, "filled", recovered, cursor - 1, note)
             tape.stats.gaps_filled += 1
         log.info("%s: catch-up done, %d trade(s) recovered", symbol, recovered)
+        # Nothing recovered: the open row still covers cursor..until and is handed on.
+        still_open = None if recovered else gap_id
         if remainder_end is not None and remainder_end >= cursor:
+            tape.stats.gaps_open += 1
             if bounded:
                 note = f"beyond --max-catchup={self.max_catchup}; the next start fetches it"
-                self._record(symbol, cursor, remainder_end, "catch-up", "open", 0, note)
-                tape.stats.gaps_open += 1
+                if still_open is None:
+                    self._record(symbol, cursor, remainder_end, "catch-up", "open", 0, note)
                 log.warning(
                     "%s: ids %d..%d left as an open gap (%s)", symbol, cursor, remainder_end, note
                 )
             else:  # REST lags the live stream: fill it as an ordinary gap, with retries
-                self.add(Fill(symbol, cursor, remainder_end, "catch-up"))
+                self._enqueue_fill(Fill(symbol, cursor, remainder_end, "catch-up", still_open))
 
     # -- gap fill --------------------------------------------------------------------
 
