@@ -32,7 +32,8 @@ def render(ctx: Context) -> None:
         help="Symmetric about the mean: a long exits at z ≥ −exit, a short at z ≤ +exit "
         "(the ±exit bands of the Pair chart). Negative: hold past the mean.",
     )
-    fee_default, fee_source = default_fee_bps(view.venue)
+    fee_default, fee_label = default_fee_bps(view.venue)
+    fee_source = md(fee_label)  # it names the venue, a stored string
     fee = c3.number_input(
         "Fee per leg (bps)",
         min_value=0.0,
