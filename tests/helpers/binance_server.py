@@ -29,9 +29,16 @@ from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 import orjson
+import websockets.http11
 from websockets.asyncio.server import ServerConnection, serve
 from websockets.datastructures import Headers
 from websockets.http11 import Request, Response
+
+# The server reads request lines of up to 64 KB itself, so that a long URL reaches
+# process_request and gets the 414 that nginx answers (max_path), as Binance's front
+# does; websockets' own 8 KB limit would otherwise drop the connection without an answer
+# (websockets 14, the floor) or answer in its own words.
+websockets.http11.MAX_LINE_LENGTH = 64 * 1024
 
 BASE_TIME_MS = 1_767_225_600_000  # 2026-01-01T00:00:00Z
 
