@@ -83,6 +83,7 @@ HALF_LIFE = "Half-life of the Engle-Granger residual"
 HURST = "Hurst exponent of the Engle-Granger residual"
 
 
+@pytest.mark.apptest
 def test_statistics_tab_shows_half_life_interval_hurst_johansen_case_and_slope_ci(
     monkeypatch, pair_db
 ):
@@ -118,6 +119,7 @@ def test_statistics_tab_shows_half_life_interval_hurst_johansen_case_and_slope_c
     assert "only if Engle-Granger rejects" in text
 
 
+@pytest.mark.apptest
 def test_under_the_minimum_the_tab_says_n_too_small_with_n_and_the_minimum(monkeypatch, pair_db):
     at = run_app(monkeypatch, pair_db)
     at.select_slider(key="timeframe").set_value("1m")
@@ -182,6 +184,7 @@ def test_unrelated_legs_show_no_mean_reversion_with_its_reason(pair_db):
     assert stats.half_life == analytics.half_life_fit(stats.residual, legs=2)
 
 
+@pytest.mark.apptest
 def test_backtest_fee_defaults_to_the_venues_taker_rate_and_no_sharpe_under_a_day(
     monkeypatch, pair_db, usdm_db
 ):
@@ -237,6 +240,7 @@ def test_kalman_hedge_path_and_band_are_quants_on_log_prices(pair_db, delta, obs
     assert len(both) and (both[high] >= both[low]).all()
 
 
+@pytest.mark.apptest
 def test_live_truth_table_half_life_is_the_fitted_residuals(monkeypatch, pair_db):
     at = run_app(monkeypatch, pair_db)
     truth = next(f.value for f in at.dataframe if "true (simulator)" in f.value.columns)
@@ -289,6 +293,7 @@ def test_a_mean_reverting_spread_shows_its_half_life_with_the_interval():
     assert f"95% interval [{hl.low:,.1f}, {hl.high:,.1f}] bars" in note
 
 
+@pytest.mark.apptest
 def test_scanner_shows_q_values_and_out_of_sample_candidates_first(monkeypatch, pair_db):
     at = run_app(monkeypatch, pair_db)
     shown = next(f.value for f in at.dataframe if "eg_pvalue" in f.value.columns)

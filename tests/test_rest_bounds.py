@@ -145,6 +145,7 @@ def dribbling_http(stop: threading.Event) -> int:
     return int(listener.getsockname()[1])
 
 
+@pytest.mark.soak
 def test_a_dribbled_answer_ends_at_the_request_deadline(stop) -> None:
     port = dribbling_http(stop)
     rest = client(f"http://127.0.0.1:{port}", stop, timeout=1.5)
@@ -154,6 +155,7 @@ def test_a_dribbled_answer_ends_at_the_request_deadline(stop) -> None:
     assert 1.4 < time.monotonic() - started < 3.0
 
 
+@pytest.mark.soak
 def test_a_stop_ends_a_request_in_flight(stop) -> None:
     server_stop = threading.Event()
     port = dribbling_http(server_stop)

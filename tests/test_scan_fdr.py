@@ -103,6 +103,7 @@ def test_scan_skips_a_flat_leg_instead_of_failing():
     assert len(table) == 3 and "FLAT" not in set(table["y"]) | set(table["x"])
 
 
+@pytest.mark.soak
 def test_scans_of_190_unrelated_pairs_rarely_flag_and_a_planted_pair_is_found():
     # Five seeded scans of 20 independent random walks (190 pairs each; ~2 s a scan):
     # the raw screen (p < 0.05) flags a pair in nearly every scan, the candidate rule (BH

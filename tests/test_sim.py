@@ -271,6 +271,7 @@ def test_analytics_recover_true_parameters_from_the_model():
     assert got["slope_tol"] < 0.01 and got["hl_tol"] < 8
 
 
+@pytest.mark.soak
 def test_analytics_recover_true_parameters_from_trades():
     """Six hours of simulated trades -> 1 s bars (analytics.resample_trades) -> log closes:
     what the page does. Tick rounding, bid/ask and trade timing add little noise."""

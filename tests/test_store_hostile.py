@@ -202,6 +202,7 @@ def _storable(r: Any) -> bool:
     )
 
 
+@pytest.mark.soak
 @settings(
     max_examples=40,
     deadline=None,

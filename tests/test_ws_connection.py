@@ -106,6 +106,7 @@ class FlakyBackoff(Backoff):
         return super().next_delay()
 
 
+@pytest.mark.soak
 def test_a_surprise_in_the_loop_does_not_kill_the_connection_thread(stop, caplog) -> None:
     with socket.socket() as probe:  # a port nothing listens on: every attempt fails
         probe.bind(("127.0.0.1", 0))
@@ -156,6 +157,7 @@ def dribbling_server(stop: threading.Event) -> tuple[int, list[socket.socket]]:
     return listener.getsockname()[1], accepted
 
 
+@pytest.mark.soak
 def test_a_dribbled_handshake_ends_at_the_connect_deadline(stop, caplog) -> None:
     port, accepted = dribbling_server(stop)
     conn = make_connection(
