@@ -39,7 +39,7 @@ def db(base_db, tmp_path) -> Path:
 
 
 def set_writer_status(path: Path, **row: object) -> None:
-    """Write the single writer_status row (creating the table where it is missing)."""
+    """Write the single writer_status row."""
     values = {
         "state": "ok",
         "last_error": None,

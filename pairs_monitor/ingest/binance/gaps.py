@@ -188,16 +188,6 @@ class GapFiller(threading.Thread):
         """``tasks.queue``: the tasks waiting (what a plain queue offered; use pending())."""
         return SimpleNamespace(queue=self.pending())
 
-    def _enqueue_fill(self, task: Fill) -> None:
-        """Queue a fill whose gap row is counted open already (``add`` would count it)."""
-        if task.gap_id is None:
-            task.recorded = self._submit_record(
-                task.symbol, task.first, task.last, task.reason, "open", 0, None
-            )
-        with self._cond:
-            self._enqueue(task)
-            self._cond.notify()
-
     def _enqueue(self, task: Task) -> None:
         symbol_queue = self._queues.get(task.symbol)
         if symbol_queue is None:
@@ -334,8 +324,6 @@ class GapFiller(threading.Thread):
                 remainder_end = task.until
         self.trades_recovered += recovered
         gap_id = None if task.recorded is None else self._wait(task.recorded)
-        if gap_id is not None:
-            tape.stats.gaps_open -= 1
         if recovered:
             note = "fetched over REST after a (re)connect"
             if gap_id is None:
@@ -344,21 +332,23 @@ class GapFiller(threading.Thread):
                 )
             else:
                 self._resolve(gap_id, "filled", recovered, cursor - 1, note)
+                tape.stats.gaps_open -= 1
             tape.stats.gaps_filled += 1
         log.info("%s: catch-up done, %d trade(s) recovered", symbol, recovered)
-        # Nothing recovered: the open row still covers cursor..until and is handed on.
+        # Nothing recovered: the open row (counted open already) still covers cursor..until
+        # and is handed on.
         still_open = None if recovered else gap_id
         if remainder_end is not None and remainder_end >= cursor:
-            tape.stats.gaps_open += 1
             if bounded:
                 note = f"beyond --max-catchup={self.max_catchup}; the next start fetches it"
                 if still_open is None:
                     self._record(symbol, cursor, remainder_end, "catch-up", "open", 0, note)
+                    tape.stats.gaps_open += 1
                 log.warning(
                     "%s: ids %d..%d left as an open gap (%s)", symbol, cursor, remainder_end, note
                 )
             else:  # REST lags the live stream: fill it as an ordinary gap, with retries
-                self._enqueue_fill(Fill(symbol, cursor, remainder_end, "catch-up", still_open))
+                self.add(Fill(symbol, cursor, remainder_end, "catch-up", still_open))
 
     # -- gap fill --------------------------------------------------------------------
 
