@@ -164,8 +164,45 @@ ALTER TABLE feed_status ADD COLUMN rejected INTEGER NOT NULL DEFAULT 0;
 ALTER TABLE writer_status ADD COLUMN rows_rejected INTEGER NOT NULL DEFAULT 0;
 """
 
+# USD-M as Binance answers since 2026-04-23 (docs/sources.md), and funding.
+# Insurance-fund and ADL trades use up trade ids but are not order-book trades: they are
+# kept apart, so the id continuity holds and bars and prices never see their "0" prices.
+SCHEMA_V5 = """
+CREATE TABLE nonmarket_trades (
+    venue         TEXT    NOT NULL,
+    symbol        TEXT    NOT NULL,
+    trade_id      INTEGER NOT NULL,
+    trade_time_us INTEGER,           -- NULL when known only as an id REST left out
+    trade_type    TEXT    NOT NULL,  -- the socket's X (INSURANCE_FUND, ADL, ...) or NOT_IN_REST
+    PRIMARY KEY (venue, symbol, trade_id)
+) WITHOUT ROWID;
+ALTER TABLE gaps ADD COLUMN filled_from TEXT;  -- historicalTrades | aggTrades; NULL while open
+ALTER TABLE feed_status ADD COLUMN nonmarket INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE feed_status ADD COLUMN problem TEXT;  -- what is wrong now, e.g. a wrong route
+
+-- Funding of perpetuals: settled rates (fundingRate) and the live one (@markPrice).
+CREATE TABLE funding_rates (
+    venue           TEXT    NOT NULL,
+    symbol          TEXT    NOT NULL,
+    funding_time_ms INTEGER NOT NULL,
+    rate            REAL    NOT NULL,  -- longs pay shorts rate x notional when positive
+    mark_price      REAL,              -- at the funding time; NULL when REST gave none
+    PRIMARY KEY (venue, symbol, funding_time_ms)
+) WITHOUT ROWID;
+CREATE TABLE funding_live (
+    venue           TEXT    NOT NULL,
+    symbol          TEXT    NOT NULL,
+    event_time_ms   INTEGER NOT NULL,  -- the markPrice event's time
+    mark_price      REAL    NOT NULL,
+    index_price     REAL,
+    rate            REAL    NOT NULL,  -- the rate due at next_funding_ms, as it stands now
+    next_funding_ms INTEGER NOT NULL,
+    PRIMARY KEY (venue, symbol)
+) WITHOUT ROWID;
+"""
+
 # MIGRATIONS[i] takes a database from user_version i to i + 1.
-MIGRATIONS: list[str] = [SCHEMA_V1, SCHEMA_V2, SCHEMA_V3, SCHEMA_V4]
+MIGRATIONS: list[str] = [SCHEMA_V1, SCHEMA_V2, SCHEMA_V3, SCHEMA_V4, SCHEMA_V5]
 LATEST_VERSION = len(MIGRATIONS)
 
 TRADES_COLUMNS = (
