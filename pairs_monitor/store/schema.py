@@ -179,6 +179,8 @@ CREATE TABLE nonmarket_trades (
 ALTER TABLE gaps ADD COLUMN filled_from TEXT;  -- historicalTrades | aggTrades; NULL while open
 ALTER TABLE feed_status ADD COLUMN nonmarket INTEGER NOT NULL DEFAULT 0;
 ALTER TABLE feed_status ADD COLUMN problem TEXT;  -- what is wrong now, e.g. a wrong route
+-- A z-score rule's X leg may trade on another venue (spot against perpetual).
+ALTER TABLE alert_rules ADD COLUMN venue_x TEXT;  -- NULL: the X leg trades on venue
 
 -- Funding of perpetuals: settled rates (fundingRate) and the live one (@markPrice).
 CREATE TABLE funding_rates (
