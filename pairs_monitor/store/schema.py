@@ -108,7 +108,7 @@ CREATE TABLE ingest_runs (
     stopped_ms  INTEGER
 );
 
--- Alert rules and the alerts they fired (written by the page, nothing else).
+-- Alert rules and the alerts they fired (version 6 rebuilds alert_rules: see SCHEMA_V6).
 CREATE TABLE alert_rules (
     rule_id    INTEGER PRIMARY KEY,
     kind       TEXT    NOT NULL CHECK (kind IN
@@ -203,8 +203,73 @@ CREATE TABLE funding_live (
 ) WITHOUT ROWID;
 """
 
+# Alerts evaluated by the daemon and delivered (issue 11, docs/alerts.md). New rule kinds
+# need a new CHECK on alert_rules.kind, which SQLite cannot alter in place: the table is
+# rebuilt by SQLite's documented procedure (create, copy, drop, rename). migrate() runs it
+# with foreign keys off, as that procedure requires: with them on, dropping alert_rules
+# would first delete every row and cascade to alert_events. alert_events keeps every row
+# and its reference, which names alert_rules and so points at the rebuilt table.
+SCHEMA_V6 = """
+CREATE TABLE alert_rules_v6 (
+    rule_id         INTEGER PRIMARY KEY,
+    kind            TEXT    NOT NULL CHECK (kind IN
+                    ('zscore_above', 'zscore_below', 'price_above', 'price_below',
+                     'volume_spike', 'feed_silent', 'gap_abandoned', 'writer_failing',
+                     'coint_lost', 'corr_breakdown')),
+    venue           TEXT    NOT NULL,  -- '*' for writer_failing
+    symbol          TEXT    NOT NULL,  -- '*': every symbol of the venue (gap_abandoned)
+    symbol_x        TEXT,
+    threshold       REAL    NOT NULL,
+    rearm           REAL    NOT NULL,
+    enabled         INTEGER NOT NULL DEFAULT 1,
+    armed           INTEGER NOT NULL DEFAULT 1,
+    created_ms      INTEGER NOT NULL,
+    timeframe       TEXT,
+    window_bars     INTEGER,
+    hedge_method    TEXT,
+    log_prices      INTEGER,
+    venue_x         TEXT,
+    cooldown_s      INTEGER NOT NULL DEFAULT 0,  -- at most one firing per this many seconds
+    -- Written by the daemon's evaluator: what it saw the last time it judged the rule.
+    last_fired_ms   INTEGER,
+    last_value      REAL,
+    last_bar_time_s INTEGER,
+    checked_ms      INTEGER,
+    note            TEXT,     -- why there is no value (waiting for bars, a stale leg, ...)
+    cursor_id       INTEGER   -- gap_abandoned: the highest gap_id already counted
+);
+INSERT INTO alert_rules_v6 (rule_id, kind, venue, symbol, symbol_x, threshold, rearm, enabled,
+                            armed, created_ms, timeframe, window_bars, hedge_method,
+                            log_prices, venue_x)
+SELECT rule_id, kind, venue, symbol, symbol_x, threshold, rearm, enabled, armed, created_ms,
+       timeframe, window_bars, hedge_method, log_prices, venue_x
+FROM alert_rules;
+DROP TABLE alert_rules;
+ALTER TABLE alert_rules_v6 RENAME TO alert_rules;
+
+ALTER TABLE alert_events ADD COLUMN threshold REAL;    -- the rule's threshold when it fired
+ALTER TABLE alert_events ADD COLUMN acked_ms INTEGER;  -- wall clock of acknowledgement
+CREATE INDEX alert_events_unacked ON alert_events (event_id) WHERE acked_ms IS NULL;
+
+-- One row per firing and notification channel (a --notify URL): its delivery state.
+CREATE TABLE alert_deliveries (
+    event_id        INTEGER NOT NULL REFERENCES alert_events (event_id) ON DELETE CASCADE,
+    channel         TEXT    NOT NULL,  -- a digest of the URL (the URL itself holds secrets)
+    target          TEXT    NOT NULL,  -- the URL with its secrets masked, for people
+    status          TEXT    NOT NULL DEFAULT 'pending'
+                    CHECK (status IN ('pending', 'sent', 'failed')),
+    attempts        INTEGER NOT NULL DEFAULT 0,
+    next_attempt_ms INTEGER,           -- when a pending delivery is tried next
+    last_error      TEXT,
+    updated_ms      INTEGER NOT NULL,
+    sent_ms         INTEGER,
+    PRIMARY KEY (event_id, channel)
+) WITHOUT ROWID;
+CREATE INDEX alert_deliveries_by_status ON alert_deliveries (status, channel);
+"""
+
 # MIGRATIONS[i] takes a database from user_version i to i + 1.
-MIGRATIONS: list[str] = [SCHEMA_V1, SCHEMA_V2, SCHEMA_V3, SCHEMA_V4, SCHEMA_V5]
+MIGRATIONS: list[str] = [SCHEMA_V1, SCHEMA_V2, SCHEMA_V3, SCHEMA_V4, SCHEMA_V5, SCHEMA_V6]
 LATEST_VERSION = len(MIGRATIONS)
 
 TRADES_COLUMNS = (
@@ -263,8 +328,23 @@ def schema_version(conn: sqlite3.Connection) -> int:
     return conn.execute("PRAGMA user_version").fetchone()[0]
 
 
+_TABLE_CHANGES = re.compile(
+    r"CREATE TABLE (\w+)|DROP TABLE (\w+)|ALTER TABLE (\w+) RENAME TO (\w+)"
+)
+
+
 def _tables_of(migrations: list[str]) -> set[str]:
-    return set(re.findall(r"CREATE TABLE (\w+)", "".join(migrations)))
+    """The tables the migrations leave, their creations, drops and renames taken in order."""
+    tables: set[str] = set()
+    for created, dropped, old, new in _TABLE_CHANGES.findall("".join(migrations)):
+        if created:
+            tables.add(created)
+        elif dropped:
+            tables.discard(dropped)
+        else:
+            tables.discard(old)
+            tables.add(new)
+    return tables
 
 
 def _check_ours(conn: sqlite3.Connection, version: int, path: str) -> None:
@@ -387,6 +467,19 @@ def migrate(conn: sqlite3.Connection, path: str | Path | None = None) -> int:
     if up_to_date:
         return start
     _switch_to_wal(conn)
+    # A table rebuild (version 6) drops a parent table: with foreign keys on, that would
+    # delete its rows first and cascade. The pragma cannot change inside a transaction.
+    foreign_keys = conn.execute("PRAGMA foreign_keys").fetchone()[0]
+    conn.execute("PRAGMA foreign_keys=OFF")
+    try:
+        _migrate_steps(conn, name)
+    finally:
+        conn.execute(f"PRAGMA foreign_keys={'ON' if foreign_keys else 'OFF'}")
+    return start
+
+
+def _migrate_steps(conn: sqlite3.Connection, name: str) -> None:
+    """Apply the migrations one transaction each, until the latest version."""
     while True:
         conn.execute("BEGIN IMMEDIATE")
         try:
@@ -406,7 +499,6 @@ def migrate(conn: sqlite3.Connection, path: str | Path | None = None) -> int:
                 conn.execute("ROLLBACK")
             raise
         log.info("migrated schema from version %d to %d", version, version + 1)
-    return start
 
 
 def _switch_to_wal(conn: sqlite3.Connection, timeout: float = 30.0) -> None:
