@@ -123,13 +123,13 @@ def test_funding_on_a_perpetual_x_leg_at_the_right_times_and_sign():
     res = A.backtest(y, x, z, 1.0, fee_bps=0, venue=("spot", "usdm"), funding_x=rates)
     assert res.positions[T0 + pd.Timedelta(hours=7)] == -1
     assert res.positions[T0 + pd.Timedelta(hours=24)] == 1
-    # Funding is paid by the position held just before the funding time, on notional
-    # 1/15 unit x 5 = 1/3. Trade 1 is short the spread = LONG x: pays +rate / 3 at 08:00
-    # (0.0003) and 16:00 (-0.0002: a long receives a negative rate); the 00:00 rate of day
-    # 0 finds no position. Trade 2 is long the spread = SHORT x: it opened at 00:00 day 1
-    # so that rate is not its own; it receives rate / 3 at 08:00 (0.0001) and at the
-    # off-grid 08:30 (0.0004, booked on the 09:00 bar where it closes). 16:00 day 1 finds
-    # it closed; 12:00 day 2 is after the last bar.
+    # Funding is paid by the position held at the funding time, on notional 1/15 unit x
+    # 5 = 1/3. Trade 1 is short the spread = LONG x: pays +rate / 3 at 08:00 (0.0003) and
+    # 16:00 (-0.0002: a long receives a negative rate); the 00:00 rate of day 0 finds no
+    # position. Trade 2 is long the spread = SHORT x: it is filled at the close of the bar
+    # stamped 00:00 day 1, after that rate; it receives rate / 3 at 08:00 (0.0001) and at
+    # the off-grid 08:30 (0.0004, booked on the bar 08:00-09:00 that holds it). 16:00
+    # day 1 finds it closed; 12:00 day 2 is after the last bar.
     first = (0.0003 - 0.0002) / 3
     second = -(0.0001 + 0.0004) / 3
     np.testing.assert_allclose(res.trades["funding"], [first, second], rtol=1e-12)
@@ -137,10 +137,55 @@ def test_funding_on_a_perpetual_x_leg_at_the_right_times_and_sign():
     assert res.funding == pytest.approx(first + second, rel=1e-12)
     # Booked on the right bars: equity moves only there (prices are constant, no fees).
     expected = pd.Series(1.0, y.index)
-    for hours, paid in ((8, 0.0003 / 3), (16, -0.0002 / 3), (32, -0.0001 / 3), (33, -0.0004 / 3)):
+    for hours, paid in ((8, 0.0003 / 3), (16, -0.0002 / 3), (32, -0.0001 / 3), (32, -0.0004 / 3)):
         expected[expected.index >= T0 + pd.Timedelta(hours=hours)] -= paid
     np.testing.assert_allclose(res.equity, expected, rtol=0, atol=1e-15)
     assert res.total_return == pytest.approx(-(first + second), rel=1e-12)
+
+
+def test_funding_inside_a_bar_is_paid_by_the_position_held_at_that_time():
+    """Daily bars, so funding times fall inside bars: a bar stamped D covers [D, D + 1 day)
+    and its close, where fills happen, is at its end.
+
+    Constant prices y 10, x 5, hedge 1: 1/15 unit of each leg. Short the spread (LONG x)
+    on the signal of bar 0, filled at the close of bar 1 (the end of day 1); the exit
+    signal of bar 2 is filled at the close of bar 3 (the end of day 3). So long x is held
+    from the end of day 1 to the end of day 3. By hand, funding times and whether that
+    position holds x then:
+
+    * day 1 08:00 (a) and 16:00 (b): no, it is bought at the close of day 1, after them;
+    * day 2 00:00 (c), 08:00 (d): yes;
+    * day 3 08:00 (e), 16:00 (f): yes, it is sold at the close of day 3, after them;
+    * day 4 08:00 (g): no; day 5 00:00 (h), when the last bar closes: outside the run.
+
+    Paid: (c + d + e + f) x 1/15 x 5. Booking each rate on the first bar stamped at or
+    after it (the rule before issue 10) paid a + b + c + d instead: the rates of the day
+    before the position existed, and none of its last day.
+    """
+    index = pd.date_range(T0, periods=5, freq="1D")
+    y, x = pd.Series(10.0, index), pd.Series(5.0, index)
+    z = pd.Series([2.5, np.nan, -0.1, np.nan, np.nan], index)
+    hours = [32, 40, 48, 56, 80, 88, 104, 120]
+    a, b, c, d, e, f, g, h = [0.001, 0.002, 0.0001, 0.0002, 0.0003, 0.0004, 0.005, 0.007]
+    rates = pd.Series([a, b, c, d, e, f, g, h], T0 + pd.to_timedelta(hours, unit="h"))
+    res = A.backtest(y, x, z, 1.0, fee_bps=0, venue=("spot", "usdm"), funding_x=rates)
+    assert list(res.positions) == [0, -1, -1, 0, 0]
+    paid = (c + d + e + f) / 15 * 5
+    assert res.funding == pytest.approx(paid, rel=1e-12)
+    np.testing.assert_allclose(res.trades["funding"], [paid], rtol=1e-12)
+    # Booked on the bar whose span holds the funding time: c, d on day 2, e, f on day 3.
+    expected = [1.0, 1.0, 1 - (c + d) / 3, 1 - paid, 1 - paid]
+    np.testing.assert_allclose(res.equity, expected, rtol=0, atol=1e-15)
+    # The same position paying the same rates on hourly bars (times on bar edges).
+    hourly = pd.date_range(T0, periods=5 * 24, freq="1h")
+    zh = pd.Series(np.nan, hourly)
+    zh.iloc[46] = 2.5  # filled at the close of bar 47, 23:00-24:00 of day 1
+    zh.iloc[94] = -0.1  # closed at the close of bar 95, the end of day 3
+    hourly_res = A.backtest(
+        pd.Series(10.0, hourly), pd.Series(5.0, hourly), zh, 1.0,
+        fee_bps=0, venue=("spot", "usdm"), funding_x=rates,
+    )  # fmt: skip
+    assert hourly_res.funding == pytest.approx(paid, rel=1e-12)
 
 
 def test_funding_on_a_perpetual_y_leg_and_spot_legs_unchanged():

@@ -22,6 +22,7 @@ Modules, lowest first (each imports only modules listed before it):
 * ``hedge``: static, rolling and Kalman hedge ratios.
 * ``pair``: aligned closes, spread, z-score, ``pair_frame``, ``stats_table``.
 * ``scan``: correlation matrix and cointegration scan over many symbols.
+* ``funding``: a coin's spot against its perpetual: basis, funding carry, funding gaps.
 * ``backtest``: the z-score mean-reversion backtest.
 
 This package's ``__all__`` is the public API: the root ``analytics.py`` re-exports it and
@@ -46,6 +47,14 @@ from pairs_monitor.quant.bars import (
     resample_bars,
     resample_trades,
     volume_ratio,
+)
+from pairs_monitor.quant.funding import (
+    MAX_FUNDING_INTERVAL,
+    MIN_CARRY_SETTLEMENTS,
+    FundingCarry,
+    basis_bps,
+    funding_carry,
+    funding_gaps,
 )
 from pairs_monitor.quant.hedge import (
     AUTO_DELTA,
@@ -86,11 +95,14 @@ __all__ = [
     "AUTO_DELTA",
     "BAR_COLUMNS",
     "CHAN_DELTA",
+    "MAX_FUNDING_INTERVAL",
+    "MIN_CARRY_SETTLEMENTS",
     "SPOT_TAKER_FEE_BPS",
     "USDM_TAKER_FEE_BPS",
     "ADFResult",
     "BacktestResult",
     "EngleGrangerResult",
+    "FundingCarry",
     "HalfLifeResult",
     "HedgeFit",
     "HedgeMethod",
@@ -100,9 +112,12 @@ __all__ = [
     "adf_test",
     "align_closes",
     "backtest",
+    "basis_bps",
     "correlation_matrix",
     "empty_bars",
     "engle_granger",
+    "funding_carry",
+    "funding_gaps",
     "half_life",
     "half_life_fit",
     "hedge_ratio",

@@ -20,9 +20,12 @@ Rules (docs/analytics.md documents them with the rest of the methodology):
   spot 10 bps, USD-M futures 5 bps); ``fee_bps`` overrides it (one rate for both legs, or
   a ``(y, x)`` pair).
 * Funding (perpetual legs only, when a funding-rate series is passed): at each funding
-  time ``tau`` the position held just before ``tau`` pays ``rate x quantity x price``
-  (a long pays a positive rate, a short receives it), booked on the first bar stamped
-  at or after ``tau`` at that bar's price. Funding times outside the bars are ignored.
+  time ``tau`` the position held at ``tau`` pays ``rate x quantity x price`` (a long
+  pays a positive rate, a short receives it). Bars are stamped at their start and fills
+  happen at their close, i.e. at their end, so the position held at ``tau`` is the one
+  held over the bar whose span ``[start, start + bar)`` holds ``tau``: the rate is
+  booked on that bar, at its close price. Funding times before the first bar or after
+  the last one ends are ignored.
 * Sharpe: annualised only over at least ``MIN_SHARPE_SPAN`` (a day) of bars; shorter,
   ``sharpe`` is None and ``sharpe_note`` says why.
 """
@@ -244,25 +247,33 @@ class _Bars:
 
 
 def funding_per_bar(index: pd.Index, rates: pd.Series | None, name: str = "funding") -> np.ndarray:
-    """The funding rate booked on each bar of ``index``: a rate at time ``tau`` goes to
-    the first bar stamped at or after ``tau``, so it is paid by the position held over
-    ``(previous bar, that bar]``, i.e. the one held just before ``tau``. Rates before the
-    first bar or after the last one are dropped (no position of this run held then).
+    """The funding rate booked on each bar of ``index`` (bar starts, increasing).
+
+    A bar covers ``[start, start + bar)``, ``bar`` being the smallest spacing of the
+    index (the bar length; a longer spacing is a run of missing bars), and its close,
+    where fills happen, is at its end. A rate at ``tau`` is booked on the first bar that
+    closes after ``tau``, so the position that pays it is the one filled at an earlier
+    close and still held at ``tau``: a position opened at the close of the bar holding
+    ``tau`` does not pay it, one closed there does. Rates before the first bar starts,
+    or at or after the last one closes, are dropped (no position of this run is held).
     """
     booked = np.zeros(len(index))
-    if rates is None or len(rates) == 0 or len(index) == 0:
-        return booked
+    if rates is None or len(rates) == 0 or len(index) < 2:
+        return booked  # one bar: nothing is held over it
     values = pd.Series(rates).to_numpy(np.float64)
     if not np.isfinite(values).all():
         raise ValueError(f"{name} has a missing or infinite rate; drop or fill it first")
+    starts = pd.Index(index)
     try:
-        at = index.searchsorted(rates.index, side="left")
+        bar = (starts[1:] - starts[:-1]).min()
+        closes = starts + bar
+        at = closes.searchsorted(rates.index, side="right")
+        inside = (at < len(index)) & (rates.index >= starts[0])
     except TypeError as err:
         raise ValueError(
             f"{name} must be indexed by funding time on the bars' clock ({index.dtype}), "
             f"got {rates.index.dtype}"
         ) from err
-    inside = (at > 0) & (at < len(index))
     np.add.at(booked, at[inside], values[inside])
     return booked
 
