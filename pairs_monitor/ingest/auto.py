@@ -1,15 +1,16 @@
 """``--source auto``: live Binance, with the simulator standing in while Binance is out of reach.
 
-The live feed (ingest/binance/feed.py) runs all the time and keeps reconnecting on its own.
-When it has had no connection for ``--fallback-after`` seconds (at start, or after a
-long outage), the simulator (ingest/sim.py, venue ``sim``, never a live venue) starts and
-the loud log line says so; as soon as live connects again the simulator stops. Each live
-symbol's ``FeedStats.switch_source`` records which source is active and since when, so
-the page can tell.
+The live feed (ingest/binance/multi.py: every market's) runs all the time and keeps
+reconnecting on its own. When none of its markets has had a connection for
+``--fallback-after`` seconds (at start, or after a long outage), the simulator
+(ingest/sim.py, venue ``sim``, never a live venue) starts and the loud log line says so; as
+soon as a market connects again the simulator stops. Each live symbol's
+``FeedStats.switch_source`` records which source is active and since when, so the page can
+tell.
 
-Supervision: the live feed's threads (each connection's, the gap filler's, the jump
-confirmer's and the flusher's) are watched; when one dies, ``run`` raises
-:class:`LiveFailed` after stopping the simulator, and the daemon exits with a message
+Supervision: the live feed's threads (each market's connections, gap filler, jump
+confirmer and flusher, and the funding recorder's) are watched; when one dies, ``run``
+raises :class:`LiveFailed` after stopping the simulator, and the daemon exits with a message
 (``EXIT_SOURCE_FAILED``) instead of simulating for ever beside a live source that will
 never reconnect. The simulator's thread dying while it stands in raises
 :class:`SimFailed` the same way.
@@ -46,11 +47,7 @@ def dead_threads(feed: object) -> list[str]:
     :param feed: any feed; only the live one (alone or under auto) has such threads.
     """
     live = feed.live if isinstance(feed, AutoFeed) else feed
-    if not isinstance(live, binance.BinanceFeed) or live.stop.is_set():
-        return []
-    threads: list[threading.Thread] = [*live.connections, live.filler, live.confirmer, live.flusher]
-    # ident is None until a thread starts: only a started and ended one counts.
-    return [t.name for t in threads if t.ident is not None and not t.is_alive()]
+    return live.dead_threads() if isinstance(live, binance.MarketsFeed) else []
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -65,9 +62,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def from_args(args: argparse.Namespace, writer: TradeWriter) -> AutoFeed:
-    """Build the live feed, and the way to make the simulator when it is needed."""
+    """Build the live feed, and the way to make the simulator when it is needed.
+
+    The simulator stands in for the live symbols (every market's, once each, ``top:N``
+    resolved), without their market prefixes: it records under venue ``sim``.
+    """
     live = binance.from_args(args, writer)
-    return AutoFeed(live, lambda: sim.from_args(args, writer), writer, args.fallback_after)
+    sim_args = argparse.Namespace(**{**vars(args), "symbols": list(live.symbols)})
+    return AutoFeed(live, lambda: sim.from_args(sim_args, writer), writer, args.fallback_after)
 
 
 @dataclass
@@ -90,7 +92,7 @@ class AutoFeed:
 
     def __init__(
         self,
-        live: binance.BinanceFeed,
+        live: binance.MarketsFeed,
         make_sim: Callable[[], sim.SimFeed],
         writer: TradeWriter,
         fallback_after: float,
@@ -130,7 +132,7 @@ class AutoFeed:
                 if self._sim is not None and not self._sim.thread.is_alive():
                     why = repr(self._sim_died[0]) if self._sim_died else "it ended"
                     raise SimFailed(f"the simulator standing in for live died ({why})")
-                if self.live.connected.is_set():
+                if self.live.any_connected():
                     down_since = None
                     if self._sim is not None:
                         self._stop_sim("the live connection to Binance is up")
@@ -151,7 +153,7 @@ class AutoFeed:
             "under venue 'sim'. Live keeps retrying in the background and takes over as "
             "soon as it connects.",
             self.fallback_after,
-            self.live.ws_url,
+            self.live.ws_urls,
         )
         try:  # the simulator resumes its ids from the store: all queued must be in it
             self.writer.flush(timeout=1)

@@ -1,11 +1,12 @@
 """Ingest daemon: records every trade of the chosen symbols into SQLite.
 
-    python ingest.py --symbols btcusdt ethusdt [--market spot|usdm]
-                     [--source auto|live|sim|replay] [--db data/ticks.db]
+    python ingest.py --symbols btcusdt ethusdt [usdm:btcusdt ...] [top:20 usdm:top:20]
+                     [--market spot|usdm] [--source auto|live|sim|replay] [--db data/ticks.db]
 
 Sources:
-  live    Binance WebSocket trade streams, gaps filled over REST (ingest/binance/feed.py; the
-          reconnect loop is ingest/binance/ws.py, the gap filler ingest/binance/gaps.py).
+  live    Binance WebSocket trade streams, gaps filled over REST, one feed per market
+          (spot, USD-M) in one daemon (ingest/binance/cli.py builds them from the flags,
+          ingest/binance/multi.py runs them; ingest/binance/feed.py is one market's feed).
   sim     a simulated cointegrated pair, stored under venue "sim" (ingest/sim.py).
   replay  Binance dump files or collector NDJSON (ingest/replay/feed.py).
   auto    live, falling back to sim while Binance cannot be reached (the default;
@@ -42,6 +43,7 @@ from types import FrameType
 from typing import IO
 
 from pairs_monitor.ingest import auto, binance, flags, logs, replay, sim, status
+from pairs_monitor.ingest.binance import cli as binance_cli
 from pairs_monitor.ingest.feed import Feed
 from pairs_monitor.store import schema
 from pairs_monitor.store.writer import TradeWriter
@@ -76,9 +78,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--symbols",
         nargs="+",
+        type=binance_cli.symbol_word,
         metavar="SYMBOL",
-        help="symbols to record, any case (e.g. btcusdt ethusdt); replay may take them "
-        "from the file names instead",
+        help="symbols to record, any case (e.g. btcusdt ethusdt). Live and auto: spot:X "
+        "or usdm:X picks the market (bare: --market's), top:N (spot:top:N, usdm:top:N) the N "
+        "symbols with the highest 24 h quote volume at start. Replay may take them from the "
+        "file names instead",
     )
     parser.add_argument("--source", choices=SOURCES, default="auto", help="where trades come from")
     parser.add_argument("--db", type=Path, default=schema.DEFAULT_DB, help="database file")
@@ -173,10 +178,21 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     logs.configure(args.log_level, args.log_file, max_mb=args.log_max_mb, backups=args.log_backups)
-    if args.symbols:
-        args.symbols = [symbol.upper() for symbol in args.symbols]
-    elif args.source != "replay":
+    if not args.symbols and args.source != "replay":
         parser.error("--symbols is required unless --source replay names its files")
+    if args.symbols and args.source in ("sim", "replay"):
+        plain = binance_cli.plain_symbols(args.symbols)
+        if plain is None:
+            parser.error(
+                f"--source {args.source} takes plain symbols: the spot:/usdm: prefixes and "
+                "top:N are for --source live and auto"
+            )
+        args.symbols = plain
+    elif args.symbols:
+        try:
+            binance_cli.plan(args)  # checked before anything starts; built again later
+        except binance.UsageError as exc:
+            parser.error(str(exc))
 
     try:
         lock = lock_database(args.db)  # held until the process ends
