@@ -1,31 +1,94 @@
 """A local stand-in for Binance that the tests and the benchmark script the daemon against.
 
-One port serves both protocols, as facts in ``../shared/BINANCE.md`` describe them:
+One port serves both protocols of one market, spot or USD-M futures, as Binance answers
+today (``../shared/BINANCE.md``; what that file does not say is listed below with its
+source):
 
-- WebSocket combined streams ``/stream?streams=btcusdt@trade/...`` (``websockets``);
-- REST ``/api/v3/exchangeInfo``, ``/api/v3/historicalTrades``, ``/api/v3/trades`` (and the
-  same under ``/fapi/v1``), answered from ``process_request`` before any handshake.
+- spot: WebSocket ``/stream?streams=btcusdt@trade/...`` (combined) and ``/ws/<stream>``
+  (raw); REST under ``/api/v3``.
+- USD-M (``market="usdm"``): WebSocket only under ``/market/stream?streams=...`` and
+  ``/market/ws/<stream>``; the legacy ``/stream`` and ``/ws`` routes accept the connection,
+  answer pings and control messages, and never send market data (a silent socket). REST
+  under ``/fapi/v1``. Trade frames carry ``X`` (``MARKET``, or ``INSURANCE_FUND`` for the
+  non-market trades :meth:`BinanceServer.publish` makes with ``nonmarket=True``: price and
+  quantity ``"0"``, ids used up, never returned over REST) and no ``M``. Market trades come
+  in runs of 1 to 4 that share time, price and side, so aggregates of several trades exist.
+  ``<symbol>@markPrice`` and ``<symbol>@markPrice@1s`` send ``markPriceUpdate`` events.
+- REST of both: ``exchangeInfo``, ``historicalTrades``, ``trades``, ``aggTrades``,
+  ``ticker/24hr``; USD-M adds ``fundingRate``. Every answer carries
+  ``X-MBX-USED-WEIGHT-1M``. Every call is recorded in ``rest_calls`` with its headers.
 
 Each symbol has a tape of consecutive trade ids. :meth:`BinanceServer.publish` appends
-trades to it (REST sees every published trade) and sends them to the connected clients
-unless told not to (a range withheld from the socket that only REST can provide), and
-leaves out of REST the trades told so (as USD-M futures never returns its insurance-fund
-and ADL trades, which use up ids all the same). The test scripts the failures: abrupt
-drops, close 1001, ``serverShutdown``, silence, malformed and unknown frames, duplicates
-re-sent on connect, 429 with ``Retry-After``, 5xx, connections reset or left unanswered.
+trades to it (REST sees every published market trade) and sends them to the connected
+clients unless told not to (a range withheld from the socket that only REST can provide).
+The test scripts the failures: abrupt drops, close 1001, ``serverShutdown``, silence,
+malformed and unknown frames, duplicates re-sent on connect, 429 with ``Retry-After``,
+5xx, connections reset or left unanswered.
+
+Facts beyond BINANCE.md, and where they come from (Binance's USD-M documentation as
+mirrored in rosssaunders/coincise ``docs/binance/usdm/...`` and qiuham/crypto-api-docs,
+the spot documentation mirrored in rosssaunders/coincise ``docs/binance/spot/...``, and
+threads in ccxt/ccxt and sammchardy/python-binance):
+
+- ``/fapi/v1/historicalTrades``: weight 20; limit default 100, max 500; only the last three
+  months; market trades only (coincise ``get_fapi_v1_historicaltrades.md``). A limit above
+  the maximum on fapi is HTTP 400 ``{"code":-1130,"msg":"Data sent for parameter 'limit'
+  is not valid."}`` (ccxt/ccxt#9904, #14498, #19247; spot instead caps a large limit
+  silently, #19247). Missing or unknown key: HTTP 401 ``-2015`` "Invalid API-key, IP, or
+  permissions for action."; malformed key: ``-2014`` "API-key format invalid." (coincise
+  ``error_codes.md``; BINANCE.md for the status). Keys are 64 letters and digits, as every
+  example key in the docs. NOT FOUND in any source: what a ``fromId`` older than three
+  months gets. This server answers ``200 []`` (nothing is claimed about those ids); a
+  client should judge a gap's age by time, not by the answer's shape.
+- ``/fapi/v1/aggTrades``: weight 20; limit default 500, max 1000; ``startTime`` and
+  ``endTime`` "must be less than 1 hour" apart, else HTTP 400 ``{"code":-1127,"msg":"More
+  than 1 hours between startTime and endTime."}`` (coincise ``get_fapi_v1_aggtrades.md``,
+  ``error_codes.md``; python-binance#66). Here 3,600,000 ms apart or more is refused:
+  keep a window strictly under an hour. Rows ``{"a","p","q","f","l","T","m"}``; spot adds
+  ``"M"`` (coincise ``get_api_v3_aggtrades.md``, weight 4, the same limits). Only market
+  trades are aggregated; at most one year back. Binance aggregates "market trades that
+  fill in 100ms with the same price and the same taking side"; this server aggregates
+  consecutive ids with the same time, price and side, published in the same
+  :meth:`~BinanceServer.publish` call, so an aggregate never grows after REST served it.
+  With only ``startTime`` the aggregates from it are served, with only ``endTime`` the last
+  ones up to it (an assumption: the docs do not say).
+- ``/fapi/v1/fundingRate``: ``symbol``, ``startTime``, ``endTime``, ``limit`` (default 100,
+  max 1000), ascending, "return as startTime + limit" when more match; rows ``{"symbol",
+  "fundingRate","fundingTime","markPrice"}``, rates and prices as strings (coincise
+  ``get_fapi_v1_fundingrate.md``). Its own limit of 500 per 5 min per IP is not request
+  weight, so it counts 0 here.
+- ``/fapi/v1/ticker/24hr``: weight 1 for one symbol, 40 for all; fields ``symbol,
+  priceChange, priceChangePercent, weightedAvgPrice, lastPrice, lastQty, openPrice,
+  highPrice, lowPrice, volume, quoteVolume, openTime, closeTime, firstId, lastId, count``
+  (coincise ``get_fapi_v1_ticker_24hr.md``); spot adds ``prevClosePrice``, bid and ask
+  (weight 2, all symbols 80). ``/fapi/v1/trades``: weight 5, limit default 500 max 1000,
+  market trades only, rows with ``isRPITrade`` where spot has ``isBestMatch`` (coincise
+  ``get_fapi_v1_trades.md``).
+- ``X-MBX-USED-WEIGHT-1M``: "every request will contain X-MBX-USED-WEIGHT-(intervalNum)
+  (intervalLetter) in the response headers" (coincise ``rate_limits.md``).
+- ``<symbol>@markPrice`` (every 3 s) or ``<symbol>@markPrice@1s``: ``{"e":"markPriceUpdate",
+  "E","s","p" mark price,"i" index price,"P" estimated settle price,"r" funding rate,"T"
+  next funding time}`` (qiuham/crypto-api-docs ``Mark-Price-Stream.md``).
+- USD-M ``exchangeInfo`` symbols carry ``pair``, ``contractType`` (``PERPETUAL``) and
+  ``status`` (examples in public connectors' tests and the docs).
+- Funding every 8 h at 00:00, 08:00 and 16:00 UTC (BINANCE.md: most symbols).
 """
 
 from __future__ import annotations
 
 import asyncio
+import bisect
 import contextlib
 import http
 import itertools
+import re
 import threading
 import time
 import urllib.parse
-from collections.abc import Callable, Coroutine
+import zlib
+from collections.abc import Callable, Coroutine, Iterable, Mapping
 from dataclasses import dataclass, field
+from decimal import Decimal
 from typing import Any, TypeVar
 
 import orjson
@@ -40,7 +103,26 @@ from websockets.http11 import Request, Response
 # (websockets 14, the floor) or answer in its own words.
 websockets.http11.MAX_LINE_LENGTH = 64 * 1024
 
-BASE_TIME_MS = 1_767_225_600_000  # 2026-01-01T00:00:00Z
+BASE_TIME_MS = 1_767_225_600_000  # 2026-01-01T00:00:00Z: spot trade times start here
+
+SPOT = "spot"
+USDM = "usdm"
+MARKET = "MARKET"  # the USD-M trade type of order-book trades
+INSURANCE_FUND = "INSURANCE_FUND"
+
+# A well-formed key (64 letters and digits) for tests to put in ``api_keys``.
+TEST_API_KEY = "pairsMonitorLocalTestKey" + "0" * 40
+
+HOUR_MS = 3_600_000
+DAY_MS = 24 * HOUR_MS
+THREE_MONTHS_MS = 90 * DAY_MS  # historicalTrades on USD-M serves no older trade
+ONE_YEAR_MS = 365 * DAY_MS  # aggTrades on USD-M serves no older aggregate
+FUNDING_INTERVAL_MS = 8 * HOUR_MS  # 00:00, 08:00, 16:00 UTC
+FUNDING_HISTORY_MS = 120 * DAY_MS  # fundingRate rows go back this far from the start
+# The live rate a markPrice event shows is an estimate; the settled one differs from its
+# last estimate by this much, so a test can tell which of the two a client stored.
+ESTIMATE_DRIFT = Decimal("0.00001")
+USDM_LEAD_MS = 10 * 60 * 1000  # USD-M trade times start this long before the server did
 
 T = TypeVar("T")
 
@@ -53,6 +135,9 @@ HTML_200 = "html-200"  # a CDN's HTML page with status 200 instead of the JSON
 _INTERNAL_ERROR = {"code": -1001, "msg": "Internal error; unable to process your request."}
 _BAD_GATEWAY = b"<html><body><h1>502 Bad Gateway</h1></body></html>"
 _CDN_PAGE = b"<!DOCTYPE html><html><body>Checking your browser before accessing</body></html>"
+_API_KEY = re.compile(r"[A-Za-z0-9]{64}")
+# The REST endpoints that page trades: the scripted failures and rest_mangle act on these.
+_TRADE_PAGES = ("/historicalTrades", "/aggTrades")
 
 
 @dataclass
@@ -66,35 +151,61 @@ class Trade:
     time_ms: int
     buyer_is_maker: bool
     in_rest: bool = True  # False: REST never returns it (USD-M insurance-fund, ADL)
+    market: str = SPOT
+    trade_type: str = MARKET  # the USD-M ``X``; spot trades are all market trades
 
-    def ws_frame(self) -> str:
-        return orjson.dumps(
-            {
-                "stream": f"{self.symbol.lower()}@trade",
-                "data": {
-                    "e": "trade",
-                    "E": self.time_ms + 1,
-                    "s": self.symbol,
-                    "t": self.id,
-                    "p": self.price,
-                    "q": self.qty,
-                    "T": self.time_ms,
-                    "m": self.buyer_is_maker,
-                    "M": True,
-                },
+    @property
+    def is_market(self) -> bool:
+        return self.trade_type == MARKET
+
+    def payload(self) -> dict[str, Any]:
+        """The ``@trade`` event as the market sends it."""
+        if self.market == USDM:
+            return {
+                "e": "trade",
+                "E": self.time_ms + 1,
+                "T": self.time_ms,
+                "s": self.symbol,
+                "t": self.id,
+                "p": self.price,
+                "q": self.qty,
+                "X": self.trade_type,
+                "m": self.buyer_is_maker,
+                "st": 1,
             }
-        ).decode()
+        return {
+            "e": "trade",
+            "E": self.time_ms + 1,
+            "s": self.symbol,
+            "t": self.id,
+            "p": self.price,
+            "q": self.qty,
+            "T": self.time_ms,
+            "m": self.buyer_is_maker,
+            "M": True,
+        }
+
+    def ws_frame(self, raw: bool = False) -> str:
+        """The frame on a combined stream (``raw``: on a ``/ws/<stream>`` one)."""
+        if raw:
+            return orjson.dumps(self.payload()).decode()
+        stream = f"{self.symbol.lower()}@trade"
+        return orjson.dumps({"stream": stream, "data": self.payload()}).decode()
 
     def rest_item(self) -> dict[str, Any]:
-        return {
+        item: dict[str, Any] = {
             "id": self.id,
             "price": self.price,
             "qty": self.qty,
             "quoteQty": f"{float(self.price) * float(self.qty):.8f}",
             "time": self.time_ms,
             "isBuyerMaker": self.buyer_is_maker,
-            "isBestMatch": True,
         }
+        if self.market == USDM:
+            item["isRPITrade"] = False
+        else:
+            item["isBestMatch"] = True
+        return item
 
     def stored(self) -> tuple[int, int, float, float, int]:
         """The row the daemon must store: (trade_id, trade_time_us, price, qty, maker)."""
@@ -107,34 +218,138 @@ class Trade:
         )
 
 
-def make_trade(symbol: str, trade_id: int) -> Trade:
-    """A deterministic trade: several share a millisecond, prices wander, both sides."""
-    base = 100.0 if symbol.startswith("ETH") else 50_000.0
+@dataclass
+class Aggregate:
+    """One ``aggTrades`` row: the consecutive trade ids ``first..last`` at one price."""
+
+    id: int
+    price: str
+    qty: Decimal
+    first: int
+    last: int
+    time_ms: int
+    buyer_is_maker: bool
+    closed: bool = False  # True once REST may have served it: it never grows after
+
+    def rest_item(self, market: str) -> dict[str, Any]:
+        item: dict[str, Any] = {
+            "a": self.id,
+            "p": self.price,
+            "q": format(self.qty, "f"),
+            "f": self.first,
+            "l": self.last,
+            "T": self.time_ms,
+            "m": self.buyer_is_maker,
+        }
+        if market == SPOT:
+            item["M"] = True
+        return item
+
+
+def _base_price(symbol: str) -> float:
+    return 100.0 if symbol.startswith("ETH") else 50_000.0
+
+
+def _qty(trade_id: int) -> str:
+    return f"{0.001 * (1 + trade_id % 13):.3f}"
+
+
+def make_trade(symbol: str, trade_id: int, base_time_ms: int = BASE_TIME_MS) -> Trade:
+    """A deterministic spot trade: several share a millisecond, prices wander, both sides."""
     return Trade(
         symbol,
         trade_id,
-        f"{base + (trade_id * 7919 % 1000) / 100:.2f}",
-        f"{0.001 * (1 + trade_id % 13):.3f}",
-        BASE_TIME_MS + trade_id // 3,
+        f"{_base_price(symbol) + (trade_id * 7919 % 1000) / 100:.2f}",
+        _qty(trade_id),
+        base_time_ms + trade_id // 3,
         trade_id % 3 == 0,
     )
 
 
 @dataclass
+class _Run:
+    """USD-M trades that share time, price and side (one taker order filling)."""
+
+    first_id: int
+    length: int
+    time_ms: int
+    price_cents: int
+    buyer_is_maker: bool
+
+
+def funding_rate(symbol: str, funding_time_ms: int) -> str:
+    """The rate settled at ``funding_time_ms``, as fundingRate shows it (some negative)."""
+    steps = zlib.crc32(f"{symbol}:{funding_time_ms}".encode()) % 61 - 15
+    return f"{Decimal(steps) * Decimal('0.00001'):.8f}"
+
+
+class RestCall(tuple[str, dict[str, str]]):
+    """One REST request as the server saw it.
+
+    It unpacks as ``(endpoint, params)`` like the records before headers were kept;
+    ``headers`` are the request's own (names case-insensitive).
+    """
+
+    headers: Headers
+
+    def __new__(cls, endpoint: str, params: dict[str, str], headers: Headers) -> RestCall:
+        call = super().__new__(cls, (endpoint, params))
+        call.headers = headers
+        return call
+
+    @property
+    def endpoint(self) -> str:
+        return self[0]
+
+    @property
+    def params(self) -> dict[str, str]:
+        return self[1]
+
+
+class _Refused(Exception):
+    """A request Binance refuses: the HTTP status and its ``{"code","msg"}`` body."""
+
+    def __init__(self, status: int, code: int, msg: str) -> None:
+        super().__init__(msg)
+        self.status, self.code, self.msg = status, code, msg
+
+
+@dataclass
 class Client:
     connection: ServerConnection
-    symbols: set[str]
+    symbols: set[str]  # those whose @trade stream it gets
+    raw: bool = False  # a /ws/<stream> connection: payloads without the combined wrapper
+    delivers: bool = True  # False on USD-M's legacy routes: connected, never any data
+    mark_streams: dict[str, str] = field(default_factory=dict)  # symbol -> stream name
     connected_at: float = field(default_factory=time.monotonic)
+
+
+@dataclass
+class _Route:
+    streams: list[str]
+    raw: bool
+    delivers: bool
 
 
 class BinanceServer:
     """Binance's market-data protocol on ``127.0.0.1:port``, scriptable from another thread.
 
-    :param symbols: the symbols listed by exchangeInfo (upper case).
+    :param symbols: the symbols listed by exchangeInfo (upper case), each with a tape.
+    :param market: ``"spot"`` or ``"usdm"``: the routes, frames and REST rules it serves.
+    :param api_keys: the keys USD-M historicalTrades accepts in ``X-MBX-APIKEY``.
+    :param base_time_ms: the first trade's time (spot: 2026-01-01; USD-M: ten minutes
+        before the server starts, so that trades are inside the three months REST serves
+        and never ahead of the clock).
     :param first_id: id of each symbol's first trade.
+    :param first_agg_id: id of each symbol's first aggregate (aggTrades).
+    :param quote_volumes: ticker/24hr ``quoteVolume`` by symbol (default: the first symbol
+        1e9, the next 1e9 / 2, ...: the order given is the order of activity).
+    :param statuses: exchangeInfo ``status`` by symbol (default ``TRADING``).
+    :param mark_interval: seconds between markPriceUpdate events (None: Binance's 3 s, or
+        1 s for ``@markPrice@1s``).
     :param ping_interval: seconds between server pings (None: no pings, like a silent one).
     :param ping_timeout: seconds the server waits for a pong before dropping the client.
-    :param prefix: the REST path prefix (``/fapi/v1`` for USD-M futures).
+    :param prefix: the REST path prefix, if not the market's (``/api/v3``, ``/fapi/v1``).
     :param port: the port to listen on (0: a free one).
     """
 
@@ -142,40 +357,71 @@ class BinanceServer:
         self,
         symbols: list[str],
         *,
+        market: str = SPOT,
+        api_keys: Iterable[str] = (),
+        base_time_ms: int | None = None,
         first_id: int = 1_000_000,
+        first_agg_id: int = 500_000,
+        quote_volumes: Mapping[str, float] | None = None,
+        statuses: Mapping[str, str] | None = None,
+        mark_interval: float | None = None,
         ping_interval: float | None = None,
         ping_timeout: float | None = None,
-        prefix: str = "/api/v3",
+        prefix: str | None = None,
         port: int = 0,
     ) -> None:
+        if market not in (SPOT, USDM):
+            raise ValueError(f"market must be {SPOT!r} or {USDM!r}, not {market!r}")
+        self.market = market
+        self.started_ms = _now_ms()
         self.symbols = [s.upper() for s in symbols]
         self.tapes: dict[str, list[Trade]] = {s: [] for s in self.symbols}
+        self.aggregates: dict[str, list[Aggregate]] = {s: [] for s in self.symbols}
         self.next_id = dict.fromkeys(self.symbols, first_id)
+        self.first_agg_id = first_agg_id
+        self.api_keys = set(api_keys)
+        if base_time_ms is None:
+            base_time_ms = self.started_ms - USDM_LEAD_MS if market == USDM else BASE_TIME_MS
+        self.base_time_ms = base_time_ms
+        self.quote_volumes = {s: 1e9 / (i + 1) for i, s in enumerate(self.symbols)}
+        self.quote_volumes.update({s.upper(): v for s, v in (quote_volumes or {}).items()})
+        self.statuses = dict.fromkeys(self.symbols, "TRADING")
+        self.statuses.update({s.upper(): v for s, v in (statuses or {}).items()})
+        self.mark_interval = mark_interval
         self.ping_interval = ping_interval
         self.ping_timeout = ping_timeout
-        self.prefix = prefix
+        self.prefix = prefix or ("/fapi/v1" if market == USDM else "/api/v3")
         self.clients: list[Client] = []
         self.connections_total = 0
         self.silent = False  # see set_silent()
         self.resend_on_connect = 0  # re-send the last N trades of each symbol on connect
-        self.rest_429 = 0  # answer this many historicalTrades requests with 429
-        self.rest_errors = 0  # answer this many historicalTrades requests with HTTP 400
+        self.rest_429 = 0  # answer this many trade-page requests with 429
+        self.rest_errors = 0  # answer this many trade-page requests with HTTP 400
         self.retry_after: int | str = 1  # the Retry-After header of a 429, as sent
         # Answer the next exchangeInfo requests with these, in order (429 with
         # ``retry_after``, or any failure ``rest_failures`` takes); each is used once.
         self.info_failures: list[int | str] = []
-        # Answer the next historicalTrades requests with these, in order: an HTTP status
-        # (500, 502, 503), RESET or STALL; each is used once.
+        # Answer the next trade-page requests (historicalTrades, aggTrades) with these, in
+        # order: an HTTP status (500, 502, 503), RESET or STALL; each is used once.
         self.rest_failures: list[int | str] = []
         self.stall_s = 5.0
-        # When set, every historicalTrades page answered from the tape goes through it: it
-        # gets the page's items and returns the body to send (hostile items spliced in, an
-        # HTML page with status 200, ...), or None to send the page as usual.
+        # When set, every historicalTrades or aggTrades page answered from the tape goes
+        # through it: it gets the page's items and returns the body to send (hostile items
+        # spliced in, an HTML page with status 200, ...), or None to send the page as usual.
         self.rest_mangle: Callable[[list[dict[str, Any]]], bytes | None] | None = None
         # Longer request targets get "414 Request-URI Too Long", as nginx answers past its
         # 8 KB header buffer.
         self.max_path = 8000
-        self.rest_calls: list[tuple[str, dict[str, str]]] = []
+        self.rest_calls: list[RestCall] = []
+        self.used_weight = 0  # this wall-clock minute's, as X-MBX-USED-WEIGHT-1M says
+        self._weight_minute = 0
+        # Funding: settled every 8 h on the UTC grid, plus times advance_funding() set.
+        self.funding_since_ms = (
+            (self.started_ms - FUNDING_HISTORY_MS) // FUNDING_INTERVAL_MS * FUNDING_INTERVAL_MS
+        )
+        self._funding_extra: list[int] = []
+        self._funding_early: int | None = None
+        self._runs: dict[str, _Run] = {}
         self._streaming = False
         self.port = port  # 0: any free port, known once started
         self.loop: asyncio.AbstractEventLoop | None = None
@@ -201,11 +447,17 @@ class BinanceServer:
 
     @property
     def ws_url(self) -> str:
+        """The host base (``ws://127.0.0.1:port``); the client appends the route."""
         return f"ws://127.0.0.1:{self.port}"
 
     @property
     def rest_url(self) -> str:
+        """The host base (``http://127.0.0.1:port``); the client appends the prefix."""
         return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def venue(self) -> str:
+        return f"binance-{self.market}"
 
     def call(self, coro: Coroutine[Any, Any, T], timeout: float = 30.0) -> T:
         """Run a coroutine on the server's loop and wait for its result."""
@@ -219,14 +471,24 @@ class BinanceServer:
     # -- scripting (test thread) --------------------------------------------------------
 
     def publish(
-        self, symbol: str, count: int, *, live: bool = True, in_rest: bool = True
+        self,
+        symbol: str,
+        count: int,
+        *,
+        live: bool = True,
+        in_rest: bool = True,
+        nonmarket: bool = False,
     ) -> list[Trade]:
         """Append ``count`` trades to the tape; send them on the socket when ``live``.
 
-        :param in_rest: False for trades REST never returns (their ids are used up all the
-            same), as USD-M futures does with insurance-fund and ADL trades.
+        :param in_rest: False for market trades REST never returns (their ids are used up
+            all the same).
+        :param nonmarket: USD-M insurance-fund trades (``X`` ``INSURANCE_FUND``, price and
+            quantity ``"0"``): never in REST, in no aggregate, not in :meth:`expected`.
         """
-        return self.call(self._publish(symbol.upper(), count, live, in_rest))
+        if nonmarket and self.market != USDM:
+            raise ValueError("only USD-M has non-market trades")
+        return self.call(self._publish(symbol.upper(), count, live, in_rest, nonmarket))
 
     def drop(self) -> None:
         """Cut every connection abruptly (no close frame)."""
@@ -285,9 +547,53 @@ class BinanceServer:
         self._streaming = False
         self.call(asyncio.sleep(0.05))
 
+    def advance_funding(self, delay_s: float = 0.3) -> int:
+        """Bring the next funding forward to ``delay_s`` from now; return its time (ms).
+
+        Until then markPriceUpdate events name it as ``T``; once passed it is a settled
+        fundingRate row (its rate :func:`funding_rate`, not the last estimate shown) and
+        ``T`` moves on to the next 8-hour funding time.
+        """
+        return self.call(self._advance_funding(delay_s))
+
+    def next_funding_ms(self) -> int:
+        """The funding time markPriceUpdate events announce now (``T``)."""
+        return self.call(self._next_funding())
+
     def expected(self, symbol: str) -> list[tuple[int, int, float, float, int]]:
-        """The tape as the daemon must store it."""
-        return [t.stored() for t in self.tapes[symbol.upper()]]
+        """The market trades of the tape as the daemon must store them."""
+        return [t.stored() for t in self.tapes[symbol.upper()] if t.is_market]
+
+    def expected_nonmarket(self, symbol: str) -> list[int]:
+        """The ids of the tape's non-market (insurance-fund) trades."""
+        return [t.id for t in self.tapes[symbol.upper()] if not t.is_market]
+
+    def expected_bars(self, symbol: str) -> list[tuple[Any, ...]]:
+        """The 1-second bars of the market trades, as ``bars_1s`` holds them.
+
+        Rows ``(bar_time_s, open, high, low, close, volume, quote_volume,
+        taker_buy_volume, trade_count, first_trade_id, last_trade_id)`` by second; sums
+        in trade-id order (compare sums with a relative tolerance: SQLite adds in its own).
+        """
+        bars: dict[int, list[Any]] = {}
+        for trade in self.tapes[symbol.upper()]:
+            if not trade.is_market:
+                continue
+            price, qty = float(trade.price), float(trade.qty)
+            second = trade.time_ms // 1000
+            taker_buy = 0.0 if trade.buyer_is_maker else qty
+            bar = bars.get(second)
+            if bar is None:
+                bars[second] = [second, price, price, price, price, qty, price * qty,
+                                taker_buy, 1, trade.id, trade.id]  # fmt: skip
+                continue
+            bar[2], bar[3], bar[4] = max(bar[2], price), min(bar[3], price), price
+            bar[5] += qty
+            bar[6] += price * qty
+            bar[7] += taker_buy
+            bar[8] += 1
+            bar[10] = trade.id
+        return [tuple(bars[second]) for second in sorted(bars)]
 
     # -- the server (its own thread and loop) -----------------------------------------
 
@@ -308,49 +614,174 @@ class BinanceServer:
             compression=None,
         ) as server:
             self.port = server.sockets[0].getsockname()[1]
+            if self.market == USDM:
+                self._keep(self.loop.create_task(self._mark_prices()))
             self._ready.set()
             await self._stop.wait()
+            for task in list(self._tasks):
+                task.cancel()
             for client in list(self.clients):
                 client.connection.transport.abort()
+
+    def _ws_route(self, path: str) -> _Route | None:
+        """The WebSocket route a request path names, or None for a REST path."""
+        url = urllib.parse.urlparse(path)
+        market_route = self.market == USDM and url.path.startswith("/market/")
+        route_path = url.path.removeprefix("/market") if market_route else url.path
+        delivers = market_route or self.market == SPOT
+        if route_path == "/stream":
+            streams = urllib.parse.parse_qs(url.query).get("streams", [""])[0].split("/")
+            return _Route([s for s in streams if s], raw=False, delivers=delivers)
+        if route_path.startswith("/ws/"):
+            stream = urllib.parse.unquote(route_path.removeprefix("/ws/"))
+            return _Route([stream] if stream else [], raw=True, delivers=delivers)
+        return None
 
     async def _handler(self, connection: ServerConnection) -> None:
         if connection.request is None:  # the handshake never completed
             return
-        query = urllib.parse.urlparse(connection.request.path).query
-        streams = urllib.parse.parse_qs(query).get("streams", [""])[0].split("/")
-        symbols = {s.split("@")[0].upper() for s in streams if s.endswith("@trade")}
-        client = Client(connection, symbols)
+        route = self._ws_route(connection.request.path)
+        if route is None:
+            return
+        client = Client(connection, set(), raw=route.raw, delivers=route.delivers)
+        self._subscribe(client, route.streams)
         self.connections_total += 1
-        if self.resend_on_connect:
-            for symbol in symbols:
+        if self.resend_on_connect and client.delivers:
+            for symbol in client.symbols:
                 for trade in self.tapes.get(symbol, [])[-self.resend_on_connect :]:
-                    await connection.send(trade.ws_frame())
+                    await connection.send(trade.ws_frame(client.raw))
         self.clients.append(client)
         try:
-            async for _ in connection:
-                pass  # the daemon sends nothing we need to act on
+            async for message in connection:
+                await self._control(client, message)
         except Exception:
             pass
         finally:
             self.clients.remove(client)
 
-    async def _publish(self, symbol: str, count: int, live: bool, in_rest: bool) -> list[Trade]:
-        trades = []
-        for _ in range(count):
-            trade = make_trade(symbol, self.next_id[symbol])
-            trade.in_rest = in_rest
-            self.next_id[symbol] += 1
-            self.tapes[symbol].append(trade)
-            trades.append(trade)
+    def _subscribe(self, client: Client, streams: Iterable[str], on: bool = True) -> None:
+        for stream in streams:
+            symbol, _, kind = stream.partition("@")
+            symbol = symbol.upper()
+            if kind.lower() == "trade" and on:
+                client.symbols.add(symbol)
+            elif kind.lower() == "trade":
+                client.symbols.discard(symbol)
+            elif kind.lower() in ("markprice", "markprice@1s") and self.market == USDM:
+                if on:
+                    client.mark_streams[symbol] = stream
+                else:
+                    client.mark_streams.pop(symbol, None)
+
+    async def _control(self, client: Client, message: str | bytes) -> None:
+        """Answer SUBSCRIBE, UNSUBSCRIBE and LIST_SUBSCRIPTIONS; ignore anything else."""
+        try:
+            request = orjson.loads(message)
+        except orjson.JSONDecodeError:
+            return
+        if not isinstance(request, dict):
+            return
+        method, params = request.get("method"), request.get("params") or []
+        if method in ("SUBSCRIBE", "UNSUBSCRIBE") and isinstance(params, list):
+            self._subscribe(client, [str(p) for p in params], on=method == "SUBSCRIBE")
+            result: Any = None
+        elif method == "LIST_SUBSCRIPTIONS":
+            trades = [f"{s.lower()}@trade" for s in sorted(client.symbols)]
+            result = trades + sorted(client.mark_streams.values())
+        else:
+            return
+        with contextlib.suppress(Exception):  # the client is gone
+            await client.connection.send(orjson.dumps({"result": result, "id": request.get("id")}))
+
+    async def _publish(
+        self, symbol: str, count: int, live: bool, in_rest: bool, nonmarket: bool
+    ) -> list[Trade]:
+        tape = self.tapes[symbol]
+        for _ in range(count):  # one by one: the next trade's time follows the last one's
+            tape.append(self._next_trade(symbol, in_rest, nonmarket))
+        trades = tape[len(tape) - count :]
+        self._aggregate(symbol, trades)
         if live and not self.silent:
             for client in list(self.clients):
-                if symbol in client.symbols:
+                if client.delivers and symbol in client.symbols:
                     for trade in trades:
                         try:
-                            await client.connection.send(trade.ws_frame())
+                            await client.connection.send(trade.ws_frame(client.raw))
                         except Exception:
                             break  # that client is gone; it will catch up over REST
         return trades
+
+    def _next_trade(self, symbol: str, in_rest: bool, nonmarket: bool) -> Trade:
+        trade_id = self.next_id[symbol]
+        self.next_id[symbol] += 1
+        if self.market == SPOT:
+            trade = make_trade(symbol, trade_id, self.base_time_ms)
+            trade.in_rest = in_rest
+            return trade
+        run = self._runs.get(symbol)
+        if nonmarket:
+            if run is not None:  # the market run it interrupts does not resume after it
+                run.length = min(run.length, trade_id - run.first_id)
+            tape = self.tapes[symbol]
+            time_ms = tape[-1].time_ms if tape else self.base_time_ms
+            return Trade(symbol, trade_id, "0", "0", time_ms, False, in_rest=False,
+                         market=USDM, trade_type=INSURANCE_FUND)  # fmt: skip
+        if run is None or trade_id >= run.first_id + run.length:
+            run = self._runs[symbol] = self._new_run(symbol, trade_id, run)
+        return Trade(
+            symbol,
+            trade_id,
+            f"{run.price_cents / 100:.2f}",
+            _qty(trade_id),
+            run.time_ms,
+            run.buyer_is_maker,
+            in_rest=in_rest,
+            market=USDM,
+        )
+
+    def _new_run(self, symbol: str, first_id: int, previous: _Run | None) -> _Run:
+        """The next run of USD-M trades: 1 to 4 of them, 20 to 60 ms after the last trade
+        (never ahead of the clock), at a price or side other than the previous run's."""
+        tape = self.tapes[symbol]
+        if tape:
+            last = tape[-1].time_ms
+            time_ms = max(last, min(last + 20 + first_id % 41, _now_ms()))
+        else:
+            time_ms = self.base_time_ms
+        mixed = first_id * 2_654_435_761 % 2**32  # Knuth's multiplicative hash
+        price_cents = round(_base_price(symbol) * 100) + first_id * 7919 % 1000
+        buyer_is_maker = mixed >> 16 & 1 == 1
+        if previous is not None and (previous.price_cents, previous.buyer_is_maker) == (
+            price_cents,
+            buyer_is_maker,
+        ):
+            price_cents += 1
+        return _Run(first_id, 1 + (mixed >> 24) % 4, time_ms, price_cents, buyer_is_maker)
+
+    def _aggregate(self, symbol: str, trades: list[Trade]) -> None:
+        """Add the trades REST serves to the symbol's aggregates (consecutive ids with the
+        same time, price and side); an aggregate closes at the end of each publish."""
+        aggregates = self.aggregates[symbol]
+        for trade in trades:
+            if not (trade.in_rest and trade.is_market):
+                continue
+            last = aggregates[-1] if aggregates else None
+            if (
+                last is not None
+                and not last.closed
+                and last.last == trade.id - 1
+                and (last.time_ms, last.price, last.buyer_is_maker)
+                == (trade.time_ms, trade.price, trade.buyer_is_maker)
+            ):
+                last.last = trade.id
+                last.qty += Decimal(trade.qty)
+                continue
+            aggregates.append(
+                Aggregate(self.first_agg_id + len(aggregates), trade.price, Decimal(trade.qty),
+                          trade.id, trade.id, trade.time_ms, trade.buyer_is_maker)
+            )  # fmt: skip
+        if aggregates:
+            aggregates[-1].closed = True
 
     async def _stream(self, rate: float) -> None:
         tick, owed = 0.005, 0.0
@@ -364,7 +795,80 @@ class BinanceServer:
             owed -= count
             for symbol in self.symbols:
                 if count and self._streaming:
-                    await self._publish(symbol, count, True, True)
+                    await self._publish(symbol, count, True, True, False)
+
+    async def _mark_prices(self) -> None:
+        """Send markPriceUpdate events: every tick on ``@1s`` streams (or all streams when
+        ``mark_interval`` is set), every third tick on ``@markPrice``."""
+        for tick in itertools.count(1):
+            await asyncio.sleep(self.mark_interval or 1.0)
+            if self.silent:
+                continue
+            for client in list(self.clients):
+                if not client.delivers:
+                    continue
+                for symbol, stream in list(client.mark_streams.items()):
+                    every_second = self.mark_interval is not None or stream.endswith("@1s")
+                    if symbol not in self.tapes or not (every_second or tick % 3 == 0):
+                        continue
+                    payload = self._mark_price_event(symbol)
+                    data = payload if client.raw else {"stream": stream, "data": payload}
+                    try:
+                        await client.connection.send(orjson.dumps(data).decode())
+                    except Exception:
+                        break  # that client is gone
+
+    def _mark_price_event(self, symbol: str) -> dict[str, Any]:
+        next_funding = self._next_funding_now()
+        tape = [t for t in self.tapes[symbol][-8:] if t.is_market]
+        mark = float(tape[-1].price) if tape else _base_price(symbol)
+        estimate = Decimal(funding_rate(symbol, next_funding)) + ESTIMATE_DRIFT
+        return {
+            "e": "markPriceUpdate",
+            "E": _now_ms(),
+            "s": symbol,
+            "p": f"{mark:.8f}",
+            "i": f"{mark * 0.9999:.8f}",
+            "P": f"{mark:.8f}",
+            "r": f"{estimate:.8f}",
+            "T": next_funding,
+        }
+
+    # -- funding (server loop) --------------------------------------------------------
+
+    async def _advance_funding(self, delay_s: float) -> int:
+        early = _now_ms() + round(delay_s * 1000)
+        if early < self._next_funding_now():
+            self._funding_early = early
+        return self._next_funding_now()
+
+    async def _next_funding(self) -> int:
+        return self._next_funding_now()
+
+    def _next_funding_now(self) -> int:
+        now = self._settle_funding()
+        grid = (now // FUNDING_INTERVAL_MS + 1) * FUNDING_INTERVAL_MS
+        return grid if self._funding_early is None else min(grid, self._funding_early)
+
+    def _settle_funding(self) -> int:
+        """Move a funding brought forward that has passed into the history; return now."""
+        now = _now_ms()
+        if self._funding_early is not None and self._funding_early <= now:
+            self._funding_extra.append(self._funding_early)
+            self._funding_early = None
+        return now
+
+    def _funding_times(self, start_ms: int, end_ms: int) -> list[int]:
+        """The settled funding times in ``[start_ms, end_ms]``, ascending."""
+        end_ms = min(end_ms, self._settle_funding())
+        start_ms = max(start_ms, self.funding_since_ms)
+        if start_ms > end_ms:
+            return []
+        first = -(-start_ms // FUNDING_INTERVAL_MS) * FUNDING_INTERVAL_MS
+        grid = set(range(first, end_ms + 1, FUNDING_INTERVAL_MS))
+        return sorted(grid | {t for t in self._funding_extra if start_ms <= t <= end_ms})
+
+    # -- scripting helpers (server loop) ----------------------------------------------
 
     def _keep(self, task: asyncio.Task[None]) -> None:
         """Hold a reference to a background task until it ends (the loop holds weak ones)."""
@@ -393,58 +897,223 @@ class BinanceServer:
     ) -> Response | None:
         if len(request.path) > self.max_path:
             return _answer(connection, 414, "text/html", b"<html>414 Request-URI Too Long</html>")
-        url = urllib.parse.urlparse(request.path)
-        if url.path == "/stream":
+        if self._ws_route(request.path) is not None:
             return None  # go on with the WebSocket handshake
+        url = urllib.parse.urlparse(request.path)
         params = {k: v[0] for k, v in urllib.parse.parse_qs(url.query).items()}
         endpoint = url.path.removeprefix(self.prefix)
-        self.rest_calls.append((endpoint, params))
+        self.rest_calls.append(RestCall(endpoint, params, request.headers))
+        response = await self._rest(connection, request, endpoint, params)
+        if response is not None:
+            response.headers["X-MBX-USED-WEIGHT-1M"] = str(
+                self._spend(self._weight(endpoint, params))
+            )
+        return response
+
+    async def _rest(
+        self, connection: ServerConnection, request: Request, endpoint: str, params: dict
+    ) -> Response | None:
+        handlers: dict[str, Callable[[dict[str, str], Request], Any]] = {
+            "/exchangeInfo": self._exchange_info,
+            "/historicalTrades": self._historical_trades,
+            "/trades": self._recent_trades,
+            "/aggTrades": self._agg_trades,
+            "/ticker/24hr": self._ticker_24hr,
+        }
+        if self.market == USDM:
+            handlers["/fundingRate"] = self._funding_rate
+        handler = handlers.get(endpoint)
+        if handler is None:
+            path = urllib.parse.urlparse(request.path).path
+            return _json(connection, 404, {"code": -1, "msg": f"no endpoint {path}"})
         if endpoint == "/exchangeInfo" and self.info_failures:
             failure = self.info_failures.pop(0)
             if failure == 429:
-                response = _json(connection, 429, {"code": -1003, "msg": "Too many requests."})
-                response.headers["Retry-After"] = str(self.retry_after)
-                return response
+                return self._too_many(connection, "Too many requests.")
             failed = await self._fail(connection, failure)
             if failed is not None:
                 return failed
-        if endpoint == "/exchangeInfo":
-            body = {"symbols": [{"symbol": s, "status": "TRADING"} for s in self.symbols]}
-            return _json(connection, 200, body)
-        if endpoint not in ("/historicalTrades", "/trades"):
-            return _json(connection, 404, {"code": -1, "msg": f"no endpoint {url.path}"})
-        symbol = params.get("symbol", "")
-        if symbol not in self.tapes:
-            return _json(connection, 400, {"code": -1121, "msg": "Invalid symbol."})
-        if endpoint == "/historicalTrades" and self.rest_429 > 0:
+        if endpoint in _TRADE_PAGES:
+            if params.get("symbol", "") not in self.tapes:
+                return _json(connection, 400, {"code": -1121, "msg": "Invalid symbol."})
+            scripted = await self._scripted_failure(connection)
+            if scripted is not None:
+                return scripted
+        try:
+            body = handler(params, request)
+        except _Refused as refused:
+            return _json(connection, refused.status, {"code": refused.code, "msg": refused.msg})
+        if endpoint in _TRADE_PAGES and self.rest_mangle is not None:
+            mangled = self.rest_mangle(body)
+            if mangled is not None:
+                return _answer(connection, 200, "application/json", mangled)
+        return _json(connection, 200, body)
+
+    async def _scripted_failure(self, connection: ServerConnection) -> Response | None:
+        """The next scripted failure of a trade page (rest_429, rest_errors, rest_failures)."""
+        if self.rest_429 > 0:
             self.rest_429 -= 1
-            response = _json(
-                connection, 429, {"code": -1003, "msg": "Too many requests; banned soon."}
-            )
-            response.headers["Retry-After"] = str(self.retry_after)
-            return response
-        if endpoint == "/historicalTrades" and self.rest_errors > 0:
+            return self._too_many(connection, "Too many requests; banned soon.")
+        if self.rest_errors > 0:
             self.rest_errors -= 1
             return _json(connection, 400, {"code": -1100, "msg": "Illegal characters found."})
-        if endpoint == "/historicalTrades" and self.rest_failures:
-            failed = await self._fail(connection, self.rest_failures.pop(0))
-            if failed is not None:
-                return failed
-        limit = min(int(params.get("limit", 500)), 1000)
+        if self.rest_failures:
+            return await self._fail(connection, self.rest_failures.pop(0))
+        return None
+
+    def _too_many(self, connection: ServerConnection, msg: str) -> Response:
+        response = _json(connection, 429, {"code": -1003, "msg": msg})
+        response.headers["Retry-After"] = str(self.retry_after)
+        return response
+
+    def _weight(self, endpoint: str, params: dict[str, str]) -> int:
+        """The request weight Binance counts for one call (sources: module docstring)."""
+        if self.market == USDM:
+            weights = {"/historicalTrades": 20, "/aggTrades": 20, "/trades": 5,
+                       "/exchangeInfo": 1, "/fundingRate": 0}  # fmt: skip
+            if endpoint == "/ticker/24hr":
+                return 1 if "symbol" in params else 40
+        else:
+            weights = {"/historicalTrades": 25, "/aggTrades": 4, "/trades": 25,
+                       "/exchangeInfo": 20}  # fmt: skip
+            if endpoint == "/ticker/24hr":
+                return 2 if "symbol" in params else 80
+        return weights.get(endpoint, 1)
+
+    def _spend(self, weight: int) -> int:
+        minute = _now_ms() // 60_000
+        if minute != self._weight_minute:
+            self._weight_minute, self.used_weight = minute, 0
+        self.used_weight += weight
+        return self.used_weight
+
+    def _exchange_info(self, params: dict[str, str], request: Request) -> dict[str, Any]:
+        if self.market == USDM:
+            rows = [
+                {"symbol": s, "pair": s, "contractType": "PERPETUAL", "status": self.statuses[s]}
+                for s in self.symbols
+            ]
+        else:
+            rows = [{"symbol": s, "status": self.statuses[s]} for s in self.symbols]
+        return {"timezone": "UTC", "serverTime": _now_ms(), "symbols": rows}
+
+    def _limit(self, params: dict[str, str], default: int, maximum: int) -> int:
+        """The ``limit`` parameter: USD-M refuses one above its maximum, spot caps it."""
+        limit = _int_param(params, "limit", default)
+        if self.market == USDM and not 1 <= limit <= maximum:
+            raise _Refused(400, -1130, "Data sent for parameter 'limit' is not valid.")
+        return max(1, min(limit, maximum))
+
+    def _historical_trades(self, params: dict[str, str], request: Request) -> list[Any]:
+        symbol = params["symbol"]
         tape = self.tapes[symbol]
-        if endpoint == "/historicalTrades" and "fromId" in params:
-            start = max(int(params["fromId"]) - (tape[0].id if tape else 0), 0)
+        if self.market == SPOT:
+            limit = self._limit(params, 500, 1000)
+        else:
+            self._check_key(request.headers)
+            limit = self._limit(params, 100, 500)
+        horizon = _now_ms() - THREE_MONTHS_MS if self.market == USDM else 0
+        if "fromId" in params:
+            start = max(_int_param(params, "fromId", 0) - (tape[0].id if tape else 0), 0)
+            if start < len(tape) and tape[start].time_ms < horizon:
+                return []  # not served any more (see the module docstring)
             later = (tape[i] for i in range(start, len(tape)))
             page = list(itertools.islice((t for t in later if t.in_rest), limit))
         else:
-            newest = (t for t in reversed(tape) if t.in_rest)
+            newest = (t for t in reversed(tape) if t.in_rest and t.time_ms >= horizon)
             page = list(itertools.islice(newest, limit))[::-1]
-        items = [t.rest_item() for t in page]
-        if endpoint == "/historicalTrades" and self.rest_mangle is not None:
-            mangled = self.rest_mangle(items)
-            if mangled is not None:
-                return _answer(connection, 200, "application/json", mangled)
-        return _json(connection, 200, items)
+        return [t.rest_item() for t in page]
+
+    def _check_key(self, headers: Headers) -> None:
+        key = headers.get("X-MBX-APIKEY")
+        if key is not None and not _API_KEY.fullmatch(key):
+            raise _Refused(401, -2014, "API-key format invalid.")
+        if key not in self.api_keys:
+            raise _Refused(401, -2015, "Invalid API-key, IP, or permissions for action.")
+
+    def _recent_trades(self, params: dict[str, str], request: Request) -> list[Any]:
+        symbol = params.get("symbol", "")
+        if symbol not in self.tapes:
+            raise _Refused(400, -1121, "Invalid symbol.")
+        limit = self._limit(params, 500, 1000)
+        newest = (t for t in reversed(self.tapes[symbol]) if t.in_rest)
+        return [t.rest_item() for t in list(itertools.islice(newest, limit))[::-1]]
+
+    def _agg_trades(self, params: dict[str, str], request: Request) -> list[Any]:
+        aggregates = self.aggregates[params["symbol"]]
+        limit = self._limit(params, 500, 1000)
+        start_ms = _int_param(params, "startTime", None)
+        end_ms = _int_param(params, "endTime", None)
+        if start_ms is not None and end_ms is not None and end_ms - start_ms >= HOUR_MS:
+            raise _Refused(400, -1127, "More than 1 hours between startTime and endTime.")
+        oldest = _now_ms() - ONE_YEAR_MS if self.market == USDM else 0
+        low = bisect.bisect_left(aggregates, max(oldest, start_ms or 0), key=_agg_time)
+        high = len(aggregates)
+        if end_ms is not None:
+            high = bisect.bisect_right(aggregates, end_ms, key=_agg_time)
+        if "fromId" in params:
+            low = max(low, _int_param(params, "fromId", 0) - self.first_agg_id)
+        elif start_ms is None:  # the newest ones (up to endTime)
+            low = max(low, high - limit)
+        return [a.rest_item(self.market) for a in aggregates[low : min(high, low + limit)]]
+
+    def _ticker_24hr(self, params: dict[str, str], request: Request) -> Any:
+        if "symbol" in params:
+            if params["symbol"] not in self.tapes:
+                raise _Refused(400, -1121, "Invalid symbol.")
+            return self._ticker(params["symbol"])
+        return [self._ticker(s) for s in self.symbols]
+
+    def _ticker(self, symbol: str) -> dict[str, Any]:
+        """The 24 h statistics of the tape's market trades; ``quoteVolume`` as configured."""
+        now = _now_ms()
+        trades = [t for t in self.tapes[symbol] if t.in_rest and t.time_ms >= now - DAY_MS]
+        prices = [float(t.price) for t in trades] or [0.0]
+        volume = sum(float(t.qty) for t in trades)
+        quote = sum(float(t.price) * float(t.qty) for t in trades)
+        row: dict[str, Any] = {
+            "symbol": symbol,
+            "priceChange": f"{prices[-1] - prices[0]:.8f}",
+            "priceChangePercent": f"{(prices[-1] / prices[0] - 1) * 100 if prices[0] else 0:.3f}",
+            "weightedAvgPrice": f"{quote / volume if volume else 0:.8f}",
+            "lastPrice": f"{prices[-1]:.8f}",
+            "lastQty": trades[-1].qty if trades else "0",
+            "openPrice": f"{prices[0]:.8f}",
+            "highPrice": f"{max(prices):.8f}",
+            "lowPrice": f"{min(prices):.8f}",
+            "volume": f"{volume:.8f}",
+            "quoteVolume": f"{self.quote_volumes.get(symbol, 0.0):.8f}",
+            "openTime": now - DAY_MS,
+            "closeTime": now,
+            "firstId": trades[0].id if trades else -1,
+            "lastId": trades[-1].id if trades else -1,
+            "count": len(trades),
+        }
+        if self.market == SPOT:
+            row["prevClosePrice"] = row["openPrice"]
+            row["bidPrice"] = row["askPrice"] = row["lastPrice"]
+            row["bidQty"] = row["askQty"] = "1.00000000"
+        return row
+
+    def _funding_rate(self, params: dict[str, str], request: Request) -> list[Any]:
+        symbol = params.get("symbol")
+        if symbol is not None and symbol not in self.tapes:
+            raise _Refused(400, -1121, "Invalid symbol.")
+        limit = self._limit(params, 100, 1000)
+        start_ms = _int_param(params, "startTime", None)
+        end_ms = _int_param(params, "endTime", None)
+        times = self._funding_times(start_ms or 0, end_ms if end_ms is not None else _now_ms())
+        rows = [(t, s) for t in times for s in ([symbol] if symbol else self.symbols)]
+        rows = rows[:limit] if start_ms is not None else rows[-limit:]
+        return [
+            {
+                "symbol": s,
+                "fundingTime": t,
+                "fundingRate": funding_rate(s, t),
+                "markPrice": f"{_base_price(s):.8f}",
+            }
+            for t, s in rows
+        ]
 
     async def _fail(self, connection: ServerConnection, failure: int | str) -> Response | None:
         """Play one scripted failure (see ``rest_failures``); None: answer as usual after it."""
@@ -460,6 +1129,24 @@ class BinanceServer:
         elif isinstance(failure, int):
             return _json(connection, failure, _INTERNAL_ERROR)
         return _json(connection, 503, _INTERNAL_ERROR)
+
+
+def _agg_time(aggregate: Aggregate) -> int:
+    return aggregate.time_ms
+
+
+def _int_param(params: Mapping[str, str], name: str, default: T) -> int | T:
+    """An integer query parameter, refused as Binance refuses one that is not digits."""
+    value = params.get(name)
+    if value is None:
+        return default
+    if not re.fullmatch(r"[0-9]{1,20}", value):
+        raise _Refused(
+            400,
+            -1100,
+            f"Illegal characters found in parameter '{name}'; legal range is '^[0-9]{{1,20}}$'.",
+        )
+    return int(value)
 
 
 def _json(connection: ServerConnection, status: int, body: object) -> Response:
