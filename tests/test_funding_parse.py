@@ -171,8 +171,12 @@ def test_a_next_funding_time_that_moves_on_asks_for_the_settled_rate(writer):
     recorder.on_mark_price(mark(T=first["T"]))  # the same funding time: nothing settled
     assert recorder._settled.empty()
     recorder.on_mark_price(mark(T=first["T"] + 8 * HOUR_MS))
-    recorder.on_mark_price(mark(T=first["T"] - HOUR_MS))  # going back: not a settlement
     assert recorder._settled.get_nowait() == ("BTCUSDT", first["T"])
+    # a funding brought forward: nothing has settled yet; once it passes, it has
+    recorder.on_mark_price(mark(T=first["T"] + HOUR_MS))
+    assert recorder._settled.empty()
+    recorder.on_mark_price(mark(T=first["T"] + 8 * HOUR_MS))
+    assert recorder._settled.get_nowait() == ("BTCUSDT", first["T"] + HOUR_MS)
     assert recorder._settled.empty()
 
 

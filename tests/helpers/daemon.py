@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import os
 import signal
 import sqlite3
 import subprocess
@@ -23,25 +24,54 @@ class Daemon:
     """``ingest.py`` run as a subprocess against the local server; its log goes to a file.
 
     :param db: the database file.
-    :param server: the local server whose URLs the daemon is given.
+    :param server: the local server whose URLs the daemon is given (its market's symbols
+        as bare words, with ``--market usdm`` for a USD-M server).
     :param extra: more command-line arguments.
+    :param usdm: a second server, for USD-M beside ``server``'s spot: its symbols are given
+        as ``usdm:`` words and each market gets its own ``--spot-*``/``--usdm-*`` URLs.
+    :param api_key: ``BINANCE_API_KEY`` in the daemon's environment (None: unset, whatever
+        the tests' own environment holds).
     """
 
-    def __init__(self, db: Path, server: BinanceServer, log_path: Path, extra: list[str]):
+    def __init__(
+        self,
+        db: Path,
+        server: BinanceServer,
+        log_path: Path,
+        extra: list[str],
+        *,
+        usdm: BinanceServer | None = None,
+        api_key: str | None = None,
+    ):
         self.db = db
         self.server = server
+        self.usdm = usdm
+        self.api_key = api_key
         self.log_path = log_path
         self.extra = extra
         self.proc: subprocess.Popen[bytes] | None = None
         self._log: IO[str] | None = None
 
+    def market_args(self) -> list[str]:
+        """``--symbols`` and the URL flags that point the daemon at the server(s)."""
+        symbols = [s.lower() for s in self.server.symbols]
+        if self.usdm is None:
+            market = ["--market", "usdm"] if self.server.market == "usdm" else []
+            return [
+                "--symbols", *symbols, *market,
+                "--ws-url", self.server.ws_url, "--rest-url", self.server.rest_url,
+            ]  # fmt: skip
+        return [
+            "--symbols", *symbols, *(f"usdm:{s.lower()}" for s in self.usdm.symbols),
+            "--spot-ws-url", self.server.ws_url, "--spot-rest-url", self.server.rest_url,
+            "--usdm-ws-url", self.usdm.ws_url, "--usdm-rest-url", self.usdm.rest_url,
+        ]  # fmt: skip
+
     def start(self, *more: str) -> Daemon:
         argv = [
             sys.executable, str(ROOT / "ingest.py"),
             "--source", "live",
-            "--symbols", *(s.lower() for s in self.server.symbols),
-            "--ws-url", self.server.ws_url,
-            "--rest-url", self.server.rest_url,
+            *self.market_args(),
             "--db", str(self.db),
             "--watchdog", "3",
             "--backoff-max", "0.5",
@@ -53,7 +83,10 @@ class Daemon:
         log = self._log = open(self.log_path, "a")  # noqa: SIM115 (closed in wait())
         log.write(f"\n=== {' '.join(argv)}\n")
         log.flush()
-        self.proc = subprocess.Popen(argv, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
+        env = {k: v for k, v in os.environ.items() if k != "BINANCE_API_KEY"}
+        if self.api_key is not None:
+            env["BINANCE_API_KEY"] = self.api_key
+        self.proc = subprocess.Popen(argv, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, env=env)
         return self
 
     @property
@@ -132,17 +165,17 @@ def wait_for(predicate: Callable[[], bool], timeout: float = 20.0, what: str = "
 def wait_complete(
     db: Path, server: BinanceServer, timeout: float = 20.0, venue: str = "binance-spot"
 ) -> None:
-    """Wait until every symbol's stored tape equals what the server published."""
+    """Wait until every symbol's stored tape is as long as the server's market trades."""
     for symbol in server.symbols:
         wait_for(
             functools.partial(_complete, db, server, symbol, venue),
             timeout,
-            f"{symbol}: {len(server.tapes[symbol])} trades stored",
+            f"{venue} {symbol}: {len(server.expected(symbol))} trades stored",
         )
 
 
 def _complete(db: Path, server: BinanceServer, symbol: str, venue: str) -> bool:
-    return len(stored(db, symbol, venue)) == len(server.tapes[symbol])
+    return len(stored(db, symbol, venue)) == len(server.expected(symbol))
 
 
 def assert_tape_complete(db: Path, server: BinanceServer, venue: str = "binance-spot") -> None:

@@ -287,9 +287,11 @@ class FundingRecorder:
             return
         symbol, next_ms = row[1], row[6]
         previous = self._next_funding.get(symbol)
-        if previous is None or next_ms > previous:
+        if next_ms != previous:
+            # Forward: the funding at the previous time has settled. Back (a funding
+            # brought forward): nothing settled yet; the new time is the one to watch.
             self._next_funding[symbol] = next_ms
-            if previous is not None:
+            if previous is not None and next_ms > previous:
                 self._settled.put((symbol, previous))
         self._latest[symbol] = row
 
