@@ -148,6 +148,7 @@ def test_a_settlement_is_fetched_with_its_settled_rate(usdm, writer, caplog):
     settled = [row for row in stored_rows(writer.db_path, "BTCUSDT") if row[0] == early]
     assert settled[0][1] == float(funding_rate("BTCUSDT", early))  # not the estimate
     assert "BTCUSDT: funding at" in caplog.text and "settled, rate" in caplog.text
+    writer.flush(5)  # the live rates handed over on the way out
     live = query(writer.db_path, "SELECT symbol, rate FROM funding_live")
     assert live == [("BTCUSDT", 0.0001)]
 
