@@ -28,7 +28,7 @@ import queue
 import sqlite3
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -43,6 +43,9 @@ from pairs_monitor.store.writer import TradeWriter
 log = logging.getLogger("alerts.delivery")
 
 TITLE = "pairs-monitor alert"
+# Whitespace-separated Apprise URLs, read besides --notify: a URL in the environment is
+# not shown by ps, as a flag's is.
+NOTIFY_ENV = "PAIRS_NOTIFY"
 
 
 class ChannelError(ValueError):
@@ -73,6 +76,11 @@ class Channel:
         masked = str(plugin.url(privacy=True)).split("?", 1)[0]
         digest = hashlib.sha256(url.encode()).hexdigest()[:16]
         return cls(url, digest, masked)
+
+
+def notify_urls(flags: Iterable[str], environ: Mapping[str, str]) -> list[str]:
+    """The URLs of ``--notify`` flags, then those of ``$PAIRS_NOTIFY``."""
+    return [*flags, *environ.get(NOTIFY_ENV, "").split()]
 
 
 def channels(urls: Iterable[str]) -> list[Channel]:
