@@ -16,7 +16,7 @@ from streamlit.testing.v1 import AppTest
 import analytics
 from pairs_monitor.page import export, pipeline
 from pairs_monitor.page.alert_rules import AlertStore
-from pairs_monitor.page.settings import View
+from pairs_monitor.page.settings import Leg, View
 from pairs_monitor.page.tabs import TAB_NAMES
 from tests.helpers.page_db import (
     START_S,
@@ -184,7 +184,7 @@ def test_volume_spike_alert_fires_once_and_not_again_while_hovering(monkeypatch,
     assert "Volume ratio of the newest bar: BTCUSDT" in texts(at.caption)
     # Created through the Alerts tab's form; the Live panel checks it on the next run.
     at.selectbox(key="rule_kind").set_value("volume_spike")
-    at.selectbox(key="rule_symbol").set_value("ETHUSDT")
+    at.selectbox(key="rule_symbol").set_value(Leg("sim", "ETHUSDT"))
     at.number_input(key="rule_threshold").set_value(10.0)
     at.number_input(key="rule_rearm").set_value(2.0)
     at.button[[b.label for b in at.button].index("Add rule")].click().run()
@@ -290,7 +290,7 @@ def test_export_equals_analytics_output(monkeypatch, pair_db):
         np.testing.assert_allclose(preview[col].to_numpy(), tail[col].to_numpy(), rtol=1e-12)
     # The CSV bytes themselves: every row of the whole export.
     view = View(venue="sim", y="BTCUSDT", x="ETHUSDT")
-    pair = pipeline.compute_pair(pipeline.DbSource(pipeline.ReadOnlyDB(pair_db), "sim"), view)
+    pair = pipeline.compute_pair(pipeline.DbSource(pipeline.ReadOnlyDB(pair_db)), view)
     csv = pd.read_csv(io.BytesIO(export.to_csv(export.bars_frame(pair))))
     assert csv.columns[0] == "time" and csv["time"].iloc[0].endswith("Z")
     assert len(csv) == len(expected)

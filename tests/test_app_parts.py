@@ -155,7 +155,7 @@ def test_a_rule_is_judged_in_its_own_view_whatever_the_page_shows(tmp_path):
     rules = {r.rule_id: r for r in store.rules()}
     assert rules[rid].judged_in() == "1s bars, window 30, rolling, log prices"
     assert rules[legacy].judged_in().startswith("each page's own view")
-    source = pipeline.DbSource(db, "sim")
+    source = pipeline.DbSource(db)
     seen = []
     for page in (
         View(venue="sim", y="BTCUSDT", x="ETHUSDT", window=60, method="ols"),
@@ -233,10 +233,10 @@ def test_bars_needed_is_exactly_what_pair_frame_needs(pair_db, method):
     view = View(venue="sim", y="BTCUSDT", x="ETHUSDT", window=20, method=method)
     need = pipeline.bars_needed(view)
     end = START_S + need
-    enough = pipeline.compute_pair(pipeline.DbSource(db, "sim"), view, end_s=end)
+    enough = pipeline.compute_pair(pipeline.DbSource(db), view, end_s=end)
     assert enough.frame is not None and not np.isnan(enough.latest("zscore"))
     assert enough.frame["zscore"].notna().sum() >= 1
-    short = pipeline.compute_pair(pipeline.DbSource(db, "sim"), view, end_s=end - 1)
+    short = pipeline.compute_pair(pipeline.DbSource(db), view, end_s=end - 1)
     assert short.frame is None and short.waiting is not None
     assert short.waiting.startswith("need 1 more")
     db.close()
@@ -549,8 +549,8 @@ def test_page_backtest_decisions_up_to_t_ignore_prices_after_t(method):
 @pytest.mark.parametrize(
     ("venue", "live", "label"),
     [
-        ("binance-spot", True, "binance-spot (live)"),
-        ("binance-usdm", True, "binance-usdm (live)"),
+        ("binance-spot", True, "spot: binance-spot (live)"),
+        ("binance-usdm", True, "perp: binance-usdm (live)"),
         ("sim", False, "sim (SIMULATED)"),
         ("replay-spot", False, "replay-spot (recorded replay)"),
         ("replay-usdm-agg", False, "replay-usdm-agg (recorded replay)"),

@@ -91,7 +91,7 @@ def test_plotly_text_is_escaped_in_every_chart(hostile_db):
     db = pipeline.ReadOnlyDB(hostile_db)
     try:
         view = View(VENUE, Y, X, lookback_s=3600, window=30)
-        pair = pipeline.compute_pair(pipeline.DbSource(db, VENUE), view)
+        pair = pipeline.compute_pair(pipeline.DbSource(db), view)
         assert pair.frame is not None and pair.closes is not None, pair.waiting
         from pairs_monitor.page import charts
 
@@ -131,7 +131,7 @@ def assert_no_formula(data: bytes) -> None:
 def test_every_export_neutralises_formula_cells(hostile_db):
     db = pipeline.ReadOnlyDB(hostile_db)
     try:
-        source = pipeline.DbSource(db, VENUE)
+        source = pipeline.DbSource(db)
         view = View(VENUE, Y, X, lookback_s=3600, window=30)
         pair = pipeline.compute_pair(source, view)
         assert pair.frame is not None, pair.waiting

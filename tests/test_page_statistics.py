@@ -144,7 +144,7 @@ def test_hurst_waits_for_its_own_minimum_while_the_tests_run(pair_db):
     db = pipeline.ReadOnlyDB(pair_db)
     try:
         view = View(venue="sim", y=Y, x=X, timeframe="15s", window=20)
-        stats = pipeline.statistics(pipeline.compute_pair(pipeline.DbSource(db, "sim"), view))
+        stats = pipeline.statistics(pipeline.compute_pair(pipeline.DbSource(db), view))
     finally:
         db.close()
     closes = sql_closes(pair_db, "15s")
@@ -174,7 +174,7 @@ def test_unrelated_legs_show_no_mean_reversion_with_its_reason(pair_db):
     db = pipeline.ReadOnlyDB(pair_db)
     try:
         view = View(venue="sim", y="SOLUSDT", x=X)
-        stats = pipeline.statistics(pipeline.compute_pair(pipeline.DbSource(db, "sim"), view))
+        stats = pipeline.statistics(pipeline.compute_pair(pipeline.DbSource(db), view))
     finally:
         db.close()
     assert stats.engle_granger.pvalue > 0.05
@@ -219,7 +219,7 @@ def test_kalman_hedge_path_and_band_are_quants_on_log_prices(pair_db, delta, obs
         view = View(
             venue="sim", y=Y, x=X, method="kalman", kalman_delta=delta, kalman_obs_var=obs_var
         )
-        pair = pipeline.compute_pair(pipeline.DbSource(db, "sim"), view)
+        pair = pipeline.compute_pair(pipeline.DbSource(db), view)
         paths = pipeline.hedge_paths(pair)
     finally:
         db.close()

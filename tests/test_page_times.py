@@ -18,7 +18,7 @@ from streamlit.testing.v1 import AppTest
 
 from pairs_monitor.clock import now_ms
 from pairs_monitor.page import pipeline, queries
-from pairs_monitor.page.settings import MAX_FUTURE_SKEW_S
+from pairs_monitor.page.settings import MAX_FUTURE_SKEW_S, Leg
 from pairs_monitor.page.text import utc
 from tests.helpers.page_db import build_pair_db
 
@@ -92,13 +92,14 @@ def test_a_trade_far_in_the_future_neither_blanks_nor_crashes_the_page(
 def test_the_views_end_at_the_newest_plausible_bar(pair_db, tmp_path):
     db = pipeline.ReadOnlyDB(with_trade_at(pair_db, tmp_path, YEAR_2255_US))
     try:
-        source = pipeline.DbSource(db, "sim")
+        source = pipeline.DbSource(db)
         fixture_end = db.run(queries.latest_bar_s, "sim", "BTCUSDT", 2**62)
         assert fixture_end is not None
-        assert pipeline.end_of_view(source, ["BTCUSDT", "ETHUSDT"]) == fixture_end + 1
-        assert source.future_bars("ETHUSDT") == (1, YEAR_2255_US // 1_000_000)
-        assert source.future_bars("BTCUSDT") == (0, None)
-        last = source.last_price("ETHUSDT")
+        btc, eth = Leg("sim", "BTCUSDT"), Leg("sim", "ETHUSDT")
+        assert pipeline.end_of_view(source, [btc, eth]) == fixture_end + 1
+        assert source.future_bars(eth) == (1, YEAR_2255_US // 1_000_000)
+        assert source.future_bars(btc) == (0, None)
+        last = source.last_price(eth)
         assert last is not None and last[0] != 100.0 and last[1] < now_ms() * 1000
     finally:
         db.close()
@@ -109,9 +110,9 @@ def test_a_bar_just_ahead_of_the_clock_still_counts(pair_db, tmp_path):
     ahead_us = (now_ms() + 60_000) * 1000
     db = pipeline.ReadOnlyDB(with_trade_at(pair_db, tmp_path, ahead_us))
     try:
-        source = pipeline.DbSource(db, "sim")
-        assert source.latest_s("ETHUSDT") == ahead_us // 1_000_000
-        assert source.future_bars("ETHUSDT") == (0, None)
+        source = pipeline.DbSource(db)
+        assert source.latest_s(Leg("sim", "ETHUSDT")) == ahead_us // 1_000_000
+        assert source.future_bars(Leg("sim", "ETHUSDT")) == (0, None)
     finally:
         db.close()
 

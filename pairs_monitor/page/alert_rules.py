@@ -21,10 +21,11 @@ from pathlib import Path
 import pandas as pd
 
 from pairs_monitor.clock import now_ms
-from pairs_monitor.page.settings import ALERT_BUSY_TIMEOUT_S, ALERT_HISTORY_ROWS
+from pairs_monitor.page.settings import ALERT_BUSY_TIMEOUT_S, ALERT_HISTORY_ROWS, Leg
 from pairs_monitor.quant import PairMethod
 
-ALERT_TABLES = frozenset({"alert_rules", "alert_events"})
+# alert_deliveries (schema version 6) only through the cascade of a deleted rule's events.
+ALERT_TABLES = frozenset({"alert_rules", "alert_events", "alert_deliveries"})
 KINDS: dict[str, str] = {
     "zscore_above": "z-score above",
     "zscore_below": "z-score below",
@@ -39,6 +40,8 @@ _RULE_COLUMNS = (
 )
 # Schema version 2: the view a z-score or volume rule is judged in (NULL in older rules).
 _VIEW_COLUMNS = ("timeframe", "window_bars", "hedge_method", "log_prices")
+# Schema version 5: the X leg's venue of a z-score rule across venues (NULL: ``venue``).
+_VENUE_X_COLUMN = "venue_x"
 _ALLOWED_ALWAYS = {
     sqlite3.SQLITE_SELECT,
     sqlite3.SQLITE_READ,
@@ -81,6 +84,20 @@ class Rule:
     window: int | None = None
     method: PairMethod | None = None
     log_prices: bool | None = None
+    # The X leg's venue when it is not ``venue`` (a pair across venues); None: the same.
+    venue_x: str | None = None
+
+    @property
+    def legs(self) -> tuple[Leg, Leg] | None:
+        """The pair a z-score rule watches, Y's leg and X's; None for other kinds."""
+        if self.symbol_x is None:
+            return None
+        return Leg(self.venue, self.symbol), Leg(self.venue_x or self.venue, self.symbol_x)
+
+    @property
+    def venues(self) -> tuple[str, ...]:
+        """The venues the rule reads, its own first."""
+        return tuple(dict.fromkeys(v for v in (self.venue, self.venue_x) if v))
 
     @property
     def has_view(self) -> bool:
@@ -88,8 +105,14 @@ class Rule:
         return self.timeframe is not None and self.window is not None
 
     def describe(self) -> str:
+        """``BTCUSDT/ETHUSDT on sim: z-score above 2``; across venues the legs' labels,
+        ``BTCUSDT · spot/BTCUSDT · perp: z-score above 2``."""
+        kind = KINDS.get(self.kind, self.kind)  # a kind of a newer schema: its name
+        if self.venue_x:
+            y, x = (leg.label for leg in self.legs or ())
+            return f"{y}/{x}: {kind} {self.threshold:g}"
         target = f"{self.symbol}/{self.symbol_x}" if self.symbol_x else self.symbol
-        return f"{target} on {self.venue}: {KINDS[self.kind]} {self.threshold:g}"
+        return f"{target} on {self.venue}: {kind} {self.threshold:g}"
 
     def judged_in(self) -> str:
         """The settings the rule's value is computed with, in words."""
@@ -170,12 +193,16 @@ class AlertStore:
         )
         self._conn.execute("PRAGMA foreign_keys=ON")  # events go with their rule
         self._conn.set_authorizer(alerts_only_authorizer)
-        # A file not yet migrated to version 2 has no view columns: rules then carry none.
+        # A file not yet migrated to version 2 has no view columns: rules then carry none;
+        # before version 5 no venue_x: every rule's legs trade on one venue.
         names = {d[0] for d in self._conn.execute("SELECT * FROM alert_rules LIMIT 0").description}
         self.stores_views = set(_VIEW_COLUMNS) <= names
+        self.stores_venue_x = self.stores_views and _VENUE_X_COLUMN in names
         self._columns = _RULE_COLUMNS + (
             ", " + ", ".join(_VIEW_COLUMNS) if self.stores_views else ""
         )
+        if self.stores_venue_x:
+            self._columns += f", {_VENUE_X_COLUMN}"
 
     def close(self) -> None:
         with self._lock:
@@ -188,13 +215,17 @@ class AlertStore:
 
     # -- rules ---------------------------------------------------------------------
 
-    def rules(self, venue: str | None = None) -> list[Rule]:
-        """All rules, or those of one venue, oldest first."""
+    def rules(self, venues: Iterable[str] | None = None) -> list[Rule]:
+        """All rules, or those reading any of ``venues`` (either leg's), oldest first."""
         sql = f"SELECT {self._columns} FROM alert_rules"  # noqa: S608 (constant columns)
         params: tuple = ()
-        if venue is not None:
-            sql += " WHERE venue = ?"
-            params = (venue,)
+        if venues is not None:
+            params = tuple(venues)
+            marks = ", ".join("?" * len(params))
+            sql += f" WHERE venue IN ({marks})"
+            if self.stores_venue_x:
+                sql += f" OR venue_x IN ({marks})"
+                params += params
         with self._lock:
             rows = self._conn.execute(sql + " ORDER BY rule_id", params).fetchall()
         return [_rule(row) for row in rows]
@@ -212,24 +243,37 @@ class AlertStore:
         window: int | None = None,
         method: PairMethod | None = None,
         log_prices: bool | None = None,
+        venue_x: str | None = None,
     ) -> int:
         """Store a new armed rule; return its id. :raises AlertError: for a bad rule.
 
         :param timeframe: with ``window`` (and for z-score rules ``method`` and
             ``log_prices``): the view the rule is judged in, stored with it so every page
             computes the same value. Price rules store none.
+        :param venue_x: the X leg's venue of a z-score rule whose legs trade on two venues
+            (a coin's spot against its perpetual); None or ``venue``: stored as NULL.
         """
         if not kind.startswith("zscore"):
-            symbol_x = None
+            symbol_x = venue_x = None
             method = log_prices = None
         if kind.startswith("price"):
             timeframe = window = None
+        if venue_x == venue:
+            venue_x = None
         validate_rule(kind, threshold, rearm, symbol_x)
+        if venue_x is not None and not self.stores_venue_x:
+            raise AlertError(
+                "this database predates rules across venues (schema version 5): run "
+                "`python db_setup.py --db <file>` to migrate it, then add the rule"
+            )
         row = [kind, venue, symbol, symbol_x, float(threshold), float(rearm), now_ms()]
         columns = "kind, venue, symbol, symbol_x, threshold, rearm, created_ms"
         if self.stores_views:
             columns += ", " + ", ".join(_VIEW_COLUMNS)
             row += [timeframe, window, method, None if log_prices is None else int(log_prices)]
+        if self.stores_venue_x:
+            columns += f", {_VENUE_X_COLUMN}"
+            row.append(venue_x)
         marks = ", ".join("?" * len(row))
         with self._lock:
             cur = self._conn.execute(
@@ -342,4 +386,5 @@ def _rule(row: tuple) -> Rule:
         window=row[11] if len(row) > 11 else None,
         method=row[12] if len(row) > 12 else None,
         log_prices=None if len(row) <= 13 or row[13] is None else bool(row[13]),
+        venue_x=row[14] if len(row) > 14 else None,
     )

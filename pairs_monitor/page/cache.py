@@ -58,7 +58,7 @@ def series(path: str) -> list[tuple[str, str]]:
 @st.cache_data(ttl=PAIR_TTL_S, max_entries=PAIR_CACHE_ENTRIES, show_spinner=False)
 def pair(path: str, view: View, end_s: int) -> pipeline.PairData:
     """``pipeline.compute_pair`` for a database view ending at ``end_s``."""
-    return pipeline.compute_pair(pipeline.DbSource(read_db(path), view.venue), view, end_s)
+    return pipeline.compute_pair(pipeline.DbSource(read_db(path)), view, end_s)
 
 
 @st.cache_data(max_entries=UPLOAD_CACHE_ENTRIES, show_spinner=False)

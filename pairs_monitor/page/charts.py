@@ -182,3 +182,28 @@ def heatmap(matrix: pd.DataFrame, title: str) -> go.Figure:
     fig.update_layout(title=plot(title), height=height, margin=_LAYOUT["margin"])
     fig.update_yaxes(autorange="reversed")  # read like a matrix: first symbol on top
     return fig
+
+
+def basis(basis_bps: pd.Series, rates: pd.Series, title: str) -> go.Figure:
+    """A spot-perpetual pair: the basis per bar (bps) above the settled funding rates
+    (bps, one bar each at its funding time), on one time axis."""
+    fig = make_subplots(
+        rows=2,
+        cols=1,
+        shared_xaxes=True,
+        row_heights=[0.65, 0.35],
+        vertical_spacing=0.06,
+        subplot_titles=("basis (perp − spot) / spot", "settled funding rate"),
+    )
+    fig.add_trace(
+        go.Scatter(x=basis_bps.index, y=basis_bps, name="basis", mode="lines"), row=1, col=1
+    )
+    fig.add_hline(y=0, line_color="#616161", row=1, col=1)
+    colors = [UP if r >= 0 else DOWN for r in rates]
+    fig.add_trace(
+        go.Bar(x=rates.index, y=1e4 * rates, name="funding", marker_color=colors), row=2, col=1
+    )
+    fig.update_yaxes(title_text="bps", row=1, col=1)
+    fig.update_yaxes(title_text="bps", row=2, col=1)
+    fig.update_layout(title=plot(title), height=HEIGHT, **_LAYOUT)
+    return fig

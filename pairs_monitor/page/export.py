@@ -5,7 +5,9 @@ name that a spreadsheet would read as a formula (it begins with ``=``, ``+``, ``
 a tab or a carriage return, e.g. a symbol ``=HYPERLINK(...)``) is written with a leading
 ``'`` (OWASP's advice against CSV injection); numbers are written as they are. File names say venue,
 symbols, timeframe and range, e.g.
-``bars_sim_BTCUSDT-ETHUSDT_1s_20240501T000000Z_20240501T010000Z.csv``.
+``bars_sim_BTCUSDT-ETHUSDT_1s_20240501T000000Z_20240501T010000Z.csv``; a pair across
+venues names each leg's venue,
+``bars_binance-spot.BTCUSDT-binance-usdm.BTCUSDT_1m_20240501T000000Z_20240501T010000Z.csv``.
 """
 
 from __future__ import annotations
@@ -34,26 +36,30 @@ def stamp(ts: pd.Timestamp) -> str:
 
 
 def file_name(kind: str, pair: PairData, index: pd.DatetimeIndex) -> str:
-    """``<kind>_<venue>_<Y>-<X>_<timeframe>_<first>_<last>.csv``, safe for any filesystem."""
+    """``<kind>_<venue>_<Y>-<X>_<timeframe>_<first>_<last>.csv`` (across venues
+    ``<kind>_<venue>.<Y>-<venue_x>.<X>_...``), safe for any filesystem."""
     view = pair.view
     span = f"{stamp(index[0])}_{stamp(index[-1])}" if len(index) else "empty"
-    name = f"{kind}_{view.venue}_{view.y}-{view.x}_{view.timeframe}_{span}.csv"
+    (venue_y, y), (venue_x, x) = view.legs
+    legs = f"{venue_y}_{y}-{x}" if venue_y == venue_x else f"{venue_y}.{y}-{venue_x}.{x}"
+    name = f"{kind}_{legs}_{view.timeframe}_{span}.csv"
     return re.sub(r"[^A-Za-z0-9._-]", "_", name)
 
 
 def bars_frame(pair: PairData) -> pd.DataFrame:
-    """Both legs' bars (prefixed by symbol) and every ``pair_frame`` column, one row per bar.
+    """Both legs' bars (prefixed by the leg's name: its symbol, or across venues its
+    label, ``BTCUSDT · perp_close``) and every ``pair_frame`` column, one row per bar.
 
     The analytic columns are exactly ``analytics.pair_frame``'s (NaN before it has enough
     bars); ``y``/``x`` are the prices the hedge was fitted on (log when log prices is on).
     """
     view = pair.view
     parts = []
-    for symbol in (view.y, view.x):
-        bars = pair.bars.get(symbol)
+    for name in view.names:
+        bars = pair.bars.get(name)
         if bars is None:
             continue
-        parts.append(bars[list(LEG_COLUMNS)].add_prefix(f"{symbol}_"))
+        parts.append(bars[list(LEG_COLUMNS)].add_prefix(f"{name}_"))
     if not parts:
         return pd.DataFrame(columns=["time"])
     frame = pd.concat(parts, axis=1, join="outer").sort_index()

@@ -19,6 +19,7 @@ from pairs_monitor.page import cache, pipeline, queries, sidebar
 from pairs_monitor.page.settings import (
     MAX_FUTURE_SKEW_S,
     TIMEFRAME_SECONDS,
+    Leg,
     View,
     is_synthetic,
     resolve_db_path,
@@ -83,8 +84,7 @@ def render() -> None:
     source: pipeline.Source
     if uploaded is not None and source_choice == sidebar.SOURCE_UPLOAD:
         source = pipeline.UploadSource(uploaded.frames, uploaded.bar_seconds, uploaded.digest)
-        venue = sidebar.choose_venue([source.venue])
-        view = sidebar.choose_view(venue, source.symbols(), uploaded.span_s)
+        view = sidebar.choose_view(_symbols_by_venue(source.legs()), uploaded.span_s)
         if view is not None and view.bar_seconds < uploaded.bar_seconds:
             coarser = next(
                 (tf for tf, s in TIMEFRAME_SECONDS.items() if s >= uploaded.bar_seconds), None
@@ -103,33 +103,27 @@ def render() -> None:
                 )
                 view = replace(view, timeframe=coarser)
     else:
-        venues: list[str] = []
-        series: list[tuple[str, str]] = []
+        legs: list[Leg] = []
         if db is not None:
-            series = cache.series(db_path)
-            venues = sorted({v for v, _ in series})
+            legs = [Leg(v, s) for v, s in cache.series(db_path)]
         if db_error:
             st.error(db_error)
-        elif not venues:
+        elif not legs:
             example = f"python ingest.py --source sim --symbols btcusdt ethusdt --db {db_path}"
             st.info(
                 f"The database {literal(db_path)} holds no bars yet. Start recording, e.g. "
                 f"{literal(example)}; the page fills in as trades arrive."
             )
-        if db is not None and venues:
-            venue = sidebar.choose_venue(venues)
-            source = pipeline.DbSource(db, venue)
-            view = sidebar.choose_view(venue, [s for v, s in series if v == venue])
+        if db is not None and legs:
+            source = pipeline.DbSource(db)
+            view = sidebar.choose_view(_symbols_by_venue(legs))
         else:
             source = pipeline.UploadSource({})  # nothing to read; the tabs say what they wait for
 
     if view is not None and source.recording is not None:
         _future_bars(source.recording, view)
-    if view is not None and is_synthetic(view.venue):
-        st.warning(
-            f"**{md(venue_label(view.venue))}**: the prices on this page are not live market data.",
-            icon="⚠️",
-        )
+    if view is not None:
+        _not_live(view)
 
     ctx = Context(
         db_path=db_path,
@@ -161,16 +155,44 @@ def render() -> None:
                 )
 
 
+def _symbols_by_venue(legs: list[Leg]) -> dict[str, list[str]]:
+    """Venue -> its symbols, venues and symbols in the order given (sorted)."""
+    symbols: dict[str, list[str]] = {}
+    for venue, symbol in legs:
+        symbols.setdefault(venue, []).append(symbol)
+    return symbols
+
+
+def _not_live(view: View) -> None:
+    """A banner on every tab when a leg's prices are not live market data, and a louder
+    one when such a leg is paired with a live one."""
+    synthetic = [leg for leg in view.legs if is_synthetic(leg.venue)]
+    for venue in dict.fromkeys(leg.venue for leg in synthetic):
+        st.warning(
+            f"**{md(venue_label(venue))}**: the prices on this page are not live market data.",
+            icon="⚠️",
+        )
+    if len(synthetic) == 1:
+        live = next(leg for leg in view.legs if not is_synthetic(leg.venue))
+        st.warning(
+            f"**A live leg against one that is not**: {md(live.label)} is live market data, "
+            f"{md(synthetic[0].label)} is not. The page shows the pair as asked, but its "
+            "z-score, statistics and backtest describe two unrelated sources, not a pair "
+            "that can be traded.",
+            icon="⚠️",
+        )
+
+
 def _future_bars(recording: pipeline.Recording, view: View) -> None:
     """Name each leg with bars stamped implausibly in the future: the views ignore them."""
-    for symbol in dict.fromkeys((view.y, view.x)):
-        count, latest_s = recording.future_bars(symbol)
+    for leg, name in zip(view.legs, view.names, strict=True):
+        count, latest_s = recording.future_bars(leg)
         if not count:
             continue
         capped = count >= queries.FUTURE_COUNT_CAP
         many = f"more than {queries.FUTURE_COUNT_CAP:,}" if capped else f"{count:,}"
         st.warning(
-            f"**{md(symbol)}** has {many} one-second bar(s) stamped more than "
+            f"**{md(name)}** has {many} one-second bar(s) stamped more than "
             f"{MAX_FUTURE_SKEW_S // 60} min ahead of this machine's clock, the latest at "
             f"{utc((latest_s or 0) * 1000)}. The page ignores them (the view ends at the "
             "newest plausible bar); a bad exchange or daemon clock, or a corrupt row, put them "

@@ -11,7 +11,7 @@ import math
 import sqlite3
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
@@ -28,14 +28,17 @@ from pairs_monitor.page.settings import (
     MAX_FUTURE_SKEW_S,
     MAX_SCAN_SYMBOLS,
     MAX_STALE_BARS,
+    MIN_FUNDING_SETTLEMENTS,
     MIN_HURST_BARS,
     MIN_JOHANSEN_OBS,
     MIN_TEST_OBS,
     SCAN_MIN_BARS,
     TIMEFRAME_SECONDS,
     UPLOAD_VENUE,
+    Leg,
     View,
     default_fee_bps,
+    leg_names,
     too_small,
 )
 from pairs_monitor.quant import HedgeMethod, PairMethod
@@ -98,42 +101,45 @@ class IntegrityCheck:
 
 
 class Recording(Protocol):
-    """What the daemon recorded besides bars: its health, its runs, the raw trades.
+    """What the daemon recorded besides bars: its health, its runs, the raw trades, the
+    funding of perpetuals.
 
     A capability of a database source only (``Source.recording``); an upload has none.
     """
 
-    def feed_status(self) -> pd.DataFrame:
-        """The daemon's feed_status rows of the source's venue (empty when none)."""
+    def feed_status(self, venue: str) -> pd.DataFrame:
+        """The daemon's feed_status rows of ``venue`` (empty when none)."""
         ...
 
     def writer_status(self) -> queries.WriterStatus | None:
         """The writer's health row; None when no daemon has written one."""
         ...
 
-    def latest_run(self) -> queries.IngestRun | None:
-        """The most recent daemon start for the source's venue."""
+    def latest_run(self, venue: str | None = None) -> queries.IngestRun | None:
+        """The most recent daemon start feeding ``venue``; of any venue when None."""
         ...
 
-    def ticks(self, symbol: str, start_us: int, end_us: int, limit: int) -> pd.DataFrame:
-        """Raw trades of ``symbol`` in ``[start_us, end_us)``, at most ``limit``."""
+    def ticks(self, leg: Leg, start_us: int, end_us: int, limit: int) -> pd.DataFrame:
+        """Raw trades of ``leg`` in ``[start_us, end_us)``, at most ``limit``."""
         ...
 
-    def future_bars(self, symbol: str) -> tuple[int, int | None]:
-        """Bars of ``symbol`` stamped beyond :func:`latest_allowed_s` (ignored by the
+    def future_bars(self, leg: Leg) -> tuple[int, int | None]:
+        """Bars of ``leg`` stamped beyond :func:`latest_allowed_s` (ignored by the
         views): how many (counted up to a cap) and the latest start second."""
+        ...
+
+    def funding(self, leg: Leg, start_ms: int, end_ms: int) -> queries.FundingRecord:
+        """The funding stored for a perpetual leg around ``[start_ms, end_ms)``."""
         ...
 
 
 class Source(Protocol):
-    """Where bars come from: the database (one venue) or an uploaded CSV.
+    """Where bars come from: the database (every venue) or an uploaded CSV (one).
 
-    Tabs reach data only through this protocol: bars and prices from every source, and
-    the daemon's record through ``recording`` where there is one.
+    Tabs reach data only through this protocol, a leg at a time (``settings.Leg``: venue
+    and symbol): bars and prices from every source, and the daemon's record through
+    ``recording`` where there is one.
     """
-
-    @property
-    def venue(self) -> str: ...
 
     @property
     def cache_key(self) -> tuple[str, str]:
@@ -150,22 +156,23 @@ class Source(Protocol):
         """The daemon's record behind the bars; None for data that does not change."""
         ...
 
-    def symbols(self) -> list[str]: ...
+    def legs(self) -> list[Leg]:
+        """Every (venue, symbol) with bars, sorted."""
+        ...
 
-    def latest_s(self, symbol: str) -> int | None: ...
+    def latest_s(self, leg: Leg) -> int | None: ...
 
-    def raw_bars(self, symbol: str, start_s: int, end_s: int) -> pd.DataFrame: ...
+    def raw_bars(self, leg: Leg, start_s: int, end_s: int) -> pd.DataFrame: ...
 
-    def last_price(self, symbol: str) -> tuple[float, int] | None: ...
+    def last_price(self, leg: Leg) -> tuple[float, int] | None: ...
 
 
 @dataclass
 class DbSource:
-    """One venue of the database, read through the page's read-only connection; it is
-    its own :class:`Recording`."""
+    """The database, every venue of it, read through the page's read-only connection;
+    it is its own :class:`Recording`."""
 
     db: ReadOnlyDB
-    venue: str
 
     @property
     def cache_key(self) -> tuple[str, str]:
@@ -179,41 +186,45 @@ class DbSource:
     def recording(self) -> Recording:
         return self
 
-    def symbols(self) -> list[str]:
-        return [s for v, s in self.db.run(queries.series) if v == self.venue]
+    def legs(self) -> list[Leg]:
+        return [Leg(v, s) for v, s in self.db.run(queries.series)]
 
-    def latest_s(self, symbol: str) -> int | None:
+    def latest_s(self, leg: Leg) -> int | None:
         """The newest bar second not implausibly in the future (``latest_allowed_s``)."""
-        return self.db.run(queries.latest_bar_s, self.venue, symbol, latest_allowed_s())
+        return self.db.run(queries.latest_bar_s, *leg, latest_allowed_s())
 
-    def raw_bars(self, symbol: str, start_s: int, end_s: int) -> pd.DataFrame:
-        return self.db.run(queries.bars_1s, self.venue, symbol, start_s, end_s, MAX_1S_ROWS)
+    def raw_bars(self, leg: Leg, start_s: int, end_s: int) -> pd.DataFrame:
+        return self.db.run(queries.bars_1s, *leg, start_s, end_s, MAX_1S_ROWS)
 
-    def last_price(self, symbol: str) -> tuple[float, int] | None:
+    def last_price(self, leg: Leg) -> tuple[float, int] | None:
         """Price and time (microseconds) of the newest stored trade."""
         max_us = latest_allowed_s() * 1_000_000 + 999_999
-        trade = self.db.run(queries.last_trade, self.venue, symbol, max_us)
+        trade = self.db.run(queries.last_trade, *leg, max_us)
         return None if trade is None else (trade.price, trade.time_us)
 
-    def feed_status(self) -> pd.DataFrame:
-        return self.db.run(queries.feed_status, self.venue)
+    def feed_status(self, venue: str) -> pd.DataFrame:
+        return self.db.run(queries.feed_status, venue)
 
     def writer_status(self) -> queries.WriterStatus | None:
         return self.db.run(queries.writer_status)
 
-    def latest_run(self) -> queries.IngestRun | None:
-        return self.db.run(queries.latest_run, self.venue)
+    def latest_run(self, venue: str | None = None) -> queries.IngestRun | None:
+        return self.db.run(queries.latest_run, venue)
 
-    def ticks(self, symbol: str, start_us: int, end_us: int, limit: int) -> pd.DataFrame:
-        return self.db.run(queries.ticks, self.venue, symbol, start_us, end_us, limit)
+    def ticks(self, leg: Leg, start_us: int, end_us: int, limit: int) -> pd.DataFrame:
+        return self.db.run(queries.ticks, *leg, start_us, end_us, limit)
 
-    def future_bars(self, symbol: str) -> tuple[int, int | None]:
-        return self.db.run(queries.future_bars, self.venue, symbol, latest_allowed_s())
+    def future_bars(self, leg: Leg) -> tuple[int, int | None]:
+        return self.db.run(queries.future_bars, *leg, latest_allowed_s())
+
+    def funding(self, leg: Leg, start_ms: int, end_ms: int) -> queries.FundingRecord:
+        return self.db.run(queries.funding, *leg, start_ms, end_ms)
 
 
 @dataclass
 class UploadSource:
-    """Bars parsed from an uploaded CSV, ``{symbol: bars frame}`` (see ``upload.py``).
+    """Bars parsed from an uploaded CSV, ``{symbol: bars frame}`` (see ``upload.py``),
+    every symbol a leg on the venue ``upload``.
 
     :param digest: of the uploaded bytes, so cached results follow the content.
     """
@@ -235,26 +246,29 @@ class UploadSource:
     def recording(self) -> Recording | None:
         return None
 
-    def symbols(self) -> list[str]:
-        return sorted(self.frames)
+    def legs(self) -> list[Leg]:
+        return [Leg(self.venue, symbol) for symbol in sorted(self.frames)]
 
-    def latest_s(self, symbol: str) -> int | None:
-        frame = self.frames.get(symbol)
+    def _frame(self, leg: Leg) -> pd.DataFrame | None:
+        return self.frames.get(leg.symbol) if leg.venue == self.venue else None
+
+    def latest_s(self, leg: Leg) -> int | None:
+        frame = self._frame(leg)
         if frame is None or frame.empty:
             return None
         return int(frame.index[-1].timestamp())
 
-    def raw_bars(self, symbol: str, start_s: int, end_s: int) -> pd.DataFrame:
-        frame = self.frames.get(symbol)
+    def raw_bars(self, leg: Leg, start_s: int, end_s: int) -> pd.DataFrame:
+        frame = self._frame(leg)
         if frame is None:
             return quant.empty_bars()
         start = pd.Timestamp(start_s, unit="s", tz="UTC")
         end = pd.Timestamp(end_s, unit="s", tz="UTC")
         return frame[(frame.index >= start) & (frame.index < end)]
 
-    def last_price(self, symbol: str) -> tuple[float, int] | None:
+    def last_price(self, leg: Leg) -> tuple[float, int] | None:
         """Last close of the file and its bar time (microseconds)."""
-        frame = self.frames.get(symbol)
+        frame = self._frame(leg)
         if frame is None or frame.empty:
             return None
         return float(frame["close"].iloc[-1]), int(frame.index[-1].value // 1000)
@@ -265,16 +279,16 @@ def latest_allowed_s() -> int:
     return now_ms() // 1000 + MAX_FUTURE_SKEW_S
 
 
-def end_of_view(source: Source, symbols: list[str]) -> int | None:
-    """One past the newest bar second of any of ``symbols``: the right edge of the view."""
-    latest = [t for t in (source.latest_s(s) for s in symbols) if t is not None]
+def end_of_view(source: Source, legs: Sequence[Leg]) -> int | None:
+    """One past the newest bar second of any of ``legs``: the right edge of the view."""
+    latest = [t for t in (source.latest_s(leg) for leg in legs) if t is not None]
     return max(latest) + 1 if latest else None
 
 
-def leg_bars(source: Source, view: View, symbol: str, end_s: int) -> pd.DataFrame:
+def leg_bars(source: Source, view: View, leg: Leg, end_s: int) -> pd.DataFrame:
     """Bars of one leg at the view's timeframe over its lookback, ending at ``end_s``."""
     start_s = (end_s - view.lookback_s) // view.bar_seconds * view.bar_seconds
-    raw = source.raw_bars(symbol, start_s, end_s)
+    raw = source.raw_bars(leg, start_s, end_s)
     if raw.empty:
         return raw
     return quant.resample_bars(raw, view.freq)
@@ -316,14 +330,21 @@ class PairData:
 
     view: View
     end_s: int | None
-    bars: dict[str, pd.DataFrame] = field(default_factory=dict)
-    closes: pd.DataFrame | None = None  # aligned raw closes, columns y and x symbols
+    bars: dict[str, pd.DataFrame] = field(default_factory=dict)  # by leg name (view.names)
+    closes: pd.DataFrame | None = None  # aligned raw closes, columns the legs' names
     frame: pd.DataFrame | None = None  # quant.pair_frame output
     waiting: str | None = None  # what the panels are waiting for, when frame is None
     seconds: float = 0.0
     # legs whose last tradable bar is more than MAX_STALE_BARS older than the newest bar
-    # of the view: symbol -> age in seconds (of that bar's start behind the newest one)
+    # of the view: leg name -> age in seconds (of that bar's start behind the newest one)
     stale: dict[str, float] = field(default_factory=dict)
+
+    def bars_of(self, leg: Leg) -> pd.DataFrame | None:
+        """The bars of one of the view's legs, when loaded."""
+        for own, name in zip(self.view.legs, self.view.names, strict=True):
+            if own == leg:
+                return self.bars.get(name)
+        return None
 
     @property
     def fit(self) -> quant.HedgeFit | None:
@@ -365,15 +386,15 @@ def compute_pair(source: Source, view: View, end_s: int | None = None) -> PairDa
     :param end_s: right edge of the window; by default the newest bar of either leg.
     """
     started = time.perf_counter()
-    if view.y == view.x:
-        return PairData(view, end_s, waiting="pick two different symbols for Y and X")
+    if view.leg_y == view.leg_x:
+        return PairData(view, end_s, waiting="pick two different legs for Y and X")
     if end_s is None:
-        end_s = end_of_view(source, [view.y, view.x])
+        end_s = end_of_view(source, view.legs)
     if end_s is None:
-        return PairData(view, None, waiting=f"no bars yet for {view.y} or {view.x}")
+        return PairData(view, None, waiting=f"no bars yet for {view.name_y} or {view.name_x}")
     result = PairData(view, end_s)
-    for symbol in (view.y, view.x):
-        result.bars[symbol] = leg_bars(source, view, symbol, end_s)
+    for leg, name in zip(view.legs, view.names, strict=True):
+        result.bars[name] = leg_bars(source, view, leg, end_s)
     empty = [s for s, b in result.bars.items() if b.empty]
     if empty:
         result.waiting = (
@@ -381,12 +402,12 @@ def compute_pair(source: Source, view: View, end_s: int | None = None) -> PairDa
             "is the daemon recording it?"
         )
         return _done(result, started)
-    closes = {symbol: tradable_closes(bars, view) for symbol, bars in result.bars.items()}
+    closes = {name: tradable_closes(bars, view) for name, bars in result.bars.items()}
     newest = max(bars.index[-1] for bars in result.bars.values())
-    for symbol, c in closes.items():
+    for name, c in closes.items():
         age = (newest - c.index[-1]).total_seconds() if len(c) else float(view.lookback_s)
         if age > max_staleness(view).total_seconds():
-            result.stale[symbol] = age
+            result.stale[name] = age
     result.closes = quant.align_closes(closes, max_staleness=max_staleness(view))
     need = bars_needed(view)
     have = len(result.closes)
@@ -398,8 +419,8 @@ def compute_pair(source: Source, view: View, end_s: int | None = None) -> PairDa
         return _done(result, started)
     try:
         result.frame = quant.pair_frame(
-            result.closes[view.y],
-            result.closes[view.x],
+            result.closes[view.name_y],
+            result.closes[view.name_x],
             view.window,
             view.method,
             view.log_prices,
@@ -411,16 +432,16 @@ def compute_pair(source: Source, view: View, end_s: int | None = None) -> PairDa
 
 
 def volume_ratio_now(
-    source: Source, view: View, symbol: str, end_s: int, bars: pd.DataFrame | None = None
+    source: Source, view: View, leg: Leg, end_s: int, bars: pd.DataFrame | None = None
 ) -> tuple[float, int | None]:
-    """``quant.volume_ratio`` of a symbol's newest bar at the view's timeframe and window.
+    """``quant.volume_ratio`` of a leg's newest bar at the view's timeframe and window.
 
     The newest bar may still be filling; its volume only grows, so a spike is seen as soon
-    as it crosses the threshold. :param bars: the symbol's bars when already loaded.
+    as it crosses the threshold. :param bars: the leg's bars when already loaded.
     :return: ``(ratio, bar start in seconds)``; NaN and None without enough bars.
     """
     if bars is None:
-        bars = leg_bars(source, view, symbol, end_s)
+        bars = leg_bars(source, view, leg, end_s)
     if len(bars) <= view.window:
         return math.nan, None
     ratio = quant.volume_ratio(bars, view.window)
@@ -431,7 +452,8 @@ def rule_view(rule: Any, session: View) -> View:
     """The view an alert rule is judged in: its own stored settings over the live tail
     (``max(LIVE_TAIL_WINDOWS x window, LIVE_MIN_TAIL_BARS)`` bars), with the default
     (auto) Kalman noise and no liquidity floor, so every page computes the same value;
-    ``session`` (the page's own live view) for a rule made before settings were stored."""
+    ``session`` (the page's own live view) for a rule made before settings were stored.
+    The X leg trades on ``rule.venue_x`` when the rule has one (a pair across venues)."""
     if not rule.has_view:
         return session
     bars = max(LIVE_TAIL_WINDOWS * rule.window, LIVE_MIN_TAIL_BARS)
@@ -439,6 +461,7 @@ def rule_view(rule: Any, session: View) -> View:
         venue=rule.venue,
         y=rule.symbol,
         x=rule.symbol_x or rule.symbol,
+        venue_x=rule.venue_x,
         timeframe=rule.timeframe,
         lookback_s=bars * TIMEFRAME_SECONDS[rule.timeframe],
         window=int(rule.window),
@@ -514,7 +537,7 @@ def hedge_paths(pair: PairData) -> pd.DataFrame:
     (``KALMAN_BAND`` columns), on the view's prices (``log_prices`` tells the filter).
     """
     view, (closes, _frame) = pair.view, pair.fitted()
-    y, x = closes[view.y], closes[view.x]
+    y, x = closes[view.name_y], closes[view.name_x]
     if view.log_prices:
         y, x = _log(y), _log(x)
     static_method = _static_method(view.method)
@@ -598,11 +621,11 @@ def statistics(pair: PairData) -> Statistics:
     sample reaches the page's minimum (``MIN_TEST_OBS``, ``MIN_HURST_BARS``)."""
     view, out = pair.view, Statistics()
     closes, _frame = pair.fitted()
-    legs = closes[[view.y, view.x]]
+    legs = closes[[view.name_y, view.name_x]]
     if view.log_prices:
         legs = quant.align_closes(legs, log=True)
     legs = legs.dropna()
-    y, x = legs[view.y], legs[view.x]
+    y, x = legs[view.name_y], legs[view.name_x]
     tests = {
         "adf_y": lambda: quant.adf_test(y),
         "adf_x": lambda: quant.adf_test(x),
@@ -647,10 +670,10 @@ def stats_table(pair: PairData) -> pd.DataFrame:
     """``quant.stats_table`` for both legs and the pair, on the view's bars."""
     view = pair.view
     return quant.stats_table(
-        {view.y: pair.bars[view.y], view.x: pair.bars[view.x]},
+        {name: pair.bars[name] for name in view.names},
         freq=None,
         window=view.window,
-        pair=(view.y, view.x),
+        pair=view.names,
         method=view.method,
         log_prices=view.log_prices,
         kalman=view.kalman,
@@ -671,53 +694,220 @@ def backtest_frame(pair: PairData) -> pd.DataFrame:
     view, (closes, frame) = pair.view, pair.fitted()
     if view.method in CAUSAL_METHODS:
         return frame
-    return quant.pair_frame(closes[view.y], closes[view.x], view.window, "rolling", view.log_prices)
+    y, x = closes[view.name_y], closes[view.name_x]
+    return quant.pair_frame(y, x, view.window, "rolling", view.log_prices)
+
+
+def leg_fees(view: View) -> tuple[tuple[float, str], tuple[float, str]]:
+    """Each leg's default fee and where it is from (``settings.default_fee_bps`` of its
+    venue): Y's, X's. A spot leg against a perpetual pays 10 bps on one, 5 on the other."""
+    fee_y, fee_x = (default_fee_bps(leg.venue) for leg in view.legs)
+    return fee_y, fee_x
+
+
+@dataclass(frozen=True)
+class LegFunding:
+    """The funding a backtest books for one leg: ``rates`` (indexed by funding time) or
+    None when funding is not included, and ``note``, what the page says about it."""
+
+    rates: pd.Series | None
+    note: str
+    settlements: int = 0
+    gaps: tuple[tuple[pd.Timestamp, pd.Timestamp], ...] = ()
+
+
+def backtest_funding(source: Source, pair: PairData) -> dict[str, LegFunding]:
+    """The stored funding of each perpetual leg over the backtest's bars, by leg name.
+
+    A leg on ``binance-usdm`` books the settled rates of ``funding_rates`` from its first
+    bar's start to its last bar's close. When none is stored for that leg at all (the
+    daemon did not record it, or the database predates schema version 5) funding is
+    not included and the note says so: it is never taken as zero. Where settlements are
+    missing inside the range (``quant.funding_gaps``) the note names the stretches. Legs
+    of other venues get no entry (a spot leg pays no funding; a replay or simulated leg
+    has no funding record).
+    """
+    view = pair.view
+    frame = backtest_frame(pair)
+    recording = source.recording
+    out: dict[str, LegFunding] = {}
+    if frame.empty:
+        return out
+    start = pd.Timestamp(frame.index[0])
+    end = pd.Timestamp(frame.index[-1]) + pd.Timedelta(seconds=view.bar_seconds)
+    for leg, name in zip(view.legs, view.names, strict=True):
+        if not leg.perpetual:
+            continue
+        if recording is None:
+            out[name] = LegFunding(None, f"funding not included: {name} has no funding record")
+            continue
+        record = recording.funding(leg, start.value // 1_000_000, end.value // 1_000_000)
+        out[name] = _leg_funding(name, record, start, end)
+    return out
+
+
+def _leg_funding(
+    name: str, record: queries.FundingRecord, start: pd.Timestamp, end: pd.Timestamp
+) -> LegFunding:
+    """What a backtest from ``start`` to ``end`` can book from ``record``."""
+    if not record.stored:
+        return LegFunding(
+            None,
+            f"funding not included for {name}: this database predates funding records "
+            "(schema version 5); run `python db_setup.py --db <file>` and let the daemon "
+            "record the USD-M symbol",
+        )
+    known, next_time = _known_times(record), _next(record)
+    if not len(known) and next_time is None:
+        return LegFunding(
+            None,
+            f"funding not included for {name}: no funding rate is stored for it (the "
+            "daemon records them for the USD-M symbols it follows)",
+        )
+    gaps = tuple(quant.funding_gaps(known, start, end, next_time=next_time))
+    n = len(record.rates)
+    note = f"{n:,} settlement(s) of {name} booked"
+    if gaps:
+        spans = "; ".join(f"{a:%Y-%m-%d %H:%M} to {b:%Y-%m-%d %H:%M} UTC" for a, b in gaps)
+        note += f"; settlements missing ({spans}): funding there is not included"
+    return LegFunding(record.rates, note, n, gaps)
+
+
+def _known_times(record: queries.FundingRecord) -> pd.DatetimeIndex:
+    """The stored settlement times in and next to the record's range."""
+    outside = [_ms(t) for t in (record.before_ms, record.after_ms) if t is not None]
+    return pd.DatetimeIndex([*record.rates.index, *outside]).sort_values()
+
+
+def _next(record: queries.FundingRecord) -> pd.Timestamp | None:
+    """The next funding time the live feed announced, when there is a live row."""
+    return _ms(record.live.next_funding_ms) if record.live is not None else None
+
+
+def _market(leg: Leg) -> str:
+    """The market ``quant.backtest`` knows a leg by: only a perpetual may fund."""
+    return "usdm" if leg.perpetual else "spot"
+
+
+def _ms(ms: int) -> pd.Timestamp:
+    return pd.Timestamp(ms, unit="ms", tz="UTC")
 
 
 def run_backtest(
-    pair: PairData, entry: float, exit_: float, fee_bps: float | None = None
+    pair: PairData,
+    entry: float,
+    exit_: float,
+    fee_bps: float | tuple[float, float] | None = None,
+    funding: dict[str, LegFunding] | None = None,
 ) -> quant.BacktestResult:
     """``quant.backtest`` on the raw closes with :func:`backtest_frame`'s z and hedge.
 
     With log prices the hedge is a ratio of returns, so the legs are sized in value.
-    :param fee_bps: per leg; None for the venue's standard taker rate
-        (``settings.default_fee_bps``).
+    :param fee_bps: one rate for both legs or ``(y, x)``; None for each leg's venue's
+        standard taker rate (:func:`leg_fees`).
+    :param funding: :func:`backtest_funding`'s result; a perpetual leg whose rates are
+        there pays or receives them at funding times. None: no funding booked.
     """
     view = pair.view
     frame = backtest_frame(pair)
     closes = pair.fitted()[0].loc[frame.index]
     if fee_bps is None:
-        fee_bps = default_fee_bps(view.venue)[0]
+        (fee_y, _), (fee_x, _) = leg_fees(view)
+        fee_bps = (fee_y, fee_x)
+    rates = {name: f.rates for name, f in (funding or {}).items() if f.rates is not None}
     return quant.backtest(
-        closes[view.y],
-        closes[view.x],
+        closes[view.name_y],
+        closes[view.name_x],
         frame["zscore"],
         frame["hedge_ratio"],
         entry=entry,
         exit=exit_,
         fee_bps=fee_bps,
         log_prices=view.log_prices,
+        venue=(_market(view.leg_y), _market(view.leg_x)),
+        funding_y=rates.get(view.name_y),
+        funding_x=rates.get(view.name_x),
     )
 
 
+@dataclass(frozen=True)
+class SpotPerp:
+    """A coin's spot against its perpetual on the Pair tab: the basis per bar (bps) and
+    the carry funding pays over the view (``quant.funding_carry``), with the record it
+    rests on."""
+
+    spot: str  # the legs' names
+    perp: str
+    basis: pd.Series
+    rates: pd.Series  # the perpetual's settled rates in the view, by funding time
+    carry: quant.FundingCarry
+    live: queries.FundingLive | None
+    gaps: tuple[tuple[pd.Timestamp, pd.Timestamp], ...]
+    start: pd.Timestamp
+    end: pd.Timestamp
+    stored: bool  # the database has funding tables (schema version 5)
+
+
+def spot_perp(source: Source, pair: PairData) -> SpotPerp | None:
+    """Basis and carry of a spot-perpetual pair over its view; None for any other pair
+    or before both legs have aligned bars."""
+    view = pair.view
+    names = view.spot_perp()
+    if names is None or pair.closes is None or pair.closes.empty:
+        return None
+    spot, perp = names
+    closes = pair.closes
+    basis = quant.basis_bps(closes[spot], closes[perp])
+    start = pd.Timestamp(closes.index[0])
+    end = pd.Timestamp(closes.index[-1]) + pd.Timedelta(seconds=view.bar_seconds)
+    perp_leg = view.leg_y if perp == view.name_y else view.leg_x
+    recording = source.recording
+    record = (
+        recording.funding(perp_leg, start.value // 1_000_000, end.value // 1_000_000)
+        if recording is not None
+        else None
+    )
+    if record is None:
+        empty = pd.Series([], dtype=float, index=pd.DatetimeIndex([], tz="UTC"))
+        carry = quant.funding_carry(empty, min_settlements=MIN_FUNDING_SETTLEMENTS)
+        return SpotPerp(spot, perp, basis, empty, carry, None, ((start, end),), start, end, False)
+    live = record.live
+    carry = quant.funding_carry(
+        record.rates,
+        previous_time=_ms(record.before_ms) if record.before_ms is not None else None,
+        next_rate=live.rate if live is not None else None,
+        next_time=_ms(live.next_funding_ms) if live is not None else None,
+        min_settlements=MIN_FUNDING_SETTLEMENTS,
+    )
+    gaps = tuple(quant.funding_gaps(_known_times(record), start, end, next_time=_next(record)))
+    return SpotPerp(spot, perp, basis, record.rates, carry, live, gaps, start, end, record.stored)
+
+
+def scan_legs(source: Source, view: View) -> tuple[list[Leg], list[str]]:
+    """The legs the correlation matrix and scanner cover: every leg of the venues on
+    screen (at most ``MAX_SCAN_SYMBOLS``), and their names (:func:`settings.leg_names`)."""
+    legs = [leg for leg in source.legs() if leg.venue in view.venues][:MAX_SCAN_SYMBOLS]
+    return legs, leg_names(legs)
+
+
 def all_closes(source: Source, view: View, end_s: int) -> pd.DataFrame:
-    """Closes of every symbol of the source (at most ``MAX_SCAN_SYMBOLS``) on one clock,
-    each carried at most ``MAX_STALE_BARS`` bars; NaN where a symbol has no fresh close."""
+    """Closes of every leg of :func:`scan_legs` on one clock, each carried at most
+    ``MAX_STALE_BARS`` bars; NaN where a leg has no fresh close."""
     closes = {}
-    for symbol in source.symbols()[:MAX_SCAN_SYMBOLS]:
-        bars = leg_bars(source, view, symbol, end_s)
+    for leg, name in zip(*scan_legs(source, view), strict=True):
+        bars = leg_bars(source, view, leg, end_s)
         if not bars.empty:
             traded = tradable_closes(bars, view)
             if len(traded):
-                closes[symbol] = traded
+                closes[name] = traded
     if len(closes) < 2:
         return pd.DataFrame()
-    # how="all": one stopped symbol leaves NaN in its own column, not a hole in every pair.
+    # how="all": one stopped leg leaves NaN in its own column, not a hole in every pair.
     return quant.align_closes(closes, max_staleness=max_staleness(view), how="all")
 
 
 def correlation(source: Source, view: View, end_s: int) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Return-correlation matrix and the cointegration scan over every symbol."""
+    """Return-correlation matrix and the cointegration scan over every leg."""
     closes = all_closes(source, view, end_s)
     if closes.shape[1] < 2 or len(closes) < 3:
         return pd.DataFrame(), pd.DataFrame()

@@ -61,24 +61,28 @@ WHERE venue = ? AND symbol = ? AND trade_time_us >= ? AND trade_time_us < ?
 ORDER BY trade_time_us, trade_id
 LIMIT ?
 """
-# {rejected} is the column (schema version 4) or 0 on an older database.
+# {rejected} is the column (schema version 4) or 0 on an older database; {nonmarket} and
+# {problem} the columns (version 5) or 0 and NULL.
 _FEED_STATUS_SQL = """
 SELECT venue, symbol, source, source_since_ms, connected, last_trade_id,
        last_trade_time_us, last_message_ms, reconnects, trades_per_s, queue_depth,
-       gaps_open, gaps_filled, gaps_abandoned, {rejected} AS rejected, updated_ms
+       gaps_open, gaps_filled, gaps_abandoned, {rejected} AS rejected,
+       {nonmarket} AS nonmarket, {problem} AS problem, updated_ms
 FROM feed_status
 WHERE venue = ?
 ORDER BY symbol
 """
+# A run of several markets names its venues comma-separated ("binance-spot,binance-usdm");
+# NULL matches every run.
 _LATEST_RUN_SQL = """
 SELECT run_id, venue, source, symbols, params_json, pid, started_ms, stopped_ms
 FROM ingest_runs
-WHERE venue = ?
+WHERE ?1 IS NULL OR instr(',' || venue || ',', ',' || ?1 || ',') > 0
 ORDER BY started_ms DESC, run_id DESC
 LIMIT 1
 """
 # writer_status (schema version 3) is one row; older databases have no such table.
-_HAS_WRITER_STATUS_SQL = "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?"
+_HAS_TABLE_SQL = "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?"
 _WRITER_STATUS_SQL = """
 SELECT state, last_error, failing_since_ms, queue_depth, trades_stored,
        {rows_rejected} AS rows_rejected, updated_ms
@@ -86,6 +90,25 @@ FROM writer_status
 WHERE id = 1
 """
 _REQUIRED_TABLES = ("trades", "bars_1s", "feed_status", "ingest_runs")
+# Funding of perpetuals (schema version 5): settled rates in a range, the settlements just
+# outside it (to tell a quiet range from a missing record), and the live rate.
+_FUNDING_RATES_SQL = """
+SELECT funding_time_ms, rate FROM funding_rates
+WHERE venue = ? AND symbol = ? AND funding_time_ms >= ? AND funding_time_ms < ?
+ORDER BY funding_time_ms
+"""
+_FUNDING_BEFORE_SQL = """
+SELECT max(funding_time_ms) FROM funding_rates
+WHERE venue = ? AND symbol = ? AND funding_time_ms < ?
+"""
+_FUNDING_AFTER_SQL = """
+SELECT min(funding_time_ms) FROM funding_rates
+WHERE venue = ? AND symbol = ? AND funding_time_ms >= ?
+"""
+_FUNDING_LIVE_SQL = """
+SELECT event_time_ms, mark_price, rate, next_funding_ms FROM funding_live
+WHERE venue = ? AND symbol = ?
+"""
 
 
 class NotAPairsDatabase(Exception):
@@ -212,9 +235,13 @@ def ticks(
 
 
 def feed_status(conn: sqlite3.Connection, venue: str) -> pd.DataFrame:
-    """The daemon's feed_status rows for a venue (empty when no daemon ever ran)."""
-    rejected = "rejected" if _has_column(conn, "feed_status", "rejected") else "0"
-    cur = conn.execute(_FEED_STATUS_SQL.format(rejected=rejected), (venue,))
+    """The daemon's feed_status rows for a venue (empty when no daemon ever ran); an
+    older database reads 0 refused values, 0 non-market trades and no problem."""
+    columns = {
+        name: name if _has_column(conn, "feed_status", name) else default
+        for name, default in (("rejected", "0"), ("nonmarket", "0"), ("problem", "NULL"))
+    }
+    cur = conn.execute(_FEED_STATUS_SQL.format(**columns), (venue,))
     names = [d[0] for d in cur.description]
     return pd.DataFrame(cur.fetchall(), columns=names)
 
@@ -231,8 +258,9 @@ class IngestRun:
     stopped_ms: int | None
 
 
-def latest_run(conn: sqlite3.Connection, venue: str) -> IngestRun | None:
-    """The most recent daemon start for a venue, with its parameters decoded."""
+def latest_run(conn: sqlite3.Connection, venue: str | None = None) -> IngestRun | None:
+    """The most recent daemon start feeding ``venue`` (alone or among several markets),
+    or of any venue when None, with its parameters decoded."""
     row = conn.execute(_LATEST_RUN_SQL, (venue,)).fetchone()
     if row is None:
         return None
@@ -266,8 +294,58 @@ def _has_column(conn: sqlite3.Connection, table: str, column: str) -> bool:
 
 def writer_status(conn: sqlite3.Connection) -> WriterStatus | None:
     """The writer's status row, or None when there is none (or no table, before v3)."""
-    if conn.execute(_HAS_WRITER_STATUS_SQL, ("writer_status",)).fetchone() is None:
+    if conn.execute(_HAS_TABLE_SQL, ("writer_status",)).fetchone() is None:
         return None
     column = "rows_rejected" if _has_column(conn, "writer_status", "rows_rejected") else "0"
     row = conn.execute(_WRITER_STATUS_SQL.format(rows_rejected=column)).fetchone()
     return None if row is None else WriterStatus(*row)
+
+
+@dataclass(frozen=True)
+class FundingLive:
+    """A perpetual's ``funding_live`` row: the rate due at ``next_funding_ms`` as it stood
+    at ``event_time_ms``."""
+
+    event_time_ms: int
+    mark_price: float
+    rate: float
+    next_funding_ms: int
+
+
+@dataclass(frozen=True)
+class FundingRecord:
+    """What is stored about one perpetual's funding around a range (schema version 5).
+
+    ``rates``: settled rates with ``start_ms <= funding time < end_ms``, indexed by UTC
+    funding time; ``before_ms``/``after_ms``: the nearest settlements outside the range
+    (None when none is stored); ``live``: the latest ``@markPrice`` row, or None.
+    ``stored``: whether the table exists (a database before version 5 has none).
+    """
+
+    rates: pd.Series
+    before_ms: int | None
+    after_ms: int | None
+    live: FundingLive | None
+    stored: bool = True
+
+
+def funding(
+    conn: sqlite3.Connection, venue: str, symbol: str, start_ms: int, end_ms: int
+) -> FundingRecord:
+    """The funding stored for a perpetual around ``[start_ms, end_ms)``."""
+    empty: pd.Series = pd.Series(
+        [], dtype=float, index=pd.DatetimeIndex([], tz="UTC", name="funding_time")
+    )
+    if conn.execute(_HAS_TABLE_SQL, ("funding_rates",)).fetchone() is None:
+        return FundingRecord(empty, None, None, None, stored=False)
+    key = (venue, symbol)
+    rows = conn.execute(_FUNDING_RATES_SQL, (*key, start_ms, end_ms)).fetchall()
+    rates = empty
+    if rows:
+        times = pd.to_datetime([r[0] for r in rows], unit="ms", utc=True)
+        rates = pd.Series([float(r[1]) for r in rows], index=times.rename("funding_time"))
+    before = conn.execute(_FUNDING_BEFORE_SQL, (*key, start_ms)).fetchone()[0]
+    after = conn.execute(_FUNDING_AFTER_SQL, (*key, end_ms)).fetchone()[0]
+    live_row = conn.execute(_FUNDING_LIVE_SQL, key).fetchone()
+    live = None if live_row is None else FundingLive(*live_row)
+    return FundingRecord(rates, before, after, live)

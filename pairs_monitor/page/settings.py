@@ -14,9 +14,9 @@ import argparse
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
-from pairs_monitor.quant import PairMethod
+from pairs_monitor.quant import MIN_CARRY_SETTLEMENTS, PairMethod
 
 # Not (yet) in quant's public API; the page reads them so its defaults are quant's.
 from pairs_monitor.quant.backtest import MIN_SHARPE_SPAN, SPOT_TAKER_FEE_BPS, USDM_TAKER_FEE_BPS
@@ -65,8 +65,11 @@ HEDGE_METHODS: dict[str, PairMethod] = {
 
 # Only these venues carry live market data. Every other venue (sim, the replay-* venues,
 # any name given to --replay-venue, an upload) is marked as not live.
-LIVE_VENUES = ("binance-spot", "binance-usdm")
+SPOT_VENUE, PERP_VENUE = "binance-spot", "binance-usdm"
+LIVE_VENUES = (SPOT_VENUE, PERP_VENUE)
 UPLOAD_VENUE = "upload"
+# How a leg names its market, short enough to follow a symbol: "BTCUSDT · perp".
+MARKET_NAMES = {SPOT_VENUE: "spot", PERP_VENUE: "perp"}
 
 KALMAN_MIN_INIT = 20  # bars the auto Kalman estimates its noise on, at the least
 MIN_WINDOW_BARS, MAX_WINDOW_BARS = 5, 5000  # the sidebar's rolling window
@@ -135,6 +138,14 @@ MIN_HURST_BARS = HURST_MIN_BARS
 lags run from 2 to n/4, so under 100 bars it fits a line through fewer than ~20 short lags
 that bid-ask bounce dominates (it printed -0.081 on 24 bars, issue 13)."""
 
+# -- a coin's spot against its perpetual: basis and carry ----------------------------------
+MIN_FUNDING_SETTLEMENTS = MIN_CARRY_SETTLEMENTS
+"""Settled funding rates the Pair tab's annualised carry must rest on before it is shown
+as a firm number (quant's ``MIN_CARRY_SETTLEMENTS``, 3: one day at the usual 8 h
+interval, three hours at 1 h). Fewer, and one or two rates, which swing several-fold from
+one settlement to the next, are multiplied by up to 1,095 a year: the page then shows the
+figure marked "indicative" with how many settlements it rests on, never as the carry."""
+
 # -- backtest fees: the venue's standard taker rate per leg ---------------------------------
 VENUE_TAKER_FEE_BPS: dict[str, float] = {
     "binance-spot": SPOT_TAKER_FEE_BPS,
@@ -166,9 +177,10 @@ def too_small(n: int, minimum: int, what: str = "observations") -> str | None:
 
 
 def venue_label(venue: str) -> str:
-    """Sidebar label of a venue, with simulated/replayed data plainly marked."""
+    """Sidebar label of a venue: the market of a live one, simulated and replayed data
+    plainly marked."""
     if venue in LIVE_VENUES:
-        return f"{venue} (live)"
+        return f"{MARKET_NAMES[venue]}: {venue} (live)"
     if venue == "sim":
         return "sim (SIMULATED)"
     if venue == UPLOAD_VENUE:
@@ -176,9 +188,51 @@ def venue_label(venue: str) -> str:
     return f"{venue} (recorded replay)"
 
 
+def market_name(venue: str) -> str:
+    """What follows a symbol in a leg's name: ``spot``, ``perp``, or the venue marked as
+    not live (``sim (SIMULATED)``, ``replay-spot (replay)``, ``upload (CSV)``)."""
+    if venue in MARKET_NAMES:
+        return MARKET_NAMES[venue]
+    if venue == "sim":
+        return "sim (SIMULATED)"
+    if venue == UPLOAD_VENUE:
+        return f"{venue} (CSV)"
+    return f"{venue} (replay)"
+
+
 def is_synthetic(venue: str) -> bool:
     """True for venues whose prices are not live market data."""
     return venue not in LIVE_VENUES
+
+
+class Leg(NamedTuple):
+    """One side of a pair: a symbol on a venue (``bars_1s`` is keyed by both)."""
+
+    venue: str
+    symbol: str
+
+    @property
+    def label(self) -> str:
+        """``BTCUSDT · spot``, ``BTCUSDT · perp``, ``BTCUSDT · sim (SIMULATED)``."""
+        return f"{self.symbol} · {market_name(self.venue)}"
+
+    @property
+    def perpetual(self) -> bool:
+        """A live perpetual: it pays or receives funding, recorded in ``funding_rates``."""
+        return self.venue == PERP_VENUE
+
+
+def leg_names(legs: Sequence[Leg]) -> list[str]:
+    """What each leg is called in tables, charts and frame columns: its symbol when every
+    leg trades on one venue (as before pairs crossed venues), else its label
+    (``BTCUSDT · spot``); made unique with the leg's position if two labels still agree."""
+    if len({leg.venue for leg in legs}) <= 1:
+        names = [leg.symbol for leg in legs]
+    else:
+        names = [leg.label for leg in legs]
+    if len(set(names)) < len(names):
+        names = [f"{name} [{i + 1}]" for i, name in enumerate(names)]
+    return names
 
 
 def resolve_db_path(argv: Sequence[str], environ: Mapping[str, str]) -> Path:
@@ -198,7 +252,12 @@ def resolve_db_path(argv: Sequence[str], environ: Mapping[str, str]) -> Path:
 
 @dataclass(frozen=True)
 class View:
-    """Everything the sidebar decides; hashable so cached functions can key on it."""
+    """Everything the sidebar decides; hashable so cached functions can key on it.
+
+    The legs are ``(venue, y)`` and ``(venue_x, x)``; ``venue_x`` None means X trades on
+    ``venue`` too (every view before pairs crossed venues, and ``alert_rules.venue_x``
+    NULL).
+    """
 
     venue: str
     y: str
@@ -216,6 +275,54 @@ class View:
     # delta the slope noise relative to the observation noise; a number = Chan's fixed noise.
     kalman_delta: float | None = None
     kalman_obs_var: float | None = None
+    venue_x: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.venue_x == self.venue:  # one spelling per pair: cache keys and rules agree
+            object.__setattr__(self, "venue_x", None)
+
+    @property
+    def leg_y(self) -> Leg:
+        return Leg(self.venue, self.y)
+
+    @property
+    def leg_x(self) -> Leg:
+        return Leg(self.venue_x or self.venue, self.x)
+
+    @property
+    def legs(self) -> tuple[Leg, Leg]:
+        return self.leg_y, self.leg_x
+
+    @property
+    def venues(self) -> tuple[str, ...]:
+        """The venues of the legs, Y's first, each once."""
+        return tuple(dict.fromkeys(leg.venue for leg in self.legs))
+
+    @property
+    def names(self) -> tuple[str, str]:
+        """The legs' names in frames and on screen (:func:`leg_names`): Y's, X's."""
+        name_y, name_x = leg_names(self.legs)
+        return name_y, name_x
+
+    @property
+    def name_y(self) -> str:
+        return self.names[0]
+
+    @property
+    def name_x(self) -> str:
+        return self.names[1]
+
+    def spot_perp(self) -> tuple[str, str] | None:
+        """``(spot name, perp name)`` when the pair is one coin's spot against its
+        perpetual (the same symbol on binance-spot and binance-usdm), else None."""
+        (leg_a, name_a), (leg_b, name_b) = zip(self.legs, self.names, strict=True)
+        if leg_a.symbol != leg_b.symbol:
+            return None
+        if (leg_a.venue, leg_b.venue) == (SPOT_VENUE, PERP_VENUE):
+            return name_a, name_b
+        if (leg_a.venue, leg_b.venue) == (PERP_VENUE, SPOT_VENUE):
+            return name_b, name_a
+        return None
 
     @property
     def kalman(self) -> dict[str, Any]:

@@ -1,9 +1,16 @@
 """The sidebar: every control that decides what the tabs show, returned as one ``View``.
 
-Widget keys (used by the AppTest suite): ``source``, ``venue``, ``y``, ``x``,
-``timeframe``, ``lookback``, ``window``, ``method``, ``log_prices``, ``z_entry``,
-``z_exit``, ``min_volume``, ``min_trades``; with Kalman: ``kalman_mode``,
-``kalman_delta_auto`` or ``kalman_delta_fixed`` and ``kalman_obs_var``.
+A pair is two legs, each a venue and a symbol of it: Y = (``venue``, ``y``), X =
+(``venue_x``, ``x``), ``venue_x`` "same venue as Y" unless another is picked, so any two
+legs pair (a coin's spot against its perpetual included) and a page used as before, one
+venue for both legs, keeps its keys and meaning.
+
+Widget keys (used by the AppTest suite): ``source``, ``venue``, ``y``, ``venue_x`` (shown
+when the data has more than one venue), ``x``, ``timeframe``, ``lookback``, ``window``,
+``method``, ``log_prices``, ``z_entry``, ``z_exit``, ``min_volume``, ``min_trades``; with
+Kalman: ``kalman_mode``, ``kalman_delta_auto`` or ``kalman_delta_fixed`` and
+``kalman_obs_var``. ``y`` and ``x`` hold symbols, ``venue`` and ``venue_x`` venues
+(``venue_x`` None: the same as ``venue``).
 """
 
 from __future__ import annotations
@@ -17,6 +24,7 @@ from pairs_monitor.page.settings import (
     MAX_WINDOW_BARS,
     MIN_WINDOW_BARS,
     TIMEFRAMES,
+    Leg,
     View,
     is_synthetic,
     venue_label,
@@ -48,37 +56,106 @@ def choose_source(has_upload: bool) -> str:
     )
 
 
-def choose_venue(venues: list[str]) -> str:
-    """Venue, with simulated and replayed data plainly marked."""
+SAME_VENUE_LABEL = "same venue as Y"
+
+
+def _venue_x_label(venue: str | None) -> str:
+    return SAME_VENUE_LABEL if venue is None else venue_label(venue)
+
+
+def choose_legs(symbols: dict[str, list[str]]) -> tuple[Leg, Leg] | None:
+    """Y and X, each a venue and one of its symbols; None (with a message) when the data
+    holds fewer than two legs.
+
+    :param symbols: venue -> its symbols with bars (at least one venue).
+    """
+    sb = st.sidebar
+    venues = list(symbols)
+    if sum(len(v) for v in symbols.values()) < 2:
+        only = ", ".join(Leg(v, s).label for v, syms in symbols.items() for s in syms)
+        sb.info(f"The data holds one leg ({md(only)}); a pair needs two.")
+        return None
     _keep_valid("venue", venues, 0)
-    return st.sidebar.selectbox(
-        "Venue",
+    venue = sb.selectbox(
+        "Y venue",
         venues,
         format_func=venue_label,
         key="venue",
-        help="binance-spot / binance-usdm are live; sim is SIMULATED; replay is recorded.",
+        help="binance-spot (spot) and binance-usdm (perp) are live; sim is SIMULATED; "
+        "replay is recorded.",
     )
+    y_symbols = symbols[venue]
+    _keep_valid("y", y_symbols, 0)
+    y = sb.selectbox(
+        "Y (bought with the spread)",
+        y_symbols,
+        index=0,
+        key="y",
+        format_func=lambda s: Leg(venue, s).label,
+    )
+    venue_x: str | None = None
+    if len(venues) > 1:
+        choices: list[str | None] = [None, *venues]
+        _keep_valid("venue_x", choices, 0)
+        venue_x = sb.selectbox(
+            "X venue",
+            choices,
+            format_func=_venue_x_label,
+            key="venue_x",
+            help="Another venue pairs across markets: e.g. a coin's spot against its "
+            "perpetual (binance-spot against binance-usdm).",
+        )
+    x_venue = venue_x or venue
+    x_symbols = symbols[x_venue]
+    if x_venue == venue:
+        x_default = 1 if len(x_symbols) > 1 else 0
+    else:  # another market: the same coin first, the pair a basis trade watches
+        x_default = x_symbols.index(y) if y in x_symbols else 0
+    _keep_valid("x", x_symbols, x_default)
+    x = sb.selectbox(
+        "X (hedge leg)",
+        x_symbols,
+        index=x_default,
+        key="x",
+        format_func=lambda s: Leg(x_venue, s).label,
+    )
+    # Both selectboxes have options and a default, so they return a value (typed Optional).
+    assert y is not None and x is not None
+    return Leg(venue, y), Leg(x_venue, x)
 
 
-def choose_view(venue: str, symbols: list[str], file_span_s: int | None = None) -> View | None:
-    """The rest of the sidebar; None (with a message) when fewer than two symbols exist.
+def _synthetic_warnings(legs: tuple[Leg, Leg]) -> None:
+    """Mark not-live legs, and a pair that mixes a live leg with one that is not."""
+    sb = st.sidebar
+    for venue in dict.fromkeys(leg.venue for leg in legs):
+        if is_synthetic(venue):
+            what = "SIMULATED" if venue == "sim" else venue.upper()
+            sb.warning(f"{md(what)} data: not live market prices.", icon="⚠️")
+    live = [is_synthetic(leg.venue) for leg in legs]
+    if live[0] != live[1]:
+        sb.warning(
+            "One leg is live and the other is not: this pair is no market pair; its "
+            "statistics describe the two series, not a trade.",
+            icon="⚠️",
+        )
 
+
+def choose_view(symbols: dict[str, list[str]], file_span_s: int | None = None) -> View | None:
+    """The whole sidebar below the data source; None (with a message) when the data
+    holds fewer than two legs.
+
+    :param symbols: venue -> its symbols with bars.
     :param file_span_s: an upload's time span: its lookbacks start with the whole file.
     """
     sb = st.sidebar
-    if is_synthetic(venue):
-        what = "SIMULATED" if venue == "sim" else venue.upper()
-        sb.warning(f"{md(what)} data: not live market prices.", icon="⚠️")
-    if len(symbols) < 2:
-        sb.info(
-            f"{md(venue_label(venue))} has {len(symbols)} symbol(s) with bars; a pair needs two."
-        )
+    legs = choose_legs(symbols)
+    if legs is None:
+        for venue in symbols:
+            if is_synthetic(venue):
+                sb.warning(f"{md(venue_label(venue))}: not live market prices.", icon="⚠️")
         return None
-    _keep_valid("y", symbols, 0)
-    _keep_valid("x", symbols, 1)
-    c1, c2 = sb.columns(2)
-    y = c1.selectbox("Y (bought with the spread)", symbols, index=0, key="y")
-    x = c2.selectbox("X (hedge leg)", symbols, index=1, key="x")
+    _synthetic_warnings(legs)
+    (venue, y), (x_venue, x) = legs
     timeframe = sb.select_slider("Timeframe", list(TIMEFRAMES), value="1s", key="timeframe")
     lookbacks = dict(LOOKBACKS)
     if file_span_s is not None:
@@ -132,6 +209,7 @@ def choose_view(venue: str, symbols: list[str], file_span_s: int | None = None) 
         venue=venue,
         y=y,
         x=x,
+        venue_x=x_venue,
         timeframe=timeframe,
         lookback_s=lookbacks[lookback_label],
         window=int(window),

@@ -47,7 +47,7 @@ class Context:
             elif self.source.recording is None:  # data that does not change: nothing to key
                 self._pair = pipeline.compute_pair(self.source, view)
             else:
-                end_s = pipeline.end_of_view(self.source, [view.y, view.x])
+                end_s = pipeline.end_of_view(self.source, view.legs)
                 if end_s is None:
                     self._pair = pipeline.PairData(view, None, waiting="no bars yet")
                 else:
@@ -58,7 +58,7 @@ class Context:
 def need_view(ctx: Context) -> View | None:
     """The sidebar's view, or None after saying what is missing for a pair."""
     if ctx.view is None:
-        st.info("Waiting for data: a pair needs bars for at least two symbols of one venue.")
+        st.info("Waiting for data: a pair needs bars of two legs (a symbol on a venue each).")
     return ctx.view
 
 

@@ -42,13 +42,14 @@ def _new_rule(store: AlertStore, ctx: Context, view: View) -> None:
     with st.form("new_rule", clear_on_submit=False):
         c1, c2, c3, c4 = st.columns([2, 2, 1, 1])
         kind = c1.selectbox("When", CREATABLE, format_func=KINDS.__getitem__, key="rule_kind")
-        symbols = ctx.source.symbols()
+        legs = [leg for leg in ctx.source.legs() if leg.venue in view.venues]
         target = c2.selectbox(
-            "Symbol (price and volume rules)",
-            symbols,
-            index=symbols.index(view.y) if view.y in symbols else 0,
+            "Leg (price and volume rules)",
+            legs,
+            index=legs.index(view.leg_y) if view.leg_y in legs else 0,
             key="rule_symbol",
-            help=f"z-score rules watch the pair on screen: {md(view.y)}/{md(view.x)}.",
+            format_func=lambda leg: leg.label,
+            help=f"z-score rules watch the pair on screen: {md(view.name_y)}/{md(view.name_x)}.",
         )
         threshold = c3.number_input(
             "Threshold", value=2.0, step=0.1, key="rule_threshold", format="%.6g"
@@ -66,10 +67,11 @@ def _new_rule(store: AlertStore, ctx: Context, view: View) -> None:
     if submitted and kind is not None and target is not None:
         zscore = kind.startswith("zscore")
         try:
+            leg = view.leg_y if zscore else target
             rule_id = store.add_rule(
                 kind,
-                view.venue,
-                view.y if zscore else target,
+                leg.venue,
+                leg.symbol,
                 float(threshold),
                 float(rearm),
                 symbol_x=view.x if zscore else None,
@@ -77,6 +79,7 @@ def _new_rule(store: AlertStore, ctx: Context, view: View) -> None:
                 window=view.window,
                 method=view.method,
                 log_prices=view.log_prices,
+                venue_x=view.venue_x if zscore else None,
             )
         except AlertError as exc:
             st.error(f"Rule not added: {md(exc)}")
@@ -84,7 +87,8 @@ def _new_rule(store: AlertStore, ctx: Context, view: View) -> None:
             st.success(f"Rule {rule_id} added.")
     kind_of_hedge = f"{view.method}, {'log' if view.log_prices else 'raw'} prices"
     st.caption(
-        f"A new z-score rule watches the pair on screen ({md(view.y)}/{md(view.x)}) and keeps "
+        f"A new z-score rule watches the pair on screen ({md(view.name_y)}/{md(view.name_x)}"
+        f"{', both legs with their venues' if view.venue_x else ''}) and keeps "
         f"today's settings ({view.timeframe} bars, window {view.window}, {kind_of_hedge}; "
         "auto Kalman noise, no liquidity floor): every open page judges it in those, "
         f"whatever it shows. Volume spike = the newest {view.timeframe} bar's volume / the "
@@ -105,13 +109,16 @@ def _volume_context(ctx: Context, view: View) -> None:
     if pair is None or pair.end_s is None or not pair.bars:
         return
     parts = []
-    for symbol, bars in pair.bars.items():
-        value, _bar = pipeline.volume_ratio_now(ctx.source, view, symbol, pair.end_s, bars)
+    for leg, name in zip(view.legs, view.names, strict=True):
+        bars = pair.bars.get(name)
+        if bars is None:
+            continue
+        value, _bar = pipeline.volume_ratio_now(ctx.source, view, leg, pair.end_s, bars)
         if value == value:
             ratio = quant.volume_ratio(bars, view.window)
             ratio = ratio[ratio.abs() < float("inf")]  # drop NaN and the inf of a 0 baseline
             parts.append(
-                f"{md(symbol)} {value:.2f} (99th percentile over the lookback "
+                f"{md(name)} {value:.2f} (99th percentile over the lookback "
                 f"{ratio.quantile(0.99):.2f})"
             )
     if parts:

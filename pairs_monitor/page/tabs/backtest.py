@@ -9,7 +9,7 @@ import pandas as pd
 import streamlit as st
 
 from pairs_monitor.page import charts, pipeline
-from pairs_monitor.page.settings import SHORT_SHARPE_SPAN_S, View, default_fee_bps, too_small
+from pairs_monitor.page.settings import SHORT_SHARPE_SPAN_S, View, too_small
 from pairs_monitor.page.tabs import Context, md, ready_pair
 
 
@@ -18,7 +18,8 @@ def render(ctx: Context) -> None:
     if ready is None:
         return
     view, pair, frame = ready
-    c1, c2, c3 = st.columns(3)
+    cross = view.venue_x is not None
+    c1, c2, *fee_cols = st.columns(4 if cross else 3)
     entry = c1.number_input(
         "Entry |z|", min_value=0.1, max_value=10.0, value=view.z_entry, step=0.1, key="bt_entry"
     )
@@ -32,24 +33,14 @@ def render(ctx: Context) -> None:
         help="Symmetric about the mean: a long exits at z ≥ −exit, a short at z ≤ +exit "
         "(the ±exit bands of the Pair chart). Negative: hold past the mean.",
     )
-    fee_default, fee_label = default_fee_bps(view.venue)
-    fee_source = md(fee_label)  # it names the venue, a stored string
-    fee = c3.number_input(
-        "Fee per leg (bps)",
-        min_value=0.0,
-        max_value=100.0,
-        value=fee_default,
-        step=0.5,
-        key="bt_fee",
-        help=f"Default {fee_default:g} bps: the {fee_source} (no discounts; the backtest "
-        "fills at market, so it pays the taker rate). Maker rates or VIP tiers are lower.",
-    )
+    fees, defaults, labels = _fee_inputs(fee_cols, view)
+    funding = pipeline.backtest_funding(ctx.source, pair)
     try:
-        result = pipeline.run_backtest(pair, entry, exit_, fee)
+        result = pipeline.run_backtest(pair, entry, exit_, fees, funding)
     except ValueError as exc:
         st.warning(f"Backtest not run: {md(exc)}")
         return
-    m = st.columns(5)
+    m = st.columns(6 if funding else 5)
     m[0].metric("Total return", _pct(result.total_return))
     span_s = (frame.index[-1] - frame.index[0]).total_seconds()
     sharpe_small = too_small(int(span_s), SHORT_SHARPE_SPAN_S, "seconds of bars")
@@ -62,6 +53,14 @@ def render(ctx: Context) -> None:
     m[2].metric("Max drawdown", _pct(result.max_drawdown))
     m[3].metric("Hit rate", _pct(result.hit_rate))
     m[4].metric("Closed trades", f"{result.n_trades}")
+    if funding:
+        included = all(f.rates is not None for f in funding.values())
+        m[5].metric(
+            "Funding paid",
+            _pct(result.funding) if included else "not included",
+            help="Paid (> 0) or received (< 0) by the perpetual leg at funding times, "
+            "share of capital: a long perpetual pays the rate when it is positive.",
+        )
     if sharpe_small:
         st.caption(
             f"Sharpe {sharpe_small} ({_span(span_s)} of {view.timeframe} bars, needs "
@@ -71,11 +70,15 @@ def render(ctx: Context) -> None:
     elif result.sharpe is None and result.sharpe_note:
         st.caption(f"No Sharpe ratio: {md(result.sharpe_note)}")
     fee_y, fee_x = result.fee_bps
-    st.caption(
-        f"Fees: {fee_y:g} bps on {md(view.y)} and {fee_x:g} bps on {md(view.x)} per fill "
-        f"({'the ' + fee_source if fee == fee_default else 'set here'}); "
-        f"{_pct(result.fees)} of capital paid in all."
+    source = "; ".join(
+        f"{md(name)}: {'the ' + md(label) if fee == default else 'set here'}"
+        for name, fee, default, label in zip(view.names, fees, defaults, labels, strict=True)
     )
+    st.caption(
+        f"Fees: {fee_y:g} bps on {md(view.name_y)} and {fee_x:g} bps on {md(view.name_x)} "
+        f"per fill ({source}); {_pct(result.fees)} of capital paid in all."
+    )
+    _funding_notes(funding, result.funding)
     st.plotly_chart(charts.equity(result.equity, "Equity (starting capital 1)"), key="equity")
     if view.method in pipeline.CAUSAL_METHODS:
         hedge_note = "The hedge and z-score are the sidebar's, which use no later bar."
@@ -111,6 +114,65 @@ def render(ctx: Context) -> None:
                     if c in trades
                 },
             },
+        )
+
+
+def _fee_inputs(
+    cols: list, view: View
+) -> tuple[tuple[float, float], tuple[float, float], tuple[str, str]]:
+    """The fee controls: one for both legs of one venue (key ``bt_fee``), one per leg
+    across venues (``bt_fee_y``, ``bt_fee_x``), each defaulting to its venue's standard
+    taker rate. :return: the fees, their defaults and where the defaults are from, Y's
+    then X's."""
+    (default_y, label_y), (default_x, label_x) = pipeline.leg_fees(view)
+    defaults, labels = (default_y, default_x), (label_y, label_x)
+    taker = "(no discounts; the backtest fills at market, so it pays the taker rate)"
+    if len(cols) == 1:
+        fee = cols[0].number_input(
+            "Fee per leg (bps)",
+            min_value=0.0,
+            max_value=100.0,
+            value=default_y,
+            step=0.5,
+            key="bt_fee",
+            help=f"Default {default_y:g} bps: the {md(label_y)} {taker}. Maker rates or VIP "
+            "tiers are lower.",
+        )
+        return (fee, fee), defaults, labels
+    fees = tuple(
+        col.number_input(
+            f"Fee on {'Y' if key == 'bt_fee_y' else 'X'}, {md(name)} (bps)",
+            min_value=0.0,
+            max_value=100.0,
+            value=default,
+            step=0.5,
+            key=key,
+            help=f"Default {default:g} bps: the {md(label)} {taker}.",
+        )
+        for col, key, name, default, label in zip(
+            cols, ("bt_fee_y", "bt_fee_x"), view.names, defaults, labels, strict=True
+        )
+    )
+    return (fees[0], fees[1]), defaults, labels
+
+
+def _funding_notes(funding: dict[str, pipeline.LegFunding], paid: float) -> None:
+    """What funding the backtest booked for each perpetual leg, or why it did not."""
+    for name, leg in funding.items():
+        if leg.rates is None:
+            st.warning(
+                f"**Funding not included** for {md(name)}: {md(leg.note)}. The backtest "
+                "leaves it out rather than take it as zero.",
+                icon="⚠️",
+            )
+        elif leg.gaps:
+            st.warning(f"Funding: {md(leg.note)}.", icon="⚠️")
+    booked = [md(leg.note) for leg in funding.values() if leg.rates is not None]
+    if booked:
+        st.caption(
+            f"Funding: {'; '.join(booked)}, each paid at its funding time by the position "
+            f"held then (a long perpetual pays the rate when it is positive); {_pct(paid)} "
+            "of capital paid in all."
         )
 
 

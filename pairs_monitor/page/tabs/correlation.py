@@ -1,4 +1,5 @@
-"""Correlation tab: return-correlation heatmap of every symbol and the pair scanner."""
+"""Correlation tab: return-correlation heatmap of every leg of the venues on screen and
+the pair scanner."""
 
 from __future__ import annotations
 
@@ -13,16 +14,16 @@ def render(ctx: Context) -> None:
     view = need_view(ctx)
     if view is None:
         return
-    symbols = ctx.source.symbols()
-    end_s = pipeline.end_of_view(ctx.source, symbols)
-    if end_s is None or len(symbols) < 2:
-        st.info("Waiting for bars of at least two symbols.")
+    legs, _names = pipeline.scan_legs(ctx.source, view)
+    end_s = pipeline.end_of_view(ctx.source, legs)
+    if end_s is None or len(legs) < 2:
+        st.info("Waiting for bars of at least two legs.")
         return
     too_large = view.too_large(ctx.source.max_lookback_s)
     if too_large:
         st.info(too_large)
         return
-    key = ("corr", ctx.source.cache_key, ctx.source.venue, view, end_s // CORRELATION_BUCKET_S)
+    key = ("corr", ctx.source.cache_key, view, end_s // CORRELATION_BUCKET_S)
     try:
         matrix, scan = cache.cached_call(key, pipeline.correlation, (ctx.source, view, end_s))
     except ValueError as exc:
@@ -31,11 +32,10 @@ def render(ctx: Context) -> None:
     if matrix.empty:
         st.info(f"Waiting for {view.timeframe} bars where at least two symbols have traded.")
         return
-    shown = len(symbols[:MAX_SCAN_SYMBOLS])
-    st.plotly_chart(
-        charts.heatmap(matrix, f"Correlation of {view.timeframe} log returns ({shown} symbols)"),
-        key="heatmap",
-    )
+    title = f"Correlation of {view.timeframe} log returns ({len(legs)} legs)"
+    st.plotly_chart(charts.heatmap(matrix, title), key="heatmap")
+    if len(legs) == MAX_SCAN_SYMBOLS:
+        st.caption(f"The first {MAX_SCAN_SYMBOLS} legs of the venues on screen.")
     st.subheader("Pair scanner (Engle-Granger on every pair)")
     if scan.empty:
         st.info(f"Too few common bars to test any pair yet (at least {SCAN_MIN_BARS} needed).")

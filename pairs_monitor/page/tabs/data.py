@@ -28,7 +28,7 @@ def _exports(ctx: Context) -> None:
     view = ctx.view
     pair = ctx.pair()
     if view is None or pair is None:
-        st.info("Nothing to export yet: a pair needs bars for two symbols.")
+        st.info("Nothing to export yet: a pair needs bars of two legs.")
         return
     if not pair.bars:
         st.info(f"Nothing to export yet: {md(pair.waiting)}")
@@ -65,10 +65,9 @@ def _exports(ctx: Context) -> None:
 
         def ticks_csv() -> bytes:
             # Built only when clicked: up to MAX_EXPORT_TICKS rows per leg.
-            frames = [
-                recording.ticks(s, start_us, end_us, MAX_EXPORT_TICKS) for s in (view.y, view.x)
-            ]
-            return export.to_csv(pd.concat(frames).sort_values(["time", "symbol", "trade_id"]))
+            frames = [recording.ticks(leg, start_us, end_us, MAX_EXPORT_TICKS) for leg in view.legs]
+            ticks = pd.concat(frames).sort_values(["time", "venue", "symbol", "trade_id"])
+            return export.to_csv(ticks)
 
         st.download_button(
             "Download raw ticks in view (CSV)",

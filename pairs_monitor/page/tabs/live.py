@@ -25,6 +25,7 @@ from pairs_monitor.page.settings import (
     MAX_STALE_BARS,
     MIN_TEST_OBS,
     STALE_STATUS_MS,
+    Leg,
     View,
     too_small,
 )
@@ -58,13 +59,13 @@ def _panel(ctx: Context, view: View) -> None:
     pair = pipeline.compute_pair(ctx.source, live_view)
     z, _bar = pair.now("zscore")
     cols = st.columns(5)
-    for col, symbol in zip(cols[:2], (view.y, view.x), strict=True):
-        last = ctx.source.last_price(symbol)
+    for col, leg, name in zip(cols[:2], view.legs, view.names, strict=True):
+        last = ctx.source.last_price(leg)
         if last is None:
-            col.metric(f"{md(symbol)} last", "—")
+            col.metric(f"{md(name)} last", "—")
         else:
             age = now_ms() / 1000 - last[1] / 1e6
-            col.metric(f"{md(symbol)} last", f"{last[0]:,.6g}", help=f"trade {age:,.1f} s ago")
+            col.metric(f"{md(name)} last", f"{last[0]:,.6g}", help=f"trade {age:,.1f} s ago")
     cols[2].metric("z-score", _fmt(z, ".2f"), help=f"window {view.window} bars")
     cols[3].metric("hedge ratio", _fmt(pair.now("hedge_ratio")[0], ".5g"), help=view.method)
     cols[4].metric("correlation", _fmt(pair.now("corr")[0], ".3f"), help="of log returns")
@@ -76,7 +77,8 @@ def _panel(ctx: Context, view: View) -> None:
             side = "short Y / long X" if z > 0 else "long Y / short X"
             st.error(
                 f"### |z| = {abs(z):.2f} ≥ entry {view.z_entry:g}\n"
-                f"{md(view.y)}/{md(view.x)} spread is {'rich' if z > 0 else 'cheap'}: {side}.",
+                f"{md(view.name_y)}/{md(view.name_x)} spread is "
+                f"{'rich' if z > 0 else 'cheap'}: {side}.",
                 icon="🚨",
             )
         st.plotly_chart(charts.live_z(pair.frame, view.z_entry), key="live_z")
@@ -92,17 +94,18 @@ def _panel(ctx: Context, view: View) -> None:
     recording = ctx.source.recording
     if recording is not None:
         _check_alerts(ctx, pair)
-        _feed_health(recording)
-        _true_parameters(ctx, recording, view)
+        _feed_health(recording, view.venues)
+        if len(view.venues) == 1:  # a simulator's model relates legs of its own venue
+            _true_parameters(ctx, recording, view)
     st.caption(f"Refreshed in {1000 * (time.perf_counter() - started):.0f} ms.")
 
 
 def _stale_legs(pair: pipeline.PairData) -> None:
     """Name each leg that stopped trading and how long ago: the z-score stops with it."""
     view = pair.view
-    for symbol, age_s in pair.stale.items():
+    for name, age_s in pair.stale.items():
         st.warning(
-            f"**Stale leg: {md(symbol)}** has no traded bar"
+            f"**Stale leg: {md(name)}** has no traded bar"
             + (" above the liquidity floor" if view.min_volume or view.min_trades else "")
             + f" for {age_s:,.0f} s ({age_s / view.bar_seconds:,.0f} {view.timeframe} bars) "
             f"behind the newest bar. A price more than {MAX_STALE_BARS} bars old is not "
@@ -117,10 +120,10 @@ def _fmt(value: float, spec: str) -> str:
 
 
 def _check_alerts(ctx: Context, pair: pipeline.PairData) -> None:
-    """Feed this refresh's values to the rules of this venue; toast what fires."""
+    """Feed this refresh's values to the rules of the venues on screen; toast what fires."""
     try:
         store: AlertStore = cache.alert_store(ctx.db_path)
-        rules = [r for r in store.rules(pair.view.venue) if r.enabled]
+        rules = [r for r in store.rules(pair.view.venues) if r.enabled]
         readings = readings_for(rules, ctx.source, pair)
         fired = store.evaluate(readings)
     except sqlite3.Error as exc:
@@ -147,10 +150,11 @@ def readings_for(
     view = pair.view
     readings: dict[int, tuple[float, int | None]] = {}
     pairs: dict[View, pipeline.PairData] = {view: pair}  # one computation per rule view
-    prices: dict[str, tuple[float, int] | None] = {}
-    # (symbol, timeframe, window) of a rule's own view; (symbol, None, None) in the page's
-    volumes: dict[tuple[str, str | None, int | None], tuple[float, int | None]] = {}
+    prices: dict[Leg, tuple[float, int] | None] = {}
+    # (leg, timeframe, window) of a rule's own view; (leg, None, None) in the page's
+    volumes: dict[tuple[Leg, str | None, int | None], tuple[float, int | None]] = {}
     for rule in rules:
+        leg = Leg(rule.venue, rule.symbol)
         if rule.kind.startswith("zscore"):
             if rule.has_view:
                 v = pipeline.rule_view(rule, pair.view)
@@ -158,43 +162,43 @@ def readings_for(
                     pairs[v] = pipeline.compute_pair(source, v)
                 # NaN while a leg is stale or the pair waits: the rule is not moved.
                 readings[rule.rule_id] = pairs[v].now("zscore")
-            elif (rule.symbol, rule.symbol_x) == (view.y, view.x) and pair.frame is not None:
+            elif rule.legs == view.legs and pair.frame is not None:
                 readings[rule.rule_id] = pair.now("zscore")
         elif rule.kind.startswith("price"):
-            if rule.symbol not in prices:
-                prices[rule.symbol] = source.last_price(rule.symbol)
-            last = prices[rule.symbol]
+            if leg not in prices:
+                prices[leg] = source.last_price(leg)
+            last = prices[leg]
             if last is not None:
                 readings[rule.rule_id] = (last[0], last[1] // 1_000_000)
         elif rule.kind == "volume_spike" and rule.has_view:
             v = pipeline.rule_view(rule, pair.view)
-            own_key = (rule.symbol, v.timeframe, v.window)
+            own_key = (leg, v.timeframe, v.window)
             if own_key not in volumes:
-                end_s = pipeline.end_of_view(source, [rule.symbol])
+                end_s = pipeline.end_of_view(source, [leg])
                 if end_s is None:
                     continue
-                volumes[own_key] = pipeline.volume_ratio_now(source, v, rule.symbol, end_s)
+                volumes[own_key] = pipeline.volume_ratio_now(source, v, leg, end_s)
             readings[rule.rule_id] = volumes[own_key]
         elif rule.kind == "volume_spike" and pair.end_s is not None:
-            key = (rule.symbol, None, None)
+            key = (leg, None, None)
             if key not in volumes:
                 volumes[key] = pipeline.volume_ratio_now(
-                    source, view, rule.symbol, pair.end_s, pair.bars.get(rule.symbol)
+                    source, view, leg, pair.end_s, pair.bars_of(leg)
                 )
             readings[rule.rule_id] = volumes[key]
     return readings
 
 
-def _feed_health(recording: pipeline.Recording) -> None:
-    """The writer's health, then each symbol's feed status."""
+def _feed_health(recording: pipeline.Recording, venues: tuple[str, ...]) -> None:
+    """The writer's health, then the feed status of each symbol of the venues on screen."""
     st.subheader("Feed health")
     now = now_ms()
     _writer_health(recording, now)
-    status = recording.feed_status()
+    status = pd.concat([recording.feed_status(v) for v in venues], ignore_index=True)
     if status.empty:
         st.info(
-            "No feed status for this venue: the daemon has not run against this database "
-            "(the bars shown are what is stored)."
+            f"No feed status for {'these venues' if len(venues) > 1 else 'this venue'}: the "
+            "daemon has not run against this database (the bars shown are what is stored)."
         )
         return
     stale = (now - status["updated_ms"]) > STALE_STATUS_MS
@@ -203,6 +207,7 @@ def _feed_health(recording: pipeline.Recording) -> None:
         st.warning(f"The daemon has not updated feed status for {age:,.0f} s: is it running?")
     table = pd.DataFrame(
         {
+            "venue": status["venue"],
             "symbol": status["symbol"],
             "source": status["source"],
             "connected": status["connected"].astype(bool) & ~stale,
@@ -211,12 +216,20 @@ def _feed_health(recording: pipeline.Recording) -> None:
             "open gaps": status["gaps_open"],
             "abandoned gaps": status["gaps_abandoned"],
             "refused values": status["rejected"],
+            "non-market trades": status["nonmarket"],
             "reconnects": status["reconnects"],
             "queue": status["queue_depth"],
             "status age (s)": ((now - status["updated_ms"]) / 1000).round(1),
         }
     )
+    if len(venues) == 1:
+        table = table.drop(columns="venue")
     st.dataframe(table, hide_index=True, key="feed_health")
+    for row in status[status["problem"].notna()].itertuples():
+        st.error(
+            f"**{md(Leg(str(row.venue), str(row.symbol)).label)}**: {md(row.problem)}",
+            icon="🛑",
+        )
     if (status["gaps_open"] > 0).any():
         st.warning("Open gaps: some trade ids are missing and not yet backfilled.")
     if (status["gaps_abandoned"] > 0).any():
@@ -249,7 +262,7 @@ def _writer_health(recording: pipeline.Recording, now: int) -> None:
             icon="🛑",
         )
     age_s = (now - writer.updated_ms) / 1000
-    run = recording.latest_run()
+    run = recording.latest_run()  # one daemon writes a database, whatever its venues
     if 1000 * age_s > STALE_STATUS_MS and run is not None and run.stopped_ms is None:
         st.warning(
             f"The daemon's status is stale: its writer last reported {age_s:,.0f} s ago "
@@ -276,7 +289,7 @@ def _utc(ms: int) -> str:
 
 def _true_parameters(ctx: Context, recording: pipeline.Recording, view: View) -> None:
     """For simulated data, the simulator's true parameters beside the estimates."""
-    run = recording.latest_run()
+    run = recording.latest_run(view.venue)
     if run is None or not run.params:
         return
     label = "Simulator's true parameters" if run.source == "sim" else f"{md(run.source)} parameters"
@@ -342,7 +355,7 @@ def _truth_table(truth: pipeline.TrueParams, pair: pipeline.PairData) -> pd.Data
     else:
         # Raw prices: the model's local slope dY/dX = b * Y / X at the last prices.
         last = closes.iloc[-1]
-        local = truth.hedge_ratio * last[view.y] / last[view.x]
+        local = truth.hedge_ratio * last[view.name_y] / last[view.name_x]
         rows.append(("hedge ratio (log Y on log X)", truth.hedge_ratio, math.nan))
         rows.append(("hedge ratio in prices, b·Y/X at the last bar", local, hedge_est))
     rows.append(("half-life (s)", truth.half_life_s, half_life_s))

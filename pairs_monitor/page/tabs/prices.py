@@ -19,16 +19,16 @@ def render(ctx: Context) -> None:
         st.info(f"Waiting: {md(pair.waiting)}")
         return
     stats = {}
-    for symbol, bars in pair.bars.items():
+    for name, bars in pair.bars.items():
         if bars.empty:
-            st.info(f"No {view.timeframe} bars for {md(symbol)} in the lookback yet.")
+            st.info(f"No {view.timeframe} bars for {md(name)} in the lookback yet.")
             continue
-        stats[symbol] = quant.price_stats(bars)
+        stats[name] = quant.price_stats(bars)
     if stats:
         st.dataframe(pd.DataFrame(stats).T, key="price_stats")
-    for symbol, bars in pair.bars.items():
+    for name, bars in pair.bars.items():
         if not bars.empty:
-            st.plotly_chart(charts.candles(bars, symbol), key=f"candles_{symbol}")
+            st.plotly_chart(charts.candles(bars, name), key=f"candles_{name}")
     if pair.closes is not None and len(pair.closes) > 1:
         st.plotly_chart(charts.normalised(pair.closes), key="normalised")
     else:

@@ -56,10 +56,10 @@ def _what_is_tested(view: View) -> str:
     """Say which series the tests run on, and why not the sidebar's spread."""
     unit = "log prices" if view.log_prices else "prices"
     base = (
-        f"Tests run on the legs' {unit} and on the residual of one OLS fit of {md(view.y)} on "
-        f"{md(view.x)} over the lookback (the Engle-Granger regression); the cointegration "
-        "verdict is Engle-Granger's, with MacKinnon's critical values for a fitted residual "
-        "(plain ADF values would be too lenient)."
+        f"Tests run on the legs' {unit} and on the residual of one OLS fit of "
+        f"{md(view.name_y)} on {md(view.name_x)} over the lookback (the Engle-Granger "
+        "regression); the cointegration verdict is Engle-Granger's, with MacKinnon's "
+        "critical values for a fitted residual (plain ADF values would be too lenient)."
     )
     if view.method in pipeline.CAUSAL_METHODS:
         return base + (
@@ -111,9 +111,12 @@ def _show_tests(result: pipeline.Statistics, view: View) -> None:
     )
     rows = []
     for name, label in (
-        ("adf_y", f"ADF on {view.y} (unit root in the leg?)"),
-        ("adf_x", f"ADF on {view.x} (unit root in the leg?)"),
-        ("engle_granger", f"Engle-Granger: ADF on the OLS residual of {view.y} on {view.x}"),
+        ("adf_y", f"ADF on {view.name_y} (unit root in the leg?)"),
+        ("adf_x", f"ADF on {view.name_x} (unit root in the leg?)"),
+        (
+            "engle_granger",
+            f"Engle-Granger: ADF on the OLS residual of {view.name_y} on {view.name_x}",
+        ),
         ("johansen", jo_case),
     ):
         res = getattr(result, name)
@@ -161,7 +164,7 @@ def _show_tests(result: pipeline.Statistics, view: View) -> None:
     eg = result.engle_granger
     if eg is not None:
         st.caption(
-            f"Residual = {md(view.y)} − {eg.hedge_ratio:.6g}·{md(view.x)} − "
+            f"Residual = {md(view.name_y)} − {eg.hedge_ratio:.6g}·{md(view.name_x)} − "
             f"({eg.intercept:.6g}), "
             "fitted on the same bars: half-life and Hurst describe the window; the "
             "Engle-Granger p-value is what says whether the pair is cointegrated."
