@@ -22,6 +22,7 @@ import urllib.request
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
+import pandas as pd
 import pytest
 
 from pairs_monitor.page.tabs import TAB_NAMES
@@ -294,3 +295,66 @@ def test_hostile_names_are_shown_as_text_in_a_real_browser(tmp_path):
     assert not [h for h in seen["links"] if h and re.match(r"https?://(b|c)\b", h)]
     assert not [s for s in seen["images"] if s and "127.0.0.1:9" in s]
     assert f"{HOSTILE_Y} last" in seen["texts"] and f"{HOSTILE_X} last" in seen["texts"]
+
+
+def choose(page, label: str, option: str) -> None:
+    """Pick ``option`` in the sidebar select box labelled ``label``."""
+    page.get_by_role("combobox", name=re.compile(re.escape(label))).first.click()
+    page.get_by_role("option", name=option, exact=True).first.click()
+
+
+def drive_cross_venue_page(url: str) -> dict:
+    """Pair BTCUSDT on spot with BTCUSDT on the perpetual in the sidebar, at 1 m over
+    24 h; read the legs' labels and the Pair tab's basis and carry."""
+    from playwright.sync_api import sync_playwright
+
+    seen: dict = {}
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 1500, "height": 1100})
+            page.goto(url, wait_until="domcontentloaded")
+            page.locator('[data-testid="stMetric"]').first.wait_for(timeout=30_000)
+            choose(page, "X venue", "perp: binance-usdm (live)")
+            page.get_by_text("BTCUSDT · perp last").first.wait_for(timeout=20_000)
+            slider = page.get_by_role("slider").first  # Timeframe: 1s -> 5s -> 15s -> 1m
+            slider.focus()
+            for _ in range(3):
+                slider.press("ArrowRight")
+            page.get_by_text("1m", exact=True).first.wait_for(timeout=10_000)
+            choose(page, "Lookback", "24 h")
+            page.get_by_role("tab", name="Pair").click()
+            panel = page.get_by_role("tabpanel")
+            panel.get_by_text("Basis and carry").first.wait_for(timeout=30_000)
+            page.wait_for_timeout(1000)  # let the rerun settle before reading
+            seen["labels"] = page.locator('[data-testid="stMetricLabel"]').all_inner_texts()
+            for label in ("Basis now (bps)", "Carry, annualised", "Next funding, annualised"):
+                seen[label] = metric_value(panel, label)
+            seen["exceptions"] = page.locator('[data-testid="stException"]').count()
+            page.screenshot(path=str(OUTPUT / "cross_venue.png"), full_page=True)
+        finally:
+            browser.close()
+    return seen
+
+
+@pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="needs Debian's chromium")
+def test_a_cross_venue_pair_is_picked_in_a_real_browser(tmp_path):
+    """Spot against perpetual chosen with the mouse: the legs are labelled by market and
+    the basis and carry shown are those computed by hand from the rows."""
+    from tests.helpers.page_db import LIVE_FUNDING, build_basis_db
+    from tests.test_page_cross_venue import DAY, settled, view_closes
+
+    OUTPUT.mkdir(parents=True, exist_ok=True)
+    db = build_basis_db(tmp_path / "ticks.db")
+    port = free_port()
+    with started(streamlit_cmd(port, db), tmp_path / "page.log") as page_proc:
+        wait_for(lambda: page_up(port), 30, "the page", page_proc, tmp_path / "page.log")
+        seen = drive_cross_venue_page(f"http://127.0.0.1:{port}/")
+    assert seen["exceptions"] == 0
+    assert {"BTCUSDT · spot last", "BTCUSDT · perp last"} <= set(seen["labels"])
+    closes = view_closes(db, DAY)
+    basis = (closes["perp"] - closes["spot"]) / closes["spot"] * 1e4
+    assert seen["Basis now (bps)"] == f"{basis.iloc[-1]:.2f}"
+    rates = settled(closes.index[0], closes.index[-1] + pd.Timedelta(minutes=1))
+    assert seen["Carry, annualised"] == f"{100 * rates.sum() / len(rates) * 3 * 365:.2f}%"
+    assert seen["Next funding, annualised"] == f"{100 * LIVE_FUNDING[1] * 1095:.2f}%"

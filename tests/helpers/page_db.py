@@ -3,6 +3,11 @@
 ``build_pair_db`` records a cointegrated pair (and a third, unrelated symbol) as trades
 several times a second: X is a random walk, ``log Y = A + B log X + OU noise``, and the
 last ``shock_s`` seconds push Y up so the z-score ends well above 2.
+
+``build_basis_db`` records both Binance markets: BTCUSDT and ETHUSDT on binance-spot,
+BTCUSDT on binance-usdm a few basis points above spot, 26 hours of trades, with the
+perpetual's settled funding every 8 hours (``funding_rates``) and its live rate
+(``funding_live``), and a simulated leg (venue ``sim``) beside them.
 """
 
 from __future__ import annotations
@@ -161,3 +166,94 @@ def rename_series(
                 )
     finally:
         conn.close()
+
+
+SPOT, PERP = "binance-spot", "binance-usdm"
+BASIS_HOURS = 26
+BASIS_STEP_S = 15  # one trade per leg every 15 s
+BASIS_MEAN_BPS = 3.0
+HOUR_MS = 3_600_000
+# Settled BTCUSDT funding: (time from START_S in ms, rate). The first precedes the data;
+# one is stamped 3 ms after the hour, as Binance stamps some; the last, 32 h, is still due.
+FUNDING = [
+    (-8 * HOUR_MS, 0.00010),
+    (0, 0.00012),
+    (8 * HOUR_MS + 3, 0.00020),
+    (16 * HOUR_MS, -0.00005),
+    (24 * HOUR_MS, 0.00009),
+]
+LIVE_FUNDING = (32 * HOUR_MS, 0.00014)  # (next funding time, rate due then) in funding_live
+
+
+def basis_trades(seed: int = 11) -> list[tuple]:
+    """Trade rows of the four legs (see the module's docstring), time-ordered per leg."""
+    rng = np.random.default_rng(seed)
+    n = BASIS_HOURS * 3600 // BASIS_STEP_S
+    t_us = (START_S + np.arange(n) * BASIS_STEP_S) * 1_000_000
+    log_btc = np.log(60_000.0) + np.cumsum(rng.normal(0, 3e-4, n))
+    basis = np.zeros(n)
+    for i in range(1, n):  # an AR(1) around the mean basis, in bps
+        basis[i] = 0.9 * basis[i - 1] + rng.normal(0, 1.0)
+    perp = np.exp(log_btc) * (1 + (BASIS_MEAN_BPS + basis) / 1e4)
+    legs = {
+        (SPOT, "BTCUSDT"): (np.exp(log_btc), 0),
+        (SPOT, "ETHUSDT"): (np.exp(np.log(3_000.0) + np.cumsum(rng.normal(0, 4e-4, n))), 0),
+        (PERP, "BTCUSDT"): (perp, 2_000_000),  # the perpetual trades 2 s after spot
+        ("sim", "ETHUSDT"): (np.exp(np.log(3_000.0) + np.cumsum(rng.normal(0, 4e-4, n))), 0),
+    }
+    rows = []
+    for (venue, symbol), (prices, lag_us) in legs.items():
+        qty = np.round(rng.uniform(0.001, 0.5, n), 6)
+        for i in range(n):
+            price = float(round(prices[i], 2))
+            rows.append((venue, symbol, i + 1, int(t_us[i]) + lag_us, price, float(qty[i]), i % 2))
+    return rows
+
+
+def build_basis_db(path: Path) -> Path:
+    """Both markets, funding and a simulated leg, through the real TradeWriter."""
+    w = TradeWriter(path)
+    w.start()
+    try:
+        rows = basis_trades()
+        for i in range(0, len(rows), 20_000):
+            w.put_trades(rows[i : i + 20_000])
+        now_ms = int(time.time() * 1000)
+        start_ms = START_S * 1000
+        end_us = (START_S + BASIS_HOURS * 3600) * 1_000_000
+
+        def funding_and_status(conn):
+            conn.executemany(
+                "INSERT INTO funding_rates (venue, symbol, funding_time_ms, rate, mark_price)"
+                " VALUES (?, 'BTCUSDT', ?, ?, NULL)",
+                [(PERP, start_ms + offset, rate) for offset, rate in FUNDING],
+            )
+            next_ms, rate = LIVE_FUNDING
+            conn.execute(
+                "INSERT INTO funding_live (venue, symbol, event_time_ms, mark_price,"
+                " index_price, rate, next_funding_ms) VALUES (?, 'BTCUSDT', ?, 60000.0,"
+                " 59990.0, ?, ?)",
+                (PERP, start_ms + BASIS_HOURS * HOUR_MS, rate, start_ms + next_ms),
+            )
+            conn.execute(
+                "INSERT INTO ingest_runs (venue, source, symbols, params_json, pid, started_ms)"
+                " VALUES (?, 'live', 'BTCUSDT,ETHUSDT,BTCUSDT', '{}', 1, ?)",
+                (f"{SPOT},{PERP}", now_ms),
+            )
+            for venue, symbol, nonmarket, problem in (
+                (SPOT, "BTCUSDT", 0, None),
+                (SPOT, "ETHUSDT", 0, None),
+                (PERP, "BTCUSDT", 4, "wrong route: the socket delivers nothing"),
+            ):
+                conn.execute(
+                    "INSERT INTO feed_status (venue, symbol, source, source_since_ms,"
+                    " connected, last_trade_time_us, trades_per_s, nonmarket, problem,"
+                    " updated_ms) VALUES (?, ?, 'live', ?, 1, ?, 0.1, ?, ?, ?)",
+                    (venue, symbol, now_ms, end_us, nonmarket, problem, now_ms),
+                )
+
+        w.submit(funding_and_status)
+        w.flush()
+    finally:
+        w.close()
+    return path

@@ -56,10 +56,10 @@ def render(ctx: Context) -> None:
     if funding:
         included = all(f.rates is not None for f in funding.values())
         m[5].metric(
-            "Funding paid",
-            _pct(result.funding) if included else "not included",
-            help="Paid (> 0) or received (< 0) by the perpetual leg at funding times, "
-            "share of capital: a long perpetual pays the rate when it is positive.",
+            "Funding paid (bps)",
+            f"{1e4 * result.funding:.2f}" if included else "not included",
+            help="Paid (> 0) or received (< 0) by the perpetual leg at funding times, in "
+            "basis points of capital: a long perpetual pays the rate when it is positive.",
         )
     if sharpe_small:
         st.caption(
@@ -171,8 +171,8 @@ def _funding_notes(funding: dict[str, pipeline.LegFunding], paid: float) -> None
     if booked:
         st.caption(
             f"Funding: {'; '.join(booked)}, each paid at its funding time by the position "
-            f"held then (a long perpetual pays the rate when it is positive); {_pct(paid)} "
-            "of capital paid in all."
+            f"held then (a long perpetual pays the rate when it is positive); "
+            f"{1e4 * paid:.2f} bps of capital paid in all."
         )
 
 
