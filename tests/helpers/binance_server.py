@@ -349,7 +349,6 @@ class BinanceServer:
         1 s for ``@markPrice@1s``).
     :param ping_interval: seconds between server pings (None: no pings, like a silent one).
     :param ping_timeout: seconds the server waits for a pong before dropping the client.
-    :param prefix: the REST path prefix, if not the market's (``/api/v3``, ``/fapi/v1``).
     :param port: the port to listen on (0: a free one).
     """
 
@@ -367,7 +366,6 @@ class BinanceServer:
         mark_interval: float | None = None,
         ping_interval: float | None = None,
         ping_timeout: float | None = None,
-        prefix: str | None = None,
         port: int = 0,
     ) -> None:
         if market not in (SPOT, USDM):
@@ -390,7 +388,7 @@ class BinanceServer:
         self.mark_interval = mark_interval
         self.ping_interval = ping_interval
         self.ping_timeout = ping_timeout
-        self.prefix = prefix or ("/fapi/v1" if market == USDM else "/api/v3")
+        self.prefix = "/fapi/v1" if market == USDM else "/api/v3"  # of every REST path
         self.clients: list[Client] = []
         self.connections_total = 0
         self.silent = False  # see set_silent()
