@@ -48,6 +48,8 @@ class FeedStats:
     gaps_filled: int = 0
     gaps_abandoned: int = 0
     rejected: int = 0  # trades refused where they entered (ingest/validate.py)
+    nonmarket: int = 0  # non-market trades (USD-M insurance fund, ADL): ids, not prices
+    problem: str | None = None  # what is wrong now, in words (e.g. a wrong stream route)
 
     def saw_trade(self, trade_id: int, trade_time_us: int) -> None:
         """Count one trade received from the feed."""
@@ -248,6 +250,8 @@ class StatusReporter(threading.Thread):
             "gaps_filled": feed.gaps_filled,
             "gaps_abandoned": feed.gaps_abandoned,
             "rejected": feed.rejected,
+            "nonmarket": feed.nonmarket,
+            "problem": feed.problem,
             "updated_ms": now_ms(),
         }
 
@@ -289,6 +293,7 @@ class StatusReporter(threading.Thread):
                 f"last {age} ago, reconnects {feed.reconnects}, "
                 f"gaps {feed.gaps_open} open/{feed.gaps_filled} filled"
                 f"/{feed.gaps_abandoned} abandoned"
+                + (f", PROBLEM: {feed.problem}" if feed.problem else "")
             )
         parts.append(f"queue {self.writer.queue_depth()}")
         writer = self.writer.stats

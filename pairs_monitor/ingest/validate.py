@@ -17,6 +17,13 @@ handle (an id beyond 64 bits, a year-2255 trade, ``inf`` prices) is ever queued:
   at most :data:`MAX_DECIMAL_CHARS` characters; the value finite and ``> 0``. A JSON number
   where a string is expected is refused too: Binance never sends one.
 - **buyer is maker**: a JSON boolean.
+- **trade type** (USD-M's ``X``): absent or ``MARKET`` for an order-book trade; any other
+  value is a non-market trade (insurance fund, ADL) and must be a short word of letters,
+  digits and underscores (:data:`MAX_TRADE_TYPE_CHARS`). Its price and quantity are
+  ``"0"`` and are not looked at; its id and time are checked as a trade's.
+- **aggregate** (``aggTrades``): its own id and its first and last trade ids are trade
+  ids, ``first <= last`` and at most :data:`MAX_AGGREGATE_IDS` ids; price, quantity, time
+  and side as a trade's.
 
 :func:`socket_trade` and :func:`rest_trade` return a writer row or a :class:`Refusal`
 saying which field was wrong and why; :class:`Rejects` logs refusals (rate limited,
@@ -46,12 +53,22 @@ BINANCE_OPENED_MS = EARLIEST_TRADE_MS  # the same floor, by the name first publi
 BINANCE_OPENED_US = EARLIEST_TRADE_US
 MAX_CLOCK_SKEW_MS = 5 * 60 * 1000
 MAX_DECIMAL_CHARS = 64
+# USD-M's trade types are words like MARKET, INSURANCE_FUND, ADL.
+MARKET_TRADE = "MARKET"
+MAX_TRADE_TYPE_CHARS = 32
+# One aggregate is the fills of one taker order at one price within 100 ms (Binance's
+# aggTrades documentation). Each of its ids becomes a stored trade, so one row claiming
+# millions of ids would flood the store: more than this is refused as no exchange's.
+MAX_AGGREGATE_IDS = 10_000
 VALUE_SHOWN = 40  # characters of a refused value's repr in messages
 
 _DECIMAL = re.compile(r"[0-9]+(?:\.[0-9]+)?")
 _plain = _DECIMAL.fullmatch
+_TRADE_TYPE = re.compile(r"[A-Za-z0-9_]+")
 
 TradeRow = tuple[str, str, int, int, float, float, int]  # as store.writer.TradeRow
+# venue, symbol, trade_id, trade_time_us (None: known only as an id REST left out), type
+NonMarketRow = tuple[str, str, int, int | None, str]
 
 
 def _wall_ms() -> int:
@@ -174,6 +191,22 @@ def check_maker(value: object, field: str = "isBuyerMaker") -> int:
     return 1 if value else 0
 
 
+def check_trade_type(value: object, field: str = "X") -> str:
+    """A trade type such as ``INSURANCE_FUND``: a short word of letters, digits, ``_``.
+
+    :raises Refused: otherwise (numbers, ``null``, lists, long or odd strings).
+    """
+    if type(value) is not str:
+        raise Refused(field, value, "a trade type must be a string")
+    if len(value) > MAX_TRADE_TYPE_CHARS or not _TRADE_TYPE.fullmatch(value):
+        raise Refused(
+            field,
+            value,
+            f"a trade type is letters, digits and _ (at most {MAX_TRADE_TYPE_CHARS})",
+        )
+    return value
+
+
 # -- whole trades ------------------------------------------------------------------------
 
 
@@ -229,6 +262,79 @@ def socket_trade(
     except Refused as exc:
         return exc.refusal
     raise AssertionError("socket_trade: the fast and slow checks disagree")  # pragma: no cover
+
+
+def socket_nonmarket(
+    venue: str, payload: Mapping[str, Any], *, now_ms: int | None = None
+) -> NonMarketRow | Refusal:
+    """A ``nonmarket_trades`` row from an ``@trade`` payload whose ``X`` is not ``MARKET``.
+
+    Example payload (USD-M, an insurance-fund trade): ``{"e":"trade","E":1787137583835,
+    "T":1787137583835,"s":"BTCUSDT","t":7978350772,"p":"0","q":"0","X":"INSURANCE_FUND",
+    "m":false,"st":1}``. The id, time, symbol and type are checked; the price and quantity
+    (``"0"``) are not used.
+    """
+    try:
+        symbol = payload["s"]
+        trade_id = payload["t"]
+        time_ms = payload["T"]
+        kind = payload["X"]
+    except KeyError as exc:
+        return Refusal(str(exc.args[0]), "missing", "field missing")
+    try:
+        if type(symbol) is not str:
+            raise Refused("s", symbol, "a symbol must be a string")
+        check_id(trade_id, "t")
+        check_time_ms(time_ms, "T", now_ms=now_ms)
+        check_trade_type(kind, "X")
+    except Refused as exc:
+        return exc.refusal
+    return (venue, symbol, trade_id, time_ms * 1000, kind)
+
+
+@dataclass(frozen=True, slots=True)
+class Aggregate:
+    """One ``aggTrades`` row: the trade ids ``first..last``, all at ``price``, at ``time_ms``,
+    on one taker side, ``qty`` in all."""
+
+    agg_id: int
+    first: int
+    last: int
+    price: float
+    qty: float
+    time_ms: int
+    maker: int
+
+
+def agg_trade(item: object, *, now_ms: int | None = None) -> Aggregate | Refusal:
+    """An :class:`Aggregate` from one ``aggTrades`` row, or why it was refused.
+
+    Example row: ``{"a":26129,"p":"0.01633102","q":"4.70443515","f":27781,"l":27781,
+    "T":1498793709153,"m":true}``. Beyond a trade's checks: ``f <= l`` and at most
+    :data:`MAX_AGGREGATE_IDS` ids.
+    """
+    if not isinstance(item, Mapping):
+        return Refusal("item", shown(item), "an aggregate must be a JSON object")
+    try:
+        first = check_id(item["f"], "f")
+        last = check_id(item["l"], "l")
+        if last < first:
+            raise Refused("l", last, f"before the first trade id {first}")
+        if last - first >= MAX_AGGREGATE_IDS:
+            raise Refused("l", last, f"more than {MAX_AGGREGATE_IDS} ids from f={first}")
+        return Aggregate(
+            check_id(item["a"], "a"),
+            first,
+            last,
+            check_decimal(item["p"], "p"),
+            check_decimal(item["q"], "q"),
+            check_time_ms(item["T"], "T", now_ms=now_ms),
+            check_maker(item["m"], "m"),
+        )
+    except Refused as exc:
+        return exc.refusal
+    except KeyError as exc:
+        return Refusal(str(exc.args[0]), "missing", "field missing")
 
 
 def rest_trade(

@@ -149,10 +149,10 @@ COUNT_STAGED = "SELECT count(*) FROM temp.incoming"
 UPSERT_FEED_STATUS = """
 INSERT INTO feed_status (venue, symbol, source, source_since_ms, connected, last_trade_id,
     last_trade_time_us, last_message_ms, reconnects, trades_per_s, queue_depth, gaps_open,
-    gaps_filled, gaps_abandoned, rejected, updated_ms)
+    gaps_filled, gaps_abandoned, rejected, nonmarket, problem, updated_ms)
 VALUES (:venue, :symbol, :source, :source_since_ms, :connected, :last_trade_id,
     :last_trade_time_us, :last_message_ms, :reconnects, :trades_per_s, :queue_depth,
-    :gaps_open, :gaps_filled, :gaps_abandoned, :rejected, :updated_ms)
+    :gaps_open, :gaps_filled, :gaps_abandoned, :rejected, :nonmarket, :problem, :updated_ms)
 ON CONFLICT (venue, symbol) DO UPDATE SET
     source = excluded.source, source_since_ms = excluded.source_since_ms,
     connected = excluded.connected,
@@ -162,7 +162,8 @@ ON CONFLICT (venue, symbol) DO UPDATE SET
     reconnects = excluded.reconnects, trades_per_s = excluded.trades_per_s,
     queue_depth = excluded.queue_depth, gaps_open = excluded.gaps_open,
     gaps_filled = excluded.gaps_filled, gaps_abandoned = excluded.gaps_abandoned,
-    rejected = excluded.rejected, updated_ms = excluded.updated_ms
+    rejected = excluded.rejected, nonmarket = excluded.nonmarket, problem = excluded.problem,
+    updated_ms = excluded.updated_ms
 """
 # The writer's health: one row (id 1), written by the status reporter's own connection.
 UPSERT_WRITER_STATUS = """
@@ -188,21 +189,60 @@ REPLAY_RUNS = "SELECT run_id, params_json FROM ingest_runs WHERE source = 'repla
 
 OPEN_GAP = (
     "INSERT INTO gaps (venue, symbol, first_missing_id, last_missing_id, reason, status, "
-    "detected_ms, resolved_ms, trades_recovered, note) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+    "detected_ms, resolved_ms, trades_recovered, note, filled_from) "
+    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 )
+# filled_from: the endpoint a fill came from; kept when a resolve names none (abandoned).
 RESOLVE_GAP = (
     "UPDATE gaps SET status = ?, resolved_ms = ?, trades_recovered = trades_recovered + ?, "
-    "last_missing_id = ?, note = ? WHERE gap_id = ?"
+    "last_missing_id = ?, note = ?, filled_from = coalesce(?, filled_from) WHERE gap_id = ?"
 )
-# Holes inside the stored ids of a symbol up to a bound: one window-function pass.
+# An open gap that stays open (older than REST serves, say): its range and why.
+NOTE_OPEN_GAP = (
+    "UPDATE gaps SET first_missing_id = ?, last_missing_id = ?, note = ? WHERE gap_id = ?"
+)
+# Holes inside the stored ids of a symbol up to a bound: one window-function pass over the
+# ids of trades and of non-market trades together (an insurance-fund id is no hole). The two
+# primary keys are merged in order (MERGE (UNION ALL)), so the window sorts nothing.
 STORED_HOLES = """
 SELECT trade_id + 1, next_id - 1 FROM (
-    SELECT trade_id, lead(trade_id) OVER (ORDER BY trade_id) AS next_id
-    FROM trades WHERE venue = ? AND symbol = ? AND trade_id <= ?)
+    SELECT trade_id, lead(trade_id) OVER (ORDER BY trade_id) AS next_id FROM (
+        SELECT trade_id FROM trades WHERE venue = ?1 AND symbol = ?2 AND trade_id <= ?3
+        UNION ALL
+        SELECT trade_id FROM nonmarket_trades
+        WHERE venue = ?1 AND symbol = ?2 AND trade_id <= ?3))
 WHERE next_id > trade_id + 1
 ORDER BY trade_id
 """
-LAST_STORED_ID = "SELECT max(trade_id) FROM trades WHERE venue = ? AND symbol = ?"
+# The highest id accounted for: a trade, or a non-market trade (two primary-key lookups;
+# the aggregate max skips the NULL of a table holding none).
+LAST_STORED_ID = """
+SELECT max(trade_id) FROM (
+    SELECT max(trade_id) AS trade_id FROM trades WHERE venue = ?1 AND symbol = ?2
+    UNION ALL
+    SELECT max(trade_id) FROM nonmarket_trades WHERE venue = ?1 AND symbol = ?2)
+"""
+# The time (µs) of the last stored trade below an id: where aggTrades starts looking for
+# the aggregate of the ids after it (trade times do not decrease as ids rise).
+TIME_BEFORE = (
+    "SELECT trade_time_us FROM trades WHERE venue = ? AND symbol = ? AND trade_id < ? "
+    "ORDER BY trade_id DESC LIMIT 1"
+)
+# What is stored of one aggregate's ids outside the range being filled: its other trades'
+# count and quantity, so the ids filled get the rest of the aggregate's quantity.
+STORED_OF_AGGREGATE = (
+    "SELECT count(*), total(qty) FROM trades WHERE venue = ?1 AND symbol = ?2 "
+    "AND trade_id BETWEEN ?3 AND ?4 AND trade_id NOT BETWEEN ?5 AND ?6"
+)
+# Non-market trades: the socket's (with its time and type) wins over an id REST left out
+# (NOT_IN_REST, no time); a repeat changes nothing.
+UPSERT_NONMARKET = """
+INSERT INTO nonmarket_trades (venue, symbol, trade_id, trade_time_us, trade_type)
+VALUES (?, ?, ?, ?, ?)
+ON CONFLICT (venue, symbol, trade_id) DO UPDATE SET
+    trade_time_us = excluded.trade_time_us, trade_type = excluded.trade_type
+WHERE nonmarket_trades.trade_type = 'NOT_IN_REST' AND excluded.trade_type <> 'NOT_IN_REST'
+"""
 # Ranges REST was asked for and did not have: a later hole scan does not ask again.
 ABANDONED_GAPS = (
     "SELECT first_missing_id, last_missing_id FROM gaps "

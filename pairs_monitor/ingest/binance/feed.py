@@ -9,12 +9,13 @@ Where to look:
   and the state a start resumes from;
 - ``ingest/binance/gaps.py``: catch-up after each (re)connect, gap filling, the start-up
   hole scan, the gaps table;
-- this module: the command-line flags, symbol validation, the frame parser, trade-id
-  continuity, and the batching of rows into the writer.
+- this module: what differs between the markets (:class:`Market`), symbol validation,
+  the frame parser, trade-id continuity, non-market trades, the wrong-route check, and
+  the batching of rows into the writer.
 
 Threads: one per connection (receive and parse only), a flusher that hands batches to
-the writer every few milliseconds, the gap filler, the watchdog. The writer thread
-(store/writer.py) is the only one that touches SQLite for writing.
+the writer every few milliseconds, the gap filler, the watchdog, the route check. The
+writer thread (store/writer.py) is the only one that touches SQLite for writing.
 """
 
 from __future__ import annotations
@@ -24,10 +25,12 @@ import collections
 import functools
 import logging
 import queue
+import sqlite3
 import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 import orjson
 import requests
@@ -35,47 +38,81 @@ import requests
 from pairs_monitor.clock import Backoff, now_ms
 from pairs_monitor.ingest import flags
 from pairs_monitor.ingest.binance.gaps import CatchUp, Fill, GapFiller, ScanHoles
-from pairs_monitor.ingest.binance.rest import RestClient, RestError, Stopped
+from pairs_monitor.ingest.binance.rest import BadApiKey, RestClient, RestError, Stopped
 from pairs_monitor.ingest.binance.tape import SymbolTape, load_start_state
 from pairs_monitor.ingest.binance.ws import (
+    SPOT_ROUTE,
+    USDM_ROUTE,
     AttemptLimiter,
     ServerShutdown,
     StreamConnection,
     Watchdog,
     plan_connections,
     stream_url,
-    trade_streams,
+    symbol_streams,
 )
 from pairs_monitor.ingest.status import FeedStats
 from pairs_monitor.ingest.validate import (
+    MARKET_TRADE,
+    NonMarketRow,
     RateLimitedLog,
     Refusal,
     Rejects,
     shown,
+    socket_nonmarket,
     socket_trade,
 )
+from pairs_monitor.store import sql
 from pairs_monitor.store.writer import TradeWriter
 
 log = logging.getLogger("ingest.binance")
 _loads = orjson.loads
 
+DAY_MS = 86_400_000
+
 
 @dataclass(frozen=True)
 class Market:
-    """Where one Binance market lives."""
+    """Where one Binance market lives and how it answers (docs/sources.md).
+
+    ``ws_url`` and ``rest_url`` are the default host bases; the feed appends ``ws_route``
+    (the combined-stream path) and ``rest_prefix``.
+    """
 
     venue: str
     ws_url: str
     rest_url: str
     rest_prefix: str
+    name: str = "spot"
+    ws_route: str = SPOT_ROUTE
+    trades_page: int = 1000  # historicalTrades' largest page
+    trades_weight: int = 25  # historicalTrades' weight
+    trades_need_key: bool = False  # historicalTrades wants X-MBX-APIKEY
+    recent_weight: int = 25  # trades?limit=1 (the newest id)
+    history_ms: int | None = None  # how far back REST serves trades; None: all of it
+    nonmarket: bool = False  # trades of type X other than MARKET exist (never in REST)
 
 
 MARKETS = {
     "spot": Market(
         "binance-spot", "wss://stream.binance.com:9443", "https://api.binance.com", "/api/v3"
     ),
+    # Since 2026-04-23 (../shared/BINANCE.md): streams under /market, historicalTrades
+    # with a key only, 500 a page, weight 20, three months back; insurance-fund and ADL
+    # trades on the socket only.
     "usdm": Market(
-        "binance-usdm", "wss://fstream.binance.com", "https://fapi.binance.com", "/fapi/v1"
+        "binance-usdm",
+        "wss://fstream.binance.com",
+        "https://fapi.binance.com",
+        "/fapi/v1",
+        name="usdm",
+        ws_route=USDM_ROUTE,
+        trades_page=500,
+        trades_weight=20,
+        trades_need_key=True,
+        recent_weight=5,
+        history_ms=90 * DAY_MS,
+        nonmarket=True,
     ),
 }
 
@@ -97,10 +134,20 @@ MAX_UNCONFIRMED_JUMP = 10_000
 # An id this far below the frontier is not a late repeat but a value no exchange sends.
 MAX_BEHIND = 100_000
 CONFIRM_INTERVAL = 5.0  # seconds between two confirmations of one symbol
+# A connection up this long without a single trade while REST shows one of its symbols
+# trading is on the wrong route (USD-M's legacy /stream accepts, pings and sends nothing).
+SILENT_ROUTE_S = 60.0
 
 
 class FeedError(Exception):
     """The live source cannot start as asked (e.g. an unknown symbol)."""
+
+
+class MarkPriceSink(Protocol):
+    """Where ``markPriceUpdate`` events go (``funding.FundingRecorder``)."""
+
+    def on_mark_price(self, payload: dict) -> None:
+        """Take one event; called in the receive thread, so it must not block."""
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -200,10 +247,21 @@ def from_args(args: argparse.Namespace, writer: TradeWriter) -> BinanceFeed:
 class BinanceFeed:
     """Live trades of some symbols of one Binance market, with continuity and backfill.
 
-    :param market: which market (venue, default URLs, REST prefix).
+    :param market: which market (venue, routes, REST facts).
     :param symbols: upper-case symbols.
     :param writer: the writer thread.
     :param db_path: the database (read-only reads at start: last ids, holes, open gaps).
+    :param ws_url: WebSocket host base; the market's route is appended.
+    :param rest_url: REST host base; the market's prefix is appended.
+    :param api_key: ``BINANCE_API_KEY``: sent in ``X-MBX-APIKEY`` to historicalTrades
+        where the market needs it (USD-M), nowhere else; never logged nor stored.
+    :param silent_route_s: seconds a connection may deliver no trade, while REST shows
+        one of its symbols trading, before it is reported as on the wrong route.
+    :raises FeedError: for an API key that cannot be sent as a header.
+
+    ``funding``: set it before :meth:`run` to an object with ``on_mark_price(payload)``;
+    the feed then also subscribes ``<symbol>@markPrice`` and hands it every
+    ``markPriceUpdate`` event (in the receive thread).
     """
 
     def __init__(
@@ -221,6 +279,8 @@ class BinanceFeed:
         backoff_max: float = DEFAULT_BACKOFF_MAX,
         connect_timeout: float = DEFAULT_CONNECT_TIMEOUT,
         max_connection_age: float = DEFAULT_MAX_CONNECTION_AGE,
+        api_key: str | None = None,
+        silent_route_s: float = SILENT_ROUTE_S,
     ) -> None:
         self.market = market
         self.venue = market.venue
@@ -236,22 +296,31 @@ class BinanceFeed:
         self.max_connection_age = max_connection_age
         self.stats = [FeedStats(self.venue, s, "live") for s in self.symbols]
         self.tapes = {st.symbol: SymbolTape(st.symbol, st) for st in self.stats}
+        self.silent_route_s = silent_route_s
+        # Only a market whose historicalTrades wants the key is given it.
+        key = api_key if market.trades_need_key else None
         self.params = {
-            "market": next(k for k, v in MARKETS.items() if v == market),
+            "market": market.name,
             "ws_url": self.ws_url,
+            "ws_route": market.ws_route,
             "rest_url": self.rest_url,
+            "api_key": key is not None,  # whether one was given; never the key
             "max_catchup": max_catchup,
             "rest_weight_per_min": rest_weight_per_min,
             "watchdog_s": watchdog,
         }
         self.stop = threading.Event()  # internal: set once run() is asked to stop
-        self.rest = RestClient(
-            self.rest_url,
-            market.rest_prefix,
-            weight_per_min=rest_weight_per_min,
-            stop=self.stop,
-            timeout=connect_timeout,
-        )
+        try:
+            self.rest = RestClient(
+                self.rest_url,
+                market.rest_prefix,
+                weight_per_min=rest_weight_per_min,
+                stop=self.stop,
+                timeout=connect_timeout,
+                api_key=key,
+            )
+        except BadApiKey as exc:
+            raise FeedError(f"BINANCE_API_KEY cannot be used: {exc}") from None
         self.filler = GapFiller(
             self.rest,
             writer,
@@ -260,10 +329,14 @@ class BinanceFeed:
             db_path,
             max_catchup=max_catchup,
             stop=self.stop,
+            market=market,
+            flush=self._drain,
         )
+        self.funding: MarkPriceSink | None = None
         self.connections: list[StreamConnection] = []
         self.connected = threading.Event()  # set while at least one connection is up
         self._pending: collections.deque[tuple] = collections.deque()
+        self._nonmarket: collections.deque[NonMarketRow] = collections.deque()
         self._drain_lock = threading.Lock()
         self._bad = RateLimitedLog(log)
         self._rejects = Rejects(log, "socket")
@@ -272,6 +345,7 @@ class BinanceFeed:
         # Hands parsed rows to the writer; an attribute so the daemon's supervision sees it.
         self.flusher = threading.Thread(target=self._flush_loop, name="flusher", daemon=True)
         self._ever_connected: set[str] = set()
+        self.route_check = _RouteCheck(self)
 
     # -- start-up --------------------------------------------------------------------
 
@@ -338,19 +412,31 @@ class BinanceFeed:
 
     def run(self, stop_event: threading.Event) -> None:
         """Produce until ``stop_event`` is set; then stop reading and hand over all rows."""
+        if self.market.trades_need_key:
+            log.info(
+                "%s: gaps and catch-ups from %s",
+                self.venue,
+                "historicalTrades (API key set)"
+                if self.rest.has_key
+                else "aggTrades (no API key: 1-second bars exact, each trade's quantity "
+                "its aggregate's share)",
+            )
         self._load_start_state()
         self.filler.start()
         self.confirmer.start()
         self.flusher.start()
         limiter = AttemptLimiter()
+        kinds = ("trade", "markPrice") if self.funding is not None else ("trade",)
+        route = self.market.ws_route
         # Split by Binance's 1,024 streams and by URL length (5,000 symbols in one URL
         # got "414 Request-URI Too Long" for ever); a non-ASCII symbol rides alone.
-        for number, symbols in enumerate(plan_connections(self.ws_url, self.symbols)):
+        planned = plan_connections(self.ws_url, self.symbols, route=route, kinds=kinds)
+        for number, symbols in enumerate(planned):
             conn = StreamConnection(
-                stream_url(self.ws_url, trade_streams(symbols)),
+                stream_url(self.ws_url, symbol_streams(symbols, kinds), route),
                 name=f"ws-{number}",
                 on_message=self._on_message,
-                on_connect=functools.partial(self._on_connect, symbols),
+                on_connect=functools.partial(self._on_connect, symbols, number),
                 on_disconnect=functools.partial(self._on_disconnect, symbols),
                 stop=self.stop,
                 limiter=limiter,
@@ -358,6 +444,7 @@ class BinanceFeed:
                 backoff=Backoff(0.5, self.backoff_max),
             )
             self.connections.append(conn)
+            self.route_check.watch(conn, symbols)
         watchdog = Watchdog(
             self.connections,
             self.stop,
@@ -367,6 +454,7 @@ class BinanceFeed:
         for conn in self.connections:
             conn.start()
         watchdog.start()
+        self.route_check.start()
         stop_event.wait()
         self.shutdown()
         self.flusher.join(5)
@@ -380,8 +468,9 @@ class BinanceFeed:
         for conn in self.connections:
             conn.join(5)
         self.filler.join(2)
-        if self.confirmer.is_alive():
-            self.confirmer.join(2)
+        for thread in (self.confirmer, self.route_check):
+            if thread.is_alive():
+                thread.join(2)
         self._drain()
         log.info("live source stopped: %d trades received on the socket", self.received)
 
@@ -419,9 +508,15 @@ class BinanceFeed:
                 rows = [popleft() for _ in range(take)]
                 self.writer.put_trades(rows, block=True, stop=self.stop)
                 count -= take
+            nonmarket = self._nonmarket
+            if nonmarket:
+                taken = [nonmarket.popleft() for _ in range(len(nonmarket))]
+                self.writer.submit(functools.partial(_store_nonmarket, taken))
 
-    def _on_connect(self, symbols: list[str]) -> None:
+    def _on_connect(self, symbols: list[str], number: int | None = None) -> None:
         """A connection is up: catch up every symbol from its last id (receive thread)."""
+        if number is not None:
+            self.route_check.connected(number)
         for symbol in symbols:
             tape = self.tapes[symbol]
             with tape.lock:
@@ -430,7 +525,7 @@ class BinanceFeed:
                     tape.stats.reconnects += 1
                 self._ever_connected.add(symbol)
                 if tape.high is not None and tape.awaiting is None:
-                    tape.awaiting = CatchUp(symbol, tape.high + 1)
+                    tape.awaiting = CatchUp(symbol, tape.high + 1, after_ms=_time_ms(tape.stats))
                     self.filler.add(tape.awaiting)
         self.connected.set()
 
@@ -447,7 +542,11 @@ class BinanceFeed:
 
         Expected frame: ``{"stream":"btcusdt@trade","data":{"e":"trade","E":1672515782136,
         "s":"BTCUSDT","t":12345,"p":"0.001","q":"100","T":1672515782136,"m":true,"M":true}}``
-        (times in ms; stored in µs). Anything else is handled by :meth:`_other_frame`.
+        (times in ms; stored in µs); on USD-M ``{"e":"trade","E":1787137583835,
+        "T":1787137583835,"s":"BTCUSDT","t":7978350772,"p":"64486.00","q":"0.002",
+        "X":"MARKET","m":false,"st":1}``, where an ``X`` other than ``MARKET`` is a
+        non-market trade (:meth:`_nonmarket_trade`). Anything else is handled by
+        :meth:`_other_frame`.
         """
         msg = None
         try:
@@ -455,6 +554,8 @@ class BinanceFeed:
             payload = msg["data"]
             if payload["e"] != "trade":
                 return self._other_frame(msg, data)
+            if payload.get("X", MARKET_TRADE) != MARKET_TRADE:
+                return self._nonmarket_trade(msg, payload, data)
             row = socket_trade(self.venue, payload)
             if isinstance(row, Refusal):
                 return self._refused(msg, payload, row, data)
@@ -480,6 +581,27 @@ class BinanceFeed:
         if len(pending) > MAX_PENDING:
             self._drain()  # the writer is behind: wait here (backpressure to the socket)
 
+    def _nonmarket_trade(self, msg: object, payload: dict, data: bytes) -> None:
+        """A trade whose ``X`` is not ``MARKET`` (USD-M insurance fund, ADL): its id moves
+        the tape on like a trade's, without a gap; it goes to ``nonmarket_trades``, never
+        to trades or bars, and is counted in ``FeedStats.nonmarket``."""
+        if not self.market.nonmarket:
+            kind = payload.get("X")
+            refusal = Refusal("X", shown(kind), f"{self.venue} has no trade types")
+            return self._refused(msg, payload, refusal, data)
+        row = socket_nonmarket(self.venue, payload)
+        if isinstance(row, Refusal):
+            return self._refused(msg, payload, row, data)
+        tape = self.tapes.get(row[1])
+        if tape is None:
+            return self._other_frame(msg, data, KeyError(row[1]))
+        tape.nonmarket_seen += 1
+        trade_time_us = row[3]
+        assert trade_time_us is not None  # the socket's always has its time
+        if self._continuity(tape, row[2], trade_time_us, market=False):
+            tape.stats.nonmarket += 1
+            self._nonmarket.append(row)
+
     def _refused(self, msg: object, payload: dict, refusal: Refusal, data: bytes) -> None:
         """A trade with a value no exchange sends: counted for its symbol, logged."""
         symbol = payload.get("s")
@@ -488,9 +610,13 @@ class BinanceFeed:
             return self._other_frame(msg, data, ValueError(str(refusal)))
         self._rejects.report(tape.symbol, refusal, tape.stats)
 
-    def _continuity(self, tape: SymbolTape, trade_id: int, trade_time_us: int) -> bool:
+    def _continuity(
+        self, tape: SymbolTape, trade_id: int, trade_time_us: int, *, market: bool = True
+    ) -> bool:
         """A trade that is not simply ``high + 1``: the first, a jump, a repeat, a hand-over.
 
+        :param market: False for a non-market trade: it moves the frontier alike, and is
+            not counted among the trades received.
         :returns: whether to store it: not a repeat (at or below the frontier, already
             stored or being fetched), nor an implausible id (refused, see docs/sources.md).
         """
@@ -519,7 +645,15 @@ class BinanceFeed:
                     task.until = trade_id - 1
                     self.filler.bound_catch_up(task)
                 elif trade_id > high + 1:
-                    self.filler.add(Fill(tape.symbol, high + 1, trade_id - 1, "live-jump"))
+                    self.filler.add(
+                        Fill(
+                            tape.symbol,
+                            high + 1,
+                            trade_id - 1,
+                            "live-jump",
+                            after_ms=_time_ms(stats),
+                        )
+                    )
                     log.warning(
                         "%s: trade id jumped from %d to %d; gap of %d queued for REST",
                         tape.symbol,
@@ -537,12 +671,14 @@ class BinanceFeed:
                 self._rejects.report(tape.symbol, refusal, stats)
                 return False
             else:  # a repeat (re-sent after a reconnect, or already fetched over REST)
-                stats.trades_total += 1
+                if market:
+                    stats.trades_total += 1
                 return False
-            stats.trades_total += 1
-            if stats.last_trade_id is None or trade_id > stats.last_trade_id:
-                stats.last_trade_id = trade_id
-                stats.last_trade_time_us = trade_time_us
+            if market:
+                stats.trades_total += 1
+                if stats.last_trade_id is None or trade_id > stats.last_trade_id:
+                    stats.last_trade_id = trade_id
+                    stats.last_trade_time_us = trade_time_us
             return True
 
     @staticmethod
@@ -568,6 +704,12 @@ class BinanceFeed:
                 raise ServerShutdown
             if "id" in msg and "result" in msg:
                 log.debug("answer to request %s: %s", msg["id"], msg["result"])
+                return
+            if event == "markPriceUpdate" and self.funding is not None:
+                try:
+                    self.funding.on_mark_price(payload)
+                except Exception as trouble:  # the recorder's must not cost the trades
+                    self._bad.report("mark-price", "markPrice event not taken (%r)", trouble)
                 return
             if event == "trade" and exc is not None:
                 self._bad.report(
@@ -634,7 +776,9 @@ class _Confirmer(threading.Thread):
                 # itself and moves the frontier when done.
                 if real and tape.awaiting is None and high is not None and newest > high:
                     tape.high = newest
-                    self.filler.add(Fill(symbol, high + 1, newest, "live-jump"))
+                    self.filler.add(
+                        Fill(symbol, high + 1, newest, "live-jump", after_ms=_time_ms(tape.stats))
+                    )
             if real:
                 log.warning(
                     "%s: trade id jump to %s confirmed by REST (newest id %d, tape at %s); "
@@ -652,3 +796,133 @@ class _Confirmer(threading.Thread):
                     newest,
                     high,
                 )
+
+
+class _RouteCheck(threading.Thread):
+    """Tells a wrong stream route from a quiet market.
+
+    USD-M's legacy ``/stream`` accepts a connection and answers pings but sends nothing:
+    the watchdog is content, and the tape would silently stop. A connection that has been
+    up ``silent_route_s`` without a single trade frame is checked against REST: when
+    REST's newest id of one of its symbols is past the tape, the route is wrong. That is
+    logged as an error naming the URL, set as ``problem`` of its symbols (feed_status,
+    the page), and the ids REST shows are fetched as a ``silent-socket`` gap, again every
+    ``silent_route_s``, until the socket delivers (which clears the problem).
+    """
+
+    LOOK_AT = 5  # symbols asked about per look (REST weight), in turn
+
+    def __init__(self, feed: BinanceFeed) -> None:
+        super().__init__(name="route-check", daemon=True)
+        self.feed = feed
+        self.watched: list[tuple[StreamConnection, list[str]]] = []
+        self.baseline: dict[int, int] = {}  # connection -> its symbols' count at connect
+        self.reported: set[int] = set()
+        self._turn: dict[int, int] = {}
+
+    def watch(self, conn: StreamConnection, symbols: list[str]) -> None:
+        """Watch one more connection (before :meth:`start`)."""
+        self.watched.append((conn, symbols))
+
+    def connected(self, number: int) -> None:
+        """Connection ``number`` is up: what it delivers from now on is counted."""
+        if number < len(self.watched):
+            self.baseline[number] = self._delivered(self.watched[number][1])
+
+    def _delivered(self, symbols: list[str]) -> int:
+        tapes = self.feed.tapes
+        return sum(tapes[s].stats.trades_total + tapes[s].nonmarket_seen for s in symbols)
+
+    def run(self) -> None:
+        feed = self.feed
+        tick = max(0.05, min(1.0, feed.silent_route_s / 4))
+        due: dict[int, float] = {}
+        while not feed.stop.wait(tick):
+            now = time.monotonic()
+            for number, (conn, symbols) in enumerate(self.watched):
+                if self._delivered(symbols) > self.baseline.get(number, 0):
+                    if number in self.reported:
+                        self._clear(number, conn, symbols)
+                    continue
+                started = conn.connected_at
+                if started is None or now - started < feed.silent_route_s:
+                    continue
+                if now < due.get(number, 0.0):
+                    continue
+                due[number] = now + feed.silent_route_s
+                try:
+                    self._look(number, conn, symbols, now - started)
+                except Stopped:
+                    return
+                except Exception as exc:  # REST down: look again next time
+                    log.warning(
+                        "%s: cannot compare the silent socket with REST (%s)", conn.name, exc
+                    )
+
+    def _look(self, number: int, conn: StreamConnection, symbols: list[str], silent: float) -> None:
+        feed = self.feed
+        start = self._turn.get(number, 0)
+        asked = [
+            symbols[(start + k) % len(symbols)] for k in range(min(self.LOOK_AT, len(symbols)))
+        ]
+        self._turn[number] = start + len(asked)
+        behind: list[tuple[str, int, int | None]] = []
+        for symbol in asked:
+            newest = feed.rest.latest_trade_id(symbol, weight=feed.market.recent_weight)
+            tape = feed.tapes[symbol]
+            if newest is not None and (tape.high is None or newest > tape.high):
+                behind.append((symbol, newest, tape.high))
+        if not behind:
+            return  # a quiet market: nothing traded that the tape lacks
+        symbol, newest, high = behind[0]
+        problem = (
+            f"no trade on {conn.name} for {silent:.0f} s while REST shows {symbol} trading "
+            f"(newest id {newest}, tape at {high}): wrong stream route? "
+            f"{_short_url(conn.url)} delivers nothing; USD-M serves trade streams under "
+            "/market/stream since 2026-04-23, and --ws-url takes the host only (e.g. "
+            "wss://fstream.binance.com). Missing trades are fetched over REST meanwhile."
+        )
+        if number not in self.reported:
+            self.reported.add(number)
+            log.error("%s", problem)
+        for name in symbols:
+            feed.tapes[name].stats.problem = problem
+        for name, newest, _ in behind:
+            self._recover(name, newest)
+
+    def _recover(self, symbol: str, newest: int) -> None:
+        """Fetch the ids up to REST's newest as a gap, and move the frontier there."""
+        feed = self.feed
+        tape = feed.tapes[symbol]
+        with tape.lock:
+            if tape.awaiting is not None:
+                return  # the catch-up in flight fetches them and hands over
+            high = tape.high
+            tape.high = newest
+            if high is None or newest <= high:
+                return  # nothing stored yet: the tape starts at REST's newest
+            feed.filler.add(
+                Fill(symbol, high + 1, newest, "silent-socket", after_ms=_time_ms(tape.stats))
+            )
+
+    def _clear(self, number: int, conn: StreamConnection, symbols: list[str]) -> None:
+        self.reported.discard(number)
+        for name in symbols:
+            self.feed.tapes[name].stats.problem = None
+        log.warning(
+            "%s: trades arrive on the socket again; the route problem is cleared", conn.name
+        )
+
+
+def _store_nonmarket(rows: list[NonMarketRow], conn: sqlite3.Connection) -> None:
+    conn.executemany(sql.UPSERT_NONMARKET, rows)
+
+
+def _time_ms(stats: FeedStats) -> int | None:
+    """The time (ms) of the feed's newest trade: at or before any id after the tape's."""
+    time_us = stats.last_trade_time_us
+    return None if time_us is None else time_us // 1000
+
+
+def _short_url(url: str) -> str:
+    return url if len(url) < 100 else url[:97] + "..."

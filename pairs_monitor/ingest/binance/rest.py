@@ -8,6 +8,12 @@ server dribbles, and ends early when the daemon stops. ``Retry-After`` is parsed
 defensively and honoured up to :data:`MAX_RETRY_AFTER_S`; a longer one is a ban
 (:class:`RestBanned`), left to the caller. The gap filler (``gaps.py``) and the symbol
 check at start (``feed.py``) are its users.
+
+An API key (USD-M futures' ``historicalTrades`` needs one) goes in the ``X-MBX-APIKEY``
+header of the requests that ask for it (``keyed=True``) and nowhere else: not in the
+parameters, the URL, a log line or an exception's text. A key that would not fit in a
+header is refused at construction (:class:`BadApiKey`), without being shown, because
+``requests`` puts an invalid header's value into its error message.
 """
 
 from __future__ import annotations
@@ -15,9 +21,11 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
+import re
 import socket
 import threading
 import time
+from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
@@ -26,15 +34,31 @@ import urllib3
 from requests.adapters import HTTPAdapter
 
 from pairs_monitor.clock import Backoff
-from pairs_monitor.ingest.validate import Refusal, Rejects, rest_trade, shown
+from pairs_monitor.ingest.validate import (
+    Aggregate,
+    Refusal,
+    Rejects,
+    agg_trade,
+    rest_trade,
+    shown,
+)
 from pairs_monitor.store.writer import TradeRow
 
 log = logging.getLogger("ingest.binance.rest")
 
-PAGE = 1000  # historicalTrades' largest page
-HISTORICAL_TRADES_WEIGHT = 25
+PAGE = 1000  # spot historicalTrades' largest page (USD-M: 500, feed.Market.trades_page)
+HISTORICAL_TRADES_WEIGHT = 25  # spot; USD-M 20
 RECENT_TRADES_WEIGHT = 25
 EXCHANGE_INFO_WEIGHT = 20
+AGG_PAGE = 1000  # aggTrades' largest page, both markets
+AGG_TRADES_WEIGHT = 20  # USD-M's (spot's is 4: the larger is the safe one for a budget)
+AGG_WINDOW_MS = 3_600_000 - 1  # startTime..endTime (inclusive) must be under an hour
+API_KEY_HEADER = "X-MBX-APIKEY"
+# What an API key may hold to be sent as a header: Binance's are 64 letters and digits.
+_API_KEY = re.compile(r"[\x21-\x7e]{1,512}")
+# Binance's answers to a key it refuses: -2015 invalid key, IP or permissions; -2014 bad
+# format.
+KEY_REFUSED_CODES = (-2015, -2014)
 # The longest Retry-After waited for in place. Binance's 429 asks for seconds to minutes;
 # a longer wait (its 418 bans last 2 minutes to 3 days) is a ban, told to the caller.
 MAX_RETRY_AFTER_S = 300.0
@@ -61,6 +85,10 @@ class RestBanned(RestError):
     def __init__(self, status: int, retry_after: float, raw: str | None) -> None:
         super().__init__(status, None, f"rate limited; Retry-After {raw!r}")
         self.retry_after = retry_after
+
+
+class BadApiKey(ValueError):
+    """The API key cannot be sent as a header (its value is never shown)."""
 
 
 class NotJson(requests.RequestException):
@@ -150,6 +178,9 @@ class RestClient:
     :param stop: set when the daemon stops; waits and requests in flight end early and
         raise :class:`Stopped`.
     :param timeout: seconds for one request, all of it (connect, headers and body).
+    :param api_key: sent as ``X-MBX-APIKEY`` with the requests made with ``keyed=True``
+        only; never logged.
+    :raises BadApiKey: for a key with characters a header cannot carry.
     """
 
     def __init__(
@@ -160,7 +191,15 @@ class RestClient:
         weight_per_min: float,
         stop: threading.Event,
         timeout: float = 10.0,
+        api_key: str | None = None,
     ) -> None:
+        if api_key is not None and not _API_KEY.fullmatch(api_key):
+            raise BadApiKey(
+                f"the API key ({len(api_key)} characters) holds a space, a control or a "
+                "non-ASCII character, or is empty or longer than 512: Binance's keys are "
+                "64 letters and digits; copy it again"
+            )
+        self._api_key = api_key
         self.base_url = base_url.rstrip("/")
         self.prefix = prefix
         self.budget = WeightBudget(weight_per_min)
@@ -172,6 +211,15 @@ class RestClient:
         self.rejects = Rejects(log, "REST")  # trades refused by rest_row
         self.feed_stats: dict[str, Any] = {}  # symbol -> FeedStats, counting those refusals
 
+    @property
+    def has_key(self) -> bool:
+        """Whether an API key was given."""
+        return self._api_key is not None
+
+    def __repr__(self) -> str:
+        key = "with a key" if self._api_key else "no key"
+        return f"RestClient({self.base_url}{self.prefix}, {key})"
+
     def get(
         self,
         endpoint: str,
@@ -180,6 +228,7 @@ class RestClient:
         *,
         attempts: int | None = None,
         timeout: float | None = None,
+        keyed: bool = False,
     ) -> Any:  # the decoded JSON: its shape is the endpoint's
         """GET ``prefix/endpoint`` and return the decoded JSON.
 
@@ -194,8 +243,10 @@ class RestClient:
         :raises Stopped: when the daemon stops meanwhile.
         :raises requests.RequestException: when ``attempts`` run out.
         :param timeout: seconds for the whole request, if not the client's own.
+        :param keyed: send the API key (if the client has one) in ``X-MBX-APIKEY``.
         """
         url = f"{self.base_url}{self.prefix}/{endpoint}"
+        headers = {API_KEY_HEADER: self._api_key} if keyed and self._api_key else None
         failures = 0
         backoff = Backoff(base=1.0, cap=30.0)
         while True:
@@ -204,7 +255,7 @@ class RestClient:
             self.budget.spend(weight, self.stop)
             self.requests += 1
             try:
-                response = self._request(url, params, timeout or self.timeout)
+                response = self._request(url, params, timeout or self.timeout, headers)
                 status = response.status_code
                 payload = _json_of(response) if status < 400 else None
             except requests.RequestException as exc:
@@ -251,7 +302,9 @@ class RestClient:
                 raise RestError(status, code, msg)
             return payload
 
-    def _request(self, url: str, params: dict, seconds: float) -> requests.Response:
+    def _request(
+        self, url: str, params: dict, seconds: float, headers: dict[str, str] | None = None
+    ) -> requests.Response:
         """One GET, all of it within ``seconds``; ends early when the daemon stops.
 
         ``timeout`` in requests bounds each socket operation, so a server sending one
@@ -285,7 +338,7 @@ class RestClient:
         watcher = threading.Thread(target=guard, name="rest-deadline", daemon=True)
         watcher.start()
         try:
-            return self.session.get(url, params=params, timeout=seconds)
+            return self.session.get(url, params=params, timeout=seconds, headers=headers)
         except requests.RequestException as exc:
             if fired and fired[0] == "stop":
                 raise Stopped from exc
@@ -304,37 +357,104 @@ class RestClient:
             raise Stopped
 
     def historical_trades(
-        self, venue: str, symbol: str, from_id: int, limit: int = PAGE
+        self,
+        venue: str,
+        symbol: str,
+        from_id: int,
+        limit: int = PAGE,
+        *,
+        weight: int = HISTORICAL_TRADES_WEIGHT,
+        keyed: bool = False,
     ) -> list[TradeRow]:
         """Trades of ``symbol`` from id ``from_id`` on, as writer rows, ascending by id.
 
         Items with a value no exchange sends are left out, logged and counted (so a gap
-        never counts them as recovered).
+        never counts them as recovered). :meth:`trades_page` says also which ids the
+        answer held.
 
+        :raises ValueError: when the answer is not a list of trades.
+        """
+        return self.trades_page(venue, symbol, from_id, limit, weight=weight, keyed=keyed).rows
+
+    def trades_page(
+        self,
+        venue: str,
+        symbol: str,
+        from_id: int,
+        limit: int = PAGE,
+        *,
+        weight: int = HISTORICAL_TRADES_WEIGHT,
+        keyed: bool = False,
+    ) -> TradesPage:
+        """One ``historicalTrades`` page from id ``from_id``: its valid rows, and whether
+        every item was valid (only then do the ids it lacks say something).
+
+        :param weight: the endpoint's weight on this market (spot 25, USD-M 20).
+        :param keyed: send the API key (USD-M).
         :raises ValueError: when the answer is not a list of trades.
         """
         payload = self.get(
             "historicalTrades",
             {"symbol": symbol, "fromId": from_id, "limit": limit},
-            HISTORICAL_TRADES_WEIGHT,
+            weight,
+            keyed=keyed,
         )
         if not isinstance(payload, list):
             raise ValueError(f"historicalTrades answered {shown(payload)}, not a list")
-        rows = []
+        page = TradesPage(items=len(payload))
         for item in payload:
             row = rest_row(venue, symbol, item)
             if isinstance(row, Refusal):
+                page.refused += 1
                 self.rejects.report(symbol, row, self.feed_stats.get(symbol))
             else:
-                rows.append(row)
-        return rows
+                page.rows.append(row)
+        page.rows.sort(key=_trade_id)
+        return page
 
-    def latest_trade_id(self, symbol: str) -> int | None:
+    def agg_trades(
+        self,
+        symbol: str,
+        *,
+        from_id: int | None = None,
+        start_ms: int | None = None,
+        limit: int = AGG_PAGE,
+    ) -> AggPage:
+        """One ``aggTrades`` page: from aggregate id ``from_id``, or from ``start_ms`` over
+        the hour after it (Binance takes at most an hour between startTime and endTime).
+
+        Rows with a value no exchange sends (``f > l``, an absurd span, a bad price) are
+        left out, logged and counted.
+
+        :raises ValueError: when the answer is not a list.
+        """
+        params: dict[str, Any] = {"symbol": symbol, "limit": limit}
+        if from_id is not None:
+            params["fromId"] = from_id
+        elif start_ms is not None:
+            params["startTime"] = start_ms
+            params["endTime"] = start_ms + AGG_WINDOW_MS
+        payload = self.get("aggTrades", params, AGG_TRADES_WEIGHT)
+        if not isinstance(payload, list):
+            raise ValueError(f"aggTrades answered {shown(payload)}, not a list")
+        page = AggPage(items=len(payload))
+        for item in payload:
+            agg = agg_trade(item)
+            if isinstance(agg, Refusal):
+                page.refused += 1
+                self.rejects.report(symbol, agg, self.feed_stats.get(symbol))
+            else:
+                page.aggregates.append(agg)
+        page.aggregates.sort(key=_agg_id)
+        return page
+
+    def latest_trade_id(self, symbol: str, *, weight: int = RECENT_TRADES_WEIGHT) -> int | None:
         """The id of the most recent trade of ``symbol`` (None when it never traded).
 
+        :param weight: ``trades``' weight on this market (spot 25, USD-M 5).
         :raises ValueError: when the answer is not a list of valid trades.
         """
-        payload = self.get("trades", {"symbol": symbol, "limit": 1}, RECENT_TRADES_WEIGHT)
+        payload = self.get("trades", {"symbol": symbol, "limit": 1}, weight)
         if not isinstance(payload, list):
             raise ValueError(f"trades answered {shown(payload)}, not a list")
         if not payload:
@@ -348,6 +468,39 @@ class RestClient:
         """Every symbol listed by ``exchangeInfo`` with its status (e.g. TRADING); one try."""
         payload = self.get("exchangeInfo", {}, EXCHANGE_INFO_WEIGHT, attempts=1, timeout=timeout)
         return {item["symbol"]: item.get("status", "") for item in payload["symbols"]}
+
+
+@dataclass
+class TradesPage:
+    """A ``historicalTrades`` answer: its valid rows by id, and how many items it had and
+    how many were refused."""
+
+    rows: list[TradeRow] = field(default_factory=list)
+    items: int = 0
+    refused: int = 0
+
+
+@dataclass
+class AggPage:
+    """An ``aggTrades`` answer: its valid aggregates by id, and how many rows it had and
+    how many were refused."""
+
+    aggregates: list[Aggregate] = field(default_factory=list)
+    items: int = 0
+    refused: int = 0
+
+
+def key_refused(exc: BaseException) -> bool:
+    """Whether ``exc`` is Binance refusing the API key (HTTP 401, -2015 or -2014)."""
+    return isinstance(exc, RestError) and exc.status == 401 and exc.code in KEY_REFUSED_CODES
+
+
+def _trade_id(row: TradeRow) -> int:
+    return row[2]
+
+
+def _agg_id(agg: Aggregate) -> int:
+    return agg.agg_id
 
 
 def rest_row(venue: str, symbol: str, item: object) -> TradeRow | Refusal:

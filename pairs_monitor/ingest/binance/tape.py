@@ -49,12 +49,14 @@ class SymbolTape:
     confirming: bool = False  # a confirmation request is queued or in flight
     confirm_due: float = 0.0  # time.monotonic() before which none is asked again
     unconfirmed: int | None = None  # highest id refused as too far ahead since last asked
+    nonmarket_seen: int = 0  # non-market trades parsed from the socket (repeats included)
 
 
 def load_start_state(
     db_path: Path, venue: str, symbols: Iterable[str]
 ) -> tuple[dict[str, int | None], dict[str, list[tuple[int, int, int]]]]:
-    """Stored last trade id and open gap rows ``(gap_id, first, last)`` of each symbol."""
+    """Stored last trade id (trades and non-market trades together) and open gap rows
+    ``(gap_id, first, last)`` of each symbol."""
     symbols = list(symbols)
     stored = dict.fromkeys(symbols)
     open_gaps: dict[str, list[tuple[int, int, int]]] = {s: [] for s in symbols}

@@ -18,7 +18,9 @@
   supervisor's check;
 - :func:`plan_connections` and :func:`stream_url` split the streams over connections
   (at most 1024 streams and ``MAX_URL_CHARS`` of URL each, a non-ASCII symbol on a
-  connection of its own) and percent-encode the stream names (RFC 3986, UTF-8).
+  connection of its own), put them on the market's route (``/stream`` on spot,
+  ``/market/stream`` on USD-M futures) and percent-encode the stream names (RFC 3986,
+  UTF-8).
 
 The receive loop is kept bare on purpose: the socket stays blocking (a timeout would add
 a ``poll`` per read), frames are taken as bytes (no decode, no UTF-8 check: orjson
@@ -63,46 +65,62 @@ MAX_URL_CHARS = 4000
 MAX_FRAME_BYTES = 1 << 20
 
 
-def stream_url(base_url: str, streams: Sequence[str]) -> str:
-    """The combined-stream URL for ``streams``, each name percent-encoded.
+# Combined streams: spot serves them at /stream, USD-M futures at /market/stream since
+# 2026-04-23 (its legacy /stream accepts the connection and sends nothing).
+SPOT_ROUTE = "/stream"
+USDM_ROUTE = "/market/stream"
+
+
+def stream_url(base_url: str, streams: Sequence[str], route: str = SPOT_ROUTE) -> str:
+    """The combined-stream URL for ``streams`` on the host ``base_url``, each name
+    percent-encoded.
 
     Binance puts a symbol's own characters into its stream name, and lists symbols with
     non-ASCII characters since 2025 (its spot API CHANGELOG, 2025-12-15, "Clarification
     Regarding UTF-8 Encoding": a stream request naming such a symbol gets its events in
     UTF-8). A URL is ASCII (RFC 3986): the name's UTF-8 bytes go percent-encoded, as its
     REST API expects of every parameter; ``@`` and the ``/`` between names stay literal.
+
+    :param base_url: the host base, e.g. ``wss://fstream.binance.com``.
+    :param route: the market's combined-stream path (:data:`SPOT_ROUTE`, :data:`USDM_ROUTE`).
     """
     names = "/".join(urllib.parse.quote(name, safe="@") for name in streams)
-    return f"{base_url.rstrip('/')}/stream?streams={names}"
+    return f"{base_url.rstrip('/')}{route}?streams={names}"
 
 
 def plan_connections(
     base_url: str,
     symbols: Sequence[str],
     *,
+    route: str = SPOT_ROUTE,
+    kinds: Sequence[str] = ("trade",),
     max_streams: int = MAX_STREAMS_PER_CONNECTION,
     max_url: int = MAX_URL_CHARS,
 ) -> list[list[str]]:
-    """The symbols of each connection: at most ``max_streams`` and ``max_url`` characters.
+    """The symbols of each connection: at most ``max_streams`` streams (``kinds`` per
+    symbol) and ``max_url`` characters.
 
     A symbol with non-ASCII characters gets a connection of its own: if a server refuses
     its name, only that connection is refused, not the other symbols'.
     """
     groups: list[list[str]] = []
     current: list[str] = []
-    length = len(stream_url(base_url, []))
+    streams = 0
+    empty = len(stream_url(base_url, [], route))
+    length = empty
     for symbol in symbols:
-        name = _trade_stream(symbol)
         if not symbol.isascii():
             groups.append([symbol])
             continue
-        extra = len(urllib.parse.quote(name, safe="@")) + (1 if current else 0)
-        if current and (len(current) >= max_streams or length + extra > max_url):
+        names = symbol_streams([symbol], kinds)
+        extra = sum(len(urllib.parse.quote(n, safe="@")) + 1 for n in names) - (0 if current else 1)
+        if current and (streams + len(names) > max_streams or length + extra > max_url):
             groups.append(current)
-            current, length = [], len(stream_url(base_url, []))
+            current, length, streams = [], empty, 0
             extra -= 1
         current.append(symbol)
         length += extra
+        streams += len(names)
     if current:
         groups.append(current)
     return groups
@@ -111,6 +129,11 @@ def plan_connections(
 def trade_streams(symbols: Sequence[str]) -> list[str]:
     """The ``<symbol>@trade`` stream names of ``symbols``."""
     return [_trade_stream(s) for s in symbols]
+
+
+def symbol_streams(symbols: Sequence[str], kinds: Sequence[str]) -> list[str]:
+    """The stream names ``<symbol>@<kind>`` of ``symbols``, e.g. kinds trade, markPrice."""
+    return [f"{s.lower()}@{kind}" for s in symbols for kind in kinds]
 
 
 def _trade_stream(symbol: str) -> str:
@@ -219,7 +242,7 @@ class HandshakeTimeout(websocket.WebSocketException):
 class StreamConnection(threading.Thread):
     """One combined-stream connection, reconnected until ``stop`` is set.
 
-    :param url: full URL, ``.../stream?streams=a@trade/b@trade``.
+    :param url: full URL, ``<host><route>?streams=a@trade/b@trade``.
     :param on_message: called with each text frame's bytes, in the receive thread; it
         raises :class:`ServerShutdown` to have the connection replaced at once.
     :param on_connect: called after each successful connect, before the first frame.
