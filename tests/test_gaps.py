@@ -2,10 +2,11 @@
 ``abandoned``; a failed fill or catch-up is retried in the same run; a gap has its open
 row while REST is rate limited; one symbol's gaps do not hold up another's.
 
-USD-M futures gives out trade ids to insurance-fund and ADL trades that historicalTrades
-never returns (../shared/BINANCE.md). When the socket missed such a trade, no REST call
-can recover it: the gap is marked ``abandoned`` with what was recovered, the daemon says
-so, and every trade REST does have is stored.
+USD-M futures gives out trade ids to insurance-fund and ADL trades that REST never
+returns (../shared/BINANCE.md). When the socket missed such a trade, the REST answer
+passes over its id: it is stored in ``nonmarket_trades`` as ``NOT_IN_REST``, the gap is
+filled (not abandoned), and a later start does not take the id for a hole. On spot an id
+REST lacks is a hole: its gap ends ``abandoned``.
 """
 
 from __future__ import annotations
@@ -32,18 +33,20 @@ from tests.helpers.daemon import (
 pytestmark = pytest.mark.daemon
 
 VENUE = "binance-usdm"
+NONMARKET = "SELECT trade_id, trade_type FROM nonmarket_trades WHERE symbol = ? ORDER BY trade_id"
 
 
 @pytest.fixture
 def futures() -> Iterator[BinanceServer]:
-    server = BinanceServer(SYMBOLS, prefix="/fapi/v1").start()
+    server = BinanceServer(SYMBOLS, market="usdm").start()
     yield server
     server.stop()
 
 
 def start_futures_daemon(make: Callable[..., Daemon], server: BinanceServer) -> Daemon:
-    """A daemon on the futures market with 50 trades of each symbol stored."""
-    daemon = make(server, "--market", "usdm").start()
+    """A daemon on the futures market (no API key: aggTrades) with 50 trades of each
+    symbol stored."""
+    daemon = make(server).start()
     server.wait_clients(1)
     for symbol in SYMBOLS:
         server.publish(symbol, 50)
@@ -59,85 +62,84 @@ def published_ids(trades: list[Trade]) -> list[int]:
     return [t.id for t in trades]
 
 
-def test_a_trade_rest_never_returns_abandons_its_gap_with_the_rest_recovered(
+def exact_parts(rows: list[tuple]) -> list[tuple]:
+    """Id, time, price and side of each trade: what a fill from aggTrades (no API key)
+    keeps exactly; each trade's quantity is its aggregate's share."""
+    return [(i, t, price, maker) for i, t, price, _, maker in rows]
+
+
+def test_a_non_market_trade_rest_never_returns_is_accounted_and_its_gap_filled(
     futures, daemon_factory
 ):
     daemon = start_futures_daemon(daemon_factory, futures)
     # Missed by the socket: two market trades around one insurance-fund trade.
     before = futures.publish("BTCUSDT", 2, live=False)
-    unrecoverable = futures.publish("BTCUSDT", 1, live=False, in_rest=False)[0]
+    insurance = futures.publish("BTCUSDT", 1, live=False, nonmarket=True)[0]
     after = futures.publish("BTCUSDT", 2, live=False)
     futures.publish("BTCUSDT", 10)  # the jump that opens the gap
-    gap_ids = published_ids([*before, unrecoverable, *after])
+    gap_ids = published_ids([*before, insurance, *after])
     wait_for(
-        lambda: query(daemon.db, "SELECT status FROM gaps") == [("abandoned",)],
-        what="the gap to be abandoned",
+        lambda: query(daemon.db, "SELECT status FROM gaps") == [("filled",)],
+        what="the gap to be filled",
     )
     wait_for(
-        lambda: query(daemon.db, "SELECT gaps_abandoned FROM feed_status WHERE symbol = ?",
-                      ("BTCUSDT",)) == [(1,)],
-        what="feed_status to count the abandoned gap",
+        lambda: query(daemon.db, "SELECT gaps_filled, nonmarket FROM feed_status "
+                      "WHERE symbol = ?", ("BTCUSDT",)) == [(1, 1)],
+        what="feed_status to count the filled gap and the non-market id",
     )  # fmt: skip
     assert daemon.stop() == 0
     assert query(
         daemon.db,
         "SELECT symbol, first_missing_id, last_missing_id, reason, status, trades_recovered, "
-        "note, resolved_ms IS NOT NULL FROM gaps",
+        "note, filled_from, resolved_ms IS NOT NULL FROM gaps",
     ) == [
         (
             "BTCUSDT",
             gap_ids[0],
             gap_ids[-1],
             "live-jump",
-            "abandoned",
+            "filled",
             4,
-            "REST returned 4 of 5 trades",
+            "1 id(s) not in REST: non-market trades, in nonmarket_trades",
+            "aggTrades",
             1,
         )
     ]
-    want = [t.id for t in futures.tapes["BTCUSDT"] if t.in_rest]
-    assert stored_ids(daemon.db, "BTCUSDT") == want  # all but the one REST lacks
-    assert unrecoverable.id not in stored_ids(daemon.db, "BTCUSDT")
+    got, want = stored(daemon.db, "BTCUSDT", VENUE), futures.expected("BTCUSDT")
+    assert exact_parts(got) == exact_parts(want)
+    assert query(daemon.db, NONMARKET, ("BTCUSDT",)) == [(insurance.id, "NOT_IN_REST")]
     assert stored(daemon.db, "ETHUSDT", VENUE) == futures.expected("ETHUSDT")
-    assert f"ids {gap_ids[0]}..{gap_ids[-1]} abandoned: REST returned 4 of 5 trades" in daemon.log
+    assert "abandoned" not in daemon.log
 
 
-def test_an_id_a_catch_up_skips_is_a_gap_of_its_own_abandoned_in_the_same_run(
-    futures, daemon_factory
-):
-    """REST lacks one id inside a catch-up: that id becomes a gap of its own, tried and
-    abandoned in the same run (it used to sit silently inside a range marked filled until
-    the next start's hole scan), and a restart does not record it again."""
+def test_an_id_a_catch_up_passes_over_is_no_hole_now_or_at_the_next_start(futures, daemon_factory):
+    """REST lacks one id inside a catch-up (a non-market trade the socket missed): it is
+    stored as NOT_IN_REST, no gap of its own is opened, and a restart's hole scan does not
+    take it for a hole."""
     first = start_futures_daemon(daemon_factory, futures)
     futures.drop()
-    hole = futures.publish("BTCUSDT", 1, live=False, in_rest=False)[0]
+    insurance = futures.publish("BTCUSDT", 1, live=False, nonmarket=True)[0]
     futures.publish("BTCUSDT", 20, live=False)
     futures.wait_clients(1, total=2)
-    covering = (
-        "SELECT status, first_missing_id, last_missing_id, trades_recovered, note FROM gaps "
-        "WHERE first_missing_id <= ? AND last_missing_id >= ? AND status != 'filled'"
-    )
+    futures.publish("BTCUSDT", 5)
+    wait_complete(first.db, futures, venue=VENUE, timeout=30)
     wait_for(
-        lambda: [r[0] for r in query(first.db, covering, (hole.id, hole.id))] == ["abandoned"],
-        timeout=30,
-        what="the skipped id to be abandoned in the first run",
+        lambda: query(first.db, NONMARKET, ("BTCUSDT",)) == [(insurance.id, "NOT_IN_REST")],
+        what="the passed-over id in nonmarket_trades",
     )
     assert first.stop() == 0
-    assert query(first.db, covering, (hole.id, hole.id)) == [
-        ("abandoned", hole.id, hole.id, 0, "REST returned 0 of 1 trades")
-    ]
-    second = daemon_factory(futures, "--market", "usdm").start()
+    assert query(first.db, "SELECT count(*) FROM gaps WHERE status != 'filled'") == [(0,)]
+    second = daemon_factory(futures).start()
     futures.wait_clients(1, total=3)
     futures.publish("BTCUSDT", 5)
     futures.publish("ETHUSDT", 5)
-    wait_for(
-        lambda: len(stored(second.db, "ETHUSDT", VENUE)) == len(futures.expected("ETHUSDT")),
-        what="the second run's live trades",
-    )
+    wait_complete(second.db, futures, venue=VENUE)
+    wait_for(lambda: "hole(s) inside the stored range" in second.log, what="the hole scan")
     assert second.stop() == 0
-    assert len(query(second.db, covering, (hole.id, hole.id))) == 1
-    want = [t.id for t in futures.tapes["BTCUSDT"] if t.in_rest]
-    assert stored_ids(second.db, "BTCUSDT") == want
+    assert "BTCUSDT: 0 hole(s) inside the stored range" in second.log
+    assert query(second.db, "SELECT count(*) FROM gaps WHERE status != 'filled'") == [(0,)]
+    got, want = stored(second.db, "BTCUSDT", VENUE), futures.expected("BTCUSDT")
+    assert exact_parts(got) == exact_parts(want)
     assert stored(second.db, "ETHUSDT", VENUE) == futures.expected("ETHUSDT")
 
 

@@ -12,9 +12,10 @@ import time
 import pytest
 
 import ingest
-from tests.helpers.binance_server import BinanceServer
+from tests.helpers.binance_server import TEST_API_KEY, BinanceServer
 from tests.helpers.daemon import (
     SYMBOLS,
+    Daemon,
     assert_tape_complete,
     query,
     start_with_tape,
@@ -251,10 +252,14 @@ def test_unreachable_rest_warns_and_goes_on(server, daemon_factory):
     assert "cannot check the symbols against exchangeInfo" in daemon.log
 
 
-def test_usdm_market_uses_the_futures_paths_and_venue(daemon_factory):
-    server = BinanceServer(SYMBOLS, prefix="/fapi/v1").start()
+def test_usdm_market_uses_the_futures_paths_and_venue(tmp_path):
+    """USD-M: streams under /market, REST under /fapi/v1, the key in historicalTrades'
+    header only, pages of at most 500."""
+    server = BinanceServer(SYMBOLS, market="usdm", api_keys=[TEST_API_KEY]).start()
+    daemon = Daemon(tmp_path / "ticks.db", server, tmp_path / "ingest.log", [],
+                    api_key=TEST_API_KEY)  # fmt: skip
     try:
-        daemon = daemon_factory(server, "--market", "usdm").start()
+        daemon.start()
         server.wait_clients(1)
         server.publish("BTCUSDT", 100)
         server.publish("BTCUSDT", 1200, live=False)
@@ -264,8 +269,15 @@ def test_usdm_market_uses_the_futures_paths_and_venue(daemon_factory):
         assert daemon.stop() == 0
         assert_tape_complete(daemon.db, server, venue="binance-usdm")
         assert query(daemon.db, "SELECT DISTINCT venue FROM trades") == [("binance-usdm",)]
-        assert {call[0] for call in server.rest_calls} == {"/exchangeInfo", "/historicalTrades"}
+        pages = [c for c in server.rest_calls if c.endpoint == "/historicalTrades"]
+        assert len(pages) >= 3 and all(int(c.params["limit"]) <= 500 for c in pages)
+        assert "/aggTrades" not in {c.endpoint for c in server.rest_calls}
+        keyed = {c.endpoint for c in server.rest_calls if c.headers.get("X-MBX-APIKEY")}
+        assert keyed == {"/historicalTrades"}
+        assert query(daemon.db, "SELECT DISTINCT filled_from FROM gaps") == [("historicalTrades",)]
     finally:
+        if daemon.proc is not None and daemon.proc.poll() is None:
+            daemon.kill9()
         server.stop()
 
 
