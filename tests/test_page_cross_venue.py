@@ -176,13 +176,14 @@ def test_backtest_books_each_legs_fee_and_the_perpetuals_funding(monkeypatch, ba
     # of its entry bar, to its exit fill; every funding time in between charges
     # rate x quantity x the price of the bar holding it (a long pays a positive rate).
     expected = []
-    for trade in trades.itertuples():
-        held_from = trade.entry_time + bar
-        held_to = trade.exit_time + bar if trade.closed else last_close
+    for trade in trades.to_dict("records"):
+        held_from = pd.Timestamp(trade["entry_time"]) + bar
+        held_to = pd.Timestamp(trade["exit_time"]) + bar if trade["closed"] else last_close
         paid = 0.0
-        for when, rate in rates.items():
+        for when, rate in zip(pd.DatetimeIndex(rates.index), rates, strict=True):
             if held_from <= when < held_to:
-                paid += rate * trade.qty_x * closes["perp"][when.floor("min")]
+                price = float(closes["perp"][when.floor("min")])
+                paid += float(rate) * float(trade["qty_x"]) * price
         expected.append(paid)
     assert sum(1 for p in expected if p) >= 2, "the case must hold positions at funding times"
     np.testing.assert_allclose(trades["funding"], expected, rtol=1e-9, atol=1e-15)
@@ -349,14 +350,14 @@ def test_same_venue_pairs_keep_their_names_and_file_names(basis_db):
     pair = pipeline.compute_pair(source, View(SPOT, "BTCUSDT", "ETHUSDT", timeframe="1m"))
     assert list(pair.bars) == ["BTCUSDT", "ETHUSDT"]
     assert pipeline.backtest_funding(source, pair) == {}  # spot legs pay no funding
-    assert export.file_name("bars", pair, pair.bars["BTCUSDT"].index).startswith(
+    assert export.file_name("bars", pair, pd.DatetimeIndex(pair.bars["BTCUSDT"].index)).startswith(
         "bars_binance-spot_BTCUSDT-ETHUSDT_1m_"
     )
     view = View(SPOT, "ETHUSDT", "BTCUSDT", venue_x=PERP, timeframe="1m")
     cross = pipeline.compute_pair(source, view)
     assert list(cross.bars) == ["ETHUSDT · spot", PERP_NAME]
-    assert export.file_name("bars", cross, cross.bars[PERP_NAME].index).startswith(
-        "bars_binance-spot.ETHUSDT-binance-usdm.BTCUSDT_1m_"
-    )
+    assert export.file_name(
+        "bars", cross, pd.DatetimeIndex(cross.bars[PERP_NAME].index)
+    ).startswith("bars_binance-spot.ETHUSDT-binance-usdm.BTCUSDT_1m_")
     assert export.bars_frame(cross).columns[1] == "ETHUSDT · spot_open"
     source.db.close()
