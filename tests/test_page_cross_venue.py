@@ -361,3 +361,20 @@ def test_same_venue_pairs_keep_their_names_and_file_names(basis_db):
     ).startswith("bars_binance-spot.ETHUSDT-binance-usdm.BTCUSDT_1m_")
     assert export.bars_frame(cross).columns[1] == "ETHUSDT · spot_open"
     source.db.close()
+
+
+@pytest.mark.apptest
+def test_the_perpetual_as_y_pairs_with_the_same_coins_spot(monkeypatch, basis_db):
+    at = run_app(monkeypatch, basis_db)
+    at.selectbox(key="venue").set_value(PERP).run()
+    # The perpetual's venue has one symbol: X on the same venue would be Y itself.
+    assert "the only leg of perp: binance-usdm (live)" in texts(at.sidebar.info)
+    at.selectbox(key="venue_x").set_value(SPOT)
+    at.select_slider(key="timeframe").set_value("1m")
+    at.selectbox(key="lookback").set_value("24 h").run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert at.selectbox(key="x").value == "BTCUSDT"  # the same coin first
+    closes = view_closes(basis_db, DAY)
+    basis = (closes["perp"] - closes["spot"]) / closes["spot"] * 1e4  # perp over spot
+    assert metric(at, "Basis now (bps)") == f"{basis.iloc[-1]:.2f}"
+    assert "Basis and carry: BTCUSDT · perp against BTCUSDT · spot" in texts(at.subheader)

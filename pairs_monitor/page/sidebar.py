@@ -107,6 +107,11 @@ def choose_legs(symbols: dict[str, list[str]]) -> tuple[Leg, Leg] | None:
         )
     x_venue = venue_x or venue
     x_symbols = symbols[x_venue]
+    if x_symbols == [y]:
+        sb.info(
+            f"{md(Leg(venue, y).label)} is the only leg of {md(venue_label(venue))}: pick "
+            "another X venue to pair it."
+        )
     if x_venue == venue:
         x_default = 1 if len(x_symbols) > 1 else 0
     else:  # another market: the same coin first, the pair a basis trade watches
