@@ -10,6 +10,7 @@ never the log or the database.
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -64,7 +65,7 @@ def accounted(db: Path, server: BinanceServer, symbol: str) -> bool:
 
 def wait_accounted(db: Path, server: BinanceServer, timeout: float = 30.0) -> None:
     for symbol in server.symbols:
-        wait_for(lambda s=symbol: accounted(db, server, s), timeout, f"{symbol} accounted for")
+        wait_for(functools.partial(accounted, db, server, symbol), timeout, f"{symbol} accounted")
 
 
 def assert_bars_equal(got: list[tuple], want: list[tuple]) -> None:
