@@ -383,3 +383,17 @@ def test_a_gap_older_than_three_months_stays_open_saying_so(tmp_path: Path) -> N
         assert feed.stats[0].gaps_open == 1
     finally:
         server.stop()
+
+
+def test_an_error_page_echoing_the_key_is_told_without_it(usdm_server: BinanceServer) -> None:
+    """A proxy or a broken server may echo the request's headers in its answer."""
+    echo = f"X-MBX-APIKEY: {TEST_API_KEY}"
+    usdm_server.rest_mangle = lambda items: f"<html>{echo}</html>".encode()
+    usdm_server.publish("BTCUSDT", 3, live=False)
+    rest = RestClient(usdm_server.rest_url, "/fapi/v1", weight_per_min=6000,
+                      stop=threading.Event(), timeout=2, api_key=TEST_API_KEY)  # fmt: skip
+    with pytest.raises(requests.RequestException) as caught:
+        rest.get("historicalTrades", {"symbol": "BTCUSDT", "fromId": 1}, 20,
+                 attempts=1, keyed=True)  # fmt: skip
+    assert TEST_API_KEY not in str(caught.value)
+    assert "<BINANCE_API_KEY>" in str(caught.value)

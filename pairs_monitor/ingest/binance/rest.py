@@ -25,6 +25,7 @@ import re
 import socket
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -55,7 +56,8 @@ AGG_TRADES_WEIGHT = 20  # USD-M's (spot's is 4: the larger is the safe one for a
 AGG_WINDOW_MS = 3_600_000 - 1  # startTime..endTime (inclusive) must be under an hour
 API_KEY_HEADER = "X-MBX-APIKEY"
 # What an API key may hold to be sent as a header: Binance's are 64 letters and digits.
-_API_KEY = re.compile(r"[\x21-\x7e]{1,512}")
+MAX_API_KEY_CHARS = 512
+_API_KEY = re.compile(rf"[\x21-\x7e]{{1,{MAX_API_KEY_CHARS}}}")
 # Binance's answers to a key it refuses: -2015 invalid key, IP or permissions; -2014 bad
 # format.
 KEY_REFUSED_CODES = (-2015, -2014)
@@ -257,7 +259,7 @@ class RestClient:
             try:
                 response = self._request(url, params, timeout or self.timeout, headers)
                 status = response.status_code
-                payload = _json_of(response) if status < 400 else None
+                payload = _json_of(response, self._scrub) if status < 400 else None
             except requests.RequestException as exc:
                 failures += 1
                 if attempts is not None and failures >= attempts:
@@ -298,9 +300,14 @@ class RestClient:
                 self._sleep(delay)
                 continue
             if status >= 400:
-                code, msg = _error_of(response)
-                raise RestError(status, code, msg)
+                code, msg = _error_of(response, self._scrub)
+                raise RestError(status, code, self._scrub(msg))
             return payload
+
+    def _scrub(self, text: str) -> str:
+        """``text`` without the API key: an error page may echo the request's headers."""
+        key = self._api_key
+        return text.replace(key, "<BINANCE_API_KEY>") if key and key in text else text
 
     def _request(
         self, url: str, params: dict, seconds: float, headers: dict[str, str] | None = None
@@ -527,24 +534,27 @@ def _retry_after(value: str | None) -> float:
     return seconds
 
 
-def _json_of(response: requests.Response) -> Any:
+def _json_of(response: requests.Response, scrub: Callable[[str], str]) -> Any:
     """The decoded body of a 2xx answer.
 
+    :param scrub: takes the API key out of the start of the body shown in the error.
     :raises NotJson: when it is not JSON (an HTML page from a proxy or a CDN).
     """
     try:
         return orjson.loads(response.content)
     except orjson.JSONDecodeError:
         kind = response.headers.get("Content-Type", "no content type")
+        # Scrubbed before it is cut: a key cut in two would not be recognised.
+        shown_body = scrub(repr(response.content[: 80 + MAX_API_KEY_CHARS]))[:90]
         raise NotJson(
             f"HTTP {response.status_code} with a body that is not JSON "
-            f"({kind}, {len(response.content)} bytes: {response.content[:80]!r})"
+            f"({kind}, {len(response.content)} bytes: {shown_body})"
         ) from None
 
 
-def _error_of(response: requests.Response) -> tuple[int | None, str]:
+def _error_of(response: requests.Response, scrub: Callable[[str], str]) -> tuple[int | None, str]:
     try:
         body = orjson.loads(response.content)
         return body.get("code"), body.get("msg", "")
     except (orjson.JSONDecodeError, AttributeError):
-        return None, response.text[:200]
+        return None, scrub(response.text[: 200 + MAX_API_KEY_CHARS])[:200]
