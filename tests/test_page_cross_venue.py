@@ -123,6 +123,7 @@ def test_spot_against_perp_shows_basis_and_carry_as_computed_by_hand(monkeypatch
     assert at.selectbox(key="x").value == "BTCUSDT"
     assert at.selectbox(key="x").options == [PERP_NAME]
     assert {f"{SPOT_NAME} last", f"{PERP_NAME} last"} <= {m.label for m in at.metric}
+    assert "the only leg" not in texts(at.sidebar.info)
     # The basis, by hand: (perp - spot) / spot x 10^4 on each minute of the 24 h view.
     closes = view_closes(basis_db, DAY)
     basis = (closes["perp"] - closes["spot"]) / closes["spot"] * 1e4

@@ -107,7 +107,7 @@ def choose_legs(symbols: dict[str, list[str]]) -> tuple[Leg, Leg] | None:
         )
     x_venue = venue_x or venue
     x_symbols = symbols[x_venue]
-    if x_symbols == [y]:
+    if x_venue == venue and x_symbols == [y]:
         sb.info(
             f"{md(Leg(venue, y).label)} is the only leg of {md(venue_label(venue))}: pick "
             "another X venue to pair it."
