@@ -31,6 +31,8 @@ class Daemon:
         as ``usdm:`` words and each market gets its own ``--spot-*``/``--usdm-*`` URLs.
     :param api_key: ``BINANCE_API_KEY`` in the daemon's environment (None: unset, whatever
         the tests' own environment holds).
+    :param words: the ``--symbols`` words, if not every symbol of the server(s)
+        (``top:N``, a symbol no server lists).
     """
 
     def __init__(
@@ -42,11 +44,13 @@ class Daemon:
         *,
         usdm: BinanceServer | None = None,
         api_key: str | None = None,
+        words: list[str] | None = None,
     ):
         self.db = db
         self.server = server
         self.usdm = usdm
         self.api_key = api_key
+        self.words = words
         self.log_path = log_path
         self.extra = extra
         self.proc: subprocess.Popen[bytes] | None = None
@@ -54,15 +58,17 @@ class Daemon:
 
     def market_args(self) -> list[str]:
         """``--symbols`` and the URL flags that point the daemon at the server(s)."""
-        symbols = [s.lower() for s in self.server.symbols]
+        symbols = list(self.words or [s.lower() for s in self.server.symbols])
         if self.usdm is None:
             market = ["--market", "usdm"] if self.server.market == "usdm" else []
             return [
                 "--symbols", *symbols, *market,
                 "--ws-url", self.server.ws_url, "--rest-url", self.server.rest_url,
             ]  # fmt: skip
+        if self.words is None:
+            symbols += [f"usdm:{s.lower()}" for s in self.usdm.symbols]
         return [
-            "--symbols", *symbols, *(f"usdm:{s.lower()}" for s in self.usdm.symbols),
+            "--symbols", *symbols,
             "--spot-ws-url", self.server.ws_url, "--spot-rest-url", self.server.rest_url,
             "--usdm-ws-url", self.usdm.ws_url, "--usdm-rest-url", self.usdm.rest_url,
         ]  # fmt: skip

@@ -360,8 +360,6 @@ def _market_feed(
     if entry.top is not None:
         chosen = top_symbols(entry, args.connect_timeout)
         symbols += [s for s in chosen if s not in symbols]
-    # Only USD-M's historicalTrades takes the key; spot never sees it.
-    key = {"api_key": api_key} if api_key and entry.market == "usdm" else {}
     feed = BinanceFeed(
         market,
         symbols,
@@ -369,7 +367,7 @@ def _market_feed(
         db_path=Path(args.db),
         ws_url=entry.ws_url,
         rest_url=entry.rest_url,
-        **key,
+        api_key=api_key if entry.market == "usdm" else None,  # spot never sees it
         max_catchup=args.max_catchup,
         rest_weight_per_min=entry.rest_weight_per_min,
         watchdog=args.watchdog,

@@ -107,7 +107,7 @@ class MarketsFeed:
 
     def dead_threads(self) -> list[str]:
         """Names of threads of a running market that ended: its connections, gap filler,
-        jump confirmer, flusher, and funding recorder (none once stopping).
+        jump confirmer, flusher, route check and funding recorder (none once stopping).
 
         With several markets each name is prefixed by its venue (``binance-usdm ws-0``).
         """
@@ -123,6 +123,7 @@ class MarketsFeed:
                 feed.filler,
                 feed.confirmer,
                 feed.flusher,
+                feed.route_check,
             ]
             recorder = getattr(feed, "funding", None)
             if isinstance(recorder, FundingRecorder):
