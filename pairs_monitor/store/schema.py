@@ -268,8 +268,90 @@ CREATE TABLE alert_deliveries (
 CREATE INDEX alert_deliveries_by_status ON alert_deliveries (status, channel);
 """
 
+# History from klines (issue 12, docs/sources.md): bars for the time before the tape begins
+# and for outages trades cannot fill. A 1-second kline is a bars_1s row marked from_klines
+# (it has no trade rows, so no trade ids: first_trade_id = last_trade_id = 0); longer
+# klines (USD-M 1m, replayed kline files) go to kline_bars. kline_spans says which periods
+# were asked for and stored, so a restart asks only what is missing.
+#
+# A kline bar gives way to trades: when the writer folds trades into a second that holds a
+# kline bar (a gap filled by a later start, a trades dump replayed over klines), the
+# trigger rebuilds the bar from the trades stored for that second, which the writer has
+# inserted in the same transaction just before. Its WHEN reads only the old row, so a
+# bar from trades pays nothing for it.
+SCHEMA_V7 = """
+ALTER TABLE bars_1s ADD COLUMN from_klines INTEGER NOT NULL DEFAULT 0;  -- 1: a 1s kline
+CREATE TRIGGER bars_1s_trades_replace_klines AFTER UPDATE ON bars_1s
+WHEN OLD.from_klines = 1
+BEGIN
+    UPDATE bars_1s SET
+        (open, high, low, close, volume, quote_volume, taker_buy_volume, trade_count,
+         first_trade_id, last_trade_id, from_klines) = (
+        SELECT (SELECT price FROM trades
+                 WHERE venue = NEW.venue AND symbol = NEW.symbol AND trade_id = g.first_id),
+               g.high, g.low,
+               (SELECT price FROM trades
+                 WHERE venue = NEW.venue AND symbol = NEW.symbol AND trade_id = g.last_id),
+               g.volume, g.quote_volume, g.taker_buy_volume, g.trade_count,
+               g.first_id, g.last_id, 0
+        FROM (SELECT min(trade_id) AS first_id, max(trade_id) AS last_id,
+                     max(price) AS high, min(price) AS low, total(qty) AS volume,
+                     total(price * qty) AS quote_volume,
+                     total(CASE WHEN buyer_is_maker THEN 0 ELSE qty END) AS taker_buy_volume,
+                     count(*) AS trade_count
+              FROM trades
+              WHERE venue = NEW.venue AND symbol = NEW.symbol
+                AND trade_time_us >= NEW.bar_time_s * 1000000
+                AND trade_time_us < (NEW.bar_time_s + 1) * 1000000) AS g
+        WHERE g.trade_count > 0)
+    WHERE venue = NEW.venue AND symbol = NEW.symbol AND bar_time_s = NEW.bar_time_s
+      AND EXISTS (SELECT 1 FROM trades
+                  WHERE venue = NEW.venue AND symbol = NEW.symbol
+                    AND trade_time_us >= NEW.bar_time_s * 1000000
+                    AND trade_time_us < (NEW.bar_time_s + 1) * 1000000);
+END;
+
+CREATE TABLE kline_bars (
+    venue            TEXT    NOT NULL,
+    symbol           TEXT    NOT NULL,
+    interval_s       INTEGER NOT NULL,  -- the kline's length: 60 (1m), 300 (5m), 3600 (1h), ...
+    bar_time_s       INTEGER NOT NULL,  -- the kline's open time, seconds since epoch, UTC
+    open             REAL    NOT NULL,
+    high             REAL    NOT NULL,
+    low              REAL    NOT NULL,
+    close            REAL    NOT NULL,
+    volume           REAL    NOT NULL,  -- base-asset quantity
+    quote_volume     REAL    NOT NULL,
+    taker_buy_volume REAL    NOT NULL,  -- base-asset quantity where the taker bought
+    trade_count      INTEGER NOT NULL,
+    PRIMARY KEY (venue, symbol, interval_s, bar_time_s)
+) WITHOUT ROWID;
+
+CREATE TABLE kline_spans (
+    venue      TEXT    NOT NULL,
+    symbol     TEXT    NOT NULL,
+    interval_s INTEGER NOT NULL,  -- 1: bars_1s rows from_klines; longer: kline_bars rows
+    start_s    INTEGER NOT NULL,  -- the first interval covered (its open time)
+    end_s      INTEGER NOT NULL,  -- covered up to here, exclusive
+    origin     TEXT    NOT NULL,  -- 'rest' (--history) or the replayed file's name
+    updated_ms INTEGER NOT NULL,
+    PRIMARY KEY (venue, symbol, interval_s, start_s)
+) WITHOUT ROWID;
+
+-- An open gap whose seconds kline bars stand in for (the part trades could not fill).
+ALTER TABLE gaps ADD COLUMN covered_by TEXT;  -- e.g. '1s klines'; NULL: none
+"""
+
 # MIGRATIONS[i] takes a database from user_version i to i + 1.
-MIGRATIONS: list[str] = [SCHEMA_V1, SCHEMA_V2, SCHEMA_V3, SCHEMA_V4, SCHEMA_V5, SCHEMA_V6]
+MIGRATIONS: list[str] = [
+    SCHEMA_V1,
+    SCHEMA_V2,
+    SCHEMA_V3,
+    SCHEMA_V4,
+    SCHEMA_V5,
+    SCHEMA_V6,
+    SCHEMA_V7,
+]
 LATEST_VERSION = len(MIGRATIONS)
 
 TRADES_COLUMNS = (
