@@ -100,7 +100,7 @@ def test_version_6_keeps_every_rule_and_firing(tmp_path: Path, foreign_keys: str
         assert conn.execute("PRAGMA foreign_keys").fetchone()[0] == (foreign_keys == "ON")
     finally:
         conn.close()
-    assert rows(path, "PRAGMA user_version") == [(6,)]
+    assert rows(path, "PRAGMA user_version") == [(schema.LATEST_VERSION,)]
     width = len(rules_before[0])
     assert [r[:width] for r in rows(path, "SELECT * FROM alert_rules ORDER BY rule_id")] == (
         rules_before
