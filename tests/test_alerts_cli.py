@@ -97,6 +97,7 @@ def test_rules_are_added_listed_paused_resumed_and_deleted(db: Path, capsys):
             "needs two different legs",
         ),
         (["feed_silent", "ETHUSDT", "--threshold", "30"], "needs a venue"),
+        (["writer_failing", "-", "--threshold", "0"], "seconds above 0"),
     ],
 )
 def test_a_bad_rule_is_refused_with_what_to_change(db: Path, capsys, argv, complaint):

@@ -210,6 +210,8 @@ def validate(rule: Rule) -> None:
                 "for a rule that fires on a fall, or it would fire again at once"
             )
     if kind == "writer_failing":
+        if rule.threshold <= 0:
+            raise RuleError("a writer-failing threshold is a number of seconds above 0")
         return
     if not rule.venue or rule.venue == ANY:
         raise RuleError(f"a {kind} rule needs a venue")
