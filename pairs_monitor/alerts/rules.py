@@ -198,6 +198,8 @@ def validate(rule: Rule) -> None:
             raise RuleError(f"the {name} must be a finite number, not {value!r}")
     if rule.cooldown_s < 0:
         raise RuleError(f"the cooldown must be 0 or more seconds, not {rule.cooldown_s}")
+    if kind == "writer_failing" and rule.threshold <= 0:
+        raise RuleError("a writer-failing threshold is a number of seconds above 0")
     if kind not in EVENT_KINDS:
         if kind in RISING and not rule.rearm < rule.threshold:
             raise RuleError(
@@ -210,8 +212,6 @@ def validate(rule: Rule) -> None:
                 "for a rule that fires on a fall, or it would fire again at once"
             )
     if kind == "writer_failing":
-        if rule.threshold <= 0:
-            raise RuleError("a writer-failing threshold is a number of seconds above 0")
         return
     if not rule.venue or rule.venue == ANY:
         raise RuleError(f"a {kind} rule needs a venue")
