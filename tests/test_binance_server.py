@@ -443,3 +443,131 @@ def test_scripted_failures_apply_to_usdm_trade_pages(usdm) -> None:
     with pytest.raises(websocket.WebSocketBadStatusException, match="414"):
         websocket.create_connection(f"{usdm.ws_url}{long_path}", timeout=3)
     assert get(usdm, "/api/v3/trades", symbol="BTCUSDT").status_code == 404
+
+
+# -- klines ------------------------------------------------------------------------------
+
+
+def near_now(market: str = "spot", **options: Any) -> BinanceServer:
+    """A server whose tape starts a minute ago, after two hours of made-up history."""
+    start = int(time.time() * 1000) - 60_000
+    base = start - (1_000_000 // 3 if market == "spot" else 0)
+    server = BinanceServer(SYMBOLS, market=market, base_time_ms=base, kline_history_s=7200,
+                           **options)  # fmt: skip
+    return server.start()
+
+
+def bar_of(kline: list[Any]) -> tuple[Any, ...]:
+    """A kline as ``expected_bars`` rows a second: (second, o, h, l, c, volume, quote,
+    taker buy volume, trades)."""
+    return (kline[0] // 1000, *map(float, kline[1:6]), float(kline[7]), float(kline[9]), kline[8])
+
+
+def test_spot_1s_klines_are_the_tape_exactly_and_made_up_history_before_it() -> None:
+    spot = near_now()
+    try:
+        spot.publish("BTCUSDT", 7000, live=False)
+        tape_bars = spot.expected_bars("BTCUSDT")
+        first = tape_bars[0][0]
+        last = tape_bars[-1][0]
+        response = get(spot, "/klines", symbol="BTCUSDT", interval="1s",
+                       startTime=(first - 100) * 1000, endTime=last * 1000)  # fmt: skip
+        assert response.headers["X-MBX-USED-WEIGHT-1M"] == "2"
+        rows = response.json()
+        assert all(len(r) == 12 and isinstance(r[8], int) for r in rows)
+        assert all(isinstance(r[k], str) for r in rows for k in (1, 2, 3, 4, 5, 7, 9, 10, 11))
+        assert all(r[6] == r[0] + 999 for r in rows)
+        assert [r[0] // 1000 for r in rows] == list(range(first - 100, last + 1))
+        served = {r[0] // 1000: bar_of(r) for r in rows}
+        for bar in tape_bars:  # exact decimals, so only the tape's float sums differ
+            kline = served[bar[0]]
+            assert kline[:5] == bar[:5] and kline[8] == bar[8]
+            assert kline[5:8] == pytest.approx(bar[5:8], rel=1e-12)
+        before = [served[s] for s in range(first - 100, first)]
+        assert sum(b[8] > 0 for b in before) > 50  # traded seconds, and quiet ones:
+        quiet = [b for b in before if b[8] == 0]
+        assert quiet and all(b[5] == b[6] == b[7] == 0 and b[1] == b[2] == b[3] == b[4]
+                             for b in quiet)  # fmt: skip
+        # a quiet second's price is the close before it
+        for second in range(first - 99, first):
+            if served[second][8] == 0:
+                assert served[second][1] == served[second - 1][4]
+        # made-up history is deterministic: the same second is the same on every page
+        again = get(spot, "/klines", symbol="BTCUSDT", interval="1s",
+                    startTime=(first - 50) * 1000, limit=10).json()  # fmt: skip
+        assert again == [r for r in rows if first - 50 <= r[0] // 1000 < first - 40]
+    finally:
+        spot.stop()
+
+
+def test_klines_paging_windows_limits_and_refusals() -> None:
+    spot = near_now()
+    try:
+        one = get(spot, "/klines", symbol="ETHUSDT", interval="1s", limit=5000).json()
+        assert len(one) == 1000  # spot caps a large limit
+        assert len(get(spot, "/klines", symbol="ETHUSDT", interval="1s").json()) == 500
+        newest = one[-1][0]
+        assert newest // 1000 >= int(time.time()) - 1  # the kline now open is served
+        upto = get(spot, "/klines", symbol="ETHUSDT", interval="1s", endTime=newest - 5000,
+                   limit=3).json()  # fmt: skip
+        assert [r[0] for r in upto] == [newest - 7000, newest - 6000, newest - 5000]
+        start = newest - 600_000 + 1  # not on a second: the first open at or after it
+        page = get(spot, "/klines", symbol="ETHUSDT", interval="1s", startTime=start,
+                   endTime=start + 9_999, limit=1000).json()  # fmt: skip
+        assert [r[0] for r in page] == [newest - 599_000 + 1000 * k for k in range(10)]
+        assert get(spot, "/klines", symbol="ETHUSDT", interval="1s", startTime=start,
+                   endTime=start - 1).json() == []  # fmt: skip
+        minutes = get(spot, "/klines", symbol="ETHUSDT", interval="1m", limit=1000).json()
+        assert len(minutes) == 121 or len(minutes) == 122  # 2 h of history, the minute now
+        assert all(r[6] - r[0] == 59_999 for r in minutes)
+        week = get(spot, "/klines", symbol="ETHUSDT", interval="1w").json()
+        opens = [time.gmtime(r[0] / 1000) for r in week]
+        assert opens and all(t.tm_wday == 0 and t.tm_hour == 0 for t in opens)  # Mondays
+        month = get(spot, "/klines", symbol="ETHUSDT", interval="1M").json()
+        assert month and all(time.gmtime(r[0] / 1000).tm_mday == 1 for r in month)
+        for params, want in [
+            ({"symbol": "ETHUSDT", "interval": "2s"}, (400, -1120, "Invalid interval.")),
+            ({"symbol": "NOPE", "interval": "1s"}, (400, -1121, "Invalid symbol.")),
+            ({"interval": "1s"}, (400, -1102, "Mandatory parameter 'symbol' was not sent, "
+                                             "was empty/null, or malformed.")),
+            ({"symbol": "ETHUSDT"}, (400, -1102, "Mandatory parameter 'interval' was not "
+                                                 "sent, was empty/null, or malformed.")),
+        ]:  # fmt: skip
+            assert refusal(get(spot, "/klines", **params)) == want
+        bad_time = get(spot, "/klines", symbol="ETHUSDT", interval="1s", startTime="1e9")
+        assert refusal(bad_time)[:2] == (400, -1100)
+        assert [c.weight for c in spot.rest_calls if c.endpoint == "/klines"][:3] == [2, 2, 2]
+    finally:
+        spot.stop()
+
+
+def test_usdm_klines_from_1m_weighed_by_limit_and_summing_the_tape() -> None:
+    usdm = near_now("usdm")
+    try:
+        usdm.publish("BTCUSDT", 3000, live=False)
+        refused = get(usdm, "/klines", symbol="BTCUSDT", interval="1s")
+        assert refusal(refused) == (400, -1120, "Invalid interval.")
+        over = get(usdm, "/klines", symbol="BTCUSDT", interval="1m", limit=1501)
+        assert refusal(over) == (400, -1130, "Data sent for parameter 'limit' is not valid.")
+        weights = {}
+        for limit in (99, 100, 499, 500, 1000, 1001, 1500):
+            response = get(usdm, "/klines", symbol="BTCUSDT", interval="1m", limit=limit)
+            weights[limit] = usdm.rest_calls[-1].weight
+            assert response.status_code == 200
+        assert weights == {99: 1, 100: 2, 499: 2, 500: 5, 1000: 5, 1001: 10, 1500: 10}
+        bars = usdm.expected_bars("BTCUSDT")
+        first_minute = bars[0][0] // 60 * 60
+        rows = get(usdm, "/klines", symbol="BTCUSDT", interval="1m",
+                   startTime=first_minute * 1000).json()  # fmt: skip
+        assert rows[0][1].count(".") == 1 and len(rows[0][1].split(".")[1]) == 2  # 64486.00
+        for kline in rows[1:-1]:  # whole minutes of the tape
+            minute = [b for b in bars if kline[0] // 1000 <= b[0] < kline[0] // 1000 + 60]
+            if not minute:
+                assert kline[8] == 0 and kline[5] == "0.000"
+                continue
+            assert kline[8] == sum(b[8] for b in minute)
+            assert float(kline[1]) == minute[0][1] and float(kline[4]) == minute[-1][4]
+            assert float(kline[2]) == max(b[2] for b in minute)
+            assert float(kline[5]) == pytest.approx(sum(b[5] for b in minute), rel=1e-12)
+    finally:
+        usdm.stop()

@@ -15,7 +15,9 @@ source):
   in runs of 1 to 4 that share time, price and side, so aggregates of several trades exist.
   ``<symbol>@markPrice`` and ``<symbol>@markPrice@1s`` send ``markPriceUpdate`` events.
 - REST of both: ``exchangeInfo``, ``historicalTrades``, ``trades``, ``aggTrades``,
-  ``ticker/24hr``; USD-M adds ``fundingRate``. Every answer carries
+  ``ticker/24hr``, ``klines``; USD-M adds ``fundingRate``. Klines are the tape's own
+  trades from its first trade on, and a deterministic made-up history of
+  ``kline_history_s`` before it (the time before a daemon started recording). Every answer carries
   ``X-MBX-USED-WEIGHT-1M``. Every call is recorded in ``rest_calls`` with its headers.
 
 Each symbol has a tape of consecutive trade ids. :meth:`BinanceServer.publish` appends
@@ -72,6 +74,22 @@ threads in ccxt/ccxt and sammchardy/python-binance):
 - USD-M ``exchangeInfo`` symbols carry ``pair``, ``contractType`` (``PERPETUAL``) and
   ``status`` (examples in public connectors' tests and the docs).
 - Funding every 8 h at 00:00, 08:00 and 16:00 UTC (BINANCE.md: most symbols).
+- ``/api/v3/klines``: weight 2; limit default 500, max 1000 (a larger one is capped, as
+  spot caps historicalTrades'; JKorf/Binance.Net#76: "could not get more than 1000");
+  intervals ``1s 1m 3m 5m 15m 30m 1h 2h 4h 6h 8h 12h 1d 3d 1w 1M``, anything else HTTP 400
+  ``-1120 "Invalid interval."``; a missing symbol or interval ``-1102`` "Mandatory
+  parameter '%s' was not sent, was empty/null, or malformed." (binance-spot-api-docs
+  ``rest-api.md``, ``errors.md``). ``/fapi/v1/klines``: no ``1s``; limit default 500, max
+  1500 (above: ``-1130``); weight by limit: [1,100) 1, [100,500) 2, [500,1000] 5, above 10
+  (coincise ``get_fapi_v1_klines.md``). Rows ``[open time, open, high, low, close, volume,
+  close time, quote volume, trades, taker buy volume, taker buy quote volume, "0"]``,
+  decimals as strings (spot 8 places; USD-M the symbol's precision, here 2/3/5); the kline
+  now open is served; an interval without trades is a kline of 0 trades at the last close
+  ("Kline always generate even if there is no trade", a Binance maintainer in
+  binance-public-data#153). With ``startTime``: the first ``limit`` open times at or after
+  it (up to ``endTime``); without: the last ``limit`` up to ``endTime`` or now. Weeks open
+  on Mondays; ``1M`` on the first of the month; ``3d`` on multiples of 3 days since the
+  epoch (an assumption). ``startTime`` after ``endTime`` gets ``[]`` (an assumption).
 """
 
 from __future__ import annotations
@@ -79,6 +97,8 @@ from __future__ import annotations
 import asyncio
 import bisect
 import contextlib
+import datetime
+import functools
 import http
 import itertools
 import re
@@ -91,6 +111,7 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any, TypeVar
 
+import numpy as np
 import orjson
 import websockets.http11
 from websockets.asyncio.server import ServerConnection, serve
@@ -291,10 +312,16 @@ class RestCall(tuple[str, dict[str, str]]):
     """
 
     headers: Headers
+    at: float  # time.monotonic() when the request arrived
+    weight: int  # the request weight Binance counts for it
 
-    def __new__(cls, endpoint: str, params: dict[str, str], headers: Headers) -> RestCall:
+    def __new__(
+        cls, endpoint: str, params: dict[str, str], headers: Headers, weight: int = 0
+    ) -> RestCall:
         call = super().__new__(cls, (endpoint, params))
         call.headers = headers
+        call.at = time.monotonic()
+        call.weight = weight
         return call
 
     @property
@@ -350,6 +377,12 @@ class BinanceServer:
     :param ping_interval: seconds between server pings (None: no pings, like a silent one).
     :param ping_timeout: seconds the server waits for a pong before dropping the client.
     :param port: the port to listen on (0: a free one).
+    :param kline_history_s: how long before the tape starts the symbols traded: klines of
+        that time are made up (deterministic, :func:`history_second`), as if the tape
+        had been recorded only from its first trade on.
+    :param tape_start_ms: where the made-up history ends and the tape's own trades begin
+        (default: the first trade's time: ``base_time_ms + first_id // 3`` on spot,
+        ``base_time_ms`` on USD-M).
     """
 
     def __init__(
@@ -367,6 +400,8 @@ class BinanceServer:
         ping_interval: float | None = None,
         ping_timeout: float | None = None,
         port: int = 0,
+        kline_history_s: int = 2 * 86_400,
+        tape_start_ms: int | None = None,
     ) -> None:
         if market not in (SPOT, USDM):
             raise ValueError(f"market must be {SPOT!r} or {USDM!r}, not {market!r}")
@@ -381,6 +416,12 @@ class BinanceServer:
         if base_time_ms is None:
             base_time_ms = self.started_ms - USDM_LEAD_MS if market == USDM else BASE_TIME_MS
         self.base_time_ms = base_time_ms
+        if tape_start_ms is None:
+            tape_start_ms = base_time_ms + (first_id // 3 if market == SPOT else 0)
+        # Klines: made-up seconds in [history_start_s, tape_start_s), the tape's after.
+        self.tape_start_s = tape_start_ms // 1000
+        self.history_start_s = self.tape_start_s - kline_history_s
+        self._seconds: dict[str, _TapeSeconds] = {s: _TapeSeconds() for s in self.symbols}
         self.quote_volumes = {s: 1e9 / (i + 1) for i, s in enumerate(self.symbols)}
         self.quote_volumes.update({s.upper(): v for s, v in (quote_volumes or {}).items()})
         self.statuses = dict.fromkeys(self.symbols, "TRADING")
@@ -900,12 +941,11 @@ class BinanceServer:
         url = urllib.parse.urlparse(request.path)
         params = {k: v[0] for k, v in urllib.parse.parse_qs(url.query).items()}
         endpoint = url.path.removeprefix(self.prefix)
-        self.rest_calls.append(RestCall(endpoint, params, request.headers))
+        weight = self._weight(endpoint, params)
+        self.rest_calls.append(RestCall(endpoint, params, request.headers, weight))
         response = await self._rest(connection, request, endpoint, params)
         if response is not None:
-            response.headers["X-MBX-USED-WEIGHT-1M"] = str(
-                self._spend(self._weight(endpoint, params))
-            )
+            response.headers["X-MBX-USED-WEIGHT-1M"] = str(self._spend(weight))
         return response
 
     async def _rest(
@@ -917,6 +957,7 @@ class BinanceServer:
             "/trades": self._recent_trades,
             "/aggTrades": self._agg_trades,
             "/ticker/24hr": self._ticker_24hr,
+            "/klines": self._klines,
         }
         if self.market == USDM:
             handlers["/fundingRate"] = self._funding_rate
@@ -971,9 +1012,11 @@ class BinanceServer:
                        "/exchangeInfo": 1, "/fundingRate": 0}  # fmt: skip
             if endpoint == "/ticker/24hr":
                 return 1 if "symbol" in params else 40
+            if endpoint == "/klines":
+                return usdm_klines_weight(params.get("limit", "500"))
         else:
             weights = {"/historicalTrades": 25, "/aggTrades": 4, "/trades": 25,
-                       "/exchangeInfo": 20}  # fmt: skip
+                       "/exchangeInfo": 20, "/klines": 2}  # fmt: skip
             if endpoint == "/ticker/24hr":
                 return 2 if "symbol" in params else 80
         return weights.get(endpoint, 1)
@@ -1113,6 +1156,158 @@ class BinanceServer:
             for t, s in rows
         ]
 
+    def _klines(self, params: dict[str, str], request: Request) -> list[Any]:
+        symbol = params.get("symbol")
+        interval = params.get("interval")
+        for name, value in (("symbol", symbol), ("interval", interval)):
+            if not value:
+                raise _Refused(
+                    400,
+                    -1102,
+                    f"Mandatory parameter '{name}' was not sent, was empty/null, or malformed.",
+                )
+        if symbol not in self.tapes:
+            raise _Refused(400, -1121, "Invalid symbol.")
+        intervals = USDM_KLINE_INTERVALS if self.market == USDM else KLINE_INTERVALS
+        if interval not in intervals:
+            raise _Refused(400, -1120, "Invalid interval.")
+        limit = self._limit(params, 500, 1500 if self.market == USDM else 1000)
+        start_ms = _int_param(params, "startTime", None)
+        end_ms = _int_param(params, "endTime", None)
+        return self.klines(symbol, interval, start_ms=start_ms, end_ms=end_ms, limit=limit)
+
+    def klines(
+        self,
+        symbol: str,
+        interval: str,
+        *,
+        start_ms: int | None = None,
+        end_ms: int | None = None,
+        limit: int = 1000,
+    ) -> list[list[Any]]:
+        """The klines ``/klines`` answers, as Binance does: open times from ``start_ms``
+        (the first ``limit``), or the last ``limit`` up to ``end_ms`` (default: now).
+
+        A kline covers the made-up history before the tape (:func:`history_second`) and
+        the tape's market trades after, to the kline now open (not closed yet, as Binance
+        serves it); an interval without trades is a kline of 0 trades at the last close,
+        as Binance generates them (binance-public-data#153: "Kline always generate even
+        if there is no trade"). A kline before the history began has no row. ``start_ms``
+        after ``end_ms`` gets ``[]`` (an assumption: the docs say nothing).
+        """
+        symbol = symbol.upper()
+        seconds = self._seconds[symbol]
+        seconds.update(self.tapes[symbol])
+        now_s = _now_ms() // 1000
+        first = _bucket(self.history_start_s, interval)
+        last = _bucket(now_s, interval)
+        if end_ms is not None:
+            last = min(last, _bucket(end_ms // 1000, interval))
+        if start_ms is not None:
+            opens: list[int] = []
+            cursor = max(first, _bucket(-(-start_ms // 1000), interval))
+            if cursor * 1000 < start_ms:
+                cursor = _next_bucket(cursor, interval)
+            while cursor <= last and len(opens) < limit:
+                opens.append(cursor)
+                cursor = _next_bucket(cursor, interval)
+        else:
+            opens = []
+            cursor = last
+            while cursor >= first and len(opens) < limit:
+                opens.append(cursor)
+                cursor = _next_bucket(cursor, interval, -1)
+            opens.reverse()
+        if not opens:
+            return []
+        return self._kline_rows(symbol, interval, opens, now_s)
+
+    def _kline_rows(
+        self, symbol: str, interval: str, opens: list[int], now_s: int
+    ) -> list[list[Any]]:
+        """The kline rows of the consecutive open times ``opens``."""
+        tape = self._seconds[symbol]
+        begin, end = opens[0], min(_next_bucket(opens[-1], interval), now_s + 1)
+        made_up = np.arange(max(begin, self.history_start_s),
+                            min(end, self.tape_start_s), dtype=np.int64)  # fmt: skip
+        rows = history_second(symbol, made_up)
+        traded = rows[:, 6] > 0
+        low = bisect.bisect_left(tape.seconds, max(begin, self.tape_start_s))
+        high = bisect.bisect_left(tape.seconds, end)
+        recorded = tape.seconds[low:high]
+        second = np.concatenate([made_up[traded], np.array(recorded, dtype=np.int64)])
+        table = np.concatenate(
+            [
+                rows[traded],
+                np.array([tape.rows[t] for t in recorded], dtype=np.int64).reshape(-1, _FIELDS),
+            ]
+        )
+        bounds = np.searchsorted(second, np.array([*opens, end], dtype=np.int64))
+        starts, stops = bounds[:-1], bounds[1:]
+        filled = np.flatnonzero(stops > starts)
+        aggregate: dict[int, tuple[int, ...]] = {}
+        if len(filled):
+            at = starts[filled]
+            highs = np.maximum.reduceat(table[:, 1], at)
+            lows = np.minimum.reduceat(table[:, 2], at)
+            sums = np.add.reduceat(table[:, 4:], at, axis=0)
+            for k, index in enumerate(filled.tolist()):
+                aggregate[index] = (int(table[at[k], 0]), int(highs[k]), int(lows[k]),
+                                    int(table[stops[index] - 1, 3]), *sums[k].tolist())  # fmt: skip
+        digits = (8, 8, 8) if self.market == SPOT else (PRICE_DIGITS, QTY_DIGITS, QUOTE_DIGITS)
+        price, qty, quote = (
+            functools.partial(_decimal, scale=scale, digits=wide)
+            for scale, wide in zip((PRICE_DIGITS, QTY_DIGITS, QUOTE_DIGITS), digits, strict=True)
+        )
+        close = self._close_before(symbol, begin)
+        out: list[list[Any]] = []
+        for index, open_s in enumerate(opens):
+            bar = aggregate.get(index)
+            if bar is None:
+                if close is None:
+                    continue  # nothing traded yet: no price to carry, no kline
+                bar = (close, close, close, close, 0, 0, 0, 0, 0)
+            o, h, lo, c, volume, quote_volume, count, taker, taker_quote = bar
+            close = c
+            out.append([open_s * 1000, price(o), price(h), price(lo), price(c), qty(volume),
+                        _next_bucket(open_s, interval) * 1000 - 1, quote(quote_volume), count,
+                        qty(taker), quote(taker_quote), "0"])  # fmt: skip
+        return out
+
+    def _close_before(self, symbol: str, second: int) -> int | None:
+        """The close of the last second with trades before ``second`` (None: none)."""
+        tape = self._seconds[symbol]
+        index = bisect.bisect_left(tape.seconds, second)
+        if index and tape.seconds[index - 1] >= self.tape_start_s:
+            return tape.rows[tape.seconds[index - 1]][3]
+        end = min(second, self.tape_start_s)
+        while end > self.history_start_s:
+            window = np.arange(max(self.history_start_s, end - 600), end, dtype=np.int64)
+            rows = history_second(symbol, window)
+            traded = np.flatnonzero(rows[:, 6] > 0)
+            if len(traded):
+                return int(rows[traded[-1], 3])
+            end = int(window[0])
+        return None
+
+    def expected_klines(
+        self, symbol: str, interval: str, start_ms: int, end_ms: int
+    ) -> list[list[Any]]:
+        """Every kline with an open time in ``[start_ms, end_ms]``, as ``/klines`` serves
+        them page by page (for comparing what a client stored)."""
+        return self.call(self._all_klines(symbol, interval, start_ms, end_ms))
+
+    async def _all_klines(
+        self, symbol: str, interval: str, start_ms: int, end_ms: int
+    ) -> list[list[Any]]:
+        rows: list[list[Any]] = []
+        while True:
+            page = self.klines(symbol, interval, start_ms=start_ms, end_ms=end_ms, limit=1000)
+            rows += page
+            if len(page) < 1000:
+                return rows
+            start_ms = page[-1][0] + 1
+
     async def _fail(self, connection: ServerConnection, failure: int | str) -> Response | None:
         """Play one scripted failure (see ``rest_failures``); None: answer as usual after it."""
         if failure == STALL:
@@ -1127,6 +1322,126 @@ class BinanceServer:
         elif isinstance(failure, int):
             return _json(connection, failure, _INTERNAL_ERROR)
         return _json(connection, 503, _INTERNAL_ERROR)
+
+
+# -- klines ---------------------------------------------------------------------------
+
+# Binance's kline intervals and their length in seconds; 1M (a calendar month) has none.
+KLINE_INTERVALS: dict[str, int | None] = {
+    "1s": 1, "1m": 60, "3m": 180, "5m": 300, "15m": 900, "30m": 1800, "1h": 3600,
+    "2h": 7200, "4h": 14_400, "6h": 21_600, "8h": 28_800, "12h": 43_200, "1d": 86_400,
+    "3d": 259_200, "1w": 604_800, "1M": None,
+}  # fmt: skip
+USDM_KLINE_INTERVALS = {k: v for k, v in KLINE_INTERVALS.items() if k != "1s"}
+WEEK_OFFSET_S = 4 * 86_400  # weekly klines open on Mondays; 1970-01-01 was a Thursday
+# Fixed-point units of the per-second rows: prices in cents, quantities in thousandths,
+# quote volumes in their product (1e-5): every sum is exact, as Binance's decimals are.
+PRICE_DIGITS, QTY_DIGITS, QUOTE_DIGITS = 2, 3, 5
+# A second's row: open, high, low, close (cents), volume (1e-3), quote volume (1e-5),
+# trades, taker buy volume (1e-3), taker buy quote volume (1e-5).
+_FIELDS = 9
+
+
+def usdm_klines_weight(limit: str) -> int:
+    """``/fapi/v1/klines``' weight by ``limit``: [1,100) 1, [100,500) 2, [500,1000] 5,
+    above 10 (Binance's USD-M docs, Kline-Candlestick-Data)."""
+    number = int(limit) if limit.isdigit() else 500
+    return 1 if number < 100 else 2 if number < 500 else 5 if number <= 1000 else 10
+
+
+def _mix(values: np.ndarray) -> np.ndarray:
+    """A 64-bit hash of each value (splitmix64's finaliser), as unsigned integers."""
+    z = values.astype(np.uint64) + np.uint64(0x9E3779B97F4A7C15)
+    z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+    z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+    return z ^ (z >> np.uint64(31))
+
+
+def history_second(symbol: str, seconds: np.ndarray) -> np.ndarray:
+    """Made-up one-second rows of ``symbol`` before its tape (shape ``(len, 9)``, the
+    fields of a second's row; a second without trades has 0 trades).
+
+    Deterministic: the same second of the same symbol is always the same, so two requests
+    that overlap agree. About a quarter of the seconds have no trade.
+    """
+    with np.errstate(over="ignore"):  # the hash wraps around on purpose
+        h = _mix(seconds.astype(np.int64) * 1_000_003 + zlib.crc32(symbol.encode()))
+    bits = [((h >> np.uint64(shift)) % np.uint64(mod)).astype(np.int64)
+            for shift, mod in ((0, 4), (8, 50), (16, 21), (24, 21), (32, 5), (36, 5),
+                               (40, 13), (44, 3))]  # fmt: skip
+    count, noise, open_step, close_step, up, down, size, taker = bits
+    wave = np.round(200 * np.sin(2 * np.pi * seconds / 3600)).astype(np.int64)
+    mid = round(_base_price(symbol) * 100) + wave + noise
+    open_, close = mid + open_step - 10, mid + close_step - 10
+    high = np.maximum(open_, close) + up
+    low = np.minimum(open_, close) - down
+    volume = count * (1 + size)
+    vwap = (high + low) // 2
+    taker_volume = volume * taker // 2
+    rows = np.stack([open_, high, low, close, volume, volume * vwap, count, taker_volume,
+                     taker_volume * vwap], axis=1)  # fmt: skip
+    rows[count == 0, 4:] = 0
+    return rows
+
+
+class _TapeSeconds:
+    """The per-second rows of a tape's market trades, kept up to date as it grows."""
+
+    def __init__(self) -> None:
+        self.seconds: list[int] = []  # ascending; only seconds with trades
+        self.rows: dict[int, list[int]] = {}
+        self.taken = 0  # tape trades folded in so far
+
+    def update(self, tape: list[Trade]) -> None:
+        for trade in tape[self.taken :]:
+            if not trade.is_market:
+                continue
+            second = trade.time_ms // 1000
+            price = round(Decimal(trade.price) * 100)
+            qty = round(Decimal(trade.qty) * 1000)
+            taker = 0 if trade.buyer_is_maker else qty
+            row = self.rows.get(second)
+            if row is None:
+                self.rows[second] = [price, price, price, price, qty, price * qty, 1, taker,
+                                     price * taker]  # fmt: skip
+                self.seconds.append(second)
+                continue
+            row[1], row[2], row[3] = max(row[1], price), min(row[2], price), price
+            row[4] += qty
+            row[5] += price * qty
+            row[6] += 1
+            row[7] += taker
+            row[8] += price * taker
+        self.taken = len(tape)
+
+
+def _month_start(second: int, months: int = 0) -> int:
+    """The start (seconds, UTC) of the month holding ``second``, ``months`` later."""
+    day = datetime.datetime.fromtimestamp(second, datetime.UTC)
+    index = day.year * 12 + day.month - 1 + months
+    start = datetime.datetime(index // 12, index % 12 + 1, 1, tzinfo=datetime.UTC)
+    return int(start.timestamp())
+
+
+def _bucket(second: int, interval: str) -> int:
+    """The open time (seconds) of the ``interval`` kline holding ``second``."""
+    length = KLINE_INTERVALS[interval]
+    if length is None:
+        return _month_start(second)
+    offset = WEEK_OFFSET_S if interval == "1w" else 0
+    return (second - offset) // length * length + offset
+
+
+def _next_bucket(open_s: int, interval: str, steps: int = 1) -> int:
+    length = KLINE_INTERVALS[interval]
+    return _month_start(open_s, steps) if length is None else open_s + steps * length
+
+
+def _decimal(value: int, *, scale: int, digits: int) -> str:
+    """``value`` x 10^-scale written with ``digits`` decimals (exact: digits >= scale)."""
+    sign = "-" if value < 0 else ""
+    whole, frac = divmod(abs(value), 10**scale)
+    return f"{sign}{whole}.{frac:0{scale}d}{'0' * (digits - scale)}"
 
 
 def _agg_time(aggregate: Aggregate) -> int:
