@@ -39,7 +39,7 @@ import numpy as np
 
 from bench.stamp import stamped
 from pairs_monitor.page import pipeline, queries
-from pairs_monitor.page.settings import View
+from pairs_monitor.page.settings import Leg, View
 from pairs_monitor.quant import PairMethod
 from pairs_monitor.store.writer import TradeWriter
 
@@ -137,14 +137,14 @@ def measure(path: Path, trades: int, repeat: int) -> None:
     db = pipeline.ReadOnlyDB(path)
     stored = db.conn.execute("SELECT count(*) FROM trades").fetchone()[0]
     bars = db.conn.execute("SELECT count(*) FROM bars_1s").fetchone()[0]
-    source = pipeline.DbSource(db, VENUE)
+    source = pipeline.DbSource(db)
     base = View(venue=VENUE, y=SYMBOLS[1], x=SYMBOLS[0], timeframe="1s", window=60)
 
     def live() -> None:
         view = base.live()
         pair = pipeline.compute_pair(source, view)
         for s in SYMBOLS:
-            source.last_price(s)
+            source.last_price(Leg(VENUE, s))
         db.run(queries.feed_status, VENUE)
         assert not np.isnan(pair.latest("zscore"))
 
