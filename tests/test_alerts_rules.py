@@ -27,7 +27,7 @@ from pairs_monitor.page import pipeline
 from pairs_monitor.page.settings import Leg
 from pairs_monitor.store.writer import TradeWriter
 from tests.helpers.alerts_env import add_rule, rows
-from tests.helpers.page_db import START_S, add_trades, build_pair_db
+from tests.helpers.page_db import START_S, add_trades, build_pair_db, pair_trades
 
 # -- the same value as the page ------------------------------------------------------------
 
@@ -66,7 +66,7 @@ def page_value(db: Path, rule: Rule) -> tuple[float, int | None]:
     return pipeline.compute_pair(source, view).now(column)
 
 
-PAGE_CASES = [
+PAGE_CASES: list[tuple[Any, ...]] = [
     ("zscore_above", "1s", 60, "ols", 1),
     ("zscore_below", "1s", 30, "ols", 0),
     ("zscore_above", "5s", 20, "ols", 1),
@@ -78,6 +78,7 @@ PAGE_CASES = [
     ("corr_breakdown", "15s", 10, None, None),
     ("volume_spike", "1s", 60, None, None),
     ("volume_spike", "5s", 12, None, None),
+    ("zscore_above", "1s", 60, "ols", 1, "spot"),  # X on another venue
 ]
 
 
@@ -85,7 +86,9 @@ PAGE_CASES = [
 def page_cases(pair_db: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     db = tmp_path_factory.mktemp("cases") / "ticks.db"
     db.write_bytes(pair_db.read_bytes())
-    for kind, timeframe, window, method, log_prices in PAGE_CASES:
+    # BTCUSDT on a second venue, on a path of its own, for the pair across venues.
+    add_trades(db, [row for row in pair_trades(venue="spot", seed=8) if row[1] == "BTCUSDT"])
+    for kind, timeframe, window, method, log_prices, *venue_x in PAGE_CASES:
         # Levels no value reaches: the rule is judged, never fires.
         threshold, rearm = {"zscore_below": (-50.0, 50.0), "corr_breakdown": (-1.0, 1.0)}.get(
             kind, (50.0, -50.0)
@@ -101,6 +104,7 @@ def page_cases(pair_db: Path, tmp_path_factory: pytest.TempPathFactory) -> Itera
             window_bars=window,
             hedge_method=method,
             log_prices=log_prices,
+            venue_x=venue_x[0] if venue_x else None,
         )
     yield db
 

@@ -356,6 +356,7 @@ def rule_view(rule: Rule) -> View:
         venue=rule.venue,
         y=rule.symbol,
         x=rule.symbol_x or rule.symbol,
+        venue_x=rule.venue_x,
         timeframe=timeframe,
         lookback_s=bars * TIMEFRAME_SECONDS[timeframe],
         window=window,
