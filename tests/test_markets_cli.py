@@ -14,7 +14,7 @@ import sys
 
 import pytest
 
-from pairs_monitor.ingest.binance import cli
+from pairs_monitor.ingest.binance import cli, ws
 from pairs_monitor.ingest.binance.feed import FeedError
 from pairs_monitor.ingest.daemon import build_parser
 from tests.helpers.binance_server import BinanceServer
@@ -259,3 +259,27 @@ def test_the_api_key_is_read_from_the_environment_and_a_broken_one_never_shown(m
         assert cli.api_key_from_environment() is None
     assert "BINANCE_API_KEY is not printable ASCII without spaces: ignored" in caplog.text
     assert "secret-part" not in caplog.text
+
+
+# -- streams per connection ------------------------------------------------------------
+
+
+@pytest.mark.parametrize("count", [1, 600, 1500, 5000])
+def test_trade_and_mark_price_streams_stay_within_binance_limits_per_connection(count):
+    """A USD-M feed with funding subscribes two streams per symbol: every connection
+    keeps to 1,024 streams and to the URL limit, and every symbol is on one of them."""
+    symbols = [f"S{i:04d}USDT" for i in range(count)]
+    kinds = ("trade", "markPrice")  # what the feed subscribes once its funding is set
+    for max_url in (ws.MAX_URL_CHARS, 10**9):  # the URL bound, then the stream bound alone
+        groups = ws.plan_connections(
+            "wss://fstream.binance.com", symbols, route=ws.USDM_ROUTE, kinds=kinds,
+            max_url=max_url,
+        )  # fmt: skip
+        assert [s for group in groups for s in group] == symbols
+        for group in groups:
+            streams = ws.symbol_streams(group, kinds)
+            assert len(streams) <= ws.MAX_STREAMS_PER_CONNECTION
+            url = ws.stream_url("wss://fstream.binance.com", streams, ws.USDM_ROUTE)
+            assert len(url) <= max_url
+        if max_url > ws.MAX_URL_CHARS:
+            assert len(groups) == -(-count // 512)  # 512 symbols fill 1,024 streams

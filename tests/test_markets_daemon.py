@@ -10,12 +10,17 @@
 - funding: ``funding_rates`` holds the server's ``fundingRate`` rows, ``funding_live``
   follows the ``markPrice`` stream, and a settlement lands with its settled rate;
 - the API key reaches the USD-M ``historicalTrades`` calls and nothing else, and appears
-  nowhere in the log or the database.
+  nowhere in the log or the database;
+- a large USD-M universe (trade and markPrice streams) is spread over connections, and a
+  thread of one market dying ends the daemon naming that market.
 """
 
 from __future__ import annotations
 
+import functools
 import sqlite3
+import subprocess
+import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -24,9 +29,10 @@ import pytest
 import requests
 
 from pairs_monitor.clock import now_ms
-from pairs_monitor.ingest.daemon import EXIT_BAD_SYMBOL
+from pairs_monitor.ingest.daemon import EXIT_BAD_SYMBOL, EXIT_SOURCE_FAILED
 from tests.helpers.binance_server import TEST_API_KEY, BinanceServer, funding_rate
 from tests.helpers.daemon import (
+    ROOT,
     SYMBOLS,
     Daemon,
     assert_tape_complete,
@@ -283,3 +289,73 @@ def test_the_key_reaches_usdm_historical_trades_only(tmp_path, make):
     stored_text = all_text(daemon.db)
     assert TEST_API_KEY not in stored_text
     assert '"api_key": true' in stored_text  # whether it was set: that much is recorded
+
+
+def has_trades(db: Path, symbol: str, count: int) -> bool:
+    return len(stored(db, symbol, "binance-usdm")) == count
+
+
+def test_a_large_usdm_universe_is_spread_over_connections_with_its_mark_prices(make):
+    """top:300 of 320 USD-M symbols: 600 streams (trade and markPrice of each), more than
+    one connection carries (its URL limit); every chosen symbol has both, on one socket."""
+    symbols = [f"C{i:03d}USDT" for i in range(320)]
+    usdm = BinanceServer(symbols, market="usdm").start()
+    try:
+        daemon = make(usdm, words=["top:300"]).start()
+        chosen = set(symbols[:300])  # the server ranks its symbols in the order given
+        wait_for(
+            lambda: set().union(*(c.symbols for c in usdm.clients)) == chosen,
+            30,
+            "every chosen symbol subscribed",
+        )
+        assert len(usdm.clients) >= 3
+        assert set().union(*(c.mark_streams for c in usdm.clients)) == chosen
+        assert all(len(c.symbols) + len(c.mark_streams) <= 1024 for c in usdm.clients)
+        for symbol in ("C000USDT", "C299USDT"):
+            usdm.publish(symbol, 10)
+        try:
+            for symbol in ("C000USDT", "C299USDT"):
+                wait_for(functools.partial(has_trades, daemon.db, symbol, 10), 20, symbol)
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}; the daemon's log ends:\n{daemon.log[-4000:]}") from None
+        assert daemon.stop() == 0, daemon.log
+    finally:
+        usdm.stop()
+
+
+def test_a_dead_thread_of_one_market_ends_the_daemon_naming_that_market(spot, usdm, tmp_path):
+    """Both markets run; USD-M's connection thread dies (a bug): live would never
+    reconnect it, so the daemon exits 5 and says which market's thread died."""
+    fault = (
+        "import time\n"
+        "from pairs_monitor.ingest.binance import ws\n"
+        "run = ws.StreamConnection.run\n"
+        "def dying(self):\n"
+        "    if '/market/stream' not in self.url:\n"
+        "        return run(self)\n"
+        "    time.sleep(1)\n"
+        "    raise OverflowError('math range error')\n"
+        "ws.StreamConnection.run = dying"
+    )
+    db, log = tmp_path / "ticks.db", tmp_path / "ingest.log"
+    argv = [
+        "--source",
+        "live",
+        *Daemon(db, spot, log, [], usdm=usdm).market_args(),
+        "--db",
+        str(db),
+    ]
+    code = f"import sys\n{fault}\nfrom pairs_monitor.ingest.daemon import main\n"
+    code += f"sys.exit(main({argv!r}))\n"
+    with log.open("w") as out:
+        proc = subprocess.Popen([sys.executable, "-c", code], cwd=ROOT, stdout=out,
+                                stderr=subprocess.STDOUT)  # fmt: skip
+    try:
+        assert proc.wait(30) == EXIT_SOURCE_FAILED, log.read_text()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    text = log.read_text()
+    assert "stopping: the live source's thread(s) binance-usdm ws-0 died" in text
+    assert "stopped cleanly" not in text
