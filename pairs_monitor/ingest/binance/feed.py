@@ -53,7 +53,6 @@ from pairs_monitor.ingest.binance.ws import (
 )
 from pairs_monitor.ingest.status import FeedStats
 from pairs_monitor.ingest.validate import (
-    MARKET_TRADE,
     NonMarketRow,
     RateLimitedLog,
     Refusal,
@@ -554,7 +553,8 @@ class BinanceFeed:
             payload = msg["data"]
             if payload["e"] != "trade":
                 return self._other_frame(msg, data)
-            if payload.get("X", MARKET_TRADE) != MARKET_TRADE:
+            # "MARKET" as a literal: a constant costs nothing, a global a lookup per frame.
+            if payload.get("X", "MARKET") != "MARKET":  # == validate.MARKET_TRADE
                 return self._nonmarket_trade(msg, payload, data)
             row = socket_trade(self.venue, payload)
             if isinstance(row, Refusal):
