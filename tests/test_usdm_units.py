@@ -255,9 +255,11 @@ def usdm_server() -> Iterator[BinanceServer]:
     server.stop()
 
 
-def filler_run(server: BinanceServer, db: Path, stored_ids: set[int], gap: tuple[int, int]):
+def filler_run(
+    server: BinanceServer, db: Path, stored_ids: set[int], gap: tuple[int, int]
+) -> BinanceFeed:
     """Store the server's trades with ids in ``stored_ids`` as the socket would have, then
-    have the real gap filler (no key: aggTrades) fill ``gap``; return the writer's db."""
+    have the real gap filler (no key: aggTrades) fill ``gap``; return the feed."""
     writer = TradeWriter(db)
     writer.start()
     feed = BinanceFeed(MARKETS["usdm"], ["BTCUSDT"], writer, db_path=db,
@@ -277,6 +279,7 @@ def filler_run(server: BinanceServer, db: Path, stored_ids: set[int], gap: tuple
         feed.stop.set()
         feed.filler.join(5)
         writer.close(5)
+    return feed
 
 
 def test_aggregates_become_one_trade_per_id_with_the_bars_of_the_real_trades(
@@ -339,6 +342,41 @@ def test_ids_between_aggregates_are_non_market_and_not_holes(
     ]
     assert query(db, "SELECT trade_id, trade_time_us, trade_type FROM nonmarket_trades") == [
         (t.id, None, "NOT_IN_REST") for t in insurance
+    ]
+
+
+@pytest.mark.parametrize(
+    "hostile",
+    [
+        {"f": 1_000_010, "l": 1_000_005},  # f > l
+        {"f": 1_000_000, "l": 1_000_000 + MAX_AGGREGATE_IDS},  # absurdly many ids
+        {"p": "1e3"},
+        {"q": "0x10"},
+        {"T": 1_000},
+        {"T": 9_000_000_000_000},
+        {"a": "7"},
+    ],
+)
+def test_a_hostile_aggregate_is_refused_counted_and_the_gap_filled_all_the_same(
+    usdm_server: BinanceServer, tmp_path: Path, hostile: dict
+) -> None:
+    server = usdm_server
+    server.publish("BTCUSDT", 40, live=False)
+    ids = [t.id for t in server.tapes["BTCUSDT"]]
+    served = []
+
+    def splice(items: list[dict]) -> bytes | None:
+        if served or not items:
+            return None  # once: a retried page gets the genuine answer
+        served.append(True)
+        return orjson.dumps([{**items[0], **hostile}, *items])
+
+    server.rest_mangle = splice
+    feed = filler_run(server, tmp_path / "ticks.db", {ids[0], ids[-1]}, (ids[1], ids[-2]))
+    assert served and feed.stats[0].rejected == 1
+    got = stored(tmp_path / "ticks.db", "BTCUSDT", VENUE)
+    assert [(r[0], r[1], r[2]) for r in got] == [
+        (w[0], w[1], w[2]) for w in server.expected("BTCUSDT")
     ]
 
 
