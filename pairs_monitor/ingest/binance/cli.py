@@ -286,8 +286,8 @@ def plan(args: argparse.Namespace) -> list[MarketPlan]:
                     f"top:N given twice for {market} (top:{entry.top} and top:{word.top}); give one"
                 )
             entry.top = word.top
-        elif word.symbol not in entry.symbols:
-            entry.symbols.append(word.symbol)  # type: ignore[arg-type]  # not top: a symbol
+        elif word.symbol is not None and word.symbol not in entry.symbols:
+            entry.symbols.append(word.symbol)
     generic = {"--ws-url": args.ws_url, "--rest-url": args.rest_url}
     given = [flag for flag, value in generic.items() if value is not None]
     if given and len(plans) > 1:
