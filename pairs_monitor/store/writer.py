@@ -7,8 +7,8 @@ hand work to :class:`TradeWriter` through one ``queue.Queue``:
   ``schema.TRADES_COLUMNS`` order. This is where backpressure lives: a producer that can
   outrun the writer (the live stream's flusher, replay) waits here, on a condition the
   writer signals as it takes work, while ``max_backlog`` items are queued;
-- ``submit(fn)``: any other write (feed status, gaps, runs), a function of the connection
-  run inside the writer's transaction, with a ``Future`` for its result.
+- ``submit(fn)``: any other write (feed status, gaps, runs, non-market trades), a function
+  of the connection run inside the writer's transaction, with a ``Future`` for its result.
 
 The thread takes everything already queued (at most ``max_batch_rows`` trades or
 ``max_batch_seconds`` of gathering) and commits it as one transaction. Trades go through a

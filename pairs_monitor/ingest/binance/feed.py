@@ -759,7 +759,7 @@ class _Confirmer(threading.Thread):
             tape = self.tapes[symbol]
             newest = None
             try:
-                newest = self.rest.latest_trade_id(symbol)
+                newest = self.rest.latest_trade_id(symbol, weight=self.filler.market.recent_weight)
             except Stopped:
                 break
             except Exception as exc:  # REST down or answering nonsense: ask again later
