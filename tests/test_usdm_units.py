@@ -363,7 +363,7 @@ def test_a_hostile_aggregate_is_refused_counted_and_the_gap_filled_all_the_same(
     server = usdm_server
     server.publish("BTCUSDT", 40, live=False)
     ids = [t.id for t in server.tapes["BTCUSDT"]]
-    served = []
+    served: list[bool] = []
 
     def splice(items: list[dict]) -> bytes | None:
         if served or not items:
