@@ -237,7 +237,9 @@ def test_funding_history_live_rate_and_settlement(spot, usdm, make):
     wait_for(live_follows, 10, "funding_live to follow markPrice")
     early = usdm.advance_funding(0.5)
     wait_for(
-        lambda: early in [t for t, _ in stored_funding(daemon.db, "BTCUSDT")], 20, "settlement"
+        lambda: all(early in dict(stored_funding(daemon.db, s)) for s in SYMBOLS),
+        20,
+        "the settlement of both symbols",
     )
     for symbol in SYMBOLS:
         rows = dict(stored_funding(daemon.db, symbol))
