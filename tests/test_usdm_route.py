@@ -96,6 +96,7 @@ def test_a_silent_socket_on_the_legacy_route_is_reported_and_its_trades_fetched(
     assert "--ws-url takes the host only" in errors[0]
 
 
+@pytest.mark.soak  # seconds of waiting that nothing happens: the full suite's
 def test_a_market_that_stops_trading_on_the_right_route_is_no_problem(
     usdm: BinanceServer, tmp_path: Path
 ) -> None:
