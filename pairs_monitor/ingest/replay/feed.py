@@ -4,9 +4,14 @@
                      [--replay-symbol SYM] [--replay-venue V] [--replay-kind auto]
 
 Inputs: Binance ``trades``/``aggTrades`` dumps, ``.csv`` or ``.zip`` (a ``.CHECKSUM``
-beside a file is verified before anything of it is stored; format in ``dumps.py``), and the
-browser collector's NDJSON (``ndjson.py``). A folder stands for the dumps and NDJSON files
-in it.
+beside a file is verified before anything of it is stored; format in ``dumps.py``), Binance
+kline files (``klines.py``: bars, not trades), and the browser collector's NDJSON
+(``ndjson.py``). A folder stands for the dumps and NDJSON files in it.
+
+Kline files are stored at once, whatever ``--speed``, before the trades play: 1-second
+klines as ``bars_1s`` rows ``from_klines``, longer ones as ``kline_bars``, with a
+``kline_spans`` row naming the file; bars of trades already stored for a second are kept,
+and trades replayed later replace a kline's bar (the schema's trigger).
 
 ``--speed 0`` imports as fast as the writer takes rows, file after file, with a progress
 bar; ``--speed N`` (N > 0) plays all files together on one clock, N times faster than
@@ -43,9 +48,10 @@ import numpy as np
 from tqdm import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
-from pairs_monitor.ingest.replay import dumps, ndjson
+from pairs_monitor.ingest.replay import dumps, klines, ndjson
 from pairs_monitor.ingest.replay.dumps import BadRow, Columns, DumpError
 from pairs_monitor.ingest.status import FeedStats
+from pairs_monitor.store import klines as kline_store
 from pairs_monitor.store import schema, sql
 from pairs_monitor.store.writer import TradeWriter
 
@@ -59,6 +65,7 @@ LIVE_SPACES = {
     "binance-usdm": f"{dumps.USDM} {dumps.TRADES}",
 }
 CHUNK_ROWS = 5_000  # rows per put_trades call
+KLINE_CHUNK = 10_000  # kline bars per writer call
 BAD_ROWS_LOGGED = 20  # bad rows logged one by one per file; the rest as line ranges
 _SUFFIXES = (".csv", ".zip", ".ndjson", ".jsonl", ".json")
 # Errors that fail one file, not the run (dumps turns zip damage into DumpError already;
@@ -91,11 +98,16 @@ class Input:
         self.bad: list[BadRow] = []
         self.error: str | None = None
         self.checksum: str | None = None
-        if not self.ndjson:
-            try:
+        self.klines: klines.KlineFile | None = None  # a kline file, once read
+        if self.ndjson:
+            return
+        try:
+            if kind == klines.KLINES or (kind is None and klines.is_klines(path)):
+                self.kind, self.market = klines.KLINES, klines.peek_market(path)
+            else:
                 self.kind, self.market = dumps.describe(path, kind)
-            except (DumpError, OSError) as exc:
-                self.error = str(exc)
+        except (DumpError, OSError) as exc:
+            self.error = str(exc)
 
     @property
     def space(self) -> str:
@@ -168,6 +180,8 @@ def default_venue(item: Input) -> str:
         return f"{VENUE_PREFIX}-ndjson"
     if item.market is None:  # unreadable: it fails before anything is stored
         return VENUE_PREFIX
+    if item.kind == klines.KLINES:  # bars of the market's trades, beside its trade dumps
+        return f"{VENUE_PREFIX}-{item.market}"
     agg = "-agg" if item.kind == dumps.AGG_TRADES else ""
     return f"{VENUE_PREFIX}-{item.market}{agg}"
 
@@ -281,8 +295,8 @@ class ReplayFeed:
         held = {(venue, symbol): found for symbol, found in earlier.items()}
         claims: dict[tuple[str, str], str] = {}
         for item in self.inputs:
-            if item.error is not None:
-                continue
+            if item.error is not None or item.kind == klines.KLINES:
+                continue  # kline files hold bars, no trade ids
             for symbol in item.symbols:
                 found = held.get((item.venue, symbol))
                 if found is None and item.venue in LIVE_SPACES:
@@ -314,6 +328,10 @@ class ReplayFeed:
         started = time.monotonic()
         stored_before = self.writer.stats.trades_stored
         try:
+            for item in ready:
+                if item.kind == klines.KLINES and not stop_event.is_set():
+                    self._import_klines(item)
+            ready = [i for i in ready if i.kind != klines.KLINES]
             if self.speed > 0:
                 self._run_paced(ready, stop_event)
             else:
@@ -351,6 +369,46 @@ class ReplayFeed:
         self.failed.append(item.path)
         log.error("%s", message)
         return False
+
+    def _import_klines(self, item: Input) -> None:
+        """Store a kline file's bars and its span, in chunks through the writer."""
+        try:
+            item.klines = read = klines.read_klines(item.path, item.symbol)
+        except (*_FILE_ERRORS, ValueError) as exc:
+            self._fail(item, str(exc))
+            return
+        item.rows_read, item.bad = read.rows, read.bad
+        symbol = item.symbol or read.symbol
+        if symbol is None:
+            self._fail(item, "the symbol of a kline file must be known before it is read")
+            return
+        venue, size, origin = item.venue, read.interval_s, item.path.name
+        for start in range(0, len(read.bars), KLINE_CHUNK):
+            chunk = read.bars[start : start + KLINE_CHUNK]
+
+            def store(conn: sqlite3.Connection, chunk: list = chunk) -> int:
+                stored = kline_store.store_bars(conn, venue, symbol, size, chunk)
+                end = chunk[-1].open_s + size
+                kline_store.add_span(conn, venue, symbol, size, chunk[0].open_s, end, origin)
+                return stored
+
+            item.stored += self.writer.submit(store).result()
+        kind = f"{klines.KLINES} {read.interval}"
+        log.info(
+            "%s (%s, %s -> %s%s): %d rows read, %d bars stored, %d already stored, "
+            "%d without trades, %d bad",
+            item.path,
+            kind,
+            symbol,
+            venue,
+            ", bars_1s" if size == 1 else ", kline_bars",
+            read.rows,
+            item.stored,
+            len(read.bars) - item.stored,
+            read.quiet,
+            len(read.bad),
+        )
+        self._report_bad(item)
 
     def _run_fast(self, inputs: list[Input], stop_event: threading.Event) -> None:
         total_bytes = sum(i.size for i in inputs)
@@ -507,6 +565,9 @@ class ReplayFeed:
                     item.path,
                     skipped,
                 )
+        self._report_bad(item)
+
+    def _report_bad(self, item: Input) -> None:
         for bad in item.bad[:BAD_ROWS_LOGGED]:
             log.warning("%s line %d: %s (row skipped)", item.path, bad.line, bad.reason)
         if len(item.bad) > BAD_ROWS_LOGGED:
@@ -572,7 +633,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     g.add_argument(
         "--replay-kind",
-        choices=("auto", *dumps.KINDS),
+        choices=("auto", *dumps.KINDS, klines.KLINES),
         default="auto",
         help="dump kind when neither the name nor the header says",
     )
@@ -623,13 +684,16 @@ def from_args(args: argparse.Namespace, writer: TradeWriter) -> ReplayFeed:
             item.symbols = kept
             inputs.append(item)
             continue
-        symbol = dumps.symbol_from_name(path) or (flag_symbol or "").upper() or None
+        named = klines.name_parts(path)
+        symbol = (named[0] if named else dumps.symbol_from_name(path)) or (
+            (flag_symbol or "").upper() or None
+        )
         if symbol is None and len(wanted) == 1:
             symbol = wanted[0]
         if symbol is None:
             raise SystemExit(
                 f"--replay: the name of {path} does not say its symbol "
-                "(SYMBOL-trades-DATE.csv): pass --replay-symbol SYMBOL"
+                "(SYMBOL-trades-DATE.csv, SYMBOL-1m-DATE.zip): pass --replay-symbol SYMBOL"
             )
         if wanted and symbol not in wanted:
             log.warning("%s is %s, not one of --symbols: skipped", path, symbol)
