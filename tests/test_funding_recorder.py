@@ -185,7 +185,7 @@ def test_hostile_answers_are_refused_and_the_other_symbols_go_on(writer, caplog)
         "GOODUSDT": json.dumps([row("GOODUSDT", "-0.00025")]).encode(),
     }
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Canned)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
+    threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True).start()
     url = f"http://127.0.0.1:{server.server_address[1]}"
     try:
         with (
