@@ -83,8 +83,14 @@ def one_run(folder: Path, hours: int, symbols: list[str], weight: int, live: flo
         "bars": bars,
         "live_published": published,
         "live_stored": stored_live,
-        "per_min": sum(c.weight for c in calls) / max(landed, 1e-9) * 60,
+        "max_minute": max_minute_weight(calls),
     }
+
+
+def max_minute_weight(calls: list) -> int:
+    """The most weight the requests spent in any 60 s, as Binance counts per minute."""
+    times = [c.at for c in calls]
+    return max((sum(c.weight for c in calls if t <= c.at < t + 60) for t in times), default=0)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -107,7 +113,8 @@ def main(argv: list[str] | None = None) -> int:
             print(
                 f"run {number + 1}: landed in {result['landed_s']:.1f} s, "
                 f"{result['requests']} requests, weight {result['weight']} "
-                f"({result['per_min']:.0f}/min while landing), {result['bars']} bars; "
+                f"(at most {result['max_minute']} in any minute; the history's budget "
+                f"{args.weight // 2}/min), {result['bars']} bars; "
                 f"live trades stored {result['live_stored']} of {result['live_published']}"
             )
         times = [r["landed_s"] for r in results]
