@@ -439,6 +439,15 @@ class HistoryBackfill:
                 except (Stopped, WriterFatalError):
                     self.stop.set()  # the daemon is stopping or the writer is gone
                     return
+                except Exception:  # a bug or a write SQLite refused: this period only
+                    self.stats.failed += 1
+                    log.exception(
+                        "%s %s: klines %s to %s not stored (the next start asks again)",
+                        self.venue,
+                        piece.symbol,
+                        _utc(piece.start_s),
+                        _utc(piece.end_s),
+                    )
 
         threads = [
             threading.Thread(target=work, name=f"history-{k}", daemon=True)
