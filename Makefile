@@ -1,5 +1,6 @@
 # On a fresh machine with Python 3.11 (see docs/development.md):
 #   make run         set up .venv from uv.lock, create the database, start the daemon and the page
+#                    (NOTIFY="json://... tgram://..." delivers alerts, see docs/alerts.md)
 #   make test        set up .venv with the dev group, run ruff, mypy and the whole test suite
 #   make check       the fast loop: ruff, mypy and the tests that start no process, page or browser
 #   make test-floor  the tests at the lowest versions pyproject.toml allows, in .venv-floor
@@ -15,7 +16,8 @@ DB      ?= data/ticks.db
 SYMBOLS ?= btcusdt ethusdt
 SOURCE  ?= auto
 PORT    ?= 8501
-BENCHES ?= analytics writer replay ingest page
+NOTIFY  ?=
+BENCHES ?= analytics writer replay ingest page alerts
 
 # uv itself, pinned, in a venv of its own: nothing is assumed installed but Python.
 UV_VERSION := 0.13.9
@@ -53,6 +55,7 @@ $(VENV)/.dev: uv.lock pyproject.toml | $(UV)
 run: $(VENV)/.runtime
 	$(BIN)/python db_setup.py --db $(DB)
 	DB="$(DB)" SYMBOLS="$(SYMBOLS)" SOURCE="$(SOURCE)" PORT="$(PORT)" BIN="$(BIN)" \
+		$(if $(NOTIFY),PAIRS_NOTIFY="$(NOTIFY)") \
 		./scripts/run.sh
 
 lint: $(VENV)/.dev

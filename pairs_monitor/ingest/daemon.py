@@ -40,13 +40,17 @@ import threading
 import time
 from pathlib import Path
 from types import FrameType
-from typing import IO
+from typing import IO, TYPE_CHECKING
 
+from pairs_monitor.alerts.delivery import ChannelError, channels, notify_urls
 from pairs_monitor.ingest import auto, binance, flags, logs, replay, sim, status
 from pairs_monitor.ingest.binance import cli as binance_cli
 from pairs_monitor.ingest.feed import Feed
 from pairs_monitor.store import schema
 from pairs_monitor.store.writer import TradeWriter
+
+if TYPE_CHECKING:
+    from pairs_monitor.alerts.evaluator import AlertService
 
 log = logging.getLogger("ingest")
 
@@ -100,6 +104,15 @@ def build_parser() -> argparse.ArgumentParser:
         default=DEFAULT_FLUSH_TIMEOUT_S,
         metavar="SECONDS",
         help="on stop, exit 1 when the queue is not committed within this long",
+    )
+    parser.add_argument(
+        "--notify",
+        action="append",
+        default=[],
+        metavar="URL",
+        help="deliver alert firings to this Apprise URL (json://host/path, tgram://token/chat, "
+        "mailto://..., repeatable; also $PAIRS_NOTIFY, whitespace-separated); rules are "
+        "judged by the daemon either way (docs/alerts.md)",
     )
     logs.add_arguments(parser)
     for source in (binance, auto, sim, replay):
@@ -175,8 +188,19 @@ def lock_database(db: Path) -> IO[str] | None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    if argv is None:
+        argv = sys.argv[1:]
+    if argv[:1] == ["alerts"]:  # python ingest.py alerts list|add|pause|...: no daemon
+        from pairs_monitor.alerts import cli as alerts_cli
+
+        return alerts_cli.main(argv[1:])
     parser = build_parser()
     args = parser.parse_args(argv)
+    args.notify = notify_urls(args.notify, os.environ)
+    try:
+        channels(args.notify)  # a URL Apprise does not understand: refused before any start
+    except ChannelError as exc:
+        parser.error(str(exc))
     logs.configure(args.log_level, args.log_file, max_mb=args.log_max_mb, backups=args.log_backups)
     if not args.symbols and args.source != "replay":
         parser.error("--symbols is required unless --source replay names its files")
@@ -250,6 +274,8 @@ def run(args: argparse.Namespace) -> int:
     reporter = status.StatusReporter(writer, feed.stats)
     reporter.start()
     reporter_started = time.monotonic()
+    alerts = AlertsStarter(args.db, writer, args.notify, stop)
+    alerts.start()
     crashed: list[BaseException] = []
 
     def produce() -> None:
@@ -280,6 +306,8 @@ def run(args: argparse.Namespace) -> int:
     if failure is not None:
         log.critical("stopping: %s", failure[1])
     log.info("sources stopped; writing final status and flushing the queue")
+    if not alerts.close(timeout=10):
+        log.warning("the alert threads did not stop within 10 s; their last writes may be lost")
     reporter.stop()
     writer_failure = writer_problem(writer)
     if writer_failure is None:
@@ -314,6 +342,38 @@ def run(args: argparse.Namespace) -> int:
         )
         return EXIT_REPLAY_FILES_FAILED
     return 0
+
+
+class AlertsStarter(threading.Thread):
+    """Starts the alert service (docs/alerts.md) off the main thread.
+
+    Alert rules are judged by the daemon whether or not a page is open. The service's
+    statistics take about 2 s to import (statsmodels): the tape must not wait for them.
+    Its threads only read and hand their writes to the writer, so nothing they do can
+    stall ingestion; a failure to start is logged and the tape goes on.
+    """
+
+    def __init__(
+        self, db: Path, writer: TradeWriter, notify: list[str], stop: threading.Event
+    ) -> None:
+        super().__init__(name="alerts-start", daemon=True)
+        self.db, self.writer, self.notify, self.stop = db, writer, notify, stop
+        self.service: AlertService | None = None
+
+    def run(self) -> None:
+        try:
+            from pairs_monitor.alerts.evaluator import AlertService
+
+            if not self.stop.is_set():
+                self.service = AlertService(self.db, self.writer, self.notify, self.stop)
+                self.service.start()
+        except Exception:
+            log.exception("the alert service could not start; rules are not judged this run")
+
+    def close(self, timeout: float) -> bool:
+        """Stop the service once started; True when its threads ended in time."""
+        self.join(timeout)
+        return self.service is None or self.service.close(timeout=timeout)
 
 
 def writer_problem(writer: TradeWriter) -> str | None:
