@@ -1,7 +1,7 @@
 """The live ingest path end to end, against a bare websocket-client loop on the same server.
 
     .venv/bin/python -m bench.bench_ingest [--messages 400000] [--pairs 5]
-        [--latency-seconds 20] [--memory-messages 1000000]
+        [--latency-seconds 20] [--memory-messages 1000000] [--markets spot|spot+usdm]
 
 (from the repository root).
 
@@ -10,7 +10,13 @@ A local server (its own process) speaks Binance's combined-stream protocol: the
 straight to the transport, pre-framed, so that the server costs little CPU next to the
 client. The WebSocket URL's path picks what it does: ``/blast/N`` sends N trades as fast
 as the client takes them (TCP backpressure), ``/rate/R/S`` sends R trades a second for S
-seconds with the send time (ms) as the trade time ``T``.
+seconds with the send time (ms) as the trade time ``T``. A path holding ``market`` (the
+USD-M route, ``/market/stream``) gets USD-M trade frames (``X`` and no ``M``).
+
+With ``--markets spot+usdm`` the daemon records ``btcusdt ethusdt usdm:btcusdt
+usdm:ethusdt``: two connections (one per market, each with its own URL flags) share the
+blast, half each, and the stored trades of both venues are counted; the bare loop still
+reads the whole blast on one connection.
 
 1. Throughput, paired runs (each pair: the bare loop, then the daemon): the bare loop is
    ``create_connection`` (UTF-8 check skipped) + ``recv`` + ``orjson.loads``, timed by
@@ -52,6 +58,11 @@ TRADE = (
     '{"stream":"%s@trade","data":{"e":"trade","E":%d,"s":"%s","t":%d,"p":"%.2f",'
     '"q":"%.5f","T":%d,"m":%s,"M":true}}'
 )
+TRADE_USDM = (
+    '{"stream":"%s@trade","data":{"e":"trade","E":%d,"T":%d,"s":"%s","t":%d,"p":"%.2f",'
+    '"q":"%.5f","X":"MARKET","m":%s,"st":1}}'
+)
+VENUES = {"spot": ("binance-spot",), "spot+usdm": ("binance-spot", "binance-usdm")}
 
 
 # -- the server process ------------------------------------------------------------------
@@ -68,11 +79,15 @@ def frame(text: str) -> bytes:
     return bytes((0x81, 127)) + n.to_bytes(8, "big") + data
 
 
-def trade_frame(i: int, t_ms: int) -> bytes:
+def trade_frame(i: int, t_ms: int, usdm: bool = False) -> bytes:
     """Trade number ``i`` of the run: symbols alternate, ids consecutive per symbol."""
     symbol = SYMBOLS[i % 2]
     trade_id = i // 2 + 1
     price = 50_000 + (i % 1000) / 100
+    maker = "true" if i % 3 else "false"
+    if usdm:
+        qty = 0.001 + (i % 7) / 1000
+        return frame(TRADE_USDM % (symbol.lower(), t_ms, t_ms, symbol, trade_id, price, qty, maker))
     return frame(
         TRADE
         % (
@@ -116,11 +131,13 @@ async def _serve() -> None:
         parts = connection.request.path.split("?")[0].strip("/").split("/")
         transport = connection.transport
         base_ms = 1_767_225_600_000
+        usdm = "market" in parts
         if parts[0] == "blast":
             total = int(parts[1])
             for start in range(0, total, 2000):
                 chunk = b"".join(
-                    trade_frame(i, base_ms + i // 4) for i in range(start, min(total, start + 2000))
+                    trade_frame(i, base_ms + i // 4, usdm)
+                    for i in range(start, min(total, start + 2000))
                 )
                 transport.write(chunk)
                 while transport.get_write_buffer_size() > 1 << 20:
@@ -184,11 +201,18 @@ class Server:
         self.proc.wait()
 
 
-def start_daemon(server: Server, path: str, db: Path) -> subprocess.Popen:
+def start_daemon(server: Server, path: str, db: Path, markets: str = "spot") -> subprocess.Popen:
+    rest = f"http://127.0.0.1:{server.port}"
+    if markets == "spot":
+        where = ["--symbols", *SYMBOLS, "--ws-url", server.url(path), "--rest-url", rest]
+    else:  # each market's connection gets half of the blast
+        half = path.replace(path.split("/")[1], str(int(path.split("/")[1]) // 2), 1)
+        where = ["--symbols", *SYMBOLS, *(f"usdm:{s}" for s in SYMBOLS),
+                 "--spot-ws-url", server.url(half), "--spot-rest-url", rest,
+                 "--usdm-ws-url", server.url(half), "--usdm-rest-url", rest]  # fmt: skip
     return subprocess.Popen(
-        [PY, str(ROOT / "ingest.py"), "--source", "live", "--symbols", *SYMBOLS,
-         "--ws-url", server.url(path), "--rest-url", f"http://127.0.0.1:{server.port}",
-         "--db", str(db), "--log-level", "WARNING"],
+        [PY, str(ROOT / "ingest.py"), "--source", "live", *where,
+         "--db", str(db), "--log-level", "WARNING", "--history", "0"],
         cwd=ROOT,
     )  # fmt: skip
 
@@ -199,7 +223,7 @@ def stop_daemon(proc: subprocess.Popen) -> None:
         raise SystemExit(f"the daemon exited with {proc.returncode}")
 
 
-def count(db: Path) -> int:
+def count(db: Path, venues: tuple[str, ...] = VENUES["spot"]) -> int:
     if not db.exists():
         return 0
     try:
@@ -211,8 +235,9 @@ def count(db: Path) -> int:
             return sum(
                 conn.execute(
                     "SELECT coalesce(max(trade_id), 0) FROM trades WHERE venue = ? AND symbol = ?",
-                    ("binance-spot", symbol),
+                    (venue, symbol),
                 ).fetchone()[0]
+                for venue in venues
                 for symbol in SYMBOLS
             )
         finally:
@@ -229,17 +254,18 @@ def rss_kb(pid: int) -> int:
 
 
 def daemon_rate(
-    server: Server, n: int, folder: Path, sample_rss: bool = False
+    server: Server, n: int, folder: Path, sample_rss: bool = False, markets: str = "spot"
 ) -> tuple[float, list[tuple[float, int, int]]]:
     """Stored trades/s of the daemon for a blast of ``n``; optionally RSS samples (kB)."""
     db = folder / f"ingest-{time.monotonic_ns()}.db"
-    proc = start_daemon(server, f"blast/{n}", db)
+    proc = start_daemon(server, f"blast/{n}", db, markets)
+    venues = VENUES[markets]
     marks: list[tuple[float, int]] = []  # (time, stored) at the window's two edges
     rss: list[tuple[float, int, int]] = []
     next_rss = 0.0
     deadline = time.monotonic() + 600
     while time.monotonic() < deadline:
-        stored = count(db)
+        stored = count(db, venues)
         now = time.perf_counter()
         while len(marks) < 2 and stored >= n * WINDOW[len(marks)]:
             marks.append((now, stored))
@@ -251,7 +277,7 @@ def daemon_rate(
             break
         time.sleep(0.01)
     else:
-        raise SystemExit(f"the daemon stored {count(db)} of {n} in 600 s")
+        raise SystemExit(f"the daemon stored {count(db, venues)} of {n} in 600 s")
     stop_daemon(proc)
     (t0, n0), (t1, n1) = marks
     if t1 == t0:
@@ -307,6 +333,12 @@ def main() -> None:
     parser.add_argument("--latency-rate", type=int, default=2000)
     parser.add_argument("--latency-seconds", type=float, default=20)
     parser.add_argument("--memory-messages", type=int, default=1_000_000)
+    parser.add_argument(
+        "--markets",
+        choices=sorted(VENUES),
+        default="spot",
+        help="spot+usdm: one daemon records both markets, half the blast each",
+    )
     args = parser.parse_args()
     with stamped("bench_ingest"):
         measure(args)
@@ -321,7 +353,7 @@ def measure(args: argparse.Namespace) -> None:
             ratios = []
             for pair in range(args.pairs):
                 bare = baseline_rate(server, args.messages)
-                ours, _ = daemon_rate(server, args.messages, folder)
+                ours, _ = daemon_rate(server, args.messages, folder, markets=args.markets)
                 ratios.append(ours / bare)
                 print(
                     f"pair {pair + 1}: bare loop {bare:,.0f} msg/s, daemon stored "
@@ -330,7 +362,8 @@ def measure(args: argparse.Namespace) -> None:
                 )
             print(
                 f"throughput: median ratio {statistics.median(ratios):.3f} "
-                f"(min {min(ratios):.3f}, max {max(ratios):.3f}) over {args.pairs} pairs"
+                f"(min {min(ratios):.3f}, max {max(ratios):.3f}) over {args.pairs} pairs, "
+                f"markets {args.markets}"
             )
 
             if args.latency_seconds > 0:

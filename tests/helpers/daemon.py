@@ -83,6 +83,8 @@ class Daemon:
             "--backoff-max", "0.5",
             "--connect-timeout", "2",
             "--log-level", "DEBUG",
+            # Klines history only where a test asks for it (--history after this wins).
+            "--history", "0",
             *self.extra,
             *more,
         ]  # fmt: skip

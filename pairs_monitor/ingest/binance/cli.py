@@ -35,6 +35,7 @@ from pathlib import Path
 import requests
 
 from pairs_monitor.ingest import flags
+from pairs_monitor.ingest.binance import history
 from pairs_monitor.ingest.binance.feed import (
     DEFAULT_BACKOFF_MAX,
     DEFAULT_CONNECT_TIMEOUT,
@@ -249,6 +250,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="time allowed for one connect (TCP, TLS, handshake) and one REST request",
     )
     group.add_argument(
+        "--history",
+        type=history.parse_duration,
+        default=history.parse_duration(history.DEFAULT_DURATION),
+        metavar="DURATION",
+        help="fill the time before each symbol's first stored trade from Binance klines, "
+        "this far back (spot: 1-second bars, USD-M: 1-minute bars), in the background: "
+        f"s, m, h or d (90m, 24h, 7d; at most 31d); 0 turns it off (default: "
+        f"{history.DEFAULT_DURATION})%(default).0s",
+    )
+    group.add_argument(
         "--max-connection-age",
         type=flags.positive_number,
         default=DEFAULT_MAX_CONNECTION_AGE,
@@ -349,7 +360,23 @@ def from_args(args: argparse.Namespace, writer: TradeWriter) -> MarketsFeed:
         )
     with concurrent.futures.ThreadPoolExecutor(len(plans), "start") as pool:
         built = list(pool.map(lambda p: _market_feed(p, args, writer, api_key), plans))
-    return MarketsFeed([feed for feed, _ in built], [r for _, r in built if r is not None])
+    feeds = [feed for feed, _ in built]
+    histories = [
+        history.HistoryBackfill(
+            feed.rest,
+            writer,
+            feed.venue,
+            feed.symbols,
+            Path(args.db),
+            duration_s=args.history,
+            klines=history.KLINES[entry.market],
+        )
+        for feed, entry in zip(feeds, plans, strict=True)
+        if args.history
+    ]
+    for feed in feeds:
+        feed.params["history_s"] = args.history
+    return MarketsFeed(feeds, [r for _, r in built if r is not None], histories)
 
 
 def _market_feed(

@@ -21,6 +21,7 @@ from collections.abc import Sequence
 
 from pairs_monitor.ingest.binance.feed import BinanceFeed
 from pairs_monitor.ingest.binance.funding import FundingRecorder
+from pairs_monitor.ingest.binance.history import HistoryBackfill
 from pairs_monitor.ingest.status import FeedStats
 
 log = logging.getLogger("ingest.binance")
@@ -33,13 +34,20 @@ class MarketsFeed:
 
     :param feeds: one feed per market, built and validated (``cli.from_args``).
     :param recorders: the funding recorders set on the USD-M feeds.
+    :param histories: the klines backfill of each market (``--history``), if any.
     """
 
-    def __init__(self, feeds: Sequence[BinanceFeed], recorders: Sequence[FundingRecorder] = ()):
+    def __init__(
+        self,
+        feeds: Sequence[BinanceFeed],
+        recorders: Sequence[FundingRecorder] = (),
+        histories: Sequence[HistoryBackfill] = (),
+    ):
         if not feeds:
             raise ValueError("a live source needs at least one market")
         self.feeds = list(feeds)
         self.recorders = list(recorders)
+        self.histories = {history.venue: history for history in histories}
         self.venue = ",".join(feed.venue for feed in self.feeds)
         # ingest_runs.symbols: every symbol once (params say which market has which)
         self.symbols = list(dict.fromkeys(s for feed in self.feeds for s in feed.symbols))
@@ -87,6 +95,8 @@ class MarketsFeed:
 
         for recorder in self.recorders:
             recorder.start()
+        for history in self.histories.values():
+            history.start()  # in the background: live trades never wait for it
         self.runners = [
             threading.Thread(target=run_market, args=(feed,), name=f"{feed.venue}", daemon=True)
             for feed in self.feeds
@@ -102,6 +112,8 @@ class MarketsFeed:
                 runner.join(JOIN_S)
             for recorder in self.recorders:
                 recorder.close()
+            for history in self.histories.values():
+                history.close()
         if died:
             raise died[0]
 
@@ -128,6 +140,8 @@ class MarketsFeed:
             recorder = getattr(feed, "funding", None)
             if isinstance(recorder, FundingRecorder):
                 threads += recorder.threads
+            if feed.venue in self.histories:
+                threads += self.histories[feed.venue].threads
             # ident is None until a thread starts: only a started and ended one counts.
             dead += [
                 f"{feed.venue} {t.name}" if several else t.name
