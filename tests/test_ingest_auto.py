@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import signal
 import socket
+import sqlite3
 import subprocess
 import sys
 import time
@@ -96,13 +97,17 @@ def test_auto_with_both_markets_simulates_their_symbols_once_each(tmp_path):
     with log.open("w") as out:
         proc = subprocess.Popen(argv, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT)
     try:
+
+        def simulated() -> list[tuple]:
+            try:  # the file exists a moment before its tables do
+                return query(
+                    db, "SELECT DISTINCT symbol FROM trades WHERE venue = 'sim' ORDER BY 1"
+                )
+            except sqlite3.OperationalError:
+                return []
+
         wait_for(
-            lambda: (
-                query(db, "SELECT DISTINCT symbol FROM trades WHERE venue = 'sim' ORDER BY 1")
-                == [("BTCUSDT",), ("ETHUSDT",)]
-                if db.exists()
-                else False
-            ),
+            lambda: db.exists() and simulated() == [("BTCUSDT",), ("ETHUSDT",)],
             30,
             "simulated trades of both symbols",
         )
