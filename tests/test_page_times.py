@@ -42,8 +42,9 @@ def with_trade_at(pair_db: Path, tmp_path: Path, time_us: int, symbol: str = "ET
             "INSERT INTO trades VALUES ('sim', ?, 999999, ?, 100.0, 1.0, 0)", (symbol, time_us)
         )
         conn.execute(
-            "INSERT INTO bars_1s VALUES ('sim', ?, ?, 100, 100, 100, 100, 1, 100, 0, 1,"
-            " 999999, 999999)",
+            "INSERT INTO bars_1s (venue, symbol, bar_time_s, open, high, low, close, volume,"
+            " quote_volume, taker_buy_volume, trade_count, first_trade_id, last_trade_id)"
+            " VALUES ('sim', ?, ?, 100, 100, 100, 100, 1, 100, 0, 1, 999999, 999999)",
             (symbol, time_us // 1_000_000),
         )
     conn.close()

@@ -9,6 +9,9 @@ Where to look:
   and the state a start resumes from;
 - ``ingest/binance/gaps.py``: catch-up after each (re)connect, gap filling, the start-up
   hole scan, the gaps table;
+- ``ingest/binance/cli.py``: the flags, ``--symbols`` words (``usdm:``, ``top:N``), the
+  API key from the environment, one feed per market; ``multi.py`` runs them side by side;
+  ``funding.py`` records funding; ``history.py`` fills the past from klines;
 - this module: what differs between the markets (:class:`Market`), symbol validation,
   the frame parser, trade-id continuity, non-market trades, the wrong-route check, and
   the batching of rows into the writer.
@@ -20,7 +23,6 @@ writer thread (store/writer.py) is the only one that touches SQLite for writing.
 
 from __future__ import annotations
 
-import argparse
 import collections
 import functools
 import logging
@@ -36,7 +38,6 @@ import orjson
 import requests
 
 from pairs_monitor.clock import Backoff, now_ms
-from pairs_monitor.ingest import flags
 from pairs_monitor.ingest.binance.gaps import CatchUp, Fill, GapFiller, ScanHoles
 from pairs_monitor.ingest.binance.rest import BadApiKey, RestClient, RestError, Stopped
 from pairs_monitor.ingest.binance.tape import SymbolTape, load_start_state
@@ -147,100 +148,6 @@ class MarkPriceSink(Protocol):
 
     def on_mark_price(self, payload: dict) -> None:
         """Take one event; called in the receive thread, so it must not block."""
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """Add the live source's flags to the daemon's command line."""
-    group = parser.add_argument_group("live source (Binance)")
-    group.add_argument(
-        "--market",
-        choices=sorted(MARKETS),
-        default="spot",
-        help="spot (venue binance-spot) or USD-M futures (binance-usdm)",
-    )
-    # "%(default).0s" prints nothing; it only stops the formatter adding "(default: None)".
-    group.add_argument(
-        "--ws-url",
-        metavar="URL",
-        help="WebSocket base URL; /stream?streams=... is appended (default: "
-        f"{MARKETS['spot'].ws_url} or {MARKETS['usdm'].ws_url})%(default).0s",
-    )
-    group.add_argument(
-        "--rest-url",
-        metavar="URL",
-        help="REST base URL; /api/v3/... or /fapi/v1/... is appended (default: "
-        f"{MARKETS['spot'].rest_url} or {MARKETS['usdm'].rest_url})%(default).0s",
-    )
-    group.add_argument(
-        "--max-catchup",
-        type=flags.positive_int,
-        default=DEFAULT_MAX_CATCHUP,
-        metavar="N",
-        help="most trades one catch-up or gap fill fetches per symbol over REST (100 "
-        "requests, about 1 min of weight by default); beyond it an open gap is recorded "
-        "and the next start goes on from there",
-    )
-    group.add_argument(
-        "--rest-weight-per-min",
-        type=flags.positive_int,
-        metavar="WEIGHT",
-        help="REST request weight spent per minute at most; Binance allows 6000 on spot "
-        "and 2400 on futures per IP, historicalTrades costs 25 (default: "
-        f"{DEFAULT_REST_WEIGHT['spot']} spot, {DEFAULT_REST_WEIGHT['usdm']} usdm)%(default).0s",
-    )
-    group.add_argument(
-        "--watchdog",
-        type=flags.positive_number,
-        default=DEFAULT_WATCHDOG,
-        metavar="SECONDS",
-        help="a socket silent this long is closed and reconnected; it is pinged at half "
-        "of it, so a quiet market on a live socket is kept (Binance pings every 20 s)",
-    )
-    group.add_argument(
-        "--backoff-max",
-        type=flags.positive_number,
-        default=DEFAULT_BACKOFF_MAX,
-        metavar="SECONDS",
-        help="longest wait between reconnect attempts",
-    )
-    group.add_argument(
-        "--connect-timeout",
-        type=flags.positive_number,
-        default=DEFAULT_CONNECT_TIMEOUT,
-        metavar="SECONDS",
-        help="time allowed for one connect (TCP, TLS, handshake) and one REST request",
-    )
-    group.add_argument(
-        "--max-connection-age",
-        type=flags.positive_number,
-        default=DEFAULT_MAX_CONNECTION_AGE,
-        metavar="SECONDS",
-        help="reconnect proactively after this long (Binance closes at 24 h)",
-    )
-
-
-def from_args(args: argparse.Namespace, writer: TradeWriter) -> BinanceFeed:
-    """Build the live feed from the parsed command line, validating the symbols.
-
-    :raises FeedError: for a symbol Binance does not list.
-    """
-    market = MARKETS[args.market]
-    feed = BinanceFeed(
-        market,
-        args.symbols,
-        writer,
-        db_path=Path(args.db),
-        ws_url=args.ws_url or market.ws_url,
-        rest_url=args.rest_url or market.rest_url,
-        max_catchup=args.max_catchup,
-        rest_weight_per_min=args.rest_weight_per_min or DEFAULT_REST_WEIGHT[args.market],
-        watchdog=args.watchdog,
-        backoff_max=args.backoff_max,
-        connect_timeout=args.connect_timeout,
-        max_connection_age=args.max_connection_age,
-    )
-    feed.validate_symbols()
-    return feed
 
 
 class BinanceFeed:
