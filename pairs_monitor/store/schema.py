@@ -342,6 +342,60 @@ CREATE TABLE kline_spans (
 ALTER TABLE gaps ADD COLUMN covered_by TEXT;  -- e.g. '1s klines'; NULL: none
 """
 
+# The daemon's pair scans (issue 14, pairs_monitor/scan/service.py): every few minutes it
+# tests every pair of its legs for cointegration on 1-minute bars over a trailing window
+# (analytics.scan_pairs) and stores the run and its best rows, ranked, so the page can
+# open on a watchlist. A run's rows are deleted with it.
+SCHEMA_V8 = """
+CREATE TABLE scan_runs (
+    scan_id        INTEGER PRIMARY KEY,
+    started_ms     INTEGER NOT NULL,  -- wall clock when the scan began reading bars
+    finished_ms    INTEGER NOT NULL,  -- wall clock when its result was ready
+    bar_s          INTEGER NOT NULL,  -- the bar length scanned: 60
+    window_start_s INTEGER NOT NULL,  -- the first bar of the window (its open time)
+    window_end_s   INTEGER NOT NULL,  -- bars up to here, exclusive
+    log_prices     INTEGER NOT NULL,  -- 1: tested on log prices (the spread is in logs)
+    legs           INTEGER NOT NULL,  -- legs scanned
+    legs_skipped   INTEGER NOT NULL,  -- legs left out: too few bars in the window
+    pairs_tested   INTEGER NOT NULL,  -- pairs the q-values are over
+    candidates     INTEGER NOT NULL,
+    tradable       INTEGER NOT NULL,
+    rows_stored    INTEGER NOT NULL,  -- rows of this run in scan_results
+    cpu_s          REAL    NOT NULL,  -- CPU time the scan took
+    params_json    TEXT    NOT NULL DEFAULT '{}',  -- fdr, holdout, lags, fees, ...
+    note           TEXT               -- why nothing was tested; NULL otherwise
+);
+CREATE TABLE scan_results (
+    scan_id             INTEGER NOT NULL REFERENCES scan_runs (scan_id) ON DELETE CASCADE,
+    rank                INTEGER NOT NULL,  -- 1 = best: by eg_pvalue, then half_life
+    venue_y             TEXT    NOT NULL,
+    symbol_y            TEXT    NOT NULL,
+    venue_x             TEXT    NOT NULL,
+    symbol_x            TEXT    NOT NULL,
+    hedge_ratio         REAL    NOT NULL,  -- spread = y - hedge_ratio x - intercept
+    intercept           REAL    NOT NULL,
+    eg_stat             REAL    NOT NULL,
+    eg_pvalue           REAL    NOT NULL,
+    eg_qvalue           REAL    NOT NULL,
+    half_life           REAL,              -- bars; inf: no mean reversion; NULL: unknown
+    corr                REAL,              -- correlation of 1-bar log returns
+    nobs                INTEGER NOT NULL,  -- bars the pair was tested on
+    oos_hedge_ratio     REAL,
+    oos_pvalue          REAL,
+    holds_out_of_sample INTEGER NOT NULL,
+    candidate           INTEGER NOT NULL,
+    spread_std          REAL    NOT NULL,  -- the spread's standard deviation, its units
+    spread_std_bps      REAL,              -- the same per unit of gross notional, bps
+    round_trip_bps      REAL,              -- taker fees of entering and leaving both legs
+    tradable            INTEGER NOT NULL,
+    last_bar_s          INTEGER NOT NULL,  -- the pair's last bar in the window
+    zscore              REAL,              -- spread / spread_std on that bar
+    signal_bar_s        INTEGER,           -- the last bar with |z| >= 2; NULL: none
+    signal_z            REAL,              -- z on that bar (> 0: short the spread)
+    PRIMARY KEY (scan_id, rank)
+) WITHOUT ROWID;
+"""
+
 # MIGRATIONS[i] takes a database from user_version i to i + 1.
 MIGRATIONS: list[str] = [
     SCHEMA_V1,
@@ -351,6 +405,7 @@ MIGRATIONS: list[str] = [
     SCHEMA_V5,
     SCHEMA_V6,
     SCHEMA_V7,
+    SCHEMA_V8,
 ]
 LATEST_VERSION = len(MIGRATIONS)
 
