@@ -1,11 +1,10 @@
-"""The page's parts without Streamlit: alert store and hysteresis, upload validation,
-read-only queries, the database path rule, warm-up counts."""
+"""The page's parts without Streamlit: upload validation, read-only queries, the database
+path rule, warm-up counts (the alert store is in tests/test_page_alert_store.py)."""
 
 from __future__ import annotations
 
 import math
 import sqlite3
-from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -16,23 +15,14 @@ import pytest
 
 import analytics
 from pairs_monitor.page import pipeline, queries, settings, upload
-from pairs_monitor.page.alert_rules import AlertError, AlertStore, step
 from pairs_monitor.page.settings import DEFAULT_DB, View, resolve_db_path
 from pairs_monitor.page.tabs import literal
-from pairs_monitor.page.tabs import live as live_tab
-from tests.helpers.page_db import START_S, build_empty_db, build_pair_db
+from tests.helpers.page_db import START_S, build_pair_db
 
 
 @pytest.fixture(scope="module")
 def pair_db(tmp_path_factory) -> Path:
     return build_pair_db(tmp_path_factory.mktemp("parts") / "ticks.db", seconds=300)
-
-
-@pytest.fixture
-def store(tmp_path) -> Iterator[AlertStore]:
-    s = AlertStore(build_empty_db(tmp_path / "alerts.db"))
-    yield s
-    s.close()
 
 
 # -- the database path rule ----------------------------------------------------------
@@ -49,147 +39,6 @@ def store(tmp_path) -> Iterator[AlertStore]:
 )
 def test_db_path_rule(argv, env, expected):
     assert resolve_db_path(argv, env) == expected
-
-
-# -- alerts: the guarded write connection -------------------------------------------
-
-
-@pytest.mark.parametrize(
-    "sql",
-    [
-        "INSERT INTO trades VALUES ('sim', 'BTCUSDT', 1, 1, 1.0, 1.0, 0)",
-        "DELETE FROM bars_1s",
-        "UPDATE feed_status SET connected = 0",
-        "DROP TABLE trades",
-        "CREATE TABLE evil (a)",
-        "PRAGMA journal_mode=DELETE",
-        "ATTACH DATABASE ':memory:' AS other",
-    ],
-)
-def test_alert_connection_refuses_anything_but_alert_writes(store, sql):
-    with pytest.raises(sqlite3.DatabaseError, match="not authorized"):
-        store.execute(sql)
-
-
-def test_alert_connection_can_read_market_data_and_write_alerts(store):
-    assert store.execute("SELECT count(*) FROM trades").fetchone() == (0,)
-    rid = store.add_rule("price_above", "sim", "BTCUSDT", 100.0, 90.0)
-    store.set_enabled(rid, False)
-    assert store.rules()[0].enabled is False
-    store.delete_rule(rid)
-    assert store.rules() == []
-
-
-@pytest.mark.parametrize(
-    ("kind", "threshold", "rearm", "symbol_x", "message"),
-    [
-        ("zscore_above", 2.0, 2.5, "ETHUSDT", "must be below the threshold"),
-        ("zscore_below", -2.0, -2.5, "ETHUSDT", "must be above the threshold"),
-        ("zscore_above", 2.0, 1.0, None, "needs both legs"),
-        ("price_below", -1.0, 5.0, None, "must be positive"),
-        ("nonsense", 1.0, 0.0, None, "unknown rule kind"),
-        ("volume_spike", 0.0, -1.0, None, "ratio to the recent mean volume"),
-        ("volume_spike", 3.0, 3.0, None, "must be below the threshold"),
-    ],
-)
-def test_bad_rules_are_refused_with_a_reason(store, kind, threshold, rearm, symbol_x, message):
-    with pytest.raises(AlertError, match=message):
-        store.add_rule(kind, "sim", "BTCUSDT", threshold, rearm, symbol_x=symbol_x)
-
-
-# value sequence -> which steps fire, threshold 2, re-arm 1 (rising rule)
-@pytest.mark.parametrize(
-    ("values", "fires"),
-    [
-        ([0.5, 2.1, 2.3, 1.9, 2.05, 1.5, 2.2], [1]),  # hovers above re-arm: one alert
-        ([2.1, 0.9, 2.0], [0, 2]),  # back past re-arm: armed again
-        ([2.1, 1.0, 2.5], [0, 2]),  # exactly at re-arm counts as back
-        ([float("nan"), 2.5, float("nan"), 2.6], [1]),  # NaN changes nothing
-        ([1.99, 1.5], []),
-    ],
-)
-def test_hysteresis_step_rising(values, fires):
-    armed, fired = True, []
-    for i, v in enumerate(values):
-        fire, armed = step("zscore_above", armed, v, 2.0, 1.0)
-        if fire:
-            fired.append(i)
-    assert fired == fires
-
-
-def test_hysteresis_step_falling_mirrors_rising():
-    armed, fired = True, []
-    for i, v in enumerate([-1.0, -2.2, -1.8, -2.4, -0.9, -2.1]):
-        fire, armed = step("zscore_below", armed, v, -2.0, -1.0)
-        if fire:
-            fired.append(i)
-    assert fired == [1, 5]
-
-
-def test_store_evaluate_fires_once_while_hovering_and_again_after_rearm(store):
-    rid = store.add_rule("zscore_above", "sim", "BTCUSDT", 2.0, 0.5, symbol_x="ETHUSDT")
-    fired = [
-        len(store.evaluate({rid: (v, START_S + i)}))
-        for i, v in enumerate([1.0, 2.2, 2.1, 1.9, 2.3, 0.4, 2.5])
-    ]
-    assert fired == [0, 1, 0, 0, 0, 0, 1]
-    events = store.events()
-    assert list(events["value"]) == [2.5, 2.2]
-    assert events["message"].iloc[0].startswith("BTCUSDT/ETHUSDT on sim: z-score above 2")
-    # Two stores on one file (two page processes) share the armed state.
-    other = AlertStore(store.path)
-    assert other.evaluate({rid: (3.0, None)}) == []
-    other.close()
-
-
-def test_a_rule_is_judged_in_its_own_view_whatever_the_page_shows(tmp_path):
-    """Two pages with different settings feed a stored-view rule the same value."""
-    db_path = build_pair_db(tmp_path / "rules.db", seconds=300)
-    db = pipeline.ReadOnlyDB(db_path)
-    store = AlertStore(db_path)
-    rid = store.add_rule(
-        "zscore_above", "sim", "BTCUSDT", 2.0, 1.0, symbol_x="ETHUSDT",
-        timeframe="1s", window=30, method="rolling", log_prices=True,
-    )  # fmt: skip
-    legacy = store.add_rule("zscore_above", "sim", "BTCUSDT", 2.0, 1.0, symbol_x="ETHUSDT")
-    rules = {r.rule_id: r for r in store.rules()}
-    assert rules[rid].judged_in() == "1s bars, window 30, rolling, log prices"
-    assert rules[legacy].judged_in().startswith("each page's own view")
-    source = pipeline.DbSource(db)
-    seen = []
-    for page in (
-        View(venue="sim", y="BTCUSDT", x="ETHUSDT", window=60, method="ols"),
-        View(venue="sim", y="ETHUSDT", x="SOLUSDT", window=20, method="kalman", log_prices=False),
-    ):
-        live_pair = pipeline.compute_pair(source, page.live())
-        seen.append(live_tab.readings_for(list(rules.values()), source, live_pair))
-    assert seen[0][rid] == seen[1][rid]
-    # The value, independently: SQL closes, the 300-bar tail, analytics.pair_frame.
-    closes = pd.DataFrame(
-        {
-            sym: pd.read_sql_query(
-                "SELECT bar_time_s, close FROM bars_1s WHERE venue = 'sim' AND symbol = ?"
-                " ORDER BY bar_time_s",
-                sqlite3.connect(db_path),
-                params=(sym,),
-                index_col="bar_time_s",
-            )["close"]
-            for sym in ("BTCUSDT", "ETHUSDT")
-        }
-    ).tail(300)
-    frame = analytics.pair_frame(closes["BTCUSDT"], closes["ETHUSDT"], 30, "rolling", True)
-    assert seen[0][rid] == (pytest.approx(frame["zscore"].iloc[-1], rel=1e-9), START_S + 299)
-    # A rule made before settings were stored follows each page: only the page showing
-    # its pair judges it (as before), in that page's view.
-    assert legacy in seen[0] and legacy not in seen[1]
-    store.close()
-    db.close()
-
-
-def test_paused_rule_is_not_evaluated(store):
-    rid = store.add_rule("price_below", "sim", "BTCUSDT", 100.0, 110.0)
-    store.set_enabled(rid, False)
-    assert store.evaluate({rid: (50.0, None)}) == []
 
 
 # -- read-only queries ---------------------------------------------------------------

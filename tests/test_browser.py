@@ -358,3 +358,86 @@ def test_a_cross_venue_pair_is_picked_in_a_real_browser(tmp_path):
     rates = settled(closes.index[0], closes.index[-1] + pd.Timedelta(minutes=1))
     assert seen["Carry, annualised"] == f"{100 * rates.sum() / len(rates) * 3 * 365:.2f}%"
     assert seen["Next funding, annualised"] == f"{100 * LIVE_FUNDING[1] * 1095:.2f}%"
+
+
+def alert_rules_stored(db: Path) -> list[tuple]:
+    conn = sqlite3.connect(f"{db.resolve().as_uri()}?mode=ro", uri=True)
+    try:
+        return conn.execute("SELECT kind, symbol, threshold, rearm FROM alert_rules").fetchall()
+    finally:
+        conn.close()
+
+
+def settled(page, db: Path, ms: int = 2000) -> list[tuple]:
+    """The rules stored once the rerun a key or click started has had time to finish."""
+    page.wait_for_timeout(ms)
+    return alert_rules_stored(db)
+
+
+def drive_alert_form(url: str, db: Path) -> dict:
+    """Fill the Alerts tab's form as a user does, pressing Enter in each field, then click
+    the button; record the rules stored after each step."""
+    from playwright.sync_api import sync_playwright
+
+    seen: dict = {}
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 1500, "height": 1100})
+            page.goto(url, wait_until="domcontentloaded")
+            page.locator('[data-testid="stMetric"]').first.wait_for(timeout=30_000)
+            page.get_by_role("tab", name="Alerts").click()
+            panel = page.get_by_role("tabpanel")
+            panel.get_by_text("New rule").first.wait_for(timeout=20_000)
+            choose(page, "When", "price above")
+            threshold = panel.get_by_role("spinbutton", name="Price")
+            threshold.wait_for(timeout=10_000)
+            seen["prefilled"] = threshold.input_value()
+            threshold.fill("99999")
+            threshold.press("Enter")
+            seen["after threshold + Enter"] = settled(page, db)
+            rearm = panel.get_by_role("spinbutton", name="Re-arm at")
+            rearm.fill("99000")
+            rearm.press("Enter")
+            seen["after re-arm + Enter"] = settled(page, db)
+            cooldown = panel.get_by_role("spinbutton", name="Cooldown (s)")
+            cooldown.fill("60")
+            cooldown.press("Enter")
+            seen["after cooldown + Enter"] = settled(page, db)
+            panel.get_by_role("button", name="Add rule").click()
+            panel.get_by_text("Rule 1 added").first.wait_for(timeout=10_000)
+            seen["after the button"] = alert_rules_stored(db)
+            threshold.press("Enter")  # the same field again, after the rule was added
+            threshold.fill("99998")
+            threshold.press("Enter")
+            seen["after Enter again"] = settled(page, db)
+            seen["exceptions"] = page.locator('[data-testid="stException"]').count()
+            page.screenshot(path=str(OUTPUT / "alert_form.png"), full_page=True)
+        finally:
+            browser.close()
+    return seen
+
+
+@pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="needs Debian's chromium")
+def test_enter_in_the_alert_form_makes_no_rule_until_the_button_is_pressed(tmp_path):
+    """Typing a threshold and pressing Enter made a rule each time (10 rules instead of
+    4): now only the *Add rule* button stores one, once."""
+    from tests.helpers.page_db import build_pair_db
+
+    OUTPUT.mkdir(parents=True, exist_ok=True)
+    db = build_pair_db(tmp_path / "ticks.db", seconds=300)
+    port = free_port()
+    with started(streamlit_cmd(port, db), tmp_path / "page.log") as page_proc:
+        wait_for(lambda: page_up(port), 30, "the page", page_proc, tmp_path / "page.log")
+        seen = drive_alert_form(f"http://127.0.0.1:{port}/", db)
+    assert seen["exceptions"] == 0
+    conn = sqlite3.connect(db)
+    ((last,),) = conn.execute(
+        "SELECT price FROM trades WHERE symbol = 'BTCUSDT' ORDER BY trade_id DESC LIMIT 1"
+    ).fetchall()
+    conn.close()
+    assert float(seen["prefilled"]) == pytest.approx(last, rel=1e-5)  # the last price
+    for step in ("after threshold + Enter", "after re-arm + Enter", "after cooldown + Enter"):
+        assert seen[step] == [], step
+    assert seen["after the button"] == [("price_above", "BTCUSDT", 99999.0, 99000.0)]
+    assert seen["after Enter again"] == seen["after the button"]

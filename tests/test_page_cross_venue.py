@@ -17,7 +17,6 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from pairs_monitor.page import export, pipeline, queries
-from pairs_monitor.page.alert_rules import AlertError, AlertStore
 from pairs_monitor.page.settings import Leg, View
 from tests.helpers.page_db import (
     FUNDING,
@@ -199,23 +198,27 @@ def test_backtest_books_each_legs_fee_and_the_perpetuals_funding(monkeypatch, ba
 
 
 @pytest.mark.apptest
-def test_a_cross_venue_z_score_rule_stores_venue_x_and_is_judged(monkeypatch, basis_copy):
+def test_a_cross_venue_z_score_rule_starts_from_the_pairs_z_and_stores_venue_x(
+    monkeypatch, basis_copy
+):
     at = run_app(monkeypatch, basis_copy)
     choose_spot_perp(at)
     z = float(metric(at, "z-score"))
-    at.selectbox(key="rule_kind").set_value("zscore_above" if z > 0 else "zscore_below")
+    # The form follows the pair on screen: its threshold starts at this pair's z-score.
+    assert at.number_input(key="rule_threshold").value == round(z, 2)
+    at.selectbox(key="rule_kind").set_value("zscore_above" if z > 0 else "zscore_below").run()
     at.number_input(key="rule_threshold").set_value(round(z - 0.1 if z > 0 else z + 0.1, 4))
     at.number_input(key="rule_rearm").set_value(z - 5 if z > 0 else z + 5)
-    at.button[[b.label for b in at.button].index("Add rule")].click().run()
-    assert not at.exception and "Rule 1 added." in texts(at.success)
+    at.button(key="rule_add").click().run()
+    assert not at.exception and "Rule 1 added" in texts(at.success)
     conn = sqlite3.connect(basis_copy)
     row = conn.execute(
         "SELECT venue, symbol, venue_x, symbol_x, timeframe, window_bars FROM alert_rules"
     ).fetchone()
     conn.close()
     assert row == (SPOT, "BTCUSDT", PERP, "BTCUSDT", "1m", 60)
-    at.run()  # the Live panel judges it in its own view: the same pair, across venues
-    assert len(at.toast) == 1 and f"{SPOT_NAME}/{PERP_NAME}: z-score" in texts(at.toast)
+    rules_shown = next(df.value for df in at.dataframe if "judged in" in df.value.columns)
+    assert rules_shown["rule"].iloc[0].startswith(f"{SPOT_NAME}/{PERP_NAME}: z-score")
 
 
 @pytest.mark.apptest
@@ -310,40 +313,6 @@ def test_a_database_before_funding_records_says_so(tmp_path):
     assert {f.rates is None for f in funding.values()} == {True}
     assert "predates funding records" in funding["BTCUSDT"].note
     reader.close()
-
-
-def test_rules_across_venues_keep_their_x_venue(basis_copy):
-    store = AlertStore(basis_copy)
-    rid = store.add_rule(
-        "zscore_above", SPOT, "BTCUSDT", 2.0, 1.0, symbol_x="BTCUSDT",
-        timeframe="1m", window=30, method="ols", log_prices=True, venue_x=PERP,
-    )  # fmt: skip
-    same = store.add_rule(
-        "zscore_above", SPOT, "BTCUSDT", 2.0, 1.0, symbol_x="ETHUSDT", venue_x=SPOT
-    )
-    price = store.add_rule("price_above", PERP, "BTCUSDT", 1e9, 1.0, venue_x=SPOT)
-    rules = {r.rule_id: r for r in store.rules()}
-    assert rules[rid].venue_x == PERP and rules[rid].legs == (SPOT_BTC, PERP_BTC)
-    assert rules[rid].describe() == f"{SPOT_NAME}/{PERP_NAME}: z-score above 2"
-    assert rules[same].venue_x is None and rules[price].venue_x is None
-    view = pipeline.rule_view(rules[rid], View("sim", "ETHUSDT", "ETHUSDT"))
-    assert view.legs == (SPOT_BTC, PERP_BTC) and view.timeframe == "1m"
-    # A page on the perpetual's venue alone judges the rule too: it reads that venue.
-    assert rid in {r.rule_id for r in store.rules([PERP])}
-    assert {r.rule_id for r in store.rules(["sim"])} == set()
-    store.close()
-
-
-def test_an_older_database_refuses_a_rule_across_venues(tmp_path):
-    db = build_pair_db(tmp_path / "v4.db", seconds=60)
-    conn = sqlite3.connect(db)
-    with conn:
-        conn.execute("ALTER TABLE alert_rules DROP COLUMN venue_x")
-    conn.close()
-    store = AlertStore(db)
-    with pytest.raises(AlertError, match="predates rules across venues"):
-        store.add_rule("zscore_above", "sim", "BTCUSDT", 2.0, 1.0, symbol_x="X", venue_x=PERP)
-    store.close()
 
 
 def test_same_venue_pairs_keep_their_names_and_file_names(basis_db):

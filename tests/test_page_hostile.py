@@ -16,10 +16,10 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from pairs_monitor.page import export, pipeline, queries
-from pairs_monitor.page.alert_rules import AlertStore
-from pairs_monitor.page.settings import View
+from pairs_monitor.page.alert_rules import AlertStore, new_rule
+from pairs_monitor.page.settings import Leg, View
 from pairs_monitor.page.text import md, plot
-from tests.helpers.page_db import build_pair_db, rename_series
+from tests.helpers.page_db import add_firing, build_pair_db, rename_series
 
 APP = str(Path(__file__).resolve().parent.parent / "app.py")
 IMAGE_URL = "http://127.0.0.1:9/x.png"
@@ -61,7 +61,13 @@ def markdown_bodies(at: AppTest) -> list[str]:
 @pytest.mark.apptest
 def test_hostile_symbols_and_venue_are_shown_as_text(monkeypatch, hostile_db):
     store = AlertStore(hostile_db)
-    store.add_rule("price_above", VENUE, Y, 1e-6, 5e-7)  # fires at once: a toast and an error
+    rule_id = store.add_rule(new_rule("price_above", Leg(VENUE, Y), 1e-6, 5e-7))
+    store.close()
+    # Fired by the daemon, whose message names the symbol and venue: a banner until acked.
+    message = f"Rule {rule_id}, {Y} on {VENUE}: price above 1e-06 fired"
+    add_firing(
+        hostile_db, rule_id, message, 1.0, deliveries=(("c", VENUE, "sent", 1, None, None, 1),)
+    )
     monkeypatch.setenv("TICKS_DB", str(hostile_db))
     at = AppTest.from_file(APP, default_timeout=60)
     at.run()
@@ -73,7 +79,7 @@ def test_hostile_symbols_and_venue_are_shown_as_text(monkeypatch, hostile_db):
     # The names are on the page, escaped: the metric labels, the alert, the stale banner.
     assert f"{md(Y)} last" in [m.label for m in at.metric]
     assert f"{md(X)} last" in [m.label for m in at.metric]
-    assert any(md(Y) in str(t.value) for t in at.toast)
+    assert any(md(message) in str(e.value) for e in at.error)
     assert any(md(VENUE) in b for b in bodies)
     # Markdown parsing of the escaped form gives back exactly the stored name.
     assert re.sub(r"\\(.)", r"\1", md(Y)) == Y

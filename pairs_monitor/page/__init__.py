@@ -8,7 +8,9 @@ Where to look:
 - ``pipeline.py``: bars and pair frames for a view (queries + ``quant``), no Streamlit;
   the ``Source`` protocol every tab reads through.
 - ``cache.py``: the cached connections and cached wrappers of ``pipeline.py``.
-- ``alert_rules.py``: alert rules and events, with hysteresis, on a guarded write connection.
+- ``alert_rules.py``: alert rules and firings as the page reads and edits them, on a
+  guarded write connection (the daemon judges the rules: ``pairs_monitor.alerts``).
+- ``firings.py``: the firings not yet acknowledged, above the tabs.
 - ``charts.py``: Plotly figures.
 - ``export.py`` / ``upload.py``: CSV out and CSV in.
 - ``sidebar.py``: the sidebar controls.

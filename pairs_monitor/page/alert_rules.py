@@ -1,47 +1,32 @@
-"""Alert rules and fired alerts, stored in the database's ``alert_rules``/``alert_events``.
+"""Alert rules and their firings as the page shows and edits them.
 
-The page must never alter market data, yet alerts have to be stored. So alerts get their
-own small write connection whose SQLite authorizer refuses every write to anything but
-those two tables (and any schema change, PRAGMA or ATTACH): a bug or a crafted value can
-at worst touch alerts, never ``trades`` or ``bars_1s``.
+The daemon judges the rules (``pairs_monitor.alerts``, docs/alerts.md); the page only
+reads ``alert_rules``, ``alert_events`` and ``alert_deliveries``, adds, pauses and deletes
+rules, and acknowledges firings. Rule kinds and their check are the alerts package's
+(``rules.KINDS``, ``rules.validate``), so the page, the command line and the daemon agree
+on what a rule may be.
 
-Hysteresis: a rule is ``armed`` until its value crosses ``threshold``; it then fires once
-and stays disarmed until the value comes back past ``rearm``. A value hovering around the
-threshold therefore fires one alert, not one per refresh.
+The page must never alter market data, yet it writes rules. So these writes go through a
+small connection of their own whose SQLite authorizer refuses every write to anything but
+the alert tables (and any schema change, PRAGMA or ATTACH): a bug or a crafted value can
+at worst touch alerts, never ``trades`` or ``bars_1s``. The page never inserts into
+``alert_events``: only the daemon fires rules.
 """
 
 from __future__ import annotations
 
 import sqlite3
 import threading
-from collections.abc import Iterable
-from dataclasses import dataclass
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 
-import pandas as pd
-
+from pairs_monitor.alerts import rules
+from pairs_monitor.alerts.rules import Rule, RuleError
 from pairs_monitor.clock import now_ms
 from pairs_monitor.page.settings import ALERT_BUSY_TIMEOUT_S, ALERT_HISTORY_ROWS, Leg
-from pairs_monitor.quant import PairMethod
 
-# alert_deliveries (schema version 6) only through the cascade of a deleted rule's events.
-ALERT_TABLES = frozenset({"alert_rules", "alert_events", "alert_deliveries"})
-KINDS: dict[str, str] = {
-    "zscore_above": "z-score above",
-    "zscore_below": "z-score below",
-    "price_above": "price above",
-    "price_below": "price below",
-    "volume_spike": "volume spike (bar volume / its rolling mean) above",
-}
-_RISING = {"zscore_above", "price_above", "volume_spike"}
-
-_RULE_COLUMNS = (
-    "rule_id, kind, venue, symbol, symbol_x, threshold, rearm, enabled, armed, created_ms"
-)
-# Schema version 2: the view a z-score or volume rule is judged in (NULL in older rules).
-_VIEW_COLUMNS = ("timeframe", "window_bars", "hedge_method", "log_prices")
-# Schema version 5: the X leg's venue of a z-score rule across venues (NULL: ``venue``).
-_VENUE_X_COLUMN = "venue_x"
+_STATE_COLUMNS = "last_value, last_bar_time_s, checked_ms, note"
 _ALLOWED_ALWAYS = {
     sqlite3.SQLITE_SELECT,
     sqlite3.SQLITE_READ,
@@ -50,7 +35,15 @@ _ALLOWED_ALWAYS = {
     sqlite3.SQLITE_FUNCTION,
     sqlite3.SQLITE_RECURSIVE,
 }
-_WRITES = {sqlite3.SQLITE_INSERT, sqlite3.SQLITE_UPDATE, sqlite3.SQLITE_DELETE}
+# What the page may write: rules (add, pause, resume, delete), a firing's acknowledgement,
+# and the firings and deliveries a deleted rule takes with it (its cascade). Never a new
+# firing: only the daemon fires rules.
+PAGE_WRITES: dict[int, frozenset[str]] = {
+    sqlite3.SQLITE_INSERT: frozenset({"alert_rules"}),
+    sqlite3.SQLITE_UPDATE: frozenset({"alert_rules", "alert_events"}),
+    sqlite3.SQLITE_DELETE: frozenset({"alert_rules", "alert_events", "alert_deliveries"}),
+}
+_EVENT_COLUMNS_UPDATED = frozenset({"acked_ms"})
 
 
 class AlertError(Exception):
@@ -58,123 +51,142 @@ class AlertError(Exception):
 
 
 def alerts_only_authorizer(action: int, arg1, arg2, db_name, trigger) -> int:
-    """SQLite authorizer: reads anywhere, writes only to the alert tables, nothing else."""
+    """SQLite authorizer: reads anywhere; writes only what :data:`PAGE_WRITES` allows
+    (an update of a firing only to its ``acked_ms``); nothing else."""
     if action in _ALLOWED_ALWAYS:
         return sqlite3.SQLITE_OK
-    if action in _WRITES and db_name == "main" and arg1 in ALERT_TABLES:
-        return sqlite3.SQLITE_OK
-    return sqlite3.SQLITE_DENY
+    if db_name != "main" or arg1 not in PAGE_WRITES.get(action, ()):
+        return sqlite3.SQLITE_DENY
+    if action == sqlite3.SQLITE_UPDATE and arg1 == "alert_events":
+        return sqlite3.SQLITE_OK if arg2 in _EVENT_COLUMNS_UPDATED else sqlite3.SQLITE_DENY
+    return sqlite3.SQLITE_OK
 
 
-@dataclass(frozen=True)
-class Rule:
-    rule_id: int
-    kind: str
-    venue: str
-    symbol: str
-    symbol_x: str | None
-    threshold: float
-    rearm: float
-    enabled: bool
-    armed: bool
-    created_ms: int
-    # The view it is judged in (z-score: all four; volume spike: timeframe and window);
-    # None in a rule made before they were stored: judged in each page's own view.
-    timeframe: str | None = None
-    window: int | None = None
-    method: PairMethod | None = None
-    log_prices: bool | None = None
-    # The X leg's venue when it is not ``venue`` (a pair across venues); None: the same.
-    venue_x: str | None = None
+def new_rule(
+    kind: str,
+    leg: Leg | None,
+    threshold: float,
+    rearm: float,
+    *,
+    leg_x: Leg | None = None,
+    cooldown_s: int = 0,
+    timeframe: str | None = None,
+    window: int | None = None,
+    method: str | None = None,
+    log_prices: bool | None = None,
+) -> Rule:
+    """A rule as the daemon reads it, each kind keeping only the fields it is judged on
+    (as ``ingest.py alerts add`` stores it).
 
-    @property
-    def legs(self) -> tuple[Leg, Leg] | None:
-        """The pair a z-score rule watches, Y's leg and X's; None for other kinds."""
-        if self.symbol_x is None:
-            return None
-        return Leg(self.venue, self.symbol), Leg(self.venue_x or self.venue, self.symbol_x)
-
-    @property
-    def venues(self) -> tuple[str, ...]:
-        """The venues the rule reads, its own first."""
-        return tuple(dict.fromkeys(v for v in (self.venue, self.venue_x) if v))
-
-    @property
-    def has_view(self) -> bool:
-        """True when the rule carries its own view (the same value on every page)."""
-        return self.timeframe is not None and self.window is not None
-
-    def describe(self) -> str:
-        """``BTCUSDT/ETHUSDT on sim: z-score above 2``; across venues the legs' labels,
-        ``BTCUSDT · spot/BTCUSDT · perp: z-score above 2``."""
-        kind = KINDS.get(self.kind, self.kind)  # a kind of a newer schema: its name
-        if self.venue_x:
-            y, x = (leg.label for leg in self.legs or ())
-            return f"{y}/{x}: {kind} {self.threshold:g}"
-        target = f"{self.symbol}/{self.symbol_x}" if self.symbol_x else self.symbol
-        return f"{target} on {self.venue}: {kind} {self.threshold:g}"
-
-    def judged_in(self) -> str:
-        """The settings the rule's value is computed with, in words."""
-        if self.kind.startswith("price"):
-            return "last trade"
-        if not self.has_view:
-            return "each page's own view (rule made before settings were stored)"
-        text = f"{self.timeframe} bars, window {self.window}"
-        if self.kind.startswith("zscore"):
-            text += f", {self.method}, {'log' if self.log_prices else 'raw'} prices"
-        return text
-
-
-@dataclass(frozen=True)
-class Fired:
-    rule: Rule
-    value: float
-    bar_time_s: int | None
-    message: str
-
-
-def step(kind: str, armed: bool, value: float, threshold: float, rearm: float):
-    """One hysteresis step: return ``(fires, armed_after)`` for a new value.
-
-    Rising kinds fire at ``value >= threshold`` and re-arm at ``value <= rearm``; falling
-    kinds mirror that. A NaN value changes nothing.
+    :param leg: the symbol watched, Y's leg of a pair; ``Leg(venue, "*")`` for every
+        symbol of a venue (``gap_abandoned``); ignored by ``writer_failing``.
+    :param leg_x: X's leg of a pair kind; its venue is stored as ``venue_x`` only when it
+        is not Y's.
     """
-    if value != value:  # NaN: not enough data yet
-        return False, armed
-    rising = kind in _RISING
-    crossed = value >= threshold if rising else value <= threshold
-    back = value <= rearm if rising else value >= rearm
-    if armed and crossed:
-        return True, False
-    if not armed and back:
-        return False, True
-    return False, armed
+    pair = kind in rules.PAIR_KINDS
+    if kind == "writer_failing" or leg is None:
+        venue, symbol = rules.ANY, rules.ANY
+    else:
+        venue, symbol = leg
+    x = leg_x if pair else None
+    return Rule(
+        rule_id=0,
+        kind=kind,
+        venue=venue,
+        symbol=symbol,
+        threshold=float(threshold),
+        rearm=float(rearm),
+        symbol_x=x.symbol if x else None,
+        venue_x=x.venue if x and x.venue != venue else None,
+        timeframe=timeframe if kind in rules.VIEW_KINDS else None,
+        window=window if kind in rules.VIEW_KINDS else None,
+        method=method if kind.startswith("zscore") else None,
+        log_prices=log_prices if pair else None,
+        cooldown_s=int(cooldown_s),
+    )
 
 
-def validate_rule(kind: str, threshold: float, rearm: float, symbol_x: str | None) -> None:
-    """Raise :class:`AlertError` unless the rule makes sense."""
-    if kind not in KINDS:
-        raise AlertError(f"unknown rule kind {kind!r}; choose one of {', '.join(KINDS)}")
-    if kind.startswith("zscore") and not symbol_x:
-        raise AlertError("a z-score rule needs both legs of the pair")
-    if kind in _RISING and not rearm < threshold:
-        raise AlertError(
-            f"re-arm level {rearm:g} must be below the threshold {threshold:g} for a rule "
-            "that fires on a rise, or it would fire again at once"
-        )
-    if kind not in _RISING and not rearm > threshold:
-        raise AlertError(
-            f"re-arm level {rearm:g} must be above the threshold {threshold:g} for a rule "
-            "that fires on a fall, or it would fire again at once"
-        )
-    if kind.startswith("price") and threshold <= 0:
-        raise AlertError("a price level must be positive")
-    if kind == "volume_spike" and threshold <= 0:
-        raise AlertError(
-            "a volume-spike threshold is a ratio to the recent mean volume: use a number "
-            "above 1 (e.g. 3 for three times the average bar)"
-        )
+def describe(rule: Rule) -> str:
+    """What the rule watches and when it fires, e.g. ``ETHUSDT/BTCUSDT on sim: z-score
+    above 2``; a pair across venues names its legs as the page does (``BTCUSDT · spot``)."""
+    what = f"{rules.KINDS.get(rule.kind, rule.kind)} {rule.threshold:g}"
+    if rule.kind in rules.PAIR_KINDS and rule.venue_x:
+        y, x = Leg(*rule.leg_y), Leg(*rule.leg_x)
+        return f"{y.label}/{x.label}: {what}"
+    if rule.kind not in rules.KINDS:  # a kind of a newer schema: said, never raised
+        return f"{rule.symbol} on {rule.venue}: {what}"
+    return f"{rule.target()}: {what}"
+
+
+@dataclass(frozen=True)
+class RuleState:
+    """A rule and what the daemon's evaluator last wrote about it."""
+
+    rule: Rule
+    last_value: float | None
+    last_bar_time_s: int | None
+    checked_ms: int | None  # when the daemon last judged it; None: never
+    note: str | None  # why there is no value (waiting for bars, a stale leg, ...)
+
+    def judged_age_s(self, now: int) -> float | None:
+        """Seconds since the daemon last judged the rule; None when it never has."""
+        return None if self.checked_ms is None else max(0.0, (now - self.checked_ms) / 1000)
+
+    def unjudged(self, now: int, stale_ms: int) -> bool:
+        """True when no daemon has judged the rule for ``stale_ms`` (a rule younger than
+        that has not been missed yet)."""
+        if self.checked_ms is None:
+            return now - self.rule.created_ms > stale_ms
+        return now - self.checked_ms > stale_ms
+
+
+@dataclass(frozen=True)
+class Delivery:
+    """One channel's delivery of a firing (``alert_deliveries``)."""
+
+    target: str  # the URL with its secrets masked
+    status: str  # pending | sent | failed
+    attempts: int
+    next_attempt_ms: int | None
+    last_error: str | None
+    sent_ms: int | None
+
+    def describe(self, now: int) -> str:
+        """``json://host/hook: sent (2 attempts)``, ``... pending, attempt 1 failed (HTTP
+        500), next in 4 s``, ``... failed after 12 attempts (error)``."""
+        tries = f"{self.attempts} attempt{'s' if self.attempts != 1 else ''}"
+        if self.status == "sent":
+            return f"{self.target}: sent ({tries})"
+        error = f" ({self.last_error})" if self.last_error else ""
+        if self.status == "failed":
+            return f"{self.target}: failed after {tries}{error}"
+        if not self.attempts:
+            return f"{self.target}: pending, not tried yet"
+        wait = ""
+        if self.next_attempt_ms is not None:
+            wait = f", next in {max(0, self.next_attempt_ms - now) / 1000:,.0f} s"
+        return f"{self.target}: pending, {tries} failed{error}{wait}"
+
+
+@dataclass(frozen=True)
+class Firing:
+    """One row of ``alert_events`` with its deliveries."""
+
+    event_id: int
+    rule_id: int
+    fired_ms: int
+    bar_time_s: int | None
+    value: float
+    threshold: float | None
+    message: str
+    acked_ms: int | None
+    deliveries: list[Delivery] = field(default_factory=list)
+
+    def delivery_text(self, now: int) -> str:
+        """Each channel's state, or that no channel was configured when it fired."""
+        if not self.deliveries:
+            return "not sent anywhere: the daemon had no --notify URL"
+        return "; ".join(d.describe(now) for d in self.deliveries)
 
 
 class AlertStore:
@@ -182,7 +194,7 @@ class AlertStore:
 
     :param path: the database file (it must already have the schema).
     :param busy_timeout_s: how long a write waits for the daemon's writer before giving up;
-        kept short so a live refresh never stalls behind a long ingest transaction.
+        kept short so a refresh never stalls behind a long ingest transaction.
     """
 
     def __init__(self, path: str | Path, busy_timeout_s: float = ALERT_BUSY_TIMEOUT_S) -> None:
@@ -191,18 +203,8 @@ class AlertStore:
         self._conn = sqlite3.connect(
             self.path, timeout=busy_timeout_s, isolation_level=None, check_same_thread=False
         )
-        self._conn.execute("PRAGMA foreign_keys=ON")  # events go with their rule
+        self._conn.execute("PRAGMA foreign_keys=ON")  # firings go with their rule
         self._conn.set_authorizer(alerts_only_authorizer)
-        # A file not yet migrated to version 2 has no view columns: rules then carry none;
-        # before version 5 no venue_x: every rule's legs trade on one venue.
-        names = {d[0] for d in self._conn.execute("SELECT * FROM alert_rules LIMIT 0").description}
-        self.stores_views = set(_VIEW_COLUMNS) <= names
-        self.stores_venue_x = self.stores_views and _VENUE_X_COLUMN in names
-        self._columns = _RULE_COLUMNS + (
-            ", " + ", ".join(_VIEW_COLUMNS) if self.stores_views else ""
-        )
-        if self.stores_venue_x:
-            self._columns += f", {_VENUE_X_COLUMN}"
 
     def close(self) -> None:
         with self._lock:
@@ -213,178 +215,175 @@ class AlertStore:
         with self._lock:
             return self._conn.execute(sql, tuple(params))
 
+    def judged_by_daemon(self) -> bool:
+        """True once the file is at schema version 6, where the daemon judges the rules
+        and records deliveries; checked on each call, since a daemon started later
+        migrates the file under a running page."""
+        with self._lock:
+            row = self._conn.execute(
+                "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'alert_deliveries'"
+            ).fetchone()
+        return row is not None
+
     # -- rules ---------------------------------------------------------------------
 
-    def rules(self, venues: Iterable[str] | None = None) -> list[Rule]:
-        """All rules, or those reading any of ``venues`` (either leg's), oldest first."""
-        sql = f"SELECT {self._columns} FROM alert_rules"  # noqa: S608 (constant columns)
-        params: tuple = ()
-        if venues is not None:
-            params = tuple(venues)
-            marks = ", ".join("?" * len(params))
-            sql += f" WHERE venue IN ({marks})"
-            if self.stores_venue_x:
-                sql += f" OR venue_x IN ({marks})"
-                params += params
-        with self._lock:
-            rows = self._conn.execute(sql + " ORDER BY rule_id", params).fetchall()
-        return [_rule(row) for row in rows]
-
-    def add_rule(
-        self,
-        kind: str,
-        venue: str,
-        symbol: str,
-        threshold: float,
-        rearm: float,
-        symbol_x: str | None = None,
-        *,
-        timeframe: str | None = None,
-        window: int | None = None,
-        method: PairMethod | None = None,
-        log_prices: bool | None = None,
-        venue_x: str | None = None,
-    ) -> int:
-        """Store a new armed rule; return its id. :raises AlertError: for a bad rule.
-
-        :param timeframe: with ``window`` (and for z-score rules ``method`` and
-            ``log_prices``): the view the rule is judged in, stored with it so every page
-            computes the same value. Price rules store none.
-        :param venue_x: the X leg's venue of a z-score rule whose legs trade on two venues
-            (a coin's spot against its perpetual); None or ``venue``: stored as NULL.
-        """
-        if not kind.startswith("zscore"):
-            symbol_x = venue_x = None
-            method = log_prices = None
-        if kind.startswith("price"):
-            timeframe = window = None
-        if venue_x == venue:
-            venue_x = None
-        validate_rule(kind, threshold, rearm, symbol_x)
-        if venue_x is not None and not self.stores_venue_x:
-            raise AlertError(
-                "this database predates rules across venues (schema version 5): run "
-                "`python db_setup.py --db <file>` to migrate it, then add the rule"
-            )
-        row = [kind, venue, symbol, symbol_x, float(threshold), float(rearm), now_ms()]
-        columns = "kind, venue, symbol, symbol_x, threshold, rearm, created_ms"
-        if self.stores_views:
-            columns += ", " + ", ".join(_VIEW_COLUMNS)
-            row += [timeframe, window, method, None if log_prices is None else int(log_prices)]
-        if self.stores_venue_x:
-            columns += f", {_VENUE_X_COLUMN}"
-            row.append(venue_x)
-        marks = ", ".join("?" * len(row))
-        with self._lock:
-            cur = self._conn.execute(
-                f"INSERT INTO alert_rules ({columns}, enabled, armed)"  # noqa: S608 (constants)
-                f" VALUES ({marks}, 1, 1)",
-                row,
-            )
-            rule_id = cur.lastrowid
-        if rule_id is None:  # sqlite3 sets it after every INSERT that stored a row
-            raise AlertError(f"the rule was not stored: {kind} {symbol}")
-        return rule_id
-
-    def delete_rule(self, rule_id: int) -> None:
-        """Delete a rule and (by cascade) its history."""
-        with self._lock:
-            self._conn.execute("DELETE FROM alert_rules WHERE rule_id = ?", (rule_id,))
-
-    def set_enabled(self, rule_id: int, enabled: bool) -> None:
-        """Enable or pause a rule; enabling re-arms it."""
-        with self._lock:
-            self._conn.execute(
-                "UPDATE alert_rules SET enabled = ?, armed = CASE WHEN ? THEN 1 ELSE armed END"
-                " WHERE rule_id = ?",
-                (int(enabled), int(enabled), rule_id),
-            )
-
-    # -- events --------------------------------------------------------------------
-
-    def events(self, limit: int = ALERT_HISTORY_ROWS) -> pd.DataFrame:
-        """The most recent fired alerts, newest first, with their rule's description."""
+    def rules(self) -> list[RuleState]:
+        """Every rule with the daemon's last judgement of it, oldest first."""
         sql = (
-            "SELECT e.event_id, e.fired_ms, e.bar_time_s, e.value, e.message, e.rule_id,"
-            " r.kind, r.venue, r.symbol, r.symbol_x FROM alert_events AS e"
-            " JOIN alert_rules AS r USING (rule_id)"
-            " ORDER BY e.fired_ms DESC, e.event_id DESC LIMIT ?"
+            f"SELECT {rules.RULE_COLUMNS}, {_STATE_COLUMNS}"  # noqa: S608 (constant columns)
+            " FROM alert_rules ORDER BY rule_id"
         )
         with self._lock:
-            cur = self._conn.execute(sql, (limit,))
-            names = [d[0] for d in cur.description]
-            frame = pd.DataFrame(cur.fetchall(), columns=names)
-        # coerce: an out-of-range stamp shows as NaT instead of failing the whole list
-        frame["fired_at"] = pd.to_datetime(frame["fired_ms"], unit="ms", utc=True, errors="coerce")
-        return frame
+            rows = self._conn.execute(sql).fetchall()
+        width = len(rules.RULE_COLUMNS.split(","))
+        return [RuleState(rules.rule_from_row(row[:width]), *row[width:]) for row in rows]
 
-    def evaluate(self, readings: dict[int, tuple[float, int | None]]) -> list[Fired]:
-        """Apply one hysteresis step to each rule given a reading ``{rule_id: (value, bar)}``.
+    def add_rule(self, rule: Rule) -> int:
+        """Store a new enabled, armed rule; return its id.
 
-        Rules are read without a lock first; only when a rule fires or re-arms is a write
-        transaction taken, and the rule re-read inside it, so two sessions watching the
-        same rule cannot both fire it and a quiet refresh never blocks the daemon.
+        :raises AlertError: for a rule the daemon could not judge (``rules.validate``'s
+            message), or one that repeats a stored rule (the same kind, legs, threshold
+            and view, as ``ingest.py alerts add`` compares them): its id is named.
         """
-        if not readings:
-            return []
-        by_id = {r.rule_id: r for r in self.rules() if r.enabled}
-        changes = {
-            rid: step(rule.kind, rule.armed, readings[rid][0], rule.threshold, rule.rearm)
-            for rid, rule in by_id.items()
-            if rid in readings
-        }
-        if not any(fire or armed != by_id[rid].armed for rid, (fire, armed) in changes.items()):
-            return []
-        fired: list[Fired] = []
+        try:
+            rules.validate(rule)
+        except RuleError as exc:
+            raise AlertError(str(exc)) from exc
+        log_prices = None if rule.log_prices is None else int(rule.log_prices)
+        same = (
+            rule.kind,
+            rule.venue,
+            rule.symbol,
+            rule.symbol_x,
+            rule.venue_x,
+            rule.threshold,
+            rule.timeframe,
+            rule.window,
+            rule.method,
+            log_prices,
+        )
         with self._lock:
             conn = self._conn
+            # Checked and stored in one write transaction: two pages (or a double click)
+            # adding the same rule at once store it once.
             conn.execute("BEGIN IMMEDIATE")
             try:
-                for rid in changes:
-                    row = conn.execute(
-                        f"SELECT {self._columns} FROM alert_rules WHERE rule_id = ?",  # noqa: S608
-                        (rid,),
-                    ).fetchone()
-                    if row is None or not row[7]:
-                        continue
-                    rule = _rule(row)
-                    value, bar = readings[rid]
-                    fire, armed = step(rule.kind, rule.armed, value, rule.threshold, rule.rearm)
-                    if armed != rule.armed:
-                        conn.execute(
-                            "UPDATE alert_rules SET armed = ? WHERE rule_id = ?", (int(armed), rid)
-                        )
-                    if fire:
-                        message = f"{rule.describe()}: value {value:.4g}"
-                        conn.execute(
-                            "INSERT INTO alert_events (rule_id, fired_ms, bar_time_s, value,"
-                            " message) VALUES (?, ?, ?, ?, ?)",
-                            (rid, now_ms(), bar, float(value), message),
-                        )
-                        fired.append(Fired(rule, float(value), bar, message))
+                duplicate = conn.execute(
+                    "SELECT rule_id FROM alert_rules WHERE kind = ? AND venue = ?"
+                    " AND symbol = ? AND symbol_x IS ? AND venue_x IS ? AND threshold = ?"
+                    " AND timeframe IS ? AND window_bars IS ? AND hedge_method IS ?"
+                    " AND log_prices IS ?",
+                    same,
+                ).fetchone()
+                if duplicate:
+                    raise AlertError(
+                        f"rule {duplicate[0]} is the same rule ({describe(rule)}); "
+                        "nothing added: change the threshold or the view, or resume that one"
+                    )
+                cursor = conn.execute(
+                    "INSERT INTO alert_rules (kind, venue, symbol, symbol_x, venue_x,"
+                    " threshold, timeframe, window_bars, hedge_method, log_prices, rearm,"
+                    " cooldown_s, created_ms, enabled, armed)"
+                    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 1, 1)",
+                    (*same, rule.rearm, rule.cooldown_s, now_ms()),
+                )
                 conn.execute("COMMIT")
             except BaseException:
                 if conn.in_transaction:
                     conn.execute("ROLLBACK")
                 raise
-        return fired
+        if cursor.lastrowid is None:  # sqlite3 sets it after every INSERT that stored a row
+            raise AlertError(f"the rule was not stored: {describe(rule)}")
+        return cursor.lastrowid
 
+    def delete_rule(self, rule_id: int) -> bool:
+        """Delete a rule with (by cascade) its firings and their deliveries; False when
+        there was no such rule (deleted meanwhile by another client)."""
+        with self._lock:
+            return (
+                self._conn.execute("DELETE FROM alert_rules WHERE rule_id = ?", (rule_id,)).rowcount
+                > 0
+            )
 
-def _rule(row: tuple) -> Rule:
-    return Rule(
-        rule_id=row[0],
-        kind=row[1],
-        venue=row[2],
-        symbol=row[3],
-        symbol_x=row[4],
-        threshold=row[5],
-        rearm=row[6],
-        enabled=bool(row[7]),
-        armed=bool(row[8]),
-        created_ms=row[9],
-        timeframe=row[10] if len(row) > 10 else None,
-        window=row[11] if len(row) > 11 else None,
-        method=row[12] if len(row) > 12 else None,
-        log_prices=None if len(row) <= 13 or row[13] is None else bool(row[13]),
-        venue_x=row[14] if len(row) > 14 else None,
-    )
+    def set_enabled(self, rule_id: int, enabled: bool) -> bool:
+        """Resume (re-armed) or pause a rule; False when there is no such rule."""
+        with self._lock:
+            return (
+                self._conn.execute(
+                    "UPDATE alert_rules SET enabled = ?, armed = CASE WHEN ? THEN 1 ELSE armed END"
+                    " WHERE rule_id = ?",
+                    (int(enabled), int(enabled), rule_id),
+                ).rowcount
+                > 0
+            )
+
+    # -- firings -------------------------------------------------------------------
+
+    def firings(self, limit: int = ALERT_HISTORY_ROWS, *, unacked: bool = False) -> list[Firing]:
+        """The most recent firings, newest first, each with its deliveries.
+
+        :param unacked: only those not yet acknowledged (``acked_ms IS NULL``).
+        """
+        with self._lock:
+            events = self._conn.execute(
+                "SELECT event_id, rule_id, fired_ms, bar_time_s, value, threshold, message,"
+                " acked_ms FROM alert_events WHERE NOT ? OR acked_ms IS NULL"
+                " ORDER BY event_id DESC LIMIT ?",
+                (int(unacked), limit),
+            ).fetchall()
+            deliveries = self._deliveries([row[0] for row in events])
+        return [
+            Firing(
+                event_id=row[0],
+                rule_id=row[1],
+                fired_ms=row[2],
+                bar_time_s=row[3],
+                value=row[4],
+                threshold=row[5],
+                message=row[6],
+                acked_ms=row[7],
+                deliveries=deliveries.get(row[0], []),
+            )
+            for row in events
+        ]
+
+    def count_unacked(self) -> tuple[int, int | None]:
+        """How many firings wait for acknowledgement, and the newest one's id."""
+        with self._lock:
+            count, newest = self._conn.execute(
+                "SELECT count(*), max(event_id) FROM alert_events WHERE acked_ms IS NULL"
+            ).fetchone()
+        return int(count), newest
+
+    def _deliveries(self, event_ids: Sequence[int]) -> dict[int, list[Delivery]]:
+        if not event_ids:
+            return {}
+        marks = ", ".join("?" * len(event_ids))
+        columns = "event_id, target, status, attempts, next_attempt_ms, last_error, sent_ms"
+        rows = self._conn.execute(
+            f"SELECT {columns} FROM alert_deliveries WHERE event_id IN ({marks})"  # noqa: S608
+            " ORDER BY event_id, target",
+            tuple(event_ids),
+        ).fetchall()
+        found: dict[int, list[Delivery]] = {}
+        for event_id, *rest in rows:
+            found.setdefault(event_id, []).append(Delivery(*rest))
+        return found
+
+    def acknowledge(self, event_ids: Iterable[int]) -> int:
+        """Acknowledge these firings (those not already); return how many were."""
+        stamp = now_ms()
+        with self._lock:
+            return self._conn.executemany(
+                "UPDATE alert_events SET acked_ms = ? WHERE event_id = ? AND acked_ms IS NULL",
+                [(stamp, event_id) for event_id in event_ids],
+            ).rowcount
+
+    def acknowledge_through(self, newest_id: int) -> int:
+        """Acknowledge every firing up to ``newest_id`` (the newest one the user saw: a
+        firing stored after the page drew its list is not acknowledged unseen)."""
+        with self._lock:
+            return self._conn.execute(
+                "UPDATE alert_events SET acked_ms = ? WHERE acked_ms IS NULL AND event_id <= ?",
+                (now_ms(), newest_id),
+            ).rowcount

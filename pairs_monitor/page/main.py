@@ -1,4 +1,5 @@
-"""The page, top to bottom: database, sidebar, the synthetic-data warning, the tabs.
+"""The page, top to bottom: database, sidebar, the synthetic-data warning, the alert
+firings not yet acknowledged, the tabs.
 
 Database: ``--db PATH`` after ``--``, else the ``TICKS_DB`` environment variable, else
 ``data/ticks.db``. This file only wires things together: the sidebar is in
@@ -15,7 +16,7 @@ from dataclasses import replace
 
 import streamlit as st
 
-from pairs_monitor.page import cache, pipeline, queries, sidebar
+from pairs_monitor.page import cache, firings, pipeline, queries, sidebar
 from pairs_monitor.page.settings import (
     MAX_FUTURE_SKEW_S,
     TIMEFRAME_SECONDS,
@@ -124,6 +125,9 @@ def render() -> None:
         _future_bars(source.recording, view)
     if view is not None:
         _not_live(view)
+
+    if db is not None:
+        firings.render(db_path)
 
     ctx = Context(
         db_path=db_path,

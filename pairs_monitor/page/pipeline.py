@@ -22,8 +22,6 @@ from pairs_monitor import quant
 from pairs_monitor.clock import now_ms
 from pairs_monitor.page import queries
 from pairs_monitor.page.settings import (
-    LIVE_MIN_TAIL_BARS,
-    LIVE_TAIL_WINDOWS,
     MAX_1S_ROWS,
     MAX_FUTURE_SKEW_S,
     MAX_SCAN_SYMBOLS,
@@ -33,7 +31,6 @@ from pairs_monitor.page.settings import (
     MIN_JOHANSEN_OBS,
     MIN_TEST_OBS,
     SCAN_MIN_BARS,
-    TIMEFRAME_SECONDS,
     UPLOAD_VENUE,
     Leg,
     View,
@@ -446,28 +443,6 @@ def volume_ratio_now(
         return math.nan, None
     ratio = quant.volume_ratio(bars, view.window)
     return float(ratio.iloc[-1]), int(bars.index[-1].timestamp())
-
-
-def rule_view(rule: Any, session: View) -> View:
-    """The view an alert rule is judged in: its own stored settings over the live tail
-    (``max(LIVE_TAIL_WINDOWS x window, LIVE_MIN_TAIL_BARS)`` bars), with the default
-    (auto) Kalman noise and no liquidity floor, so every page computes the same value;
-    ``session`` (the page's own live view) for a rule made before settings were stored.
-    The X leg trades on ``rule.venue_x`` when the rule has one (a pair across venues)."""
-    if not rule.has_view:
-        return session
-    bars = max(LIVE_TAIL_WINDOWS * rule.window, LIVE_MIN_TAIL_BARS)
-    return View(
-        venue=rule.venue,
-        y=rule.symbol,
-        x=rule.symbol_x or rule.symbol,
-        venue_x=rule.venue_x,
-        timeframe=rule.timeframe,
-        lookback_s=bars * TIMEFRAME_SECONDS[rule.timeframe],
-        window=int(rule.window),
-        method=rule.method or "ols",
-        log_prices=bool(rule.log_prices),
-    )
 
 
 @dataclass(frozen=True)

@@ -115,6 +115,13 @@ ALERT_HISTORY_ROWS = 200  # fired alerts listed in the Alerts tab
 # How long an alert write waits for the daemon's writer: short, so a live refresh never
 # stalls behind a long ingest transaction.
 ALERT_BUSY_TIMEOUT_S = 2.0
+# The daemon rewrites each rule's checked_ms at least every 10 s
+# (alerts.evaluator.STATE_REFRESH_MS) from passes a second apart, committed by its writer:
+# a rule not judged for longer than this has no daemon judging it. 10 s itself would
+# flicker for a rule whose value does not change.
+RULES_JUDGED_STALE_MS = 15_000
+FIRINGS_REFRESH = "1s"  # the banner of firings not yet acknowledged reruns itself this often
+MAX_FIRINGS_SHOWN = 10  # firings the banner lists (the rest are counted, acknowledged by "all")
 SHORT_SHARPE_SPAN_S = int(MIN_SHARPE_SPAN.total_seconds())
 """No annualised Sharpe ratio from fewer seconds of bars (quant's ``MIN_SHARPE_SPAN``, a day):
 annualising a few minutes multiplies their noise by sqrt(bars per year) (a Sharpe of -1808

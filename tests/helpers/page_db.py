@@ -257,3 +257,42 @@ def build_basis_db(path: Path) -> Path:
     finally:
         w.close()
     return path
+
+
+def add_firing(
+    path: Path,
+    rule_id: int,
+    message: str,
+    value: float,
+    *,
+    fired_ms: int | None = None,
+    deliveries: tuple[tuple, ...] = (),
+) -> int:
+    """A firing as the daemon's evaluator stores one (``alert_events`` with the rule's
+    threshold, one ``alert_deliveries`` row per channel), with plain SQL; its id.
+
+    :param deliveries: ``(channel, target, status, attempts, next_attempt_ms, last_error,
+        sent_ms)`` per channel.
+    """
+    fired = int(time.time() * 1000) if fired_ms is None else fired_ms
+    conn = sqlite3.connect(path, isolation_level=None)
+    try:
+        conn.execute("BEGIN IMMEDIATE")
+        (threshold,) = conn.execute(
+            "SELECT threshold FROM alert_rules WHERE rule_id = ?", (rule_id,)
+        ).fetchone()
+        event_id = conn.execute(
+            "INSERT INTO alert_events (rule_id, fired_ms, bar_time_s, value, message, threshold)"
+            " VALUES (?, ?, ?, ?, ?, ?)",
+            (rule_id, fired, fired // 1000, value, message, threshold),
+        ).lastrowid
+        conn.executemany(
+            "INSERT INTO alert_deliveries (event_id, channel, target, status, attempts,"
+            " next_attempt_ms, last_error, sent_ms, updated_ms)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            [(event_id, *delivery, fired) for delivery in deliveries],
+        )
+        conn.execute("COMMIT")
+    finally:
+        conn.close()
+    return int(event_id or 0)

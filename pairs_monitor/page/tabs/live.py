@@ -1,4 +1,4 @@
-"""Live tab: last prices, z-score, hedge ratio, correlation, alerts and feed health.
+"""Live tab: last prices, z-score, hedge ratio, correlation and feed health.
 
 The panel is an ``st.fragment`` that reruns itself every ``LIVE_REFRESH`` (500 ms): only
 this panel recomputes, from the newest bars, over a short tail of the lookback
@@ -16,8 +16,7 @@ import streamlit as st
 
 from pairs_monitor import quant
 from pairs_monitor.clock import now_ms
-from pairs_monitor.page import cache, charts, pipeline
-from pairs_monitor.page.alert_rules import AlertStore, Rule
+from pairs_monitor.page import charts, pipeline
 from pairs_monitor.page.settings import (
     LIVE_MIN_TAIL_BARS,
     LIVE_REFRESH,
@@ -93,7 +92,6 @@ def _panel(ctx: Context, view: View) -> None:
         )
     recording = ctx.source.recording
     if recording is not None:
-        _check_alerts(ctx, pair)
         _feed_health(recording, view.venues)
         if len(view.venues) == 1:  # a simulator's model relates legs of its own venue
             _true_parameters(ctx, recording, view)
@@ -109,84 +107,14 @@ def _stale_legs(pair: pipeline.PairData) -> None:
             + (" above the liquidity floor" if view.min_volume or view.min_trades else "")
             + f" for {age_s:,.0f} s ({age_s / view.bar_seconds:,.0f} {view.timeframe} bars) "
             f"behind the newest bar. A price more than {MAX_STALE_BARS} bars old is not "
-            "carried, so there is no current z-score, hedge or correlation and z-score "
-            "alerts are not checked until it trades again.",
+            "carried, so there is no current z-score, hedge or correlation, and the daemon "
+            "does not judge z-score rules on this pair until it trades again.",
             icon="⏸️",
         )
 
 
 def _fmt(value: float, spec: str) -> str:
     return "—" if value is None or math.isnan(value) else format(value, spec)
-
-
-def _check_alerts(ctx: Context, pair: pipeline.PairData) -> None:
-    """Feed this refresh's values to the rules of the venues on screen; toast what fires."""
-    try:
-        store: AlertStore = cache.alert_store(ctx.db_path)
-        rules = [r for r in store.rules(pair.view.venues) if r.enabled]
-        readings = readings_for(rules, ctx.source, pair)
-        fired = store.evaluate(readings)
-    except sqlite3.Error as exc:
-        st.warning(f"Alert rules were not checked this refresh ({md(exc)}); retrying.")
-        return
-    for event in fired:
-        st.toast(md(event.message), icon="🚨")
-    if fired:
-        st.error("\n\n".join(f"**Alert**: {md(e.message)}" for e in fired), icon="🔔")
-
-
-def readings_for(
-    rules: list[Rule], source: pipeline.Source, pair: pipeline.PairData
-) -> dict[int, tuple[float, int | None]]:
-    """The value each rule is judged on now: a pair's z-score, a leg's last price, or a
-    symbol's volume ratio (newest bar over the mean of the ``window`` bars before it).
-
-    A rule that stores its view (timeframe, window, method, log prices) is computed in it
-    (``pipeline.rule_view``), whichever pair and settings this page shows, so every open page
-    feeds it the same value. An older rule without one is judged in this page's view.
-
-    :param pair: this page's live pair (``pipeline.compute_pair`` of its ``View.live()``).
-    """
-    view = pair.view
-    readings: dict[int, tuple[float, int | None]] = {}
-    pairs: dict[View, pipeline.PairData] = {view: pair}  # one computation per rule view
-    prices: dict[Leg, tuple[float, int] | None] = {}
-    # (leg, timeframe, window) of a rule's own view; (leg, None, None) in the page's
-    volumes: dict[tuple[Leg, str | None, int | None], tuple[float, int | None]] = {}
-    for rule in rules:
-        leg = Leg(rule.venue, rule.symbol)
-        if rule.kind.startswith("zscore"):
-            if rule.has_view:
-                v = pipeline.rule_view(rule, pair.view)
-                if v not in pairs:
-                    pairs[v] = pipeline.compute_pair(source, v)
-                # NaN while a leg is stale or the pair waits: the rule is not moved.
-                readings[rule.rule_id] = pairs[v].now("zscore")
-            elif rule.legs == view.legs and pair.frame is not None:
-                readings[rule.rule_id] = pair.now("zscore")
-        elif rule.kind.startswith("price"):
-            if leg not in prices:
-                prices[leg] = source.last_price(leg)
-            last = prices[leg]
-            if last is not None:
-                readings[rule.rule_id] = (last[0], last[1] // 1_000_000)
-        elif rule.kind == "volume_spike" and rule.has_view:
-            v = pipeline.rule_view(rule, pair.view)
-            own_key = (leg, v.timeframe, v.window)
-            if own_key not in volumes:
-                end_s = pipeline.end_of_view(source, [leg])
-                if end_s is None:
-                    continue
-                volumes[own_key] = pipeline.volume_ratio_now(source, v, leg, end_s)
-            readings[rule.rule_id] = volumes[own_key]
-        elif rule.kind == "volume_spike" and pair.end_s is not None:
-            key = (leg, None, None)
-            if key not in volumes:
-                volumes[key] = pipeline.volume_ratio_now(
-                    source, view, leg, pair.end_s, pair.bars_of(leg)
-                )
-            readings[rule.rule_id] = volumes[key]
-    return readings
 
 
 def _feed_health(recording: pipeline.Recording, venues: tuple[str, ...]) -> None:
