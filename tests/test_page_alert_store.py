@@ -294,6 +294,21 @@ def test_rules_carry_what_the_daemon_last_wrote_about_them(store):
     assert states[waiting].unjudged(now, RULES_JUDGED_STALE_MS)
 
 
+def test_how_long_no_daemon_judged_any_enabled_rule(store):
+    now = now_ms()
+    assert store.unjudged_for_ms(now) == (0, None)
+    first = store.add_rule(zscore())
+    second = store.add_rule(new_rule("price_above", BTC, 100.0, 90.0))
+    store.execute("UPDATE alert_rules SET created_ms = ?", (now - 30_000,))
+    assert store.unjudged_for_ms(now) == (2, 30_000)  # never judged: since it was made
+    store.execute("UPDATE alert_rules SET checked_ms = ? WHERE rule_id = ?", (now - 500, second))
+    assert store.unjudged_for_ms(now) == (2, 500)  # one judged lately: a daemon runs
+    store.set_enabled(second, False)
+    assert store.unjudged_for_ms(now) == (1, 30_000)
+    store.set_enabled(first, False)
+    assert store.unjudged_for_ms(now) == (0, None)  # nothing to judge: nothing to say
+
+
 def test_a_new_rule_is_not_called_unjudged_before_a_daemon_could_have_judged_it(store):
     store.add_rule(zscore())
     (state,) = store.rules()

@@ -285,6 +285,7 @@ def test_rules_show_what_the_daemon_saw_and_warn_when_no_daemon_judges_them(monk
     assert rules_shown.loc[waiting, "judged"] == "never"
     warned = texts(at.warning)
     assert f"No daemon is judging rule(s) {waiting}**" in warned
+    assert "enabled alert rule(s)" not in warned  # the daemon runs: it judged rule 1
     assert "python ingest.py --db" in warned
     assert "The daemon (`ingest.py`) judges" in texts(at.caption)
     # The daemon judges both now: no warning.
@@ -298,7 +299,13 @@ def test_rules_show_what_the_daemon_saw_and_warn_when_no_daemon_judges_them(monk
         "UPDATE alert_rules SET checked_ms = ?", (now_ms() - RULES_JUDGED_STALE_MS - 5_000,)
     )
     conn.close()
-    assert f"No daemon is judging rule(s) {judged}, {waiting}**" in texts(run(at).warning)
+    warned = texts(run(at).warning)
+    assert f"No daemon is judging rule(s) {judged}, {waiting}**" in warned
+    # Whichever tab is open: above the tabs too.
+    above = re.search(
+        r"No daemon is judging the 2 enabled alert rule\(s\)\*\* \(none judged for (\d+) s", warned
+    )
+    assert above and 20 <= int(above[1]) < 30
 
 
 def test_a_database_before_version_6_says_to_migrate(monkeypatch, tmp_path):

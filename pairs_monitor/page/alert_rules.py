@@ -238,6 +238,18 @@ class AlertStore:
         width = len(rules.RULE_COLUMNS.split(","))
         return [RuleState(rules.rule_from_row(row[:width]), *row[width:]) for row in rows]
 
+    def unjudged_for_ms(self, now: int) -> tuple[int, int | None]:
+        """How many rules are enabled, and how long since the daemon last judged any of
+        them (since the oldest was made, when none ever was); ``(0, None)`` without
+        enabled rules. Cheap enough for the banner's refresh."""
+        with self._lock:
+            count, checked, created = self._conn.execute(
+                "SELECT count(*), max(checked_ms), min(created_ms) FROM alert_rules WHERE enabled"
+            ).fetchone()
+        if not count:
+            return 0, None
+        return int(count), now - (checked if checked is not None else created)
+
     def add_rule(self, rule: Rule) -> int:
         """Store a new enabled, armed rule; return its id.
 

@@ -1,4 +1,5 @@
-"""Firings not yet acknowledged, above the tabs, whichever tab is open.
+"""Firings not yet acknowledged, above the tabs, whichever tab is open; and a warning
+there when enabled rules exist but no daemon has judged them lately.
 
 The daemon fires rules and stores each firing in ``alert_events``; a firing stays in this
 banner until someone acknowledges it (``acked_ms``), here or with ``ingest.py alerts ack``.
@@ -16,7 +17,11 @@ import streamlit as st
 from pairs_monitor.clock import now_ms
 from pairs_monitor.page import cache
 from pairs_monitor.page.alert_rules import AlertStore
-from pairs_monitor.page.settings import FIRINGS_REFRESH, MAX_FIRINGS_SHOWN
+from pairs_monitor.page.settings import (
+    FIRINGS_REFRESH,
+    MAX_FIRINGS_SHOWN,
+    RULES_JUDGED_STALE_MS,
+)
 from pairs_monitor.page.text import md, utc
 
 
@@ -31,18 +36,26 @@ def _banner(db_path: str) -> None:
         store = cache.alert_store(db_path)
         if not store.judged_by_daemon():
             return
+        now = now_ms()
+        enabled, unjudged_ms = store.unjudged_for_ms(now)
         count, newest = store.count_unacked()
         shown = store.firings(MAX_FIRINGS_SHOWN, unacked=True) if count else []
     except sqlite3.Error as exc:
         st.warning(f"New alert firings could not be read this refresh ({md(exc)}); retrying.")
         return
+    if unjudged_ms is not None and unjudged_ms > RULES_JUDGED_STALE_MS:
+        st.warning(
+            f"**No daemon is judging the {enabled} enabled alert rule(s)** "
+            f"(none judged for {unjudged_ms / 1000:,.0f} s): nothing fires and nothing is "
+            "sent until one runs against this database. The Alerts tab says how to start it.",
+            icon="⏳",
+        )
     _toast_new([f.event_id for f in shown], {f.event_id: f.message for f in shown})
     failed = st.session_state.pop("ack_flash", None)
     if failed:
         st.error(failed)
     if not count or newest is None:
         return
-    now = now_ms()
     with st.container(border=True):
         more = (
             f"; the {count - len(shown)} older ones are in the Alerts tab"
@@ -54,7 +67,7 @@ def _banner(db_path: str) -> None:
             f"(they stay here until acknowledged{more})"
         )
         for firing in shown:
-            text, button = st.columns([9, 1])
+            text, button = st.columns([5, 1], vertical_alignment="center")
             text.error(
                 f"**#{firing.event_id}**, {utc(firing.fired_ms)}: {md(firing.message)}  \n"
                 f"Delivery: {md(firing.delivery_text(now))}",

@@ -401,7 +401,8 @@ def value_now(ctx: Context, rule: Rule) -> tuple[float, str]:
     value, _bar = pair.now(column)
     if math.isnan(value):
         return value, pair.waiting or "a leg is stale or the window has no value yet"
-    return value, f"{column} of the pair at its newest bar"
+    name = "correlation of returns" if column == "corr" else "z-score"
+    return value, f"{name} of the pair at its newest bar"
 
 
 def _volume_now(ctx: Context, view: View, leg: Leg, end_s: int) -> tuple[float, str]:
