@@ -21,6 +21,8 @@ Modules, lowest first (each imports only modules listed before it):
 * ``stationarity``: ADF, Engle-Granger, Johansen, half-life, Hurst.
 * ``hedge``: static, rolling and Kalman hedge ratios.
 * ``pair``: aligned closes, spread, z-score, ``pair_frame``, ``stats_table``.
+* ``pairwise``: Engle-Granger for every pair at once, as array operations (``scan``'s
+  engine; no public name).
 * ``scan``: correlation matrix and cointegration scan over many symbols.
 * ``funding``: a coin's spot against its perpetual: basis, funding carry, funding gaps.
 * ``backtest``: the z-score mean-reversion backtest.
@@ -74,7 +76,7 @@ from pairs_monitor.quant.pair import (
     stats_table,
     zscore,
 )
-from pairs_monitor.quant.scan import correlation_matrix, scan_pairs
+from pairs_monitor.quant.scan import SCAN_FEE_BPS, correlation_matrix, scan_pairs, scan_signals
 from pairs_monitor.quant.stationarity import (
     ADFResult,
     EngleGrangerResult,
@@ -97,6 +99,7 @@ __all__ = [
     "CHAN_DELTA",
     "MAX_FUNDING_INTERVAL",
     "MIN_CARRY_SETTLEMENTS",
+    "SCAN_FEE_BPS",
     "SPOT_TAKER_FEE_BPS",
     "USDM_TAKER_FEE_BPS",
     "ADFResult",
@@ -134,6 +137,7 @@ __all__ = [
     "rolling_corr",
     "rolling_hedge_ratio",
     "scan_pairs",
+    "scan_signals",
     "schwert_lag",
     "spread",
     "stats_table",
