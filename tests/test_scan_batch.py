@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import math
 import warnings
+from types import SimpleNamespace
+from typing import cast
 
 import numpy as np
 import pandas as pd
@@ -52,7 +54,7 @@ def with_gaps(frame: pd.DataFrame) -> pd.DataFrame:
     out = frame.copy()
     out.iloc[:40, 2] = np.nan
     out.iloc[-25:, 3] = np.nan
-    out.iloc[150:153, out.columns.get_loc("PY")] = np.nan
+    out.iloc[150:153, 9] = np.nan  # PY
     out.iloc[200, 4] = np.nan
     return out.drop(index=out.index[90:97])
 
@@ -66,8 +68,9 @@ def close(got: float, want: float, rel: float) -> bool:
 def assert_rows_equal_the_per_pair_functions(
     closes: pd.DataFrame, table: pd.DataFrame, *, log_prices=False, lags=None
 ) -> None:
-    data = np.log(closes) if log_prices else closes
-    for row in table.itertuples():
+    data = cast(pd.DataFrame, np.log(closes)) if log_prices else closes
+    for record in table.to_dict("records"):
+        row = SimpleNamespace(**{str(k): v for k, v in record.items()})
         pair = data[[row.y, row.x]].dropna()
         y, x = pair[row.y], pair[row.x]
         eg = A.engle_granger(y, x, lags=lags)
