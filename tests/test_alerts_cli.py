@@ -167,3 +167,14 @@ def test_a_database_before_version_6_is_named_with_what_to_do(tmp_path: Path, ca
     assert "schema version 5; alerts need version 6: run `python db_setup.py" in (
         capsys.readouterr().err
     )
+
+
+def test_a_feed_silent_rule_re_arms_by_default_once_the_feed_trades_again(db: Path):
+    """Seconds since the last trade never come back to 0: a re-arm level of 0 would leave
+    the rule fired for ever, so the default is the page's 5 s; counts re-arm at 0."""
+    assert run(db, "add", "feed_silent", "ethusdt", "--venue", "sim", "--threshold", "30")[0] == 0
+    assert run(db, "add", "gap_abandoned", "ethusdt", "--venue", "sim", "--threshold", "1")[0] == 0
+    assert rows(db, "SELECT kind, rearm FROM alert_rules ORDER BY rule_id") == [
+        ("feed_silent", 5.0),
+        ("gap_abandoned", 0.0),
+    ]

@@ -31,8 +31,10 @@ from pairs_monitor.store import schema
 
 DEFAULT_DB = Path("data/ticks.db")
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
-# Kinds whose value falls back to 0 when all is well: re-armed there unless told otherwise.
-_REARM_AT_ZERO = ("feed_silent", "gap_abandoned", "writer_failing")
+# Health kinds re-arm here unless told otherwise: counts and failing time fall back to 0
+# when all is well; seconds since the last trade never reach 0, so a feed trading again
+# (a trade within 5 s) re-arms it, as the page's form does.
+_DEFAULT_REARM = {"feed_silent": 5.0, "gap_abandoned": 0.0, "writer_failing": 0.0}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -53,7 +55,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     add.add_argument("--venue-x", help="the X leg's venue when it is not --venue")
     add.add_argument("--threshold", type=float, required=True)
-    add.add_argument("--rearm", type=float, help="hysteresis level (default 0 for health rules)")
+    add.add_argument(
+        "--rearm",
+        type=float,
+        help="hysteresis level (default for health rules: feed_silent 5, the others 0)",
+    )
     add.add_argument("--cooldown", type=int, default=0, help="seconds between two firings")
     add.add_argument("--timeframe", default="1s", choices=list(TIMEFRAME_SECONDS))
     add.add_argument("--window", type=int, default=60, help="window in bars (default 60)")
@@ -163,9 +169,9 @@ def _add(conn: sqlite3.Connection, args: argparse.Namespace, out: TextIO) -> int
     kind = args.kind
     rearm = args.rearm
     if rearm is None:
-        if kind not in _REARM_AT_ZERO:
+        if kind not in _DEFAULT_REARM:
             raise CliError(f"{kind} needs --rearm: the level the value must come back past")
-        rearm = 0.0
+        rearm = _DEFAULT_REARM[kind]
     venue = args.venue
     if kind == "writer_failing":
         venue, symbol = rules.ANY, rules.ANY

@@ -345,7 +345,7 @@ class LegBars:
 
 
 def rule_view(rule: Rule) -> View:
-    """The page's view of a rule (``pipeline.rule_view``): its stored settings over the
+    """The page's view of a rule: its stored settings over the
     live tail, ``max(LIVE_TAIL_WINDOWS x window, LIVE_MIN_TAIL_BARS)`` bars, auto Kalman
     noise, no liquidity floor."""
     timeframe = rule.timeframe or "1s"
