@@ -195,49 +195,12 @@ def _add(conn: sqlite3.Connection, args: argparse.Namespace, out: TextIO) -> int
         cooldown_s=args.cooldown,
     )
     try:
-        rules.validate(rule)
+        rule_id = rules.store_rule(conn, rule, now_ms())
+    except rules.DuplicateRule as exc:
+        raise CliError(f"{exc}; nothing added") from exc
     except rules.RuleError as exc:
         raise CliError(f"rule not added: {exc}") from exc
-    duplicate = conn.execute(
-        "SELECT rule_id FROM alert_rules WHERE kind = ? AND venue = ? AND symbol = ?"
-        " AND symbol_x IS ? AND venue_x IS ? AND threshold = ? AND timeframe IS ?"
-        " AND window_bars IS ? AND hedge_method IS ? AND log_prices IS ?",
-        (
-            kind,
-            venue,
-            symbol,
-            rule.symbol_x,
-            rule.venue_x,
-            rule.threshold,
-            rule.timeframe,
-            rule.window,
-            rule.method,
-            None if rule.log_prices is None else int(rule.log_prices),
-        ),
-    ).fetchone()
-    if duplicate:
-        raise CliError(f"rule {duplicate[0]} is the same rule; nothing added")
-    cursor = conn.execute(
-        "INSERT INTO alert_rules (kind, venue, symbol, symbol_x, venue_x, threshold, rearm,"
-        " created_ms, timeframe, window_bars, hedge_method, log_prices, cooldown_s)"
-        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-        (
-            kind,
-            venue,
-            symbol,
-            rule.symbol_x,
-            rule.venue_x,
-            rule.threshold,
-            rearm,
-            now_ms(),
-            rule.timeframe,
-            rule.window,
-            rule.method,
-            None if rule.log_prices is None else int(rule.log_prices),
-            rule.cooldown_s,
-        ),
-    )
-    stored = rules.Rule(**{**rule.__dict__, "rule_id": int(cursor.lastrowid or 0)})
+    stored = rules.Rule(**{**rule.__dict__, "rule_id": rule_id})
     print(f"added {stored.describe()} ({stored.judged_in()})", file=out)
     return EXIT_OK
 

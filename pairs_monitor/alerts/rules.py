@@ -76,6 +76,14 @@ class RuleError(ValueError):
     """A rule that cannot be judged as given (the message says what to change)."""
 
 
+class DuplicateRule(RuleError):
+    """A new rule the same as a stored one: kind, legs, threshold and view."""
+
+    def __init__(self, rule_id: int) -> None:
+        super().__init__(f"rule {rule_id} is the same rule")
+        self.rule_id = rule_id
+
+
 @dataclass(frozen=True)
 class Rule:
     """One row of ``alert_rules`` (its configuration; the evaluator keeps the state)."""
@@ -182,6 +190,58 @@ def rule_from_row(row: tuple | sqlite3.Row) -> Rule:
         last_fired_ms=row[16],
         cursor_id=row[17],
     )
+
+
+_SAME_RULE = (
+    "SELECT rule_id FROM alert_rules WHERE kind = ? AND venue = ? AND symbol = ?"
+    " AND symbol_x IS ? AND venue_x IS ? AND threshold = ? AND timeframe IS ?"
+    " AND window_bars IS ? AND hedge_method IS ? AND log_prices IS ?"
+)
+_INSERT_RULE = (
+    "INSERT INTO alert_rules (kind, venue, symbol, symbol_x, venue_x, threshold, timeframe,"
+    " window_bars, hedge_method, log_prices, rearm, cooldown_s, created_ms, enabled, armed)"
+    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 1, 1)"
+)
+
+
+def store_rule(conn: sqlite3.Connection, rule: Rule, created_ms: int) -> int:
+    """Store a new enabled, armed rule after :func:`validate`; return its id. Every client
+    (the page, ``ingest.py alerts add``) adds rules through this.
+
+    The check for a duplicate and the insert are one write transaction, so two clients
+    (or a double click) adding the same rule at once store it once.
+
+    :param conn: a connection in autocommit mode (``isolation_level=None``).
+    :raises RuleError: for a rule that cannot be judged.
+    :raises DuplicateRule: for a rule the same as a stored one (it names that rule's id).
+    """
+    validate(rule)
+    same = (
+        rule.kind,
+        rule.venue,
+        rule.symbol,
+        rule.symbol_x,
+        rule.venue_x,
+        rule.threshold,
+        rule.timeframe,
+        rule.window,
+        rule.method,
+        None if rule.log_prices is None else int(rule.log_prices),
+    )
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        duplicate = conn.execute(_SAME_RULE, same).fetchone()
+        if duplicate:
+            raise DuplicateRule(int(duplicate[0]))
+        cursor = conn.execute(_INSERT_RULE, (*same, rule.rearm, rule.cooldown_s, created_ms))
+        conn.execute("COMMIT")
+    except BaseException:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        raise
+    if cursor.lastrowid is None:  # sqlite3 sets it after every INSERT that stored a row
+        raise RuleError("the rule was not stored")
+    return cursor.lastrowid
 
 
 def validate(rule: Rule) -> None:

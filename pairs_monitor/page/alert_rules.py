@@ -258,55 +258,15 @@ class AlertStore:
             and view, as ``ingest.py alerts add`` compares them): its id is named.
         """
         try:
-            rules.validate(rule)
+            with self._lock:
+                return rules.store_rule(self._conn, rule, now_ms())
+        except rules.DuplicateRule as exc:
+            raise AlertError(
+                f"{exc} ({describe(rule)}); nothing added: change the threshold or the view, "
+                "or resume that one"
+            ) from exc
         except RuleError as exc:
             raise AlertError(str(exc)) from exc
-        log_prices = None if rule.log_prices is None else int(rule.log_prices)
-        same = (
-            rule.kind,
-            rule.venue,
-            rule.symbol,
-            rule.symbol_x,
-            rule.venue_x,
-            rule.threshold,
-            rule.timeframe,
-            rule.window,
-            rule.method,
-            log_prices,
-        )
-        with self._lock:
-            conn = self._conn
-            # Checked and stored in one write transaction: two pages (or a double click)
-            # adding the same rule at once store it once.
-            conn.execute("BEGIN IMMEDIATE")
-            try:
-                duplicate = conn.execute(
-                    "SELECT rule_id FROM alert_rules WHERE kind = ? AND venue = ?"
-                    " AND symbol = ? AND symbol_x IS ? AND venue_x IS ? AND threshold = ?"
-                    " AND timeframe IS ? AND window_bars IS ? AND hedge_method IS ?"
-                    " AND log_prices IS ?",
-                    same,
-                ).fetchone()
-                if duplicate:
-                    raise AlertError(
-                        f"rule {duplicate[0]} is the same rule ({describe(rule)}); "
-                        "nothing added: change the threshold or the view, or resume that one"
-                    )
-                cursor = conn.execute(
-                    "INSERT INTO alert_rules (kind, venue, symbol, symbol_x, venue_x,"
-                    " threshold, timeframe, window_bars, hedge_method, log_prices, rearm,"
-                    " cooldown_s, created_ms, enabled, armed)"
-                    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 1, 1)",
-                    (*same, rule.rearm, rule.cooldown_s, now_ms()),
-                )
-                conn.execute("COMMIT")
-            except BaseException:
-                if conn.in_transaction:
-                    conn.execute("ROLLBACK")
-                raise
-        if cursor.lastrowid is None:  # sqlite3 sets it after every INSERT that stored a row
-            raise AlertError(f"the rule was not stored: {describe(rule)}")
-        return cursor.lastrowid
 
     def delete_rule(self, rule_id: int) -> bool:
         """Delete a rule with (by cascade) its firings and their deliveries; False when
