@@ -210,7 +210,7 @@ def test_scan_signals_z_on_the_last_bar_and_the_last_entry():
     assert got.zscore == pytest.approx(1 / 1.5)
     assert got.signal_bar == index[3] and got.signal_z == pytest.approx(-2.0)
     quiet = A.scan_signals(closes, table, entry=3.0).iloc[0]
-    assert quiet.signal_bar is None and np.isnan(quiet.signal_z)
+    assert pd.isna(quiet.signal_bar) and np.isnan(quiet.signal_z)
 
 
 def test_a_negative_lag_is_refused_with_what_to_do():

@@ -355,7 +355,8 @@ def scan_signals(
     :param log_prices: as passed to ``scan_pairs``.
     :param entry: the entry level in standard deviations.
     :return: indexed like ``table``: ``last_bar`` (index label), ``zscore``,
-        ``signal_bar`` (index label, None when no bar reached ``entry``), ``signal_z``.
+        ``signal_bar`` (index label; missing, ``NaT`` on a time index, when no bar
+        reached ``entry``), ``signal_z`` (NaN then).
     """
     frame = _closes_frame(closes).astype(np.float64)
     data = cast(pd.DataFrame, np.log(frame)) if log_prices else frame
