@@ -20,6 +20,14 @@ returns correlate as crypto's do), with ten cointegrated pairs planted among the
    ``engle_granger`` on each (target: 1e-7 relative, 1e-6).
 5. Memory: ``--memory-symbols`` symbols x ``--bars`` bars scanned once, the peak of what
    Python and numpy allocated meanwhile (``tracemalloc``) and the process's peak RSS.
+6. Beside ingestion (``--beside-seconds``, 0 skips it): a database holding the universe's
+   day of 1-minute bars (one trade a minute per symbol, through the real writer), then a
+   feed of ``--feed-per-s`` trades a second through the same writer for
+   ``--beside-seconds``, first alone, then with the daemon's ``ScanService`` scanning the
+   200 legs back to back (its child process at nice 19, one BLAS thread). Figures: the
+   commit latency of the feed's batches (put to committed, median and p99), how late the
+   feed's thread ran against its schedule (the daemon's threads waiting for the
+   interpreter or a core), and the child's CPU per scan.
 """
 
 from __future__ import annotations
@@ -74,6 +82,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--coint-pairs", type=int, default=400)
     parser.add_argument("--memory-symbols", type=int, default=500)
+    parser.add_argument("--beside-seconds", type=float, default=20.0)
+    parser.add_argument("--feed-per-s", type=int, default=5_000)
     args = parser.parse_args(argv)
     with stamped("bench_scan"):
         run(args)
@@ -145,7 +155,8 @@ def run(args: argparse.Namespace) -> None:
         worst_stat = max(worst_stat, abs(row["eg_stat"] / eg.statistic - 1))
         worst_p = max(worst_p, abs(row["eg_pvalue"] - eg.pvalue))
     print(
-        f"against engle_granger on 200 pairs: statistic within {worst_stat:.1e} relative "
+        f"against engle_granger on {len(sample[:200])} pairs: statistic within "
+        f"{worst_stat:.1e} relative "
         f"(target 1e-7), p-value within {worst_p:.1e} (target 1e-6)"
     )
 
@@ -164,6 +175,103 @@ def run(args: argparse.Namespace) -> None:
         f"peak allocated during the scan {peak:.0f} MiB; process peak RSS "
         f"{rss_before:.0f} MiB before, {rss_after:.0f} MiB after"
     )
+    if args.beside_seconds > 0:
+        beside_ingestion(closes, args.beside_seconds, args.feed_per_s)
+
+
+def beside_ingestion(closes: pd.DataFrame, seconds: float, per_s: int) -> None:
+    """Phase 6 (see the module doc)."""
+    import sqlite3
+    import tempfile
+    import threading
+    from pathlib import Path
+
+    from pairs_monitor.scan.service import ScanService
+    from pairs_monitor.store.writer import TradeWriter
+
+    end_m = time.time_ns() // 60_000_000_000
+    minutes = np.arange(end_m - len(closes), end_m) * 60
+    symbols = list(closes.columns)
+    with tempfile.TemporaryDirectory() as folder:
+        db = Path(folder) / "ticks.db"
+        writer = TradeWriter(db)
+        writer.start()
+        try:
+            for symbol in symbols:
+                prices = closes[symbol].to_numpy()
+                writer.put_trades(
+                    [
+                        ("binance-spot", symbol, i + 1, (int(m) + 30) * 1_000_000, float(p), 1.0, 0)
+                        for i, (m, p) in enumerate(zip(minutes, prices, strict=True))
+                    ],
+                    block=True,
+                )
+            now = time.time_ns() // 1_000_000
+
+            def status(conn: sqlite3.Connection) -> None:
+                conn.executemany(
+                    "INSERT INTO feed_status (venue, symbol, source, source_since_ms, "
+                    "updated_ms) VALUES ('binance-spot', ?, 'live', 0, ?)",
+                    [(symbol, now + 3_600_000) for symbol in symbols],  # fresh for the run
+                )
+
+            writer.submit(status).result(30)
+            writer.flush(60)
+            alone = feed(writer, seconds, per_s)
+            stop = threading.Event()
+            scans = ScanService(db, writer, stop, every_s=0.5, window_s=86_400, first_s=0.0)
+            scans.start()
+            while scans.scans < 1:  # the first scan reads the day whole: not the steady state
+                time.sleep(0.2)
+            first = scans.scans
+            with_scans = feed(writer, seconds, per_s)
+            done = scans.scans - first
+            scans.close(30)
+            with sqlite3.connect(db) as conn:
+                cpu = [row[0] for row in conn.execute("SELECT cpu_s FROM scan_runs")][first:]
+        finally:
+            writer.close(30)
+    print(f"beside ingestion: a feed of {per_s:,} trades/s for {seconds:.0f} s, twice")
+    for name, (latency, lag) in (("alone", alone), ("with scans back to back", with_scans)):
+        print(
+            f"  {name}: commit latency median {latency[0]:.1f} ms, p99 {latency[1]:.1f} ms; "
+            f"feed thread late median {lag[0]:.2f} ms, p99 {lag[1]:.2f} ms"
+        )
+    cpu_text = f"median {statistics.median(cpu):.2f} s of CPU" if cpu else "none finished"
+    print(f"  scans finished during the second feed: {done} ({cpu_text} each, in the child)")
+
+
+def feed(writer, seconds: float, per_s: int) -> tuple[tuple[float, float], tuple[float, float]]:
+    """Trades of one symbol at ``per_s`` a second in batches every 10 ms through the writer:
+    each batch's put-to-commit latency and how late it was put (ms: median, p99)."""
+    batch = max(1, per_s // 100)
+    latencies: list[float] = []
+    late: list[float] = []
+    trade_id = 1
+    started = time.monotonic()
+    due = started
+    while due - started < seconds:
+        now = time.monotonic()
+        if now < due:
+            time.sleep(due - now)
+        put = time.monotonic()
+        late.append(1000 * (put - due))
+        stamp = time.time_ns() // 1000
+        rows = [("feed", "XUSDT", trade_id + k, stamp, 100.0, 1.0, k % 2) for k in range(batch)]
+        trade_id += batch
+        writer.put_trades(rows, block=True)
+        # Called in the writer's thread once the batch's transaction has committed.
+        writer.submit(lambda conn: None).add_done_callback(
+            lambda _, put=put: latencies.append(1000 * (time.monotonic() - put))
+        )
+        due += 0.01
+    writer.flush(30)
+
+    def spread(values: list[float]) -> tuple[float, float]:
+        ordered = sorted(values)
+        return statistics.median(ordered), ordered[int(0.99 * (len(ordered) - 1))]
+
+    return spread(latencies), spread(late)
 
 
 if __name__ == "__main__":
