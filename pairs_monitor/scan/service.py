@@ -49,7 +49,7 @@ MIN_WINDOW_S = 2 * 3_600  # 120 one-minute bars: the fewest a pair is tested on
 MAX_WINDOW_S = 7 * 86_400  # 10,080 bars: a week; 500 legs of it fit in a few hundred MB
 KEEP_ROWS = 100  # scan_results keeps the best rows of each scan (and every candidate)
 RETAIN_MS = 7 * 86_400_000  # results of older scans are deleted (their runs stay)
-FIRST_SCAN_S = 60.0  # the first scan, after a start: the history has landed by then
+FIRST_SCAN_S = 60.0  # the first scan at most this long after a start (the history lands)
 RESTART_S = 60.0  # a child that died is started again at most this often
 WORKER_NICE = 19
 BLAS_THREAD_VARIABLES = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
@@ -180,7 +180,8 @@ class ScanService(threading.Thread):
     :param window_s: the trailing window of 1-minute bars a scan tests.
     :param legs: (venue, symbol) to scan; None: the legs whose ``feed_status`` the daemon
         wrote in the last two minutes (what it records now).
-    :param first_s: seconds before the first scan (the history lands meanwhile).
+    :param first_s: seconds before the first scan (default: ``every_s`` or a minute,
+        whichever is shorter; the history lands meanwhile).
     :param timeout_s: a scan taking longer is killed with its child (default: 10 minutes
         or ``every_s``, whichever is longer).
     :param keep: rows stored per scan: the best ``keep`` and every candidate.
@@ -196,7 +197,7 @@ class ScanService(threading.Thread):
         every_s: float = DEFAULT_EVERY_MIN * 60,
         window_s: int = 86_400,
         legs: Sequence[tuple[str, str]] | None = None,
-        first_s: float = FIRST_SCAN_S,
+        first_s: float | None = None,
         timeout_s: float | None = None,
         keep: int = KEEP_ROWS,
         log_prices: bool = True,
@@ -210,7 +211,7 @@ class ScanService(threading.Thread):
         self.every_s = every_s
         self.window_s = window_s
         self.legs = [tuple(leg) for leg in legs] if legs is not None else None
-        self.first_s = first_s
+        self.first_s = min(FIRST_SCAN_S, every_s) if first_s is None else first_s
         self.timeout_s = timeout_s if timeout_s is not None else max(600.0, every_s)
         self.keep = keep
         self.log_prices = log_prices
