@@ -11,6 +11,7 @@ history). The service's results must be ``scan_pairs`` on those closes.
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import os
 import signal
@@ -157,6 +158,8 @@ def test_a_scan_of_the_recorded_legs_is_stored_ranked_and_equal_to_scan_pairs(da
     assert run["candidates"] == int(expected["candidate"].sum()) >= 1
     assert run["rows_stored"] == 10 and run["cpu_s"] > 0
     assert run["started_ms"] <= run["finished_ms"]
+    params = json.loads(run["params_json"])
+    assert params["every_s"] == 3600.0 and params["fee_bps"] == {SPOT: 10.0, USDM: 5.0}
 
     got = results(db, run["scan_id"])
     assert list(got.columns) == ["scan_id", *RESULT_COLUMNS]

@@ -271,6 +271,7 @@ class ScanService(threading.Thread):
             "db": str(self.db_path),
             "now_ms": now_ms(),
             "window_s": self.window_s,
+            "every_s": self.every_s,
             "legs": self.legs,
             "keep": self.keep,
             "log_prices": self.log_prices,

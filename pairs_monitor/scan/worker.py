@@ -169,6 +169,7 @@ class Scanner:
             "max_stale_bars": MAX_STALE_BARS,
             "min_bars": MIN_BARS,
             "keep": keep,
+            "every_s": request.get("every_s"),
         }
         note = None
         rows: list[tuple[Any, ...]] = []
