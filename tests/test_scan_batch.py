@@ -218,3 +218,13 @@ def test_a_negative_lag_is_refused_with_what_to_do():
         A.scan_pairs(universe(1, n=60, walks=2), lags=-1)
     with pytest.raises(ValueError, match="fee_bps has no fee for"):
         A.scan_pairs(universe(1, n=60, walks=2), fee_bps={"W0": 10.0})
+
+
+def test_nothing_to_pair_is_an_empty_table_with_every_column():
+    one = universe(2, n=60, walks=1)[["W0"]]
+    for closes in (one, one.assign(GONE=np.nan), pd.DataFrame()):
+        table = A.scan_pairs(closes)
+        assert table.empty and len(table.columns) == 18
+    short = universe(2, n=60, walks=2)[["W0", "W1"]]
+    short.iloc[:50, 1] = np.nan  # ten common bars: under the 20 any pair needs
+    assert A.scan_pairs(short, min_obs=5).empty

@@ -175,6 +175,8 @@ def pair_grams(
         their ``width x width`` Gram matrices, and False where rounding may have cost more
         than ``FALLBACK_RATIO`` allows.
     """
+    if len(y) == 0:
+        return
     legs, width = values.shape[1], regressors.width
     size = max(
         1, min(legs, MAX_BLOCK_WIDTH // width, MAX_BLOCK_FLOATS // (regressors.rows * width))
@@ -332,6 +334,8 @@ def pair_stats(
     :param oos_min_bars: fewest held-out rows the out-of-sample test runs on.
     """
     stats = PairStats(len(y))
+    if len(y) == 0:
+        return stats
     present = np.isfinite(values)
     patterns, pattern_of = np.unique(np.packbits(present, axis=0).T, axis=0, return_inverse=True)
     pattern_of = pattern_of.ravel()
