@@ -221,7 +221,7 @@ def test_a_negative_lag_is_refused_with_what_to_do():
 
 
 def test_nothing_to_pair_is_an_empty_table_with_every_column():
-    one = universe(2, n=60, walks=1)[["W0"]]
+    one = universe(2, n=60, walks=2)[["W0"]]
     for closes in (one, one.assign(GONE=np.nan), pd.DataFrame()):
         table = A.scan_pairs(closes)
         assert table.empty and len(table.columns) == 18
