@@ -18,8 +18,8 @@ Exactness: the expansion loses to rounding what the spread cancels of the legs: 
 regressor of the spread that is ``1 - rho`` smaller than those of the legs (a spread of
 two almost equal series) keeps about ``log10(1 / (1 - rho))`` fewer digits. Pairs where
 that passes ``FALLBACK_RATIO`` (1e-5: kept ~10 digits of ~16) are not computed here but
-marked ``fallback``, and the scanner runs the per-pair functions on them (it does the
-same for any block whose small systems are singular). Legs with missing bars: the pairs
+marked ``fallback``, and the scanner runs the per-pair functions on them (as it does for
+a pair whose small system is singular). Legs with missing bars: the pairs
 whose two legs share the same bars are computed together (one group per set of common
 bars), so a gap costs a group, not a fallback.
 """
