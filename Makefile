@@ -17,7 +17,7 @@ SYMBOLS ?= btcusdt ethusdt
 SOURCE  ?= auto
 PORT    ?= 8501
 NOTIFY  ?=
-BENCHES ?= analytics writer replay ingest page alerts
+BENCHES ?= analytics writer replay ingest page alerts scan history
 
 # uv itself, pinned, in a venv of its own: nothing is assumed installed but Python.
 UV_VERSION := 0.13.9

@@ -49,7 +49,7 @@ PROMISED = {
 }
 
 # Lowest first: a module may import only modules before it (quant/__init__.py says why).
-LAYERS = ["bars", "stationarity", "hedge", "pair", "scan", "funding", "backtest"]
+LAYERS = ["bars", "stationarity", "hedge", "pair", "pairwise", "scan", "funding", "backtest"]
 
 
 def quant_imports(module: str) -> list[tuple[str, str]]:

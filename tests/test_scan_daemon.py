@@ -20,19 +20,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pairs_monitor.ingest import daemon
 from pairs_monitor.store.writer import TradeWriter
 
 ROOT = Path(__file__).resolve().parents[1]
 SYMBOLS = ["AUSDT", "BUSDT", "CUSDT"]
 
-pytestmark = [
-    pytest.mark.daemon,
-    pytest.mark.skipif(
-        "--scan-every" not in daemon.build_parser().format_help(),
-        reason="ingest.py does not start the scan service yet (see pairs_monitor/scan)",
-    ),
-]
+pytestmark = pytest.mark.daemon
 
 
 def prefill(db: Path, minutes: int = 180) -> None:

@@ -46,6 +46,7 @@ from pairs_monitor.alerts.delivery import ChannelError, channels, notify_urls
 from pairs_monitor.ingest import auto, binance, flags, logs, replay, sim, status
 from pairs_monitor.ingest.binance import cli as binance_cli
 from pairs_monitor.ingest.feed import Feed
+from pairs_monitor.scan import service as scan_service
 from pairs_monitor.store import schema
 from pairs_monitor.store.writer import TradeWriter
 
@@ -115,6 +116,7 @@ def build_parser() -> argparse.ArgumentParser:
         "judged by the daemon either way (docs/alerts.md)",
     )
     logs.add_arguments(parser)
+    scan_service.add_arguments(parser)
     for source in (binance, auto, sim, replay):
         source.add_arguments(parser)
     return parser
@@ -276,6 +278,12 @@ def run(args: argparse.Namespace) -> int:
     reporter_started = time.monotonic()
     alerts = AlertsStarter(args.db, writer, args.notify, stop)
     alerts.start()
+    scans = None
+    if args.scan_every:  # the pair scanner: a niced child process, results via the writer
+        scans = scan_service.ScanService(
+            args.db, writer, stop, every_s=args.scan_every * 60, window_s=args.scan_window
+        )
+        scans.start()
     crashed: list[BaseException] = []
 
     def produce() -> None:
@@ -308,6 +316,8 @@ def run(args: argparse.Namespace) -> int:
     log.info("sources stopped; writing final status and flushing the queue")
     if not alerts.close(timeout=10):
         log.warning("the alert threads did not stop within 10 s; their last writes may be lost")
+    if scans is not None and not scans.close(timeout=10):
+        log.warning("the pair scanner did not stop within 10 s; its last result may be lost")
     reporter.stop()
     writer_failure = writer_problem(writer)
     if writer_failure is None:

@@ -83,8 +83,9 @@ class Daemon:
             "--backoff-max", "0.5",
             "--connect-timeout", "2",
             "--log-level", "DEBUG",
-            # Klines history only where a test asks for it (--history after this wins).
+            # Klines history and pair scans only where a test asks (a later flag wins).
             "--history", "0",
+            "--scan-every", "0",
             *self.extra,
             *more,
         ]  # fmt: skip
