@@ -55,7 +55,8 @@ def test_series_bars_and_ticks(pair_db):
     db = pipeline.ReadOnlyDB(pair_db)
     assert db.run(queries.series) == [("sim", "BTCUSDT"), ("sim", "ETHUSDT"), ("sim", "SOLUSDT")]
     bars = db.run(queries.bars_1s, "sim", "BTCUSDT", START_S, START_S + 10, 1000)
-    assert len(bars) == 10 and list(bars.columns) == list(analytics.BAR_COLUMNS)
+    assert len(bars) == 10 and list(bars.columns) == [*analytics.BAR_COLUMNS, "from_klines"]
+    assert not bars["from_klines"].any()  # every bar of this fixture is from trades
     assert (bars["trades"] == 2).all() and str(pd.DatetimeIndex(bars.index).tz) == "UTC"
     np.testing.assert_allclose(bars["vwap"], bars["quote_volume"] / bars["volume"])
     # A limit keeps the NEWEST rows of the range (a long lookback must end at the newest

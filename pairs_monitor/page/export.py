@@ -18,7 +18,9 @@ import pandas as pd
 
 from pairs_monitor.page.pipeline import PairData
 
-LEG_COLUMNS = ("open", "high", "low", "close", "volume", "trades", "vwap", "empty")
+# from_klines: any part of the bar came from a Binance kline, so not every trade of it is
+# in the tick export (the tape began later, or an outage the klines cover).
+LEG_COLUMNS = ("open", "high", "low", "close", "volume", "trades", "vwap", "empty", "from_klines")
 PAIR_COLUMNS = ("y", "x", "hedge_ratio", "intercept", "spread", "zscore", "corr")
 
 

@@ -24,6 +24,7 @@ from pairs_monitor.page.settings import (
     View,
     is_synthetic,
     resolve_db_path,
+    timeframe_seconds,
     venue_label,
 )
 from pairs_monitor.page.tabs import TAB_NAMES, Context
@@ -36,7 +37,7 @@ from pairs_monitor.page.tabs import pair as pair_tab
 from pairs_monitor.page.tabs import prices as prices_tab
 from pairs_monitor.page.tabs import statistics as statistics_tab
 from pairs_monitor.page.text import literal, md, utc
-from pairs_monitor.page.upload import UploadError
+from pairs_monitor.page.upload import Uploaded, UploadError
 
 log = logging.getLogger(__name__)
 
@@ -63,6 +64,9 @@ def render() -> None:
             log.exception("upload could not be parsed")
             upload_error = f"the file could not be read ({type(exc).__name__}: {exc})"
 
+    if uploaded is not None:
+        _open_new_klines(uploaded)
+
     db, db_error = None, None
     try:
         db = cache.read_db(db_path)
@@ -85,7 +89,9 @@ def render() -> None:
     source: pipeline.Source
     if uploaded is not None and source_choice == sidebar.SOURCE_UPLOAD:
         source = pipeline.UploadSource(uploaded.frames, uploaded.bar_seconds, uploaded.digest)
-        view = sidebar.choose_view(_symbols_by_venue(source.legs()), uploaded.span_s)
+        view = sidebar.choose_view(
+            _symbols_by_venue(source.legs()), uploaded.span_s, uploaded.timeframes
+        )
         if view is not None and view.bar_seconds < uploaded.bar_seconds:
             coarser = next(
                 (tf for tf, s in TIMEFRAME_SECONDS.items() if s >= uploaded.bar_seconds), None
@@ -123,6 +129,7 @@ def render() -> None:
 
     if view is not None and source.recording is not None:
         _future_bars(source.recording, view)
+        _history_hints(source, view)
     if view is not None:
         _not_live(view)
 
@@ -157,6 +164,48 @@ def render() -> None:
                     "See the integrity check above; the other tabs still draw.",
                     icon="🛑",
                 )
+
+
+OPENED_UPLOAD = "opened_upload"  # session key: the digest of the kline upload last opened
+
+
+def _open_new_klines(uploaded: Uploaded) -> None:
+    """Open the page on an upload of Binance kline files the first time it is seen: the
+    upload as the data source, at the file's own timeframe (or the shortest multiple that
+    holds it whole), over the whole file. Runs before the sidebar's widgets exist, so it
+    may set them; later choices of the user stand until another upload."""
+    if uploaded.interval is None or st.session_state.get(OPENED_UPLOAD) == uploaded.digest:
+        return
+    st.session_state[OPENED_UPLOAD] = uploaded.digest
+    st.session_state["source"] = sidebar.SOURCE_UPLOAD
+    st.session_state["timeframe"] = uploaded.opening_timeframe()
+    st.session_state["lookback"] = sidebar.WHOLE_FILE
+
+
+def _history_hints(source: pipeline.Source, view: View) -> None:
+    """Say when a leg's bars in the view are klines its timeframe cannot show (USD-M's
+    1-minute history at 1 s), with a button to the timeframe and lookback that show them."""
+    end_s = pipeline.end_of_view(source, view.legs)
+    hints = pipeline.history_hints(source, view, end_s) if end_s is not None else []
+    if not hints:
+        return
+    st.info("**History from klines**: " + "; ".join(md(h.text) for h in hints) + ".", icon="🕰️")
+    picks = [h.timeframe for h in hints if h.timeframe]
+    if picks:
+        timeframe = max(picks, key=timeframe_seconds)
+        lookback = pipeline.lookback_for(view, timeframe)
+        st.button(
+            f"Show {timeframe} bars over {lookback}",
+            key="show_history",
+            on_click=_set_view,
+            args=(timeframe, lookback),
+        )
+
+
+def _set_view(timeframe: str, lookback: str) -> None:
+    """A button's callback: runs before the rerun draws the sidebar, so it may set it."""
+    st.session_state["timeframe"] = timeframe
+    st.session_state["lookback"] = lookback
 
 
 def _symbols_by_venue(legs: list[Leg]) -> dict[str, list[str]]:

@@ -16,12 +16,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
+import numpy as np
 import pandas as pd
 
 from pairs_monitor import quant
 from pairs_monitor.clock import now_ms
 from pairs_monitor.page import queries
 from pairs_monitor.page.settings import (
+    LOOKBACKS,
     MAX_1S_ROWS,
     MAX_FUTURE_SKEW_S,
     MAX_SCAN_SYMBOLS,
@@ -35,9 +37,13 @@ from pairs_monitor.page.settings import (
     Leg,
     View,
     default_fee_bps,
+    duration_label,
     leg_names,
+    shortest_timeframe,
+    timeframe_seconds,
     too_small,
 )
+from pairs_monitor.page.text import utc
 from pairs_monitor.quant import HedgeMethod, PairMethod
 from pairs_monitor.store import schema
 
@@ -129,6 +135,27 @@ class Recording(Protocol):
         """The funding stored for a perpetual leg around ``[start_ms, end_ms)``."""
         ...
 
+    def tape_start_us(self, leg: Leg) -> int | None:
+        """When ``leg``'s first stored trade was (µs); before it, bars are from klines
+        only. None when no trade of it is stored."""
+        ...
+
+    def kline_spans(self, leg: Leg) -> pd.DataFrame:
+        """The periods whose klines were fetched or replayed for ``leg``."""
+        ...
+
+    def gaps(self, leg: Leg, limit: int) -> pd.DataFrame:
+        """``leg``'s open, abandoned and kline-covered gaps, newest first."""
+        ...
+
+    def unusable_klines(
+        self, leg: Leg, start_s: int, end_s: int, bar_seconds: int
+    ) -> tuple[int, int] | None:
+        """Klines of ``leg`` in ``[start_s, end_s)`` that bars of ``bar_seconds`` cannot
+        be built from, when it has none they can: ``(kline length, first open time)`` of
+        the shortest such length, else None."""
+        ...
+
 
 class Source(Protocol):
     """Where bars come from: the database (every venue) or an uploaded CSV (one).
@@ -159,7 +186,11 @@ class Source(Protocol):
 
     def latest_s(self, leg: Leg) -> int | None: ...
 
-    def raw_bars(self, leg: Leg, start_s: int, end_s: int) -> pd.DataFrame: ...
+    def raw_bars(self, leg: Leg, start_s: int, end_s: int, bar_seconds: int = 1) -> pd.DataFrame:
+        """Bars of ``leg`` starting in ``[start_s, end_s)``, oldest first, finer than or
+        as long as ``bar_seconds`` (the view's timeframe), in ``analytics``' layout and
+        a ``from_klines`` column where the source knows it."""
+        ...
 
     def last_price(self, leg: Leg) -> tuple[float, int] | None: ...
 
@@ -190,8 +221,19 @@ class DbSource:
         """The newest bar second not implausibly in the future (``latest_allowed_s``)."""
         return self.db.run(queries.latest_bar_s, *leg, latest_allowed_s())
 
-    def raw_bars(self, leg: Leg, start_s: int, end_s: int) -> pd.DataFrame:
-        return self.db.run(queries.bars_1s, *leg, start_s, end_s, MAX_1S_ROWS)
+    def raw_bars(self, leg: Leg, start_s: int, end_s: int, bar_seconds: int = 1) -> pd.DataFrame:
+        """One-second bars, and for a timeframe of a minute or more the klines whose
+        length divides it (``kline_bars``) where no finer bar covers their span."""
+        bars = self.db.run(queries.bars_1s, *leg, start_s, end_s, MAX_1S_ROWS)
+        if bar_seconds == 1:
+            return bars
+        klines = [
+            (interval_s, self.db.run(queries.kline_bars, *leg, interval_s, start_s, end_s,
+                                     MAX_1S_ROWS))
+            for interval_s in self.db.run(queries.kline_intervals, *leg)
+            if bar_seconds % interval_s == 0
+        ]  # fmt: skip
+        return merge_klines(bars, klines)
 
     def last_price(self, leg: Leg) -> tuple[float, int] | None:
         """Price and time (microseconds) of the newest stored trade."""
@@ -216,6 +258,67 @@ class DbSource:
 
     def funding(self, leg: Leg, start_ms: int, end_ms: int) -> queries.FundingRecord:
         return self.db.run(queries.funding, *leg, start_ms, end_ms)
+
+    def tape_start_us(self, leg: Leg) -> int | None:
+        return self.db.run(queries.tape_start_us, *leg)
+
+    def kline_spans(self, leg: Leg) -> pd.DataFrame:
+        return self.db.run(queries.kline_spans, *leg)
+
+    def gaps(self, leg: Leg, limit: int) -> pd.DataFrame:
+        return self.db.run(queries.gaps, *leg, limit)
+
+    def unusable_klines(
+        self, leg: Leg, start_s: int, end_s: int, bar_seconds: int
+    ) -> tuple[int, int] | None:
+        intervals = self.db.run(queries.kline_intervals, *leg)
+        found = [
+            (interval_s, self.db.run(queries.first_kline_s, *leg, interval_s, start_s, end_s))
+            for interval_s in intervals
+        ]
+        present = [(i, first) for i, first in found if first is not None]
+        if any(bar_seconds % i == 0 for i, _ in present):
+            return None
+        return present[0] if present else None
+
+
+def merge_klines(bars: pd.DataFrame, klines: Sequence[tuple[int, pd.DataFrame]]) -> pd.DataFrame:
+    """Finer bars with the klines of longer lengths where nothing finer covers them.
+
+    A kline is used only for a span ``[open, open + length)`` that holds no bar already
+    taken: one-second bars first (those of trades and of 1-second klines), then klines
+    from the shortest length up. So a minute the tape has any second of keeps the tape's
+    bars, and a 1-minute kline stands for a minute only where there is nothing finer.
+
+    :param bars: one-second bars (``queries.bars_1s``).
+    :param klines: ``(length in seconds, its bars stamped at their open times)``.
+    :return: every bar taken, oldest first, with ``from_klines``.
+    """
+    starts = pd.DatetimeIndex(bars.index).as_unit("ns").asi8 // NS_PER_S
+    ends = starts + 1
+    parts = [bars] if len(bars) else []
+    for interval_s, frame in sorted(klines, key=lambda k: k[0]):
+        if frame.empty:
+            continue
+        opens = pd.DatetimeIndex(frame.index).as_unit("ns").asi8 // NS_PER_S
+        covered = np.zeros(len(opens), dtype=bool)
+        if len(starts):
+            order = np.argsort(starts, kind="stable")
+            sorted_starts = starts[order]
+            reach = np.maximum.accumulate(ends[order])  # furthest end of any bar so far
+            before = np.searchsorted(sorted_starts, opens + interval_s, side="left")
+            covered = (before > 0) & (reach[np.maximum(before - 1, 0)] > opens)
+        taken = opens[~covered]
+        parts.append(frame[~covered])
+        starts = np.concatenate([starts, taken])
+        ends = np.concatenate([ends, taken + interval_s])
+    if not parts:
+        return bars
+    merged = pd.concat(parts) if len(parts) > 1 else parts[0]
+    return merged.sort_index(kind="stable")
+
+
+NS_PER_S = 1_000_000_000
 
 
 @dataclass
@@ -255,7 +358,8 @@ class UploadSource:
             return None
         return int(frame.index[-1].timestamp())
 
-    def raw_bars(self, leg: Leg, start_s: int, end_s: int) -> pd.DataFrame:
+    def raw_bars(self, leg: Leg, start_s: int, end_s: int, bar_seconds: int = 1) -> pd.DataFrame:
+        """The upload's bars in the range (as long as the file's, whatever the view)."""
         frame = self._frame(leg)
         if frame is None:
             return quant.empty_bars()
@@ -282,13 +386,74 @@ def end_of_view(source: Source, legs: Sequence[Leg]) -> int | None:
     return max(latest) + 1 if latest else None
 
 
+def view_start_s(view: View, end_s: int) -> int:
+    """The first second of a view ending at ``end_s``: its lookback back, on the
+    timeframe's grid."""
+    return (end_s - view.lookback_s) // view.bar_seconds * view.bar_seconds
+
+
 def leg_bars(source: Source, view: View, leg: Leg, end_s: int) -> pd.DataFrame:
-    """Bars of one leg at the view's timeframe over its lookback, ending at ``end_s``."""
-    start_s = (end_s - view.lookback_s) // view.bar_seconds * view.bar_seconds
-    raw = source.raw_bars(leg, start_s, end_s)
-    if raw.empty:
-        return raw
-    return quant.resample_bars(raw, view.freq)
+    """Bars of one leg at the view's timeframe over its lookback, ending at ``end_s``;
+    ``from_klines`` is True for a bar any part of which came from a kline (so not every
+    trade of it is stored)."""
+    raw = source.raw_bars(leg, view_start_s(view, end_s), end_s, view.bar_seconds)
+    bars = quant.resample_bars(raw, view.freq)
+    bars["from_klines"] = pd.Series(False, index=bars.index, dtype=bool)
+    if "from_klines" in raw.columns and len(raw):
+        index = pd.DatetimeIndex(raw.index)
+        part = pd.Series(raw["from_klines"].to_numpy(dtype=bool), index=index)
+        # quant bins fixed-length bars on the epoch's grid, as floor does.
+        flags = part.groupby(index.floor(f"{view.bar_seconds}s")).any()
+        flags.index = pd.DatetimeIndex(flags.index).as_unit("ns")
+        bars["from_klines"] = flags.reindex(
+            pd.DatetimeIndex(bars.index).as_unit("ns"), fill_value=False
+        ).to_numpy(dtype=bool)
+    return bars
+
+
+@dataclass(frozen=True)
+class HistoryHint:
+    """A leg whose bars in a view are klines too long for its timeframe (USD-M's 1-minute
+    history at 1 s): what the page says, and the shortest timeframe that shows them."""
+
+    name: str  # the leg's name in the view
+    text: str
+    timeframe: str | None  # None: no sidebar timeframe is a multiple of the kline length
+
+
+def history_hints(source: Source, view: View, end_s: int) -> list[HistoryHint]:
+    """The :class:`HistoryHint` of each leg of the view that needs one; empty when every
+    bar stored in the view can be shown at its timeframe."""
+    recording = source.recording
+    if recording is None:
+        return []
+    start_s = view_start_s(view, end_s)
+    hints = []
+    for leg, name in zip(view.legs, view.names, strict=True):
+        found = recording.unusable_klines(leg, start_s, end_s, view.bar_seconds)
+        if found is None:
+            continue
+        interval_s, first_s = found
+        tape_us = recording.tape_start_us(leg)
+        length = duration_label(interval_s)
+        if tape_us is None:
+            where = f"only {length} bars from klines (no trade stored)"
+        elif first_s < tape_us // 1_000_000:
+            where = f"before {utc(tape_us // 1000)} only {length} history"
+        else:
+            where = f"from {utc(first_s * 1000)} some bars only as {length} klines (no trades)"
+        pick = shortest_timeframe(interval_s)
+        text = f"{name}: {where}" + (f": pick {pick} or more" if pick else "")
+        hints.append(HistoryHint(name, text, pick))
+    return hints
+
+
+def lookback_for(view: View, timeframe: str) -> str:
+    """The sidebar lookback to go with ``timeframe``: the shortest that holds the bars the
+    view's window needs at it, and at least the view's own."""
+    needed = max(bars_needed(view) * timeframe_seconds(timeframe), view.lookback_s)
+    fits = [label for label, seconds in LOOKBACKS.items() if seconds >= needed]
+    return fits[0] if fits else list(LOOKBACKS)[-1]
 
 
 def bars_needed(view: View) -> int:
@@ -394,9 +559,11 @@ def compute_pair(source: Source, view: View, end_s: int | None = None) -> PairDa
         result.bars[name] = leg_bars(source, view, leg, end_s)
     empty = [s for s, b in result.bars.items() if b.empty]
     if empty:
-        result.waiting = (
-            f"no bars for {', '.join(empty)} in the last {_human(view.lookback_s)}: "
-            "is the daemon recording it?"
+        hints = [h.text for h in history_hints(source, view, end_s) if h.name in empty]
+        result.waiting = f"no {view.timeframe} bars for {', '.join(empty)} in the last " + (
+            f"{_human(view.lookback_s)}: {'; '.join(hints)}"
+            if hints
+            else f"{_human(view.lookback_s)}: is the daemon recording it?"
         )
         return _done(result, started)
     closes = {name: tradable_closes(bars, view) for name, bars in result.bars.items()}

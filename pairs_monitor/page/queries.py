@@ -20,9 +20,10 @@ from pairs_monitor.store import schema
 
 TICK_COLUMNS = ["time", "venue", "symbol", "trade_id", "price", "qty", "buyer_is_maker"]
 
+# {from_klines} is the column (schema version 7) or 0 on an older database.
 _BARS_SQL = """
 SELECT bar_time_s, open, high, low, close, volume, quote_volume, taker_buy_volume,
-       trade_count, quote_volume / NULLIF(volume, 0)
+       trade_count, quote_volume / NULLIF(volume, 0), {from_klines}
 FROM bars_1s
 WHERE venue = ? AND symbol = ? AND bar_time_s >= ? AND bar_time_s < ?
 ORDER BY bar_time_s DESC
@@ -30,11 +31,60 @@ LIMIT ?
 """
 # The next (venue, symbol) after a given one: an index seek per step, so listing the
 # symbols costs a few lookups rather than a scan of a table of millions of bars.
+# {table} is bars_1s or kline_bars (a replayed 1h klines file has only the latter).
 _NEXT_SERIES_SQL = """
-SELECT venue, symbol FROM bars_1s
+SELECT venue, symbol FROM {table}
 WHERE (venue, symbol) > (?, ?)
 ORDER BY venue, symbol
 LIMIT 1
+"""
+# Klines longer than a second (schema version 7): the lengths a series has, one seek
+# each, then each length's bars by range on the primary key.
+_NEXT_INTERVAL_SQL = """
+SELECT interval_s FROM kline_bars
+WHERE venue = ? AND symbol = ? AND interval_s > ?
+ORDER BY interval_s
+LIMIT 1
+"""
+_KLINE_BARS_SQL = """
+SELECT bar_time_s, open, high, low, close, volume, quote_volume, taker_buy_volume,
+       trade_count, quote_volume / NULLIF(volume, 0), 1
+FROM kline_bars
+WHERE venue = ? AND symbol = ? AND interval_s = ? AND bar_time_s >= ? AND bar_time_s < ?
+ORDER BY bar_time_s DESC
+LIMIT ?
+"""
+_LATEST_KLINE_SQL = """
+SELECT max(bar_time_s) FROM kline_bars
+WHERE venue = ? AND symbol = ? AND interval_s = ? AND bar_time_s <= ?
+"""
+_FIRST_KLINE_SQL = """
+SELECT min(bar_time_s) FROM kline_bars
+WHERE venue = ? AND symbol = ? AND interval_s = ? AND bar_time_s >= ? AND bar_time_s < ?
+"""
+# Where the tape of trades begins: the trades_by_time index answers at once.
+_TAPE_START_SQL = "SELECT min(trade_time_us) FROM trades WHERE venue = ? AND symbol = ?"
+_KLINE_SPANS_SQL = """
+SELECT interval_s, start_s, end_s, origin FROM kline_spans
+WHERE venue = ? AND symbol = ?
+ORDER BY interval_s, start_s
+"""
+# The gaps of a feed worth naming: open, abandoned, or covered by klines; newest first.
+# {filled_from} and {covered_by} are the columns (versions 5 and 7) or NULL.
+_GAPS_SQL = """
+SELECT gap_id, venue, symbol, first_missing_id, last_missing_id, reason, status,
+       detected_ms, resolved_ms, trades_recovered, note,
+       {filled_from} AS filled_from, {covered_by} AS covered_by,
+       (SELECT trade_time_us FROM trades t
+         WHERE t.venue = g.venue AND t.symbol = g.symbol AND t.trade_id < g.first_missing_id
+         ORDER BY t.trade_id DESC LIMIT 1) AS after_us,
+       (SELECT trade_time_us FROM trades t
+         WHERE t.venue = g.venue AND t.symbol = g.symbol AND t.trade_id > g.last_missing_id
+         ORDER BY t.trade_id LIMIT 1) AS before_us
+FROM gaps g
+WHERE venue = ? AND symbol = ? AND (status != 'filled' OR {covered_by} IS NOT NULL)
+ORDER BY gap_id DESC
+LIMIT ?
 """
 _LATEST_BAR_SQL = """
 SELECT max(bar_time_s) FROM bars_1s WHERE venue = ? AND symbol = ? AND bar_time_s <= ?
@@ -157,16 +207,45 @@ def quick_check(conn: sqlite3.Connection, max_problems: int = 5) -> list[str]:
     return [] if rows == ["ok"] else [str(r) for r in rows]
 
 
+def has_table(conn: sqlite3.Connection, table: str) -> bool:
+    """Whether the database has ``table`` (an older schema may not)."""
+    return conn.execute(_HAS_TABLE_SQL, (table,)).fetchone() is not None
+
+
 def series(conn: sqlite3.Connection) -> list[tuple[str, str]]:
-    """Every (venue, symbol) with at least one bar, sorted."""
-    found: list[tuple[str, str]] = []
-    key = ("", "")
-    while True:
-        row = conn.execute(_NEXT_SERIES_SQL, key).fetchone()
-        if row is None:
-            return found
-        key = (row[0], row[1])
-        found.append(key)
+    """Every (venue, symbol) with at least one bar (of ``bars_1s`` or, from schema version
+    7, ``kline_bars``), sorted."""
+    tables = ["bars_1s"] + (["kline_bars"] if has_table(conn, "kline_bars") else [])
+    found: set[tuple[str, str]] = set()
+    for table in tables:
+        sql = _NEXT_SERIES_SQL.format(table=table)
+        key = ("", "")
+        while (row := conn.execute(sql, key).fetchone()) is not None:
+            key = (row[0], row[1])
+            found.add(key)
+    return sorted(found)
+
+
+BAR_FRAME_COLUMNS = (*BAR_COLUMNS, "from_klines")
+"""The columns of :func:`bars_1s` and :func:`kline_bars`: ``analytics``' bar layout, then
+``from_klines`` (True for a bar read from a Binance kline: no trade of it is stored)."""
+
+
+def bar_frame(rows: list) -> pd.DataFrame:
+    """Rows of ``(time_s, open, ..., vwap, from_klines)``, oldest first, as a bars frame."""
+    if not rows:
+        frame = empty_bars()
+        frame["from_klines"] = pd.Series(dtype=bool)
+        return frame
+    arr = np.array(rows, dtype=float)
+    # NULL vwap (zero volume) arrives as None -> nan through the float conversion.
+    frame = pd.DataFrame(arr[:, 1:10], columns=list(BAR_COLUMNS[:-1]))
+    frame["trades"] = frame["trades"].astype("int64")
+    frame["empty"] = False
+    frame["from_klines"] = arr[:, 10] != 0
+    frame.index = pd.DatetimeIndex(pd.to_datetime(arr[:, 0].astype("int64"), unit="s", utc=True))
+    frame.index.name = "time"
+    return frame
 
 
 def bars_1s(
@@ -176,24 +255,62 @@ def bars_1s(
     ``limit``, and then the newest ones (a view must end at the newest data).
 
     Seconds without trades have no row; analytics.resample_bars marks them ``empty``.
+    ``from_klines`` marks a 1-second kline's bar (schema version 7; False before).
     """
-    rows = conn.execute(_BARS_SQL, (venue, symbol, start_s, end_s, limit)).fetchall()
+    column = "from_klines" if _has_column(conn, "bars_1s", "from_klines") else "0"
+    sql = _BARS_SQL.format(from_klines=column)
+    rows = conn.execute(sql, (venue, symbol, start_s, end_s, limit)).fetchall()
     rows.reverse()  # read newest first so LIMIT keeps the newest
-    if not rows:
-        return empty_bars()
-    arr = np.array(rows, dtype=float)
-    # NULL vwap (zero volume) arrives as None -> nan through the float conversion.
-    frame = pd.DataFrame(arr[:, 1:], columns=list(BAR_COLUMNS[:-1]))
-    frame["trades"] = frame["trades"].astype("int64")
-    frame["empty"] = False
-    frame.index = pd.DatetimeIndex(pd.to_datetime(arr[:, 0].astype("int64"), unit="s", utc=True))
-    frame.index.name = "time"
-    return frame
+    return bar_frame(rows)
+
+
+def kline_intervals(conn: sqlite3.Connection, venue: str, symbol: str) -> list[int]:
+    """The kline lengths (seconds) ``kline_bars`` holds for a series, shortest first;
+    ``[]`` before schema version 7."""
+    if not has_table(conn, "kline_bars"):
+        return []
+    found: list[int] = []
+    after = -1
+    while (row := conn.execute(_NEXT_INTERVAL_SQL, (venue, symbol, after)).fetchone()) is not None:
+        after = int(row[0])
+        found.append(after)
+    return found
+
+
+def kline_bars(
+    conn: sqlite3.Connection,
+    venue: str,
+    symbol: str,
+    interval_s: int,
+    start_s: int,
+    end_s: int,
+    limit: int,
+) -> pd.DataFrame:
+    """Klines of one length opening in ``[start_s, end_s)`` as a bars frame stamped at
+    their open time (``from_klines`` True), oldest first; at most ``limit``, the newest."""
+    args = (venue, symbol, interval_s, start_s, end_s, limit)
+    rows = conn.execute(_KLINE_BARS_SQL, args).fetchall()
+    rows.reverse()
+    return bar_frame(rows)
+
+
+def first_kline_s(
+    conn: sqlite3.Connection, venue: str, symbol: str, interval_s: int, start_s: int, end_s: int
+) -> int | None:
+    """Open time of the first kline of one length in ``[start_s, end_s)``, or None."""
+    args = (venue, symbol, interval_s, start_s, end_s)
+    return conn.execute(_FIRST_KLINE_SQL, args).fetchone()[0]
 
 
 def latest_bar_s(conn: sqlite3.Connection, venue: str, symbol: str, max_s: int) -> int | None:
-    """Start second of the newest bar of a series not after ``max_s``, or None."""
-    return conn.execute(_LATEST_BAR_SQL, (venue, symbol, max_s)).fetchone()[0]
+    """Start second of the newest bar of a series not after ``max_s`` (a one-second bar,
+    or a kline's open time), or None."""
+    latest = [conn.execute(_LATEST_BAR_SQL, (venue, symbol, max_s)).fetchone()[0]]
+    for interval_s in kline_intervals(conn, venue, symbol):
+        args = (venue, symbol, interval_s, max_s)
+        latest.append(conn.execute(_LATEST_KLINE_SQL, args).fetchone()[0])
+    known = [t for t in latest if t is not None]
+    return max(known) if known else None
 
 
 def future_bars(
@@ -205,6 +322,37 @@ def future_bars(
         _FUTURE_BARS_SQL, (venue, symbol, after_s, FUTURE_COUNT_CAP)
     ).fetchone()
     return int(count), latest
+
+
+def tape_start_us(conn: sqlite3.Connection, venue: str, symbol: str) -> int | None:
+    """Time of a series' first stored trade (microseconds): where its tape begins; before
+    it, bars come from klines only. None when no trade is stored."""
+    return conn.execute(_TAPE_START_SQL, (venue, symbol)).fetchone()[0]
+
+
+def kline_spans(conn: sqlite3.Connection, venue: str, symbol: str) -> pd.DataFrame:
+    """The periods whose klines were fetched (``origin`` 'rest') or replayed (the file's
+    name) for a series: ``interval_s, start_s, end_s, origin``; empty before version 7."""
+    columns = ["interval_s", "start_s", "end_s", "origin"]
+    if not has_table(conn, "kline_spans"):
+        return pd.DataFrame(columns=columns)
+    rows = conn.execute(_KLINE_SPANS_SQL, (venue, symbol)).fetchall()
+    return pd.DataFrame(rows, columns=columns)
+
+
+def gaps(conn: sqlite3.Connection, venue: str, symbol: str, limit: int) -> pd.DataFrame:
+    """A feed's gaps worth naming, newest first (at most ``limit``): open, abandoned, or
+    covered by kline bars, with the times of the stored trades around each
+    (``after_us``: the last trade before it, ``before_us``: the first after it; None when
+    there is none). ``filled_from`` and ``covered_by`` are None on databases older than
+    versions 5 and 7."""
+    columns = {
+        name: name if _has_column(conn, "gaps", name) else "NULL"
+        for name in ("filled_from", "covered_by")
+    }
+    cur = conn.execute(_GAPS_SQL.format(**columns), (venue, symbol, limit))
+    names = [d[0] for d in cur.description]
+    return pd.DataFrame(cur.fetchall(), columns=names)
 
 
 @dataclass(frozen=True)

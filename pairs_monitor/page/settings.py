@@ -45,6 +45,56 @@ TIMEFRAME_SECONDS: dict[str, int] = {
     "1h": 3600,
     "1d": 86400,
 }
+# Binance kline lengths up to a day that no timeframe above has: offered (with their
+# multiples among the above) only for an upload of such klines, so a 3m file is shown as
+# 3m bars, never cut into 5m ones. Not for the database or alert rules.
+KLINE_TIMEFRAME_SECONDS: dict[str, int] = {
+    "3m": 180,
+    "30m": 1800,
+    "2h": 7200,
+    "4h": 14_400,
+    "6h": 21_600,
+    "8h": 28_800,
+    "12h": 43_200,
+}
+
+
+def timeframe_seconds(timeframe: str) -> int:
+    """Seconds of a timeframe label: a sidebar one (``TIMEFRAME_SECONDS``) or an uploaded
+    kline length (``KLINE_TIMEFRAME_SECONDS``).
+
+    :raises KeyError: for any other label.
+    """
+    if timeframe in TIMEFRAME_SECONDS:
+        return TIMEFRAME_SECONDS[timeframe]
+    return KLINE_TIMEFRAME_SECONDS[timeframe]
+
+
+def timeframes_for(bar_seconds: int) -> list[str]:
+    """The timeframes bars of ``bar_seconds`` build exactly: their own length and every
+    sidebar timeframe that is a whole multiple of it, shortest first; ``[]`` when none (a
+    kline longer than a day)."""
+    every = TIMEFRAME_SECONDS | KLINE_TIMEFRAME_SECONDS
+    fits = [tf for tf, s in every.items() if s >= bar_seconds and s % bar_seconds == 0]
+    own = [tf for tf in fits if every[tf] == bar_seconds]
+    return own + [tf for tf in fits if tf in TIMEFRAME_SECONDS and tf not in own]
+
+
+def shortest_timeframe(multiple_of: int) -> str | None:
+    """The shortest sidebar timeframe that is a whole multiple of ``multiple_of`` seconds:
+    the finest view that can show bars of that length; None when there is none."""
+    fits = [tf for tf, s in TIMEFRAME_SECONDS.items() if s % multiple_of == 0]
+    return fits[0] if fits else None
+
+
+def duration_label(seconds: int) -> str:
+    """``1-second``, ``1-minute``, ``3-minute``, ``1-hour``, ``1-day``: a kline length in words."""
+    for unit, size in (("day", 86_400), ("hour", 3600), ("minute", 60)):
+        if seconds >= size and seconds % size == 0:
+            return f"{seconds // size}-{unit}"
+    return f"{seconds}-second"
+
+
 LOOKBACKS: dict[str, int] = {
     "5 min": 300,
     "15 min": 900,
@@ -95,6 +145,8 @@ LIVE_REFRESH = "500ms"  # the Live panel reruns itself this often
 LIVE_TAIL_WINDOWS = 3  # the live panel recomputes over max(this x window, the next) bars
 LIVE_MIN_TAIL_BARS = 300
 STALE_STATUS_MS = 5_000  # a feed_status or writer_status row older than this: daemon gone
+MAX_GAPS_SHOWN = 20  # gaps per leg listed in the feed health (newest first)
+MAX_SPANS_SHOWN = 5  # kline spans per leg named in the feed health
 
 # -- caches (st.cache_data): seconds a result is reused, entries kept -------------------
 SERIES_TTL_S, SERIES_CACHE_ENTRIES = 2, 8  # the (venue, symbol) list
@@ -111,6 +163,9 @@ MAX_EXPORT_TICKS = 200_000  # raw trades per leg in the tick export
 MAX_UPLOAD_MB = 20  # per uploaded file
 MAX_UPLOAD_ROWS = 1_000_000  # over all uploaded files
 MAX_UPLOAD_SYMBOLS = 50
+# What an uploaded zip (Binance's kline files) may unpack to, checked before unpacking:
+# a daily file of 1-second klines is about 11 MB, a month of 1-minute ones 6 MB.
+MAX_UPLOAD_UNZIPPED_MB = 64
 ALERT_HISTORY_ROWS = 200  # fired alerts listed in the Alerts tab
 # How long an alert write waits for the daemon's writer: short, so a live refresh never
 # stalls behind a long ingest transaction.
@@ -342,11 +397,11 @@ class View:
 
     @property
     def freq(self) -> str:
-        return TIMEFRAMES[self.timeframe]
+        return TIMEFRAMES.get(self.timeframe) or f"{self.bar_seconds}s"
 
     @property
     def bar_seconds(self) -> int:
-        return TIMEFRAME_SECONDS[self.timeframe]
+        return timeframe_seconds(self.timeframe)
 
     @property
     def expected_bars(self) -> int:

@@ -145,12 +145,18 @@ def _synthetic_warnings(legs: tuple[Leg, Leg]) -> None:
         )
 
 
-def choose_view(symbols: dict[str, list[str]], file_span_s: int | None = None) -> View | None:
+def choose_view(
+    symbols: dict[str, list[str]],
+    file_span_s: int | None = None,
+    timeframes: list[str] | None = None,
+) -> View | None:
     """The whole sidebar below the data source; None (with a message) when the data
     holds fewer than two legs.
 
     :param symbols: venue -> its symbols with bars.
     :param file_span_s: an upload's time span: its lookbacks start with the whole file.
+    :param timeframes: the timeframes offered, shortest first (an upload of klines: its
+        own length and the multiples of it); every sidebar timeframe by default.
     """
     sb = st.sidebar
     legs = choose_legs(symbols)
@@ -161,14 +167,18 @@ def choose_view(symbols: dict[str, list[str]], file_span_s: int | None = None) -
         return None
     _synthetic_warnings(legs)
     (venue, y), (x_venue, x) = legs
-    timeframe = sb.select_slider("Timeframe", list(TIMEFRAMES), value="1s", key="timeframe")
+    # No default value is passed to the timeframe and lookback widgets: the page sets them
+    # through the session state (an upload of klines, the history hint's button), and
+    # Streamlit logs a warning for a widget given both.
+    options = timeframes or list(TIMEFRAMES)
+    _keep_valid("timeframe", options, 0)
+    timeframe = sb.select_slider("Timeframe", options, key="timeframe")
     lookbacks = dict(LOOKBACKS)
     if file_span_s is not None:
         lookbacks = {WHOLE_FILE: file_span_s} | lookbacks
+    st.session_state.setdefault("lookback", list(lookbacks)[0 if file_span_s else 2])
     _keep_valid("lookback", list(lookbacks), 0 if file_span_s else 2)
-    lookback_label = sb.selectbox(
-        "Lookback", list(lookbacks), index=0 if file_span_s else 2, key="lookback"
-    )
+    lookback_label = sb.selectbox("Lookback", list(lookbacks), key="lookback")
     window = sb.number_input(
         "Rolling window (bars)",
         min_value=MIN_WINDOW_BARS,

@@ -31,7 +31,16 @@ import numpy as np
 import pandas as pd
 
 from pairs_monitor.clock import epoch_unit
-from pairs_monitor.page.settings import MAX_UPLOAD_MB, MAX_UPLOAD_ROWS, MAX_UPLOAD_SYMBOLS
+from pairs_monitor.ingest.replay import klines
+from pairs_monitor.page import kline_upload
+from pairs_monitor.page.settings import (
+    MAX_BARS,
+    MAX_UPLOAD_MB,
+    MAX_UPLOAD_ROWS,
+    MAX_UPLOAD_SYMBOLS,
+    timeframe_seconds,
+    timeframes_for,
+)
 
 TIME_COLUMNS = ("timestamp", "time", "open_time", "date", "datetime")
 PRICE_COLUMNS = ("open", "high", "low", "close")
@@ -55,6 +64,8 @@ class Uploaded:
     files: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     digest: str = ""  # of every file's name and bytes: a cache key that follows the content
+    # Binance kline files (every file one): their length, e.g. "1m"; the page opens on it.
+    interval: str | None = None
 
     @property
     def span_s(self) -> int:
@@ -66,9 +77,25 @@ class Uploaded:
         last = max(f.index[-1] for f in frames)
         return int((last - first).total_seconds()) + self.bar_seconds
 
+    @property
+    def timeframes(self) -> list[str] | None:
+        """The timeframes the upload is shown at: for kline files their length and its
+        multiples; None for OHLC files (every timeframe, finer ones replaced)."""
+        return timeframes_for(self.bar_seconds) if self.interval else None
+
+    def opening_timeframe(self) -> str | None:
+        """For kline files, the timeframe the page opens on: the file's own, or the
+        shortest of its multiples that holds the whole file in ``MAX_BARS`` bars."""
+        options = self.timeframes or []
+        fits = [tf for tf in options if self.span_s // timeframe_seconds(tf) <= MAX_BARS]
+        return fits[0] if fits else (options[-1] if options else None)
+
 
 def parse_files(files: list[tuple[str, bytes]]) -> Uploaded:
     """Parse and validate uploaded files ``[(name, content)]`` into one :class:`Uploaded`.
+
+    OHLC CSVs (see the module docstring) and Binance kline files (``kline_upload.py``)
+    alike; a ``<file>.CHECKSUM`` is checked against the ``<file>`` uploaded with it.
 
     :raises UploadError: for the first problem found, naming the file and the rows.
     """
@@ -76,10 +103,45 @@ def parse_files(files: list[tuple[str, bytes]]) -> Uploaded:
         raise UploadError("no file uploaded")
     result = Uploaded()
     hasher = hashlib.sha256()
+    names = {name for name, _ in files}
+    checksums = {}
+    for name, content in files:
+        if kline_upload.is_checksum(name):
+            target = name[: -len(kline_upload.CHECKSUM_SUFFIX)]
+            if target not in names:
+                raise UploadError(
+                    f"{name} was uploaded without {target}: upload the two together, or "
+                    "remove the checksum file"
+                )
+            checksums[target] = content
+    intervals: dict[str, str] = {}  # kline file -> its length
+    ohlc = False
     for name, content in files:
         hasher.update(name.encode() + b"\0" + len(content).to_bytes(8, "big") + content)
+        if kline_upload.is_checksum(name):
+            continue
         allowed = MAX_UPLOAD_SYMBOLS - len(result.frames)
-        for symbol, frame in parse_csv(name, content, allowed).items():
+        try:
+            if name in checksums:
+                digest = kline_upload.verify_checksum(name, content, checksums[name])
+                result.notes.append(f"{name}: its sha256 {digest[:12]}… matches its .CHECKSUM.")
+            if kline_upload.is_kline_file(name, content):
+                if allowed < 1:
+                    raise UploadError(f"{name}: more than {MAX_UPLOAD_SYMBOLS} symbols in all")
+                symbol, frame, read = kline_upload.read_kline_file(name, content)
+                intervals[name] = read.interval
+                if name.lower().endswith(".zip") and name not in checksums:
+                    result.notes.append(
+                        f"{name}: no .CHECKSUM uploaded beside it, so its sha256 was not "
+                        "checked (the zip's own CRC was)."
+                    )
+                parsed = {symbol: frame}
+            else:
+                ohlc = True
+                parsed = parse_csv(name, content, allowed)
+        except kline_upload.KlineUploadError as exc:
+            raise UploadError(str(exc)) from None
+        for symbol, frame in parsed.items():
             if symbol in result.frames:
                 raise UploadError(
                     f"{name}: symbol {symbol} also appears in another uploaded file; "
@@ -94,13 +156,30 @@ def parse_files(files: list[tuple[str, bytes]]) -> Uploaded:
             )
     if len(result.frames) > MAX_UPLOAD_SYMBOLS:
         raise UploadError(f"{len(result.frames)} symbols; at most {MAX_UPLOAD_SYMBOLS} are allowed")
+    if len(set(intervals.values())) > 1:
+        listed = ", ".join(f"{name} ({interval})" for name, interval in intervals.items())
+        raise UploadError(
+            f"kline files of different lengths ({listed}): a pair needs bars of one "
+            "length; upload files of one interval"
+        )
     result.digest = hasher.hexdigest()
     spacings = [_spacing_s(f) for f in result.frames.values() if len(f) > 1]
     result.bar_seconds = max(1, int(min(spacings))) if spacings else 1
-    result.notes.append(
-        "Uploaded OHLC has no trade count, taker side or quote volume: each row counts as "
-        "one trade, taker-buy volume is 0 and VWAP is approximated by the close."
-    )
+    if intervals:
+        interval = next(iter(intervals.values()))
+        result.bar_seconds = max(result.bar_seconds, klines.INTERVALS[interval])
+        if not ohlc:
+            result.interval = interval
+            result.bar_seconds = klines.INTERVALS[interval]
+        result.notes.append(
+            "Binance klines carry exact open, high, low, close, volume, quote volume, taker "
+            "buy volume and trade count, but no trades."
+        )
+    if ohlc:
+        result.notes.append(
+            "Uploaded OHLC has no trade count, taker side or quote volume: each row counts "
+            "as one trade, taker-buy volume is 0 and VWAP is approximated by the close."
+        )
     return result
 
 

@@ -20,6 +20,8 @@ from pathlib import Path
 
 import numpy as np
 
+from pairs_monitor.store import klines as kline_store
+from pairs_monitor.store.klines import KlineBar
 from pairs_monitor.store.writer import TradeWriter
 
 START_S = 1_714_521_600  # 2024-05-01T00:00:00Z
@@ -296,3 +298,153 @@ def add_firing(
     finally:
         conn.close()
     return int(event_id or 0)
+
+
+# -- history from klines (issue 12) -----------------------------------------------------
+# A database as `ingest.py --history` leaves it minutes after a first start: hours of
+# klines before the tape of trades begins (spot: 1-second klines in bars_1s, USD-M:
+# 1-minute klines in kline_bars), a few trades, an outage of USD-M covered by 1-minute
+# klines, and a replayed 1-hour klines file (kline_bars only).
+TAPE_S = START_S + 86_400  # 2024-05-02T00:00:00Z: the first stored trade of every live leg
+SPOT_HISTORY_S = 2 * 3600  # 1-second klines of each spot leg before the tape
+USDM_HISTORY_S = 86_400  # 1-minute klines of the perpetual before the tape
+TAPE_END_S = 620  # every live leg trades twice a second from TAPE_S to TAPE_S + 620 ...
+OUTAGE = (20, 600)  # ... but the perpetual's trades of these seconds are missing:
+GAP_IDS = (41, 1200)  # these ids, an open gap whose minutes 1-minute klines cover
+HISTORY_ETH_INTERCEPT = -8.5  # log ETH = this + 1.5 log BTC: ETH near 3,000 at BTC 60,000
+REPLAY_VENUE, REPLAY_FILE = "replay-usdm", "ETHUSDT-1h-2024-04.zip"
+REPLAY_HOURS = 48
+
+
+def _history_paths(seed: int = 3) -> dict[tuple[str, str], np.ndarray]:
+    """Per-second closes from TAPE_S - USDM_HISTORY_S to the last run's end: BTCUSDT a
+    random walk, ETHUSDT cointegrated with it, the perpetual BTCUSDT a few bps above spot."""
+    rng = np.random.default_rng(seed)
+    n = USDM_HISTORY_S + TAPE_END_S
+    log_btc = np.log(60_000.0) + np.cumsum(rng.normal(0, 1e-4, n))
+    ou = np.zeros(n)
+    shocks = rng.normal(0, 1e-4, n)
+    for i in range(1, n):
+        ou[i] = 0.995 * ou[i - 1] + shocks[i]
+    basis = 3e-4 + np.cumsum(rng.normal(0, 1e-6, n))
+    return {
+        (SPOT, "BTCUSDT"): np.exp(log_btc),
+        (SPOT, "ETHUSDT"): np.exp(HISTORY_ETH_INTERCEPT + TRUE_SLOPE * log_btc + ou),
+        (PERP, "BTCUSDT"): np.exp(log_btc) * (1 + basis),
+    }
+
+
+def history_klines(seed: int = 3) -> dict[tuple[str, str, int], list[KlineBar]]:
+    """The klines of the fixture, ``(venue, symbol, length) -> [KlineBar fields]``: each
+    spot leg's 1-second klines, the perpetual's 1-minute ones (before the tape and over
+    its outage), the replayed hourly ETHUSDT."""
+    first_s = TAPE_S - USDM_HISTORY_S
+    paths = _history_paths(seed)
+    rng = np.random.default_rng(seed + 1)
+    out: dict[tuple[str, str, int], list[KlineBar]] = {}
+    for (venue, symbol), closes in paths.items():
+        opens = np.r_[closes[0], closes[:-1]]
+        volume = np.round(rng.uniform(0.01, 2.0, len(closes)), 6)
+        count = rng.integers(1, 6, len(closes))
+        if venue == SPOT:
+            keep = range(USDM_HISTORY_S - SPOT_HISTORY_S, USDM_HISTORY_S)
+            out[(venue, symbol, 1)] = [
+                KlineBar(first_s + i, float(opens[i]), float(max(opens[i], closes[i]) * 1.00001),
+                 float(min(opens[i], closes[i]) * 0.99999), float(closes[i]),
+                 float(volume[i]), float(volume[i] * closes[i]), float(volume[i] / 2),
+                 int(count[i]))
+                for i in keep
+            ]  # fmt: skip
+            continue
+        # the minutes strictly inside the outage
+        gap_minutes = list(range(TAPE_S + 60, TAPE_S + OUTAGE[1], 60))
+        minutes = [*range(first_s, TAPE_S, 60), *gap_minutes]
+        rows: list[KlineBar] = []
+        for t in minutes:
+            i = t - first_s
+            part = slice(i, i + 60)
+            rows.append(
+                KlineBar(t, float(opens[i]), float(closes[part].max()), float(closes[part].min()),
+                 float(closes[i + 59]), float(volume[part].sum()),
+                 float((volume[part] * closes[part]).sum()), float(volume[part].sum() / 2),
+                 int(count[part].sum()))
+            )  # fmt: skip
+        out[(venue, symbol, 60)] = rows
+    replay_start = START_S - REPLAY_HOURS * 3600
+    eth = np.exp(np.log(3_000.0) + np.cumsum(rng.normal(0, 3e-3, REPLAY_HOURS)))
+    out[(REPLAY_VENUE, "ETHUSDT", 3600)] = [
+        KlineBar(replay_start + h * 3600, p, p * 1.002, p * 0.998, p, 10.0, 10 * p, 5.0, 100)
+        for h, p in enumerate(eth.tolist())
+    ]
+    return out
+
+
+def history_trades(seed: int = 3) -> list[tuple]:
+    """The trades of the fixture: every live leg twice a second from TAPE_S for TAPE_END_S
+    seconds, ids from 1, but none of the perpetual's in OUTAGE (its ids GAP_IDS)."""
+    paths = _history_paths(seed)
+    rows = []
+    for (venue, symbol), closes in paths.items():
+        for k in range(2 * TAPE_END_S):
+            if venue == PERP and OUTAGE[0] <= k // 2 < OUTAGE[1]:
+                continue
+            t_us = TAPE_S * 1_000_000 + k * 500_000
+            price = float(round(closes[USDM_HISTORY_S + k // 2], 2))
+            rows.append((venue, symbol, k + 1, t_us, price, 0.01 + (k % 7) / 100, k % 2))
+    return rows
+
+
+def build_history_db(path: Path, seed: int = 3) -> Path:
+    """The history fixture (see the section's comment) through the real TradeWriter and the
+    daemon's own kline store (``store/klines.py``)."""
+    w = TradeWriter(path)
+    w.start()
+    try:
+
+        def store_klines(conn):
+            for (venue, symbol, length), bars in history_klines(seed).items():
+                kline_store.store_bars(conn, venue, symbol, length, bars)
+                origin = REPLAY_FILE if venue == REPLAY_VENUE else "rest"
+                if venue == PERP:  # before the tape, and over the outage: two spans
+                    kline_store.add_span(conn, venue, symbol, 60, bars[0][0], TAPE_S, origin)
+                    kline_store.add_span(
+                        conn, venue, symbol, 60, TAPE_S + 60, TAPE_S + OUTAGE[1], origin
+                    )
+                else:
+                    end = bars[-1][0] + length
+                    kline_store.add_span(conn, venue, symbol, length, bars[0][0], end, origin)
+
+        w.submit(store_klines).result()
+        w.put_trades(history_trades(seed))
+        now_ms = int(time.time() * 1000)
+        end_us = (TAPE_S + TAPE_END_S) * 1_000_000
+
+        def status(conn):
+            conn.execute(
+                "INSERT INTO ingest_runs (venue, source, symbols, params_json, pid, started_ms)"
+                " VALUES (?, 'live', 'BTCUSDT,ETHUSDT,BTCUSDT', '{\"history\": \"24h\"}', 1, ?)",
+                (f"{SPOT},{PERP}", now_ms),
+            )
+            for venue, symbol, gaps_open in (
+                (SPOT, "BTCUSDT", 0),
+                (SPOT, "ETHUSDT", 0),
+                (PERP, "BTCUSDT", 1),
+            ):
+                conn.execute(
+                    "INSERT INTO feed_status (venue, symbol, source, source_since_ms,"
+                    " connected, last_trade_time_us, trades_per_s, gaps_open, updated_ms)"
+                    " VALUES (?, ?, 'live', ?, 1, ?, 2.0, ?, ?)",
+                    (venue, symbol, now_ms, end_us, gaps_open, now_ms),
+                )
+            conn.execute(
+                "INSERT INTO gaps (venue, symbol, first_missing_id, last_missing_id, reason,"
+                " status, detected_ms, note, covered_by) VALUES (?, 'BTCUSDT', ?, ?,"
+                " 'catch-up', 'open', ?, 'beyond --max-catchup=50', '1m klines')",
+                (PERP, *GAP_IDS, now_ms),
+            )
+
+        w.submit(status)
+        w.flush()
+    finally:
+        w.close()
+    return path

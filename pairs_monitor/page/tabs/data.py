@@ -14,6 +14,7 @@ from pairs_monitor.page.settings import (
     PREVIEW_ROWS,
 )
 from pairs_monitor.page.tabs import Context, literal, md
+from pairs_monitor.page.text import utc
 
 
 def render(ctx: Context) -> None:
@@ -81,32 +82,50 @@ def _exports(ctx: Context) -> None:
             f"Raw trades of both legs in the lookback, at most {MAX_EXPORT_TICKS:,} per leg; "
             f"columns {', '.join(queries.TICK_COLUMNS)}."
         )
+        for name, tape_us in zip(
+            view.names, (recording.tape_start_us(leg) for leg in view.legs), strict=True
+        ):
+            if tape_us is None:
+                st.caption(f"{md(name)}: no trade is stored; its bars are from klines only.")
+            elif tape_us > start_us:
+                st.caption(
+                    f"{md(name)}: ticks from {utc(tape_us // 1000)}; before that, bars from "
+                    "klines only."
+                )
 
 
 def _upload(ctx: Context) -> None:
     st.file_uploader(
-        "OHLC CSV file(s)",
-        type=["csv"],
+        "OHLC CSV or Binance kline file(s)",
+        type=["csv", "zip", "checksum"],
         accept_multiple_files=True,
         key="upload",
         max_upload_size=MAX_UPLOAD_MB,
-        help="Columns timestamp, symbol (optional), open, high, low, close, volume (optional).",
+        help="Columns timestamp, symbol (optional), open, high, low, close, volume (optional); "
+        "or data.binance.vision's klines (BTCUSDT-1m-2024-01.zip with its .CHECKSUM).",
     )
     st.caption(
         f"Up to {MAX_UPLOAD_MB} MB per file, {MAX_UPLOAD_ROWS:,} rows in all. "
         "Timestamps ISO-8601 (UTC unless an offset is given) or Unix seconds/ms/µs. "
-        "Without a symbol column the file name is the symbol. Example:"
+        "Without a symbol column the file name is the symbol. Binance's kline files "
+        "(data.binance.vision, `.zip` or `.csv`, spot or futures) are read as published; "
+        "upload a zip's `.CHECKSUM` with it to have its sha256 checked. Example:"
     )
     st.code(upload.EXAMPLE, language="csv")
     if ctx.upload_error:
         st.error(f"Upload rejected: {md(ctx.upload_error)}")
     elif ctx.uploaded is not None:
         up = ctx.uploaded
-        st.success(
-            f"Read {up.rows:,} bars of {md(', '.join(up.frames))} from "
-            f"{md(', '.join(up.files))} "
-            f"({up.bar_seconds} s bars). Choose **Uploaded CSV** as the data source in the "
-            "sidebar to analyse it."
-        )
+        read = f"Read {up.rows:,} bars of {md(', '.join(up.frames))} from {md(', '.join(up.files))}"
+        if up.interval:
+            st.success(
+                f"{read}: {up.interval} klines, opened over the whole file (data source "
+                "**Uploaded CSV** in the sidebar; **Database** goes back)."
+            )
+        else:
+            st.success(
+                f"{read} ({up.bar_seconds} s bars). Choose **Uploaded CSV** as the data source "
+                "in the sidebar to analyse it."
+            )
         for note in up.notes:
             st.caption(md(note))

@@ -21,11 +21,14 @@ from pairs_monitor.page.settings import (
     LIVE_MIN_TAIL_BARS,
     LIVE_REFRESH,
     LIVE_TAIL_WINDOWS,
+    MAX_GAPS_SHOWN,
+    MAX_SPANS_SHOWN,
     MAX_STALE_BARS,
     MIN_TEST_OBS,
     STALE_STATUS_MS,
     Leg,
     View,
+    duration_label,
     too_small,
 )
 from pairs_monitor.page.tabs import Context, literal, md, need_view
@@ -60,7 +63,17 @@ def _panel(ctx: Context, view: View) -> None:
     cols = st.columns(5)
     for col, leg, name in zip(cols[:2], view.legs, view.names, strict=True):
         last = ctx.source.last_price(leg)
-        if last is None:
+        own = pair.bars_of(leg)
+        if last is None and own is not None and len(own):
+            # No trade stored (klines only): the newest bar's close is the last price known.
+            end = pd.Timestamp(own.index[-1]) + pd.Timedelta(seconds=view.bar_seconds)
+            col.metric(
+                f"{md(name)} last",
+                f"{own['close'].iloc[-1]:,.6g}",
+                help=f"close of the {view.timeframe} bar ending {end:%Y-%m-%d %H:%M:%S} UTC "
+                "(from klines: no trade of this leg is stored)",
+            )
+        elif last is None:
             col.metric(f"{md(name)} last", "—")
         else:
             age = now_ms() / 1000 - last[1] / 1e6
@@ -93,6 +106,7 @@ def _panel(ctx: Context, view: View) -> None:
     recording = ctx.source.recording
     if recording is not None:
         _feed_health(recording, view.venues)
+        _history(recording, view)
         if len(view.venues) == 1:  # a simulator's model relates legs of its own venue
             _true_parameters(ctx, recording, view)
     st.caption(f"Refreshed in {1000 * (time.perf_counter() - started):.0f} ms.")
@@ -172,6 +186,72 @@ def _feed_health(recording: pipeline.Recording, venues: tuple[str, ...]) -> None
             "each one); a genuine trade refused this way is recovered over REST or shows "
             "as a gap."
         )
+
+
+def _history(recording: pipeline.Recording, view: View) -> None:
+    """Where each leg's tape of trades begins, the klines stored before it or over an
+    outage (``kline_spans``), and the gaps worth naming, with what covers them."""
+    rows = []
+    for leg, name in zip(view.legs, view.names, strict=True):
+        tape_us = recording.tape_start_us(leg)
+        spans = recording.kline_spans(leg)
+        described = [
+            f"{duration_label(int(interval_s))} {_utc(int(start_s) * 1000)} → "
+            f"{_utc(int(end_s) * 1000)} ({origin})"
+            for interval_s, start_s, end_s, origin in spans.head(MAX_SPANS_SHOWN).itertuples(
+                index=False, name=None
+            )
+        ]
+        if len(spans) > MAX_SPANS_SHOWN:
+            described.append(f"and {len(spans) - MAX_SPANS_SHOWN:,} more")
+        rows.append(
+            {
+                "leg": name,
+                "tape of trades from": _utc(tape_us // 1000) if tape_us else "no trade stored",
+                "bars from klines": "; ".join(described) or "none",
+            }
+        )
+    st.dataframe(pd.DataFrame(rows), hide_index=True, key="history")
+    st.caption(
+        "Before a leg's tape of trades begins, its bars come from Binance's klines "
+        "(`ingest.py --history`: origin *rest*; or a replayed klines file): exact open, high, "
+        "low, close and volumes, but no trades to export. Spot has 1-second klines; USD-M "
+        "only 1-minute ones, shown from the 1m timeframe up."
+    )
+    gaps = pd.concat([recording.gaps(leg, MAX_GAPS_SHOWN) for leg in view.legs])
+    if gaps.empty:
+        return
+    names = {leg: name for leg, name in zip(view.legs, view.names, strict=True)}
+    table = pd.DataFrame(
+        {
+            "leg": [names[Leg(v, s)] for v, s in zip(gaps["venue"], gaps["symbol"], strict=True)],
+            "missing ids": [
+                f"{a:,}–{b:,}"
+                for a, b in zip(gaps["first_missing_id"], gaps["last_missing_id"], strict=True)
+            ],
+            "status": gaps["status"],
+            "reason": gaps["reason"],
+            "after trade at": [_utc_or(t) for t in gaps["after_us"]],
+            "before trade at": [_utc_or(t) for t in gaps["before_us"]],
+            "covered by": gaps["covered_by"].fillna("—"),
+            "filled from": gaps["filled_from"].fillna("—"),
+            "note": gaps["note"].fillna(""),
+        }
+    )
+    st.dataframe(table, hide_index=True, key="gaps")
+    st.caption(
+        f"Gaps of the legs on screen that are open, abandoned or covered by klines (the newest "
+        f"{MAX_GAPS_SHOWN} of each). *Covered by* `1s klines` or `1m klines`: the seconds "
+        "between the trades around the gap have bars from klines, since trades could not "
+        "be fetched for them."
+    )
+
+
+def _utc_or(time_us: float | None) -> str:
+    """A trade time (µs) as UTC text, or a dash for none."""
+    if time_us is None or pd.isna(time_us):
+        return "—"
+    return _utc(int(time_us) // 1000)
 
 
 def _writer_health(recording: pipeline.Recording, now: int) -> None:
