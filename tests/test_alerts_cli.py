@@ -133,6 +133,7 @@ def test_firings_are_listed_with_their_delivery_and_acknowledged(db: Path):
     assert "[acknowledged]" in run(db, "events")[1]
 
 
+@pytest.mark.soak  # seconds: full suite only (make check < 30 s)
 def test_a_test_notification_reaches_every_url_and_a_failure_is_said(
     db: Path, monkeypatch: pytest.MonkeyPatch
 ):

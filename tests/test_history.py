@@ -166,6 +166,7 @@ def tape_start_s(db: Path, venue: str, symbol: str) -> int:
                  (venue, symbol))[0][0] // 1_000_000  # fmt: skip
 
 
+@pytest.mark.soak  # seconds: full suite only (make check < 30 s)
 def test_history_equals_the_klines_and_live_trades_go_on_after_it(spot, writer) -> None:
     db = writer.db_path
     with LiveFeed(spot, writer):
@@ -195,6 +196,7 @@ def test_history_equals_the_klines_and_live_trades_go_on_after_it(spot, writer) 
     assert stats.weight == 2 * len(klines_calls(spot))
 
 
+@pytest.mark.soak  # seconds: full suite only (make check < 30 s)
 def test_a_restart_fetches_nothing_twice(spot, writer) -> None:
     spot.publish("BTCUSDT", 3000, live=False)
     spot.publish("ETHUSDT", 3000, live=False)
@@ -260,6 +262,7 @@ def test_usdm_history_is_1m_kline_bars_up_to_the_tapes_minute(writer) -> None:
         usdm.stop()
 
 
+@pytest.mark.soak  # seconds: full suite only (make check < 30 s)
 def test_an_outage_trades_cannot_fill_is_covered_by_klines_until_its_trades_come(
     spot, writer
 ) -> None:

@@ -314,6 +314,7 @@ def simulate_model(rng, n: int, r: float, w: np.ndarray, level: float):
     return y, x, state
 
 
+@pytest.mark.soak  # seconds: full suite only (make check < 30 s)
 def test_first_bars_are_honest_about_their_error():
     # Fixed noise at BTC-level prices, as in issue 13 (a 137 % slope error at bar 2): the
     # error is real with two bars, so what must hold is that the reported deviations

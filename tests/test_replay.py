@@ -554,6 +554,7 @@ def test_ndjson_bad_lines_are_reported(tmp_path):
     assert feed.inputs[0].stored == 396
 
 
+@pytest.mark.soak  # seconds: full suite only (make check < 30 s)
 def test_paced_replay_follows_the_recorded_clock(tmp_path):
     """--speed 20: two files of the same 8 recorded seconds play together on one clock,
     so they take about 0.4 s, not 0.8 s."""
@@ -583,6 +584,7 @@ def remembered(reader: ndjson.NdjsonReader) -> int:
     return sum(len(v) if isinstance(v, dict) else 1 for v in reader._seen.values())
 
 
+@pytest.mark.soak  # seconds: full suite only (make check < 30 s)
 def test_ndjson_memory_is_bounded_and_ids_stay_exact(tmp_path):
     """40,000 seconds of lines, two per timestamp: the reader remembers about ten minutes of
     timestamps per symbol, not all of them, and derives the same ids as an unbounded count;

@@ -93,6 +93,7 @@ def test_a_long_retry_after_is_a_ban_told_to_the_caller(local, stop, caplog) -> 
     assert "HTTP 429 (banned), Retry-After '999999999': not waiting here" in caplog.text
 
 
+@pytest.mark.soak  # seconds: full suite only (make check < 30 s)
 def test_a_retry_after_of_1e309_waits_the_default_and_stops_with_the_daemon(local, stop) -> None:
     local.rest_429 = 1
     local.retry_after = "1e309"
@@ -180,6 +181,7 @@ def test_a_stop_ends_a_request_in_flight(stop) -> None:
     assert [type(e) for e in outcome] == [Stopped]
 
 
+@pytest.mark.soak  # seconds: full suite only (make check < 30 s)
 def test_an_html_page_with_status_200_is_retried_not_data(local, stop, caplog) -> None:
     local.publish("BTCUSDT", 5, live=False)
     local.rest_failures = [HTML_200]

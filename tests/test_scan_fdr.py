@@ -169,6 +169,7 @@ def _false_discovery_shares(seeds: range) -> tuple[np.ndarray, np.ndarray, int, 
     return np.array(by_q), np.array(by_candidate), found, planted
 
 
+@pytest.mark.soak  # seconds: full suite only (make check < 30 s)
 def test_planted_pairs_among_random_walks_are_found_and_few_discoveries_are_false():
     # Ten seeded universes of 30 legs (435 pairs, 3 of them cointegrated) at 1,440 bars.
     by_q, by_candidate, found, planted = _false_discovery_shares(range(10))

@@ -144,6 +144,7 @@ def test_two_processes_migrating_a_new_file_at_once_both_succeed(tmp_path):
         assert schema_dump(Path(path)) == schema_dump(_reference(tmp_path))
 
 
+@pytest.mark.soak  # seconds: full suite only (make check < 30 s)
 def test_threads_migrating_one_file_at_once_all_succeed(tmp_path):
     for round_ in range(30):
         path = tmp_path / f"new{round_}.db"

@@ -262,6 +262,7 @@ def check_recovery(log_y: pd.Series, log_x: pd.Series, bar_s: float = 1.0) -> di
     return {"slope": fit.slope, "slope_tol": slope_tol, "hl": hl_bars, "hl_tol": hl_tol}
 
 
+@pytest.mark.soak  # seconds: full suite only (make check < 30 s)
 def test_analytics_recover_true_parameters_from_the_model():
     """Three days of the model sampled each second (exact transitions, no real-time wait):
     the tolerance is tight, about 0.003 on the slope and 6 s on the half-life."""
@@ -305,6 +306,7 @@ def test_ar1_path_matches_the_recursion(a, n):
     assert np.allclose(sim.ar1_path(0.3, a, shocks), expected, rtol=0, atol=1e-12)
 
 
+@pytest.mark.soak  # seconds: full suite only (make check < 30 s)
 def test_feed_runs_again_where_it_stopped(tmp_path):
     """auto's fallback may run the same feed object again after live was back a while:
     ids and prices continue (venue sim, real writer, in this process)."""

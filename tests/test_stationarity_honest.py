@@ -44,6 +44,7 @@ def walks(rng: np.random.Generator, n: int, k: int = 2) -> pd.DataFrame:
 # --- finding 4: Johansen -----------------------------------------------------------------
 
 
+@pytest.mark.soak  # seconds: full suite only (make check < 30 s)
 def test_johansen_default_holds_its_size_on_driftless_random_walks():
     """Independent driftless walks: rank > 0 at 5% must happen 4-6% of the time."""
     rng = np.random.default_rng(2024)
@@ -54,6 +55,7 @@ def test_johansen_default_holds_its_size_on_driftless_random_walks():
     assert 0.04 <= rejected / reps <= 0.06, rejected / reps
 
 
+@pytest.mark.soak  # seconds: full suite only (make check < 30 s)
 def test_johansen_unrestricted_constant_over_rejects_which_is_why_it_is_not_default():
     rng = np.random.default_rng(7)
     reps = 400
@@ -231,6 +233,7 @@ def fbm(n: int, h: float, reps: int, rng: np.random.Generator) -> np.ndarray:
     return np.cumsum(np.linalg.cholesky(cov) @ rng.standard_normal((n, reps)), axis=0)
 
 
+@pytest.mark.soak  # seconds: full suite only (make check < 30 s)
 @pytest.mark.parametrize("true_h", [0.3, 0.5, 0.7])
 def test_hurst_recovers_fractional_brownian_motion(true_h):
     paths = fbm(1000, true_h, 8, np.random.default_rng(18))

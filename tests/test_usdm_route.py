@@ -63,6 +63,7 @@ class Running:
         self.writer.close(5)
 
 
+@pytest.mark.soak  # seconds: full suite only (make check < 30 s)
 def test_a_silent_socket_on_the_legacy_route_is_reported_and_its_trades_fetched(
     usdm: BinanceServer, tmp_path: Path, caplog
 ) -> None:

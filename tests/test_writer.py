@@ -271,6 +271,7 @@ def stuck_writer(path, max_backlog: int) -> tuple[TradeWriter, sqlite3.Connectio
     return writer, blocker
 
 
+@pytest.mark.soak  # seconds: full suite only (make check < 30 s)
 def test_a_blocking_hand_over_waits_while_the_backlog_is_full_and_resumes(tmp_path):
     path = tmp_path / "ticks.db"
     writer, blocker = stuck_writer(path, max_backlog=2)

@@ -147,6 +147,7 @@ def test_a_permanent_error_goes_to_the_caller_and_the_writer_lives_on(tmp_path):
     assert stored(path) == (sorted(first + second), 20)
 
 
+@pytest.mark.soak  # seconds: full suite only (make check < 30 s)
 def test_a_close_during_retries_returns_false_and_the_call_still_lands_once_freed(tmp_path):
     """The daemon's exit 1 "writer did not finish" rests on this: close() gives up in time."""
     path = tmp_path / "ticks.db"

@@ -82,6 +82,7 @@ def wait_until(predicate: Callable[[], object], timeout: float = 10.0, what: str
     raise AssertionError(f"timed out waiting for {what}")
 
 
+@pytest.mark.soak  # seconds: full suite only (make check < 30 s)
 def test_a_thousand_and_more_failures_keep_the_delay_finite_and_capped() -> None:
     backoff = Backoff(0.5, 30.0)
     delays = [backoff.next_delay() for _ in range(10**6)]
