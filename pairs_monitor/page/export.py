@@ -64,7 +64,7 @@ def bars_frame(pair: PairData) -> pd.DataFrame:
         parts.append(bars[list(LEG_COLUMNS)].add_prefix(f"{name}_"))
     if not parts:
         return pd.DataFrame(columns=["time"])
-    frame = pd.concat(parts, axis=1, join="outer").sort_index()
+    frame = pd.concat(parts, axis=1, join="outer", sort=True)
     if pair.frame is not None:
         frame = frame.join(pair.frame[list(PAIR_COLUMNS)], how="left")
     else:

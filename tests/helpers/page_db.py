@@ -16,6 +16,7 @@ import json
 import math
 import sqlite3
 import time
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -448,3 +449,41 @@ def build_history_db(path: Path, seed: int = 3) -> Path:
     finally:
         w.close()
     return path
+
+
+# -- Binance's kline files, for the upload (issue 12) ----------------------------------
+KLINES_DIR = Path(__file__).resolve().parent.parent / "fixtures" / "binance-klines"
+KLINES_ZIP = "XLMBTC-1m-2018-01.zip"  # real XLMBTC 1-minute klines (see the folder's README)
+
+
+def kline_fixture() -> tuple[bytes, bytes]:
+    """The real klines zip and its ``.CHECKSUM``, as data.binance.vision publishes them."""
+    return (KLINES_DIR / KLINES_ZIP).read_bytes(), (
+        KLINES_DIR / f"{KLINES_ZIP}.CHECKSUM"
+    ).read_bytes()
+
+
+def kline_rows() -> list[list[str]]:
+    """The rows of the fixture's CSV, its 12 fields each, as written."""
+    with zipfile.ZipFile(KLINES_DIR / KLINES_ZIP) as zf:
+        text = zf.read(zf.namelist()[0]).decode()
+    return [line.split(",") for line in text.splitlines() if line]
+
+
+def partner_klines(factor: float = 25.0, seed: int = 2) -> bytes:
+    """A second symbol's klines in the same layout (no header, ms), cointegrated with the
+    fixture: each price ``factor`` times XLMBTC's times ``exp(AR(1) noise)``, the same
+    volumes and trade counts; high and low widened to hold open and close."""
+    rng = np.random.default_rng(seed)
+    lines = []
+    noise = 0.0
+    for fields in kline_rows():
+        noise = 0.9 * noise + rng.normal(0, 2e-3)
+        o, h, lo, c = (float(fields[k]) * factor * math.exp(noise) for k in (1, 2, 3, 4))
+        h, lo = max(h, o, c), min(lo, o, c)
+        volume = float(fields[5])
+        out = [fields[0], f"{o:.10f}", f"{h:.10f}", f"{lo:.10f}", f"{c:.10f}", fields[5]]
+        out += [fields[6], f"{volume * (h + lo) / 2:.8f}", fields[8], f"{volume / 2:.8f}"]
+        out += [f"{volume / 2 * (h + lo) / 2:.8f}", "0"]
+        lines.append(",".join(out))
+    return ("\n".join(lines) + "\n").encode()
