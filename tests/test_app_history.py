@@ -12,6 +12,7 @@ from streamlit.testing.v1 import AppTest
 from tests.helpers.page_db import (
     KLINES_ZIP,
     PERP,
+    REPLAY_FILES,
     REPLAY_VENUE,
     TAPE_S,
     build_history_db,
@@ -103,9 +104,28 @@ def test_the_perpetuals_minute_history_is_named_at_one_second_and_shown_at_one_m
     assert not flags.loc[[TAPE_S, TAPE_S + 600]].any()
 
 
-def test_a_replayed_klines_file_is_offered_as_a_venue(monkeypatch, history_db):
+def test_replayed_kline_files_alone_make_a_pair(monkeypatch, history_db):
+    # Two hourly files replayed: kline_bars only, not one trade.
     at = run_app(monkeypatch, history_db)
-    assert REPLAY_VENUE in at.selectbox(key="venue").options[-1]
+    at.selectbox(key="venue").set_value(REPLAY_VENUE).run()
+    assert not at.exception
+    assert "ETHUSDT: only 1-hour bars from klines (no trade stored): pick 1h or more" in texts(
+        at.info
+    )
+    at.button(key="show_history").click().run()
+    assert not at.exception
+    assert at.select_slider(key="timeframe").value == "1h"
+    assert at.selectbox(key="lookback").value == "3 days"
+    assert waiting(at) == [] and metric(at, "z-score") != "—"
+    # No trade: the last price is the newest bar's close, and says so.
+    last = next(m for m in at.metric if m.label == "BTCUSDT last")
+    preview = table(at, "time", "BTCUSDT_close")
+    assert last.value == f"{preview['BTCUSDT_close'].iloc[-1]:,.6g}"
+    assert "from klines: no trade of this leg is stored" in last.help
+    assert "BTCUSDT: no trade is stored; its bars are from klines only." in texts(at.caption)
+    history = table(at, "tape of trades from").set_index("leg")
+    assert history.loc["ETHUSDT", "tape of trades from"] == "no trade stored"
+    assert history.loc["ETHUSDT", "bars from klines"].endswith(f"({REPLAY_FILES['ETHUSDT']})")
 
 
 def upload(at: AppTest, *files: tuple[str, bytes]) -> AppTest:

@@ -18,9 +18,10 @@ from tests.helpers.page_db import (
     GAP_IDS,
     OUTAGE,
     PERP,
-    REPLAY_FILE,
+    REPLAY_FILES,
     REPLAY_VENUE,
     SPOT,
+    START_S,
     TAPE_END_S,
     TAPE_S,
     USDM_HISTORY_S,
@@ -162,17 +163,20 @@ def test_at_one_second_the_perpetuals_minute_history_is_named_not_dropped(source
     assert pipeline.lookback_for(View(SPOT, "A", "B", window=2000), "1m") == "3 days"
 
 
-def test_a_replayed_hourly_file_is_a_series_of_its_own(source):
-    assert source.legs() == [SPOT_BTC, SPOT_ETH, PERP_BTC, Leg(REPLAY_VENUE, "ETHUSDT")]
-    replay = Leg(REPLAY_VENUE, "ETHUSDT")
-    last_hour = TAPE_S - 86_400 - 3600  # the file's last kline opens an hour before START_S
-    assert source.latest_s(replay) == last_hour
-    view = View(REPLAY_VENUE, "ETHUSDT", "BTCUSDT", venue_x=SPOT, timeframe="1h")
-    got = pipeline.leg_bars(source, view, replay, last_hour + 1)
-    assert len(got) == 2 and got["from_klines"].all()  # the lookback of 1 h: two opens
-    hints = pipeline.history_hints(source, View(REPLAY_VENUE, "ETHUSDT", "X"), last_hour + 1)
+def test_replayed_hourly_files_are_series_of_their_own(source):
+    replay_btc, replay_eth = Leg(REPLAY_VENUE, "BTCUSDT"), Leg(REPLAY_VENUE, "ETHUSDT")
+    assert source.legs() == [SPOT_BTC, SPOT_ETH, PERP_BTC, replay_btc, replay_eth]
+    last_hour = START_S - 3600  # the files' last klines open an hour before START_S
+    assert source.latest_s(replay_eth) == last_hour
+    view = View(REPLAY_VENUE, "ETHUSDT", "BTCUSDT", timeframe="1h", lookback_s=3 * 86_400)
+    pair = pipeline.compute_pair(source, view)
+    assert pair.end_s == last_hour + 1 and pair.waiting is None
+    got = pair.bars_of(replay_eth)
+    assert got is not None and len(got) == 73 and got["from_klines"].all()  # 72 h back, both ends
+    hints = pipeline.history_hints(source, View(REPLAY_VENUE, "ETHUSDT", "BTCUSDT"), START_S)
     assert [h.text for h in hints] == [
-        "ETHUSDT: only 1-hour bars from klines (no trade stored): pick 1h or more"
+        f"{name}: only 1-hour bars from klines (no trade stored): pick 1h or more"
+        for name in ("ETHUSDT", "BTCUSDT")
     ]
 
 
@@ -184,7 +188,8 @@ def test_feed_health_reads_where_the_tape_begins_the_spans_and_the_covered_gap(s
         [60, TAPE_S - USDM_HISTORY_S, TAPE_S, "rest"],
         [60, TAPE_S + 60, TAPE_S + OUTAGE[1], "rest"],
     ]
-    assert source.kline_spans(Leg(REPLAY_VENUE, "ETHUSDT"))["origin"].tolist() == [REPLAY_FILE]
+    replayed = source.kline_spans(Leg(REPLAY_VENUE, "ETHUSDT"))
+    assert replayed["origin"].tolist() == [REPLAY_FILES["ETHUSDT"]]
     (gap,) = source.gaps(PERP_BTC, 10).to_dict("records")
     assert (gap["first_missing_id"], gap["last_missing_id"]) == GAP_IDS
     assert gap["covered_by"] == "1m klines" and gap["status"] == "open"

@@ -313,8 +313,9 @@ TAPE_END_S = 620  # every live leg trades twice a second from TAPE_S to TAPE_S +
 OUTAGE = (20, 600)  # ... but the perpetual's trades of these seconds are missing:
 GAP_IDS = (41, 1200)  # these ids, an open gap whose minutes 1-minute klines cover
 HISTORY_ETH_INTERCEPT = -8.5  # log ETH = this + 1.5 log BTC: ETH near 3,000 at BTC 60,000
-REPLAY_VENUE, REPLAY_FILE = "replay-usdm", "ETHUSDT-1h-2024-04.zip"
-REPLAY_HOURS = 48
+REPLAY_VENUE = "replay-usdm"  # two replayed hourly files, before the rest
+REPLAY_FILES = {"BTCUSDT": "BTCUSDT-1h-2024-04.zip", "ETHUSDT": "ETHUSDT-1h-2024-04.zip"}
+REPLAY_HOURS = 96
 
 
 def _history_paths(seed: int = 3) -> dict[tuple[str, str], np.ndarray]:
@@ -372,11 +373,13 @@ def history_klines(seed: int = 3) -> dict[tuple[str, str, int], list[KlineBar]]:
             )  # fmt: skip
         out[(venue, symbol, 60)] = rows
     replay_start = START_S - REPLAY_HOURS * 3600
-    eth = np.exp(np.log(3_000.0) + np.cumsum(rng.normal(0, 3e-3, REPLAY_HOURS)))
-    out[(REPLAY_VENUE, "ETHUSDT", 3600)] = [
-        KlineBar(replay_start + h * 3600, p, p * 1.002, p * 0.998, p, 10.0, 10 * p, 5.0, 100)
-        for h, p in enumerate(eth.tolist())
-    ]
+    log_btc = np.log(60_000.0) + np.cumsum(rng.normal(0, 3e-3, REPLAY_HOURS))
+    log_eth = HISTORY_ETH_INTERCEPT + TRUE_SLOPE * log_btc + rng.normal(0, 1e-3, REPLAY_HOURS)
+    for symbol, logs in (("BTCUSDT", log_btc), ("ETHUSDT", log_eth)):
+        out[(REPLAY_VENUE, symbol, 3600)] = [
+            KlineBar(replay_start + h * 3600, p, p * 1.002, p * 0.998, p, 10.0, 10 * p, 5.0, 100)
+            for h, p in enumerate(np.exp(logs).tolist())
+        ]
     return out
 
 
@@ -405,7 +408,7 @@ def build_history_db(path: Path, seed: int = 3) -> Path:
         def store_klines(conn):
             for (venue, symbol, length), bars in history_klines(seed).items():
                 kline_store.store_bars(conn, venue, symbol, length, bars)
-                origin = REPLAY_FILE if venue == REPLAY_VENUE else "rest"
+                origin = REPLAY_FILES[symbol] if venue == REPLAY_VENUE else "rest"
                 if venue == PERP:  # before the tape, and over the outage: two spans
                     kline_store.add_span(conn, venue, symbol, 60, bars[0][0], TAPE_S, origin)
                     kline_store.add_span(
