@@ -125,7 +125,7 @@ def test_replayed_kline_files_alone_make_a_pair(monkeypatch, history_db):
     assert "BTCUSDT: no trade is stored; its bars are from klines only." in texts(at.caption)
     history = table(at, "tape of trades from").set_index("leg")
     assert history.loc["ETHUSDT", "tape of trades from"] == "no trade stored"
-    assert history.loc["ETHUSDT", "bars from klines"].endswith(f"({REPLAY_FILES['ETHUSDT']})")
+    assert str(history.loc["ETHUSDT", "bars from klines"]).endswith(f"({REPLAY_FILES['ETHUSDT']})")
 
 
 def upload(at: AppTest, *files: tuple[str, bytes]) -> AppTest:
