@@ -154,7 +154,7 @@ def render() -> None:
         alerts_tab,
         data_tab,
     )
-    for tab, module in zip(st.tabs(list(TAB_NAMES)), renderers, strict=True):
+    for tab, module in zip(st.tabs(list(TAB_NAMES), key="tab"), renderers, strict=True):
         with tab:
             try:
                 module.render(ctx)

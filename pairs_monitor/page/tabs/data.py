@@ -21,7 +21,7 @@ def render(ctx: Context) -> None:
     st.subheader("Export")
     _exports(ctx)
     st.divider()
-    st.subheader("Upload an OHLC CSV")
+    st.subheader("Upload an OHLC CSV or Binance's kline files")
     _upload(ctx)
 
 
