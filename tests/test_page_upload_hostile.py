@@ -45,6 +45,7 @@ def test_an_infinite_timestamp_is_named_with_its_line(value):
     assert message.startswith("inf.csv: 1 infinite timestamp(s), first at line(s) 3")
 
 
+@pytest.mark.soak  # 2 s of building and reading 11 MB: out of the fast loop
 def test_too_many_symbols_are_refused_before_any_per_row_work():
     rows = [f"{1714521600 + i},S{i},1,1,1,1" for i in range(500_000)]
     content = ("timestamp,symbol,open,high,low,close\n" + "\n".join(rows) + "\n").encode()
