@@ -72,9 +72,11 @@ def test_kline_files_are_told_from_ohlc_files_by_name_header_or_first_row():
     assert sorted(up.frames) == ["PARTNER", "XLMBTC", "XLMETH"]
     assert up.interval == "1m" and "no .CHECKSUM uploaded beside it" in " ".join(up.notes)
     assert list(up.frames["PARTNER"]["close"]) == list(up.frames["XLMETH"]["close"])
-    # An OHLC file beside klines: analysed as OHLC (no own timeframe to open on).
+    # An OHLC file beside klines, even named as Binance names klines: analysed as OHLC
+    # (no own timeframe to open on).
     ohlc = b"timestamp,open,high,low,close\n1516536000,1,1,1,1\n1516536060,1,1,1,1\n"
-    mixed = upload.parse_files([(KLINES_ZIP, content), ("mine.csv", ohlc)])
+    mixed = upload.parse_files([(KLINES_ZIP, content), ("ETHBTC-1m-2018-01.csv", ohlc)])
+    assert sorted(mixed.frames) == ["ETHBTC-1M-2018-01", "XLMBTC"]
     assert mixed.interval is None and mixed.bar_seconds == 60 and mixed.timeframes is None
 
 

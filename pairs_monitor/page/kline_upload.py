@@ -53,17 +53,21 @@ def is_checksum(name: str) -> bool:
 
 
 def is_kline_file(name: str, content: bytes) -> bool:
-    """Whether an uploaded file is a Binance kline file: a zip; a name as Binance gives
-    (``BTCUSDT-1m-2018-01.csv``, ``klines.name_parts``); the futures header; or a first
-    row of 12 fields whose 1st and 7th are integers (open and close time), as spot's
-    headerless files have."""
-    if name.lower().endswith(".zip") or klines.name_parts(name) is not None:
+    """Whether an uploaded file is a Binance kline file: a zip; the futures header; a
+    name as Binance gives (``BTCUSDT-1m-2018-01.csv``, ``klines.name_parts``) unless the
+    file opens with another header (an OHLC CSV of that name); or a first row of 12 fields
+    whose 1st and 7th are integers (open and close time), as spot's headerless files
+    have."""
+    if name.lower().endswith(".zip"):
         return True
     first = content[:4096].split(b"\n", 1)[0].decode("utf-8", errors="replace")
     fields = [f.strip().lower() for f in first.lstrip("\ufeff").strip().split(",")]
     if ",".join(fields) == FUTURES_HEADER:
         return True
-    return len(fields) == klines.COLUMNS and all(_INT.fullmatch(fields[k]) for k in (0, 6))
+    rows_first = bool(_INT.fullmatch(fields[0]))
+    if klines.name_parts(name) is not None:
+        return rows_first or len(fields) == klines.COLUMNS
+    return rows_first and len(fields) == klines.COLUMNS and bool(_INT.fullmatch(fields[6]))
 
 
 def verify_checksum(name: str, content: bytes, checksum: bytes) -> str:
