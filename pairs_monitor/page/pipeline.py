@@ -227,12 +227,11 @@ class DbSource:
         bars = self.db.run(queries.bars_1s, *leg, start_s, end_s, MAX_1S_ROWS)
         if bar_seconds == 1:
             return bars
+        usable = [i for i in self.db.run(queries.kline_intervals, *leg) if bar_seconds % i == 0]
         klines = [
-            (interval_s, self.db.run(queries.kline_bars, *leg, interval_s, start_s, end_s,
-                                     MAX_1S_ROWS))
-            for interval_s in self.db.run(queries.kline_intervals, *leg)
-            if bar_seconds % interval_s == 0
-        ]  # fmt: skip
+            (i, self.db.run(queries.kline_bars, *leg, i, start_s, end_s, MAX_1S_ROWS))
+            for i in usable
+        ]
         return merge_klines(bars, klines)
 
     def last_price(self, leg: Leg) -> tuple[float, int] | None:
@@ -282,6 +281,9 @@ class DbSource:
         return present[0] if present else None
 
 
+NS_PER_S = 1_000_000_000
+
+
 def merge_klines(bars: pd.DataFrame, klines: Sequence[tuple[int, pd.DataFrame]]) -> pd.DataFrame:
     """Finer bars with the klines of longer lengths where nothing finer covers them.
 
@@ -316,9 +318,6 @@ def merge_klines(bars: pd.DataFrame, klines: Sequence[tuple[int, pd.DataFrame]])
         return bars
     merged = pd.concat(parts) if len(parts) > 1 else parts[0]
     return merged.sort_index(kind="stable")
-
-
-NS_PER_S = 1_000_000_000
 
 
 @dataclass
@@ -560,10 +559,10 @@ def compute_pair(source: Source, view: View, end_s: int | None = None) -> PairDa
     empty = [s for s, b in result.bars.items() if b.empty]
     if empty:
         hints = [h.text for h in history_hints(source, view, end_s) if h.name in empty]
-        result.waiting = f"no {view.timeframe} bars for {', '.join(empty)} in the last " + (
-            f"{_human(view.lookback_s)}: {'; '.join(hints)}"
-            if hints
-            else f"{_human(view.lookback_s)}: is the daemon recording it?"
+        why = "; ".join(hints) or "is the daemon recording it?"
+        result.waiting = (
+            f"no {view.timeframe} bars for {', '.join(empty)} in the last "
+            f"{_human(view.lookback_s)}: {why}"
         )
         return _done(result, started)
     closes = {name: tradable_closes(bars, view) for name, bars in result.bars.items()}
