@@ -291,7 +291,8 @@ def stats_table(
         )
     if not parts:
         raise ValueError("stats_table needs bars for at least one symbol")
-    table = pd.concat(parts, axis=1).sort_index()
+    # Legs on different clocks (two venues) do not share every stamp: join them sorted.
+    table = pd.concat(parts, axis=1, sort=True).sort_index()
     if pair is not None:
         ysym, xsym = pair
         if ysym not in closes or xsym not in closes:
