@@ -117,10 +117,10 @@ def choose_legs(symbols: dict[str, list[str]]) -> tuple[Leg, Leg] | None:
     else:  # another market: the same coin first, the pair a basis trade watches
         x_default = x_symbols.index(y) if y in x_symbols else 0
     _keep_valid("x", x_symbols, x_default)
+    st.session_state.setdefault("x", x_symbols[x_default])
     x = sb.selectbox(
         "X (hedge leg)",
         x_symbols,
-        index=x_default,
         key="x",
         format_func=lambda s: Leg(x_venue, s).label,
     )
@@ -167,9 +167,10 @@ def choose_view(
         return None
     _synthetic_warnings(legs)
     (venue, y), (x_venue, x) = legs
-    # No default value is passed to the timeframe and lookback widgets: the page sets them
-    # through the session state (an upload of klines, the history hint's button), and
-    # Streamlit logs a warning for a widget given both.
+    # No default value is passed to a widget the page may set through the session state
+    # (a link, a watchlist row, an upload of klines, the history hint's button): the
+    # default goes into the session state instead, as Streamlit logs a warning for a
+    # widget given both.
     options = timeframes or list(TIMEFRAMES)
     _keep_valid("timeframe", options, 0)
     timeframe = sb.select_slider("Timeframe", options, key="timeframe")
@@ -179,11 +180,11 @@ def choose_view(
     st.session_state.setdefault("lookback", list(lookbacks)[0 if file_span_s else 2])
     _keep_valid("lookback", list(lookbacks), 0 if file_span_s else 2)
     lookback_label = sb.selectbox("Lookback", list(lookbacks), key="lookback")
+    st.session_state.setdefault("window", 60)
     window = sb.number_input(
         "Rolling window (bars)",
         min_value=MIN_WINDOW_BARS,
         max_value=MAX_WINDOW_BARS,
-        value=60,
         step=5,
         key="window",
         help="Bars in the z-score, correlation and rolling-hedge windows. The z-score judges "
@@ -198,14 +199,13 @@ def choose_view(
         "Rolling OLS and Kalman: causal, each bar uses only earlier bars.",
     )
     kalman_delta, kalman_obs_var = _kalman_noise(HEDGE_METHODS[method_label] == "kalman")
-    log_prices = sb.toggle("Log prices", value=True, key="log_prices")
+    st.session_state.setdefault("log_prices", True)
+    log_prices = sb.toggle("Log prices", key="log_prices")
     c3, c4 = sb.columns(2)
-    z_entry = c3.number_input(
-        "z entry", min_value=0.1, max_value=10.0, value=2.0, step=0.1, key="z_entry"
-    )
-    z_exit = c4.number_input(
-        "z exit", min_value=0.0, max_value=10.0, value=0.5, step=0.1, key="z_exit"
-    )
+    st.session_state.setdefault("z_entry", 2.0)
+    st.session_state.setdefault("z_exit", 0.5)
+    z_entry = c3.number_input("z entry", min_value=0.1, max_value=10.0, step=0.1, key="z_entry")
+    z_exit = c4.number_input("z exit", min_value=0.0, max_value=10.0, step=0.1, key="z_exit")
     with sb.expander("Liquidity floor", expanded=False):
         min_volume = st.number_input(
             "Min volume per bar", min_value=0.0, value=0.0, step=0.01, key="min_volume"
