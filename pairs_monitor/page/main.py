@@ -1,5 +1,7 @@
-"""The page, top to bottom: database, sidebar, the synthetic-data warning, the alert
-firings not yet acknowledged, the tabs.
+"""The page, top to bottom: database, the pair to open on (a link, the watchlist's best
+pair, a row just clicked on the watchlist), sidebar, the view written to the address, the
+synthetic-data warning, the alert firings not yet acknowledged, the tabs (open on the
+Watchlist when a pair scan exists).
 
 Database: ``--db PATH`` after ``--``, else the ``TICKS_DB`` environment variable, else
 ``data/ticks.db``. This file only wires things together: the sidebar is in
@@ -12,11 +14,12 @@ import logging
 import os
 import sqlite3
 import sys
+from collections.abc import Callable
 from dataclasses import replace
 
 import streamlit as st
 
-from pairs_monitor.page import cache, firings, pipeline, queries, sidebar
+from pairs_monitor.page import cache, firings, links, pipeline, queries, sidebar, watchlist
 from pairs_monitor.page.settings import (
     MAX_FUTURE_SKEW_S,
     TIMEFRAME_SECONDS,
@@ -27,7 +30,7 @@ from pairs_monitor.page.settings import (
     timeframe_seconds,
     venue_label,
 )
-from pairs_monitor.page.tabs import TAB_NAMES, Context
+from pairs_monitor.page.tabs import TAB_NAMES, WATCHLIST, Context, opening_tab
 from pairs_monitor.page.tabs import alerts as alerts_tab
 from pairs_monitor.page.tabs import backtest as backtest_tab
 from pairs_monitor.page.tabs import correlation as correlation_tab
@@ -80,8 +83,16 @@ def render() -> None:
         db_error = f"{literal(db_path)} cannot be used: {md(exc)}"
 
     st.sidebar.caption(f"Database: {literal(db_path)}")
+    db_legs: list[Leg] = []
+    watch = None
     if db is not None:
         _doubts(db, db_path)
+        db_legs = [Leg(v, s) for v, s in cache.series(db_path)]
+        watch = _watch(db_path)
+    if OPEN_ON not in st.session_state:  # once: a scan landing later moves no one's tab
+        st.session_state[OPEN_ON] = opening_tab(watch is not None and watch.best is not None)
+    if db_legs:
+        _choose_pair(db_legs, watch)
     # The Live panel refreshes itself; the other tabs recompute on any change or on this button.
     st.sidebar.button("Refresh all tabs", key="refresh", help="Recompute every tab from new data.")
     source_choice = sidebar.choose_source(uploaded is not None)
@@ -110,9 +121,7 @@ def render() -> None:
                 )
                 view = replace(view, timeframe=coarser)
     else:
-        legs: list[Leg] = []
-        if db is not None:
-            legs = [Leg(v, s) for v, s in cache.series(db_path)]
+        legs = db_legs
         if db_error:
             st.error(db_error)
         elif not legs:
@@ -132,6 +141,14 @@ def render() -> None:
         _history_hints(source, view)
     if view is not None:
         _not_live(view)
+    on_screen = None
+    if view is not None and isinstance(source, pipeline.DbSource):
+        links.write(view)
+        on_screen = watchlist.Pair(*view.legs)
+        if watch is not None and watch.fallback() is not None:
+            st.caption(
+                f"🔭 No watchlist to open on: {md(watch.fallback())} (the Watchlist tab says more)."
+            )
 
     if db is not None:
         firings.render(db_path)
@@ -144,20 +161,22 @@ def render() -> None:
         uploaded=uploaded,
         upload_error=upload_error,
     )
-    renderers = (
-        live_tab,
-        prices_tab,
-        pair_tab,
-        statistics_tab,
-        backtest_tab,
-        correlation_tab,
-        alerts_tab,
-        data_tab,
-    )
-    for tab, module in zip(st.tabs(list(TAB_NAMES), key="tab"), renderers, strict=True):
+    renderers: dict[str, Callable[[Context], None]] = {
+        WATCHLIST: lambda ctx: watchlist.render(ctx.db_path, on_screen, ctx.db_ok),
+        "Live": live_tab.render,
+        "Prices": prices_tab.render,
+        "Pair": pair_tab.render,
+        "Statistics": statistics_tab.render,
+        "Backtest": backtest_tab.render,
+        "Correlation": correlation_tab.render,
+        "Alerts": alerts_tab.render,
+        "Data": data_tab.render,
+    }
+    tabs = st.tabs(list(TAB_NAMES), key="tab", default=st.session_state[OPEN_ON])
+    for tab, name in zip(tabs, TAB_NAMES, strict=True):
         with tab:
             try:
-                module.render(ctx)
+                renderers[name](ctx)
             except sqlite3.DatabaseError as exc:  # a damaged page of the file: this tab only
                 st.error(
                     f"The database could not be read for this tab: {md(exc)}. "
@@ -167,6 +186,28 @@ def render() -> None:
 
 
 OPENED_UPLOAD = "opened_upload"  # session key: the digest of the kline upload last opened
+OPEN_ON = "open_on"  # session key: the tab the page opened on
+
+
+def _watch(db_path: str) -> watchlist.Watch | None:
+    """The newest pair scan; None when the file cannot be read there (the Watchlist tab
+    says why)."""
+    try:
+        return watchlist.newest(db_path)
+    except sqlite3.DatabaseError:
+        return None
+
+
+def _choose_pair(legs: list[Leg], watch: watchlist.Watch | None) -> None:
+    """Before the data source and the sidebar draw: once per session, the view a link
+    asks for or, when it names no pair, the watchlist's best pair; on any run, the pair
+    of a row just clicked on the watchlist."""
+    opened = links.open_link(legs)
+    if opened is not None and not opened.has_legs and watch is not None:
+        best = watch.best
+        if best is not None and set(best) <= set(legs):
+            watchlist.select_pair(best)
+    watchlist.take_selection()
 
 
 def _open_new_klines(uploaded: Uploaded) -> None:

@@ -160,6 +160,25 @@ SELECT event_time_ms, mark_price, rate, next_funding_ms FROM funding_live
 WHERE venue = ? AND symbol = ?
 """
 
+# The daemon's pair scans (schema version 8): the newest run, then its rows by rank.
+_NEWEST_SCAN_SQL = "SELECT * FROM scan_runs ORDER BY scan_id DESC LIMIT 1"
+_SCAN_RESULTS_SQL = "SELECT * FROM scan_results WHERE scan_id = ? ORDER BY rank"
+SCHEMA_WITH_SCANS = 8
+# A leg's newest close and when its bar ended: its newest one-second bar, then its newest
+# kline of each length (one seek each on the primary keys).
+_NEWEST_CLOSE_SQL = """
+SELECT bar_time_s + 1, close FROM bars_1s
+WHERE venue = ? AND symbol = ? AND bar_time_s <= ?
+ORDER BY bar_time_s DESC
+LIMIT 1
+"""
+_NEWEST_KLINE_CLOSE_SQL = """
+SELECT bar_time_s + interval_s, close FROM kline_bars
+WHERE venue = ? AND symbol = ? AND interval_s = ? AND bar_time_s <= ?
+ORDER BY bar_time_s DESC
+LIMIT 1
+"""
+
 
 class NotAPairsDatabase(Exception):
     """The file opened is not a database made by db_setup.py."""
@@ -497,3 +516,88 @@ def funding(
     live_row = conn.execute(_FUNDING_LIVE_SQL, key).fetchone()
     live = None if live_row is None else FundingLive(*live_row)
     return FundingRecord(rates, before, after, live)
+
+
+class ScansNotStored(Exception):
+    """The database predates the daemon's pair scans (schema version 8)."""
+
+
+@dataclass(frozen=True)
+class ScanRun:
+    """One ``scan_runs`` row (docs/schema.md), ``params_json`` decoded into ``params``."""
+
+    scan_id: int
+    started_ms: int
+    finished_ms: int
+    bar_s: int
+    window_start_s: int
+    window_end_s: int
+    log_prices: bool
+    legs: int
+    legs_skipped: int
+    pairs_tested: int
+    candidates: int
+    tradable: int
+    rows_stored: int
+    cpu_s: float
+    params: dict
+    note: str | None
+
+
+def newest_scan(conn: sqlite3.Connection) -> tuple[ScanRun, pd.DataFrame] | None:
+    """The newest pair scan and its ``scan_results`` rows by rank (every column by its
+    name); None when no scan is stored.
+
+    :raises ScansNotStored: before schema version 8 (no scan tables).
+    """
+    version = schema.schema_version(conn)
+    if version < SCHEMA_WITH_SCANS or not has_table(conn, "scan_runs"):
+        raise ScansNotStored(
+            f"the database is at schema version {version}; the daemon's pair scans are "
+            f"stored from version {SCHEMA_WITH_SCANS} on: start `ingest.py` of this code on "
+            "it (it brings the schema up to date) or run `python db_setup.py --db <this file>`"
+        )
+    cur = conn.execute(_NEWEST_SCAN_SQL)
+    row = cur.fetchone()
+    if row is None:
+        return None
+    run = dict(zip([d[0] for d in cur.description], row, strict=True))
+    try:
+        params = json.loads(run["params_json"] or "{}")
+    except ValueError:
+        params = {}
+    scan = ScanRun(
+        scan_id=int(run["scan_id"]),
+        started_ms=int(run["started_ms"]),
+        finished_ms=int(run["finished_ms"]),
+        bar_s=int(run["bar_s"]),
+        window_start_s=int(run["window_start_s"]),
+        window_end_s=int(run["window_end_s"]),
+        log_prices=bool(run["log_prices"]),
+        legs=int(run["legs"]),
+        legs_skipped=int(run["legs_skipped"]),
+        pairs_tested=int(run["pairs_tested"]),
+        candidates=int(run["candidates"]),
+        tradable=int(run["tradable"]),
+        rows_stored=int(run["rows_stored"]),
+        cpu_s=float(run["cpu_s"]),
+        params=params if isinstance(params, dict) else {},
+        note=run["note"],
+    )
+    cur = conn.execute(_SCAN_RESULTS_SQL, (scan.scan_id,))
+    rows = pd.DataFrame(cur.fetchall(), columns=[d[0] for d in cur.description])
+    return scan, rows
+
+
+def newest_close(
+    conn: sqlite3.Connection, venue: str, symbol: str, max_s: int
+) -> tuple[int, float] | None:
+    """A leg's newest close among its one-second bars and klines starting at or before
+    ``max_s``: ``(second its bar ended, close)``; None when it has no bar."""
+    found = [conn.execute(_NEWEST_CLOSE_SQL, (venue, symbol, max_s)).fetchone()]
+    for interval_s in kline_intervals(conn, venue, symbol):
+        args = (venue, symbol, interval_s, max_s)
+        found.append(conn.execute(_NEWEST_KLINE_CLOSE_SQL, args).fetchone())
+    known = [(int(end), float(close)) for end, close in (r for r in found if r)]
+    # On a tie the one-second bar (listed first) stands: the tape over a kline.
+    return max(known, key=lambda close: close[0]) if known else None

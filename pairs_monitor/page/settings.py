@@ -21,6 +21,7 @@ from pairs_monitor.quant import MIN_CARRY_SETTLEMENTS, PairMethod
 # Not (yet) in quant's public API; the page reads them so its defaults are quant's.
 from pairs_monitor.quant.backtest import MIN_SHARPE_SPAN, SPOT_TAKER_FEE_BPS, USDM_TAKER_FEE_BPS
 from pairs_monitor.quant.stationarity import HURST_MIN_BARS
+from pairs_monitor.scan.service import DEFAULT_EVERY_MIN as SCAN_EVERY_MIN
 
 DEFAULT_DB = Path("data/ticks.db")
 
@@ -148,11 +149,21 @@ STALE_STATUS_MS = 5_000  # a feed_status or writer_status row older than this: d
 MAX_GAPS_SHOWN = 20  # gaps per leg listed in the feed health (newest first)
 MAX_SPANS_SHOWN = 5  # kline spans per leg named in the feed health
 
+# -- the watchlist: the daemon's newest pair scan ----------------------------------------
+WATCHLIST_REFRESH = "5s"  # the Watchlist panel rereads the scan and the legs' closes
+SCAN_STALE_INTERVALS = 3
+"""A newest scan older than this many of its intervals (``scan_runs.params_json``'s
+``every_s``) means the daemon or its scanner is down: one late scan is a busy machine
+(the scanner runs at the lowest priority), three are not."""
+# A run that does not say its interval is taken to have the daemon's default.
+DEFAULT_SCAN_EVERY_S = int(SCAN_EVERY_MIN * 60)
+
 # -- caches (st.cache_data): seconds a result is reused, entries kept -------------------
 SERIES_TTL_S, SERIES_CACHE_ENTRIES = 2, 8  # the (venue, symbol) list
 PAIR_TTL_S, PAIR_CACHE_ENTRIES = 2, 16  # a view's bars and pair frame
 SLOW_TTL_S, SLOW_CACHE_ENTRIES = 120, 16  # statistics tests, correlation and scanner
 UPLOAD_CACHE_ENTRIES = 4  # parsed uploads
+SCAN_TTL_S, SCAN_CACHE_ENTRIES = 5, 4  # the newest pair scan
 STATS_BUCKET_S = 60  # the tests are rerun for data at most once a minute of bars
 CORRELATION_BUCKET_S = 10  # the correlation and scanner every 10 s of bars
 

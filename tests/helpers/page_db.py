@@ -7,7 +7,8 @@ last ``shock_s`` seconds push Y up so the z-score ends well above 2.
 ``build_basis_db`` records both Binance markets: BTCUSDT and ETHUSDT on binance-spot,
 BTCUSDT on binance-usdm a few basis points above spot, 26 hours of trades, with the
 perpetual's settled funding every 8 hours (``funding_rates``) and its live rate
-(``funding_live``), and a simulated leg (venue ``sim``) beside them.
+(``funding_live``), and a simulated leg (venue ``sim``) beside them; ``store_scan`` adds
+the daemon's pair scan of its four legs (``scan_runs``, ``scan_results``).
 """
 
 from __future__ import annotations
@@ -17,10 +18,13 @@ import math
 import sqlite3
 import time
 import zipfile
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 
+from pairs_monitor.scan.service import RESULT_COLUMNS, RUN_COLUMNS
+from pairs_monitor.scan.worker import Scanner
 from pairs_monitor.store import klines as kline_store
 from pairs_monitor.store.klines import KlineBar
 from pairs_monitor.store.writer import TradeWriter
@@ -260,6 +264,64 @@ def build_basis_db(path: Path) -> Path:
     finally:
         w.close()
     return path
+
+
+# -- the daemon's pair scans (issue 14) ---------------------------------------------------
+BASIS_END_S = START_S + BASIS_HOURS * 3600  # the basis fixture's trades end just before
+BASIS_LEGS = [(SPOT, "BTCUSDT"), (SPOT, "ETHUSDT"), (PERP, "BTCUSDT"), ("sim", "ETHUSDT")]
+
+
+def store_scan(
+    db: Path,
+    *,
+    every_s: float = 300,
+    finished_ms: int | None = None,
+    legs: Sequence[tuple[str, str]] = BASIS_LEGS,
+) -> int:
+    """A pair scan of ``legs`` over the basis fixture's last 24 h (``build_basis_db``), run
+    by the daemon's scanner code in this process and stored with the daemon's columns; its
+    scan id.
+
+    :param finished_ms: stamp the run as finished then (a stale scan); now by default.
+    """
+    scanner = Scanner()
+    reply = scanner.scan(
+        {
+            "db": str(db),
+            "now_ms": BASIS_END_S * 1000,
+            "window_s": 86_400,
+            "keep": 100,
+            "every_s": every_s,
+            "log_prices": True,
+            "legs": [list(leg) for leg in legs],
+        }
+    )
+    scanner.reset()  # closes its connection
+    run = reply["run"]
+    if finished_ms is not None:
+        run["finished_ms"] = finished_ms
+    return insert_scan(db, run, reply["rows"])
+
+
+def insert_scan(db: Path, run: dict, rows: list[tuple]) -> int:
+    """One ``scan_runs`` row and its ``scan_results`` rows, with plain SQL."""
+    conn = sqlite3.connect(db)
+    try:
+        with conn:
+            scan_id = conn.execute(
+                f"INSERT INTO scan_runs ({', '.join(RUN_COLUMNS)})"
+                f" VALUES ({', '.join('?' * len(RUN_COLUMNS))})",
+                [run[c] for c in RUN_COLUMNS],
+            ).lastrowid
+            conn.executemany(
+                f"INSERT INTO scan_results (scan_id, {', '.join(RESULT_COLUMNS)})"
+                f" VALUES (?, {', '.join('?' * len(RESULT_COLUMNS))})",
+                [(scan_id, *row) for row in rows],
+            )
+    finally:
+        conn.close()
+    assert scan_id is not None
+    return scan_id
 
 
 def add_firing(

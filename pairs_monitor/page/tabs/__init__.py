@@ -1,8 +1,9 @@
 """One module per tab, in the order they appear: each has ``render(ctx)``.
 
-``live.py`` Live · ``prices.py`` Prices · ``pair.py`` Pair · ``statistics.py`` Statistics ·
-``backtest.py`` Backtest · ``correlation.py`` Correlation · ``alerts.py`` Alerts ·
-``data.py`` Data (export and upload).
+Watchlist (``page/watchlist.py``: the daemon's newest pair scan, ranked) · ``live.py`` Live
+· ``prices.py`` Prices · ``pair.py`` Pair · ``statistics.py`` Statistics · ``backtest.py``
+Backtest · ``correlation.py`` Correlation · ``alerts.py`` Alerts · ``data.py`` Data (export
+and upload).
 """
 
 from __future__ import annotations
@@ -19,8 +20,26 @@ from pairs_monitor.page.text import literal as literal
 from pairs_monitor.page.text import md as md
 from pairs_monitor.page.text import plot as plot
 from pairs_monitor.page.upload import Uploaded
+from pairs_monitor.page.watchlist import TAB_NAME as WATCHLIST
 
-TAB_NAMES = ("Live", "Prices", "Pair", "Statistics", "Backtest", "Correlation", "Alerts", "Data")
+TAB_NAMES = (
+    WATCHLIST,
+    "Live",
+    "Prices",
+    "Pair",
+    "Statistics",
+    "Backtest",
+    "Correlation",
+    "Alerts",
+    "Data",
+)
+"""The tabs, in order. The page opens on the Watchlist when a pair scan exists to rank,
+else on Live (``opening_tab``)."""
+
+
+def opening_tab(scan_to_rank: bool) -> str:
+    """The tab the page opens on."""
+    return WATCHLIST if scan_to_rank else "Live"
 
 
 @dataclass
