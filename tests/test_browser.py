@@ -25,6 +25,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from pairs_monitor.page.settings import Leg
 from pairs_monitor.page.tabs import TAB_NAMES
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -132,6 +133,7 @@ def daemon_cmd(db: Path) -> list[str]:
 # What each tab draws once it has rendered (a text, or a CSS selector after "css="): the
 # test waits for it in the visible tab panel instead of sleeping a fixed time.
 TAB_MARKERS = {
+    "Watchlist": "Pair scan",
     "Live": "Feed health",
     "Prices": 'css=[data-testid="stPlotlyChart"]',
     "Pair": "Static fit",
@@ -503,3 +505,89 @@ def test_binance_kline_files_are_uploaded_in_a_real_browser(tmp_path):
     assert seen["timeframe"] == "1m"
     assert seen["lookback"] == "whole file" and seen["source"]
     assert seen["z"] not in ("—", "")
+
+
+def drive_watchlist(url: str) -> dict:
+    """Click the second row of the watchlist the page opens on; read the address it then
+    holds; open that address in a new page and read the pair it shows."""
+    from urllib.parse import parse_qs, urlsplit
+
+    from playwright.sync_api import sync_playwright
+
+    seen: dict = {}
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 1500, "height": 1100})
+            page.goto(url, wait_until="domcontentloaded")
+            panel = page.get_by_role("tabpanel")
+            panel.get_by_text("Pair scan").first.wait_for(timeout=30_000)
+            grid = panel.locator('[data-testid="stDataFrame"]').first
+            grid.wait_for(timeout=30_000)
+            seen["first address"] = parse_qs(urlsplit(page.url).query)
+            box = grid.bounding_box()
+            assert box is not None
+            # The row markers (the selection checkboxes) are the grid's first column; the
+            # header and each row are ROW_PX high.
+            page.mouse.click(box["x"] + 15, box["y"] + ROW_PX * 2.5)
+            deadline = time.monotonic() + 20
+            while time.monotonic() < deadline:
+                address = parse_qs(urlsplit(page.url).query)
+                if address.get("y") != seen["first address"].get("y") or address.get("x") != seen[
+                    "first address"
+                ].get("x"):
+                    break
+                page.wait_for_timeout(250)
+            seen["address"] = parse_qs(urlsplit(page.url).query)
+            seen["url"] = page.url
+            seen["caption"] = panel.get_by_text("On screen in the other tabs").first.inner_text(
+                timeout=10_000
+            )
+            seen["exceptions"] = page.locator('[data-testid="stException"]').count()
+            page.screenshot(path=str(OUTPUT / "watchlist.png"), full_page=True)
+
+            again = browser.new_page(viewport={"width": 1500, "height": 1100})
+            again.goto(seen["url"], wait_until="domcontentloaded")
+            again.get_by_role("tabpanel").get_by_text("Pair scan").first.wait_for(timeout=30_000)
+            again.get_by_role("tab", name="Live").click()
+            again.locator('[data-testid="stMetric"]').first.wait_for(timeout=30_000)
+            again.wait_for_timeout(1000)  # let the rerun settle before reading
+            seen["labels again"] = again.locator('[data-testid="stMetricLabel"]').all_inner_texts()
+            seen["address again"] = parse_qs(urlsplit(again.url).query)
+            seen["exceptions again"] = again.locator('[data-testid="stException"]').count()
+        finally:
+            browser.close()
+    return seen
+
+
+ROW_PX = 35  # st.dataframe's default row (and header) height
+
+
+@pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="needs Debian's chromium")
+def test_a_watchlist_row_clicked_is_in_the_address_and_the_address_reopens_it(tmp_path):
+    """The page opens on the stored scan; a click on a row loads its pair and writes it to
+    the address; that address opened in a new page shows the same pair."""
+    from tests.helpers.page_db import build_basis_db, store_scan
+
+    OUTPUT.mkdir(parents=True, exist_ok=True)
+    db = build_basis_db(tmp_path / "ticks.db")
+    store_scan(db)
+    conn = sqlite3.connect(db)
+    try:
+        second = conn.execute(
+            "SELECT venue_y, symbol_y, venue_x, symbol_x FROM scan_results WHERE rank = 2"
+        ).fetchone()
+    finally:
+        conn.close()
+    y, x = f"{second[0]}:{second[1]}", f"{second[2]}:{second[3]}"
+    port = free_port()
+    with started(streamlit_cmd(port, db), tmp_path / "page.log") as page_proc:
+        wait_for(lambda: page_up(port), 30, "the page", page_proc, tmp_path / "page.log")
+        seen = drive_watchlist(f"http://127.0.0.1:{port}/")
+    assert seen["exceptions"] == 0 and seen["exceptions again"] == 0
+    assert seen["first address"]["y"] == ["binance-spot:BTCUSDT"]  # the best pair
+    assert seen["address"]["y"] == [y] and seen["address"]["x"] == [x], seen["address"]
+    assert "(rank 2)" in seen["caption"]
+    assert seen["address again"] == seen["address"]
+    names = [Leg(*second[:2]).label, Leg(*second[2:]).label]
+    assert {f"{name} last" for name in names} <= set(seen["labels again"]), seen["labels again"]

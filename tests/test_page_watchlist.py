@@ -270,10 +270,10 @@ def test_ages_read_as_a_trader_says_them(seconds, text):
 
 
 def test_the_last_signal_is_now_when_z_now_crosses_the_entry():
-    assert watchlist.signal_texts(None, None, 2.31, 2.0, 0) == ("short the spread (z +2.31)", "now")
-    assert watchlist.signal_texts(-2.5, 100, -2.0, 2.0, 1e9) == ("long the spread (z -2.00)", "now")
+    assert watchlist.signal_texts(None, None, 2.31, 2.0, 0) == ("short spread (z +2.31)", "now")
+    assert watchlist.signal_texts(-2.5, 100, -2.0, 2.0, 1e9) == ("long spread (z -2.00)", "now")
     assert watchlist.signal_texts(-2.05, 1_000, 0.3, 2.0, 1_000 + 14 * 60 + 5) == (
-        "long the spread (z -2.05)",
+        "long spread (z -2.05)",
         "14 min",
     )
     assert watchlist.signal_texts(None, None, math.nan, 2.0, 0) == ("none in the window", "—")
@@ -466,7 +466,7 @@ def test_the_page_opens_on_the_ranked_scan_with_z_now_from_the_closes(monkeypatc
         assert frame[watchlist.HALF_LIFE].iloc[i] == (
             "∞" if math.isinf(half_life) else f"{half_life:,.1f}"  # 1-minute bars: minutes
         )
-        side = "short the spread" if (z if abs(z) >= 2 else row["signal_z"]) > 0 else "long"
+        side = "short spread" if (z if abs(z) >= 2 else row["signal_z"]) > 0 else "long"
         assert frame[watchlist.SIGNAL].iloc[i].startswith(side)
         if abs(z) >= 2:
             assert frame[watchlist.SIGNAL_AGE].iloc[i] == "now"

@@ -55,8 +55,8 @@ LEG_X = "X leg"
 Z_NOW = "z now (σ)"
 HALF_LIFE = "Half-life (min)"
 Q_VALUE = "q-value"
-CORR = "Correlation (1m returns)"
-COVER = "Spread σ ÷ round trip"
+CORR = "Corr. (1m)"
+COVER = "Spread σ / fees"
 CANDIDATE = "Candidate"
 TRADABLE = "Tradable"
 SIGNAL = "Last signal"
@@ -232,14 +232,14 @@ def age_text(seconds: float) -> str:
 
 
 def _direction(z: float) -> str:
-    return "short the spread" if z > 0 else "long the spread"
+    return "short spread" if z > 0 else "long spread"
 
 
 def signal_texts(
     signal_z: Any, signal_bar_s: Any, z: float, entry: float, now_s: float
 ) -> tuple[str, str]:
     """The last signal and its age: now when ``|z now| >= entry``, else the scan's last
-    bar with ``|z| >= entry`` (``signal_z`` > 0: short the spread, < 0: long)."""
+    bar with ``|z| >= entry`` (``signal_z`` > 0: short the spread, < 0: long it)."""
     if math.isfinite(z) and abs(z) >= entry:
         return f"{_direction(z)} (z {z:+.2f})", "now"
     if signal_z is None or signal_bar_s is None or pd.isna(signal_z) or pd.isna(signal_bar_s):
@@ -435,7 +435,7 @@ def _column_config(run: queries.ScanRun) -> dict[str, Any]:
     entry = entry_z(run)
     return {
         RANK: number(RANK, help="Rank in the scan: by Engle-Granger p-value, then half-life.",
-                     format="%d", width="small"),
+                     format="%d", width=40),
         LEG_Y: st.column_config.TextColumn(LEG_Y, help="Regressed on X; bought with the spread."),
         LEG_X: st.column_config.TextColumn(LEG_X, help="The hedge leg."),
         Z_NOW: number(Z_NOW, format="%+.2f", help=(
@@ -452,8 +452,9 @@ def _column_config(run: queries.ScanRun) -> dict[str, Any]:
             "false discoveries.")),
         CORR: number(CORR, format="%.2f", help="Correlation of the legs' 1-minute log returns."),
         COVER: number(COVER, format="%.2f", help=(
-            "The spread's standard deviation over the round-trip taker fees of both legs, "
-            "both per unit of gross notional: 1 or more, a 1σ move pays the fees.")),
+            "The spread's standard deviation over the taker fees of a round trip (both legs "
+            "opened and closed), both per unit of gross notional: 1 or more, a 1σ move pays "
+            "the fees.")),
         CANDIDATE: st.column_config.CheckboxColumn(CANDIDATE, help=(
             "q-value below 0.05 and cointegrated out of sample (hedge fitted on the first "
             "2/3 of the window, tested on the last 1/3).")),
@@ -462,6 +463,5 @@ def _column_config(run: queries.ScanRun) -> dict[str, Any]:
         SIGNAL: st.column_config.TextColumn(SIGNAL, help=(
             f"The last bar with |z| ≥ {entry:g}: now when z now is, else the scan's last in "
             "its window (z above 0: short the spread, below: long).")),
-        SIGNAL_AGE: st.column_config.TextColumn(SIGNAL_AGE, help=(
-            "Since the signal bar opened.")),
+        SIGNAL_AGE: st.column_config.TextColumn(SIGNAL_AGE, help="Since the signal bar opened."),
     }  # fmt: skip
