@@ -91,7 +91,7 @@ def render() -> None:
         watch = _watch(db_path)
     if OPEN_ON not in st.session_state:  # once: a scan landing later moves no one's tab
         st.session_state[OPEN_ON] = opening_tab(watch is not None and watch.best is not None)
-    if db_legs:
+    if db is not None:
         _choose_pair(db_legs, watch)
     # The Live panel refreshes itself; the other tabs recompute on any change or on this button.
     st.sidebar.button("Refresh all tabs", key="refresh", help="Recompute every tab from new data.")
@@ -202,12 +202,13 @@ def _choose_pair(legs: list[Leg], watch: watchlist.Watch | None) -> None:
     """Before the data source and the sidebar draw: once per session, the view a link
     asks for or, when it names no pair, the watchlist's best pair; on any run, the pair
     of a row just clicked on the watchlist."""
-    opened = links.open_link(legs)
-    if opened is not None and not opened.has_legs and watch is not None:
-        best = watch.best
-        if best is not None and set(best) <= set(legs):
-            watchlist.select_pair(best)
-    watchlist.take_selection()
+    if legs:  # a link is read once the database has legs to check it against
+        opened = links.open_link(legs)
+        if opened is not None and not opened.has_legs and watch is not None:
+            best = watch.best
+            if best is not None and set(best) <= set(legs):
+                watchlist.select_pair(best)
+    watchlist.take_selection()  # on every run: the table's rerun waits for it
 
 
 def _open_new_klines(uploaded: Uploaded) -> None:
