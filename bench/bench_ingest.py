@@ -10,8 +10,10 @@ A local server (its own process) speaks Binance's combined-stream protocol: the
 straight to the transport, pre-framed, so that the server costs little CPU next to the
 client. The WebSocket URL's path picks what it does: ``/blast/N`` sends N trades as fast
 as the client takes them (TCP backpressure), ``/rate/R/S`` sends R trades a second for S
-seconds with the send time (ms) as the trade time ``T``. A path holding ``market`` (the
-USD-M route, ``/market/stream``) gets USD-M trade frames (``X`` and no ``M``).
+seconds with the send time (ms) as the trade time ``T``. Either starts ``--warmup`` seconds
+(3) after the handshake, so the daemon is timed in its steady state, past its start-up. A
+path holding ``market`` (the USD-M route, ``/market/stream``) gets USD-M trade frames
+(``X`` and no ``M``).
 
 With ``--markets spot+usdm`` the daemon records ``btcusdt ethusdt usdm:btcusdt
 usdm:ethusdt``: two connections (one per market, each with its own URL flags) share the
@@ -103,7 +105,7 @@ def trade_frame(i: int, t_ms: int, usdm: bool = False) -> bytes:
     )
 
 
-async def _serve() -> None:
+async def _serve(warmup_s: float) -> None:
     from websockets.asyncio.server import serve
     from websockets.datastructures import Headers
     from websockets.http11 import Response
@@ -134,6 +136,7 @@ async def _serve() -> None:
         usdm = "market" in parts
         if parts[0] == "blast":
             total = int(parts[1])
+            await asyncio.sleep(warmup_s)
             for start in range(0, total, 2000):
                 chunk = b"".join(
                     trade_frame(i, base_ms + i // 4, usdm)
@@ -144,6 +147,7 @@ async def _serve() -> None:
                     await asyncio.sleep(0.0005)
         elif parts[0] == "rate":
             rate, seconds = int(parts[1]), float(parts[2])
+            await asyncio.sleep(warmup_s)
             sent, started = 0, time.monotonic()
             total = int(rate * seconds)
             while sent < total:
@@ -186,9 +190,9 @@ def _baseline(url: str, n: int) -> None:
 
 
 class Server:
-    def __init__(self) -> None:
+    def __init__(self, warmup_s: float) -> None:
         self.proc = subprocess.Popen(
-            [*THIS_MODULE, "serve"], cwd=ROOT, stdout=subprocess.PIPE, text=True
+            [*THIS_MODULE, "serve", str(warmup_s)], cwd=ROOT, stdout=subprocess.PIPE, text=True
         )
         assert self.proc.stdout is not None  # stdout=PIPE
         self.port = int(self.proc.stdout.readline())
@@ -334,6 +338,15 @@ def main() -> None:
     parser.add_argument("--latency-seconds", type=float, default=20)
     parser.add_argument("--memory-messages", type=int, default=1_000_000)
     parser.add_argument(
+        "--warmup",
+        type=float,
+        default=3.0,
+        metavar="SECONDS",
+        help="the blast starts this long after the handshake: the daemon's start-up (its alert "
+        "service imports the statistics, about 2 s of the interpreter) is not the steady "
+        "state; 0 measures it in",
+    )
+    parser.add_argument(
         "--markets",
         choices=sorted(VENUES),
         default="spot",
@@ -346,7 +359,7 @@ def main() -> None:
 
 def measure(args: argparse.Namespace) -> None:
     """Run the paired throughput runs, then the latency and memory runs, printing each."""
-    server = Server()
+    server = Server(args.warmup)
     try:
         with tempfile.TemporaryDirectory() as tmp:
             folder = Path(tmp)
@@ -396,7 +409,7 @@ def measure(args: argparse.Namespace) -> None:
 
 if __name__ == "__main__":
     if len(sys.argv) > 1 and sys.argv[1] == "serve":
-        asyncio.run(_serve())
+        asyncio.run(_serve(float(sys.argv[2])))
     elif len(sys.argv) > 1 and sys.argv[1] == "baseline":
         _baseline(sys.argv[2], int(sys.argv[3]))
     else:
