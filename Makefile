@@ -64,7 +64,7 @@ lint: $(VENV)/.dev
 	$(BIN)/mypy
 
 check: lint
-	$(BIN)/python -m pytest -q -m "$(FAST)"
+	$(BIN)/python -m pytest -q -n auto -m "$(FAST)"
 
 test: lint
 	./scripts/ensure_chromium.sh
