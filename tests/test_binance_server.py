@@ -29,6 +29,7 @@ from tests.helpers.binance_server import (
     BinanceServer,
     funding_rate,
 )
+from tests.helpers.daemon import assert_bars_equal
 
 SYMBOLS = ["BTCUSDT", "ETHUSDT"]
 KEY = {"X-MBX-APIKEY": TEST_API_KEY}
@@ -272,13 +273,6 @@ def bars_from(trades: list[tuple[int, int, float, float, int]]) -> list[tuple]:
     ]  # fmt: skip
 
 
-def assert_bars_equal(got: list[tuple], want: list[tuple]) -> None:
-    assert len(got) == len(want)
-    for g, w in zip(got, want, strict=True):
-        assert g[:5] == w[:5] and g[8:] == w[8:], (g, w)
-        assert g[5:8] == pytest.approx(w[5:8], rel=1e-12, abs=1e-12), (g, w)
-
-
 def test_aggregates_cover_every_market_trade_and_rebuild_the_bars_exactly(usdm) -> None:
     usdm.publish("BTCUSDT", 300, live=False)
     usdm.publish("BTCUSDT", 1, nonmarket=True)
@@ -304,8 +298,8 @@ def test_aggregates_cover_every_market_trade_and_rebuild_the_bars_exactly(usdm) 
     assert [r[0] for r in rebuilt] == [r[0] for r in market]
     want = bars_from(market)
     assert len(want) > 5
-    assert_bars_equal(usdm.expected_bars("BTCUSDT"), want)
-    assert_bars_equal(bars_from(rebuilt), want)  # what the no-key path can store
+    assert_bars_equal(usdm.expected_bars("BTCUSDT"), want, rel=1e-12)
+    assert_bars_equal(bars_from(rebuilt), want, rel=1e-12)  # what the no-key path can store
 
 
 def test_agg_trades_by_time_window_and_its_limits(usdm) -> None:
@@ -336,7 +330,7 @@ def test_spot_aggregates_carry_m_and_their_bars_match(spot) -> None:
     assert [i for r in rows for i in range(r["f"], r["l"] + 1)] == [
         t[0] for t in spot.expected("ETHUSDT")
     ]
-    assert_bars_equal(spot.expected_bars("ETHUSDT"), bars_from(spot.expected("ETHUSDT")))
+    assert_bars_equal(spot.expected_bars("ETHUSDT"), bars_from(spot.expected("ETHUSDT")), rel=1e-12)
 
 
 # -- funding, tickers, exchangeInfo ------------------------------------------------------

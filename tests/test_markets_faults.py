@@ -12,24 +12,27 @@ aggregate's total size, not each trade's own), with every non-market id accounte
 from __future__ import annotations
 
 import functools
-import math
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
 from tests.helpers.binance_server import TEST_API_KEY, BinanceServer
-from tests.helpers.daemon import SYMBOLS, Daemon, assert_tape_complete, query, stored, wait_for
+from tests.helpers.daemon import (
+    BARS,
+    NONMARKET,
+    SYMBOLS,
+    Daemon,
+    assert_bars_equal,
+    assert_tape_complete,
+    query,
+    stored,
+    wait_for,
+)
 
 pytestmark = pytest.mark.daemon
 
 SPOT, USDM = "binance-spot", "binance-usdm"
-BARS = (
-    "SELECT bar_time_s, open, high, low, close, volume, quote_volume, taker_buy_volume, "
-    "trade_count, first_trade_id, last_trade_id FROM bars_1s "
-    "WHERE venue = ? AND symbol = ? ORDER BY bar_time_s"
-)
-NONMARKET = "SELECT trade_id FROM nonmarket_trades WHERE venue = ? AND symbol = ? ORDER BY 1"
 
 
 @pytest.fixture
@@ -101,15 +104,6 @@ def withhold(spot: BinanceServer, usdm: BinanceServer) -> None:
     usdm.publish("BTCUSDT", 30, live=False)
     usdm.publish("ETHUSDT", 1, live=False, nonmarket=True)
     usdm.publish("ETHUSDT", 40, live=False)
-
-
-def assert_bars_equal(got: list[tuple], want: list[tuple]) -> None:
-    """Bar by bar: times, prices, counts and ids exactly, sums to rounding."""
-    assert len(got) == len(want), f"{len(got)} bars stored, {len(want)} expected"
-    for g, w in zip(got, want, strict=True):
-        assert g[:5] == w[:5] and g[8:] == w[8:], (g, w)
-        for x, y in zip(g[5:8], w[5:8], strict=True):
-            assert math.isclose(x, y, rel_tol=1e-9, abs_tol=1e-12), (g, w)
 
 
 @pytest.mark.parametrize("api_key", [TEST_API_KEY, None], ids=["with-key", "no-key"])

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import math
 import os
 import signal
 import sqlite3
@@ -209,3 +210,21 @@ def start_with_tape(
     server.publish("ETHUSDT", eth)
     wait_complete(daemon.db, server)
     return daemon
+
+
+# The 1-second bars of one (venue, symbol), in the order of ``BinanceServer.expected_bars``.
+BARS = (
+    "SELECT bar_time_s, open, high, low, close, volume, quote_volume, taker_buy_volume, "
+    "trade_count, first_trade_id, last_trade_id FROM bars_1s "
+    "WHERE venue = ? AND symbol = ? ORDER BY bar_time_s"
+)
+NONMARKET = "SELECT trade_id FROM nonmarket_trades WHERE venue = ? AND symbol = ? ORDER BY 1"
+
+
+def assert_bars_equal(got: list[tuple], want: list[tuple], rel: float = 1e-9) -> None:
+    """Bar by bar: times, prices, counts and ids exactly, the three sums to ``rel``."""
+    assert len(got) == len(want), f"{len(got)} bars stored, {len(want)} expected"
+    for g, w in zip(got, want, strict=True):
+        assert g[:5] == w[:5] and g[8:] == w[8:], (g, w)
+        for x, y in zip(g[5:8], w[5:8], strict=True):
+            assert math.isclose(x, y, rel_tol=rel, abs_tol=1e-12), (g, w)
