@@ -24,7 +24,9 @@ reads the whole blast on one connection.
    ``create_connection`` (UTF-8 check skipped) + ``recv`` + ``orjson.loads``, timed by
    itself. The daemon (``ingest.py --source live``, a fresh database) is timed by polling
    the database (two index lookups every 10 ms). Both over the same ``WINDOW`` of the
-   run. Reported: both rates and the median ratio.
+   run. Reported: both rates and the median ratio, and the CPU time (user + system, all
+   threads) each spent per message over that window: on a machine shared with other
+   work the rates move with the load, the CPU per trade much less.
 2. Latency at 2,000 msg/s: the daemon's database is polled every 2 ms; a trade's latency
    is the time it became visible minus its send time: an upper bound of
    receive-to-commit (adds the local socket and up to one poll interval).
@@ -36,6 +38,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import signal
 import sqlite3
 import statistics
@@ -44,6 +47,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import NamedTuple
 
 from bench.stamp import stamped
 
@@ -64,6 +68,7 @@ TRADE_USDM = (
     '{"stream":"%s@trade","data":{"e":"trade","E":%d,"T":%d,"s":"%s","t":%d,"p":"%.2f",'
     '"q":"%.5f","X":"MARKET","m":%s,"st":1}}'
 )
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")  # /proc's unit of CPU time
 VENUES = {"spot": ("binance-spot",), "spot+usdm": ("binance-spot", "binance-usdm")}
 
 
@@ -178,10 +183,11 @@ def _baseline(url: str, n: int) -> None:
     start, end = int(n * WINDOW[0]), int(n * WINDOW[1])
     for _ in range(start):
         loads(recv())
-    started = time.perf_counter()
+    started, cpu_started = time.perf_counter(), time.process_time()
     for _ in range(end - start):
         loads(recv())
-    print((end - start) / (time.perf_counter() - started), flush=True)
+    cpu = time.process_time() - cpu_started
+    print((end - start) / (time.perf_counter() - started), cpu / (end - start), flush=True)
     for _ in range(n - end):
         loads(recv())
 
@@ -250,6 +256,12 @@ def count(db: Path, venues: tuple[str, ...] = VENUES["spot"]) -> int:
         return 0
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of process ``pid`` and all its threads so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+
+
 def rss_kb(pid: int) -> int:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmRSS:"):
@@ -257,14 +269,23 @@ def rss_kb(pid: int) -> int:
     return 0
 
 
+class DaemonRun(NamedTuple):
+    """One daemon run over a blast: its rate, its CPU per trade, its RSS samples."""
+
+    rate: float  # stored trades/s over the window
+    cpu_per_trade: float  # CPU seconds per trade stored over the window
+    rss: list[tuple[float, int, int]]  # (time, stored, kB), when asked for
+
+
 def daemon_rate(
     server: Server, n: int, folder: Path, sample_rss: bool = False, markets: str = "spot"
-) -> tuple[float, list[tuple[float, int, int]]]:
-    """Stored trades/s of the daemon for a blast of ``n``; optionally RSS samples (kB)."""
+) -> DaemonRun:
+    """Stored trades/s and CPU per trade of the daemon for a blast of ``n``; optionally
+    RSS samples (kB)."""
     db = folder / f"ingest-{time.monotonic_ns()}.db"
     proc = start_daemon(server, f"blast/{n}", db, markets)
     venues = VENUES[markets]
-    marks: list[tuple[float, int]] = []  # (time, stored) at the window's two edges
+    marks: list[tuple[float, int, float]] = []  # (time, stored, CPU) at the window's edges
     rss: list[tuple[float, int, int]] = []
     next_rss = 0.0
     deadline = time.monotonic() + 600
@@ -272,7 +293,7 @@ def daemon_rate(
         stored = count(db, venues)
         now = time.perf_counter()
         while len(marks) < 2 and stored >= n * WINDOW[len(marks)]:
-            marks.append((now, stored))
+            marks.append((now, stored, cpu_seconds(proc.pid)))
         # The last sample is taken when everything is stored, however short the run.
         if sample_rss and (time.monotonic() >= next_rss or stored >= n):
             rss.append((time.monotonic(), stored, rss_kb(proc.pid)))
@@ -283,15 +304,16 @@ def daemon_rate(
     else:
         raise SystemExit(f"the daemon stored {count(db, venues)} of {n} in 600 s")
     stop_daemon(proc)
-    (t0, n0), (t1, n1) = marks
+    (t0, n0, cpu0), (t1, n1, cpu1) = marks
     if t1 == t0:
         raise SystemExit(
             f"{n:,} messages were stored within one poll: too few to time; give more --messages"
         )
-    return (n1 - n0) / (t1 - t0), rss
+    return DaemonRun((n1 - n0) / (t1 - t0), (cpu1 - cpu0) / (n1 - n0), rss)
 
 
-def baseline_rate(server: Server, n: int) -> float:
+def baseline_rate(server: Server, n: int) -> tuple[float, float]:
+    """The bare loop's messages/s and CPU seconds per message over the window."""
     url = server.url(f"blast/{n}/stream?streams=btcusdt@trade/ethusdt@trade")
     out = subprocess.run(
         [*THIS_MODULE, "baseline", url, str(n)],
@@ -300,7 +322,8 @@ def baseline_rate(server: Server, n: int) -> float:
         text=True,
         check=True,
     )
-    return float(out.stdout)
+    rate, cpu = out.stdout.split()
+    return float(rate), float(cpu)
 
 
 def latency(server: Server, rate: int, seconds: float, folder: Path) -> list[float]:
@@ -363,20 +386,28 @@ def measure(args: argparse.Namespace) -> None:
     try:
         with tempfile.TemporaryDirectory() as tmp:
             folder = Path(tmp)
-            ratios = []
+            ratios, bare_cpu, daemon_cpu = [], [], []
             for pair in range(args.pairs):
-                bare = baseline_rate(server, args.messages)
-                ours, _ = daemon_rate(server, args.messages, folder, markets=args.markets)
-                ratios.append(ours / bare)
+                bare, bare_cpu_each = baseline_rate(server, args.messages)
+                ours = daemon_rate(server, args.messages, folder, markets=args.markets)
+                ratios.append(ours.rate / bare)
+                bare_cpu.append(bare_cpu_each * 1e6)
+                daemon_cpu.append(ours.cpu_per_trade * 1e6)
                 print(
-                    f"pair {pair + 1}: bare loop {bare:,.0f} msg/s, daemon stored "
-                    f"{ours:,.0f} trades/s, ratio {ours / bare:.3f}",
+                    f"pair {pair + 1}: bare loop {bare:,.0f} msg/s ({bare_cpu[-1]:.2f} µs CPU a "
+                    f"message), daemon stored {ours.rate:,.0f} trades/s "
+                    f"({daemon_cpu[-1]:.2f} µs CPU a trade), ratio {ours.rate / bare:.3f}",
                     flush=True,
                 )
             print(
                 f"throughput: median ratio {statistics.median(ratios):.3f} "
                 f"(min {min(ratios):.3f}, max {max(ratios):.3f}) over {args.pairs} pairs, "
                 f"markets {args.markets}"
+            )
+            print(
+                f"cpu: the daemon {statistics.median(daemon_cpu):.2f} µs a stored trade (min "
+                f"{min(daemon_cpu):.2f}, max {max(daemon_cpu):.2f}), the bare loop "
+                f"{statistics.median(bare_cpu):.2f} µs a message (median)"
             )
 
             if args.latency_seconds > 0:
@@ -388,7 +419,7 @@ def measure(args: argparse.Namespace) -> None:
                 )
 
             if args.memory_messages > 0:
-                rate, rss = daemon_rate(server, args.memory_messages, folder, sample_rss=True)
+                rate, _, rss = daemon_rate(server, args.memory_messages, folder, sample_rss=True)
                 # Start-up (imports, first batches) is not the steady state: judge the
                 # samples taken after the first 5% of the trades.
                 steady = [kb / 1024 for _, n, kb in rss if n >= args.memory_messages // 20]

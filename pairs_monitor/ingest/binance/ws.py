@@ -6,8 +6,8 @@
 - exponential backoff with full jitter between attempts, capped, reset after a good
   connection (one that delivered data); no wait at all after ``serverShutdown``;
 - a process-wide bound on connection attempts (Binance allows 300 per 5 minutes per IP);
-- pings are answered (websocket-client does it while receiving), at most
-  ``MAX_OUTGOING_PER_S`` frames a second, as Binance allows 5;
+- pings are answered while receiving, at most ``MAX_OUTGOING_PER_S`` frames a second,
+  as Binance allows 5;
 - :class:`Watchdog` closes a socket that has been silent too long and reconnects before
   the 24-hour limit Binance puts on a connection;
 - the whole connect (TCP, TLS and the WebSocket handshake) has one deadline, however
@@ -23,9 +23,11 @@
   UTF-8).
 
 The receive loop is kept bare on purpose: the socket stays blocking (a timeout would add
-a ``poll`` per read), frames are taken as bytes (no decode, no UTF-8 check: orjson
-rejects invalid text anyway) and handed to ``on_message``. Stopping or the watchdog
-unblock it by shutting the socket down from another thread.
+a ``poll`` per read), each read takes up to 64 KB (hundreds of trade frames when they
+wait), :class:`FrameDecoder` cuts the frames out of it, and each message goes to
+``on_message`` as bytes (no decode, no UTF-8 check: orjson rejects invalid text anyway).
+websocket-client does the handshake, the sending and the closing. Stopping or the
+watchdog unblock the loop by shutting the socket down from another thread.
 """
 
 from __future__ import annotations
@@ -63,6 +65,8 @@ MAX_URL_CHARS = 4000
 # frame we subscribe to comes near 64 KB; 1 MiB leaves room for any future field while a
 # hostile or broken server cannot make us buffer more than that per frame.
 MAX_FRAME_BYTES = 1 << 20
+# Bytes asked of the socket at once: hundreds of trade frames when they are waiting.
+READ_SIZE = 1 << 16
 
 
 # Combined streams: spot serves them at /stream, USD-M futures at /market/stream since
@@ -168,18 +172,18 @@ class AttemptLimiter:
 class LiveWebSocket(websocket.WebSocket):
     """websocket-client's WebSocket, reading in large chunks and sending politely.
 
-    Reads: websocket-client asks the socket for each frame's header, length and payload
-    separately, three system calls a message, each of which lets the writer thread take
-    the GIL and makes this thread wait to get it back. Reading up to ``READ_SIZE`` bytes
-    at once and serving those asks from memory takes one call per hundreds of messages.
+    Reads: the receive loop takes whatever the socket holds, up to :data:`READ_SIZE`
+    bytes, with :meth:`read_chunk` and cuts the frames out itself (:class:`FrameDecoder`).
+    websocket-client's own frame reading, still used when closing, asks the socket for
+    each frame's header, length and payload separately, three system calls a message:
+    :meth:`_recv` serves those asks from one large read as well, and an oversized frame is
+    refused from its header.
 
     Sends: Binance disconnects (and eventually bans) a client sending more than 5
     messages a second. Pings are answered while receiving, and the watchdog pings a quiet
     socket; a ping or pong over the budget of ``MAX_OUTGOING_PER_S`` is left out (the
     server waits a minute for a pong, and the next ping is answered).
     """
-
-    READ_SIZE = 1 << 16
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:  # websocket.WebSocket's
         super().__init__(*args, **kwargs)
@@ -198,11 +202,18 @@ class LiveWebSocket(websocket.WebSocket):
 
         buffer.recv_length = recv_length  # type: ignore[method-assign]
 
+    def read_chunk(self) -> bytes:
+        """What the socket holds, up to :data:`READ_SIZE` bytes; waits for at least one.
+
+        :raises websocket.WebSocketConnectionClosedException: the server has closed.
+        """
+        return super()._recv(READ_SIZE)
+
     def _recv(self, bufsize: int) -> bytes:
         offset = self._offset
         chunk = self._chunk
         if offset >= len(chunk):
-            chunk = super()._recv(self.READ_SIZE)  # raises when the peer has closed
+            chunk = super()._recv(READ_SIZE)  # raises when the peer has closed
             offset = 0
             self._chunk = chunk
         piece = chunk[offset : offset + bufsize]
@@ -225,6 +236,101 @@ class LiveWebSocket(websocket.WebSocket):
                 return False
             self._sent.append(now)
             return True
+
+
+class FrameDecoder:
+    """Server-to-client WebSocket frames (RFC 6455) cut out of the bytes a socket delivers.
+
+    The receive loop reads up to ``READ_SIZE`` bytes at once and hands them to :meth:`feed`,
+    which returns every message they complete. websocket-client's own frame reading costs
+    a dozen Python calls and an ``ABNF`` object per frame (header, length and payload read
+    one after the other): the receive thread spent 9.1 µs of CPU a trade with it, 3.8 µs
+    with this (docs/benchmarks.md), which is why the live feed decodes frames itself and
+    leaves websocket-client the handshake, the sending and the closing.
+
+    Refused, as the RFC asks of a client (:class:`websocket.WebSocketProtocolException`, the
+    connection is made anew): reserved bits set (no extension is negotiated), a masked
+    frame, an unknown opcode, a fragmented or over-long control frame, a continuation
+    without its start and a new message inside a fragmented one. A frame or fragmented
+    message over :data:`MAX_FRAME_BYTES` is refused from its header
+    (:class:`FrameTooLarge`), before its payload is buffered.
+    """
+
+    def __init__(self) -> None:
+        self._rest = b""  # the start of a frame whose end has not arrived yet
+        self._fragments: list[bytes] | None = None  # a fragmented message being gathered
+        self._fragments_opcode = 0
+        self._fragments_size = 0
+
+    def feed(self, chunk: bytes) -> list[tuple[int, bytes]]:
+        """The messages and control frames ``chunk`` completes, as ``(opcode, payload)``;
+        a fragmented message comes whole, under its first frame's opcode."""
+        data = self._rest + chunk if self._rest else chunk
+        end = len(data)
+        pos = 0
+        messages: list[tuple[int, bytes]] = []
+        append = messages.append
+        while end - pos >= 2:
+            first = data[pos]
+            length = data[pos + 1]
+            if length & 0x80 or first & 0x70:
+                raise websocket.WebSocketProtocolException(
+                    "masked frame from the server" if length & 0x80 else "reserved bits set"
+                )
+            if length < 126:
+                start = pos + 2
+            elif length == 126:
+                start = pos + 4
+                if start > end:
+                    break
+                length = data[pos + 2] << 8 | data[pos + 3]
+            else:
+                start = pos + 10
+                if start > end:
+                    break
+                length = int.from_bytes(data[pos + 2 : start], "big")
+            if length > MAX_FRAME_BYTES:
+                raise FrameTooLarge(length)
+            stop = start + length
+            if stop > end:
+                break
+            opcode = first & 0x0F
+            if first & 0x80 and 0 < opcode < 3 and self._fragments is None:
+                append((opcode, data[start:stop]))  # the common case: a whole text frame
+            else:
+                self._unusual(opcode, bool(first & 0x80), data[start:stop], append)
+            pos = stop
+        self._rest = data[pos:]
+        return messages
+
+    def _unusual(
+        self, opcode: int, fin: bool, payload: bytes, append: Callable[[tuple[int, bytes]], None]
+    ) -> None:
+        """Control frames and fragments."""
+        if opcode >= ABNF.OPCODE_CLOSE:
+            if opcode > ABNF.OPCODE_PONG or not fin or len(payload) > 125:
+                raise websocket.WebSocketProtocolException(
+                    f"invalid control frame (opcode {opcode}, fin {fin}, {len(payload)} bytes)"
+                )
+            append((opcode, payload))
+            return
+        if opcode > ABNF.OPCODE_BINARY:
+            raise websocket.WebSocketProtocolException(f"unknown opcode {opcode}")
+        if (opcode == ABNF.OPCODE_CONT) != (self._fragments is not None):
+            raise websocket.WebSocketProtocolException(
+                "continuation frame without a start"
+                if opcode == ABNF.OPCODE_CONT
+                else "new message inside a fragmented one"
+            )
+        if self._fragments is None:
+            self._fragments, self._fragments_opcode, self._fragments_size = [], opcode, 0
+        self._fragments_size += len(payload)
+        if self._fragments_size > MAX_FRAME_BYTES:
+            raise FrameTooLarge(self._fragments_size)
+        self._fragments.append(payload)
+        if fin:
+            append((self._fragments_opcode, b"".join(self._fragments)))
+            self._fragments = None
 
 
 class FrameTooLarge(websocket.WebSocketException):
@@ -275,7 +381,7 @@ class StreamConnection(threading.Thread):
         self.limiter = limiter
         self.connect_timeout = connect_timeout
         self.backoff = backoff or Backoff()
-        self.ws: websocket.WebSocket | None = None
+        self.ws: LiveWebSocket | None = None
         self.connected_at: float | None = None  # monotonic, None while down
         self.last_rx: float = 0.0  # monotonic time of the last frame of any kind
         self.connections = 0
@@ -345,7 +451,7 @@ class StreamConnection(threading.Thread):
         self.stop.wait(delay)
         return True
 
-    def _connect(self) -> websocket.WebSocket:
+    def _connect(self) -> LiveWebSocket:
         """TCP, TLS and the handshake, all within ``connect_timeout`` seconds in total.
 
         websocket-client's own timeout bounds each read, so a server answering one byte
@@ -378,7 +484,7 @@ class StreamConnection(threading.Thread):
             sock: socket.socket = raw
             if secure:
                 sock = ssl.create_default_context().wrap_socket(raw, server_hostname=host)
-            return websocket.create_connection(
+            ws = websocket.create_connection(
                 self.url,
                 timeout=self.connect_timeout,
                 class_=LiveWebSocket,
@@ -386,6 +492,8 @@ class StreamConnection(threading.Thread):
                 skip_utf8_validation=True,
                 enable_multithread=True,  # the watchdog pings from its thread
             )
+            assert isinstance(ws, LiveWebSocket)  # class_ above
+            return ws
         except Exception as exc:
             raw.close()
             if expired.is_set():
@@ -397,7 +505,7 @@ class StreamConnection(threading.Thread):
             timer.cancel()
             self._dialing = None
 
-    def _serve(self, ws: websocket.WebSocket) -> bool:
+    def _serve(self, ws: LiveWebSocket) -> bool:
         """Receive until the connection ends; True when it delivered data (a good one)."""
         ws.settimeout(None)  # blocking: the watchdog and stop() unblock it
         self.ws = ws
@@ -433,22 +541,30 @@ class StreamConnection(threading.Thread):
             self.on_disconnect()
         return self.frames > frames_before
 
-    def _receive(self, ws: websocket.WebSocket) -> None:
+    def _receive(self, ws: LiveWebSocket) -> None:
         on_message = self.on_message
-        recv = ws.recv_data_frame
+        read_chunk = ws.read_chunk
+        messages_in = FrameDecoder().feed
         monotonic = time.monotonic
-        text, binary, close = ABNF.OPCODE_TEXT, ABNF.OPCODE_BINARY, ABNF.OPCODE_CLOSE
+        close, ping = ABNF.OPCODE_CLOSE, ABNF.OPCODE_PING
         while True:
-            opcode, frame = recv(True)
+            messages = messages_in(read_chunk())
+            if not messages:
+                continue  # part of a frame: a server dribbling bytes is not alive for that
             self.last_rx = monotonic()
-            if opcode in (text, binary):
-                self.frames += 1
-                on_message(frame.data)
-            elif opcode == close:
-                code, reason = _close_status(frame.data)
-                log.warning("%s: server closed the connection: %s %s", self.name, code, reason)
-                return
-            # pings were answered inside recv; pongs need nothing
+            for opcode, payload in messages:
+                if opcode < close:  # text or binary
+                    self.frames += 1
+                    on_message(payload)
+                elif opcode == close:
+                    code, reason = _close_status(payload)
+                    log.warning("%s: server closed the connection: %s %s", self.name, code, reason)
+                    with contextlib.suppress(Exception):  # answered as websocket-client does
+                        ws.send_close()
+                    return
+                elif opcode == ping:
+                    ws.pong(payload)
+                # pongs need nothing
 
     def _close(self, ws: websocket.WebSocket) -> None:
         # close() skips a socket whose close frame was already answered inside recv, so
