@@ -27,7 +27,7 @@ export UV_PYTHON := $(PYTHON)
 export UV_PYTHON_DOWNLOADS := never
 export UV_PROJECT_ENVIRONMENT := $(VENV)
 
-FAST := not daemon and not apptest and not browser and not soak
+FAST := not daemon and not apptest and not browser and not soak and not postgres
 
 # The floor job resolves the lowest allowed version of each direct dependency, and the
 # rest as they were on FLOOR_DATE, so that it gives the same answer every day. Move the
@@ -38,6 +38,7 @@ FLOOR_DATE := 2026-11-30T00:00:00Z
 .PHONY: run test check lint test-floor bench lock clean
 
 $(UV):
+	@echo "make: installing uv $(UV_VERSION) into $(UV_VENV) (first time only)"
 	$(PYTHON) -m venv $(UV_VENV)
 	echo '*' > $(UV_VENV)/.gitignore
 	$(UV_VENV)/bin/python -m pip install --quiet uv==$(UV_VERSION)
@@ -45,14 +46,18 @@ $(UV):
 # A stamp per set of groups: uv runs again only when the lock or pyproject.toml changes.
 # The runtime sync is --inexact so that `make run` leaves the dev tools in place.
 $(VENV)/.runtime: uv.lock pyproject.toml | $(UV)
+	@echo "make: installing the daemon's and the page's dependencies from uv.lock into $(VENV)" \
+		"(about a minute the first time)"
 	$(UV) sync --locked --no-dev --inexact
 	touch $@
 
 $(VENV)/.dev: uv.lock pyproject.toml | $(UV)
+	@echo "make: installing the dependencies and the dev tools from uv.lock into $(VENV)"
 	$(UV) sync --locked
 	touch $@
 
 run: $(VENV)/.runtime
+	@echo "make: creating or migrating the database $(DB)"
 	$(BIN)/python db_setup.py --db $(DB)
 	DB="$(DB)" SYMBOLS="$(SYMBOLS)" SOURCE="$(SOURCE)" PORT="$(PORT)" BIN="$(BIN)" \
 		$(if $(NOTIFY),PAIRS_NOTIFY="$(NOTIFY)") \
@@ -68,6 +73,7 @@ check: lint
 
 test: lint
 	./scripts/ensure_chromium.sh
+	./scripts/ensure_postgres.sh
 	$(BIN)/python -m pytest
 
 test-floor: | $(UV)

@@ -11,6 +11,7 @@ from pairs_monitor.ingest.daemon import (
     EXIT_DATABASE,
     EXIT_REPLAY_FILES_FAILED,
     EXIT_SOURCE_FAILED,
+    EXIT_USAGE,
     build_parser,
     main,
 )
@@ -20,6 +21,7 @@ __all__ = [
     "EXIT_DATABASE",
     "EXIT_REPLAY_FILES_FAILED",
     "EXIT_SOURCE_FAILED",
+    "EXIT_USAGE",
     "build_parser",
     "main",
 ]

@@ -25,7 +25,16 @@ ROOT = Path(__file__).resolve().parent.parent
 # The distributions whose speed the figures depend on (pandas, numpy and statsmodels do
 # the statistics; websocket-client and orjson the live receive path; the rest is loaded
 # by the page and the daemon).
-PACKAGES = ("numpy", "pandas", "statsmodels", "scipy", "streamlit", "websocket-client", "orjson")
+PACKAGES = (
+    "numpy",
+    "pandas",
+    "statsmodels",
+    "scipy",
+    "streamlit",
+    "websocket-client",
+    "orjson",
+    "psycopg",
+)
 BLAS_THREAD_VARIABLES = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
 
 

@@ -10,6 +10,17 @@ import pytest
 
 from tests.helpers.binance_server import BinanceServer
 from tests.helpers.daemon import SYMBOLS, Daemon
+from tests.helpers.postgres import postgres_cluster, postgres_url
+
+__all__ = ["postgres_cluster", "postgres_url"]  # fixtures: registered by being imported here
+
+
+@pytest.fixture(autouse=True)
+def _every_tab_computed(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The page computes only the open tab by default; most AppTests read several tabs from
+    one run, so they run the page with every tab computed. The tests of the default set
+    PAIRS_PAGE_TABS=open themselves (test_page_status, test_browser_page)."""
+    monkeypatch.setenv("PAIRS_PAGE_TABS", "all")
 
 
 @pytest.fixture

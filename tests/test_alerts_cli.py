@@ -1,5 +1,5 @@
-"""``ingest.py alerts``: rules and firings without the page, on a real database file, and a
-test notification to a local webhook."""
+"""``ingest.py alerts``: rules and firings without the page, on a real database file and on
+a real PostgreSQL database (``store_db``), and a test notification to a local webhook."""
 
 from __future__ import annotations
 
@@ -11,22 +11,25 @@ import pytest
 
 from pairs_monitor.alerts import cli
 from pairs_monitor.store import schema
-from tests.helpers.alerts_env import Webhook, rows
-from tests.helpers.page_db import build_empty_db
+from tests.helpers.alerts_env import Webhook
+from tests.helpers.either_store import rows, store_db
+
+__all__ = ["store_db"]  # the fixture: registered by being imported here
 
 
 @pytest.fixture
-def db(tmp_path: Path) -> Path:
-    return build_empty_db(tmp_path / "ticks.db")
+def db(store_db: str) -> str:
+    schema.setup(store_db)
+    return store_db
 
 
-def run(db: Path, *argv: str) -> tuple[int, str]:
+def run(db: str | Path, *argv: str) -> tuple[int, str]:
     out = io.StringIO()
     status = cli.main(["--db", str(db), *argv], out=out)
     return status, out.getvalue()
 
 
-def test_rules_are_added_listed_paused_resumed_and_deleted(db: Path, capsys):
+def test_rules_are_added_listed_paused_resumed_and_deleted(db: str, capsys):
     status, said = run(
         db,
         "add",
@@ -100,34 +103,35 @@ def test_rules_are_added_listed_paused_resumed_and_deleted(db: Path, capsys):
         (["writer_failing", "-", "--threshold", "0"], "seconds above 0"),
     ],
 )
-def test_a_bad_rule_is_refused_with_what_to_change(db: Path, capsys, argv, complaint):
+def test_a_bad_rule_is_refused_with_what_to_change(db: str, capsys, argv, complaint):
     assert run(db, "add", *argv)[0] == 2
     assert complaint in capsys.readouterr().err
     assert rows(db, "SELECT count(*) FROM alert_rules") == [(0,)]
 
 
-def test_the_same_rule_twice_is_refused(db: Path, capsys):
+def test_the_same_rule_twice_is_refused(db: str, capsys):
     argv = ["add", "price_below", "BTCUSDT", "--venue", "sim", "--threshold", "9", "--rearm", "10"]
     assert run(db, *argv)[0] == 0
     assert run(db, *argv)[0] == 2
     assert "rule 1 is the same rule" in capsys.readouterr().err
 
 
-def test_firings_are_listed_with_their_delivery_and_acknowledged(db: Path):
+def test_firings_are_listed_with_their_delivery_and_acknowledged(db: str):
     run(db, "add", "price_below", "BTCUSDT", "--venue", "sim", "--threshold", "9", "--rearm", "10")
-    conn = sqlite3.connect(db, isolation_level=None)
-    conn.execute(
+    rows(
+        db,
         "INSERT INTO alert_events (rule_id, fired_ms, bar_time_s, value, message, threshold)"
-        " VALUES (1, 1800000000000, 1800000000, 8.5, 'BTCUSDT below 9', 9)"
+        " VALUES (1, 1800000000000, 1800000000, 8.5, 'BTCUSDT below 9', 9)",
     )
-    conn.execute(
+    rows(
+        db,
         "INSERT INTO alert_deliveries (event_id, channel, target, status, attempts, last_error,"
-        " updated_ms) VALUES (1, 'c1', 'json://host/hook', 'pending', 2, 'HTTP 500', 0)"
+        " updated_ms) VALUES (1, 'c1', 'json://host/hook', 'pending', 2, 'HTTP 500', 0),"
+        " (1, 'c2', 'mailto://host', 'sent', 1, NULL, 0)",
     )
-    conn.close()
     status, said = run(db, "events", "--new")
     assert status == 0 and "#1 2027-01-15 08:00:00 UTC [new] BTCUSDT below 9" in said
-    assert "json://host/hook pending (HTTP 500)" in said
+    assert "delivery: json://host/hook pending (HTTP 500); mailto://host sent\n" in said
     assert run(db, "ack", "--all") == (0, "1 firing(s) acknowledged\n")
     assert run(db, "events", "--new") == (0, "no firings to acknowledge\n")
     assert "[acknowledged]" in run(db, "events")[1]
@@ -135,7 +139,7 @@ def test_firings_are_listed_with_their_delivery_and_acknowledged(db: Path):
 
 @pytest.mark.soak  # seconds: full suite only (make check < 30 s)
 def test_a_test_notification_reaches_every_url_and_a_failure_is_said(
-    db: Path, monkeypatch: pytest.MonkeyPatch
+    db: str, monkeypatch: pytest.MonkeyPatch
 ):
     with Webhook() as hook, Webhook(refuse=1) as refusing:
         monkeypatch.setenv("PAIRS_NOTIFY", refusing.url)
@@ -147,7 +151,7 @@ def test_a_test_notification_reaches_every_url_and_a_failure_is_said(
     assert lines[0].endswith("/hook: delivered") and "FAILED" in lines[1]
 
 
-def test_a_url_apprise_does_not_know_is_refused(db: Path, capsys):
+def test_a_url_apprise_does_not_know_is_refused(db: str, capsys):
     assert run(db, "test", "--notify", "carrier-pigeon://coop/7")[0] == 2
     assert "Apprise does not understand a URL of scheme 'carrier-pigeon'" in (
         capsys.readouterr().err
@@ -170,7 +174,7 @@ def test_a_database_before_version_6_is_named_with_what_to_do(tmp_path: Path, ca
     )
 
 
-def test_a_feed_silent_rule_re_arms_by_default_once_the_feed_trades_again(db: Path):
+def test_a_feed_silent_rule_re_arms_by_default_once_the_feed_trades_again(db: str):
     """Seconds since the last trade never come back to 0: a re-arm level of 0 would leave
     the rule fired for ever, so the default is the page's 5 s; counts re-arm at 0."""
     assert run(db, "add", "feed_silent", "ethusdt", "--venue", "sim", "--threshold", "30")[0] == 0

@@ -1,8 +1,9 @@
-"""The daemon's alert service with real parts: a database file written by the real
+"""The daemon's alert service with real parts: a database written by the real
 TradeWriter, the evaluator and delivery threads, a local webhook that refuses its first
 post, a local SMTP server. Firing, delivery, retry, a restart in the middle of a retry,
 hysteresis and cooldown are asserted from what the servers received and what the
-database holds.
+database holds, on a SQLite file and on a PostgreSQL database alike (``store_db``; the
+locked-file test is SQLite's alone).
 """
 
 from __future__ import annotations
@@ -16,10 +17,15 @@ from typing import Any
 
 import pytest
 
+from pairs_monitor.alerts.delivery import Firing
 from pairs_monitor.alerts.evaluator import AlertService
 from pairs_monitor.clock import now_ms
+from pairs_monitor.store.connection import Connection
 from pairs_monitor.store.writer import TradeWriter
-from tests.helpers.alerts_env import Mailbox, Tape, Webhook, add_rule, rows, wait_for
+from tests.helpers.alerts_env import Mailbox, Tape, Webhook, wait_for
+from tests.helpers.either_store import add_rule, rows, store_db
+
+__all__ = ["store_db"]  # the fixture: registered by being imported here
 
 pytestmark = pytest.mark.daemon
 
@@ -27,7 +33,7 @@ pytestmark = pytest.mark.daemon
 class Env:
     """A database, its writer, and alert services made on it (closed at the end)."""
 
-    def __init__(self, db: Path) -> None:
+    def __init__(self, db: str) -> None:
         self.db = db
         self.writer = TradeWriter(db)
         self.writer.start()
@@ -47,7 +53,7 @@ class Env:
         self.writer.start()
         self.tape.writer = self.writer
 
-    def submit(self, fn: Callable[[sqlite3.Connection], object]) -> None:
+    def submit(self, fn: Callable[[Connection], object]) -> None:
         self.writer.submit(fn).result(10)
 
     def close(self) -> None:
@@ -57,8 +63,15 @@ class Env:
 
 
 @pytest.fixture
-def env(tmp_path: Path) -> Iterator[Env]:
-    made = Env(tmp_path / "ticks.db")
+def env(store_db: str) -> Iterator[Env]:
+    made = Env(store_db)
+    yield made
+    made.close()
+
+
+@pytest.fixture
+def sqlite_env(tmp_path: Path) -> Iterator[Env]:
+    made = Env(str(tmp_path / "ticks.db"))
     yield made
     made.close()
 
@@ -119,19 +132,15 @@ def test_a_rule_added_while_running_fires_once_per_crossing_retried_and_mailed(e
 
 
 def test_a_restart_in_the_middle_of_a_retry_delivers_once(env: Env):
-    with Webhook(refuse=1) as hook:
+    # The webhook refuses everything while the first run lives, so the delivery is still
+    # pending when it stops however the run's threads were scheduled on a busy machine.
+    with Webhook(refuse=1_000_000) as hook:
         env.tape.trade("ETHUSDT", 100.0)
         add_rule(env.db, "price_below", "ETHUSDT", 90.0, 95.0)
         first = env.service([hook.url], backoff_base=60)  # the retry would be a minute away
         env.tape.trade("ETHUSDT", 89.0)
         wait_for(lambda: hook.received, 10, "the refused delivery")
-        wait_for(
-            lambda: (
-                rows(env.db, "SELECT status, attempts, last_error FROM alert_deliveries")
-                and rows(env.db, "SELECT attempts FROM alert_deliveries") == [(1,)]
-            ),
-            5,
-        )
+        wait_for(lambda: rows(env.db, "SELECT attempts FROM alert_deliveries") == [(1,)], 5)
         assert first.close()
         env.restart_writer()  # the daemon stops and starts again on the same file
         ((status, attempts, error),) = rows(
@@ -139,7 +148,9 @@ def test_a_restart_in_the_middle_of_a_retry_delivers_once(env: Env):
         )
         assert (status, attempts) == ("pending", 1)
         assert "500" in error  # Apprise's words for the refusal, kept for the retry
+        assert [status for status, _ in hook.received] == [500]
 
+        hook.refuse = 0
         env.service([hook.url])
         wait_for(lambda: hook.accepted(), 10, "the delivery after the restart")
         wait_for(
@@ -154,7 +165,7 @@ def test_a_restart_in_the_middle_of_a_retry_delivers_once(env: Env):
 def test_feed_health_rules_fire_from_the_daemons_status_rows(env: Env):
     now = now_ms()
 
-    def health(conn: sqlite3.Connection) -> None:
+    def health(conn: Connection) -> None:
         for symbol, age_s in (("BTCUSDT", 30), ("ETHUSDT", 0)):
             conn.execute(
                 "INSERT INTO feed_status (venue, symbol, source, source_since_ms,"
@@ -176,8 +187,8 @@ def test_feed_health_rules_fire_from_the_daemons_status_rows(env: Env):
         env.service([hook.url])
         wait_for(lambda: len(hook.accepted()) == 2, 10, "silence and writer alerts")
 
-        def abandon(first: int) -> Callable[[sqlite3.Connection], None]:
-            def write(conn: sqlite3.Connection) -> None:
+        def abandon(first: int) -> Callable[[Connection], None]:
+            def write(conn: Connection) -> None:
                 conn.execute(
                     "INSERT INTO gaps (venue, symbol, first_missing_id, last_missing_id, reason,"
                     " status, detected_ms, resolved_ms, note) VALUES ('sim', 'ETHUSDT', ?, ?,"
@@ -205,10 +216,13 @@ def test_feed_health_rules_fire_from_the_daemons_status_rows(env: Env):
     assert note is None  # ETHUSDT trades: judged, not silent
 
 
-def test_writer_failing_is_sent_while_the_database_is_locked_and_recorded_after(env: Env):
+def test_writer_failing_is_sent_while_the_database_is_locked_and_recorded_after(
+    sqlite_env: Env,
+):
+    env = sqlite_env
     now = now_ms()
 
-    def failing(conn: sqlite3.Connection) -> None:
+    def failing(conn: Connection) -> None:
         conn.execute(
             "INSERT INTO writer_status (id, state, last_error, failing_since_ms, queue_depth,"
             " trades_stored, updated_ms) VALUES (1, 'retrying', 'disk I/O error', ?, 9, 0, ?)",
@@ -231,3 +245,44 @@ def test_writer_failing_is_sent_while_the_database_is_locked_and_recorded_after(
     finally:
         blocker.close()
     assert rows(env.db, "SELECT count(*) FROM alert_events") == [(1,)]
+
+
+def test_a_firing_stored_while_delivery_starts_is_sent_by_one_job(env: Env):
+    """A firing stored just before the delivery thread reads the pending rows reaches it
+    twice (in its inbox and among the rows it resumes): one attempt, not two."""
+    with Webhook(refuse=1) as hook:
+        rule = add_rule(env.db, "price_below", "ETHUSDT", 90.0, 95.0)
+        service = AlertService(env.db, env.writer, [hook.url], threading.Event(), backoff_base=60)
+        env.services.append(service)
+        (channel,) = service.channels
+        fired = now_ms()
+
+        def store(conn: Connection) -> int:
+            ((event_id,),) = conn.execute(
+                "INSERT INTO alert_events (rule_id, fired_ms, bar_time_s, value, message,"
+                " threshold) VALUES (?, ?, ?, 89.0, 'ETHUSDT below 90', 90.0)"
+                " RETURNING event_id",
+                (rule, fired, fired // 1000),
+            ).fetchall()
+            conn.execute(
+                "INSERT INTO alert_deliveries (event_id, channel, target, status,"
+                " next_attempt_ms, updated_ms) VALUES (?, ?, ?, 'pending', ?, ?)",
+                (event_id, channel.channel, channel.target, fired, fired),
+            )
+            assert event_id is not None
+            return event_id
+
+        event_id = env.writer.submit(store).result(10)
+        firing = Firing(rule, "ETHUSDT below 90", fired, event_id=event_id)
+        service.deliverer.stored(firing)  # in the inbox before the thread resumes the rows
+        service.start()
+        wait_for(lambda: hook.received, 10, "the first attempt")
+        wait_for(
+            lambda: (
+                rows(env.db, "SELECT status, attempts FROM alert_deliveries") == [("pending", 1)]
+            ),
+            5,
+        )
+        time.sleep(1.5)  # a second job would post at once: the retry is a minute away
+        assert [status for status, _ in hook.received] == [500]
+        assert service.deliverer.attempts == 1

@@ -44,7 +44,15 @@ def start(db: Path, log: Path, *argv: str, fault: str = "") -> subprocess.Popen[
     else:
         cmd = [sys.executable, "ingest.py", *argv, "--db", str(db)]
     with log.open("a") as out:
-        return subprocess.Popen(cmd, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT)
+        return subprocess.Popen(
+            cmd, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT, preexec_fn=as_from_a_terminal
+        )
+
+
+def as_from_a_terminal() -> None:
+    """SIGHUP at its default, as in a terminal: a test suite itself run under ``nohup``
+    passes SIGHUP on ignored, and the daemon leaves an ignored SIGHUP ignored on purpose."""
+    signal.signal(signal.SIGHUP, signal.SIG_DFL)
 
 
 def finish(proc: subprocess.Popen[bytes], timeout: float = 30) -> int:
@@ -78,7 +86,11 @@ def test_sighup_flushes_and_exits_0_like_sigterm(tmp_path):
     try:
         wait_for(lambda: count(db) > 0, 30, "the simulator's first trades")
         proc.send_signal(signal.SIGHUP)
-        assert finish(proc) == 0, log.read_text()
+        try:
+            status = finish(proc)
+        except subprocess.TimeoutExpired:
+            pytest.fail(f"no exit 30 s after SIGHUP; the daemon's log:\n{log.read_text()}")
+        assert status == 0, log.read_text()
     finally:
         finish(proc, 0)
     text = log.read_text()

@@ -64,7 +64,9 @@ def test_a_reset_and_a_timed_out_request_are_retried(server, daemon_factory):
     failures = re.findall(r"GET historicalTrades failed \((.*)\); retrying in", daemon.log)
     assert len(failures) == 2, failures
     assert re.search(r"Connection aborted|reset|RemoteDisconnected", failures[0]), failures[0]
-    assert re.search(r"[Tt]imed? ?out", failures[1]), failures[1]
+    # The stall is seen either by the socket's read timeout or, when the headers came in
+    # time, by the whole-answer deadline ("no complete answer within 2 s"): both time out.
+    assert re.search(r"[Tt]imed? ?out|no complete answer within 2 s", failures[1]), failures[1]
 
 
 def free_port() -> int:

@@ -1,6 +1,6 @@
 """The daemon's pair scans (pairs_monitor/scan): a real database written by the real
-writer, the real scanner child process, results read back from ``scan_runs`` and
-``scan_results``.
+writer (a SQLite file, or a PostgreSQL database: ``store_db``), the real scanner child
+process, results read back from ``scan_runs`` and ``scan_results``.
 
 The universe: a few random walks and one planted cointegrated pair, one trade a minute
 each over the last four hours (so each 1-minute close is that trade's price), stored
@@ -15,11 +15,11 @@ import json
 import logging
 import os
 import signal
-import sqlite3
 import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any, cast
 
 import numpy as np
 import pandas as pd
@@ -29,7 +29,11 @@ import analytics as A
 from pairs_monitor.scan import service as scan_service
 from pairs_monitor.scan.service import RESULT_COLUMNS, ScanService
 from pairs_monitor.store import schema
+from pairs_monitor.store.connection import Connection
 from pairs_monitor.store.writer import TradeWriter
+from tests.helpers.either_store import connect, store_db
+
+__all__ = ["store_db"]  # the fixture: registered by being imported here
 
 WINDOW_S = 4 * 3600
 MINUTES = WINDOW_S // 60
@@ -83,7 +87,7 @@ def store_universe(writer: TradeWriter, closes: pd.DataFrame, *, stale: tuple[st
         for symbol in closes.columns
     ]
 
-    def write(conn: sqlite3.Connection) -> None:
+    def write(conn: Connection) -> None:
         conn.executemany("INSERT INTO kline_bars VALUES (?,?,?,?,?,?,?,?,?,?,?,?)", klines)
         conn.executemany(
             "INSERT INTO feed_status (venue, symbol, source, source_since_ms, updated_ms)"
@@ -95,42 +99,58 @@ def store_universe(writer: TradeWriter, closes: pd.DataFrame, *, stale: tuple[st
     writer.flush(10)
 
 
-@pytest.fixture
-def database(tmp_path: Path) -> Iterator[tuple[Path, TradeWriter]]:
-    db = tmp_path / "ticks.db"
+def open_database(db: str | Path) -> Iterator[tuple[str | Path, TradeWriter]]:
     writer = TradeWriter(db)
     writer.start()
     yield db, writer
     writer.close(10)
 
 
-def wait_for_runs(db: Path, count: int, timeout: float = 60.0) -> list[sqlite3.Row]:
+@pytest.fixture
+def database(tmp_path: Path) -> Iterator[tuple[str | Path, TradeWriter]]:
+    """A SQLite file and its writer."""
+    yield from open_database(tmp_path / "ticks.db")
+
+
+@pytest.fixture
+def either_database(store_db: str) -> Iterator[tuple[str | Path, TradeWriter]]:
+    """A SQLite file or a PostgreSQL database, and its writer."""
+    yield from open_database(store_db)
+
+
+def query(db: str | Path, sql: str, params: tuple[Any, ...] = ()) -> pd.DataFrame:
+    """The rows of ``sql`` on either store, with their column names."""
+    conn = connect(str(db))
+    try:
+        cursor = conn.execute(sql, params)
+        names = [column[0] for column in cursor.description or ()]
+        return pd.DataFrame([tuple(row) for row in cursor.fetchall()], columns=names)
+    finally:
+        conn.close()
+
+
+def wait_for_runs(db: str | Path, count: int, timeout: float = 60.0) -> list[dict[str, Any]]:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        with sqlite3.connect(db) as conn:
-            conn.row_factory = sqlite3.Row
-            runs = conn.execute("SELECT * FROM scan_runs ORDER BY scan_id").fetchall()
-        if len(runs) >= count:
-            return runs
+        frame = query(db, "SELECT * FROM scan_runs ORDER BY scan_id")
+        if len(frame) >= count:
+            return cast(list[dict[str, Any]], frame.to_dict("records"))
         time.sleep(0.2)
     raise AssertionError(f"fewer than {count} scans stored within {timeout} s")
 
 
-def results(db: Path, scan_id: int) -> pd.DataFrame:
-    with sqlite3.connect(db) as conn:
-        return pd.read_sql_query(
-            "SELECT * FROM scan_results WHERE scan_id = ? ORDER BY rank", conn, params=(scan_id,)
-        )
+def results(db: str | Path, scan_id: int) -> pd.DataFrame:
+    return query(db, "SELECT * FROM scan_results WHERE scan_id = ? ORDER BY rank", (scan_id,))
 
 
-def service(db: Path, writer: TradeWriter, stop: threading.Event, **kwargs) -> ScanService:
+def service(db: str | Path, writer: TradeWriter, stop: threading.Event, **kwargs) -> ScanService:
     settings = {"every_s": 3600.0, "window_s": WINDOW_S, "first_s": 0.0, **kwargs}
     return ScanService(db, writer, stop, **settings)
 
 
 @pytest.mark.daemon
-def test_a_scan_of_the_recorded_legs_is_stored_ranked_and_equal_to_scan_pairs(database):
-    db, writer = database
+def test_a_scan_of_the_recorded_legs_is_stored_ranked_and_equal_to_scan_pairs(either_database):
+    db, writer = either_database
     closes = closes_now(13)  # the planted pair: p = 3e-6, a tradable candidate
     store_universe(writer, closes, stale=("DUSDT",))
     stop = threading.Event()
@@ -235,8 +255,8 @@ def test_a_failing_scan_is_logged_and_an_overrunning_one_ended(database, caplog)
 
 
 @pytest.mark.daemon
-def test_too_few_legs_with_bars_is_a_run_with_a_note(database):
-    db, writer = database
+def test_too_few_legs_with_bars_is_a_run_with_a_note(either_database):
+    db, writer = either_database
     closes = closes_now(14)
     store_universe(writer, closes.iloc[-60:])  # one hour: under the 120 closes a leg needs
     scans = service(db, writer, threading.Event())

@@ -1,8 +1,10 @@
 """What the evaluator reads, over its own read-only connection: bars and the health rows.
 
-Bars are aggregated to a rule's bar size by SQLite (``GROUP BY`` the bar start; a bare
-``close`` beside ``max(bar_time_s)`` is the close of the bin's last second, SQLite's
-documented rule for a single ``max``) and kept in memory per (venue, symbol, bar size):
+Bars are aggregated to a rule's bar size by the database (``GROUP BY`` the bar start; on
+SQLite a bare ``close`` beside ``max(bar_time_s)`` is the close of the bin's last second,
+SQLite's documented rule for a single ``max``; PostgreSQL has no bare columns and takes
+the first of the bin's closes ordered newest first) and kept in memory per (venue,
+symbol, bar size):
 each second only the newest bin is read again. Seconds before it change only when REST
 recovers trades into the past (a gap fill, a catch-up); a check every ``verify_s`` of
 the rows and trade count the cache holds finds those, and the cache is read again.
@@ -10,12 +12,12 @@ the rows and trade count the cache holds finds those, and the cache is read agai
 
 from __future__ import annotations
 
-import sqlite3
 import time
 
 import numpy as np
 
 from pairs_monitor.alerts.rules import FeedRow, GapRow, LegBars, WriterRow
+from pairs_monitor.store.connection import Connection, is_postgres
 
 _BINS_SQL = """
 SELECT bar_time_s / ? * ? AS bin, max(bar_time_s), close, sum(volume), count(*),
@@ -25,8 +27,16 @@ WHERE venue = ? AND symbol = ? AND bar_time_s >= ? AND bar_time_s < ?
 GROUP BY bin
 ORDER BY bin
 """
+_BINS_SQL_POSTGRES = """
+SELECT bar_time_s / ? * ? AS bin, max(bar_time_s), (array_agg(close ORDER BY bar_time_s DESC))[1],
+       sum(volume), count(*), sum(trade_count)
+FROM bars_1s
+WHERE venue = ? AND symbol = ? AND bar_time_s >= ? AND bar_time_s < ?
+GROUP BY bin
+ORDER BY bin
+"""
 _SUMS_SQL = """
-SELECT count(*), total(trade_count) FROM bars_1s
+SELECT count(*), coalesce(sum(trade_count), 0.0) FROM bars_1s
 WHERE venue = ? AND symbol = ? AND bar_time_s >= ? AND bar_time_s < ?
 """
 _NEWEST_BAR_SQL = """
@@ -59,32 +69,30 @@ SELECT state, failing_since_ms, last_error, updated_ms FROM writer_status WHERE 
 Signature = tuple[int, int, int] | None  # newest bar: start second, trade count, last id
 
 
-def newest_bar(conn: sqlite3.Connection, venue: str, symbol: str, max_s: int) -> Signature:
+def newest_bar(conn: Connection, venue: str, symbol: str, max_s: int) -> Signature:
     """The newest one-second bar of a series not after ``max_s``: it changes with every
     trade stored, so an unchanged one means nothing new to judge."""
     row = conn.execute(_NEWEST_BAR_SQL, (venue, symbol, max_s)).fetchone()
     return None if row is None else (int(row[0]), int(row[1]), int(row[2]))
 
 
-def last_trade(
-    conn: sqlite3.Connection, venue: str, symbol: str, max_us: int
-) -> tuple[int, float] | None:
+def last_trade(conn: Connection, venue: str, symbol: str, max_us: int) -> tuple[int, float] | None:
     """Time (µs) and price of the newest stored trade not after ``max_us``."""
     row = conn.execute(_LAST_TRADE_SQL, (venue, symbol, max_us)).fetchone()
     return None if row is None else (int(row[0]), float(row[1]))
 
 
-def feed_rows(conn: sqlite3.Connection, venue: str) -> list[FeedRow]:
+def feed_rows(conn: Connection, venue: str) -> list[FeedRow]:
     """The venue's ``feed_status`` rows."""
     return [FeedRow(*row) for row in conn.execute(_FEED_SQL, (venue,))]
 
 
-def abandoned_gaps(conn: sqlite3.Connection, venue: str, after_id: int) -> list[GapRow]:
+def abandoned_gaps(conn: Connection, venue: str, after_id: int) -> list[GapRow]:
     """The venue's abandoned gaps with ``gap_id > after_id``, oldest first."""
     return [GapRow(*row) for row in conn.execute(_GAPS_SQL, (venue, after_id))]
 
 
-def writer_row(conn: sqlite3.Connection) -> WriterRow | None:
+def writer_row(conn: Connection) -> WriterRow | None:
     """The ``writer_status`` row, or None when the reporter has written none yet."""
     row = conn.execute(_WRITER_SQL).fetchone()
     return None if row is None else WriterRow(*row)
@@ -110,7 +118,7 @@ class BarCache:
         self._next_verify = 0.0
         self.reloads = 0  # whole reads (the first one included), for tests and the benchmark
 
-    def refresh(self, conn: sqlite3.Connection, start_s: int, end_s: int) -> LegBars:
+    def refresh(self, conn: Connection, start_s: int, end_s: int) -> LegBars:
         """Bring the cache up to date for ``[start_s, end_s)`` and return those bars."""
         start_s = start_s // self.bar_seconds * self.bar_seconds
         now = time.monotonic()
@@ -124,11 +132,12 @@ class BarCache:
         self._trim(start_s)
         return self.bars
 
-    def _read(self, conn: sqlite3.Connection, start_s: int, end_s: int) -> list[tuple]:
+    def _read(self, conn: Connection, start_s: int, end_s: int) -> list[tuple]:
         bs = self.bar_seconds
-        return conn.execute(_BINS_SQL, (bs, bs, self.venue, self.symbol, start_s, end_s)).fetchall()
+        query = _BINS_SQL_POSTGRES if is_postgres(conn) else _BINS_SQL
+        return conn.execute(query, (bs, bs, self.venue, self.symbol, start_s, end_s)).fetchall()
 
-    def _load(self, conn: sqlite3.Connection, start_s: int, end_s: int) -> None:
+    def _load(self, conn: Connection, start_s: int, end_s: int) -> None:
         self.reloads += 1
         self.start_s = start_s
         self._set(self._read(conn, start_s, end_s))
@@ -143,7 +152,7 @@ class BarCache:
             self.bars = LegBars()
             self._rows = self._trades = np.empty(0, np.int64)
 
-    def _extend(self, conn: sqlite3.Connection, end_s: int) -> None:
+    def _extend(self, conn: Connection, end_s: int) -> None:
         """Read the newest cached bin again (it may have grown) and every later one."""
         fresh = self._read(conn, int(self.bars.time_s[-1]), end_s)
         if fresh:  # stored bars are never deleted, so the newest bin comes back with them
@@ -160,14 +169,14 @@ class BarCache:
         self._rows = np.concatenate([self._rows[:keep], array[:, 1]])
         self._trades = np.concatenate([self._trades[:keep], array[:, 2]])
 
-    def _intact(self, conn: sqlite3.Connection) -> bool:
+    def _intact(self, conn: Connection) -> bool:
         """True when the seconds before the newest bin hold what the cache counted."""
         if self.start_s is None or len(self.bars) < 2:
             return True
         last = int(self.bars.time_s[-1])
-        rows, trades = conn.execute(
+        ((rows, trades),) = conn.execute(
             _SUMS_SQL, (self.venue, self.symbol, self.start_s, last)
-        ).fetchone()
+        ).fetchall()
         return int(rows) == int(self._rows[:-1].sum()) and int(trades) == int(
             self._trades[:-1].sum()
         )

@@ -2,7 +2,7 @@
 
 Usage::
 
-    ingest.py alerts list [--db PATH]
+    ingest.py alerts list [--db PATH | --db postgresql://user:password@host:port/dbname]
     ingest.py alerts add KIND SYMBOL [SYMBOL_X] --venue VENUE --threshold T [--rearm R] ...
     ingest.py alerts pause|resume|delete RULE_ID [RULE_ID ...]
     ingest.py alerts events [--limit N] [--new]
@@ -24,10 +24,15 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, TextIO
 
+import psycopg
+
 from pairs_monitor.alerts import delivery, rules
+from pairs_monitor.alerts.delivery import DATABASE_ERRORS
 from pairs_monitor.clock import now_ms
 from pairs_monitor.page.settings import TIMEFRAME_SECONDS
-from pairs_monitor.store import schema
+from pairs_monitor.store import connection, postgres
+from pairs_monitor.store.connection import Connection
+from pairs_monitor.store.target import StoreTarget, parse_target
 
 DEFAULT_DB = Path("data/ticks.db")
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
@@ -42,7 +47,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="ingest.py alerts", description="Alert rules and firings, without the page."
     )
-    parser.add_argument("--db", default=str(DEFAULT_DB), help="database (default: %(default)s)")
+    parser.add_argument(
+        "--db",
+        default=str(DEFAULT_DB),
+        help="the store: a SQLite file, or postgresql://user:password@host:port/dbname "
+        "(default: %(default)s)",
+    )
     commands = parser.add_subparsers(dest="command", required=True)
     commands.add_parser("list", help="every rule with its state")
 
@@ -95,8 +105,8 @@ def main(argv: Sequence[str] | None = None, out: TextIO = sys.stdout) -> int:
     if args.command == "test":
         return _test(args, out)
     try:
-        conn = _connect(Path(args.db))
-    except (CliError, sqlite3.Error) as exc:
+        conn = _connect(parse_target(args.db))
+    except (CliError, sqlite3.Error, psycopg.Error) as exc:
         print(f"alerts: {exc}", file=sys.stderr)
         return EXIT_FAILED
     try:
@@ -104,7 +114,7 @@ def main(argv: Sequence[str] | None = None, out: TextIO = sys.stdout) -> int:
     except CliError as exc:
         print(f"alerts: {exc}", file=sys.stderr)
         return EXIT_USAGE
-    except sqlite3.Error as exc:
+    except DATABASE_ERRORS as exc:
         print(f"alerts: the database refused it: {exc}", file=sys.stderr)
         return EXIT_FAILED
     finally:
@@ -115,22 +125,40 @@ class CliError(Exception):
     """Bad input; the message says what to do."""
 
 
-def _connect(path: Path) -> sqlite3.Connection:
-    if not path.exists():
-        raise CliError(f"no database at {path}: pass --db, or run `python db_setup.py --db {path}`")
-    conn = sqlite3.connect(path, timeout=5, isolation_level=None)
-    conn.execute("PRAGMA foreign_keys=ON")  # deleting a rule deletes its firings
-    version = schema.schema_version(conn)
+def _connect(target: StoreTarget) -> Connection:
+    """A writing connection to the store, in autocommit mode, at schema version 6 or later."""
+    conn: Connection
+    if target.url is not None:
+        # A PostgreSQL database always enforces its foreign keys: deleting a rule deletes
+        # its firings.
+        conn = postgres.PgConnection(
+            postgres.connect(target.url, application_name="pairs-monitor alerts")
+        )
+    else:
+        path = target.path
+        assert path is not None
+        if not path.exists():
+            raise CliError(
+                f"no database at {path}: pass --db, or run `python db_setup.py --db {path}`"
+            )
+        conn = sqlite3.connect(path, timeout=5, isolation_level=None)
+        conn.execute("PRAGMA foreign_keys=ON")  # deleting a rule deletes its firings
+    version = connection.schema_version(conn)
     if version < 6:
         conn.close()
         raise CliError(
-            f"{path} is at schema version {version}; alerts need version 6: run "
-            f"`python db_setup.py --db {path}` (or start the daemon, which migrates it)"
+            f"{target} is at schema version {version}; alerts need version 6: run "
+            f"`python db_setup.py --db {_shown(target)}` (or start the daemon, which migrates it)"
         )
     return conn
 
 
-def _list(conn: sqlite3.Connection, _args: argparse.Namespace, out: TextIO) -> int:
+def _shown(target: StoreTarget) -> str:
+    """``--db`` as a command to copy may show it: a URL's password stays out of sight."""
+    return "URL" if target.is_postgres else str(target)
+
+
+def _list(conn: Connection, _args: argparse.Namespace, out: TextIO) -> int:
     rows = conn.execute(
         f"SELECT {rules.RULE_COLUMNS}, last_value, checked_ms, note"  # noqa: S608
         " FROM alert_rules ORDER BY rule_id"
@@ -165,7 +193,7 @@ def _list(conn: sqlite3.Connection, _args: argparse.Namespace, out: TextIO) -> i
     return EXIT_OK
 
 
-def _add(conn: sqlite3.Connection, args: argparse.Namespace, out: TextIO) -> int:
+def _add(conn: Connection, args: argparse.Namespace, out: TextIO) -> int:
     kind = args.kind
     rearm = args.rearm
     if rearm is None:
@@ -206,10 +234,10 @@ def _add(conn: sqlite3.Connection, args: argparse.Namespace, out: TextIO) -> int
 
 
 def _set_enabled(enabled: bool) -> Any:
-    def command(conn: sqlite3.Connection, args: argparse.Namespace, out: TextIO) -> int:
+    def command(conn: Connection, args: argparse.Namespace, out: TextIO) -> int:
         changed = [
             conn.execute(
-                "UPDATE alert_rules SET enabled = ?, armed = CASE WHEN ? THEN 1 ELSE armed END"
+                "UPDATE alert_rules SET enabled = ?, armed = CASE WHEN ? <> 0 THEN 1 ELSE armed END"
                 " WHERE rule_id = ?",
                 (int(enabled), int(enabled), rule_id),
             ).rowcount
@@ -220,7 +248,7 @@ def _set_enabled(enabled: bool) -> Any:
     return command
 
 
-def _delete(conn: sqlite3.Connection, args: argparse.Namespace, out: TextIO) -> int:
+def _delete(conn: Connection, args: argparse.Namespace, out: TextIO) -> int:
     changed = [
         conn.execute("DELETE FROM alert_rules WHERE rule_id = ?", (rule_id,)).rowcount
         for rule_id in args.rule_ids
@@ -238,28 +266,36 @@ def _report(rule_ids: list[int], changed: list[int], what: str, out: TextIO) -> 
     return EXIT_OK if all(changed) else EXIT_FAILED
 
 
-def _events(conn: sqlite3.Connection, args: argparse.Namespace, out: TextIO) -> int:
-    rows = conn.execute(
-        "SELECT e.event_id, e.fired_ms, e.acked_ms, e.message,"
-        " (SELECT group_concat(d.target || ' ' || d.status ||"
-        "  CASE WHEN d.last_error IS NULL OR d.status = 'sent' THEN ''"
-        "  ELSE ' (' || d.last_error || ')' END, '; ')"
-        "  FROM alert_deliveries AS d WHERE d.event_id = e.event_id)"
-        " FROM alert_events AS e WHERE NOT ? OR e.acked_ms IS NULL"
-        " ORDER BY e.event_id DESC LIMIT ?",
+def _events(conn: Connection, args: argparse.Namespace, out: TextIO) -> int:
+    events = conn.execute(
+        "SELECT event_id, fired_ms, acked_ms, message FROM alert_events"
+        " WHERE ? = 0 OR acked_ms IS NULL ORDER BY event_id DESC LIMIT ?",
         (int(args.new), args.limit),
     ).fetchall()
-    if not rows:
+    if not events:
         print("no firings" + (" to acknowledge" if args.new else ""), file=out)
         return EXIT_OK
-    for event_id, fired_ms, acked_ms, text, deliveries in rows:
+    # Each firing's deliveries joined here rather than by the database: SQLite's
+    # group_concat and PostgreSQL's string_agg differ.
+    deliveries: dict[int, list[str]] = {}
+    for event_id, target, status, error in conn.execute(
+        "SELECT event_id, target, status, last_error FROM alert_deliveries"
+        " WHERE event_id BETWEEN ? AND ? ORDER BY event_id, target",
+        (events[-1][0], events[0][0]),
+    ):
+        shown = f"{target} {status}"
+        if error is not None and status != "sent":
+            shown += f" ({error})"
+        deliveries.setdefault(event_id, []).append(shown)
+    for event_id, fired_ms, acked_ms, text in events:
         flag = "new" if acked_ms is None else "acknowledged"
+        said = "; ".join(deliveries.get(event_id, [])) or "no channel configured"
         print(f"#{event_id} {rules.utc(fired_ms // 1000)} [{flag}] {text}", file=out)
-        print(f"    delivery: {deliveries or 'no channel configured'}", file=out)
+        print(f"    delivery: {said}", file=out)
     return EXIT_OK
 
 
-def _ack(conn: sqlite3.Connection, args: argparse.Namespace, out: TextIO) -> int:
+def _ack(conn: Connection, args: argparse.Namespace, out: TextIO) -> int:
     if args.all == bool(args.event_ids):
         raise CliError("give the firings' ids, or --all (not both)")
     stamp = now_ms()

@@ -35,14 +35,19 @@ from pathlib import Path
 from typing import Any
 
 import apprise
+import psycopg
 
 from pairs_monitor.clock import now_ms
-from pairs_monitor.store import schema
+from pairs_monitor.store import connection
+from pairs_monitor.store.connection import Connection
+from pairs_monitor.store.target import StoreTarget, parse_target
 from pairs_monitor.store.writer import TradeWriter
 
 log = logging.getLogger("alerts.delivery")
 
 TITLE = "pairs-monitor alert"
+# What reading or writing either store raises (a SQLite file, a PostgreSQL database).
+DATABASE_ERRORS: tuple[type[Exception], ...] = (sqlite3.Error, psycopg.Error)
 # Whitespace-separated Apprise URLs, read besides --notify: a URL in the environment is
 # not shown by ps, as a flag's is.
 NOTIFY_ENV = "PAIRS_NOTIFY"
@@ -143,6 +148,8 @@ SELECT 1 FROM alert_deliveries WHERE event_id = ? AND channel = ? AND status = '
 class Deliverer(threading.Thread):
     """Sends firings to every channel, one at a time, retrying with backoff.
 
+    :param db_path: the store, a SQLite file or a ``postgresql://`` URL; read on a
+        read-only connection of the thread's own.
     :param writer: the daemon's writer: every state change goes through ``submit``.
     :param stop: ends the thread (with :meth:`close`).
     :param backoff_base: seconds before the second attempt; doubled after each failure.
@@ -153,7 +160,7 @@ class Deliverer(threading.Thread):
 
     def __init__(
         self,
-        db_path: str | Path,
+        db_path: str | Path | StoreTarget,
         writer: TradeWriter,
         channel_list: list[Channel],
         stop: threading.Event,
@@ -164,7 +171,7 @@ class Deliverer(threading.Thread):
         urgent_after_s: float = 5.0,
     ) -> None:
         super().__init__(name="alert-delivery", daemon=True)
-        self.db_path = Path(db_path)
+        self.target = parse_target(db_path)
         self.writer = writer
         self.channels = {c.channel: c for c in channel_list}
         self.stop = stop
@@ -174,9 +181,13 @@ class Deliverer(threading.Thread):
         self.urgent_after_s = urgent_after_s
         self._inbox: queue.Queue[tuple[str, Firing]] = queue.Queue()
         self._due: list[_Job] = []
+        # (event_id, channel) of every stored firing's delivery in ``_due``: a firing stored
+        # while this thread starts is both in the inbox and in the pending rows it resumes,
+        # and must be sent once, not by two jobs.
+        self._scheduled: set[tuple[int | None, str]] = set()
         self._seq = itertools.count()
         self._writes: list[Future[Any]] = []
-        self._conn: sqlite3.Connection | None = None
+        self._conn: Connection | None = None
         self.attempts = 0  # every attempt made, for tests and the log
 
     # -- from other threads ----------------------------------------------------------
@@ -195,20 +206,27 @@ class Deliverer(threading.Thread):
     def run(self) -> None:
         try:
             self._resume_pending()
-        except sqlite3.Error as exc:
+        except DATABASE_ERRORS as exc:
             log.error(
                 "could not read the deliveries left pending (%s); they wait for the next start", exc
             )
+            self._close_conn()
         while not self.stop.is_set():
             self._take_inbox(self._wait_s())
             self._run_due()
         self._finish_writes()
+        self._close_conn()
+
+    def _close_conn(self) -> None:
+        """Close the read connection; the next read opens another (a PostgreSQL server
+        restarted or a connection cut stays broken until then)."""
         if self._conn is not None:
             self._conn.close()
+            self._conn = None
 
-    def _read(self) -> sqlite3.Connection:
+    def _read(self) -> Connection:
         if self._conn is None:
-            self._conn = schema.connect_read_only(self.db_path)
+            self._conn = connection.connect_read_only(self.target)
         return self._conn
 
     def _resume_pending(self) -> None:
@@ -225,7 +243,7 @@ class Deliverer(threading.Thread):
                 unknown[channel_id] = unknown.get(channel_id, 0) + 1
                 continue
             firing = Firing(rule_id, text, fired_ms, event_id=event_id)
-            self._schedule(_Job(now, next(self._seq), channel, firing, attempts))
+            self._schedule_delivery(_Job(now, next(self._seq), channel, firing, attempts))
         for channel_id, count in unknown.items():
             log.warning(
                 "%d deliveries are pending for channel %s, which this run has no --notify URL "
@@ -265,18 +283,25 @@ class Deliverer(threading.Thread):
             if sent_ms is not None:
                 self._record(firing, channel, "sent", firing_attempts=1, sent_ms=sent_ms)
             else:
-                self._schedule(_Job(now, next(self._seq), channel, firing))
+                self._schedule_delivery(_Job(now, next(self._seq), channel, firing))
 
     def _schedule(self, job: _Job) -> None:
         heapq.heappush(self._due, job)
+
+    def _schedule_delivery(self, job: _Job) -> None:
+        """Schedule a stored firing's delivery to one channel unless it already is."""
+        key = (job.firing.event_id, job.channel.channel)
+        if key not in self._scheduled:
+            self._scheduled.add(key)
+            self._schedule(job)
 
     def _run_due(self) -> None:
         while self._due and self._due[0].due_ms <= now_ms() and not self.stop.is_set():
             job = heapq.heappop(self._due)
             if job.early:
                 self._attempt_early(job)
-            else:
-                self._attempt(job)
+            elif not self._attempt(job):
+                self._scheduled.discard((job.firing.event_id, job.channel.channel))
 
     def _attempt_early(self, job: _Job) -> None:
         """Send a firing the writer has not stored; the stored copy is then marked sent."""
@@ -294,7 +319,8 @@ class Deliverer(threading.Thread):
             job.due_ms = now_ms() + self._delay_ms(job.attempts)
             self._schedule(job)
 
-    def _attempt(self, job: _Job) -> None:
+    def _attempt(self, job: _Job) -> bool:
+        """Send a stored firing to one channel. :returns: whether it was scheduled again."""
         firing = job.firing
         try:
             pending = (
@@ -302,18 +328,19 @@ class Deliverer(threading.Thread):
                 .execute(_STILL_PENDING_SQL, (firing.event_id, job.channel.channel))
                 .fetchone()
             )
-        except sqlite3.Error as exc:
+        except DATABASE_ERRORS as exc:
             log.error("could not read delivery state (%s); trying again", exc)
+            self._close_conn()
             job.due_ms = now_ms() + 1000
             self._schedule(job)
-            return
+            return True
         if pending is None:
-            return  # its rule was deleted (the firing with it), or it was already sent
+            return False  # its rule was deleted (the firing with it), or it was already sent
         error = self._send(job)
         if error is None:
             self._record(firing, job.channel, "sent", job.attempts, sent_ms=now_ms())
             log.info("alert %d delivered to %s", firing.event_id, job.channel.target)
-            return
+            return False
         if now_ms() - firing.fired_ms >= self.give_up_s * 1000:
             self._record(firing, job.channel, "failed", job.attempts, error=error)
             log.error(
@@ -323,7 +350,7 @@ class Deliverer(threading.Thread):
                 job.attempts,
                 error,
             )
-            return
+            return False
         job.due_ms = now_ms() + self._delay_ms(job.attempts)
         self._record(firing, job.channel, "pending", job.attempts, error=error, next_ms=job.due_ms)
         log.warning(
@@ -335,6 +362,7 @@ class Deliverer(threading.Thread):
             (job.due_ms - now_ms()) / 1000,
         )
         self._schedule(job)
+        return True
 
     def _send(self, job: _Job) -> str | None:
         job.attempts += 1
@@ -360,13 +388,15 @@ class Deliverer(threading.Thread):
         event_id, channel_id = firing.event_id, channel.channel
         updated = now_ms()
 
-        def write(conn: sqlite3.Connection) -> None:
+        def write(conn: Connection) -> None:
             conn.execute(
-                "UPDATE alert_deliveries SET status = ?, attempts = max(attempts, ?),"
+                "UPDATE alert_deliveries SET status = ?,"
+                " attempts = CASE WHEN attempts > ? THEN attempts ELSE ? END,"
                 " next_attempt_ms = ?, last_error = ?, updated_ms = ?, sent_ms = ?"
                 " WHERE event_id = ? AND channel = ?",
                 (
                     status,
+                    firing_attempts,
                     firing_attempts,
                     next_ms,
                     error,

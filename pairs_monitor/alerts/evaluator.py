@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import logging
 import math
-import sqlite3
 import threading
 import time
 from collections.abc import Iterable
@@ -43,11 +42,13 @@ from typing import Any
 
 from pairs_monitor.alerts import bars as reads
 from pairs_monitor.alerts import rules
-from pairs_monitor.alerts.delivery import Channel, Deliverer, Firing, channels
+from pairs_monitor.alerts.delivery import DATABASE_ERRORS, Channel, Deliverer, Firing, channels
 from pairs_monitor.alerts.rules import Reading, Rule
 from pairs_monitor.clock import now_ms
 from pairs_monitor.page.settings import MAX_FUTURE_SKEW_S, TIMEFRAME_SECONDS
-from pairs_monitor.store import schema
+from pairs_monitor.store import connection
+from pairs_monitor.store.connection import Connection
+from pairs_monitor.store.target import StoreTarget, parse_target
 from pairs_monitor.store.writer import TradeWriter
 
 log = logging.getLogger("alerts")
@@ -82,7 +83,8 @@ class _Outcome:
 class Evaluator(threading.Thread):
     """Reads the rules and bars every ``tick_s`` and judges the rules (see the module doc).
 
-    :param db_path: the database; read on a read-only connection of the evaluator's own.
+    :param db_path: the store (a SQLite file or a ``postgresql://`` URL); read on a
+        read-only connection of the evaluator's own.
     :param writer: the daemon's writer; every write goes through ``submit``.
     :param deliverer: gets each firing once stored.
     :param stop: ends the thread.
@@ -90,7 +92,7 @@ class Evaluator(threading.Thread):
 
     def __init__(
         self,
-        db_path: str | Path,
+        db_path: str | Path | StoreTarget,
         writer: TradeWriter,
         channel_list: list[Channel],
         deliverer: Deliverer,
@@ -99,7 +101,7 @@ class Evaluator(threading.Thread):
         tick_s: float = 1.0,
     ) -> None:
         super().__init__(name="alerts", daemon=True)
-        self.db_path = Path(db_path)
+        self.target = parse_target(db_path)
         self.writer = writer
         self.channels = channel_list
         self.deliverer = deliverer
@@ -108,7 +110,7 @@ class Evaluator(threading.Thread):
         self.states: dict[int, _State] = {}
         self.caches: dict[tuple[str, str, int], reads.BarCache] = {}
         self._inflight: list[Future[Any]] = []
-        self._conn: sqlite3.Connection | None = None
+        self._conn: Connection | None = None
         self._warned_schema = False
         self.passes = 0
         self.busy_s = 0.0  # thread CPU time spent in passes, for the benchmark
@@ -119,7 +121,7 @@ class Evaluator(threading.Thread):
             started = time.thread_time()
             try:
                 self.run_pass()
-            except sqlite3.Error as exc:
+            except DATABASE_ERRORS as exc:
                 log.error(
                     "alert pass failed reading the database (%s); next pass in %.0f s",
                     exc,
@@ -149,9 +151,9 @@ class Evaluator(threading.Thread):
             self._conn.close()
             self._conn = None
 
-    def _read(self) -> sqlite3.Connection:
+    def _read(self) -> Connection:
         if self._conn is None:
-            self._conn = schema.connect_read_only(self.db_path)
+            self._conn = connection.connect_read_only(self.target)
         return self._conn
 
     # -- one pass ----------------------------------------------------------------------
@@ -159,7 +161,7 @@ class Evaluator(threading.Thread):
     def run_pass(self) -> None:
         """Read the rules, judge them, hand the writes over."""
         conn = self._read()
-        if schema.schema_version(conn) < SCHEMA_WITH_ALERTS:
+        if connection.schema_version(conn) < SCHEMA_WITH_ALERTS:
             if not self._warned_schema:
                 log.error("the database is older than schema version 6: alerts are not judged")
                 self._warned_schema = True
@@ -252,7 +254,7 @@ class Evaluator(threading.Thread):
         firings = outcome.firings
         states = outcome.states
 
-        def write(conn: sqlite3.Connection) -> list[int | None]:
+        def write(conn: Connection) -> list[int | None]:
             # Firings first: each checks the rule is still armed before this pass's state.
             stored = [_store_firing(conn, *item, channel_rows) for item in firings]
             conn.executemany(
@@ -284,7 +286,7 @@ class Evaluator(threading.Thread):
 
 
 def _store_firing(
-    conn: sqlite3.Connection,
+    conn: Connection,
     rule: Rule,
     reading: Reading,
     firing: Firing,
@@ -298,9 +300,9 @@ def _store_firing(
     ).fetchone()
     if row is None or not row[0] or (rule.kind not in rules.EVENT_KINDS and not row[1]):
         return None
-    cursor_row = conn.execute(
+    (event_id,) = conn.execute(
         "INSERT INTO alert_events (rule_id, fired_ms, bar_time_s, value, message, threshold)"
-        " VALUES (?, ?, ?, ?, ?, ?)",
+        " VALUES (?, ?, ?, ?, ?, ?) RETURNING event_id",
         (
             rule.rule_id,
             firing.fired_ms,
@@ -309,8 +311,7 @@ def _store_firing(
             firing.message,
             rule.threshold,
         ),
-    )
-    event_id = cursor_row.lastrowid
+    ).fetchall()[0]
     conn.executemany(
         "INSERT INTO alert_deliveries (event_id, channel, target, status, next_attempt_ms,"
         " updated_ms) VALUES (?, ?, ?, 'pending', ?, ?)",
@@ -329,7 +330,7 @@ def _store_firing(
 class _Inputs:
     """What one pass reads, each thing once: newest bars, last trades, health rows."""
 
-    def __init__(self, evaluator: Evaluator, conn: sqlite3.Connection, now: int) -> None:
+    def __init__(self, evaluator: Evaluator, conn: Connection, now: int) -> None:
         self.evaluator = evaluator
         self.conn = conn
         self.now = now
@@ -442,6 +443,8 @@ class AlertService:
         service.close()
         writer.close()
 
+    :param db_path: the store, a SQLite file or a ``postgresql://`` URL (a
+        :class:`~pairs_monitor.store.target.StoreTarget` too).
     :param notify_urls: Apprise URLs (``--notify``, repeatable); none: firings are stored
         and shown on the page, nothing is sent.
     :raises ChannelError: for a URL Apprise does not understand (the daemon should exit
@@ -450,7 +453,7 @@ class AlertService:
 
     def __init__(
         self,
-        db_path: str | Path,
+        db_path: str | Path | StoreTarget,
         writer: TradeWriter,
         notify_urls: Iterable[str],
         stop: threading.Event,

@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import math
 import sqlite3
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -35,6 +37,8 @@ from pairs_monitor.page.settings import (
     View,
 )
 from pairs_monitor.quant import PairMethod
+from pairs_monitor.store.connection import Connection
+from pairs_monitor.store.postgres import PgConnection
 
 KINDS: dict[str, str] = {
     "zscore_above": "z-score above",
@@ -192,26 +196,54 @@ def rule_from_row(row: tuple | sqlite3.Row) -> Rule:
     )
 
 
+# IS NOT DISTINCT FROM: equal, or both NULL (SQLite's ``IS``; PostgreSQL's ``IS`` takes
+# no parameter).
 _SAME_RULE = (
     "SELECT rule_id FROM alert_rules WHERE kind = ? AND venue = ? AND symbol = ?"
-    " AND symbol_x IS ? AND venue_x IS ? AND threshold = ? AND timeframe IS ?"
-    " AND window_bars IS ? AND hedge_method IS ? AND log_prices IS ?"
+    " AND symbol_x IS NOT DISTINCT FROM ? AND venue_x IS NOT DISTINCT FROM ?"
+    " AND threshold = ? AND timeframe IS NOT DISTINCT FROM ?"
+    " AND window_bars IS NOT DISTINCT FROM ? AND hedge_method IS NOT DISTINCT FROM ?"
+    " AND log_prices IS NOT DISTINCT FROM ?"
 )
 _INSERT_RULE = (
     "INSERT INTO alert_rules (kind, venue, symbol, symbol_x, venue_x, threshold, timeframe,"
     " window_bars, hedge_method, log_prices, rearm, cooldown_s, created_ms, enabled, armed)"
-    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 1, 1)"
+    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 1, 1) RETURNING rule_id"
 )
 
 
-def store_rule(conn: sqlite3.Connection, rule: Rule, created_ms: int) -> int:
+@contextmanager
+def rules_write_lock(conn: Connection) -> Iterator[None]:
+    """One write transaction that no other writer of ``alert_rules`` runs beside: SQLite's
+    ``BEGIN IMMEDIATE``, or on PostgreSQL a transaction holding ``alert_rules`` in SHARE
+    ROW EXCLUSIVE mode (which the page's role may take: it may update the table).
+
+    :param conn: in autocommit mode (``isolation_level=None``; PostgreSQL's always is).
+    """
+    if isinstance(conn, PgConnection):
+        with conn.raw.transaction():
+            conn.execute("LOCK TABLE alert_rules IN SHARE ROW EXCLUSIVE MODE")
+            yield
+        return
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        yield
+        conn.execute("COMMIT")
+    except BaseException:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        raise
+
+
+def store_rule(conn: Connection, rule: Rule, created_ms: int) -> int:
     """Store a new enabled, armed rule after :func:`validate`; return its id. Every client
     (the page, ``ingest.py alerts add``) adds rules through this.
 
     The check for a duplicate and the insert are one write transaction, so two clients
     (or a double click) adding the same rule at once store it once.
 
-    :param conn: a connection in autocommit mode (``isolation_level=None``).
+    :param conn: a SQLite connection in autocommit mode (``isolation_level=None``), or a
+        PostgreSQL one (:class:`~pairs_monitor.store.postgres.PgConnection`).
     :raises RuleError: for a rule that cannot be judged.
     :raises DuplicateRule: for a rule the same as a stored one (it names that rule's id).
     """
@@ -228,20 +260,17 @@ def store_rule(conn: sqlite3.Connection, rule: Rule, created_ms: int) -> int:
         rule.method,
         None if rule.log_prices is None else int(rule.log_prices),
     )
-    conn.execute("BEGIN IMMEDIATE")
-    try:
+    with rules_write_lock(conn):
         duplicate = conn.execute(_SAME_RULE, same).fetchone()
         if duplicate:
             raise DuplicateRule(int(duplicate[0]))
-        cursor = conn.execute(_INSERT_RULE, (*same, rule.rearm, rule.cooldown_s, created_ms))
-        conn.execute("COMMIT")
-    except BaseException:
-        if conn.in_transaction:
-            conn.execute("ROLLBACK")
-        raise
-    if cursor.lastrowid is None:  # sqlite3 sets it after every INSERT that stored a row
+        # fetchall: the statement is finished before the COMMIT
+        stored = conn.execute(
+            _INSERT_RULE, (*same, rule.rearm, rule.cooldown_s, created_ms)
+        ).fetchall()
+    if not stored:
         raise RuleError("the rule was not stored")
-    return cursor.lastrowid
+    return int(stored[0][0])
 
 
 def validate(rule: Rule) -> None:

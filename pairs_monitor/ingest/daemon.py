@@ -1,7 +1,8 @@
-"""Ingest daemon: records every trade of the chosen symbols into SQLite.
+"""Ingest daemon: records every trade of the chosen symbols into SQLite or PostgreSQL.
 
     python ingest.py --symbols btcusdt ethusdt [usdm:btcusdt ...] [top:20 usdm:top:20]
-                     [--market spot|usdm] [--source auto|live|sim|replay] [--db data/ticks.db]
+                     [--market spot|usdm] [--source auto|live|sim|replay]
+                     [--db data/ticks.db | --db postgresql://user:password@host/dbname]
 
 Sources:
   live    Binance WebSocket trade streams, gaps filled over REST, one feed per market
@@ -18,8 +19,11 @@ The log goes to stderr, or with ``--log-file`` to a file rotated by size (ingest
 SIGINT, SIGTERM or SIGHUP (the terminal closed) stops the sources, commits everything
 queued and exits 0.
 
-One daemon per database: ``<db>.lock`` beside it is held (``flock``) for the daemon's
-lifetime, and a second daemon is refused naming the holder's pid. The main thread
+One daemon per SQLite file: ``<db>.lock`` beside it is held (``flock``) for the daemon's
+lifetime, and a second daemon is refused naming the holder's pid. On PostgreSQL any number
+of daemons share one database, one per (venue, symbol): the feeds this one records are
+claimed (``postgres.FeedClaims``) before anything is written, and a daemon asked for a feed
+another holds is refused (exit 2) naming it. The main thread
 supervises: a source thread that dies, the writer thread gone or its ``fatal_error`` set
 (the database file deleted or replaced) stop the daemon with a message and a non-zero exit;
 the status reporter, which only reports, is restarted.
@@ -42,12 +46,15 @@ from pathlib import Path
 from types import FrameType
 from typing import IO, TYPE_CHECKING
 
+import psycopg
+
 from pairs_monitor.alerts.delivery import ChannelError, channels, notify_urls
-from pairs_monitor.ingest import auto, binance, flags, logs, replay, sim, status
+from pairs_monitor.ingest import auto, binance, flags, logs, replay, retention, sim, status
 from pairs_monitor.ingest.binance import cli as binance_cli
 from pairs_monitor.ingest.feed import Feed
 from pairs_monitor.scan import service as scan_service
-from pairs_monitor.store import schema
+from pairs_monitor.store import postgres, schema
+from pairs_monitor.store.target import StoreTarget, parse_target
 from pairs_monitor.store.writer import TradeWriter
 
 if TYPE_CHECKING:
@@ -61,7 +68,9 @@ SOURCES = ("auto", "live", "sim", "replay")
 # 1: the database cannot be opened, is in use by another daemon, or the writer died, was
 # cut off from its file (deleted or replaced) or could not finish
 EXIT_DATABASE = 1
-# 2 is argparse's: a command line it cannot parse
+# 2 is argparse's: a command line it cannot parse; also a PostgreSQL feed (venue, symbol)
+# another daemon records, and --retain-ticks on SQLite
+EXIT_USAGE = 2
 EXIT_REPLAY_FILES_FAILED = 3  # replay: files refused (checksum, corrupt, numbering)
 EXIT_BAD_SYMBOL = 4  # a symbol the exchange does not list
 EXIT_SOURCE_FAILED = 5  # a source's thread died (an unexpected error; the log has it)
@@ -71,6 +80,8 @@ STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 DEFAULT_START_WRITE_TIMEOUT_S = 60.0  # a database that takes no write this long at start
 DEFAULT_FLUSH_TIMEOUT_S = 30.0  # how long the stop may spend committing what is queued
 REPORTER_RESTART_S = 5.0  # a status reporter that died is started again after this long
+# How often a PostgreSQL daemon asks again for its feeds (one query per feed each time).
+CLAIMS_CHECK_S = 5.0
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -91,7 +102,21 @@ def build_parser() -> argparse.ArgumentParser:
         "file names instead",
     )
     parser.add_argument("--source", choices=SOURCES, default="auto", help="where trades come from")
-    parser.add_argument("--db", type=Path, default=schema.DEFAULT_DB, help="database file")
+    parser.add_argument(
+        "--db",
+        type=parse_target,
+        default=parse_target(os.environ.get("TICKS_DB") or schema.DEFAULT_DB),
+        metavar="PATH|URL",
+        help="SQLite file, or postgresql://user:password@host:port/dbname (default: "
+        "$TICKS_DB, else data/ticks.db); the password is never logged",
+    )
+    parser.add_argument(
+        "--retain-ticks",
+        type=retention.parse_days,
+        metavar="DAYS",
+        help="PostgreSQL only: keep the trades of the last DAYS days (e.g. 30d), dropping "
+        "older day partitions at start and hourly; 1-second bars are kept",
+    )
     parser.add_argument(
         "--start-write-timeout",
         type=flags.positive_number,
@@ -220,8 +245,16 @@ def main(argv: list[str] | None = None) -> int:
         except binance.UsageError as exc:
             parser.error(str(exc))
 
+    if args.retain_ticks is not None and not args.db.is_postgres:
+        parser.error(
+            "--retain-ticks is not supported on SQLite (trades there are not partitioned by "
+            "day): it is for a postgresql:// --db"
+        )
+    if args.db.is_postgres:
+        return run(args)  # the feeds are claimed once the source says which they are
+    assert args.db.path is not None
     try:
-        lock = lock_database(args.db)  # held until the process ends
+        lock = lock_database(args.db.path)  # held until the process ends
     except DatabaseInUse as exc:
         log.error("%s", exc)
         return EXIT_DATABASE
@@ -258,6 +291,44 @@ def run(args: argparse.Namespace) -> int:
         log.error("%s", exc)
         writer.close()
         return EXIT_BAD_SYMBOL
+    claims = None
+    if args.db.url is not None:
+        claims = postgres.FeedClaims(args.db.url)
+        try:
+            claims.claim(feed_keys(feed))
+        except postgres.FeedTakenError as exc:
+            log.error("%s", exc)
+            writer.close()
+            return EXIT_USAGE
+        except Exception as exc:  # the server unreachable since the writer connected
+            log.error("cannot claim the feeds in %s: %s", args.db, exc)
+            writer.close()
+            return EXIT_DATABASE
+    try:
+        return supervise_run(args, writer, feed, stop, claims)
+    finally:
+        if claims is not None:
+            claims.release()  # only once the writer has committed the last of the feeds
+
+
+def feed_keys(feed: Feed) -> list[tuple[str, str]]:
+    """The (venue, symbol) pairs ``feed`` records: what a PostgreSQL daemon claims."""
+    return sorted({(stats.venue, stats.symbol) for stats in feed.stats})
+
+
+def supervise_run(
+    args: argparse.Namespace,
+    writer: TradeWriter,
+    feed: Feed,
+    stop: threading.Event,
+    claims: postgres.FeedClaims | None = None,
+) -> int:
+    """Record the run, run the feed and its companions until a stop, and stop them in
+    order; the exit status.
+
+    :param claims: on PostgreSQL, the feeds this daemon holds: asked for again every
+        :data:`CLAIMS_CHECK_S` seconds (see :func:`keep_claims`).
+    """
     try:
         run_id = status.start_run(
             writer, feed.venue, args.source, feed.symbols, feed.params, args.start_write_timeout
@@ -273,6 +344,12 @@ def run(args: argparse.Namespace) -> int:
     except Exception as exc:  # the writer stopped for good (the file deleted at once)
         log.error("cannot record the run in %s: %s", args.db, exc)
         return EXIT_DATABASE
+    if args.retain_ticks is not None:
+        try:
+            retention.drop_old_trades(writer, args.retain_ticks)
+        except Exception as exc:  # the tape goes on; the hourly turn tries again
+            log.error("retention: dropping old trade partitions failed: %s", exc)
+        retention.Retention(writer, args.retain_ticks, stop).start()
     reporter = status.StatusReporter(writer, feed.stats)
     reporter.start()
     reporter_started = time.monotonic()
@@ -297,8 +374,13 @@ def run(args: argparse.Namespace) -> int:
     producer.start()
     # Wake up regularly: a signal handler only runs between bytecodes of the main thread.
     failure: tuple[int, str] | None = None
+    claims_checked = time.monotonic()
     while not stop.wait(0.2):
         failure = supervise(feed, writer, producer, crashed, args.source)
+        due = time.monotonic() - claims_checked >= CLAIMS_CHECK_S
+        if failure is None and claims is not None and due:
+            failure = keep_claims(claims)
+            claims_checked = time.monotonic()
         if failure is not None or not producer.is_alive():
             break
         # The status thread only reports: restart it (at most every few seconds).
@@ -364,7 +446,7 @@ class AlertsStarter(threading.Thread):
     """
 
     def __init__(
-        self, db: Path, writer: TradeWriter, notify: list[str], stop: threading.Event
+        self, db: StoreTarget, writer: TradeWriter, notify: list[str], stop: threading.Event
     ) -> None:
         super().__init__(name="alerts-start", daemon=True)
         self.db, self.writer, self.notify, self.stop = db, writer, notify, stop
@@ -384,6 +466,27 @@ class AlertsStarter(threading.Thread):
         """Stop the service once started; True when its threads ended in time."""
         self.join(timeout)
         return self.service is None or self.service.close(timeout=timeout)
+
+
+def keep_claims(claims: postgres.FeedClaims) -> tuple[int, str] | None:
+    """Ask again for the feeds held: a restart of the database server cuts the connection
+    that holds them, and with it the claims, which are taken back here.
+
+    :returns: (exit status, why) when another daemon took one meanwhile, else None.
+    """
+    for attempt in range(2):  # a cut connection fails once, then is replaced
+        try:
+            claims.claim([], wait_s=1.0)
+        except postgres.FeedTakenError as exc:
+            return EXIT_USAGE, f"the feed claims were lost and cannot be taken back: {exc}"
+        except psycopg.Error as exc:
+            if attempt:
+                log.warning("cannot renew the feed claims (%s); next try soon", exc)
+            continue
+        if attempt:
+            log.warning("the connection holding the feed claims was lost; claims taken back")
+        return None
+    return None
 
 
 def writer_problem(writer: TradeWriter) -> str | None:

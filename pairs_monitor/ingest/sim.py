@@ -27,18 +27,18 @@ import argparse
 import logging
 import math
 import secrets
-import sqlite3
 import threading
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, NamedTuple
 
 import numpy as np
 
 from pairs_monitor.clock import now_ms
+from pairs_monitor.ingest.reading import READ_ERRORS, Database, open_reader
 from pairs_monitor.ingest.status import FeedStats
-from pairs_monitor.store import schema, sql
+from pairs_monitor.store import sql
+from pairs_monitor.store.target import parse_target
 from pairs_monitor.store.writer import TradeWriter
 
 log = logging.getLogger("sim")
@@ -378,7 +378,7 @@ def tape_rows(venue: str, symbol: str, tape: Tape) -> list[tuple]:
 
 
 def stored_state(
-    db_path: Path | None, symbols: Iterable[str]
+    db_path: Database | None, symbols: Iterable[str]
 ) -> tuple[dict[str, int], dict[str, float]]:
     """Next trade id and last price of each symbol already stored under venue ``sim``.
 
@@ -389,8 +389,10 @@ def stored_state(
     if db_path is None:
         return next_ids, last_prices
     try:
-        conn = schema.connect_read_only(db_path)
-    except FileNotFoundError:
+        conn = open_reader(db_path)
+    except FileNotFoundError:  # the folder of a SQLite file does not exist
+        return next_ids, last_prices
+    if conn is None:
         return next_ids, last_prices
     try:
         for symbol in symbols:
@@ -398,8 +400,8 @@ def stored_state(
             if row is not None:
                 next_ids[symbol] = row[0] + 1
                 last_prices[symbol] = row[1]
-    except sqlite3.OperationalError as exc:  # no trades table yet: nothing stored
-        log.debug("sim: no stored state in %s (%s)", db_path, exc)
+    except READ_ERRORS as exc:  # no trades table yet: nothing stored
+        log.debug("sim: no stored state in %s (%s)", parse_target(db_path), exc)
     finally:
         conn.close()
     return next_ids, last_prices
@@ -414,7 +416,9 @@ class SimFeed:
 
     venue = VENUE
 
-    def __init__(self, params: SimParams, writer: TradeWriter, db_path: Path | None = None) -> None:
+    def __init__(
+        self, params: SimParams, writer: TradeWriter, db_path: Database | None = None
+    ) -> None:
         self.model = params
         self.writer = writer
         self.db_path = db_path

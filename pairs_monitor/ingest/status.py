@@ -19,8 +19,12 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import psycopg
+
 from pairs_monitor.clock import now_ms
-from pairs_monitor.store import sql
+from pairs_monitor.ingest.reading import one_row
+from pairs_monitor.store import postgres, sql
+from pairs_monitor.store.connection import Connection
 from pairs_monitor.store.writer import TradeWriter
 
 log = logging.getLogger("status")
@@ -94,7 +98,7 @@ class WriterStatusPublisher:
 
     def __init__(self, writer: TradeWriter) -> None:
         self.writer = writer
-        self._conn: sqlite3.Connection | None = None
+        self._conn: Connection | None = None
         self._failures = 0
         self._last_failure_log: float | None = None
 
@@ -116,19 +120,11 @@ class WriterStatusPublisher:
         row = self.row()
         try:
             if self._conn is None:
-                self._conn = sqlite3.connect(
-                    # mode=rw: never create a file where the database was deleted
-                    f"{Path(self.writer.db_path).resolve().as_uri()}?mode=rw",
-                    uri=True,
-                    timeout=self.BUSY_TIMEOUT_S,
-                    isolation_level=None,  # each write commits on its own
-                    check_same_thread=False,  # the reporter's thread, then the daemon's
-                )
-                # One small row a second: durability of the last one hardly matters, and
-                # an fsync per write would hold the write lock longer (WAL is on already).
-                self._conn.execute("PRAGMA synchronous = NORMAL")
+                self._conn = self._connect()
             self._conn.execute(sql.UPSERT_WRITER_STATUS, row)
-        except sqlite3.Error as exc:
+        except (sqlite3.Error, psycopg.Error) as exc:
+            if isinstance(self._conn, postgres.PgConnection):
+                self.close()  # a connection the server cut stays broken: open another
             self._failures += 1
             now = time.monotonic()
             last = self._last_failure_log
@@ -144,6 +140,28 @@ class WriterStatusPublisher:
                 )
             return False
         return True
+
+    def _connect(self) -> Connection:
+        url = self.writer.target.url
+        if url is not None:
+            raw = postgres.connect(url, application_name=f"pairs-monitor status {os.getpid()}")
+            # Fail fast behind a lock, as SQLite's busy timeout does: the row goes stale.
+            timeout_ms = int(self.BUSY_TIMEOUT_S * 1000)
+            raw.execute(f"SET lock_timeout = {timeout_ms}")
+            raw.execute(f"SET statement_timeout = {4 * timeout_ms}")
+            return postgres.PgConnection(raw)
+        conn = sqlite3.connect(
+            # mode=rw: never create a file where the database was deleted
+            f"{Path(self.writer.db_path).resolve().as_uri()}?mode=rw",
+            uri=True,
+            timeout=self.BUSY_TIMEOUT_S,
+            isolation_level=None,  # each write commits on its own
+            check_same_thread=False,  # the reporter's thread, then the daemon's
+        )
+        # One small row a second: durability of the last one hardly matters, and an fsync
+        # per write would hold the write lock longer (WAL is on already).
+        conn.execute("PRAGMA synchronous = NORMAL")
+        return conn
 
     def close(self) -> None:
         """Close the connection (a later :meth:`publish` opens another)."""
@@ -216,14 +234,14 @@ class StatusReporter(threading.Thread):
         if self.writer.stats.state == "ok":
             writer_row = self.writer_status.row()
 
-            def upsert(conn: sqlite3.Connection) -> None:
-                conn.executemany(sql.UPSERT_FEED_STATUS, rows)
+            def upsert(conn: Connection) -> None:
+                upsert_feed_status(conn, rows)
                 conn.execute(sql.UPSERT_WRITER_STATUS, writer_row)
 
             self.writer.submit(upsert)
             return
         if rows:
-            self.writer.submit(lambda conn: conn.executemany(sql.UPSERT_FEED_STATUS, rows))
+            self.writer.submit(lambda conn: upsert_feed_status(conn, rows))
         self.writer_status.publish()
 
     def _row(self, feed: FeedStats) -> dict:
@@ -303,6 +321,13 @@ class StatusReporter(threading.Thread):
         return " | ".join(parts)
 
 
+def upsert_feed_status(conn: Connection, rows: list[dict]) -> None:
+    """Write the ``feed_status`` rows, one statement each: PgConnection.executemany takes
+    positional rows only, and these are named (a few rows a second)."""
+    for row in rows:
+        conn.execute(sql.UPSERT_FEED_STATUS, row)
+
+
 def start_run(
     writer: TradeWriter,
     venue: str,
@@ -320,14 +345,14 @@ def start_run(
     symbol_list = ",".join(sorted(s.upper() for s in symbols))
     params_json = json.dumps(params, sort_keys=True, default=str)
 
-    def insert(conn: sqlite3.Connection) -> int:
-        cursor = conn.execute(
-            sql.INSERT_RUN,
-            (venue, source, symbol_list, params_json, os.getpid(), started),
+    def insert(conn: Connection) -> int:
+        (run_id,) = one_row(
+            conn.execute(
+                sql.INSERT_RUN + " RETURNING run_id",
+                (venue, source, symbol_list, params_json, os.getpid(), started),
+            )
         )
-        run_id = cursor.lastrowid
-        assert run_id is not None  # an INSERT into a rowid table always sets it
-        return run_id
+        return int(run_id)
 
     run_id: int = writer.submit(insert).result(timeout)
     return run_id

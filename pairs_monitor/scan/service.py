@@ -27,7 +27,6 @@ import os
 import pickle
 import re
 import select
-import sqlite3
 import subprocess
 import sys
 import threading
@@ -38,6 +37,8 @@ from pathlib import Path
 from typing import IO, Any
 
 from pairs_monitor.clock import now_ms
+from pairs_monitor.store.connection import Connection
+from pairs_monitor.store.target import StoreTarget, parse_target
 from pairs_monitor.store.writer import TradeWriter
 
 log = logging.getLogger("scan")
@@ -173,7 +174,9 @@ class ScanService(threading.Thread):
         service.close()
         writer.close()
 
-    :param db_path: the database, read by the child on a read-only connection.
+    :param db_path: the store, a SQLite file or a ``postgresql://`` URL, read by the child
+        on a read-only connection (a URL reaches it through its pipe, never its command
+        line, where ``ps`` would show the password).
     :param writer: the daemon's writer; each result is one ``submit``.
     :param stop: the daemon's stop event (the thread also ends on :meth:`close`).
     :param every_s: seconds from the start of one scan to the start of the next.
@@ -190,7 +193,7 @@ class ScanService(threading.Thread):
 
     def __init__(
         self,
-        db_path: str | Path,
+        db_path: str | Path | StoreTarget,
         writer: TradeWriter,
         stop: threading.Event,
         *,
@@ -204,7 +207,9 @@ class ScanService(threading.Thread):
         nice: int = WORKER_NICE,
     ) -> None:
         super().__init__(name="scan", daemon=True)
-        self.db_path = Path(db_path).resolve()
+        target = parse_target(db_path)
+        # What the child opens: a URL, or the file by its absolute path.
+        self.db = target.url or str(Path(str(target.path)).resolve())
         self.writer = writer
         self.daemon_stop = stop
         self.closing = threading.Event()
@@ -268,7 +273,7 @@ class ScanService(threading.Thread):
         if child is None:
             return
         request = {
-            "db": str(self.db_path),
+            "db": self.db,
             "now_ms": now_ms(),
             "window_s": self.window_s,
             "every_s": self.every_s,
@@ -320,13 +325,12 @@ class ScanService(threading.Thread):
         cutoff = run["finished_ms"] - RETAIN_MS
         values = tuple(run[column] for column in RUN_COLUMNS)
 
-        def write(conn: sqlite3.Connection) -> int:
-            scan_id = conn.execute(
+        def write(conn: Connection) -> int:
+            ((scan_id,),) = conn.execute(
                 f"INSERT INTO scan_runs ({', '.join(RUN_COLUMNS)})"  # noqa: S608
-                f" VALUES ({', '.join('?' * len(RUN_COLUMNS))})",
+                f" VALUES ({', '.join('?' * len(RUN_COLUMNS))}) RETURNING scan_id",
                 values,
-            ).lastrowid
-            assert scan_id is not None
+            ).fetchall()
             conn.executemany(
                 f"INSERT INTO scan_results (scan_id, {', '.join(RESULT_COLUMNS)})"  # noqa: S608
                 f" VALUES (?, {', '.join('?' * len(RESULT_COLUMNS))})",

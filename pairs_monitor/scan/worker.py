@@ -9,15 +9,15 @@ a pickled dict on standard output (``run`` and ``rows``, ready for ``scan_runs``
 ``scan_results``, or ``error``). Replies hold plain Python values only, so the daemon's
 side needs neither numpy nor pandas. Standard error is the daemon's log.
 
-What a scan reads, on a read-only connection it keeps: every leg of the request, or,
-without one, every (venue, symbol) whose ``feed_status`` row the daemon has written in
-the last two minutes (the legs it records now). Each leg's close of each minute of the
-window is the close of its last ``bars_1s`` second in that minute, or else the close of
-its 1-minute kline (``kline_bars``, USD-M history); a minute without either carries the
-previous close forward for at most ``MAX_STALE_BARS`` minutes. Closes are kept in
-memory between scans and only the minutes from the last one held are read again; every
-``FULL_READ_MS`` all of them are (bars recovered into the past, a history that landed
-after the first scan).
+What a scan reads, on a read-only connection it keeps (a SQLite file or a PostgreSQL
+URL): every leg of the request, or, without one, every (venue, symbol) whose
+``feed_status`` row the daemon has written in the last two minutes (the legs it records
+now). Each leg's close of each minute of the window is the close of its last ``bars_1s``
+second in that minute, or else the close of its 1-minute kline (``kline_bars``, USD-M
+history); a minute without either carries the previous close forward for at most
+``MAX_STALE_BARS`` minutes. Closes are kept in memory between scans and only the minutes
+from the last one held are read again; every ``FULL_READ_MS`` all of them are (bars
+recovered into the past, a history that landed after the first scan).
 """
 
 from __future__ import annotations
@@ -27,11 +27,13 @@ import json
 import math
 import os
 import pickle
-import sqlite3
 import sys
 import time
 import traceback
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # the child imports the store when its first request comes
+    from pairs_monitor.store.connection import Connection
 
 # What a scan runs with (stored in scan_runs.params_json).
 BAR_S = 60
@@ -53,7 +55,7 @@ class MinuteCloses:
 
     def refresh(
         self,
-        conn: sqlite3.Connection,
+        conn: Connection,
         legs: list[tuple[str, str]],
         start_m: int,
         end_m: int,
@@ -71,14 +73,7 @@ class MinuteCloses:
                 " AND interval_s = 60 AND bar_time_s >= ? AND bar_time_s < ?",
                 span,
             ).fetchall()
-            # The bare column close comes from the row with the greatest bar_time_s of the
-            # minute (SQLite's rule for a bare column beside max()).
-            seconds = conn.execute(
-                "SELECT bar_time_s / 60, close, max(bar_time_s) FROM bars_1s"
-                " WHERE venue = ? AND symbol = ? AND bar_time_s >= ? AND bar_time_s < ?"
-                " GROUP BY bar_time_s / 60",
-                span,
-            ).fetchall()
+            seconds = conn.execute(_closes_sql(conn), span).fetchall()
             held.update(klines)
             held.update((minute, close) for minute, close, _ in seconds)
             for minute in [m for m in held if m < start_m]:
@@ -103,7 +98,7 @@ class Scanner:
     """What the child keeps between requests: its connection and the closes."""
 
     def __init__(self) -> None:
-        self.conn: sqlite3.Connection | None = None
+        self.conn: Connection | None = None
         self.closes = MinuteCloses()
 
     def reset(self) -> None:
@@ -113,17 +108,19 @@ class Scanner:
         self.conn = None
         self.closes = MinuteCloses()
 
-    def connection(self, db: str) -> sqlite3.Connection:
-        from pairs_monitor.store import schema
+    def connection(self, db: str) -> Connection:
+        """The read-only connection to ``db`` (a SQLite path or a ``postgresql://`` URL)."""
+        from pairs_monitor.store import connection
+        from pairs_monitor.store.target import redact
 
         if self.conn is None:
-            self.conn = schema.connect_read_only(db)
-            version = schema.schema_version(self.conn)
+            self.conn = connection.connect_read_only(db)
+            version = connection.schema_version(self.conn)
             if version < SCHEMA_WITH_SCANS:
                 self.reset()
                 raise RuntimeError(
-                    f"{db} is at schema version {version}, scans need {SCHEMA_WITH_SCANS}: "
-                    "run `python db_setup.py`"
+                    f"{redact(db)} is at schema version {version}, scans need "
+                    f"{SCHEMA_WITH_SCANS}: run `python db_setup.py`"
                 )
         return self.conn
 
@@ -216,6 +213,27 @@ class Scanner:
             "note": note,
         }
         return {"run": run, "rows": rows, "rows_read": self.closes.rows_read}
+
+
+# The close of each minute's last second. SQLite: the bare column close comes from the row
+# with the greatest bar_time_s of the minute (its rule for a bare column beside max()).
+# PostgreSQL has no bare columns: the first row of each minute, newest second first.
+_CLOSES_SQL = (
+    "SELECT bar_time_s / 60, close, max(bar_time_s) FROM bars_1s"
+    " WHERE venue = ? AND symbol = ? AND bar_time_s >= ? AND bar_time_s < ?"
+    " GROUP BY bar_time_s / 60"
+)
+_CLOSES_SQL_POSTGRES = (
+    "SELECT DISTINCT ON (bar_time_s / 60) bar_time_s / 60, close, bar_time_s FROM bars_1s"
+    " WHERE venue = ? AND symbol = ? AND bar_time_s >= ? AND bar_time_s < ?"
+    " ORDER BY bar_time_s / 60, bar_time_s DESC"
+)
+
+
+def _closes_sql(conn: Connection) -> str:
+    from pairs_monitor.store.connection import is_postgres
+
+    return _CLOSES_SQL_POSTGRES if is_postgres(conn) else _CLOSES_SQL
 
 
 def _fee(venue: str) -> float:

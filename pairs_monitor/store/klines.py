@@ -69,7 +69,9 @@ _INSERT_SPAN = """
 INSERT INTO kline_spans (venue, symbol, interval_s, start_s, end_s, origin, updated_ms)
 VALUES (?, ?, ?, ?, ?, ?, ?)
 ON CONFLICT (venue, symbol, interval_s, start_s) DO UPDATE SET
-    end_s = max(end_s, excluded.end_s), updated_ms = excluded.updated_ms
+    end_s = CASE WHEN excluded.end_s > kline_spans.end_s THEN excluded.end_s
+                 ELSE kline_spans.end_s END,  -- max(a, b), in the SQL both stores speak
+    updated_ms = excluded.updated_ms
 """
 
 

@@ -1,6 +1,8 @@
 """Create or migrate the SQLite schema shared by the ingest daemon and the page.
 
 Usage: ``python db_setup.py [--db data/ticks.db]``. Safe to run any number of times.
+``--db postgresql://user:password@host:port/dbname`` sets up a PostgreSQL database
+instead (``store/postgres.py``: the same tables in its dialect, and the page's role).
 
 The schema version lives in ``PRAGMA user_version``. Each entry of ``MIGRATIONS`` moves a
 database from version ``i`` to ``i + 1`` inside one transaction, so a migration either
@@ -19,6 +21,8 @@ import sqlite3
 import sys
 import time
 from pathlib import Path
+
+from pairs_monitor.store.target import is_postgres_url, redact
 
 DEFAULT_DB = Path("data/ticks.db")
 
@@ -678,7 +682,14 @@ def _statements(script: str) -> list[str]:
 
 
 def setup(path: str | Path = DEFAULT_DB) -> int:
-    """Create or migrate the database at ``path``; return the version it started at."""
+    """Create or migrate the database at ``path``; return the version it started at.
+
+    :param path: a SQLite file, or a ``postgresql://`` URL (``store/postgres.py``).
+    """
+    if is_postgres_url(path):
+        from pairs_monitor.store import postgres
+
+        return postgres.setup(str(path))
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     # A plain connection: connect_for_writing would switch a file we may refuse to WAL.
@@ -692,20 +703,33 @@ def setup(path: str | Path = DEFAULT_DB) -> int:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
-        "--db", default=str(DEFAULT_DB), help="database file (default: %(default)s)"
+        "--db",
+        default=str(DEFAULT_DB),
+        help="database file, or postgresql://user:password@host:port/dbname (default: %(default)s)",
     )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    name = redact(args.db)  # a URL's password is never logged
     try:
         start = setup(args.db)
     except (SchemaError, sqlite3.DatabaseError) as exc:
-        log.error("%s: %s", args.db, exc)
+        log.error("%s: %s", name, exc)
+        return 1
+    except Exception as exc:
+        if not _is_driver_error(exc):
+            raise
+        log.error("%s: %s", name, str(exc).replace(args.db, name))
         return 1
     if start == LATEST_VERSION:
-        log.info("%s is already at schema version %d; nothing to do", args.db, LATEST_VERSION)
+        log.info("%s is already at schema version %d; nothing to do", name, LATEST_VERSION)
     else:
-        log.info("%s is at schema version %d", args.db, LATEST_VERSION)
+        log.info("%s is at schema version %d", name, LATEST_VERSION)
     return 0
+
+
+def _is_driver_error(exc: Exception) -> bool:
+    """True for an error of the PostgreSQL driver (a refused connection, a SQL error)."""
+    return type(exc).__module__.startswith("psycopg")
 
 
 if __name__ == "__main__":

@@ -1,7 +1,10 @@
 """Every SQL statement the ingest daemon runs (the schema's DDL stays in ``schema.py``).
 
 The modules import these by name; a statement's comment says why it is written the way
-it is. All take ``?`` parameters; none is built from data.
+it is. All take ``?`` parameters; none is built from data. Those after the writer's own
+run on PostgreSQL too, through ``postgres.PgConnection``: written in the SQL both speak
+(subqueries named, columns of the upsert's table qualified, no ``total()`` or scalar
+``max(a, b)``); tests/test_pg_statements.py runs each on both stores.
 """
 
 from __future__ import annotations
@@ -156,9 +159,9 @@ VALUES (:venue, :symbol, :source, :source_since_ms, :connected, :last_trade_id,
 ON CONFLICT (venue, symbol) DO UPDATE SET
     source = excluded.source, source_since_ms = excluded.source_since_ms,
     connected = excluded.connected,
-    last_trade_id = coalesce(excluded.last_trade_id, last_trade_id),
-    last_trade_time_us = coalesce(excluded.last_trade_time_us, last_trade_time_us),
-    last_message_ms = coalesce(excluded.last_message_ms, last_message_ms),
+    last_trade_id = coalesce(excluded.last_trade_id, feed_status.last_trade_id),
+    last_trade_time_us = coalesce(excluded.last_trade_time_us, feed_status.last_trade_time_us),
+    last_message_ms = coalesce(excluded.last_message_ms, feed_status.last_message_ms),
     reconnects = excluded.reconnects, trades_per_s = excluded.trades_per_s,
     queue_depth = excluded.queue_depth, gaps_open = excluded.gaps_open,
     gaps_filled = excluded.gaps_filled, gaps_abandoned = excluded.gaps_abandoned,
@@ -210,7 +213,7 @@ SELECT trade_id + 1, next_id - 1 FROM (
         SELECT trade_id FROM trades WHERE venue = ?1 AND symbol = ?2 AND trade_id <= ?3
         UNION ALL
         SELECT trade_id FROM nonmarket_trades
-        WHERE venue = ?1 AND symbol = ?2 AND trade_id <= ?3))
+        WHERE venue = ?1 AND symbol = ?2 AND trade_id <= ?3) AS ids) AS pairs
 WHERE next_id > trade_id + 1
 ORDER BY trade_id
 """
@@ -220,7 +223,7 @@ LAST_STORED_ID = """
 SELECT max(trade_id) FROM (
     SELECT max(trade_id) AS trade_id FROM trades WHERE venue = ?1 AND symbol = ?2
     UNION ALL
-    SELECT max(trade_id) FROM nonmarket_trades WHERE venue = ?1 AND symbol = ?2)
+    SELECT max(trade_id) FROM nonmarket_trades WHERE venue = ?1 AND symbol = ?2) AS highest
 """
 # The time (µs) of the last stored trade below an id: where aggTrades starts looking for
 # the aggregate of the ids after it (trade times do not decrease as ids rise).
@@ -231,7 +234,7 @@ TIME_BEFORE = (
 # What is stored of one aggregate's ids outside the range being filled: its other trades'
 # count and quantity, so the ids filled get the rest of the aggregate's quantity.
 STORED_OF_AGGREGATE = (
-    "SELECT count(*), total(qty) FROM trades WHERE venue = ?1 AND symbol = ?2 "
+    "SELECT count(*), coalesce(sum(qty), 0.0) FROM trades WHERE venue = ?1 AND symbol = ?2 "
     "AND trade_id BETWEEN ?3 AND ?4 AND trade_id NOT BETWEEN ?5 AND ?6"
 )
 # Non-market trades: the socket's (with its time and type) wins over an id REST left out

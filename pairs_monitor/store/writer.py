@@ -1,7 +1,7 @@
 """The writer thread: the only code that writes trades, bars, gaps, runs and feed status.
 
-Producers (the live feeds, REST backfill, the simulator, replay) never touch SQLite. They
-hand work to :class:`TradeWriter` through one ``queue.Queue``:
+Producers (the live feeds, REST backfill, the simulator, replay) never touch the database.
+They hand work to :class:`TradeWriter` through one ``queue.Queue``:
 
 - ``put_trades(rows, block=True, stop=event)``: a list of trade rows, in
   ``schema.TRADES_COLUMNS`` order. This is where backpressure lives: a producer that can
@@ -14,13 +14,19 @@ The thread takes everything already queued (at most ``max_batch_rows`` trades or
 ``max_batch_seconds`` of gathering) and commits it as one transaction. Trades go through a
 staging table so that only rows not stored before reach ``trades`` and ``bars_1s``: a
 trade re-sent after a reconnect is harmless and never counted twice in a bar. A row that
-can never be stored (a value SQLite cannot bind, one the staging table's constraints
+can never be stored (a value the database cannot take, one the staging table's constraints
 refuse: see ``sql.STAGING_DDL``) is set aside, counted in ``stats.rows_rejected`` and
 logged (rate limited); the rest of its batch commits. A failed commit (locked database,
-full disk, a damaged schema) is rolled back, logged, and retried with backoff until it
-succeeds; nothing queued is dropped, and a stop that comes while it waits ends with
-``close()`` returning False, so the caller can say what was left. The one thing that stops
-the writer for good is its file deleted or replaced under it: ``fatal_error`` says so.
+full disk, a lost server connection, a damaged schema) is rolled back, logged, and retried
+with backoff until it succeeds; nothing queued is dropped, and a stop that comes while it
+waits ends with ``close()`` returning False, so the caller can say what was left. The one
+thing that stops the writer for good is a SQLite file deleted or replaced under it:
+``fatal_error`` says so.
+
+The thread, its queue, batching and retries are written once, here; what one batch does
+in the database is a :class:`Storage`: :class:`SQLiteStorage` below for a file,
+``postgres_writer.PostgresStorage`` for a ``postgresql://`` URL (``--db`` names either:
+``target.parse_target``).
 
 Its health (``stats.state``: ok, retrying or stopped; ``last_error``; ``failing_since_ms``)
 is published in ``writer_status`` by the status reporter, through a connection of the
@@ -40,10 +46,11 @@ from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal, NamedTuple, TypeVar
+from typing import Any, Literal, NamedTuple, Protocol, TypeVar
 
 from pairs_monitor.clock import Backoff, now_ms
 from pairs_monitor.store import schema, sql
+from pairs_monitor.store.target import StoreTarget, parse_target
 
 log = logging.getLogger("writer")
 
@@ -60,14 +67,14 @@ class WriterFatalError(RuntimeError):
     submitted then, or still queued, is never run."""
 
 
-class _DatabaseGone(Exception):
+class DatabaseGone(Exception):
     """The file at the database's path is no longer the one the writer has open."""
 
 
 class _Call(NamedTuple):
     """A write submitted with ``submit``: run ``fn(conn)``, report to ``future``."""
 
-    fn: Callable[[sqlite3.Connection], Any]
+    fn: Callable[[Any], Any]
     future: Future
 
 
@@ -76,9 +83,11 @@ class _Call(NamedTuple):
 _TRANSIENT_ERRORS = ("SQLITE_BUSY", "SQLITE_LOCKED", "SQLITE_FULL", "SQLITE_IOERR")
 
 
-def is_transient(exc: sqlite3.Error) -> bool:
+def is_transient(exc: BaseException) -> bool:
     """True for SQLite errors worth retrying (lock contention, full disk, I/O)."""
-    return getattr(exc, "sqlite_errorname", "").startswith(_TRANSIENT_ERRORS)
+    return isinstance(exc, sqlite3.Error) and getattr(exc, "sqlite_errorname", "").startswith(
+        _TRANSIENT_ERRORS
+    )
 
 
 # ok: committing; retrying: the last commit failed and is being retried (nothing queued is
@@ -115,18 +124,89 @@ class WriterStats:
         self.failing_since_ms = None
 
 
+class Rejects:
+    """Where a storage step reports the rows it sets aside (logged, rate limited)."""
+
+    def __init__(self, logger: logging.Logger) -> None:
+        self._log = RateLimitedLog(logger)
+
+    def row(self, row: Any, reason: str) -> None:
+        """A row that can never be stored, and why."""
+        self._log.error("rejected trade row %s: %s", _short_repr(row), reason)
+
+    def conflicting_copy(self, venue: str, symbol: str, trade_id: int) -> None:
+        """A trade id that arrived twice in a batch with different contents."""
+        self._log.warning(
+            "%s %s trade %d arrived twice with different contents; kept the earlier-timed copy",
+            venue,
+            symbol,
+            trade_id,
+        )
+
+
+class Storage(Protocol):
+    """What one batch does in one kind of database; the thread around it is TradeWriter's.
+
+    Every method runs on the writer thread, between ``open`` and ``close``.
+    """
+
+    @property
+    def connection(self) -> Any:
+        """What a submitted call receives."""
+
+    def open(self) -> None:
+        """Create or migrate the schema, open the write connection, make the staging table."""
+
+    def begin(self) -> None:
+        """Start the batch's transaction."""
+
+    def commit(self) -> None:
+        """Commit the batch's transaction."""
+
+    def rollback(self) -> None:
+        """Roll back whatever transaction is open; never raises for a lost connection."""
+
+    def savepoint(self) -> None:
+        """Open the savepoint a submitted call runs in."""
+
+    def release(self) -> None:
+        """Keep what the call did."""
+
+    def rollback_to(self) -> None:
+        """Undo what the call did, and close its savepoint."""
+
+    def store_trades(self, rows: list[TradeRow], rejects: Rejects) -> tuple[int, int]:
+        """Store the rows not stored yet and fold them into bars_1s, in the transaction.
+
+        :returns: (trades stored, rows rejected).
+        """
+
+    def is_transient(self, exc: BaseException) -> bool:
+        """True when ``exc`` passes (a lock, a lost connection): the batch is retried."""
+
+    def check_gone(self, force: bool = False) -> None:
+        """Raise :class:`DatabaseGone` when the store can never be written again."""
+
+    def lost_commit_went_through(self) -> bool:
+        """After a commit whose answer was lost: True when it committed all the same."""
+
+    def close(self, gone: bool) -> None:
+        """Close the connection (``gone``: after ``DatabaseGone``)."""
+
+
 class TradeWriter(threading.Thread):
     """Owns the write connection; commits whatever producers queue, in batches.
 
-    :param db_path: database file; the schema is created or migrated on start.
+    :param db_path: what ``--db`` names: a SQLite file, or a ``postgresql://`` URL (see
+        ``target.parse_target``); the schema is created or migrated on start.
     :param max_batch_rows: most trades committed in one transaction.
     :param max_batch_seconds: longest time spent gathering one batch.
     :param max_queue: queue capacity in items; a full queue blocks every producer rather
         than dropping anything.
     :param max_backlog: queued items above which ``put_trades(block=True)`` waits; far
         below ``max_queue``, so the rows in flight (and the memory) stay small.
-    :param file_check_seconds: how often the writer checks, between batches, that the file
-        at ``db_path`` is still the one it has open (deleted or replaced: see
+    :param file_check_seconds: how often the writer checks, between batches, that a SQLite
+        file at ``db_path`` is still the one it has open (deleted or replaced: see
         ``fatal_error``).
 
     ``fatal_error`` is None while the writer can go on; a message when it has stopped for
@@ -137,7 +217,7 @@ class TradeWriter(threading.Thread):
 
     def __init__(
         self,
-        db_path: str | Path,
+        db_path: str | Path | StoreTarget,
         *,
         max_batch_rows: int = 50_000,
         max_batch_seconds: float = 0.05,
@@ -146,22 +226,25 @@ class TradeWriter(threading.Thread):
         file_check_seconds: float = 2.0,
     ) -> None:
         super().__init__(name="writer", daemon=True)
-        self.db_path = Path(db_path)
+        self.target = parse_target(db_path)  # what to read: a file, or a URL (target.url)
+        # The SQLite file. For a URL, its redacted text (no file, no password): the
+        # modules that open their own connections read ``target`` once they take URLs.
+        self.db_path: Path = self.target.path or Path(self.target.redacted)
         self.max_batch_rows = max_batch_rows
         self.max_batch_seconds = max_batch_seconds
         self.queue: queue.Queue[Any] = queue.Queue(maxsize=max_queue)
         self.max_backlog = max_backlog
         self._taken = threading.Condition()  # notified each time the writer takes a batch
         self.stats = WriterStats()
-        self._conn: sqlite3.Connection | None = None
+        self._store: Storage = _storage_for(self.target, file_check_seconds)
+        self._conn: Any = None  # the store's connection, once open
         self._ready = threading.Event()
         self._start_error: BaseException | None = None
-        self._rejects = RateLimitedLog(log)
+        self._rejects = Rejects(log)
         self.file_check_seconds = file_check_seconds
         self.fatal_error: str | None = None
-        self._identity: tuple[int, int] | None = None  # (st_dev, st_ino) of the file opened
-        self._side_identities: dict[Path, tuple[int, int] | None] = {}  # its -wal and -shm
-        self._next_file_check = 0.0
+        # What the attempt whose COMMIT lost its answer would have reported.
+        self._outcome: tuple[list[tuple[Future, Any, bool]], int, int, int] | None = None
 
     # -- producer side -------------------------------------------------------------
 
@@ -202,10 +285,12 @@ class TradeWriter(threading.Thread):
                 # A stop event cannot notify this condition: look at it every 50 ms.
                 self._taken.wait(0.05)
 
-    def submit(self, fn: Callable[[sqlite3.Connection], T]) -> Future[T]:
+    def submit(self, fn: Callable[[Any], T]) -> Future[T]:
         """Run ``fn(conn)`` in the writer's next transaction, after everything queued before.
 
-        The returned future resolves once that transaction has committed.
+        ``conn`` is a ``sqlite3.Connection``, or for PostgreSQL a ``postgres.PgConnection``
+        (the same ``execute`` with ``?`` parameters). The returned future resolves once
+        that transaction has committed.
         """
         future: Future[T] = Future()
         if self.fatal_error is not None:
@@ -237,21 +322,11 @@ class TradeWriter(threading.Thread):
 
     # -- writer thread -------------------------------------------------------------
 
-    @property
-    def _connection(self) -> sqlite3.Connection:
-        if self._conn is None:
-            raise RuntimeError("the writer thread has not opened the database")
-        return self._conn
-
     def run(self) -> None:
+        store = self._store
         try:
-            schema.setup(self.db_path)
-            conn = self._conn = schema.connect_for_writing(self.db_path)
-            conn.execute(sql.TEMP_IN_MEMORY)
-            conn.execute(sql.STAGING_DDL)
-            self._identity = _identity(self.db_path)
-            self._side_identities = {side: _identity(side) for side in _side_files(self.db_path)}
-            self._next_file_check = time.monotonic() + self.file_check_seconds
+            store.open()
+            self._conn = store.connection
         except BaseException as exc:  # reported to the caller of start()
             self._start_error = exc
             self._ready.set()
@@ -263,42 +338,20 @@ class TradeWriter(threading.Thread):
             stop = False
             while not stop:
                 batch, stop = self._gather()
-                self._check_file()
+                store.check_gone()
                 if batch:
                     self._commit_with_retry(batch)
-        except _DatabaseGone as exc:
+        except DatabaseGone as exc:
             gone = True
             self._stop_for_good(str(exc), batch)
         finally:
-            conn.close()
-            if gone:
-                self._remove_stale_side_files()
+            store.close(gone)
             self.stats.state = "stopped"
             log.info(
                 "writer stopped: %d trades stored, %d commits",
                 self.stats.trades_stored,
                 self.stats.commits,
             )
-
-    def _check_file(self, force: bool = False) -> None:
-        """Raise :class:`_DatabaseGone` when the path no longer names the file opened.
-
-        Looked at every ``file_check_seconds`` (a ``stat``): the unlinked file would take
-        every later commit and lose it, and a replacement would meet a stale -wal.
-        """
-        now = time.monotonic()
-        if not force and now < self._next_file_check:
-            return
-        self._next_file_check = now + self.file_check_seconds
-        current = _identity(self.db_path)
-        if current == self._identity:
-            return
-        what = "was deleted" if current is None else "was replaced by another file"
-        raise _DatabaseGone(
-            f"{self.db_path} {what} while the daemon was writing to it; nothing more is "
-            "written (what was still queued is lost). Restart the daemon to write to the file "
-            "now at that path (a new one is created if there is none)."
-        )
 
     def _stop_for_good(self, message: str, batch: list[Any]) -> None:
         """Record ``message`` as the fatal error and fail every write still waiting."""
@@ -311,23 +364,6 @@ class TradeWriter(threading.Thread):
         self._fail_queued()
         with self._taken:
             self._taken.notify_all()
-
-    def _remove_stale_side_files(self) -> None:
-        """Delete the -wal and -shm the writer used, if they are still the ones at the path.
-
-        SQLite does not checkpoint into a file that has moved, so closing leaves them
-        behind: a file put at the path (or created there by the next start) would read
-        the old file's pages from them and look malformed. Ones another file made since
-        are left alone.
-        """
-        for side, opened in self._side_identities.items():
-            if opened is not None and _identity(side) == opened:
-                try:
-                    side.unlink()
-                except OSError as exc:
-                    log.error("could not remove the stale %s (%s): remove it by hand", side, exc)
-                else:
-                    log.warning("removed %s, left by the file the writer had open", side)
 
     def _fail_queued(self) -> None:
         """Take everything queued; fail the calls' futures (the writer will run none)."""
@@ -376,18 +412,24 @@ class TradeWriter(threading.Thread):
     def _commit_with_retry(self, batch: list[Any]) -> None:
         """Commit ``batch``, retrying with backoff until it succeeds; nothing is dropped.
 
-        Locked database, full disk, I/O error: these pass, and the batch goes in when they
-        do. Anything else (a corrupt file, a bug) is logged with its traceback at every
-        attempt, so it is seen, while the batch waits in memory for someone to act.
+        Locked database, full disk, I/O error, a lost server connection: these pass, and
+        the batch goes in when they do. Anything else (a corrupt file, a bug) is logged with
+        its traceback at every attempt, so it is seen, while the batch waits in memory for
+        someone to act. A COMMIT whose answer was lost with the connection is asked about
+        before the batch is tried again, so a batch that did commit is not run twice.
         """
         backoff = Backoff(base=0.1, cap=5.0)
+        store = self._store
         while True:
             try:
-                results, rejected = self._commit(batch)
+                if self._outcome is not None and store.lost_commit_went_through():
+                    outcome = self._outcome
+                else:
+                    outcome = self._commit(batch)
             except Exception as exc:
-                self._check_file(force=True)  # a deleted file is no passing error
+                store.check_gone(force=True)  # a deleted file is no passing error
                 self.stats.failed(f"{type(exc).__name__}: {exc}")
-                transient = isinstance(exc, sqlite3.Error) and is_transient(exc)
+                transient = store.is_transient(exc)
                 delay = backoff.next_delay()
                 log.error(
                     "commit of %d queued items failed (%s); retrying in %.1f s",
@@ -399,20 +441,26 @@ class TradeWriter(threading.Thread):
                 time.sleep(delay)
                 continue
             break
+        self._outcome = None
+        results, received, stored, rejected = outcome
         self.stats.committed()
+        self.stats.trades_received += received
+        self.stats.trades_stored += stored
         self.stats.rows_rejected += rejected
-        for future, outcome, failed in results:
+        for future, result, failed in results:
             if failed:
-                future.set_exception(outcome)
+                future.set_exception(result)
             else:
-                future.set_result(outcome)
+                future.set_result(result)
 
-    def _commit(self, batch: list[Any]) -> tuple[list[tuple[Future, Any, bool]], int]:
-        """One transaction for the batch; returns the calls' outcomes and rows rejected."""
-        conn = self._connection
+    def _commit(self, batch: list[Any]) -> tuple[list[tuple[Future, Any, bool]], int, int, int]:
+        """One transaction for the batch; returns the calls' outcomes and the trades
+        received, stored and rejected."""
+        store = self._store
         results: list[tuple[Future, Any, bool]] = []
         received = stored = rejected = 0
-        conn.execute(sql.BEGIN_WRITE)
+        self._outcome = None
+        store.begin()
         try:
             pending: list[list[TradeRow]] = []
             for item in batch:
@@ -425,42 +473,32 @@ class TradeWriter(threading.Thread):
                     pending.append(item)
                     received += len(item)
             stored, rejected = self._add(self._store_trades(pending), stored, rejected)
-            conn.execute(sql.COMMIT)
+            # Kept until the commit is known: a COMMIT whose answer is lost may have landed.
+            self._outcome = (results, received, stored, rejected)
+            store.commit()
         except BaseException:
-            if conn.in_transaction:
-                conn.execute(sql.ROLLBACK)  # the staging rows go with it
+            store.rollback()  # the staging rows go with it
             raise
-        self.stats.trades_received += received
-        self.stats.trades_stored += stored
-        return results, rejected
+        return results, received, stored, rejected
 
     @staticmethod
     def _add(counts: tuple[int, int], stored: int, rejected: int) -> tuple[int, int]:
         return stored + counts[0], rejected + counts[1]
 
-    def _call(
-        self, fn: Callable[[sqlite3.Connection], Any], future: Future[Any]
-    ) -> tuple[Future[Any], Any, bool]:
+    def _call(self, fn: Callable[[Any], Any], future: Future[Any]) -> tuple[Future[Any], Any, bool]:
         """Run one submitted write inside a savepoint, so its failure undoes only itself."""
-        conn = self._connection
-        conn.execute(sql.SAVEPOINT_CALL)
+        store = self._store
+        store.savepoint()
         try:
-            outcome = fn(conn)
-        except sqlite3.Error as exc:
-            if is_transient(exc):
-                raise  # the whole batch is retried
-            return self._undo_call(future, exc)
+            outcome = fn(store.connection)
         except Exception as exc:
-            return self._undo_call(future, exc)
-        conn.execute(sql.RELEASE_CALL)
+            if store.is_transient(exc):
+                raise  # the whole batch is retried
+            store.rollback_to()
+            log.error("a submitted write failed and was undone: %r", exc)
+            return future, exc, True
+        store.release()
         return future, outcome, False
-
-    def _undo_call(self, future: Future, exc: Exception) -> tuple[Future, Exception, bool]:
-        conn = self._connection
-        conn.execute(sql.ROLLBACK_TO_CALL)
-        conn.execute(sql.RELEASE_CALL)
-        log.error("a submitted write failed and was undone: %r", exc)
-        return future, exc, True
 
     def _store_trades(self, chunks: list[list[TradeRow]]) -> tuple[int, int]:
         """Insert the trades not stored yet and fold them into bars_1s.
@@ -469,27 +507,9 @@ class TradeWriter(threading.Thread):
         """
         if not chunks:
             return 0, 0
-        conn = self._connection
         rows, rejected = self._well_formed(itertools.chain.from_iterable(chunks))
-        rejected += self._stage(rows, 0)
-        if conn.execute(sql.MAY_OVERLAP_STORED).fetchone()[0]:
-            conn.execute(sql.DROP_ALREADY_STORED)
-        staged = conn.execute(sql.COUNT_STAGED).fetchone()[0]
-        stored = conn.execute(sql.STORE_NEW).rowcount
-        if stored != staged:
-            for venue, symbol, trade_id in conn.execute(sql.DROP_CONFLICTING_COPIES).fetchall():
-                rejected += 1
-                self._rejects.warning(
-                    "%s %s trade %d arrived twice with different contents; "
-                    "kept the earlier-timed copy",
-                    venue,
-                    symbol,
-                    trade_id,
-                )
-        if stored:
-            conn.execute(sql.UPDATE_BARS)
-        conn.execute(sql.CLEAR_STAGING)
-        return stored, rejected
+        stored, refused = self._store.store_trades(rows, self._rejects)
+        return stored, rejected + refused
 
     def _well_formed(self, rows: Iterable[Any]) -> tuple[list[TradeRow], int]:
         """The rows that are sequences of the seven fields; the others are set aside.
@@ -504,10 +524,104 @@ class TradeWriter(threading.Thread):
                 good.append(row)  # type: ignore[arg-type]  # the staging table checks the rest
             else:
                 rejected += 1
-                self._reject(row, f"not a sequence of the {_FIELDS} trade fields")
+                self._rejects.row(row, f"not a sequence of the {_FIELDS} trade fields")
         return good, rejected
 
-    def _stage(self, rows: list[TradeRow], level: int) -> int:
+
+def _storage_for(target: StoreTarget, file_check_seconds: float) -> Storage:
+    if target.url is not None:
+        from pairs_monitor.store.postgres_writer import PostgresStorage
+
+        return PostgresStorage(target.url)
+    assert target.path is not None
+    return SQLiteStorage(target.path, file_check_seconds)
+
+
+class SQLiteStorage:
+    """A batch in a SQLite file: ``BEGIN IMMEDIATE``, many-row staging INSERTs, and the
+    checks that the file is still the one opened.
+
+    :param path: the database file; created and migrated by ``open``.
+    :param file_check_seconds: how often ``check_gone`` looks at the file (a ``stat``).
+    """
+
+    def __init__(self, path: Path, file_check_seconds: float) -> None:
+        self.path = path
+        self.file_check_seconds = file_check_seconds
+        self._conn: sqlite3.Connection | None = None
+        self._identity: tuple[int, int] | None = None  # (st_dev, st_ino) of the file opened
+        self._side_identities: dict[Path, tuple[int, int] | None] = {}  # its -wal and -shm
+        self._next_file_check = 0.0
+
+    @property
+    def connection(self) -> sqlite3.Connection:
+        """The write connection (what a submitted call receives)."""
+        if self._conn is None:
+            raise RuntimeError("the writer thread has not opened the database")
+        return self._conn
+
+    def open(self) -> None:
+        """Create or migrate the file, open it for writing, make the staging table."""
+        schema.setup(self.path)
+        conn = self._conn = schema.connect_for_writing(self.path)
+        conn.execute(sql.TEMP_IN_MEMORY)
+        conn.execute(sql.STAGING_DDL)
+        self._identity = _identity(self.path)
+        self._side_identities = {side: _identity(side) for side in _side_files(self.path)}
+        self._next_file_check = time.monotonic() + self.file_check_seconds
+
+    def begin(self) -> None:
+        """``BEGIN IMMEDIATE``: a busy database fails before any work."""
+        self.connection.execute(sql.BEGIN_WRITE)
+
+    def commit(self) -> None:
+        """Commit."""
+        self.connection.execute(sql.COMMIT)
+
+    def rollback(self) -> None:
+        """Roll back, if a transaction is open."""
+        if self.connection.in_transaction:
+            self.connection.execute(sql.ROLLBACK)
+
+    def savepoint(self) -> None:
+        """Open the call's savepoint."""
+        self.connection.execute(sql.SAVEPOINT_CALL)
+
+    def release(self) -> None:
+        """Keep the call's writes."""
+        self.connection.execute(sql.RELEASE_CALL)
+
+    def rollback_to(self) -> None:
+        """Undo the call's writes."""
+        self.connection.execute(sql.ROLLBACK_TO_CALL)
+        self.connection.execute(sql.RELEASE_CALL)
+
+    def is_transient(self, exc: BaseException) -> bool:
+        """Lock contention, a full disk, I/O errors."""
+        return is_transient(exc)
+
+    def lost_commit_went_through(self) -> bool:
+        """A SQLite COMMIT either returns or fails: its answer is never lost."""
+        return False
+
+    def store_trades(self, rows: list[TradeRow], rejects: Rejects) -> tuple[int, int]:
+        """Stage, drop what is stored, insert the rest, fold it into bars_1s."""
+        conn = self.connection
+        rejected = self._stage(rows, 0, rejects)
+        if conn.execute(sql.MAY_OVERLAP_STORED).fetchone()[0]:
+            conn.execute(sql.DROP_ALREADY_STORED)
+        staged = conn.execute(sql.COUNT_STAGED).fetchone()[0]
+        stored = conn.execute(sql.STORE_NEW).rowcount
+        if stored != staged:
+            for venue, symbol, trade_id in conn.execute(sql.DROP_CONFLICTING_COPIES).fetchall():
+                rejected += 1
+                rejects.conflicting_copy(venue, symbol, trade_id)
+        if stored:
+            conn.execute(sql.UPDATE_BARS)
+        conn.execute(sql.CLEAR_STAGING)
+        return stored, rejected
+
+    def _stage(self, rows: list[TradeRow], level: int, rejects: Rejects) -> int:
         """Stage ``rows`` in statements of ``sql.STAGE_SIZES[level:]`` rows.
 
         A statement that fails on a bad row undoes itself; its rows are staged again in the
@@ -516,7 +630,7 @@ class TradeWriter(threading.Thread):
 
         :returns: how many rows were rejected.
         """
-        conn = self._connection
+        conn = self.connection
         rejected = start = 0
         for index in range(level, len(sql.STAGE_SIZES)):
             size = sql.STAGE_SIZES[index]
@@ -529,13 +643,53 @@ class TradeWriter(threading.Thread):
                 except _ROW_ERRORS as exc:
                     if size == 1:
                         rejected += 1
-                        self._reject(part[0], f"{type(exc).__name__}: {exc}")
+                        rejects.row(part[0], f"{type(exc).__name__}: {exc}")
                     else:
-                        rejected += self._stage(part, index + 1)
+                        rejected += self._stage(part, index + 1, rejects)
         return rejected
 
-    def _reject(self, row: Any, reason: str) -> None:
-        self._rejects.error("rejected trade row %s: %s", _short_repr(row), reason)
+    def check_gone(self, force: bool = False) -> None:
+        """Raise :class:`DatabaseGone` when the path no longer names the file opened.
+
+        Looked at every ``file_check_seconds`` (a ``stat``): the unlinked file would take
+        every later commit and lose it, and a replacement would meet a stale -wal.
+        """
+        now = time.monotonic()
+        if not force and now < self._next_file_check:
+            return
+        self._next_file_check = now + self.file_check_seconds
+        current = _identity(self.path)
+        if current == self._identity:
+            return
+        what = "was deleted" if current is None else "was replaced by another file"
+        raise DatabaseGone(
+            f"{self.path} {what} while the daemon was writing to it; nothing more is "
+            "written (what was still queued is lost). Restart the daemon to write to the file "
+            "now at that path (a new one is created if there is none)."
+        )
+
+    def close(self, gone: bool) -> None:
+        """Close the connection; after ``DatabaseGone``, remove the stale side files."""
+        self.connection.close()
+        if gone:
+            self._remove_stale_side_files()
+
+    def _remove_stale_side_files(self) -> None:
+        """Delete the -wal and -shm the writer used, if they are still the ones at the path.
+
+        SQLite does not checkpoint into a file that has moved, so closing leaves them
+        behind: a file put at the path (or created there by the next start) would read
+        the old file's pages from them and look malformed. Ones another file made since
+        are left alone.
+        """
+        for side, opened in self._side_identities.items():
+            if opened is not None and _identity(side) == opened:
+                try:
+                    side.unlink()
+                except OSError as exc:
+                    log.error("could not remove the stale %s (%s): remove it by hand", side, exc)
+                else:
+                    log.warning("removed %s, left by the file the writer had open", side)
 
 
 # What one row can raise while it is staged, whatever the others hold: a value SQLite cannot

@@ -1,4 +1,8 @@
-"""The real ingest daemon as a subprocess, and reads of the tape it stored."""
+"""The real ingest daemon as a subprocess, and reads of the tape it stored.
+
+The database is a SQLite file (a ``Path``) or a PostgreSQL database (a ``postgresql://``
+URL, as a string): every helper here takes either.
+"""
 
 from __future__ import annotations
 
@@ -14,6 +18,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import IO
 
+from pairs_monitor.store.target import is_postgres_url
+from tests.helpers import either_store
 from tests.helpers.binance_server import BinanceServer
 
 ROOT = Path(__file__).resolve().parents[2]  # the repository: where ingest.py is
@@ -24,7 +30,8 @@ SYMBOLS = ["BTCUSDT", "ETHUSDT"]
 class Daemon:
     """``ingest.py`` run as a subprocess against the local server; its log goes to a file.
 
-    :param db: the database file.
+    :param db: the database file, or a ``postgresql://`` URL (then :attr:`db` is not
+        there to read: :attr:`store` is what the daemon was given).
     :param server: the local server whose URLs the daemon is given (its market's symbols
         as bare words, with ``--market usdm`` for a USD-M server).
     :param extra: more command-line arguments.
@@ -38,7 +45,7 @@ class Daemon:
 
     def __init__(
         self,
-        db: Path,
+        db: Path | str,
         server: BinanceServer,
         log_path: Path,
         extra: list[str],
@@ -47,7 +54,7 @@ class Daemon:
         api_key: str | None = None,
         words: list[str] | None = None,
     ):
-        self.db = db
+        self.store = db
         self.server = server
         self.usdm = usdm
         self.api_key = api_key
@@ -79,7 +86,7 @@ class Daemon:
             sys.executable, str(ROOT / "ingest.py"),
             "--source", "live",
             *self.market_args(),
-            "--db", str(self.db),
+            *self.db_args(),
             "--watchdog", "3",
             "--backoff-max", "0.5",
             "--connect-timeout", "2",
@@ -93,11 +100,30 @@ class Daemon:
         log = self._log = open(self.log_path, "a")  # noqa: SIM115 (closed in wait())
         log.write(f"\n=== {' '.join(argv)}\n")
         log.flush()
-        env = {k: v for k, v in os.environ.items() if k != "BINANCE_API_KEY"}
+        env = {k: v for k, v in os.environ.items() if k not in ("BINANCE_API_KEY", "TICKS_DB")}
+        if self.on_postgres:
+            env["TICKS_DB"] = str(self.store)
         if self.api_key is not None:
             env["BINANCE_API_KEY"] = self.api_key
         self.proc = subprocess.Popen(argv, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, env=env)
         return self
+
+    @property
+    def on_postgres(self) -> bool:
+        """True when :attr:`db` is a ``postgresql://`` URL."""
+        return isinstance(self.store, str) and is_postgres_url(self.store)
+
+    @property
+    def db(self) -> Path:
+        """The SQLite file (a daemon on a PostgreSQL URL has none)."""
+        if isinstance(self.store, str) and is_postgres_url(self.store):
+            raise AttributeError("this daemon runs on a PostgreSQL URL: read .store")
+        return Path(self.store)
+
+    def db_args(self) -> list[str]:
+        """``--db`` and the file; nothing for a URL, which goes in ``$TICKS_DB`` (the
+        command line is written to the log, and the password must not be)."""
+        return [] if self.on_postgres else ["--db", str(self.store)]
 
     @property
     def process(self) -> subprocess.Popen[bytes]:
@@ -138,25 +164,38 @@ def connect_ro(db: Path) -> sqlite3.Connection:
     return sqlite3.connect(f"{db.resolve().as_uri()}?mode=ro", uri=True, timeout=10)
 
 
-def stored(db: Path, symbol: str, venue: str = "binance-spot") -> list[tuple]:
+TAPE = (
+    "SELECT trade_id, trade_time_us, price, qty, buyer_is_maker FROM trades "
+    "WHERE venue = ? AND symbol = ? ORDER BY trade_id"
+)
+
+
+def stored(db: Path | str, symbol: str, venue: str = "binance-spot") -> list[tuple]:
     """The stored tape of one symbol, as ``Trade.stored()`` tuples, by trade id."""
+    if isinstance(db, str) and is_postgres_url(db):
+        import psycopg
+
+        try:
+            return either_store.rows(db, TAPE, (venue, symbol))
+        except psycopg.errors.UndefinedTable:  # schema not created yet
+            return []
+    db = Path(db)
     if not db.exists():
         return []
     conn = connect_ro(db)
     try:
-        return conn.execute(
-            "SELECT trade_id, trade_time_us, price, qty, buyer_is_maker FROM trades "
-            "WHERE venue = ? AND symbol = ? ORDER BY trade_id",
-            (venue, symbol),
-        ).fetchall()
+        return conn.execute(TAPE, (venue, symbol)).fetchall()
     except sqlite3.OperationalError:  # schema not created yet
         return []
     finally:
         conn.close()
 
 
-def query(db: Path, sql: str, params=()) -> list[tuple]:
-    conn = connect_ro(db)
+def query(db: Path | str, sql: str, params=()) -> list[tuple]:
+    """Rows of ``sql`` (``?`` parameters) on either store."""
+    if isinstance(db, str) and is_postgres_url(db):
+        return either_store.rows(db, sql, tuple(params))
+    conn = connect_ro(Path(db))
     try:
         return conn.execute(sql, params).fetchall()
     finally:
@@ -173,7 +212,7 @@ def wait_for(predicate: Callable[[], bool], timeout: float = 20.0, what: str = "
 
 
 def wait_complete(
-    db: Path, server: BinanceServer, timeout: float = 20.0, venue: str = "binance-spot"
+    db: Path | str, server: BinanceServer, timeout: float = 20.0, venue: str = "binance-spot"
 ) -> None:
     """Wait until every symbol's stored tape is as long as the server's market trades."""
     for symbol in server.symbols:
@@ -184,11 +223,13 @@ def wait_complete(
         )
 
 
-def _complete(db: Path, server: BinanceServer, symbol: str, venue: str) -> bool:
+def _complete(db: Path | str, server: BinanceServer, symbol: str, venue: str) -> bool:
     return len(stored(db, symbol, venue)) == len(server.expected(symbol))
 
 
-def assert_tape_complete(db: Path, server: BinanceServer, venue: str = "binance-spot") -> None:
+def assert_tape_complete(
+    db: Path | str, server: BinanceServer, venue: str = "binance-spot"
+) -> None:
     """The stored tape of each symbol equals the published one, trade by trade."""
     for symbol in server.symbols:
         got, want = stored(db, symbol, venue), server.expected(symbol)

@@ -30,7 +30,6 @@ import os
 import threading
 import urllib.parse
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import requests
 
@@ -367,7 +366,7 @@ def from_args(args: argparse.Namespace, writer: TradeWriter) -> MarketsFeed:
             writer,
             feed.venue,
             feed.symbols,
-            Path(args.db),
+            args.db,
             duration_s=args.history,
             klines=history.KLINES[entry.market],
         )
@@ -391,7 +390,7 @@ def _market_feed(
         market,
         symbols,
         writer,
-        db_path=Path(args.db),
+        db_path=args.db,
         ws_url=entry.ws_url,
         rest_url=entry.rest_url,
         api_key=api_key if entry.market == "usdm" else None,  # spot never sees it
@@ -405,7 +404,7 @@ def _market_feed(
     feed.validate_symbols()
     recorder = None
     if entry.market == "usdm":
-        recorder = FundingRecorder(feed.rest, writer, feed.venue, feed.symbols, Path(args.db))
+        recorder = FundingRecorder(feed.rest, writer, feed.venue, feed.symbols, args.db)
         feed.funding = recorder
     return feed, recorder
 

@@ -27,11 +27,9 @@ import collections
 import functools
 import logging
 import queue
-import sqlite3
 import threading
 import time
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Protocol
 
 import orjson
@@ -52,6 +50,7 @@ from pairs_monitor.ingest.binance.ws import (
     stream_url,
     symbol_streams,
 )
+from pairs_monitor.ingest.reading import Database
 from pairs_monitor.ingest.status import FeedStats
 from pairs_monitor.ingest.validate import (
     NonMarketRow,
@@ -63,6 +62,8 @@ from pairs_monitor.ingest.validate import (
     socket_trade,
 )
 from pairs_monitor.store import sql
+from pairs_monitor.store.connection import Connection
+from pairs_monitor.store.target import parse_target
 from pairs_monitor.store.writer import TradeWriter
 
 log = logging.getLogger("ingest.binance")
@@ -176,7 +177,7 @@ class BinanceFeed:
         symbols: list[str],
         writer: TradeWriter,
         *,
-        db_path: Path,
+        db_path: Database,
         ws_url: str,
         rest_url: str,
         max_catchup: int = DEFAULT_MAX_CATCHUP,
@@ -192,7 +193,7 @@ class BinanceFeed:
         self.venue = market.venue
         self.symbols = [s.upper() for s in dict.fromkeys(symbols)]
         self.writer = writer
-        self.db_path = db_path
+        self.db_path = parse_target(db_path)
         self.ws_url = ws_url.rstrip("/")
         self.rest_url = rest_url.rstrip("/")
         self.max_catchup = max_catchup
@@ -821,7 +822,7 @@ class _RouteCheck(threading.Thread):
         )
 
 
-def _store_nonmarket(rows: list[NonMarketRow], conn: sqlite3.Connection) -> None:
+def _store_nonmarket(rows: list[NonMarketRow], conn: Connection) -> None:
     conn.executemany(sql.UPSERT_NONMARKET, rows)
 
 

@@ -35,18 +35,17 @@ import itertools
 import logging
 import queue
 import re
-import sqlite3
 import threading
 import time
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import requests
 
 from pairs_monitor.clock import now_ms
 from pairs_monitor.ingest.binance.rest import RestBanned, RestClient, RestError, Stopped
+from pairs_monitor.ingest.reading import READ_ERRORS, Database, one_row, open_reader
 from pairs_monitor.ingest.validate import (
     RateLimitedLog,
     Refused,
@@ -54,6 +53,7 @@ from pairs_monitor.ingest.validate import (
     check_time_ms,
     shown,
 )
+from pairs_monitor.store.target import parse_target
 from pairs_monitor.store.writer import TradeWriter
 
 log = logging.getLogger("ingest.binance.funding")
@@ -244,7 +244,7 @@ class FundingRecorder:
         writer: TradeWriter,
         venue: str,
         symbols: Sequence[str],
-        db_path: Path,
+        db_path: Database,
         *,
         max_requests: int = MAX_REQUESTS,
         request_window: float = REQUEST_WINDOW_S,
@@ -253,7 +253,7 @@ class FundingRecorder:
         self.writer = writer
         self.venue = venue
         self.symbols = list(symbols)
-        self.db_path = db_path
+        self.db_path = parse_target(db_path)
         self.stop = threading.Event()
         self.rates_stored = 0  # funding_rates rows handed to the writer
         self.refused = 0  # fundingRate answers and markPrice events refused
@@ -358,8 +358,8 @@ class FundingRecorder:
         default = now_ms() - HISTORY_DAYS * 86_400_000
         starts = dict.fromkeys(self.symbols, default)
         try:
-            conn = sqlite3.connect(f"{self.db_path.resolve().as_uri()}?mode=ro", uri=True)
-        except sqlite3.Error as exc:
+            conn = open_reader(self.db_path)
+        except READ_ERRORS as exc:
             log.warning(
                 "cannot read %s (%s): funding from the last %d days",
                 self.db_path,
@@ -367,17 +367,19 @@ class FundingRecorder:
                 HISTORY_DAYS,
             )
             return starts
+        if conn is None:  # nothing stored yet
+            return starts
         try:
             for symbol in self.symbols:
                 key = (self.venue, symbol)
-                (earliest_us,) = conn.execute(EARLIEST_TRADE, key).fetchone()
+                (earliest_us,) = one_row(conn.execute(EARLIEST_TRADE, key))
                 start = default if earliest_us is None else earliest_us // 1000
-                first, last = conn.execute(STORED_FUNDING, key).fetchone()
+                first, last = one_row(conn.execute(STORED_FUNDING, key))
                 if first is not None and first <= start + MAX_INTERVAL_MS:
                     start = last + 1
                     self._last_stored[symbol] = last
                 starts[symbol] = start
-        except sqlite3.Error as exc:
+        except READ_ERRORS as exc:
             log.warning(
                 "cannot read %s (%s): funding from the last %d days",
                 self.db_path,

@@ -48,14 +48,12 @@ import collections
 import heapq
 import itertools
 import logging
-import sqlite3
 import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass, field
-from pathlib import Path
 from types import SimpleNamespace
 from typing import TYPE_CHECKING, TypeVar
 
@@ -70,8 +68,11 @@ from pairs_monitor.ingest.binance.rest import (
     key_refused,
 )
 from pairs_monitor.ingest.binance.tape import SymbolTape
+from pairs_monitor.ingest.reading import Database, one_row, open_reader
 from pairs_monitor.ingest.validate import Aggregate, NonMarketRow
-from pairs_monitor.store import schema, sql
+from pairs_monitor.store import connection, sql
+from pairs_monitor.store.connection import Connection
+from pairs_monitor.store.target import parse_target
 from pairs_monitor.store.writer import TradeRow, TradeWriter, WriterFatalError
 
 if TYPE_CHECKING:  # feed.py imports this module
@@ -205,7 +206,7 @@ class GapFiller(threading.Thread):
         writer: TradeWriter,
         venue: str,
         tapes: dict[str, SymbolTape],
-        db_path: Path,
+        db_path: Database,
         *,
         max_catchup: int,
         stop: threading.Event,
@@ -217,7 +218,7 @@ class GapFiller(threading.Thread):
         self.writer = writer
         self.venue = venue
         self.tapes = tapes
-        self.db_path = db_path
+        self.db_path = parse_target(db_path)
         self.max_catchup = max_catchup
         self.stop = stop
         self.market = market
@@ -417,9 +418,9 @@ class GapFiller(threading.Thread):
         return found
 
     def _time_before(self, symbol: str, first: int) -> int | None:
-        if not Path(self.db_path).exists():
+        conn = open_reader(self.db_path)
+        if conn is None:
             return None
-        conn = schema.connect_read_only(self.db_path)
         try:
             row = conn.execute(sql.TIME_BEFORE, (self.venue, symbol, first)).fetchone()
         finally:
@@ -436,7 +437,7 @@ class GapFiller(threading.Thread):
             self.flush()  # the live stream's neighbours of the gap are counted as stored
         values = (self.venue, symbol, agg.first, agg.last, first, last)
         stored, stored_qty = self._write(
-            lambda conn: conn.execute(sql.STORED_OF_AGGREGATE, values).fetchone()
+            lambda conn: one_row(conn.execute(sql.STORED_OF_AGGREGATE, values))
         )
         missing, left = count - stored, agg.qty - stored_qty
         if missing < last - first + 1 or not left > 0:
@@ -674,7 +675,7 @@ class GapFiller(threading.Thread):
 
     def _scan_holes(self, task: ScanHoles) -> None:
         started = time.monotonic()
-        conn = schema.connect_read_only(self.db_path)
+        conn = connection.connect_read_only(self.db_path)
         try:
             holes = conn.execute(sql.STORED_HOLES, (self.venue, task.symbol, task.upto)).fetchall()
             given_up = conn.execute(sql.ABANDONED_GAPS, (self.venue, task.symbol)).fetchall()
@@ -736,10 +737,9 @@ class GapFiller(threading.Thread):
             filled_from,
         )
 
-        def insert(conn: sqlite3.Connection) -> int:
-            gap_id = conn.execute(sql.OPEN_GAP, values).lastrowid
-            assert gap_id is not None  # an INSERT into a rowid table always sets it
-            return gap_id
+        def insert(conn: Connection) -> int:
+            (gap_id,) = one_row(conn.execute(sql.OPEN_GAP + " RETURNING gap_id", values))
+            return int(gap_id)
 
         return self.writer.submit(insert)
 
@@ -760,7 +760,7 @@ class GapFiller(threading.Thread):
         values = (first, last, note, gap_id)
         self._write(lambda conn: conn.execute(sql.NOTE_OPEN_GAP, values))
 
-    def _write(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+    def _write(self, fn: Callable[[Connection], T]) -> T:
         return self._wait(self.writer.submit(fn))
 
     def _wait(self, future: Future[T]) -> T:

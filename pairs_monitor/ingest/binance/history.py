@@ -47,13 +47,11 @@ import datetime
 import itertools
 import logging
 import re
-import sqlite3
 import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from functools import partial
-from pathlib import Path
 from typing import Any
 
 import requests
@@ -66,9 +64,12 @@ from pairs_monitor.ingest.binance.rest import (
     Stopped,
     WeightBudget,
 )
+from pairs_monitor.ingest.reading import Database, one_row
 from pairs_monitor.ingest.validate import RateLimitedLog, shown
-from pairs_monitor.store import klines, schema
+from pairs_monitor.store import connection, klines
+from pairs_monitor.store.connection import Connection
 from pairs_monitor.store.klines import KlineBar
+from pairs_monitor.store.target import parse_target
 from pairs_monitor.store.writer import TradeWriter, WriterFatalError
 
 log = logging.getLogger("ingest.binance.history")
@@ -254,7 +255,7 @@ class HistoryBackfill:
         writer: TradeWriter,
         venue: str,
         symbols: Sequence[str],
-        db_path: Path,
+        db_path: Database,
         *,
         duration_s: int,
         klines: KlineSpec,
@@ -267,7 +268,7 @@ class HistoryBackfill:
         self.writer = writer
         self.venue = venue
         self.symbols = list(symbols)
-        self.db_path = Path(db_path)
+        self.db_path = parse_target(db_path)
         self.duration_s = duration_s
         self.spec = klines
         self.workers = workers
@@ -350,8 +351,8 @@ class HistoryBackfill:
                     len(mine),
                 )
 
-    def _read(self, fn: Callable[[sqlite3.Connection], Any]) -> Any:
-        conn = schema.connect_read_only(self.db_path)
+    def _read(self, fn: Callable[[Connection], Any]) -> Any:
+        conn = connection.connect_read_only(self.db_path)
         try:
             return fn(conn)
         finally:
@@ -369,12 +370,14 @@ class HistoryBackfill:
         size = self.spec.seconds
         start, now_end = self._window()
 
-        def plan(conn: sqlite3.Connection) -> list[Piece]:
+        def plan(
+            conn: Any,
+        ) -> list[Piece]:  # either store's; store/klines.py's hints say sqlite3 only
             pieces: list[Piece] = []
             for symbol in self.symbols:
                 if symbol in self._refused_symbols:
                     continue
-                (first_us,) = conn.execute(klines.TAPE_START_US, (self.venue, symbol)).fetchone()
+                (first_us,) = one_row(conn.execute(klines.TAPE_START_US, (self.venue, symbol)))
                 if first_us is None and not first_pass:
                     continue
                 end = now_end if first_us is None else first_us // 1_000_000 // size * size
@@ -395,7 +398,9 @@ class HistoryBackfill:
             "(status = 'open' AND (note LIKE ? OR note LIKE ?)))"
         )
 
-        def plan(conn: sqlite3.Connection) -> list[Piece]:
+        def plan(
+            conn: Any,
+        ) -> list[Piece]:  # either store's; store/klines.py's hints say sqlite3 only
             pieces: list[Piece] = []
             for gap_id, symbol, first, last in conn.execute(query, (self.venue, *_LEFT_OPEN)):
                 if symbol not in self.symbols or symbol in self._refused_symbols:
@@ -522,12 +527,12 @@ class HistoryBackfill:
             return
         self.stats.failed += 1
 
-    def _store(self, piece: Piece, bars: list[KlineBar], conn: sqlite3.Connection) -> int:
+    def _store(self, piece: Piece, bars: list[KlineBar], conn: Any) -> int:
         """In the writer's transaction: the bars that belong, and the span they cover."""
         size = self.spec.seconds
         key = (self.venue, piece.symbol)
         if piece.gap is None:
-            (first_us,) = conn.execute(klines.TAPE_START_US, key).fetchone()
+            (first_us,) = one_row(conn.execute(klines.TAPE_START_US, key))
             low, high = piece.start_s, piece.end_s
             if first_us is not None:  # the tape may have begun since the plan
                 high = min(high, first_us // 1_000_000 // size * size)
@@ -546,16 +551,15 @@ class HistoryBackfill:
         stored = klines.store_bars(conn, *key, size, kept)
         klines.add_span(conn, *key, size, low, high, "rest")
         if piece.gap is not None and high > low:
-            conn.execute(
+            self.stats.gaps_covered += conn.execute(
                 "UPDATE gaps SET covered_by = ? WHERE gap_id = ? AND covered_by IS NULL",
                 (self.spec.label, piece.gap),
-            )
-            self.stats.gaps_covered += conn.execute("SELECT changes()").fetchone()[0]
+            ).rowcount
         return stored
 
 
 def _gap_window(
-    conn: sqlite3.Connection, venue: str, symbol: str, first_id: int, last_id: int, size: int
+    conn: Connection, venue: str, symbol: str, first_id: int, last_id: int, size: int
 ) -> tuple[int, int] | None:
     """The whole intervals strictly between the stored trades around ids
     ``first_id..last_id`` (None: a side has no stored trade yet, or nothing fits)."""

@@ -11,11 +11,11 @@ from __future__ import annotations
 import threading
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import TYPE_CHECKING
 
+from pairs_monitor.ingest.reading import Database, one_row, open_reader
 from pairs_monitor.ingest.status import FeedStats
-from pairs_monitor.store import schema, sql
+from pairs_monitor.store import sql
 
 if TYPE_CHECKING:  # gaps.py imports this module
     from pairs_monitor.ingest.binance.gaps import CatchUp
@@ -53,19 +53,19 @@ class SymbolTape:
 
 
 def load_start_state(
-    db_path: Path, venue: str, symbols: Iterable[str]
+    db_path: Database, venue: str, symbols: Iterable[str]
 ) -> tuple[dict[str, int | None], dict[str, list[tuple[int, int, int]]]]:
     """Stored last trade id (trades and non-market trades together) and open gap rows
     ``(gap_id, first, last)`` of each symbol."""
     symbols = list(symbols)
     stored = dict.fromkeys(symbols)
     open_gaps: dict[str, list[tuple[int, int, int]]] = {s: [] for s in symbols}
-    if not Path(db_path).exists():
+    conn = open_reader(db_path)
+    if conn is None:
         return stored, open_gaps
-    conn = schema.connect_read_only(db_path)
     try:
         for symbol in symbols:
-            stored[symbol] = conn.execute(sql.LAST_STORED_ID, (venue, symbol)).fetchone()[0]
+            stored[symbol] = one_row(conn.execute(sql.LAST_STORED_ID, (venue, symbol)))[0]
             open_gaps[symbol] = conn.execute(sql.OPEN_GAPS, (venue, symbol)).fetchall()
     finally:
         conn.close()

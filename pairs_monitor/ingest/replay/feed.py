@@ -33,7 +33,6 @@ import argparse
 import json
 import logging
 import math
-import sqlite3
 import sys
 import threading
 import time
@@ -43,16 +42,18 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from itertools import repeat
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from tqdm import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
+from pairs_monitor.ingest.reading import READ_ERRORS, Database, open_reader
 from pairs_monitor.ingest.replay import dumps, klines, ndjson
 from pairs_monitor.ingest.replay.dumps import BadRow, Columns, DumpError
 from pairs_monitor.ingest.status import FeedStats
 from pairs_monitor.store import klines as kline_store
-from pairs_monitor.store import schema, sql
+from pairs_monitor.store import sql
 from pairs_monitor.store.writer import TradeWriter
 
 log = logging.getLogger("replay")
@@ -186,7 +187,7 @@ def default_venue(item: Input) -> str:
     return f"{VENUE_PREFIX}-{item.market}{agg}"
 
 
-def earlier_spaces(db_path: Path | None, venue: str) -> dict[str, tuple[str, str]]:
+def earlier_spaces(db_path: Database | None, venue: str) -> dict[str, tuple[str, str]]:
     """Symbol -> (id numbering, where it was recorded) that ``venue`` already holds.
 
     From the ``id_spaces`` of earlier replay runs in ``ingest_runs`` (runs from before
@@ -196,12 +197,14 @@ def earlier_spaces(db_path: Path | None, venue: str) -> dict[str, tuple[str, str
     if db_path is None:
         return found
     try:
-        conn = schema.connect_read_only(db_path)
-    except FileNotFoundError:
+        conn = open_reader(db_path)
+    except FileNotFoundError:  # the folder of a SQLite file does not exist
+        return found
+    if conn is None:
         return found
     try:
         rows = conn.execute(sql.REPLAY_RUNS).fetchall()
-    except sqlite3.OperationalError:  # no schema yet: nothing stored
+    except READ_ERRORS:  # no schema yet: nothing stored
         return found
     finally:
         conn.close()
@@ -255,7 +258,7 @@ class ReplayFeed:
         symbols: list[str],
         hold: bool = False,
         progress: bool = True,
-        db_path: Path | None = None,
+        db_path: Database | None = None,
     ) -> None:
         self.inputs = inputs
         self.writer = writer
@@ -288,7 +291,9 @@ class ReplayFeed:
             "ndjson_buyer_is_maker": "tick rule (estimated)",
         }
 
-    def _claim_spaces(self, venue: str | None, db_path: Path | None) -> dict[tuple[str, str], str]:
+    def _claim_spaces(
+        self, venue: str | None, db_path: Database | None
+    ) -> dict[tuple[str, str], str]:
         """(venue, symbol) -> id numbering; a file whose numbering differs from the one
         its venue holds for a symbol (an earlier file, an earlier run) gets an error."""
         earlier = earlier_spaces(db_path, venue) if venue else {}
@@ -386,7 +391,8 @@ class ReplayFeed:
         for start in range(0, len(read.bars), KLINE_CHUNK):
             chunk = read.bars[start : start + KLINE_CHUNK]
 
-            def store(conn: sqlite3.Connection, chunk: list = chunk) -> int:
+            # conn: either store's (store/klines.py's hints say sqlite3 only)
+            def store(conn: Any, chunk: list = chunk) -> int:
                 stored = kline_store.store_bars(conn, venue, symbol, size, chunk)
                 end = chunk[-1].open_s + size
                 kline_store.add_span(conn, venue, symbol, size, chunk[0].open_s, end, origin)
