@@ -15,6 +15,17 @@ is what the page runs (``pairs_monitor.page.pipeline`` over the read-only connec
   of each leg, feed status, ``pair_frame`` -> z-score. Target < 100 ms.
 - full recompute, 1 h at 1 s and 24 h at 1 s: both legs' bars for the lookback, resampled,
   aligned, ``pair_frame`` (OLS on log prices, window 60). Targets < 300 ms and < 1.5 s.
+
+Issue 16 adds two measures of the page itself (Streamlit included):
+
+- ``--control-change``: a change of the rolling window on 24 h of 1 s bars, the whole
+  page run (``app.py`` in Streamlit's AppTest, caches on; a new window each run, so never
+  a cache hit) with one tab open (``PAIRS_PAGE_TABS=open``) for several tabs, and with
+  every tab computed (``all``, the page before). Target < 300 ms.
+- ``--live-cpu SECONDS``: the CPU a page open on the Live tab costs the Streamlit server:
+  ``ingest.py --source sim`` writes a fresh database, ``streamlit run app.py`` serves it,
+  headless Chromium opens the page; the server's CPU time over SECONDS with the page open,
+  less its CPU over as long before the page opened. Target < 5 % of a core.
 """
 
 from __future__ import annotations
@@ -32,14 +43,14 @@ import argparse
 import statistics
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
 
-from bench.stamp import stamped
+from bench.stamp import ROOT, stamped
 from pairs_monitor.page import pipeline, queries
-from pairs_monitor.page.settings import Leg, View
+from pairs_monitor.page.settings import TABS_ENV, Leg, View
 from pairs_monitor.quant import PairMethod
 from pairs_monitor.store.writer import TradeWriter
 
@@ -118,6 +129,32 @@ def main(argv: list[str] | None = None) -> int:
         help=f"trades in a database built now (at least {MIN_TRADES:,})",
     )
     ap.add_argument("--repeat", type=int, default=15)
+    ap.add_argument(
+        "--control-change",
+        action="store_true",
+        help="also time a window change in the page run, per open tab (issue 16)",
+    )
+    ap.add_argument(
+        "--tabs",
+        nargs="+",
+        choices=CHANGE_TABS,
+        default=list(CHANGE_TABS),
+        metavar="TAB",
+        help="with --control-change: the tabs to open, one case each (default: "
+        f"{' '.join(CHANGE_TABS)}, then every tab at once)",
+    )
+    ap.add_argument(
+        "--live-cpu",
+        type=float,
+        default=0.0,
+        metavar="SECONDS",
+        help="also measure a Live page's CPU over SECONDS (needs /usr/bin/chromium)",
+    )
+    ap.add_argument(
+        "--only-page",
+        action="store_true",
+        help="skip the pipeline cases (with --control-change or --live-cpu)",
+    )
     args = ap.parse_args(argv)
     path = Path(args.db)
     if not path.exists() and args.trades < MIN_TRADES:
@@ -126,8 +163,139 @@ def main(argv: list[str] | None = None) -> int:
             f"give at least {MIN_TRADES:,}"
         )
     with stamped("bench_page"):
-        measure(path, args.trades, args.repeat)
+        if not args.only_page:
+            measure(path, args.trades, args.repeat)
+        if args.control_change:
+            if not path.exists():
+                build(path, args.trades)
+            control_change(path, args.repeat, args.tabs)
+        if args.live_cpu:
+            live_cpu(args.live_cpu)
     return 0
+
+
+CHANGE_TABS = ("Live", "Prices", "Pair", "Statistics", "Backtest", "Data")
+
+
+def control_change(path: Path, repeat: int, tabs: Sequence[str] = CHANGE_TABS) -> None:
+    """Time the page's run after a change of the rolling window, 24 h of 1 s bars, with
+    each of ``tabs`` open, then (all six asked for) with every tab computed."""
+    from streamlit.testing.v1 import AppTest
+
+    os.environ["TICKS_DB"] = str(path)
+    print(f"control change: window +1 per run, 24 h at 1s, {repeat} runs after one warm-up")
+    # CPU ms: the process's CPU time over the run (the script's thread and Streamlit's),
+    # which a busy machine inflates far less than the wall-clock time.
+    print(f"{'open tab':44} {'median ms':>10} {'max ms':>8} {'CPU ms':>8} {'target':>8}  met")
+    cases = [(tab, "open") for tab in tabs]
+    if set(tabs) == set(CHANGE_TABS):
+        cases.append(("every tab", "all"))
+    for tab, mode in cases:
+        os.environ[TABS_ENV] = mode
+        at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=300)
+        at.session_state["lookback"] = "24 h"
+        if mode == "open":
+            at.session_state["tab"] = tab
+        at.run()
+        window = 60
+        out, cpu = [], []
+        for _ in range(repeat + 1):
+            window += 1
+            at.number_input(key="window").set_value(window)
+            started, cpu_started = time.perf_counter(), time.process_time()
+            at.run()
+            out.append(1000 * (time.perf_counter() - started))
+            cpu.append(1000 * (time.process_time() - cpu_started))
+            if at.exception:
+                raise RuntimeError(f"{tab}: {[e.value for e in at.exception]}")
+        runs = at.session_state["tab_runs"]
+        if mode == "open" and set(runs) != {tab}:
+            raise RuntimeError(f"computed {runs}, not {tab} alone")
+        out, cpu = out[1:], cpu[1:]  # the first change warms the caches and imports
+        med = statistics.median(out)
+        name = f"{tab} ({mode})"
+        print(
+            f"{name:44} {med:10.1f} {max(out):8.1f} {statistics.median(cpu):8.1f} {300:>8}  "
+            f"{'yes' if med < 300 else 'NO'}"
+        )
+
+
+# What scripts/run.sh (make run) starts the page with besides its address.
+PAGE_FLAGS = ["--runner.postScriptGC", "false", "--server.fileWatcherType", "none"]
+
+
+def _cpu_s(pid: int) -> float:
+    """CPU seconds (user + system) a process has used so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def live_cpu(seconds: float) -> None:
+    """The Streamlit server's CPU with one page open on the Live tab, less its idle CPU."""
+    import socket
+    import subprocess
+    import tempfile
+    import urllib.request
+
+    from playwright.sync_api import sync_playwright
+
+    with tempfile.TemporaryDirectory(prefix="bench_live_cpu_") as tmp:
+        db = Path(tmp) / "ticks.db"
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        daemon_cmd = [sys.executable, str(ROOT / "ingest.py"), "--source", "sim"]
+        daemon_cmd += ["--symbols", "btcusdt", "ethusdt", "--db", str(db)]
+        page_cmd = [sys.executable, "-m", "streamlit", "run", str(ROOT / "app.py")]
+        page_cmd += ["--server.port", str(port), "--server.address", "127.0.0.1"]
+        page_cmd += ["--server.headless", "true", "--browser.gatherUsageStats", "false"]
+        page_cmd += PAGE_FLAGS
+        page_cmd += ["--", "--db", str(db)]
+        env = {**os.environ, TABS_ENV: "open"}
+        logs = [open(Path(tmp) / name, "wb") for name in ("ingest.log", "page.log")]  # noqa: SIM115
+        daemon = subprocess.Popen(daemon_cmd, cwd=ROOT, stdout=logs[0], stderr=subprocess.STDOUT)
+        server = subprocess.Popen(
+            page_cmd, cwd=ROOT, env=env, stdout=logs[1], stderr=subprocess.STDOUT
+        )
+        try:
+            deadline = time.monotonic() + 60
+            while time.monotonic() < deadline:
+                try:
+                    with urllib.request.urlopen(f"http://127.0.0.1:{port}/_stcore/health") as r:
+                        if r.status == 200:
+                            break
+                except OSError:
+                    time.sleep(0.5)
+            time.sleep(5)  # the daemon's first bars
+            idle_start = _cpu_s(server.pid)
+            time.sleep(seconds)
+            idle = (_cpu_s(server.pid) - idle_start) / seconds
+            with sync_playwright() as pw:
+                browser = pw.chromium.launch(
+                    executable_path="/usr/bin/chromium", args=["--no-sandbox", "--disable-gpu"]
+                )
+                page = browser.new_page(viewport={"width": 1500, "height": 1100})
+                page.goto(f"http://127.0.0.1:{port}/")
+                chart = page.locator(".st-key-live_chart [data-testid='stPlotlyChart']").first
+                chart.wait_for(timeout=120_000)  # a window of 60 bars, then a z-score
+                time.sleep(3)  # the first full run and imports are not the steady state
+                open_start = _cpu_s(server.pid)
+                time.sleep(seconds)
+                busy = (_cpu_s(server.pid) - open_start) / seconds
+                refreshed = page.get_by_text("Refreshed in").first.inner_text()
+                browser.close()
+        finally:
+            for proc in (server, daemon):
+                proc.terminate()
+                proc.wait(timeout=20)
+            for log in logs:
+                log.close()
+    per_page = 100 * (busy - idle)
+    print(
+        f"live refresh CPU, one page on Live over {seconds:.0f} s: server {100 * busy:.1f} % "
+        f"of a core, {100 * idle:.1f} % before the page opened: {per_page:.1f} % per page "
+        f"(target < 5 %: {'yes' if per_page < 5 else 'NO'}); the panel's last: {refreshed}"
+    )
 
 
 def measure(path: Path, trades: int, repeat: int) -> None:

@@ -9,6 +9,8 @@ import pandas as pd
 import pytest
 from streamlit.testing.v1 import AppTest
 
+from pairs_monitor.page import numbers
+from pairs_monitor.page.tabs.prices import leg_decimals
 from tests.helpers.page_db import (
     KLINES_ZIP,
     PERP,
@@ -16,6 +18,7 @@ from tests.helpers.page_db import (
     REPLAY_VENUE,
     TAPE_S,
     build_history_db,
+    history_klines,
     kline_fixture,
     kline_rows,
     partner_klines,
@@ -117,10 +120,14 @@ def test_replayed_kline_files_alone_make_a_pair(monkeypatch, history_db):
     assert at.select_slider(key="timeframe").value == "1h"
     assert at.selectbox(key="lookback").value == "3 days"
     assert waiting(at) == [] and metric(at, "z-score") != "—"
-    # No trade: the last price is the newest bar's close, and says so.
+    # No trade: the last price is the newest bar's close at the leg's decimals (read off
+    # the replayed klines' prices), and says so.
     last = next(m for m in at.metric if m.label == "BTCUSDT last")
     preview = table(at, "time", "BTCUSDT_close")
-    assert last.value == f"{preview['BTCUSDT_close'].iloc[-1]:,.6g}"
+    klines = pd.DataFrame(history_klines()[(REPLAY_VENUE, "BTCUSDT", 3600)])
+    decimals = leg_decimals(klines.assign(empty=False))
+    assert last.value == numbers.price(preview["BTCUSDT_close"].iloc[-1], decimals)
+    assert last.value.count(".") == 1 and "e" not in last.value
     assert "from klines: no trade of this leg is stored" in last.help
     assert "BTCUSDT: no trade is stored; its bars are from klines only." in texts(at.caption)
     history = table(at, "tape of trades from").set_index("leg")

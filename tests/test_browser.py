@@ -10,16 +10,9 @@ here is stopped (its whole process group) whatever happens.
 from __future__ import annotations
 
 import contextlib
-import os
 import re
-import signal
-import socket
 import sqlite3
-import subprocess
-import sys
 import time
-import urllib.request
-from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import pandas as pd
@@ -27,59 +20,24 @@ import pytest
 
 from pairs_monitor.page.settings import Leg
 from pairs_monitor.page.tabs import TAB_NAMES
-
-ROOT = Path(__file__).resolve().parent.parent
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
-OUTPUT = ROOT / "test-output" / "browser"
-SYMBOLS = ("BTCUSDT", "ETHUSDT")
+from tests.helpers.browser import (
+    CHROMIUM,
+    CHROMIUM_ARGS,
+    OUTPUT,
+    ROOT,
+    SYMBOLS,
+    choose,
+    daemon_cmd,
+    free_port,
+    metric_value,
+    page_up,
+    started,
+    streamlit_cmd,
+    wait_for,
+    wait_for_tab,
+)
 
 pytestmark = pytest.mark.browser
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@contextlib.contextmanager
-def started(cmd: Sequence[str], log: Path) -> Iterator[subprocess.Popen]:
-    """Run ``cmd`` in its own process group; stop that group on exit, always."""
-    with open(log, "wb") as out:
-        proc = subprocess.Popen(
-            list(cmd), cwd=ROOT, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
-        )
-        try:
-            yield proc
-        finally:
-            if proc.poll() is None:
-                os.killpg(proc.pid, signal.SIGTERM)  # the daemon's orderly stop
-                try:
-                    proc.wait(timeout=10)
-                except subprocess.TimeoutExpired:
-                    os.killpg(proc.pid, signal.SIGKILL)
-                    proc.wait(timeout=5)
-
-
-def wait_for(check, timeout: float, what: str, proc: subprocess.Popen, log: Path) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            if "not implemented" in log.read_text():
-                pytest.skip(f"{what}: {log.read_text().strip().splitlines()[-1]}")
-            pytest.fail(f"{what}: process exited ({proc.returncode}):\n{log.read_text()[-3000:]}")
-        with contextlib.suppress(Exception):
-            if check():
-                return
-        time.sleep(0.25)
-    pytest.fail(f"timed out waiting for {what}:\n{log.read_text()[-3000:]}")
 
 
 def bars_for_both(db: Path) -> bool:
@@ -89,80 +47,6 @@ def bars_for_both(db: Path) -> bool:
     finally:
         conn.close()
     return set(SYMBOLS) <= found
-
-
-def page_up(port: int) -> bool:
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/_stcore/health", timeout=2) as r:
-        return r.status == 200
-
-
-def streamlit_cmd(port: int, db: Path) -> list[str]:
-    return [
-        sys.executable,
-        "-m",
-        "streamlit",
-        "run",
-        str(ROOT / "app.py"),
-        "--server.port",
-        str(port),
-        "--server.address",
-        "127.0.0.1",
-        "--server.headless",
-        "true",
-        "--browser.gatherUsageStats",
-        "false",
-        "--",
-        "--db",
-        str(db),
-    ]
-
-
-def daemon_cmd(db: Path) -> list[str]:
-    return [
-        sys.executable,
-        str(ROOT / "ingest.py"),
-        "--source",
-        "sim",
-        "--symbols",
-        *(s.lower() for s in SYMBOLS),
-        "--db",
-        str(db),
-    ]
-
-
-# What each tab draws once it has rendered (a text, or a CSS selector after "css="): the
-# test waits for it in the visible tab panel instead of sleeping a fixed time.
-TAB_MARKERS = {
-    "Watchlist": "Pair scan",
-    "Live": "Feed health",
-    "Prices": 'css=[data-testid="stPlotlyChart"]',
-    "Pair": "Static fit",
-    "Statistics": "Run the tests",
-    "Backtest": "Total return",
-    "Correlation": "Pair scanner",
-    "Alerts": "New rule",
-    "Data": "Download bars + analytics (CSV)",
-}
-
-
-def wait_for_tab(page, name: str) -> bool:
-    """True once the visible tab panel shows the tab's marker (within 20 s)."""
-    panel = page.get_by_role("tabpanel")  # hidden panels are not in the accessibility tree
-    marker = TAB_MARKERS[name]
-    if marker.startswith("css="):
-        target = panel.locator(marker[4:]).first
-    else:
-        target = panel.get_by_text(marker, exact=False).first
-    try:
-        target.wait_for(state="visible", timeout=20_000)
-    except Exception:
-        return False
-    return True
-
-
-def metric_value(page, label: str) -> str:
-    box = page.locator('[data-testid="stMetric"]').filter(has_text=label).first
-    return box.locator('[data-testid="stMetricValue"]').inner_text(timeout=10_000).strip()
 
 
 def drive_page(url: str, out: Path) -> dict:
@@ -297,12 +181,6 @@ def test_hostile_names_are_shown_as_text_in_a_real_browser(tmp_path):
     assert not [h for h in seen["links"] if h and re.match(r"https?://(b|c)\b", h)]
     assert not [s for s in seen["images"] if s and "127.0.0.1:9" in s]
     assert f"{HOSTILE_Y} last" in seen["texts"] and f"{HOSTILE_X} last" in seen["texts"]
-
-
-def choose(page, label: str, option: str) -> None:
-    """Pick ``option`` in the sidebar select box labelled ``label``."""
-    page.get_by_role("combobox", name=re.compile(re.escape(label))).first.click()
-    page.get_by_role("option", name=option, exact=True).first.click()
 
 
 def drive_cross_venue_page(url: str) -> dict:

@@ -133,7 +133,9 @@ def test_the_kinds_fields_follow_the_kind_and_a_value_typed_is_kept(monkeypatch,
     price = last_price(db)
     run(at.selectbox(key="rule_kind").set_value("price_above"))
     run(at.selectbox(key="rule_symbol").set_value(ETH))
-    assert at.number_input(key="rule_threshold").value == float(f"{price:.6g}")
+    # The price now at the decimals it traded at (95088.7601, not 95088.8), shown so.
+    assert at.number_input(key="rule_threshold").value == price
+    assert at.number_input(key="rule_threshold").proto.format == "%.4f"
     assert at.number_input(key="rule_threshold").label == "Price"
     # A threshold typed in the same run as a change of kind is the user's: kept.
     at.selectbox(key="rule_kind").set_value("price_below")
@@ -331,7 +333,7 @@ def test_the_daemons_evaluator_fires_a_rule_made_on_the_page_which_shows_it_unti
     at = run_app(monkeypatch, db)
     run(at.selectbox(key="rule_kind").set_value("price_above"))
     run(at.selectbox(key="rule_symbol").set_value(ETH))
-    assert at.number_input(key="rule_threshold").value == float(f"{price:.6g}")
+    assert at.number_input(key="rule_threshold").value == price
     at.number_input(key="rule_threshold").set_value(round(price + 10, 2))
     run(at.number_input(key="rule_rearm").set_value(round(price + 5, 2)))
     run(at.button(key="rule_add").click())
@@ -347,7 +349,7 @@ def test_the_daemons_evaluator_fires_a_rule_made_on_the_page_which_shows_it_unti
                 lambda: rows(db, "SELECT checked_ms FROM alert_rules")[0][0], 10, "a judgement"
             )
             rules_shown = table(run(at), "judged in")
-            assert rules_shown["value now"].iloc[0] == f"{price:.6g}"
+            assert rules_shown["value now"].iloc[0] == f"{price:,}"  # as it traded
             assert "No daemon is judging" not in texts(at.warning)
             writer.put_trades(
                 [("sim", "ETHUSDT", LAST_ID + 1, (START_S + 1200) * 10**6, price + 12, 0.1, 0)]

@@ -209,7 +209,8 @@ def test_backtest_fee_defaults_to_the_venues_taker_rate_and_no_sharpe_under_a_da
         # 20 minutes of bars: quant gives no Sharpe, the page says why instead of a number.
         assert expected.sharpe is None and expected.sharpe_note
         assert metric(at, "Sharpe (annualised)") == "n too small"
-        assert "n too small: 1,199 seconds of bars, needs 86,400" in captions(at)
+        # 1,200 one-second bars cover 1,200 s (their count times the bar length).
+        assert "n too small: 1,200 seconds of bars, needs 86,400" in captions(at)
 
 
 @pytest.mark.parametrize(("delta", "obs_var"), [(None, None), (1e-4, 1e-3)])

@@ -51,11 +51,23 @@ def test_closing_the_terminal_flushes_the_daemon_and_waits_for_it(tmp_path):
         stdout=out,
         stderr=subprocess.STDOUT,
         start_new_session=True,  # its own process group, as a terminal's session has
+        # SIGHUP at its default, as in a terminal (a suite run under nohup passes it on
+        # ignored, and bash and the daemon then leave it ignored).
+        preexec_fn=lambda: signal.signal(signal.SIGHUP, signal.SIG_DFL),
     )
     try:
         wait_for(lambda: trades(db) > 0, 30, "the daemon's first trades")
         os.killpg(script.pid, signal.SIGHUP)  # the terminal closed
-        assert script.wait(30) == 129
+        try:
+            status = script.wait(30)
+        except subprocess.TimeoutExpired:
+            daemon_log = db.parent / "ingest.log"
+            pytest.fail(
+                f"run.sh did not exit 30 s after SIGHUP; it printed:\n"
+                f"{(tmp_path / 'out.txt').read_text()}\nthe daemon's log:\n"
+                f"{daemon_log.read_text() if daemon_log.exists() else '(none)'}"
+            )
+        assert status == 129
     finally:
         if script.poll() is None:
             os.killpg(script.pid, signal.SIGKILL)

@@ -9,22 +9,39 @@ on what a rule may be.
 The page must never alter market data, yet it writes rules. So these writes go through a
 small connection of their own whose SQLite authorizer refuses every write to anything but
 the alert tables (and any schema change, PRAGMA or ATTACH): a bug or a crafted value can
-at worst touch alerts, never ``trades`` or ``bars_1s``. The page never inserts into
-``alert_events``: only the daemon fires rules.
+at worst touch alerts, never ``trades`` or ``bars_1s``. On PostgreSQL the connection logs
+in with the URL's login and takes the page's role (``SET ROLE pairs_page``), which the
+server lets SELECT everything and write only what the authorizer allows on SQLite
+(``store.postgres.PAGE_GRANTS``). The page never inserts into ``alert_events``: only the
+daemon fires rules.
 """
 
 from __future__ import annotations
 
 import sqlite3
 import threading
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
+
+import psycopg
+from psycopg import sql as pgsql
 
 from pairs_monitor.alerts import rules
 from pairs_monitor.alerts.rules import Rule, RuleError
 from pairs_monitor.clock import now_ms
-from pairs_monitor.page.settings import ALERT_BUSY_TIMEOUT_S, ALERT_HISTORY_ROWS, Leg
+from pairs_monitor.page.settings import (
+    ALERT_BUSY_TIMEOUT_S,
+    ALERT_HISTORY_ROWS,
+    Leg,
+    store_target,
+)
+from pairs_monitor.store import postgres
+from pairs_monitor.store.connection import Connection
+from pairs_monitor.store.postgres import PAGE_ROLE, PgConnection
+from pairs_monitor.store.target import StoreTarget
 
 _STATE_COLUMNS = "last_value, last_bar_time_s, checked_ms, note"
 _ALLOWED_ALWAYS = {
@@ -189,38 +206,116 @@ class Firing:
         return "; ".join(d.describe(now) for d in self.deliveries)
 
 
-class AlertStore:
-    """The page's only write connection, limited to the alert tables by an authorizer.
+def connect_as_page(target: StoreTarget, busy_timeout_s: float) -> PgConnection:
+    """A PostgreSQL connection in the page's role: the URL's login, then ``SET ROLE
+    pairs_page``, so the server refuses any write but the alert tables'.
 
-    :param path: the database file (it must already have the schema).
+    :raises psycopg.errors.InsufficientPrivilege: when the login may not take the role,
+        saying what to GRANT (and who may).
+    """
+    assert target.url is not None
+    raw = postgres.connect(target.url, application_name="pairs-monitor page")
+    try:
+        raw.execute(
+            pgsql.SQL("SET ROLE {role}").format(role=pgsql.Identifier(PAGE_ROLE)).as_string(raw)
+        )
+        # A lock the daemon's writer holds is waited for this long at most, as SQLite's
+        # busy timeout does; then the write fails and the page says so.
+        raw.execute(f"SET lock_timeout = {int(busy_timeout_s * 1000)}")
+    except psycopg.errors.InsufficientPrivilege:
+        login = raw.info.user
+        raw.close()
+        raise psycopg.errors.InsufficientPrivilege(
+            f"the login {login} of {target.redacted} may not take the page's role "
+            f"{PAGE_ROLE}, through which the page adds rules and acknowledges firings "
+            f"(it can write nothing else): the database's owner runs "
+            f'GRANT {PAGE_ROLE} TO "{login}"; (created by db_setup.py)'
+        ) from None
+    except BaseException:
+        raw.close()
+        raise
+    return PgConnection(raw)
+
+
+class AlertStore:
+    """The page's only write connection, limited to the alert tables: by an authorizer
+    on SQLite, by the page's role (``pairs_page``) on PostgreSQL.
+
+    :param path: the store's name on the page (``settings.store_name``): the database file,
+        or a PostgreSQL URL without its password (it must already have the schema).
     :param busy_timeout_s: how long a write waits for the daemon's writer before giving up;
         kept short so a refresh never stalls behind a long ingest transaction.
+    :raises psycopg.Error: on PostgreSQL, for a server that cannot be reached or a login
+        that may not take the page's role (what to GRANT is said).
     """
 
     def __init__(self, path: str | Path, busy_timeout_s: float = ALERT_BUSY_TIMEOUT_S) -> None:
-        self.path = Path(path)
+        self.target = store_target(path)
+        # The file, or for a URL its text without the password (as TradeWriter.db_path).
+        self.path = self.target.path or Path(self.target.redacted)
+        self._busy_timeout_s = busy_timeout_s
         self._lock = threading.Lock()
-        self._conn = sqlite3.connect(
-            self.path, timeout=busy_timeout_s, isolation_level=None, check_same_thread=False
+        self._dropped = False  # the server dropped the connection: connect on next use
+        self._conn: Connection = self._connect()
+
+    def _connect(self) -> Connection:
+        if self.target.path is None:
+            return connect_as_page(self.target, self._busy_timeout_s)
+        conn = sqlite3.connect(
+            self.target.path,
+            timeout=self._busy_timeout_s,
+            isolation_level=None,
+            check_same_thread=False,
         )
-        self._conn.execute("PRAGMA foreign_keys=ON")  # firings go with their rule
-        self._conn.set_authorizer(alerts_only_authorizer)
+        conn.execute("PRAGMA foreign_keys=ON")  # firings go with their rule
+        conn.set_authorizer(alerts_only_authorizer)
+        return conn
+
+    def _live(self) -> Any:
+        """The connection, opened again when the server dropped the last one (a restart):
+        one failed refresh, then the page writes and reads again. Call holding the lock.
+
+        A store.connection.Connection, typed Any as sqlite3's rows are (psycopg's typed
+        rows would make each ``fetchone()`` check for None)."""
+        if self._dropped:
+            self._conn = self._connect()
+            self._dropped = False
+        return self._conn
+
+    def _failed(self) -> None:
+        """After an error: note a PostgreSQL connection the server dropped."""
+        if isinstance(self._conn, PgConnection) and self._conn.raw.broken:
+            self._conn.close()
+            self._dropped = True
 
     def close(self) -> None:
         with self._lock:
             self._conn.close()
 
-    def execute(self, sql: str, params: Iterable = ()) -> sqlite3.Cursor:
-        """Run one statement through the guarded connection (tests use this to probe it)."""
+    def execute(self, sql: str, params: Iterable = ()) -> Any:
+        """Run one statement through the guarded connection (tests use this to probe it);
+        its cursor."""
+        with self._guarded() as conn:
+            return conn.execute(sql, tuple(params))
+
+    @contextmanager
+    def _guarded(self) -> Iterator[Any]:
+        """The connection, holding the lock; a connection the server dropped is noted."""
         with self._lock:
-            return self._conn.execute(sql, tuple(params))
+            try:
+                yield self._live()
+            except psycopg.Error:
+                self._failed()
+                raise
 
     def judged_by_daemon(self) -> bool:
-        """True once the file is at schema version 6, where the daemon judges the rules
+        """True once the database is at schema version 6, where the daemon judges the rules
         and records deliveries; checked on each call, since a daemon started later
-        migrates the file under a running page."""
-        with self._lock:
-            row = self._conn.execute(
+        migrates the file under a running page. A PostgreSQL store starts at version 8."""
+        if self.target.is_postgres:
+            return True
+        with self._guarded() as conn:
+            row = conn.execute(
                 "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'alert_deliveries'"
             ).fetchone()
         return row is not None
@@ -233,8 +328,8 @@ class AlertStore:
             f"SELECT {rules.RULE_COLUMNS}, {_STATE_COLUMNS}"  # noqa: S608 (constant columns)
             " FROM alert_rules ORDER BY rule_id"
         )
-        with self._lock:
-            rows = self._conn.execute(sql).fetchall()
+        with self._guarded() as conn:
+            rows = conn.execute(sql).fetchall()
         width = len(rules.RULE_COLUMNS.split(","))
         return [RuleState(rules.rule_from_row(row[:width]), *row[width:]) for row in rows]
 
@@ -242,9 +337,10 @@ class AlertStore:
         """How many rules are enabled, and how long since the daemon last judged any of
         them (since the oldest was made, when none ever was); ``(0, None)`` without
         enabled rules. Cheap enough for the banner's refresh."""
-        with self._lock:
-            count, checked, created = self._conn.execute(
-                "SELECT count(*), max(checked_ms), min(created_ms) FROM alert_rules WHERE enabled"
+        with self._guarded() as conn:
+            count, checked, created = conn.execute(
+                "SELECT count(*), max(checked_ms), min(created_ms) FROM alert_rules"
+                " WHERE enabled = 1"
             ).fetchone()
         if not count:
             return 0, None
@@ -258,8 +354,8 @@ class AlertStore:
             and view, as ``ingest.py alerts add`` compares them): its id is named.
         """
         try:
-            with self._lock:
-                return rules.store_rule(self._conn, rule, now_ms())
+            with self._guarded() as conn:
+                return rules.store_rule(conn, rule, now_ms())
         except rules.DuplicateRule as exc:
             raise AlertError(
                 f"{exc} ({describe(rule)}); nothing added: change the threshold or the view, "
@@ -271,19 +367,18 @@ class AlertStore:
     def delete_rule(self, rule_id: int) -> bool:
         """Delete a rule with (by cascade) its firings and their deliveries; False when
         there was no such rule (deleted meanwhile by another client)."""
-        with self._lock:
+        with self._guarded() as conn:
             return (
-                self._conn.execute("DELETE FROM alert_rules WHERE rule_id = ?", (rule_id,)).rowcount
-                > 0
+                conn.execute("DELETE FROM alert_rules WHERE rule_id = ?", (rule_id,)).rowcount > 0
             )
 
     def set_enabled(self, rule_id: int, enabled: bool) -> bool:
         """Resume (re-armed) or pause a rule; False when there is no such rule."""
-        with self._lock:
+        with self._guarded() as conn:
             return (
-                self._conn.execute(
-                    "UPDATE alert_rules SET enabled = ?, armed = CASE WHEN ? THEN 1 ELSE armed END"
-                    " WHERE rule_id = ?",
+                conn.execute(
+                    "UPDATE alert_rules SET enabled = ?,"
+                    " armed = CASE WHEN ? = 1 THEN 1 ELSE armed END WHERE rule_id = ?",
                     (int(enabled), int(enabled), rule_id),
                 ).rowcount
                 > 0
@@ -296,14 +391,14 @@ class AlertStore:
 
         :param unacked: only those not yet acknowledged (``acked_ms IS NULL``).
         """
-        with self._lock:
-            events = self._conn.execute(
+        with self._guarded() as conn:
+            events = conn.execute(
                 "SELECT event_id, rule_id, fired_ms, bar_time_s, value, threshold, message,"
-                " acked_ms FROM alert_events WHERE NOT ? OR acked_ms IS NULL"
+                " acked_ms FROM alert_events WHERE ? = 0 OR acked_ms IS NULL"
                 " ORDER BY event_id DESC LIMIT ?",
                 (int(unacked), limit),
             ).fetchall()
-            deliveries = self._deliveries([row[0] for row in events])
+            deliveries = self._deliveries(conn, [row[0] for row in events])
         return [
             Firing(
                 event_id=row[0],
@@ -321,18 +416,18 @@ class AlertStore:
 
     def count_unacked(self) -> tuple[int, int | None]:
         """How many firings wait for acknowledgement, and the newest one's id."""
-        with self._lock:
-            count, newest = self._conn.execute(
+        with self._guarded() as conn:
+            count, newest = conn.execute(
                 "SELECT count(*), max(event_id) FROM alert_events WHERE acked_ms IS NULL"
             ).fetchone()
         return int(count), newest
 
-    def _deliveries(self, event_ids: Sequence[int]) -> dict[int, list[Delivery]]:
+    def _deliveries(self, conn: Any, event_ids: Sequence[int]) -> dict[int, list[Delivery]]:
         if not event_ids:
             return {}
         marks = ", ".join("?" * len(event_ids))
         columns = "event_id, target, status, attempts, next_attempt_ms, last_error, sent_ms"
-        rows = self._conn.execute(
+        rows = conn.execute(
             f"SELECT {columns} FROM alert_deliveries WHERE event_id IN ({marks})"  # noqa: S608
             " ORDER BY event_id, target",
             tuple(event_ids),
@@ -345,8 +440,8 @@ class AlertStore:
     def acknowledge(self, event_ids: Iterable[int]) -> int:
         """Acknowledge these firings (those not already); return how many were."""
         stamp = now_ms()
-        with self._lock:
-            return self._conn.executemany(
+        with self._guarded() as conn:
+            return conn.executemany(
                 "UPDATE alert_events SET acked_ms = ? WHERE event_id = ? AND acked_ms IS NULL",
                 [(stamp, event_id) for event_id in event_ids],
             ).rowcount
@@ -354,8 +449,8 @@ class AlertStore:
     def acknowledge_through(self, newest_id: int) -> int:
         """Acknowledge every firing up to ``newest_id`` (the newest one the user saw: a
         firing stored after the page drew its list is not acknowledged unseen)."""
-        with self._lock:
-            return self._conn.execute(
+        with self._guarded() as conn:
+            return conn.execute(
                 "UPDATE alert_events SET acked_ms = ? WHERE acked_ms IS NULL AND event_id <= ?",
                 (now_ms(), newest_id),
             ).rowcount

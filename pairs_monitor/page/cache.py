@@ -8,12 +8,17 @@ users open; slow statistics are kept longer.
 
 from __future__ import annotations
 
+from dataclasses import replace
+
+import pandas as pd
 import streamlit as st
 
 from pairs_monitor.page import pipeline, queries, upload
 from pairs_monitor.page.alert_rules import AlertStore
 from pairs_monitor.page.settings import (
     ALERT_BUSY_TIMEOUT_S,
+    LEG_CACHE_ENTRIES,
+    LEG_TTL_S,
     PAIR_CACHE_ENTRIES,
     PAIR_TTL_S,
     SERIES_CACHE_ENTRIES,
@@ -21,6 +26,7 @@ from pairs_monitor.page.settings import (
     SLOW_CACHE_ENTRIES,
     SLOW_TTL_S,
     UPLOAD_CACHE_ENTRIES,
+    Leg,
     View,
 )
 
@@ -55,10 +61,39 @@ def series(path: str) -> list[tuple[str, str]]:
     return read_db(path).run(queries.series)
 
 
-@st.cache_data(ttl=PAIR_TTL_S, max_entries=PAIR_CACHE_ENTRIES, show_spinner=False)
+@st.cache_data(ttl=SERIES_TTL_S, max_entries=SERIES_CACHE_ENTRIES, show_spinner=False)
+def feed_order(path: str) -> list[tuple[str, str]]:
+    """(venue, symbol) pairs in the order the daemon was given them."""
+    return read_db(path).run(queries.feed_order)
+
+
 def pair(path: str, view: View, end_s: int) -> pipeline.PairData:
-    """``pipeline.compute_pair`` for a database view ending at ``end_s``."""
-    return pipeline.compute_pair(pipeline.DbSource(read_db(path)), view, end_s)
+    """``pipeline.compute_pair`` for a database view ending at ``end_s``.
+
+    A control change pays only for what it changes: the z entry and exit bands change no
+    number of the pair (its result is shared), and a new window, hedge method or log
+    setting refits the pair on the legs' bars already read for the timeframe and lookback.
+    """
+    bands_free = replace(view, z_entry=View.z_entry, z_exit=View.z_exit)
+    return replace(_pair(path, bands_free, end_s), view=view)
+
+
+@st.cache_data(ttl=PAIR_TTL_S, max_entries=PAIR_CACHE_ENTRIES, show_spinner=False)
+def _pair(path: str, view: View, end_s: int) -> pipeline.PairData:
+    bars = {
+        name: leg_bars(path, leg, view.timeframe, view.lookback_s, end_s, view)
+        for leg, name in zip(view.legs, view.names, strict=True)
+    }
+    return pipeline.compute_pair(pipeline.DbSource(read_db(path)), view, end_s, bars)
+
+
+@st.cache_data(ttl=LEG_TTL_S, max_entries=LEG_CACHE_ENTRIES, show_spinner=False)
+def leg_bars(
+    path: str, leg: Leg, timeframe: str, lookback_s: int, end_s: int, _view: View
+) -> pd.DataFrame:
+    """``pipeline.leg_bars`` of one leg, keyed by what they depend on (``_view``, not
+    hashed, has this timeframe and lookback)."""
+    return pipeline.leg_bars(pipeline.DbSource(read_db(path)), _view, leg, end_s)
 
 
 @st.cache_data(max_entries=UPLOAD_CACHE_ENTRIES, show_spinner=False)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import sqlite3
 
+import psycopg
 import streamlit as st
 
 from pairs_monitor.clock import now_ms
@@ -40,7 +41,7 @@ def _banner(db_path: str) -> None:
         enabled, unjudged_ms = store.unjudged_for_ms(now)
         count, newest = store.count_unacked()
         shown = store.firings(MAX_FIRINGS_SHOWN, unacked=True) if count else []
-    except sqlite3.Error as exc:
+    except (sqlite3.Error, psycopg.Error) as exc:
         st.warning(f"New alert firings could not be read this refresh ({md(exc)}); retrying.")
         return
     if unjudged_ms is not None and unjudged_ms > RULES_JUDGED_STALE_MS:
@@ -104,12 +105,12 @@ def _toast_new(event_ids: list[int], messages: dict[int, str]) -> None:
 def _acknowledge(store: AlertStore, event_ids: list[int]) -> None:
     try:
         store.acknowledge(event_ids)
-    except sqlite3.Error as exc:
+    except (sqlite3.Error, psycopg.Error) as exc:
         st.session_state["ack_flash"] = f"Not acknowledged ({md(exc)}); try again."
 
 
 def _acknowledge_through(store: AlertStore, newest_id: int) -> None:
     try:
         store.acknowledge_through(newest_id)
-    except sqlite3.Error as exc:
+    except (sqlite3.Error, psycopg.Error) as exc:
         st.session_state["ack_flash"] = f"Not acknowledged ({md(exc)}); try again."

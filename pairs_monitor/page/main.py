@@ -1,11 +1,14 @@
-"""The page, top to bottom: database, the pair to open on (a link, the watchlist's best
-pair, a row just clicked on the watchlist), sidebar, the view written to the address, the
-synthetic-data warning, the alert firings not yet acknowledged, the tabs (open on the
-Watchlist when a pair scan exists).
+"""The page, top to bottom: the status strip (drawn once the sidebar has picked the legs),
+database, the pair to open on (a link, the watchlist's best pair, a row just clicked on
+the watchlist), sidebar, the view written to the address, the synthetic-data warning, the
+alert firings not yet acknowledged, the tabs (open on the Watchlist when a pair scan
+exists; only the open one computed with ``PAIRS_PAGE_TABS=open``).
 
 Database: ``--db PATH`` after ``--``, else the ``TICKS_DB`` environment variable, else
-``data/ticks.db``. This file only wires things together: the sidebar is in
-``sidebar.py``, each tab in ``tabs/<name>.py`` (see ``__init__.py`` for the map).
+``data/ticks.db``; a ``postgresql://`` URL there names a PostgreSQL database instead of a
+file, shown everywhere without its password (``settings.store_name``). This file only
+wires things together: the sidebar is in ``sidebar.py``, each tab in ``tabs/<name>.py``
+(see ``__init__.py`` for the map).
 """
 
 from __future__ import annotations
@@ -14,19 +17,35 @@ import logging
 import os
 import sqlite3
 import sys
+import time
 from collections.abc import Callable
 from dataclasses import replace
 
+import psycopg
 import streamlit as st
 
-from pairs_monitor.page import cache, firings, links, pipeline, queries, sidebar, watchlist
+from pairs_monitor.page import (
+    cache,
+    firings,
+    links,
+    pipeline,
+    queries,
+    sidebar,
+    status_strip,
+    watchlist,
+)
 from pairs_monitor.page.settings import (
+    DB_POLL,
     MAX_FUTURE_SKEW_S,
+    TABS_DEFAULT,
+    TABS_ENV,
     TIMEFRAME_SECONDS,
     Leg,
     View,
     is_synthetic,
     resolve_db_path,
+    store_name,
+    store_target,
     timeframe_seconds,
     venue_label,
 )
@@ -41,6 +60,7 @@ from pairs_monitor.page.tabs import prices as prices_tab
 from pairs_monitor.page.tabs import statistics as statistics_tab
 from pairs_monitor.page.text import literal, md, utc
 from pairs_monitor.page.upload import Uploaded, UploadError
+from pairs_monitor.store.schema import SchemaError
 
 log = logging.getLogger(__name__)
 
@@ -49,16 +69,18 @@ def render() -> None:
     """Draw the whole page once (Streamlit reruns it on every interaction)."""
     st.set_page_config(page_title="Pairs monitor", page_icon="📈", layout="wide")
 
-    db_path = str(resolve_db_path(sys.argv[1:], os.environ))
+    db_path = store_name(resolve_db_path(sys.argv[1:], os.environ))
     st.title("Pairs monitor")
+    # The status strip belongs at the top, but it needs the legs the sidebar picks below.
+    strip_slot = st.container()
 
     # The uploader lives in the Data tab; its files (if any) are parsed before the sidebar
     # so the sidebar can offer them as a data source.
     uploaded, upload_error = None, None
-    files = st.session_state.get("upload") or []
+    files = _uploaded_files()
     if files:
         try:
-            uploaded = cache.parsed_upload(tuple((f.name, f.getvalue()) for f in files))
+            uploaded = cache.parsed_upload(files)
         except UploadError as exc:
             upload_error = str(exc)
         except Exception as exc:
@@ -79,22 +101,40 @@ def render() -> None:
             f"({literal(f'python ingest.py --db {db_path} …')}), "
             "or pass another file: `streamlit run app.py -- --db PATH` or set `TICKS_DB`."
         )
-    except (queries.NotAPairsDatabase, sqlite3.DatabaseError) as exc:
+    except SchemaError as exc:  # a PostgreSQL database without our schema
+        db_error = f"{literal(db_path)} cannot be used: {md(exc)}"
+    except psycopg.OperationalError as exc:  # no server there, no such database, a bad login
+        db_error = (
+            f"The PostgreSQL database {literal(db_path)} cannot be reached: {md(exc)}. "
+            f"The page tries again every {DB_POLL}."
+        )
+    except (queries.NotAPairsDatabase, *queries.STORE_ERRORS) as exc:
         db_error = f"{literal(db_path)} cannot be used: {md(exc)}"
 
     st.sidebar.caption(f"Database: {literal(db_path)}")
     db_legs: list[Leg] = []
     watch = None
     if db is not None:
-        _doubts(db, db_path)
-        db_legs = [Leg(v, s) for v, s in cache.series(db_path)]
-        watch = _watch(db_path)
+        try:
+            _doubts(db, db_path)
+            db_legs = daemon_order(
+                [Leg(v, s) for v, s in cache.series(db_path)],
+                [Leg(v, s) for v, s in cache.feed_order(db_path)],
+            )
+        except queries.STORE_ERRORS as exc:  # a server gone since the page connected
+            db, db_error = None, f"{literal(db_path)} cannot be read now: {md(exc)}"
+        watch = _watch(db_path) if db is not None else None
     if OPEN_ON not in st.session_state:  # once: a scan landing later moves no one's tab
         st.session_state[OPEN_ON] = opening_tab(watch is not None and watch.best is not None)
     if db is not None:
         _choose_pair(db_legs, watch)
     # The Live panel refreshes itself; the other tabs recompute on any change or on this button.
-    st.sidebar.button("Refresh all tabs", key="refresh", help="Recompute every tab from new data.")
+    st.sidebar.button(
+        "Refresh all tabs",
+        key="refresh",
+        help="Recompute from new data: the open tab, or every tab unless PAIRS_PAGE_TABS=open.",
+    )
+    _forget_upload_button(files)
     source_choice = sidebar.choose_source(uploaded is not None)
     view: View | None = None
     source: pipeline.Source
@@ -130,6 +170,8 @@ def render() -> None:
                 f"The database {literal(db_path)} holds no bars yet. Start recording, e.g. "
                 f"{literal(example)}; the page fills in as trades arrive."
             )
+        if db is None or not legs:
+            _wait_for_data(db_path)
         if db is not None and legs:
             source = pipeline.DbSource(db)
             view = sidebar.choose_view(_symbols_by_venue(legs))
@@ -150,6 +192,9 @@ def render() -> None:
                 f"🔭 No watchlist to open on: {md(watch.fallback())} (the Watchlist tab says more)."
             )
 
+    if view is not None and isinstance(source, pipeline.DbSource):
+        with strip_slot:
+            status_strip.render(db_path, view.legs)
     if db is not None:
         firings.render(db_path)
 
@@ -169,11 +214,24 @@ def render() -> None:
         "Statistics": statistics_tab.render,
         "Backtest": backtest_tab.render,
         "Correlation": correlation_tab.render,
-        "Alerts": alerts_tab.render,
+        "Alerts": _alerts_tab,
         "Data": data_tab.render,
     }
-    tabs = st.tabs(list(TAB_NAMES), key="tab", default=st.session_state[OPEN_ON])
+    # With PAIRS_PAGE_TABS=open the tabs are stateful (on_change="rerun"): a switch reruns
+    # the page and ``tab.open`` says which one is shown, so a run computes that tab alone.
+    # Otherwise every tab is computed and a switch is the browser's alone.
+    every_tab = os.environ.get(TABS_ENV, TABS_DEFAULT).strip().lower() != "open"
+    tabs = st.tabs(
+        list(TAB_NAMES),
+        key="tab",
+        default=st.session_state[OPEN_ON],
+        on_change="ignore" if every_tab else "rerun",
+    )
+    seconds: dict[str, float] = {}
     for tab, name in zip(tabs, TAB_NAMES, strict=True):
+        if not (every_tab or tab.open):
+            continue
+        started = time.perf_counter()
         with tab:
             try:
                 renderers[name](ctx)
@@ -183,10 +241,93 @@ def render() -> None:
                     "See the integrity check above; the other tabs still draw.",
                     icon="🛑",
                 )
+            except psycopg.Error as exc:  # a server gone or refusing: this tab only
+                st.error(
+                    f"The database could not be read for this tab: {md(exc)}. The other "
+                    "tabs still draw; the page connects again on its next run.",
+                    icon="🛑",
+                )
+        seconds[name] = time.perf_counter() - started
+    _count_tab_runs(seconds)
+
+
+def _alerts_tab(ctx: Context) -> None:
+    """The Alerts tab, once its write connection opens: on PostgreSQL a login that may not
+    take the page's role is told here what to GRANT, instead of the tab failing."""
+    if ctx.db_ok:
+        try:
+            cache.alert_store(ctx.db_path)
+        except psycopg.Error as exc:
+            st.error(f"Alert rules cannot be shown or changed here: {md(exc)}", icon="🛑")
+            return
+    alerts_tab.render(ctx)
+
+
+@st.fragment(run_every=DB_POLL)
+def _wait_for_data(db_path: str) -> None:
+    """While the database is missing or holds no bars, look again every ``DB_POLL`` and
+    rerun the page once it has some: a page opened before the daemon recovers alone."""
+    st.caption(f"Looking for data in {literal(db_path)} every {DB_POLL}…")
+    if store_target(db_path).path is not None and not os.path.exists(db_path):
+        return
+    try:
+        ready = bool(cache.read_db(db_path).run(queries.series))
+    except (FileNotFoundError, queries.NotAPairsDatabase, SchemaError, *queries.STORE_ERRORS):
+        return  # the daemon may be creating it, the server starting: the next look tells
+    if ready:
+        cache.series.clear()  # the legs list is cached for a few seconds: read it afresh
+        st.rerun(scope="app")
 
 
 OPENED_UPLOAD = "opened_upload"  # session key: the digest of the kline upload last opened
 OPEN_ON = "open_on"  # session key: the tab the page opened on
+KEPT_UPLOAD = "kept_upload"  # session key: the uploaded files in use, (name, bytes) each
+UPLOAD_SEEN = "upload_seen"  # session key: what the uploader held on the previous run
+TAB_RUNS = "tab_runs"  # session key: tab name -> how many runs computed it
+
+
+def _uploaded_files() -> tuple[tuple[str, bytes], ...]:
+    """The uploaded files the page analyses, kept while the Data tab (the uploader) is not
+    open: Streamlit drops the state of a widget not drawn in a run, and only the open tab
+    is drawn. New files in the uploader replace them; files removed there are forgotten."""
+    value = st.session_state.get("upload")
+    seen = None if value is None else tuple((f.name, f.size, f.file_id) for f in value)
+    before = st.session_state.get(UPLOAD_SEEN)
+    if value and seen != before:
+        st.session_state[KEPT_UPLOAD] = tuple((f.name, f.getvalue()) for f in value)
+    elif value is not None and not value and before:  # emptied in the uploader itself
+        st.session_state[KEPT_UPLOAD] = ()
+    st.session_state[UPLOAD_SEEN] = seen
+    return st.session_state.get(KEPT_UPLOAD, ())
+
+
+def _forget_upload_button(files: tuple[tuple[str, bytes], ...]) -> None:
+    """A way to drop uploaded files in use that the uploader no longer shows (it was
+    redrawn empty when the Data tab reopened)."""
+    if files and not st.session_state.get("upload"):
+        names = ", ".join(name for name, _ in files)
+        st.sidebar.button(
+            "Forget the uploaded files",
+            key="forget_upload",
+            on_click=_forget_upload,
+            help=f"In use: {names}. The Data tab's uploader takes new files.",
+        )
+
+
+def _forget_upload() -> None:
+    st.session_state[KEPT_UPLOAD] = ()
+
+
+def _count_tab_runs(seconds: dict[str, float]) -> None:
+    """Count the tabs this run computed and say which, with their time, in the sidebar:
+    a control change should cost the open tab alone."""
+    runs: dict[str, int] = st.session_state.setdefault(TAB_RUNS, {})
+    for name in seconds:
+        runs[name] = runs.get(name, 0) + 1
+    computed = ", ".join(
+        f"{name} (run {runs[name]:,}, {1000 * s:,.0f} ms)" for name, s in seconds.items()
+    )
+    st.sidebar.caption(f"Computed this run: {computed or 'no tab'}.")
 
 
 def _watch(db_path: str) -> watchlist.Watch | None:
@@ -194,7 +335,7 @@ def _watch(db_path: str) -> watchlist.Watch | None:
     says why)."""
     try:
         return watchlist.newest(db_path)
-    except sqlite3.DatabaseError:
+    except queries.STORE_ERRORS:
         return None
 
 
@@ -250,8 +391,19 @@ def _set_view(timeframe: str, lookback: str) -> None:
     st.session_state["lookback"] = lookback
 
 
+def daemon_order(legs: list[Leg], given: list[Leg]) -> list[Leg]:
+    """``legs`` in the order the daemon was given them (``given``: its feed_status rows),
+    so the page opens on the pair it was started with; legs it does not report (an
+    earlier run's, a replay's) follow, sorted.
+
+    :param legs: every leg with bars, sorted.
+    """
+    rank = {leg: i for i, leg in enumerate(given)}
+    return sorted(legs, key=lambda leg: (rank.get(leg, len(rank)), leg))
+
+
 def _symbols_by_venue(legs: list[Leg]) -> dict[str, list[str]]:
-    """Venue -> its symbols, venues and symbols in the order given (sorted)."""
+    """Venue -> its symbols, venues and symbols in the order given."""
     symbols: dict[str, list[str]] = {}
     for venue, symbol in legs:
         symbols.setdefault(venue, []).append(symbol)
@@ -297,8 +449,9 @@ def _future_bars(recording: pipeline.Recording, view: View) -> None:
 
 
 def _doubts(db: pipeline.ReadOnlyDB, db_path: str) -> None:
-    """Say when the file is not what the page expects: a newer or missing schema version,
-    or a file SQLite's quick_check finds damaged. Read-only: nothing is repaired."""
+    """Say when the store is not what the page expects: a newer or missing schema version,
+    or a file SQLite's quick_check finds damaged (not run on PostgreSQL, which checks its
+    own pages). Read-only: nothing is repaired."""
     try:
         doubts = db.run(queries.schema_doubts)
     except sqlite3.DatabaseError as exc:
@@ -306,7 +459,9 @@ def _doubts(db: pipeline.ReadOnlyDB, db_path: str) -> None:
     for doubt in doubts:
         st.warning(f"{literal(db_path)}: {md(doubt)}.", icon="⚠️")
     check = cache.integrity(db_path)
-    if check.problems is None:
+    if check.skipped is not None:
+        st.sidebar.caption(f"Integrity check: {md(check.skipped)}.")
+    elif check.problems is None:
         st.sidebar.caption("Integrity check of the file: running…")
     elif check.problems:
         st.error(

@@ -11,18 +11,20 @@ import math
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
 import numpy as np
 import pandas as pd
+import psycopg
 
 from pairs_monitor import quant
 from pairs_monitor.clock import now_ms
 from pairs_monitor.page import queries
 from pairs_monitor.page.settings import (
+    LIVE_VENUES,
     LOOKBACKS,
     MAX_1S_ROWS,
     MAX_FUTURE_SKEW_S,
@@ -40,12 +42,14 @@ from pairs_monitor.page.settings import (
     duration_label,
     leg_names,
     shortest_timeframe,
+    store_target,
     timeframe_seconds,
     too_small,
 )
 from pairs_monitor.page.text import utc
 from pairs_monitor.quant import HedgeMethod, PairMethod
-from pairs_monitor.store import schema
+from pairs_monitor.store import connection, schema
+from pairs_monitor.store.postgres import PgConnection
 
 T = TypeVar("T")
 
@@ -53,22 +57,57 @@ T = TypeVar("T")
 class ReadOnlyDB:
     """The page's one read-only connection, shared by every session behind a lock.
 
-    :param path: the database file; :raises FileNotFoundError: when it does not exist.
+    :param path: the store's name on the page (``settings.store_name``): a SQLite file, or
+        a PostgreSQL URL without its password (the connection gets the real one).
+    :raises FileNotFoundError: for a SQLite file that does not exist.
+    :raises schema.SchemaError: for a PostgreSQL database without our schema.
+    :raises psycopg.OperationalError: for a server that cannot be reached or refuses the
+        login (its message without the password).
     """
 
     def __init__(self, path: str | Path) -> None:
+        self.name = str(path)
         self.path = Path(path)
-        self.conn = schema.connect_read_only(self.path)
+        self.target = store_target(path)
+        # A store.connection.Connection; typed Any as sqlite3's is (psycopg's typed rows
+        # would make every caller's ``fetchone()[0]`` check for None).
+        self.conn: Any = connection.connect_read_only(self.target)
+        self._dropped = False  # the server dropped ``conn``: connect again on the next run
         self._lock = threading.Lock()
 
+    @property
+    def is_postgres(self) -> bool:
+        """True for a PostgreSQL store."""
+        return self.target.is_postgres
+
     def run(self, fn: Callable[..., T], *args: Any) -> T:
-        """Call ``fn(conn, *args)`` (a function of ``queries``) holding the lock."""
+        """Call ``fn(conn, *args)`` (a function of ``queries``) holding the lock.
+
+        A PostgreSQL connection the server dropped (a restart, a network cut) is closed
+        and this call's error raised; the next call connects again, so a page outlives
+        its server's restart.
+        """
         with self._lock:
-            return fn(self.conn, *args)
+            if self._dropped:
+                self.conn = connection.connect_read_only(self.target)
+                self._dropped = False
+            try:
+                return fn(self.conn, *args)
+            except psycopg.Error:
+                if isinstance(self.conn, PgConnection) and self.conn.raw.broken:
+                    self.conn.close()
+                    self._dropped = True
+                raise
 
     def close(self) -> None:
         with self._lock:
             self.conn.close()
+
+
+POSTGRES_INTEGRITY = (
+    "not run on PostgreSQL: the server checks its pages itself (data checksums, when the "
+    "cluster has them) and the page reads no file"
+)
 
 
 class IntegrityCheck:
@@ -76,19 +115,28 @@ class IntegrityCheck:
     in a background thread: it reads the whole file, so the page draws meanwhile.
 
     ``problems`` is None while it runs, ``[]`` for a sound file, else what SQLite found.
+    On PostgreSQL nothing runs: ``problems`` is ``[]`` and ``skipped`` says why.
     """
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
         self.problems: list[str] | None = None
+        self.skipped: str | None = None
         self.seconds = math.nan
         self._done = threading.Event()
-        threading.Thread(target=self._run, name="quick_check", daemon=True).start()
+        target = store_target(path)
+        if target.path is None:
+            self.problems, self.skipped, self.seconds = [], POSTGRES_INTEGRITY, 0.0
+            self._done.set()
+            return
+        threading.Thread(
+            target=self._run, args=(target.path,), name="quick_check", daemon=True
+        ).start()
 
-    def _run(self) -> None:
+    def _run(self, path: Path) -> None:
         started = time.perf_counter()
         try:
-            conn = schema.connect_read_only(self.path)
+            conn = schema.connect_read_only(path)
             try:
                 self.problems = queries.quick_check(conn)
             finally:
@@ -204,7 +252,7 @@ class DbSource:
 
     @property
     def cache_key(self) -> tuple[str, str]:
-        return ("db", str(self.db.path))
+        return ("db", self.db.name)
 
     @property
     def max_lookback_s(self) -> int | None:
@@ -541,10 +589,17 @@ class PairData:
         return float(self.frame[column].iloc[-1]), self.latest_bar_s()
 
 
-def compute_pair(source: Source, view: View, end_s: int | None = None) -> PairData:
+def compute_pair(
+    source: Source,
+    view: View,
+    end_s: int | None = None,
+    bars: Mapping[str, pd.DataFrame] | None = None,
+) -> PairData:
     """Bars of both legs, aligned closes and ``quant.pair_frame`` for a view.
 
     :param end_s: right edge of the window; by default the newest bar of either leg.
+    :param bars: the legs' bars by name (:func:`leg_bars` of this view and ``end_s``),
+        when already loaded; read here otherwise.
     """
     started = time.perf_counter()
     if view.leg_y == view.leg_x:
@@ -555,11 +610,13 @@ def compute_pair(source: Source, view: View, end_s: int | None = None) -> PairDa
         return PairData(view, None, waiting=f"no bars yet for {view.name_y} or {view.name_x}")
     result = PairData(view, end_s)
     for leg, name in zip(view.legs, view.names, strict=True):
-        result.bars[name] = leg_bars(source, view, leg, end_s)
+        loaded = None if bars is None else bars.get(name)
+        result.bars[name] = leg_bars(source, view, leg, end_s) if loaded is None else loaded
     empty = [s for s, b in result.bars.items() if b.empty]
     if empty:
         hints = [h.text for h in history_hints(source, view, end_s) if h.name in empty]
-        why = "; ".join(hints) or "is the daemon recording it?"
+        legs = [leg for leg, name in zip(view.legs, view.names, strict=True) if name in empty]
+        why = "; ".join(hints) or no_bars_why(legs)
         result.waiting = (
             f"no {view.timeframe} bars for {', '.join(empty)} in the last "
             f"{_human(view.lookback_s)}: {why}"
@@ -592,6 +649,27 @@ def compute_pair(source: Source, view: View, end_s: int | None = None) -> PairDa
     except ValueError as exc:  # data the method cannot fit (flat leg, ...): said, not raised
         result.waiting = f"the {view.method} hedge cannot be fitted on these bars: {exc}"
     return _done(result, started)
+
+
+def no_bars_why(legs: Sequence[Leg]) -> str:
+    """Why legs may have no bars in a view, by what feeds them: a live feed may not be
+    recorded, the simulator may not run, a replay or an upload is finished data."""
+    venues = {leg.venue for leg in legs}
+    if venues <= set(LIVE_VENUES):
+        return "is the daemon recording it?"
+    if venues == {"sim"}:
+        return (
+            "is the simulator running (ingest.py --source sim, or --source auto while live "
+            "is down)?"
+        )
+    if venues == {UPLOAD_VENUE}:
+        return "the uploaded file holds none there"
+    if not venues & {*LIVE_VENUES, "sim", UPLOAD_VENUE}:
+        return (
+            "a replay is recorded data, nothing newer arrives: pick a lookback over the span "
+            "it holds"
+        )
+    return "is the daemon recording them? (a replayed or uploaded leg gets nothing newer)"
 
 
 def volume_ratio_now(

@@ -1,6 +1,7 @@
 """Every SQL statement the page runs against market data: read-only, ``?`` parameters only.
 
-Each function takes an open connection (``db_setup.connect_read_only``) and returns plain
+Each function takes an open connection (``store.connection.connect_read_only``: a SQLite
+file or a PostgreSQL database, the same ``?`` statements on either) and returns plain
 Python values or DataFrames indexed by a UTC ``DatetimeIndex``. Column names follow
 ``db_setup.py``; bars come back in ``analytics``' bar layout (``trades``, ``vwap``,
 ``empty``) so they can go straight into ``analytics.resample_bars``.
@@ -11,12 +12,19 @@ from __future__ import annotations
 import json
 import sqlite3
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import pandas as pd
+import psycopg
 
 from pairs_monitor.quant import BAR_COLUMNS, empty_bars
-from pairs_monitor.store import schema
+from pairs_monitor.store import connection, schema
+from pairs_monitor.store.connection import Connection
+
+STORE_ERRORS = (sqlite3.DatabaseError, psycopg.Error)
+"""What a read of either store raises when the store fails it: a damaged SQLite file, a
+PostgreSQL server gone or refusing. The page catches these where it draws what it can."""
 
 TICK_COLUMNS = ["time", "venue", "symbol", "trade_id", "price", "qty", "buyer_is_maker"]
 
@@ -101,7 +109,7 @@ SELECT count(*), max(t) FROM (
     SELECT bar_time_s AS t FROM bars_1s
     WHERE venue = ? AND symbol = ? AND bar_time_s > ?
     LIMIT ?
-)
+) AS future
 """
 FUTURE_COUNT_CAP = 10_000
 _TICKS_SQL = """
@@ -123,16 +131,32 @@ WHERE venue = ?
 ORDER BY symbol
 """
 # A run of several markets names its venues comma-separated ("binance-spot,binance-usdm");
-# NULL matches every run.
+# NULL matches every run. {position} is SQLite's instr or PostgreSQL's strpos (the same
+# function, arguments in the same order); the CAST gives PostgreSQL the NULL's type.
 _LATEST_RUN_SQL = """
 SELECT run_id, venue, source, symbols, params_json, pid, started_ms, stopped_ms
 FROM ingest_runs
-WHERE ?1 IS NULL OR instr(',' || venue || ',', ',' || ?1 || ',') > 0
+WHERE CAST(?1 AS TEXT) IS NULL
+   OR {position}(',' || venue || ',', ',' || CAST(?1 AS TEXT) || ',') > 0
 ORDER BY started_ms DESC, run_id DESC
 LIMIT 1
 """
 # writer_status (schema version 3) is one row; older databases have no such table.
 _HAS_TABLE_SQL = "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?"
+_TABLES_SQL = "SELECT name FROM sqlite_master WHERE type = 'table'"
+_COLUMNS_SQL = "SELECT name FROM pragma_table_info(?)"
+# PostgreSQL's catalogue, names looked up as the connection's statements find them (its
+# search_path). pg_class and pg_attribute, not information_schema: a lookup by key costs
+# 0.1 ms where the views' privilege checks cost 0.3-0.5 ms, and the page makes a few
+# such lookups per refresh.
+_PG_HAS_TABLE_SQL = "SELECT 1 WHERE to_regclass(?) IS NOT NULL"
+_PG_TABLES_SQL = """
+SELECT table_name FROM information_schema.tables WHERE table_schema = current_schema()
+"""
+_PG_COLUMNS_SQL = """
+SELECT attname FROM pg_attribute
+WHERE attrelid = to_regclass(?) AND attnum > 0 AND NOT attisdropped
+"""
 _WRITER_STATUS_SQL = """
 SELECT state, last_error, failing_since_ms, queue_depth, trades_stored,
        {rows_rejected} AS rows_rejected, updated_ms
@@ -184,26 +208,44 @@ class NotAPairsDatabase(Exception):
     """The file opened is not a database made by db_setup.py."""
 
 
-def check_schema(conn: sqlite3.Connection) -> None:
+def _aggregate_row(conn: Connection, sql: str, args: tuple) -> tuple:
+    """The one row an aggregate without GROUP BY always returns."""
+    row = conn.execute(sql, args).fetchone()
+    assert row is not None, "an aggregate returns a row"
+    return tuple(row)
+
+
+def _aggregate(conn: Connection, sql: str, args: tuple) -> Any:
+    """The value of a one-column aggregate (None over no rows)."""
+    return _aggregate_row(conn, sql, args)[0]
+
+
+def _column_names(cursor: Any) -> list[str]:
+    """A cursor's column names, as either driver describes them."""
+    return [column[0] for column in cursor.description or ()]
+
+
+def check_schema(conn: Connection) -> None:
     """Raise :class:`NotAPairsDatabase` with what to do when the schema is missing."""
-    try:
-        present = {
-            row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")
-        }
-    except sqlite3.DatabaseError as exc:
-        raise NotAPairsDatabase(f"not an SQLite database ({exc})") from exc
+    if connection.is_postgres(conn):
+        present = {row[0] for row in conn.execute(_PG_TABLES_SQL)}
+    else:
+        try:
+            present = {row[0] for row in conn.execute(_TABLES_SQL)}
+        except sqlite3.DatabaseError as exc:
+            raise NotAPairsDatabase(f"not an SQLite database ({exc})") from exc
     missing = [t for t in _REQUIRED_TABLES if t not in present]
     if missing:
         raise NotAPairsDatabase(
-            f"table(s) {', '.join(missing)} missing: run `python db_setup.py --db <this file>` "
-            "or start `ingest.py`, which creates them"
+            f"table(s) {', '.join(missing)} missing: run `python db_setup.py --db <this "
+            "database>` or start `ingest.py`, which creates them"
         )
 
 
-def schema_doubts(conn: sqlite3.Connection) -> list[str]:
+def schema_doubts(conn: Connection) -> list[str]:
     """What makes a database that has our tables doubtful, cheaply (no scan): a schema
     version newer than this code knows, or none at all (not made by db_setup.py)."""
-    version = schema.schema_version(conn)
+    version = connection.schema_version(conn)
     if version > schema.LATEST_VERSION:
         return [
             f"its schema version {version} is newer than this code knows "
@@ -226,12 +268,13 @@ def quick_check(conn: sqlite3.Connection, max_problems: int = 5) -> list[str]:
     return [] if rows == ["ok"] else [str(r) for r in rows]
 
 
-def has_table(conn: sqlite3.Connection, table: str) -> bool:
+def has_table(conn: Connection, table: str) -> bool:
     """Whether the database has ``table`` (an older schema may not)."""
-    return conn.execute(_HAS_TABLE_SQL, (table,)).fetchone() is not None
+    sql = _PG_HAS_TABLE_SQL if connection.is_postgres(conn) else _HAS_TABLE_SQL
+    return conn.execute(sql, (table,)).fetchone() is not None
 
 
-def series(conn: sqlite3.Connection) -> list[tuple[str, str]]:
+def series(conn: Connection) -> list[tuple[str, str]]:
     """Every (venue, symbol) with at least one bar (of ``bars_1s`` or, from schema version
     7, ``kline_bars``), sorted."""
     tables = ["bars_1s"] + (["kline_bars"] if has_table(conn, "kline_bars") else [])
@@ -268,7 +311,7 @@ def bar_frame(rows: list) -> pd.DataFrame:
 
 
 def bars_1s(
-    conn: sqlite3.Connection, venue: str, symbol: str, start_s: int, end_s: int, limit: int
+    conn: Connection, venue: str, symbol: str, start_s: int, end_s: int, limit: int
 ) -> pd.DataFrame:
     """One-second bars with ``start_s <= bar start < end_s``, oldest first; at most
     ``limit``, and then the newest ones (a view must end at the newest data).
@@ -283,7 +326,7 @@ def bars_1s(
     return bar_frame(rows)
 
 
-def kline_intervals(conn: sqlite3.Connection, venue: str, symbol: str) -> list[int]:
+def kline_intervals(conn: Connection, venue: str, symbol: str) -> list[int]:
     """The kline lengths (seconds) ``kline_bars`` holds for a series, shortest first;
     ``[]`` before schema version 7."""
     if not has_table(conn, "kline_bars"):
@@ -297,7 +340,7 @@ def kline_intervals(conn: sqlite3.Connection, venue: str, symbol: str) -> list[i
 
 
 def kline_bars(
-    conn: sqlite3.Connection,
+    conn: Connection,
     venue: str,
     symbol: str,
     interval_s: int,
@@ -314,42 +357,40 @@ def kline_bars(
 
 
 def first_kline_s(
-    conn: sqlite3.Connection, venue: str, symbol: str, interval_s: int, start_s: int, end_s: int
+    conn: Connection, venue: str, symbol: str, interval_s: int, start_s: int, end_s: int
 ) -> int | None:
     """Open time of the first kline of one length in ``[start_s, end_s)``, or None."""
     args = (venue, symbol, interval_s, start_s, end_s)
-    return conn.execute(_FIRST_KLINE_SQL, args).fetchone()[0]
+    return _aggregate(conn, _FIRST_KLINE_SQL, args)
 
 
-def latest_bar_s(conn: sqlite3.Connection, venue: str, symbol: str, max_s: int) -> int | None:
+def latest_bar_s(conn: Connection, venue: str, symbol: str, max_s: int) -> int | None:
     """Start second of the newest bar of a series not after ``max_s`` (a one-second bar,
     or a kline's open time), or None."""
-    latest = [conn.execute(_LATEST_BAR_SQL, (venue, symbol, max_s)).fetchone()[0]]
+    latest = [_aggregate(conn, _LATEST_BAR_SQL, (venue, symbol, max_s))]
     for interval_s in kline_intervals(conn, venue, symbol):
         args = (venue, symbol, interval_s, max_s)
-        latest.append(conn.execute(_LATEST_KLINE_SQL, args).fetchone()[0])
+        latest.append(_aggregate(conn, _LATEST_KLINE_SQL, args))
     known = [t for t in latest if t is not None]
     return max(known) if known else None
 
 
-def future_bars(
-    conn: sqlite3.Connection, venue: str, symbol: str, after_s: int
-) -> tuple[int, int | None]:
+def future_bars(conn: Connection, venue: str, symbol: str, after_s: int) -> tuple[int, int | None]:
     """How many bars of a series start after ``after_s`` (at most ``FUTURE_COUNT_CAP``
     are counted) and the latest of them; ``(0, None)`` when none."""
-    count, latest = conn.execute(
-        _FUTURE_BARS_SQL, (venue, symbol, after_s, FUTURE_COUNT_CAP)
-    ).fetchone()
+    count, latest = _aggregate_row(
+        conn, _FUTURE_BARS_SQL, (venue, symbol, after_s, FUTURE_COUNT_CAP)
+    )
     return int(count), latest
 
 
-def tape_start_us(conn: sqlite3.Connection, venue: str, symbol: str) -> int | None:
+def tape_start_us(conn: Connection, venue: str, symbol: str) -> int | None:
     """Time of a series' first stored trade (microseconds): where its tape begins; before
     it, bars come from klines only. None when no trade is stored."""
-    return conn.execute(_TAPE_START_SQL, (venue, symbol)).fetchone()[0]
+    return _aggregate(conn, _TAPE_START_SQL, (venue, symbol))
 
 
-def kline_spans(conn: sqlite3.Connection, venue: str, symbol: str) -> pd.DataFrame:
+def kline_spans(conn: Connection, venue: str, symbol: str) -> pd.DataFrame:
     """The periods whose klines were fetched (``origin`` 'rest') or replayed (the file's
     name) for a series: ``interval_s, start_s, end_s, origin``; empty before version 7."""
     columns = ["interval_s", "start_s", "end_s", "origin"]
@@ -359,7 +400,7 @@ def kline_spans(conn: sqlite3.Connection, venue: str, symbol: str) -> pd.DataFra
     return pd.DataFrame(rows, columns=columns)
 
 
-def gaps(conn: sqlite3.Connection, venue: str, symbol: str, limit: int) -> pd.DataFrame:
+def gaps(conn: Connection, venue: str, symbol: str, limit: int) -> pd.DataFrame:
     """A feed's gaps worth naming, newest first (at most ``limit``): open, abandoned, or
     covered by kline bars, with the times of the stored trades around each
     (``after_us``: the last trade before it, ``before_us``: the first after it; None when
@@ -370,7 +411,7 @@ def gaps(conn: sqlite3.Connection, venue: str, symbol: str, limit: int) -> pd.Da
         for name in ("filled_from", "covered_by")
     }
     cur = conn.execute(_GAPS_SQL.format(**columns), (venue, symbol, limit))
-    names = [d[0] for d in cur.description]
+    names = _column_names(cur)
     return pd.DataFrame(cur.fetchall(), columns=names)
 
 
@@ -381,14 +422,14 @@ class LastTrade:
     qty: float
 
 
-def last_trade(conn: sqlite3.Connection, venue: str, symbol: str, max_us: int) -> LastTrade | None:
+def last_trade(conn: Connection, venue: str, symbol: str, max_us: int) -> LastTrade | None:
     """The newest stored trade of a series (by trade time) not after ``max_us``, or None."""
     row = conn.execute(_LAST_TRADE_SQL, (venue, symbol, max_us)).fetchone()
     return LastTrade(*row) if row else None
 
 
 def ticks(
-    conn: sqlite3.Connection, venue: str, symbol: str, start_us: int, end_us: int, limit: int
+    conn: Connection, venue: str, symbol: str, start_us: int, end_us: int, limit: int
 ) -> pd.DataFrame:
     """Raw trades in ``[start_us, end_us)``, oldest first, at most ``limit`` rows.
 
@@ -401,7 +442,7 @@ def ticks(
     return frame
 
 
-def feed_status(conn: sqlite3.Connection, venue: str) -> pd.DataFrame:
+def feed_status(conn: Connection, venue: str) -> pd.DataFrame:
     """The daemon's feed_status rows for a venue (empty when no daemon ever ran); an
     older database reads 0 refused values, 0 non-market trades and no problem."""
     columns = {
@@ -409,7 +450,7 @@ def feed_status(conn: sqlite3.Connection, venue: str) -> pd.DataFrame:
         for name, default in (("rejected", "0"), ("nonmarket", "0"), ("problem", "NULL"))
     }
     cur = conn.execute(_FEED_STATUS_SQL.format(**columns), (venue,))
-    names = [d[0] for d in cur.description]
+    names = _column_names(cur)
     return pd.DataFrame(cur.fetchall(), columns=names)
 
 
@@ -425,10 +466,11 @@ class IngestRun:
     stopped_ms: int | None
 
 
-def latest_run(conn: sqlite3.Connection, venue: str | None = None) -> IngestRun | None:
+def latest_run(conn: Connection, venue: str | None = None) -> IngestRun | None:
     """The most recent daemon start feeding ``venue`` (alone or among several markets),
     or of any venue when None, with its parameters decoded."""
-    row = conn.execute(_LATEST_RUN_SQL, (venue,)).fetchone()
+    position = "strpos" if connection.is_postgres(conn) else "instr"
+    row = conn.execute(_LATEST_RUN_SQL.format(position=position), (venue,)).fetchone()
     if row is None:
         return None
     try:
@@ -454,14 +496,14 @@ class WriterStatus:
     updated_ms: int
 
 
-def _has_column(conn: sqlite3.Connection, table: str, column: str) -> bool:
-    # The names are this module's constants, never user input; PRAGMA takes no parameters.
-    return any(row[1] == column for row in conn.execute(f"PRAGMA table_info({table})"))
+def _has_column(conn: Connection, table: str, column: str) -> bool:
+    sql = _PG_COLUMNS_SQL if connection.is_postgres(conn) else _COLUMNS_SQL
+    return any(row[0] == column for row in conn.execute(sql, (table,)))
 
 
-def writer_status(conn: sqlite3.Connection) -> WriterStatus | None:
+def writer_status(conn: Connection) -> WriterStatus | None:
     """The writer's status row, or None when there is none (or no table, before v3)."""
-    if conn.execute(_HAS_TABLE_SQL, ("writer_status",)).fetchone() is None:
+    if not has_table(conn, "writer_status"):
         return None
     column = "rows_rejected" if _has_column(conn, "writer_status", "rows_rejected") else "0"
     row = conn.execute(_WRITER_STATUS_SQL.format(rows_rejected=column)).fetchone()
@@ -496,9 +538,7 @@ class FundingRecord:
     stored: bool = True
 
 
-def funding(
-    conn: sqlite3.Connection, venue: str, symbol: str, start_ms: int, end_ms: int
-) -> FundingRecord:
+def funding(conn: Connection, venue: str, symbol: str, start_ms: int, end_ms: int) -> FundingRecord:
     """The funding stored for a perpetual around ``[start_ms, end_ms)``."""
     empty: pd.Series = pd.Series(
         [], dtype=float, index=pd.DatetimeIndex([], tz="UTC", name="funding_time")
@@ -511,8 +551,8 @@ def funding(
     if rows:
         times = pd.to_datetime([r[0] for r in rows], unit="ms", utc=True)
         rates = pd.Series([float(r[1]) for r in rows], index=times.rename("funding_time"))
-    before = conn.execute(_FUNDING_BEFORE_SQL, (*key, start_ms)).fetchone()[0]
-    after = conn.execute(_FUNDING_AFTER_SQL, (*key, end_ms)).fetchone()[0]
+    before = _aggregate(conn, _FUNDING_BEFORE_SQL, (*key, start_ms))
+    after = _aggregate(conn, _FUNDING_AFTER_SQL, (*key, end_ms))
     live_row = conn.execute(_FUNDING_LIVE_SQL, key).fetchone()
     live = None if live_row is None else FundingLive(*live_row)
     return FundingRecord(rates, before, after, live)
@@ -544,13 +584,13 @@ class ScanRun:
     note: str | None
 
 
-def newest_scan(conn: sqlite3.Connection) -> tuple[ScanRun, pd.DataFrame] | None:
+def newest_scan(conn: Connection) -> tuple[ScanRun, pd.DataFrame] | None:
     """The newest pair scan and its ``scan_results`` rows by rank (every column by its
     name); None when no scan is stored.
 
     :raises ScansNotStored: before schema version 8 (no scan tables).
     """
-    version = schema.schema_version(conn)
+    version = connection.schema_version(conn)
     if version < SCHEMA_WITH_SCANS or not has_table(conn, "scan_runs"):
         raise ScansNotStored(
             f"the database is at schema version {version}; the daemon's pair scans are "
@@ -561,7 +601,7 @@ def newest_scan(conn: sqlite3.Connection) -> tuple[ScanRun, pd.DataFrame] | None
     row = cur.fetchone()
     if row is None:
         return None
-    run = dict(zip([d[0] for d in cur.description], row, strict=True))
+    run = dict(zip(_column_names(cur), row, strict=True))
     try:
         params = json.loads(run["params_json"] or "{}")
     except ValueError:
@@ -585,13 +625,11 @@ def newest_scan(conn: sqlite3.Connection) -> tuple[ScanRun, pd.DataFrame] | None
         note=run["note"],
     )
     cur = conn.execute(_SCAN_RESULTS_SQL, (scan.scan_id,))
-    rows = pd.DataFrame(cur.fetchall(), columns=[d[0] for d in cur.description])
+    rows = pd.DataFrame(cur.fetchall(), columns=_column_names(cur))
     return scan, rows
 
 
-def newest_close(
-    conn: sqlite3.Connection, venue: str, symbol: str, max_s: int
-) -> tuple[int, float] | None:
+def newest_close(conn: Connection, venue: str, symbol: str, max_s: int) -> tuple[int, float] | None:
     """A leg's newest close among its one-second bars and klines starting at or before
     ``max_s``: ``(second its bar ended, close)``; None when it has no bar."""
     found = [conn.execute(_NEWEST_CLOSE_SQL, (venue, symbol, max_s)).fetchone()]
@@ -601,3 +639,91 @@ def newest_close(
     known = [(int(end), float(close)) for end, close in (r for r in found if r)]
     # On a tie the one-second bar (listed first) stands: the tape over a kline.
     return max(known, key=lambda close: close[0]) if known else None
+
+
+# SQLite's rowid is the order rows were first inserted (an upsert keeps it). A PostgreSQL
+# table keeps no such order (an updated row moves): there, venue and symbol.
+_FEED_ORDER = {False: "rowid", True: "venue, symbol"}
+_FEED_ORDER_SQL = "SELECT venue, symbol FROM feed_status ORDER BY {order}"
+
+
+def feed_order(conn: Connection) -> list[tuple[str, str]]:
+    """Every (venue, symbol) the daemon reports on, in the order it first reported them:
+    the order of its ``--symbols``, venue by venue (a row keeps its place when updated);
+    on PostgreSQL, sorted."""
+    if not has_table(conn, "feed_status"):
+        return []
+    sql = _FEED_ORDER_SQL.format(order=_FEED_ORDER[connection.is_postgres(conn)])
+    return [(str(v), str(s)) for v, s in conn.execute(sql)]
+
+
+_STRIP_SQL = """
+SELECT venue, symbol, source, source_since_ms, connected, last_trade_time_us,
+       reconnects, {problem} AS problem, updated_ms
+FROM feed_status
+ORDER BY {order}
+"""
+
+
+def strip_rows(conn: Connection) -> list[tuple]:
+    """What the status strip needs of every feed_status row: ``(venue, symbol, source,
+    source_since_ms, connected, last_trade_time_us, reconnects, problem, updated_ms)``,
+    in the daemon's order; empty when no daemon has reported."""
+    if not has_table(conn, "feed_status"):
+        return []
+    problem = "problem" if _has_column(conn, "feed_status", "problem") else "NULL"
+    order = _FEED_ORDER[connection.is_postgres(conn)]
+    return conn.execute(_STRIP_SQL.format(problem=problem, order=order)).fetchall()
+
+
+@dataclass(frozen=True)
+class ZRule:
+    """An enabled z-score rule on a pair and what the daemon last computed for it."""
+
+    rule_id: int
+    kind: str  # zscore_above or zscore_below
+    threshold: float
+    timeframe: str | None
+    window: int | None
+    method: str | None
+    log_prices: bool | None
+    last_value: float | None
+    last_bar_time_s: int | None
+    checked_ms: int | None
+    note: str | None
+
+
+_ZRULES_SQL = """
+SELECT rule_id, kind, threshold, timeframe, window_bars, hedge_method, log_prices,
+       last_value, last_bar_time_s, checked_ms, note
+FROM alert_rules
+WHERE enabled = 1 AND kind IN ('zscore_above', 'zscore_below')
+  AND venue = ?1 AND symbol = ?2 AND symbol_x = ?4 AND coalesce(venue_x, venue) = ?3
+ORDER BY rule_id
+"""
+
+
+def zscore_rules(
+    conn: Connection, venue: str, symbol: str, venue_x: str, symbol_x: str
+) -> list[ZRule]:
+    """The enabled z-score rules of a pair (Y on ``venue``, X on ``venue_x``) with the
+    daemon's last value of each (schema version 6); empty on an older database."""
+    if not has_table(conn, "alert_rules") or not _has_column(conn, "alert_rules", "last_value"):
+        return []
+    rows = conn.execute(_ZRULES_SQL, (venue, symbol, venue_x, symbol_x)).fetchall()
+    return [
+        ZRule(
+            int(r[0]),
+            str(r[1]),
+            float(r[2]),
+            r[3],
+            None if r[4] is None else int(r[4]),
+            r[5],
+            None if r[6] is None else bool(r[6]),
+            r[7],
+            r[8],
+            r[9],
+            r[10],
+        )
+        for r in rows
+    ]

@@ -22,6 +22,7 @@ from pairs_monitor.quant import MIN_CARRY_SETTLEMENTS, PairMethod
 from pairs_monitor.quant.backtest import MIN_SHARPE_SPAN, SPOT_TAKER_FEE_BPS, USDM_TAKER_FEE_BPS
 from pairs_monitor.quant.stationarity import HURST_MIN_BARS
 from pairs_monitor.scan.service import DEFAULT_EVERY_MIN as SCAN_EVERY_MIN
+from pairs_monitor.store.target import StoreTarget, parse_target
 
 DEFAULT_DB = Path("data/ticks.db")
 
@@ -141,11 +142,21 @@ price at a row: a thin leg that skips a few bars keeps its rows, one whose feed 
 stops the pair's rows (and so its z-score and alerts) after this many bars instead of
 being carried over the whole lookback. 5 bars: 5 s at 1 s, 5 min at 1 m."""
 
+TABS_ENV = "PAIRS_PAGE_TABS"
+"""Environment variable: ``open`` computes only the open tab on each run (a control change
+costs that tab alone, a tab switch computes the tab switched to: the default);
+``all`` computes every tab on every run (a tab opens at once, but every change pays for
+all of them)."""
+TABS_DEFAULT = "open"
+
 # -- the live panel and the daemon's health ---------------------------------------------
-LIVE_REFRESH = "500ms"  # the Live panel reruns itself this often
+LIVE_REFRESH = "1s"  # the Live panel reruns itself this often: once a 1 s bar
 LIVE_TAIL_WINDOWS = 3  # the live panel recomputes over max(this x window, the next) bars
 LIVE_MIN_TAIL_BARS = 300
 STALE_STATUS_MS = 5_000  # a feed_status or writer_status row older than this: daemon gone
+DB_POLL = "2s"  # a page with no database or no bars yet looks for them this often
+HEALTH_REFRESH = "5s"  # the Live tab's feed health and history tables reread this often
+STATUS_REFRESH = "1s"  # the status strip above the tabs rereads the daemon's rows this often
 MAX_GAPS_SHOWN = 20  # gaps per leg listed in the feed health (newest first)
 MAX_SPANS_SHOWN = 5  # kline spans per leg named in the feed health
 
@@ -161,6 +172,10 @@ DEFAULT_SCAN_EVERY_S = int(SCAN_EVERY_MIN * 60)
 # -- caches (st.cache_data): seconds a result is reused, entries kept -------------------
 SERIES_TTL_S, SERIES_CACHE_ENTRIES = 2, 8  # the (venue, symbol) list
 PAIR_TTL_S, PAIR_CACHE_ENTRIES = 2, 16  # a view's bars and pair frame
+# One leg's bars at a timeframe, lookback and end (up to 100,000 rows each): kept a minute,
+# since the key holds the end a live view moves every second; a view whose end stands
+# (a replay, history) reuses them across control changes.
+LEG_TTL_S, LEG_CACHE_ENTRIES = 60, 8
 SLOW_TTL_S, SLOW_CACHE_ENTRIES = 120, 16  # statistics tests, correlation and scanner
 UPLOAD_CACHE_ENTRIES = 4  # parsed uploads
 SCAN_TTL_S, SCAN_CACHE_ENTRIES = 5, 4  # the newest pair scan
@@ -201,6 +216,11 @@ carry finite-sample corrections that grow fast below ~50 observations, the Schwe
 rule spends up to 10 of them on lagged differences, and the AR(1) coefficient's standard
 error at n = 50 is still ~0.1, so a half-life interval spans from a few bars to infinity.
 Under this the page says "n too small" (with n and this minimum)."""
+MIN_SHARPE_TRADES = 10
+"""Closed trades an annualised Sharpe needs besides a day of bars. A flat book earns 0 on
+most bars, so the ratio rests on the trades' P&L: from n roughly independent trades its
+standard error is about 1/√n of a per-trade Sharpe (Lo 2002), ±0.3 at 10, and under that
+one lucky or unlucky round trip sets its sign."""
 MIN_JOHANSEN_OBS = 100
 """Observations Johansen's test needs before the page shows it: at 50 its size on
 independent driftless random walks is about 7.7 % at a nominal 5 % (1,500 simulations),
@@ -308,19 +328,40 @@ def leg_names(legs: Sequence[Leg]) -> list[str]:
     return names
 
 
-def resolve_db_path(argv: Sequence[str], environ: Mapping[str, str]) -> Path:
-    """``--db PATH`` after ``--`` on the command line, else ``$TICKS_DB``, else data/ticks.db.
+def resolve_db_path(argv: Sequence[str], environ: Mapping[str, str]) -> Path | str:
+    """``--db`` after ``--`` on the command line, else ``$TICKS_DB``, else data/ticks.db: a
+    SQLite file's path, or a ``postgresql://`` URL as given (store/target.py).
 
     :param argv: the script's arguments (``sys.argv[1:]``); unknown ones are ignored.
     """
     parser = argparse.ArgumentParser(add_help=False)
     parser.add_argument("--db")
     args, _unknown = parser.parse_known_args(list(argv))
-    if args.db:
-        return Path(args.db)
-    if environ.get("TICKS_DB"):
-        return Path(environ["TICKS_DB"])
-    return DEFAULT_DB
+    given = args.db or environ.get("TICKS_DB")
+    if not given:
+        return DEFAULT_DB
+    target = parse_target(given)
+    return target.url if target.url is not None else Path(given)
+
+
+# The page goes by a name for its store that may be shown anywhere (a path, or a URL
+# without its password): the tabs put it in messages and commands and the caches key on
+# it. The URL with the password stays here, for the connections alone.
+_STORE_URLS: dict[str, str] = {}
+
+
+def store_name(db: str | Path) -> str:
+    """The name the page uses for the store ``--db`` gives: a path as given, a URL
+    without its password (remembered, so :func:`store_target` of the name opens it)."""
+    target = parse_target(db)
+    if target.url is not None:
+        _STORE_URLS[target.redacted] = target.url
+    return target.redacted
+
+
+def store_target(name: str | Path) -> StoreTarget:
+    """The store behind a name of :func:`store_name`: a SQLite path, or the full URL."""
+    return parse_target(_STORE_URLS.get(str(name), name))
 
 
 @dataclass(frozen=True)

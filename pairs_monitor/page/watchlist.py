@@ -26,6 +26,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 import pandas as pd
+import psycopg
 import streamlit as st
 
 from pairs_monitor.clock import now_ms
@@ -359,7 +360,7 @@ def _panel(db_path: str, on_screen: Pair | None) -> None:
     try:
         watch = newest(db_path)
         closes = newest_closes(cache.read_db(db_path), [leg for p in watch.pairs for leg in p])
-    except sqlite3.Error as exc:
+    except (sqlite3.Error, psycopg.Error) as exc:
         st.warning(f"The pair scan could not be read this refresh ({md(exc)}); retrying.")
         return
     at_ms = now_ms()

@@ -10,7 +10,6 @@ field only commits that field, and a rule is added by the *Add rule* button alon
 from __future__ import annotations
 
 import math
-import sqlite3
 from collections.abc import Callable
 from typing import Any
 
@@ -22,7 +21,7 @@ from pairs_monitor import quant
 from pairs_monitor.alerts import rules
 from pairs_monitor.alerts.rules import Rule
 from pairs_monitor.clock import now_ms
-from pairs_monitor.page import cache, pipeline
+from pairs_monitor.page import cache, numbers, pipeline, queries
 from pairs_monitor.page.alert_rules import (
     AlertError,
     AlertStore,
@@ -32,6 +31,7 @@ from pairs_monitor.page.alert_rules import (
 )
 from pairs_monitor.page.settings import MIN_TEST_OBS, RULES_JUDGED_STALE_MS, Leg, View
 from pairs_monitor.page.tabs import Context, literal, md
+from pairs_monitor.page.tabs.prices import known_decimals
 from pairs_monitor.page.text import utc
 
 CREATABLE = list(rules.KINDS)
@@ -105,7 +105,7 @@ def _tab(ctx: Context) -> None:
         _new_rule(store, ctx)
         _rules(store, ctx, store.rules())
         _firings(store)
-    except sqlite3.Error as exc:
+    except queries.STORE_ERRORS as exc:
         st.error(f"The alert tables could not be read or written: {md(exc)}")
 
 
@@ -140,7 +140,8 @@ def _new_rule(store: AlertStore, ctx: Context) -> None:
     _prefill(ctx, view, kind, leg, leg_x)
     c3, c4, c5, c6 = st.columns(4)
     step = STEPS.get(kind, 0.1)
-    c3.number_input(THRESHOLD_LABELS[kind], step=step, key="rule_threshold", format="%.6g")
+    level_format = _level_format(kind)
+    c3.number_input(THRESHOLD_LABELS[kind], step=step, key="rule_threshold", format=level_format)
     if kind in rules.EVENT_KINDS:
         c4.caption("Each gap abandoned after the rule is made counts once: no re-arm level.")
     else:
@@ -148,7 +149,7 @@ def _new_rule(store: AlertStore, ctx: Context) -> None:
             "Re-arm at",
             step=step,
             key="rule_rearm",
-            format="%.6g",
+            format=level_format,
             help="The value must come back past this before the rule can fire again (hysteresis).",
         )
     if kind in rules.VIEW_KINDS:
@@ -169,9 +170,8 @@ def _new_rule(store: AlertStore, ctx: Context) -> None:
     )
     rule = _rule_from_form(view, kind, leg, leg_x)
     value, said = value_now(ctx, rule)
-    shown = "—" if math.isnan(value) else f"{value:.6g}"
     st.caption(
-        f"Now: **{md(shown)}** ({md(said)}). Judged in: {md(rule.judged_in())}. "
+        f"Now: **{md(numbers.plain(value))}** ({md(said)}). Judged in: {md(rule.judged_in())}. "
         + (
             f"Fires when the value reaches the threshold{_direction(kind)}. "
             if kind not in rules.EVENT_KINDS
@@ -184,7 +184,7 @@ def _new_rule(store: AlertStore, ctx: Context) -> None:
         "Use the current value",
         key="rule_fill",
         on_click=_fill_now,
-        args=(kind, value),
+        args=(kind, value, _level_decimals(kind, leg, value)),
         disabled=math.isnan(value) or kind in CONVENTIONAL,
         help="Set the threshold to the value now (and a re-arm level on its safe side).",
     )
@@ -262,31 +262,60 @@ def _prefill(ctx: Context, view: View, kind: str, leg: Leg | None, leg_x: Leg | 
         state["rule_cooldown"] = 0
     rule = _rule_from_form(view, kind, leg, leg_x)
     value, _ = value_now(ctx, rule)
-    threshold, rearm = suggested(kind, value)
+    decimals = _level_decimals(kind, leg, value)
+    threshold, rearm = suggested(kind, value, decimals)
     if "rule_threshold" in kept:
         threshold = float(state["rule_threshold"])
-        rearm = suggested(kind, threshold)[1] if kind not in CONVENTIONAL else rearm
+        rearm = suggested(kind, threshold, decimals)[1] if kind not in CONVENTIONAL else rearm
     state["rule_threshold"] = threshold
     if "rule_rearm" not in kept:
         state["rule_rearm"] = rearm
     state["rule_filled"] = {key: state[key] for key in FILLED}
 
 
-def suggested(kind: str, value: float) -> tuple[float, float]:
+def _level_decimals(kind: str, leg: Leg | None, value: float) -> int | None:
+    """The decimals a price rule's levels are written at: the leg's, as the page has read
+    them off its prices and never fewer than the price now has (``prices.known_decimals``);
+    None for a rule of another kind or with no price yet."""
+    if not kind.startswith("price") or leg is None or math.isnan(value):
+        return None
+    return known_decimals(leg, value)
+
+
+def _level_format(kind: str) -> str:
+    """The printf format of the threshold and re-arm fields: a price rule's at the decimals
+    of the levels they hold (``60123.45`` is not shown as ``60123.5``), any other to 6
+    significant digits."""
+    if not kind.startswith("price"):
+        return "%.6g"
+    state = st.session_state
+    levels = [state.get("rule_threshold"), state.get("rule_rearm")]
+    return numbers.printf(numbers.price_decimals([v for v in levels if v is not None]))
+
+
+def suggested(kind: str, value: float, decimals: int | None = None) -> tuple[float, float]:
     """The threshold and re-arm level a new rule of ``kind`` starts from: ``value`` (what
     it watches now) and a level on the side it re-arms from, or the kind's usual level.
 
+    :param decimals: a price rule's levels are rounded to these (the leg's, so the
+        threshold is the price now and the re-arm level a price it can trade at); None:
+        to ``numbers.SIGNIFICANT_DIGITS`` significant digits.
+
     >>> suggested("zscore_above", 1.234)
     (1.23, 0.23)
+    >>> suggested("price_above", 60123.45, 2)
+    (60123.45, 60003.2)
     """
     if kind in CONVENTIONAL:
         return CONVENTIONAL[kind]
     if math.isnan(value) or (kind in ("volume_spike", "price_above", "price_below") and value <= 0):
         return FALLBACK.get(kind, (1.0, 0.5))
     if kind.startswith("price"):
-        threshold = float(f"{value:.6g}")
+        if decimals is None:
+            decimals = numbers.significant_decimals(value)
+        threshold = round(value, decimals)
         factor = 0.998 if kind == "price_above" else 1.002
-        return threshold, float(f"{threshold * factor:.6g}")
+        return threshold, round(threshold * factor, decimals)
     threshold = round(value, 2)
     if kind == "zscore_above":
         return threshold, round(threshold - 1, 2)
@@ -297,8 +326,8 @@ def suggested(kind: str, value: float) -> tuple[float, float]:
     return threshold, round((threshold + 1) / 2, 2)  # corr_breakdown: re-arms above
 
 
-def _fill_now(kind: str, value: float) -> None:
-    threshold, rearm = suggested(kind, value)
+def _fill_now(kind: str, value: float, decimals: int | None) -> None:
+    threshold, rearm = suggested(kind, value, decimals)
     st.session_state["rule_threshold"] = threshold
     st.session_state["rule_rearm"] = rearm
     filled = st.session_state.get("rule_filled", {})
@@ -324,7 +353,7 @@ def _add(store: AlertStore, view: View) -> None:
         rule_id = store.add_rule(rule)
     except AlertError as exc:
         _say("rule_flash", False, f"Rule not added: {md(exc)}")
-    except sqlite3.Error as exc:
+    except queries.STORE_ERRORS as exc:
         _say("rule_flash", False, f"Rule not added: the database refused it ({md(exc)}); retry.")
     else:
         _say("rule_flash", True, f"Rule {rule_id} added: {md(describe(rule))}.")
@@ -452,7 +481,9 @@ def _rules(store: AlertStore, ctx: Context, states: list[RuleState]) -> None:
         return
     now = now_ms()
     _unjudged(ctx, states, now)
-    st.dataframe(rules_table(states, now), hide_index=True, key="rules_table")
+    st.dataframe(
+        rules_table(states, now), hide_index=True, key="rules_table", placeholder=numbers.DASH
+    )
     by_id = {s.rule.rule_id: s.rule for s in states}
     if st.session_state.get("rule_pick") not in by_id:
         st.session_state.pop("rule_pick", None)  # deleted meanwhile: pick the first
@@ -497,7 +528,7 @@ def _delete(store: AlertStore, rule_id: int) -> None:
 def _changed(rule_id: int, done: str, change: Callable[[], bool]) -> None:
     try:
         found = change()
-    except sqlite3.Error as exc:
+    except queries.STORE_ERRORS as exc:
         _say("pick_flash", False, f"Rule {rule_id} was not changed ({md(exc)}); try again.")
         return
     if found:
@@ -514,18 +545,13 @@ def rules_table(states: list[RuleState], now: int) -> pd.DataFrame:
         state = "on" if rule.enabled else "paused"
         if rule.enabled and not rule.armed:
             state += ", fired: re-arms at its level"
-        if s.note:
-            value = s.note
-        elif s.last_value is None:
-            value = "—"
-        else:
-            value = f"{s.last_value:.6g}"
+        value = s.note or numbers.plain(s.last_value)
         rows.append(
             {
                 "id": rule.rule_id,
                 "rule": describe(rule),
                 "judged in": rule.judged_in() if rule.kind in rules.KINDS else "",
-                "re-arm at": None if rule.kind in rules.EVENT_KINDS else rule.rearm,
+                "re-arm at": None if rule.kind in rules.EVENT_KINDS else numbers.plain(rule.rearm),
                 "cooldown (s)": rule.cooldown_s,
                 "state": state,
                 "value now": value,
@@ -573,15 +599,17 @@ def _firings(store: AlertStore) -> None:
                 "fired": utc(f.fired_ms),
                 "rule": f.rule_id,
                 "message": f.message,
-                "value": f.value,
-                "threshold": f.threshold,
+                # Text at the value's own decimals: a price of 0.00005123 in a number
+                # column would be rounded to the table's four places.
+                "value": numbers.plain(f.value),
+                "threshold": numbers.plain(f.threshold),
                 "acknowledged": "new" if f.acked_ms is None else utc(f.acked_ms),
                 "delivery": f.delivery_text(now),
             }
             for f in firings
         ]
     )
-    st.dataframe(table, hide_index=True, key="alert_history")
+    st.dataframe(table, hide_index=True, key="alert_history", placeholder=numbers.DASH)
     st.caption(
         "Delivery: each `--notify` URL of the daemon (secrets masked), retried with "
         "backoff until sent, for up to 24 hours, also after a restart of the daemon."

@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
-import math
 from dataclasses import replace
+from typing import Any
 
 import pandas as pd
 import streamlit as st
 
-from pairs_monitor.page import charts, pipeline
-from pairs_monitor.page.settings import SHORT_SHARPE_SPAN_S, View, too_small
+from pairs_monitor.page import charts, numbers, pipeline
+from pairs_monitor.page.settings import MIN_SHARPE_TRADES, SHORT_SHARPE_SPAN_S, View, too_small
 from pairs_monitor.page.tabs import Context, md, ready_pair
+from pairs_monitor.page.tabs.prices import leg_price_format
 
 
 def render(ctx: Context) -> None:
@@ -34,25 +35,36 @@ def render(ctx: Context) -> None:
         "(the ±exit bands of the Pair chart). Negative: hold past the mean.",
     )
     fees, defaults, labels = _fee_inputs(fee_cols, view)
-    funding = pipeline.backtest_funding(ctx.source, pair)
+    # Only a perpetual leg pays funding: the lookup (and the backtest frame it fits) is
+    # skipped for a pair without one.
+    perpetual = any(leg.perpetual for leg in view.legs)
+    funding = pipeline.backtest_funding(ctx.source, pair) if perpetual else {}
     try:
         result = pipeline.run_backtest(pair, entry, exit_, fees, funding)
     except ValueError as exc:
         st.warning(f"Backtest not run: {md(exc)}")
         return
     m = st.columns(6 if funding else 5)
-    m[0].metric("Total return", _pct(result.total_return))
-    span_s = (frame.index[-1] - frame.index[0]).total_seconds()
-    sharpe_small = too_small(int(span_s), SHORT_SHARPE_SPAN_S, "seconds of bars")
+    m[0].metric("Total return", numbers.percent(result.total_return))
+    covered_s = covered_seconds(frame, view.bar_seconds)
+    sharpe_small = sharpe_too_small(covered_s, result.n_trades)
     m[1].metric(
         "Sharpe (annualised)",
-        "n too small" if sharpe_small else _num(result.sharpe, ".2f"),
-        help="Not annualised from under a day of bars: it would multiply minutes of noise "
-        "by √(bars per year).",
+        "n too small" if sharpe_small else numbers.number(result.sharpe, ".2f"),
+        help="Not annualised from under a day of bars (it would multiply minutes of noise "
+        f"by √(bars per year)), nor from fewer than {MIN_SHARPE_TRADES} closed trades.",
     )
-    m[2].metric("Max drawdown", _pct(result.max_drawdown))
-    m[3].metric("Hit rate", _pct(result.hit_rate))
-    m[4].metric("Closed trades", f"{result.n_trades}")
+    m[2].metric("Max drawdown", numbers.percent(result.max_drawdown))
+    wins = round(result.hit_rate * result.n_trades) if result.n_trades else 0
+    m[3].metric(
+        "Hit rate",
+        f"{numbers.percent(result.hit_rate, 0)} ({wins} of {result.n_trades})"
+        if result.n_trades
+        else numbers.DASH,
+        help="Closed trades with a positive net P&L; with a handful of trades it is a "
+        "count, not a rate, so the count is shown with it.",
+    )
+    m[4].metric("Closed trades", f"{result.n_trades:,}")
     if funding:
         included = all(f.rates is not None for f in funding.values())
         m[5].metric(
@@ -63,8 +75,9 @@ def render(ctx: Context) -> None:
         )
     if sharpe_small:
         st.caption(
-            f"Sharpe {sharpe_small} ({_span(span_s)} of {view.timeframe} bars, needs "
-            f"{_span(SHORT_SHARPE_SPAN_S)}): annualised from less it is noise, not a "
+            f"Sharpe {sharpe_small} ({_span(covered_s)} of {view.timeframe} bars and "
+            f"{result.n_trades} closed trade(s); it needs {_span(SHORT_SHARPE_SPAN_S)} and "
+            f"{MIN_SHARPE_TRADES} trades): annualised from less it is noise, not a "
             "performance figure."
         )
     elif result.sharpe is None and result.sharpe_note:
@@ -76,7 +89,7 @@ def render(ctx: Context) -> None:
     )
     st.caption(
         f"Fees: {fee_y:g} bps on {md(view.name_y)} and {fee_x:g} bps on {md(view.name_x)} "
-        f"per fill ({source}); {_pct(result.fees)} of capital paid in all."
+        f"per fill ({source}); {numbers.percent(result.fees)} of capital paid in all."
     )
     _funding_notes(funding, result.funding)
     st.plotly_chart(charts.equity(result.equity, "Equity (starting capital 1)"), key="equity")
@@ -98,23 +111,95 @@ def render(ctx: Context) -> None:
         st.info(_why_no_trade(pair, frame, entry))
     else:
         trades = result.trades.copy()
-        # Capital is 1, so P&L in basis points of capital reads better than 0.0000x.
-        trades.insert(0, "net_bps", 1e4 * trades["net_pnl"])
+        # Capital is 1, so P&L in basis points of capital reads better than 0.0000x; the
+        # fractions stay in the frame (hidden) for whoever reads it.
+        for col in ("net_pnl", "pnl", "fees", "funding"):
+            trades[f"{col}_bps"] = 1e4 * trades[col]
         st.dataframe(
             trades,
             hide_index=True,
             key="bt_trades",
-            column_config={
-                "net_bps": st.column_config.NumberColumn(
-                    "net P&L (bps)", format="%.2f", help="net_pnl × 10,000 (capital 1)"
-                ),
-                **{
-                    c: st.column_config.NumberColumn(c, format="%.3e")
-                    for c in ("qty_y", "qty_x", "pnl", "fees", "net_pnl")
-                    if c in trades
-                },
-            },
+            placeholder=numbers.DASH,
+            column_order=[c for c in TRADE_ORDER if c in trades],
+            column_config=trades_config(pair),
         )
+
+
+def covered_seconds(frame: pd.DataFrame, bar_seconds: int) -> int:
+    """The time the pair's bars cover: their count times the bar length. Five minutes of
+    bars yesterday and five today cover ten minutes, though a day lies between the first
+    and the last."""
+    return len(frame) * bar_seconds
+
+
+def sharpe_too_small(covered_s: int, n_trades: int) -> str | None:
+    """Why an annualised Sharpe means nothing yet ("n too small: ..."), or None when its
+    bars cover ``SHORT_SHARPE_SPAN_S`` (:func:`covered_seconds`) and it has
+    ``MIN_SHARPE_TRADES`` closed trades."""
+    return too_small(covered_s, SHORT_SHARPE_SPAN_S, "seconds of bars") or too_small(
+        n_trades, MIN_SHARPE_TRADES, "closed trades"
+    )
+
+
+TRADE_ORDER = (
+    "net_pnl_bps",
+    "side",
+    "signal_time",
+    "entry_time",
+    "entry_y",
+    "entry_x",
+    "hedge",
+    "qty_y",
+    "qty_x",
+    "exit_signal_time",
+    "exit_time",
+    "exit_y",
+    "exit_x",
+    "pnl_bps",
+    "fees_bps",
+    "funding_bps",
+    "bars_held",
+    "closed",
+)
+"""The trades table's columns as shown: P&L in bps of capital, not the fractions."""
+
+
+def trades_config(pair: pipeline.PairData) -> dict[str, Any]:
+    """Human headers with units for the trades table; each leg's prices at its decimals."""
+    view = pair.view
+    config: dict[str, Any] = {
+        "net_pnl_bps": st.column_config.NumberColumn(
+            "Net P&L (bps)", format="%.2f", help="After fees and funding, of capital 1."
+        ),
+        "side": st.column_config.TextColumn("Side"),
+        "signal_time": st.column_config.DatetimeColumn("Entry signal (UTC)"),
+        "entry_time": st.column_config.DatetimeColumn("Entry fill (UTC)"),
+        "hedge": st.column_config.NumberColumn("Hedge ratio", format="%.6g"),
+        "exit_signal_time": st.column_config.DatetimeColumn("Exit signal (UTC)"),
+        "exit_time": st.column_config.DatetimeColumn("Exit fill (UTC)"),
+        "pnl_bps": st.column_config.NumberColumn("Gross P&L (bps)", format="%.2f"),
+        "fees_bps": st.column_config.NumberColumn("Fees (bps)", format="%.2f"),
+        "funding_bps": st.column_config.NumberColumn(
+            "Funding (bps)", format="%.2f", help="Paid (> 0) or received (< 0)."
+        ),
+        "bars_held": st.column_config.NumberColumn("Bars held", format="localized"),
+        "closed": st.column_config.CheckboxColumn("Closed"),
+    }
+    for side, leg, name in zip(("y", "x"), view.legs, view.names, strict=True):
+        price_format = leg_price_format(pair, leg, name)
+        unit = numbers.price_unit(leg.symbol)
+        config |= {
+            f"entry_{side}": st.column_config.NumberColumn(
+                f"Entry {name} ({unit})", format=price_format
+            ),
+            f"exit_{side}": st.column_config.NumberColumn(
+                f"Exit {name} ({unit})", format=price_format
+            ),
+            f"qty_{side}": st.column_config.NumberColumn(
+                f"Qty {name} (base, capital 1)", format="%.6g"
+            ),
+        }
+    return config
 
 
 def _fee_inputs(
@@ -172,7 +257,7 @@ def _funding_notes(funding: dict[str, pipeline.LegFunding], paid: float) -> None
         st.caption(
             f"Funding: {'; '.join(booked)}, each paid at its funding time by the position "
             f"held then (a long perpetual pays the rate when it is positive); "
-            f"{1e4 * paid:.2f} bps of capital paid in all."
+            f"{numbers.bps(paid, 2)} of capital paid in all."
         )
 
 
@@ -207,11 +292,3 @@ def _span(seconds: float) -> str:
     if seconds < 3600:
         return f"{seconds / 60:.1f} min"
     return f"{seconds / 3600:.1f} h"
-
-
-def _pct(v: float | None) -> str:
-    return "—" if v is None or math.isnan(v) else f"{100 * v:.2f}%"
-
-
-def _num(v: float | None, spec: str) -> str:
-    return "—" if v is None or math.isnan(v) else format(v, spec)

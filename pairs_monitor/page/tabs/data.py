@@ -3,10 +3,12 @@ view) and the upload of an OHLC CSV to analyse data without the daemon."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import pandas as pd
 import streamlit as st
 
-from pairs_monitor.page import export, pipeline, queries, upload
+from pairs_monitor.page import export, numbers, pipeline, queries, upload
 from pairs_monitor.page.settings import (
     MAX_EXPORT_TICKS,
     MAX_UPLOAD_MB,
@@ -14,6 +16,7 @@ from pairs_monitor.page.settings import (
     PREVIEW_ROWS,
 )
 from pairs_monitor.page.tabs import Context, literal, md
+from pairs_monitor.page.tabs.prices import leg_price_format
 from pairs_monitor.page.text import utc
 
 
@@ -34,24 +37,33 @@ def _exports(ctx: Context) -> None:
     if not pair.bars:
         st.info(f"Nothing to export yet: {md(pair.waiting)}")
         return
-    bars = export.bars_frame(pair)
+    # The file is built when its button is clicked: a day of 1-second bars is 2 million
+    # numbers to write, seconds of work a control change on this tab would otherwise pay.
+    preview = export.bars_frame(pair, last=PREVIEW_ROWS)
     index = pd.DatetimeIndex(next(iter(pair.bars.values())).index)
     name = export.file_name("bars", pair, index)
     st.download_button(
         "Download bars + analytics (CSV)",
-        data=export.to_csv(bars),
+        data=lambda: export.to_csv(export.bars_frame(pair)),
         file_name=name,
         mime="text/csv",
         key="dl_bars",
         on_click="ignore",
     )
-    st.caption(f"{literal(name)}: {len(bars):,} rows × {bars.shape[1]} columns. Last rows:")
-    st.dataframe(bars.tail(PREVIEW_ROWS), hide_index=True, key="export_preview")
+    rows = len(export.bar_times(pair))
+    st.caption(f"{literal(name)}: {rows:,} rows × {preview.shape[1]} columns. Last rows:")
+    st.dataframe(
+        preview,
+        hide_index=True,
+        key="export_preview",
+        placeholder=numbers.DASH,
+        column_config=preview_config(pair),
+    )
     if pair.frame is not None:
-        table = export.stats_frame(pipeline.stats_table(pair))
         st.download_button(
             "Download statistics table (CSV)",
-            data=export.to_csv(table),
+            # Built when clicked, as the bars' file is.
+            data=lambda: export.to_csv(export.stats_frame(pipeline.stats_table(pair))),
             file_name=export.file_name("stats", pair, index),
             mime="text/csv",
             key="dl_stats",
@@ -92,6 +104,42 @@ def _exports(ctx: Context) -> None:
                     f"{md(name)}: ticks from {utc(tape_us // 1000)}; before that, bars from "
                     "klines only."
                 )
+
+
+def preview_config(pair: pipeline.PairData) -> dict[str, Any]:
+    """Human headers with units for the export's preview; the file keeps its column names
+    (``BTCUSDT_close``, ``zscore``: names a program reads)."""
+    view = pair.view
+    number = st.column_config.NumberColumn
+    config: dict[str, Any] = {"time": st.column_config.TextColumn("Bar start (UTC)")}
+    for leg, name in zip(view.legs, view.names, strict=True):
+        price_format = leg_price_format(pair, leg, name)
+        unit = numbers.price_unit(leg.symbol)
+        for col, label in (("open", "open"), ("high", "high"), ("low", "low")):
+            config[f"{name}_{col}"] = number(f"{name} {label} ({unit})", format=price_format)
+        config |= {
+            f"{name}_close": number(f"{name} close ({unit})", format=price_format),
+            f"{name}_vwap": number(f"{name} VWAP ({unit})", format=price_format),
+            f"{name}_volume": number(f"{name} volume (base)", format="localized"),
+            f"{name}_trades": number(f"{name} trades", format="localized"),
+            f"{name}_empty": st.column_config.CheckboxColumn(
+                f"{name} no trade", help="No trade in the bar: its close is carried."
+            ),
+            f"{name}_from_klines": st.column_config.CheckboxColumn(
+                f"{name} from klines", help="Some of the bar came from a Binance kline."
+            ),
+        }
+    fitted = "log price" if view.log_prices else "price"
+    config |= {
+        "y": number(f"Y fitted ({fitted})", format="%.6g"),
+        "x": number(f"X fitted ({fitted})", format="%.6g"),
+        "hedge_ratio": number("Hedge ratio", format="%.6g"),
+        "intercept": number("Intercept", format="%.6g"),
+        "spread": number(f"Spread ({fitted})", format="%.6g"),
+        "zscore": number("z-score (σ)", format="%.2f"),
+        "corr": number("ρ of returns", format="%.3f"),
+    }
+    return config
 
 
 def _upload(ctx: Context) -> None:

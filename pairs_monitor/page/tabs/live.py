@@ -1,6 +1,6 @@
 """Live tab: last prices, z-score, hedge ratio, correlation and feed health.
 
-The panel is an ``st.fragment`` that reruns itself every ``LIVE_REFRESH`` (500 ms): only
+The panel is an ``st.fragment`` that reruns itself every ``LIVE_REFRESH`` (1 s): only
 this panel recomputes, from the newest bars, over a short tail of the lookback
 (``View.live``) so a refresh stays well under 100 ms.
 """
@@ -8,7 +8,6 @@ this panel recomputes, from the newest bars, over a short tail of the lookback
 from __future__ import annotations
 
 import math
-import sqlite3
 import time
 
 import pandas as pd
@@ -16,8 +15,9 @@ import streamlit as st
 
 from pairs_monitor import quant
 from pairs_monitor.clock import now_ms
-from pairs_monitor.page import charts, pipeline
+from pairs_monitor.page import cache, charts, numbers, pipeline, queries, status_strip
 from pairs_monitor.page.settings import (
+    HEALTH_REFRESH,
     LIVE_MIN_TAIL_BARS,
     LIVE_REFRESH,
     LIVE_TAIL_WINDOWS,
@@ -32,6 +32,7 @@ from pairs_monitor.page.settings import (
     too_small,
 )
 from pairs_monitor.page.tabs import Context, literal, md, need_view
+from pairs_monitor.page.tabs.prices import known_decimals, leg_decimals, outages
 from pairs_monitor.page.text import utc
 
 
@@ -39,11 +40,15 @@ def render(ctx: Context) -> None:
     view = need_view(ctx)
     if view is None:
         return
-    if ctx.source.recording is None:
+    recording = ctx.source.recording
+    if recording is None:
         st.caption("Uploaded data does not change: the panel is not refreshed.")
         _panel(ctx, view)
     else:
         _live_panel(ctx, view)
+        _health_panel(ctx, view)
+    if recording is not None and len(view.venues) == 1:  # a simulator's model: one venue
+        _true_parameters(ctx, recording, view)
 
 
 @st.fragment(run_every=LIVE_REFRESH)
@@ -51,16 +56,50 @@ def _live_panel(ctx: Context, view: View) -> None:
     # The fragment reruns on its own, outside the page's per-tab guard (main.py).
     try:
         _panel(ctx, view)
-    except sqlite3.DatabaseError as exc:
+    except queries.STORE_ERRORS as exc:
         st.error(f"The database could not be read this refresh: {md(exc)}", icon="🛑")
+
+
+@st.fragment(run_every=HEALTH_REFRESH)
+def _health_panel(ctx: Context, view: View) -> None:
+    """Feed health and where the legs' history comes from: slower to read, slower to
+    change, so refreshed less often than the figures above."""
+    recording = ctx.source.recording
+    if recording is None:
+        return
+    try:
+        _feed_health(recording, view.venues)
+        _history(recording, view)
+    except queries.STORE_ERRORS as exc:
+        st.error(f"The database could not be read this refresh: {md(exc)}", icon="🛑")
+
+
+# Pixel heights of the panel's fixed slots: a message appearing or leaving (|z| crossing
+# the entry, a leg going stale, the data stopping) changes what is in a slot, never where
+# the chart below it is.
+MESSAGE_SLOT_PX = 92
+CHART_SLOT_PX = 262  # charts.live_z is 240 px high
+
+# Figures whose data stopped are drawn grey (the container's key is its CSS class).
+_STOPPED_CSS = (
+    "<style>.st-key-live_figures_stopped [data-testid='stMetricValue']{color: #9e9e9e;}</style>"
+)
 
 
 def _panel(ctx: Context, view: View) -> None:
     started = time.perf_counter()
-    live_view = view.live()
-    pair = pipeline.compute_pair(ctx.source, live_view)
+    strip = (
+        status_strip.current(ctx.db_path, view.legs)
+        if ctx.source.recording is not None and ctx.db_ok
+        else None
+    )
+    stopped_s = strip.stopped_s if strip is not None else None
+    pair = _live_pair(ctx, view.live())
     z, _bar = pair.now("zscore")
-    cols = st.columns(5)
+    figures = st.container(key="live_figures_stopped" if stopped_s is not None else "live_figures")
+    # Drawn on every refresh, stopped or not: an element that comes and goes moves the rest.
+    figures.markdown(_STOPPED_CSS, unsafe_allow_html=True)
+    cols = figures.columns(5)
     for col, leg, name in zip(cols[:2], view.legs, view.names, strict=True):
         last = ctx.source.last_price(leg)
         own = pair.bars_of(leg)
@@ -69,7 +108,7 @@ def _panel(ctx: Context, view: View) -> None:
             end = pd.Timestamp(own.index[-1]) + pd.Timedelta(seconds=view.bar_seconds)
             col.metric(
                 f"{md(name)} last",
-                f"{own['close'].iloc[-1]:,.6g}",
+                numbers.price(own["close"].iloc[-1], leg_decimals(own, leg)),
                 help=f"close of the {view.timeframe} bar ending {end:%Y-%m-%d %H:%M:%S} UTC "
                 "(from klines: no trade of this leg is stored)",
             )
@@ -77,23 +116,29 @@ def _panel(ctx: Context, view: View) -> None:
             col.metric(f"{md(name)} last", "—")
         else:
             age = now_ms() / 1000 - last[1] / 1e6
-            col.metric(f"{md(name)} last", f"{last[0]:,.6g}", help=f"trade {age:,.1f} s ago")
-    cols[2].metric("z-score", _fmt(z, ".2f"), help=f"window {view.window} bars")
+            col.metric(
+                f"{md(name)} last",
+                numbers.price(last[0], _trade_decimals(leg, last[0], own)),
+                help=f"trade {age:,.1f} s ago",
+            )
+    cols[2].metric(
+        "z-score",
+        _fmt(z, ".2f"),
+        help=f"window {view.window} bars, over the live tail; the z-score alert rules judge "
+        "this same number (rules.zscore_now)",
+    )
     cols[3].metric("hedge ratio", _fmt(pair.now("hedge_ratio")[0], ".5g"), help=view.method)
     cols[4].metric("correlation", _fmt(pair.now("corr")[0], ".3f"), help="of log returns")
-    _stale_legs(pair)
-    if pair.frame is None:
-        st.info(f"Waiting: {md(pair.waiting)}")
-    else:
-        if abs(z) >= view.z_entry:
-            side = "short Y / long X" if z > 0 else "long Y / short X"
-            st.error(
-                f"### |z| = {abs(z):.2f} ≥ entry {view.z_entry:g}\n"
-                f"{md(view.name_y)}/{md(view.name_x)} spread is "
-                f"{'rich' if z > 0 else 'cheap'}: {side}.",
-                icon="🚨",
-            )
-        st.plotly_chart(charts.live_z(pair.frame, view.z_entry), key="live_z")
+    if ctx.source.recording is not None and ctx.db_ok:
+        _rules_line(ctx, view, z)
+    with st.container(height=MESSAGE_SLOT_PX, border=False, key="live_messages"):
+        _messages(pair, view, z, stopped_s)
+    with st.container(height=CHART_SLOT_PX, border=False, key="live_chart"):
+        if pair.frame is None:
+            st.info(f"Waiting: {md(pair.waiting)}")
+        else:
+            st.plotly_chart(_figure(ctx, pair, view), key="live_z")
+    if pair.frame is not None:
         bars = len(pair.frame)
         newest = pd.Timestamp(pair.frame.index[-1])
         st.caption(
@@ -103,13 +148,112 @@ def _panel(ctx: Context, view: View) -> None:
             "from the Pair tab. "
             f"Bar {newest:%H:%M:%S} UTC."
         )
-    recording = ctx.source.recording
-    if recording is not None:
-        _feed_health(recording, view.venues)
-        _history(recording, view)
-        if len(view.venues) == 1:  # a simulator's model relates legs of its own venue
-            _true_parameters(ctx, recording, view)
     st.caption(f"Refreshed in {1000 * (time.perf_counter() - started):.0f} ms.")
+
+
+def _trade_decimals(leg: Leg, price: float, bars: pd.DataFrame | None) -> int:
+    """The decimals of a leg's last trade: its market's (read off the leg's bars, never
+    fewer than this session has read for it) or the price's own when it has more."""
+    if bars is None or not len(bars):
+        return known_decimals(leg, price)
+    return max(leg_decimals(bars, leg), numbers.price_decimals([price]))
+
+
+def _messages(pair: pipeline.PairData, view: View, z: float, stopped_s: float | None) -> None:
+    """What the panel has to say now, most important first, in its fixed slot."""
+    if stopped_s is not None:
+        st.warning(
+            f"**Data stopped {status_strip.age_text(stopped_s)} ago**: the figures above are "
+            "the last known, "
+            "greyed; the strip at the top says which feed stopped.",
+            icon="⏹️",
+        )
+    elif pair.stale:
+        _stale_legs(pair)
+    elif pair.frame is not None and not math.isnan(z) and abs(z) >= view.z_entry:
+        side = "short Y / long X" if z > 0 else "long Y / short X"
+        st.error(
+            f"**|z| = {abs(z):.2f} ≥ entry {view.z_entry:g}**: "
+            f"{md(view.name_y)}/{md(view.name_x)} spread is "
+            f"{'rich' if z > 0 else 'cheap'}: {side}.",
+            icon="🚨",
+        )
+    elif pair.frame is not None:
+        st.caption(f"|z| below the entry ({view.z_entry:g}): no signal.")
+
+
+LIVE_PAIR = "live_pair"  # session key: (signature, PairData, figure) of the last refresh
+
+
+def _live_pair(ctx: Context, live_view: View) -> pipeline.PairData:
+    """The live tail's pair, recomputed only when a leg has a newer trade or bar than at
+    the last refresh (the newest bar grows with each trade): a refresh with nothing new
+    costs two indexed reads."""
+    source = ctx.source
+    signature = (
+        live_view,
+        source.cache_key,
+        tuple(source.last_price(leg) for leg in live_view.legs),
+        pipeline.end_of_view(source, live_view.legs),
+    )
+    kept = st.session_state.get(LIVE_PAIR)
+    if kept is not None and kept[0] == signature:
+        return kept[1]
+    pair = pipeline.compute_pair(source, live_view)
+    st.session_state[LIVE_PAIR] = (signature, pair, None)
+    return pair
+
+
+def _figure(ctx: Context, pair: pipeline.PairData, view: View):
+    """The live z chart with the legs' outages shaded, built once per new pair (the same
+    refresh's pair reuses it)."""
+    kept = st.session_state.get(LIVE_PAIR)
+    if kept is not None and kept[1] is pair and kept[2] is not None:
+        return kept[2]
+    assert pair.frame is not None
+    figure = charts.live_z(pair.frame, view.z_entry, outages=outages(ctx, pair))
+    if kept is not None and kept[1] is pair:
+        st.session_state[LIVE_PAIR] = (kept[0], pair, figure)
+    return figure
+
+
+def _rules_line(ctx: Context, view: View, z: float) -> None:
+    """The z-score alert rules of this pair and what the daemon last computed for each:
+    with the settings on screen it is the number above."""
+    db = cache.read_db(ctx.db_path)
+    y, x = view.legs
+    rules = db.run(queries.zscore_rules, y.venue, y.symbol, x.venue, x.symbol)
+    if not rules:
+        st.caption("No z-score alert rule on this pair.")
+        return
+    parts = []
+    for rule in rules:
+        direction = "above" if rule.kind == "zscore_above" else "below"
+        value = (
+            f"the daemon's z {rule.last_value:.2f}"
+            if rule.last_value is not None
+            else f"no z ({md(rule.note or 'not judged yet')})"
+        )
+        differs = _differs(rule, view)
+        same = "settings as here" if not differs else "its own " + ", ".join(differs)
+        parts.append(f"rule #{rule.rule_id} (z {direction} {rule.threshold:g}): {value}; {same}")
+    st.caption("Alert rules: " + "; ".join(parts) + ".")
+
+
+def _differs(rule: queries.ZRule, view: View) -> list[str]:
+    """The settings in which a rule is judged differently from the view on screen."""
+    out = []
+    if (rule.timeframe or "1s") != view.timeframe:
+        out.append(f"timeframe {rule.timeframe or '1s'}")
+    if rule.window is not None and rule.window != view.window:
+        out.append(f"window {rule.window}")
+    if rule.method is not None and rule.method != view.method:
+        out.append(f"method {rule.method}")
+    if rule.log_prices is not None and rule.log_prices != view.log_prices:
+        out.append("log prices" if rule.log_prices else "raw prices")
+    if view.min_volume or view.min_trades:
+        out.append("no liquidity floor")
+    return out
 
 
 def _stale_legs(pair: pipeline.PairData) -> None:
@@ -136,7 +280,7 @@ def _feed_health(recording: pipeline.Recording, venues: tuple[str, ...]) -> None
     st.subheader("Feed health")
     now = now_ms()
     _writer_health(recording, now)
-    status = pd.concat([recording.feed_status(v) for v in venues], ignore_index=True)
+    status = _stacked([recording.feed_status(v) for v in venues])
     if status.empty:
         st.info(
             f"No feed status for {'these venues' if len(venues) > 1 else 'this venue'}: the "
@@ -146,7 +290,13 @@ def _feed_health(recording: pipeline.Recording, venues: tuple[str, ...]) -> None
     stale = (now - status["updated_ms"]) > STALE_STATUS_MS
     if stale.all():
         age = (now - status["updated_ms"].max()) / 1000
-        st.warning(f"The daemon has not updated feed status for {age:,.0f} s: is it running?")
+        if status["source"].eq("replay").all():
+            st.info(
+                f"The replay last updated its feed status {age:,.0f} s ago: it has finished "
+                "or stopped. Its data are recorded, not live: nothing newer arrives."
+            )
+        else:
+            st.warning(f"The daemon has not updated feed status for {age:,.0f} s: is it running?")
     table = pd.DataFrame(
         {
             "venue": status["venue"],
@@ -188,6 +338,14 @@ def _feed_health(recording: pipeline.Recording, venues: tuple[str, ...]) -> None
         )
 
 
+def _stacked(frames: list[pd.DataFrame]) -> pd.DataFrame:
+    """The frames one under the other, the empty ones left out: an empty frame read from
+    SQL has object columns, and pandas 2.2 warns (FutureWarning) that it will stop
+    ignoring them when it picks the result's types."""
+    rows = [frame for frame in frames if not frame.empty]
+    return pd.concat(rows, ignore_index=True) if rows else frames[0]
+
+
 def _history(recording: pipeline.Recording, view: View) -> None:
     """Where each leg's tape of trades begins, the klines stored before it or over an
     outage (``kline_spans``), and the gaps worth naming, with what covers them."""
@@ -218,7 +376,7 @@ def _history(recording: pipeline.Recording, view: View) -> None:
         "low, close and volumes, but no trades to export. Spot has 1-second klines; USD-M "
         "only 1-minute ones, shown from the 1m timeframe up."
     )
-    gaps = pd.concat([recording.gaps(leg, MAX_GAPS_SHOWN) for leg in view.legs])
+    gaps = _stacked([recording.gaps(leg, MAX_GAPS_SHOWN) for leg in view.legs])
     if gaps.empty:
         return
     names = {leg: name for leg, name in zip(view.legs, view.names, strict=True)}

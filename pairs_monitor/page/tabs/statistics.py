@@ -5,13 +5,15 @@ The tests run on demand (a button) and are cached."""
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import pandas as pd
 import streamlit as st
 
-from pairs_monitor.page import cache, pipeline
+from pairs_monitor.page import cache, numbers, pipeline
 from pairs_monitor.page.settings import STATS_BUCKET_S, STATS_TABLE_ROWS, View
 from pairs_monitor.page.tabs import Context, md, ready_pair
+from pairs_monitor.page.tabs.prices import leg_price_format
 
 RUN_KEY = "stats_run"
 
@@ -45,11 +47,66 @@ def render(ctx: Context) -> None:
         _show_tests(result, view)
     st.subheader("Per-bar statistics")
     table = pipeline.stats_table(pair)
-    st.dataframe(table.tail(STATS_TABLE_ROWS), key="stats_table")
+    st.dataframe(
+        table.tail(STATS_TABLE_ROWS),
+        key="stats_table",
+        placeholder=numbers.DASH,
+        column_config=stats_table_config(table, pair),
+    )
     st.caption(
         f"{len(table):,} rows; the last {STATS_TABLE_ROWS} shown, all of them in the Data "
         "tab's export."
     )
+
+
+TESTS_CONFIG = {
+    "test": st.column_config.TextColumn("Test"),
+    "n": st.column_config.NumberColumn("n (observations)", format="localized"),
+    "statistic": st.column_config.NumberColumn("Statistic", format="%.3f"),
+    # 3 significant digits: a p of 1e-9 reads 1.00e-9, not 0.0000.
+    "p-value": st.column_config.NumberColumn("p-value", format="%.3g"),
+    "5% critical": st.column_config.NumberColumn("5% critical value", format="%.3f"),
+    "verdict": st.column_config.TextColumn("Verdict"),
+}
+
+
+def stats_table_config(table: pd.DataFrame, pair: pipeline.PairData) -> dict[str, Any]:
+    """Human headers with units for the per-bar statistics table (its columns stay the
+    export's): each leg's prices at the decimals its market quotes them."""
+    view = pair.view
+    config: dict[str, Any] = {"_index": st.column_config.DatetimeColumn("Bar start (UTC)")}
+    for leg, name in zip(view.legs, view.names, strict=True):
+        price_format = leg_price_format(pair, leg, name)
+        unit = numbers.price_unit(leg.symbol)
+        config |= {
+            f"{name}_close": st.column_config.NumberColumn(
+                f"{name} close ({unit})", format=price_format
+            ),
+            f"{name}_volume": st.column_config.NumberColumn(
+                f"{name} volume (base)", format="localized"
+            ),
+            f"{name}_trades": st.column_config.NumberColumn(f"{name} trades", format="localized"),
+            f"{name}_vwap": st.column_config.NumberColumn(
+                f"{name} VWAP ({unit})", format=price_format
+            ),
+            f"{name}_return": st.column_config.NumberColumn(
+                f"{name} log return", format="%.6f", help="Log return over one bar."
+            ),
+            f"{name}_vol": st.column_config.NumberColumn(
+                f"{name} realised vol. (%/yr)",
+                format="percent",
+                help=f"Over the trailing {view.window} bars, annualised on 365 days.",
+            ),
+        }
+    spread_unit = "log price" if view.log_prices else numbers.price_unit(view.y)
+    config |= {
+        "hedge_ratio": st.column_config.NumberColumn("Hedge ratio", format="%.6g"),
+        "intercept": st.column_config.NumberColumn("Intercept", format="%.6g"),
+        "spread": st.column_config.NumberColumn(f"Spread ({spread_unit})", format="%.6g"),
+        "zscore": st.column_config.NumberColumn("z-score (σ)", format="%.2f"),
+        "corr": st.column_config.NumberColumn("ρ of returns", format="%.3f"),
+    }
+    return {k: v for k, v in config.items() if k == "_index" or k in table.columns}
 
 
 def _what_is_tested(view: View) -> str:
@@ -142,7 +199,13 @@ def _show_tests(result: pipeline.Statistics, view: View) -> None:
                 "verdict": res.verdict,
             }
         )
-    st.dataframe(pd.DataFrame(rows), hide_index=True, key="tests")
+    st.dataframe(
+        pd.DataFrame(rows),
+        hide_index=True,
+        key="tests",
+        placeholder=numbers.DASH,
+        column_config=TESTS_CONFIG,
+    )
     if jo is not None:
         st.caption(
             f"Johansen: case {jo.det_order!r} ({JOHANSEN_CASES.get(jo.det_order, '?')}), "
@@ -200,4 +263,12 @@ def _hurst_text(result: pipeline.Statistics) -> tuple[str, str]:
         return "—", result.errors.get("hurst", "not run")
     if math.isnan(h.hurst):
         return "—", h.reason
-    return f"{h.hurst:.3f}", f"lags {h.min_lag}..{h.max_lag} bars, n = {h.nobs:,}"
+    lags = f"lags {h.min_lag}..{h.max_lag} bars, n = {h.nobs:,}"
+    if not 0.0 <= h.hurst <= 1.0:
+        # A slope outside 0..1 describes no process Hurst's exponent is defined for (a
+        # -0.081 is bid-ask bounce at the short lags), so it is not shown as one.
+        return (
+            "out of range",
+            f"fitted slope {h.hurst:.3f}, outside 0..1: not a Hurst exponent; {lags}",
+        )
+    return f"{h.hurst:.3f}", lags
