@@ -228,9 +228,9 @@ def test_relative_links_resolve(path: Path):
 # A path in backticks: a folder (ending in /) or a file with one of the repository's
 # extensions, named from the root (`pairs_monitor/ingest/feed.py`), from the package
 # (`ingest/feed.py`) or by its bare name in a listing (`auto.py`). Math such as `b_Y/b_X`
-# is neither. `data/` is what a run creates, not part of the repository.
+# is neither. `data/` and `test-output/` are what a run creates, not part of the repository.
 _REPO_PATH = re.compile(r"`([\w.*-]*(?:/[\w.*-]*)*(?:/|\.(?:py|md|toml|sh|lock|txt)))`")
-_RUNTIME = ("data/", "/")
+_RUNTIME = ("data/", "test-output/", "/")
 # The pages that describe the code as it is now (benchmarks.md also tells its history,
 # with paths that have since moved).
 REFERENCE_PAGES = ["README.md", *(f"docs/{name}.md" for name in REFERENCE_DOCS)]
