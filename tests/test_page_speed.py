@@ -7,11 +7,14 @@ Checked against the full computations they stand in for."""
 
 from __future__ import annotations
 
+import json
 import sqlite3
 from dataclasses import replace
 
 import numpy as np
 import pandas as pd
+import plotly.graph_objects as go
+import plotly.io as pio
 import pytest
 from streamlit.testing.v1 import AppTest
 
@@ -124,3 +127,27 @@ def test_the_data_tab_builds_its_bars_file_on_click_and_previews_the_newest_bars
     assert times(preview["time"])[-1] == pd.Timestamp(newest, unit="s", tz="UTC")
     caption = next(c.value for c in at.caption if " rows × " in c.value)
     assert int(caption.split(": ")[1].split(" rows")[0].replace(",", "")) > PREVIEW_ROWS
+
+
+def test_the_live_chart_put_together_unvalidated_is_what_plotly_validates_it_to():
+    """charts.live_z skips Plotly's validation of each refresh's figure: the figure must be
+    one Plotly would have written itself, and the layout kept between refreshes must not
+    take on what a figure built from it is given."""
+    index = pd.date_range("2024-05-01", periods=900, freq="1s", tz="UTC")
+    line = pd.Series(np.random.default_rng(5).normal(0, 1, 900), index=index)
+    frame = pd.DataFrame({"zscore": line}).drop(line.index[300:350])
+    outage = charts.Outage(line.index[299], line.index[350], "BTCUSDT: gap open", "open", "BTCUSDT")
+    fig = charts.live_z(frame, 2.0, outages=[outage])
+    spec = fig.to_dict()
+    written = json.loads(pio.to_json(spec, validate=False))
+    assert json.loads(pio.to_json(go.Figure(spec))) == written  # validating changes nothing
+    (trace,) = spec["data"]
+    breaks = np.flatnonzero(np.isnan(numbers_of(trace["y"])))
+    assert len(breaks) == 1 and line.index[299] < times(trace["x"])[breaks[0]] < line.index[350]
+    assert [s["type"] for s in spec["layout"]["shapes"]] == ["line", "line", "line", "rect"]
+    fig.update_layout(height=999)
+    fig.add_vrect(x0=line.index[0], x1=line.index[1])
+    again = charts.live_z(frame, 2.0, outages=[outage])
+    assert json.loads(pio.to_json(again, validate=False)) == written
+    other = charts.live_z(frame, 1.5).to_dict()
+    assert sorted(s["y0"] for s in other["layout"]["shapes"]) == [-1.5, 0.0, 1.5]

@@ -16,6 +16,7 @@ thousand points instead of a day of 1-second bars.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, overload
@@ -467,9 +468,29 @@ def live_z(
 ) -> go.Figure:
     """A compact z-score trace for the live panel: the ±entry bands labelled in the right
     margin, the line broken where the frame has no row for more than ``max_bars`` bars,
-    ``outages`` shaded."""
+    ``outages`` shaded.
+
+    Drawn each second while a page is open, so only the trace is new each time: the layout
+    is built (and validated by Plotly) once per entry level and outages, and the figure is
+    put together from it unvalidated. Validating a whole new figure cost 6.7 ms of CPU a
+    refresh, about an eighth of what a Live page costs its server."""
     z = decimated(with_breaks(frame["zscore"], max_bars=max_bars))
-    fig = go.Figure(go.Scatter(x=_times(z.index), y=z, name="z", mode="lines"))
+    trace = {
+        "type": "scatter",
+        "x": _times(z.index),
+        "y": z.to_numpy(dtype=float),
+        "name": "z",
+        "mode": "lines",
+    }
+    # Plotly copies the layout it is given: the kept one never takes on a figure's changes.
+    layout = _live_z_layout(entry, tuple(outages))
+    return go.Figure({"data": [trace], "layout": layout}, _validate=False)
+
+
+@functools.lru_cache(maxsize=16)
+def _live_z_layout(entry: float, outages: tuple[Outage, ...]) -> dict[str, Any]:
+    """The live z chart's layout as Plotly writes it (validated), for :func:`live_z`."""
+    fig = go.Figure(go.Scatter(x=[], y=[], name="z", mode="lines"))
     fig.update_layout(
         height=240,
         showlegend=False,
@@ -482,7 +503,7 @@ def live_z(
     _shade(fig, outages)
     fig.update_yaxes(title_text="z (σ)")
     _plain(fig, 2)
-    return fig
+    return fig.to_dict()["layout"]
 
 
 def equity(curve: pd.Series | pd.DataFrame, title: str = "Equity") -> go.Figure:
