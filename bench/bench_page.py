@@ -51,6 +51,7 @@ import numpy as np
 from bench.stamp import ROOT, stamped
 from pairs_monitor.page import pipeline, queries
 from pairs_monitor.page.settings import TABS_ENV, Leg, View
+from pairs_monitor.page.tabs import TAB_NAMES
 from pairs_monitor.quant import PairMethod
 from pairs_monitor.store.writer import TradeWriter
 
@@ -174,12 +175,12 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-CHANGE_TABS = ("Live", "Prices", "Pair", "Statistics", "Backtest", "Data")
+CHANGE_TABS = TAB_NAMES  # every tab, the Watchlist first as on the page
 
 
 def control_change(path: Path, repeat: int, tabs: Sequence[str] = CHANGE_TABS) -> None:
     """Time the page's run after a change of the rolling window, 24 h of 1 s bars, with
-    each of ``tabs`` open, then (all six asked for) with every tab computed."""
+    each of ``tabs`` open, then (all of them asked for) with every tab computed."""
     from streamlit.testing.v1 import AppTest
 
     os.environ["TICKS_DB"] = str(path)

@@ -19,11 +19,11 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from pairs_monitor.page import charts, export, pipeline
-from pairs_monitor.page.settings import PREVIEW_ROWS, View
+from pairs_monitor.page.settings import PREVIEW_ROWS, TABS_ENV, View
 from pairs_monitor.page.tabs import Context
 from pairs_monitor.page.tabs.pair import hedge_paths
 from tests.helpers.page_db import build_pair_db
-from tests.test_app import run_app, table
+from tests.test_app import APP, run_app, table
 from tests.test_page_gaps import numbers_of, times
 
 DAY = 86_400
@@ -151,3 +151,57 @@ def test_the_live_chart_put_together_unvalidated_is_what_plotly_validates_it_to(
     assert json.loads(pio.to_json(again, validate=False)) == written
     other = charts.live_z(frame, 1.5).to_dict()
     assert sorted(s["y0"] for s in other["layout"]["shapes"]) == [-1.5, 0.0, 1.5]
+
+
+def test_the_correlation_scan_depends_on_the_bars_and_not_on_the_pair_or_its_fit(pair_db):
+    """The Correlation tab keys its scan by ``correlation_inputs``: every view with the same
+    inputs must give the same matrix and scan, and a view that changes them another key."""
+    source = pipeline.DbSource(pipeline.ReadOnlyDB(pair_db))
+    view = View(venue="sim", y="ETHUSDT", x="BTCUSDT", window=45)
+    end_s = pipeline.end_of_view(source, view.legs)
+    assert end_s is not None
+    matrix, scan = pipeline.correlation(source, view, end_s)
+    assert matrix.shape == (3, 3) and len(scan) == 3  # the fixture records three legs
+    refit = replace(
+        view, y="BTCUSDT", x="ETHUSDT", window=90, method="kalman", z_entry=3.0, z_exit=1.0
+    )
+    assert pipeline.correlation_inputs(refit) == pipeline.correlation_inputs(view)
+    matrix_again, scan_again = pipeline.correlation(source, refit, end_s)
+    pd.testing.assert_frame_equal(matrix_again, matrix)
+    pd.testing.assert_frame_equal(scan_again, scan)
+    for changed in (
+        replace(view, log_prices=False),
+        replace(view, lookback_s=600),
+        replace(view, timeframe="5s"),
+        replace(view, min_volume=0.5),  # about half the bars (the fixture trades 2 a second)
+    ):
+        assert pipeline.correlation_inputs(changed) != pipeline.correlation_inputs(view)
+        assert not pipeline.correlation(source, changed, end_s)[1].equals(scan)
+
+
+@pytest.mark.apptest
+def test_a_window_change_on_the_correlation_tab_does_not_scan_again(monkeypatch, pair_db):
+    scans = []
+    correlation = pipeline.correlation
+
+    def counted(*args):
+        scans.append(args[1])
+        return correlation(*args)
+
+    monkeypatch.setattr(pipeline, "correlation", counted)
+    monkeypatch.setenv("TICKS_DB", str(pair_db))
+    monkeypatch.setenv(TABS_ENV, "open")
+    at = AppTest.from_file(APP, default_timeout=60)
+    at.session_state["tab"] = "Correlation"
+    at.run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert len(scans) == 1 and at.session_state["tab_runs"] == {"Correlation": 1}
+    shown = table(at, "eg_pvalue")
+    at.session_state["tab"] = "Correlation"
+    at.number_input(key="window").set_value(scans[0].window + 30).run()
+    assert at.session_state["tab_runs"] == {"Correlation": 2}
+    assert len(scans) == 1  # the heatmap and the scan are drawn again from the kept result
+    pd.testing.assert_frame_equal(table(at, "eg_pvalue"), shown)
+    at.session_state["tab"] = "Correlation"
+    at.toggle(key="log_prices").set_value(not scans[0].log_prices).run()
+    assert len(scans) == 2 and scans[1].log_prices != scans[0].log_prices

@@ -1125,8 +1125,24 @@ def all_closes(source: Source, view: View, end_s: int) -> pd.DataFrame:
     return quant.align_closes(closes, max_staleness=max_staleness(view), how="all")
 
 
+def correlation_inputs(view: View) -> tuple:
+    """What of a view :func:`correlation` depends on, as a cache key: the venues on screen
+    (whose legs it covers), the bars (timeframe, lookback, liquidity floor) and log prices;
+    not the pair on screen, its window, hedge method or z levels, so changing those does
+    not run the scan again."""
+    return (
+        tuple(sorted(view.venues)),
+        view.timeframe,
+        view.lookback_s,
+        view.log_prices,
+        view.min_volume,
+        view.min_trades,
+    )
+
+
 def correlation(source: Source, view: View, end_s: int) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Return-correlation matrix and the cointegration scan over every leg."""
+    """Return-correlation matrix and the cointegration scan over every leg of the venues
+    on screen; the same for every view with the same :func:`correlation_inputs`."""
     closes = all_closes(source, view, end_s)
     if closes.shape[1] < 2 or len(closes) < 3:
         return pd.DataFrame(), pd.DataFrame()

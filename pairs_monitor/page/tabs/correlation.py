@@ -25,7 +25,12 @@ def render(ctx: Context) -> None:
     if too_large:
         st.info(too_large)
         return
-    key = ("corr", ctx.source.cache_key, view, end_s // CORRELATION_BUCKET_S)
+    key = (
+        "corr",
+        ctx.source.cache_key,
+        pipeline.correlation_inputs(view),
+        end_s // CORRELATION_BUCKET_S,
+    )
     try:
         matrix, scan = cache.cached_call(key, pipeline.correlation, (ctx.source, view, end_s))
     except ValueError as exc:
