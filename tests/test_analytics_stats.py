@@ -336,6 +336,20 @@ def test_backtest_hand_worked_short_trade():
     assert res.sharpe is None and "less than 1 d" in res.sharpe_note
 
 
+def test_backtest_trade_still_open_has_its_entry_times_and_no_exit():
+    index = pd.date_range(T0, periods=5, freq="1min", tz="UTC")
+    y = pd.Series([10, 10, 11, 10.5, 10], index, dtype=float)
+    x = pd.Series([5, 5, 5, 5.5, 6], index, dtype=float)
+    z = pd.Series([0, 0, 2.5, 1.0, 1.0], index)  # short signalled on bar 2, never exited
+    res = A.backtest(y, x, z, hedge=1.0, entry=2.0, exit=0.0, fee_bps=0)
+    (trade,) = res.trades.itertuples()
+    assert (trade.signal_time, trade.entry_time, trade.closed) == (index[2], index[3], False)
+    assert res.trades[["exit_signal_time", "exit_time"]].isna().all(axis=None)
+    assert res.trades["entry_time"].dtype == index.dtype
+    assert res.trades["exit_time"].dtype == index.dtype
+    assert res.n_trades == 0  # an open trade is marked, not counted
+
+
 def test_backtest_long_then_flip_and_hedge_known_at_signal():
     index = pd.date_range(T0, periods=6, freq="1min")
     y = pd.Series([10.0] * 6, index)
