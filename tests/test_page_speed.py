@@ -18,7 +18,8 @@ import plotly.io as pio
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from pairs_monitor.page import charts, export, pipeline
+from pairs_monitor import quant
+from pairs_monitor.page import cache, charts, export, pipeline
 from pairs_monitor.page.settings import PREVIEW_ROWS, TABS_ENV, View
 from pairs_monitor.page.tabs import Context
 from pairs_monitor.page.tabs.pair import hedge_paths
@@ -189,6 +190,7 @@ def test_a_window_change_on_the_correlation_tab_does_not_scan_again(monkeypatch,
         return correlation(*args)
 
     monkeypatch.setattr(pipeline, "correlation", counted)
+    cache.cached_call.clear()  # another test of this database may have scanned it already
     monkeypatch.setenv("TICKS_DB", str(pair_db))
     monkeypatch.setenv(TABS_ENV, "open")
     at = AppTest.from_file(APP, default_timeout=60)
@@ -205,3 +207,46 @@ def test_a_window_change_on_the_correlation_tab_does_not_scan_again(monkeypatch,
     at.session_state["tab"] = "Correlation"
     at.toggle(key="log_prices").set_value(not scans[0].log_prices).run()
     assert len(scans) == 2 and scans[1].log_prices != scans[0].log_prices
+
+
+@pytest.mark.apptest
+def test_a_window_change_on_the_prices_tab_fits_nothing_and_redraws_no_chart(monkeypatch, pair_db):
+    built: list[str] = []
+    fits: list[int] = []
+    for name in ("candles", "normalised"):
+        drawn = getattr(charts, name)
+
+        def counted(*args, _drawn=drawn, _name=name, **kwargs):
+            built.append(_name)
+            return _drawn(*args, **kwargs)
+
+        monkeypatch.setattr(charts, name, counted)
+    pair_frame = quant.pair_frame
+
+    def fitted(*args, **kwargs):
+        fits.append(args[2])  # the window
+        return pair_frame(*args, **kwargs)
+
+    monkeypatch.setattr(quant, "pair_frame", fitted)
+    monkeypatch.setenv("TICKS_DB", str(pair_db))
+    monkeypatch.setenv(TABS_ENV, "open")
+    at = AppTest.from_file(APP, default_timeout=60)
+    at.session_state["tab"] = "Prices"
+    at.run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert sorted(built) == ["candles", "candles", "normalised"] and fits == []
+    shown = [chart.proto.spec for chart in at.get("plotly_chart")]
+    for window in (45, 90):
+        at.session_state["tab"] = "Prices"
+        at.number_input(key="window").set_value(window).run()
+        assert len(built) == 3 and fits == []  # no fit, no chart built again
+        assert [chart.proto.spec for chart in at.get("plotly_chart")] == shown
+    at.session_state["tab"] = "Prices"
+    at.number_input(key="min_trades").set_value(3).run()  # every bar below it: no closes
+    assert len(built) == 3 and fits == []  # the candles are the same bars: kept
+    assert "Waiting for bars where both legs have traded" in " ".join(i.value for i in at.info)
+    at.session_state["tab"] = "Prices"
+    at.selectbox(key="lookback").set_value("15 min").run()
+    assert sorted(built[3:]) == ["candles", "candles"] and fits == []  # other bars: drawn
+    candles = [c for c in at.get("plotly_chart") if "candles" in c.proto.id]
+    assert len(candles) == 2 and [c.proto.spec for c in candles] != shown[:2]

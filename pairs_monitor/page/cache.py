@@ -78,6 +78,17 @@ def pair(path: str, view: View, end_s: int) -> pipeline.PairData:
     return replace(_pair(path, bands_free, end_s), view=view)
 
 
+def pair_bars(path: str, view: View, end_s: int) -> pipeline.PairData:
+    """The legs' bars and aligned closes of a database view, without the pair's fit
+    (``compute_pair(..., fit=False)``), from the legs' cached bars: a window, method or
+    z change costs nothing here."""
+    bars = {
+        name: leg_bars(path, leg, view.timeframe, view.lookback_s, end_s, view)
+        for leg, name in zip(view.legs, view.names, strict=True)
+    }
+    return pipeline.compute_pair(pipeline.DbSource(read_db(path)), view, end_s, bars, fit=False)
+
+
 @st.cache_data(ttl=PAIR_TTL_S, max_entries=PAIR_CACHE_ENTRIES, show_spinner=False)
 def _pair(path: str, view: View, end_s: int) -> pipeline.PairData:
     bars = {

@@ -594,12 +594,16 @@ def compute_pair(
     view: View,
     end_s: int | None = None,
     bars: Mapping[str, pd.DataFrame] | None = None,
+    *,
+    fit: bool = True,
 ) -> PairData:
     """Bars of both legs, aligned closes and ``quant.pair_frame`` for a view.
 
     :param end_s: right edge of the window; by default the newest bar of either leg.
     :param bars: the legs' bars by name (:func:`leg_bars` of this view and ``end_s``),
         when already loaded; read here otherwise.
+    :param fit: False: stop at the aligned closes, which no window, hedge method or z
+        level changes (what the Prices tab draws); ``frame`` stays None.
     """
     started = time.perf_counter()
     if view.leg_y == view.leg_x:
@@ -629,6 +633,8 @@ def compute_pair(
         if age > max_staleness(view).total_seconds():
             result.stale[name] = age
     result.closes = quant.align_closes(closes, max_staleness=max_staleness(view))
+    if not fit:
+        return _done(result, started)
     need = bars_needed(view)
     have = len(result.closes)
     if have < need:

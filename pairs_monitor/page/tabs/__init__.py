@@ -56,22 +56,31 @@ class Context:
 
     def pair(self) -> pipeline.PairData | None:
         """The pair's bars and analytics for the whole lookback, computed once per run."""
+        if self._pair is None:
+            self._pair = self._computed(fit=True)
+        return self._pair
+
+    def pair_bars(self) -> pipeline.PairData | None:
+        """The legs' bars and aligned closes without the pair's fit (``frame`` is None
+        unless this run computed the whole pair already): what the Prices tab draws, and
+        what a window, method or z change leaves as it was."""
+        return self._pair if self._pair is not None else self._computed(fit=False)
+
+    def _computed(self, fit: bool) -> pipeline.PairData | None:
         view = self.view
         if view is None:
             return None
-        if self._pair is None:
-            too_large = view.too_large(self.source.max_lookback_s)
-            if too_large:
-                self._pair = pipeline.PairData(view, None, waiting=too_large)
-            elif self.source.recording is None:  # data that does not change: nothing to key
-                self._pair = pipeline.compute_pair(self.source, view)
-            else:
-                end_s = pipeline.end_of_view(self.source, view.legs)
-                if end_s is None:
-                    self._pair = pipeline.PairData(view, None, waiting="no bars yet")
-                else:
-                    self._pair = cache.pair(self.db_path, view, end_s)
-        return self._pair
+        too_large = view.too_large(self.source.max_lookback_s)
+        if too_large:
+            return pipeline.PairData(view, None, waiting=too_large)
+        if self.source.recording is None:  # data that does not change: nothing to key
+            return pipeline.compute_pair(self.source, view, fit=fit)
+        end_s = pipeline.end_of_view(self.source, view.legs)
+        if end_s is None:
+            return pipeline.PairData(view, None, waiting="no bars yet")
+        if fit:
+            return cache.pair(self.db_path, view, end_s)
+        return cache.pair_bars(self.db_path, view, end_s)
 
 
 def need_view(ctx: Context) -> View | None:

@@ -3,8 +3,12 @@ leg (no candle where no trade, outages shaded), both legs rebased on one chart."
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable
+
 import numpy as np
 import pandas as pd
+import plotly.graph_objects as go
 import streamlit as st
 
 from pairs_monitor import quant
@@ -15,7 +19,7 @@ from pairs_monitor.page.tabs import Context, md, need_view
 
 def render(ctx: Context) -> None:
     view = need_view(ctx)
-    pair = ctx.pair()
+    pair = ctx.pair_bars()
     if view is None or pair is None:
         return
     if not pair.bars:
@@ -40,14 +44,21 @@ def render(ctx: Context) -> None:
         if not bars.empty:
             decimals = leg_decimals(bars, leg)
             own = [o for o in gaps if o.leg == name]
-            st.plotly_chart(
-                charts.candles(bars, name, decimals, own, numbers.price_unit(leg.symbol)),
-                key=f"candles_{name}",
+            unit = numbers.price_unit(leg.symbol)
+            candles = _kept(
+                f"candles_{name}",
+                (ctx.source.cache_key, leg, fingerprint(bars), decimals, tuple(own), unit),
+                functools.partial(charts.candles, bars, name, decimals, own, unit),
             )
-    if pair.closes is not None and len(pair.closes) > 1:
-        st.plotly_chart(
-            charts.normalised(pair.closes, gaps, max_bars=MAX_STALE_BARS), key="normalised"
+            st.plotly_chart(candles, key=f"candles_{name}")
+    closes = pair.closes
+    if closes is not None and len(closes) > 1:
+        rebased = _kept(
+            "normalised",
+            (ctx.source.cache_key, fingerprint(closes), tuple(gaps)),
+            functools.partial(charts.normalised, closes, gaps, max_bars=MAX_STALE_BARS),
         )
+        st.plotly_chart(rebased, key="normalised")
     else:
         st.info("Waiting for bars where both legs have traded to compare them.")
     if gaps:
@@ -56,6 +67,35 @@ def render(ctx: Context) -> None:
             "grey where klines stand in for them). No candle where a bar had no trade; "
             f"lines break where no price is fresher than {MAX_STALE_BARS} bars."
         )
+
+
+KEPT_FIGURES = "prices_figures"
+"""Session key: chart key -> (what it was drawn from, the figure) of the last run."""
+
+
+def _kept(chart: str, inputs: tuple, build: Callable[[], go.Figure]) -> go.Figure:
+    """A chart of this tab, built again only when what it draws changed: a window, hedge
+    method or z change (none of which this tab shows) redraws no candle. Building a day
+    of 1-second candles costs Plotly about 80 ms."""
+    kept: dict[str, tuple[tuple, go.Figure]] = st.session_state.setdefault(KEPT_FIGURES, {})
+    entry = kept.get(chart)
+    if entry is not None and entry[0] == inputs:
+        return entry[1]
+    figure = build()
+    kept[chart] = (inputs, figure)
+    return figure
+
+
+def fingerprint(frame: pd.DataFrame) -> tuple:
+    """What tells a frame of bars or closes from another in well under a millisecond a
+    day of bars: its columns, length, first and last time, and the sum of its numbers (a
+    trade added to the newest bar, or a gap filled in the past, changes a volume or a
+    count)."""
+    if frame.empty:
+        return (tuple(frame.columns),)
+    numeric = frame.select_dtypes("number").to_numpy(dtype=float)
+    edges = (frame.index[0], frame.index[-1])
+    return (tuple(frame.columns), len(frame), *edges, float(np.nansum(numeric)))
 
 
 DECIMALS_SAMPLE = 2_000
