@@ -180,6 +180,17 @@ def test_the_correlation_scan_depends_on_the_bars_and_not_on_the_pair_or_its_fit
         assert not pipeline.correlation(source, changed, end_s)[1].equals(scan)
 
 
+def open_on(monkeypatch, db, tab: str) -> AppTest:
+    """The page on ``db`` opened on ``tab``, computing that tab alone (the default)."""
+    monkeypatch.setenv("TICKS_DB", str(db))
+    monkeypatch.setenv(TABS_ENV, "open")
+    at = AppTest.from_file(APP, default_timeout=60)
+    at.session_state["tab"] = tab
+    at.run()
+    assert not at.exception, [e.value for e in at.exception]
+    return at
+
+
 @pytest.mark.apptest
 def test_a_window_change_on_the_correlation_tab_does_not_scan_again(monkeypatch, pair_db):
     scans = []
@@ -191,12 +202,7 @@ def test_a_window_change_on_the_correlation_tab_does_not_scan_again(monkeypatch,
 
     monkeypatch.setattr(pipeline, "correlation", counted)
     cache.cached_call.clear()  # another test of this database may have scanned it already
-    monkeypatch.setenv("TICKS_DB", str(pair_db))
-    monkeypatch.setenv(TABS_ENV, "open")
-    at = AppTest.from_file(APP, default_timeout=60)
-    at.session_state["tab"] = "Correlation"
-    at.run()
-    assert not at.exception, [e.value for e in at.exception]
+    at = open_on(monkeypatch, pair_db, "Correlation")
     assert len(scans) == 1 and at.session_state["tab_runs"] == {"Correlation": 1}
     shown = table(at, "eg_pvalue")
     at.session_state["tab"] = "Correlation"
@@ -228,12 +234,7 @@ def test_a_window_change_on_the_prices_tab_fits_nothing_and_redraws_no_chart(mon
         return pair_frame(*args, **kwargs)
 
     monkeypatch.setattr(quant, "pair_frame", fitted)
-    monkeypatch.setenv("TICKS_DB", str(pair_db))
-    monkeypatch.setenv(TABS_ENV, "open")
-    at = AppTest.from_file(APP, default_timeout=60)
-    at.session_state["tab"] = "Prices"
-    at.run()
-    assert not at.exception, [e.value for e in at.exception]
+    at = open_on(monkeypatch, pair_db, "Prices")
     assert sorted(built) == ["candles", "candles", "normalised"] and fits == []
     shown = [chart.proto.spec for chart in at.get("plotly_chart")]
     for window in (45, 90):
