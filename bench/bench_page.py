@@ -181,6 +181,7 @@ CHANGE_TABS = TAB_NAMES  # every tab, the Watchlist first as on the page
 def control_change(path: Path, repeat: int, tabs: Sequence[str] = CHANGE_TABS) -> None:
     """Time the page's run after a change of the rolling window, 24 h of 1 s bars, with
     each of ``tabs`` open, then (all of them asked for) with every tab computed."""
+    import streamlit as st
     from streamlit.testing.v1 import AppTest
 
     os.environ["TICKS_DB"] = str(path)
@@ -192,6 +193,9 @@ def control_change(path: Path, repeat: int, tabs: Sequence[str] = CHANGE_TABS) -
     if set(tabs) == set(CHANGE_TABS):
         cases.append(("every tab", "all"))
     for tab, mode in cases:
+        # Each case from empty caches: the page's caches are the process's, and a case
+        # would otherwise find the pair frames the one before it computed.
+        st.cache_data.clear()
         os.environ[TABS_ENV] = mode
         at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=300)
         at.session_state["lookback"] = "24 h"
