@@ -33,6 +33,7 @@ from tests.helpers.browser import (
     wait_for,
     wait_for_tab,
 )
+from tests.helpers.page_db import add_trades, build_empty_db, pair_trades
 
 pytestmark = [pytest.mark.browser, needs_chromium]
 
@@ -195,4 +196,25 @@ def test_a_page_opened_before_the_database_exists_fills_in_without_a_reload(tmp_
             seen["reloads"] = page.evaluate("performance.getEntriesByType('navigation').length")
     assert "BTCUSDT last" in seen["labels"], seen["labels"]
     assert seen["errors"] == 0
+    assert seen["reloads"] == 1  # the first load only
+
+
+def test_a_page_with_one_leg_fills_in_when_the_second_arrives_without_a_reload(tmp_path):
+    """The daemon's first bars may be of one leg: the page keeps looking for a second."""
+    db = build_empty_db(tmp_path / "one_leg.db")
+    rows = pair_trades(seconds=300)
+    add_trades(db, [row for row in rows if row[1] == "BTCUSDT"])
+    seen: dict = {}
+    with page_over(db, tmp_path, daemon=False) as (url, _), chromium() as browser:
+        page = browser.new_page(viewport=VIEWPORT)
+        page.goto(url, wait_until="domcontentloaded")
+        page.get_by_text("The data holds one leg").first.wait_for(timeout=30_000)
+        page.get_by_text("Looking for a second leg").first.wait_for(timeout=10_000)
+        add_trades(db, [row for row in rows if row[1] == "ETHUSDT"])
+        page.get_by_text("ETHUSDT last").first.wait_for(timeout=30_000)
+        seen["labels"] = page.locator('[data-testid="stMetricLabel"]').all_inner_texts()
+        seen["one leg"] = page.get_by_text("The data holds one leg").count()
+        seen["reloads"] = page.evaluate("performance.getEntriesByType('navigation').length")
+    assert {"BTCUSDT last", "ETHUSDT last"} <= set(seen["labels"]), seen["labels"]
+    assert seen["one leg"] == 0
     assert seen["reloads"] == 1  # the first load only

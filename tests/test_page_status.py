@@ -22,7 +22,7 @@ from pairs_monitor.page import pipeline, queries, status_strip
 from pairs_monitor.page.main import daemon_order
 from pairs_monitor.page.settings import STALE_STATUS_MS, TABS_ENV, Leg
 from pairs_monitor.page.tabs import TAB_NAMES
-from tests.helpers.page_db import build_pair_db
+from tests.helpers.page_db import add_trades, build_empty_db, build_pair_db, pair_trades
 
 APP = str(Path(__file__).resolve().parent.parent / "app.py")
 NOW = 1_800_000_000_000  # ms: a fixed clock for the strip's pure tests
@@ -398,6 +398,21 @@ def test_a_page_opened_before_the_database_exists_says_it_keeps_looking(monkeypa
     at.run()  # the fragment's next look reruns the page; here the test reruns it
     assert not at.exception and not at.error
     assert metric(at, "z-score")
+
+
+@pytest.mark.apptest
+def test_a_page_whose_data_holds_one_leg_keeps_looking_for_a_second(monkeypatch, tmp_path):
+    """The daemon's first bars may be of one leg: the page must not stop looking then."""
+    db = build_empty_db(tmp_path / "one_leg.db")
+    rows = pair_trades(seconds=300)
+    add_trades(db, [row for row in rows if row[1] == "BTCUSDT"])
+    at = run_page(monkeypatch, db)
+    assert "The data holds one leg" in texts(at.sidebar.info)
+    assert "Looking for a second leg in" in texts(at.caption)
+    add_trades(db, [row for row in rows if row[1] == "ETHUSDT"])
+    at.run()  # the fragment's next look reruns the page; here the test reruns it
+    assert not at.exception and "Looking for" not in texts(at.caption)
+    assert {"BTCUSDT last", "ETHUSDT last"} <= {m.label for m in at.metric}
 
 
 @pytest.mark.apptest

@@ -170,8 +170,8 @@ def render() -> None:
                 f"The database {literal(db_path)} holds no bars yet. Start recording, e.g. "
                 f"{literal(example)}; the page fills in as trades arrive."
             )
-        if db is None or not legs:
-            _wait_for_data(db_path)
+        if db is None or len(legs) < 2:  # a pair needs two legs: keep looking until then
+            _wait_for_data(db_path, len(legs))
         if db is not None and legs:
             source = pipeline.DbSource(db)
             view = sidebar.choose_view(_symbols_by_venue(legs))
@@ -264,17 +264,19 @@ def _alerts_tab(ctx: Context) -> None:
 
 
 @st.fragment(run_every=DB_POLL)
-def _wait_for_data(db_path: str) -> None:
-    """While the database is missing or holds no bars, look again every ``DB_POLL`` and
-    rerun the page once it has some: a page opened before the daemon recovers alone."""
-    st.caption(f"Looking for data in {literal(db_path)} every {DB_POLL}…")
+def _wait_for_data(db_path: str, legs_shown: int) -> None:
+    """While the database is missing or holds bars of fewer than two legs, look again
+    every ``DB_POLL`` and rerun the page once it has more legs than it shows: a page opened
+    before the daemon recovers alone, also when the daemon's first bars were of one leg."""
+    wanted = "data" if legs_shown == 0 else "a second leg"
+    st.caption(f"Looking for {wanted} in {literal(db_path)} every {DB_POLL}…")
     if store_target(db_path).path is not None and not os.path.exists(db_path):
         return
     try:
-        ready = bool(cache.read_db(db_path).run(queries.series))
+        found = len(cache.read_db(db_path).run(queries.series))
     except (FileNotFoundError, queries.NotAPairsDatabase, SchemaError, *queries.STORE_ERRORS):
         return  # the daemon may be creating it, the server starting: the next look tells
-    if ready:
+    if found > legs_shown:
         cache.series.clear()  # the legs list is cached for a few seconds: read it afresh
         st.rerun(scope="app")
 
