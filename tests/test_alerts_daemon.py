@@ -14,7 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers.alerts_env import Webhook, add_rule, rows, wait_for
+from tests.helpers.alerts_env import Webhook, wait_for
+from tests.helpers.either_store import add_rule, rows
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -26,7 +26,7 @@ from pairs_monitor.alerts.rules import Decision, FeedRow, GapRow, Rule, WriterRo
 from pairs_monitor.page import pipeline
 from pairs_monitor.page.settings import Leg
 from pairs_monitor.store.writer import TradeWriter
-from tests.helpers.alerts_env import add_rule, rows
+from tests.helpers.either_store import add_rule, rows
 from tests.helpers.page_db import START_S, add_trades, build_pair_db, pair_trades
 
 # -- the same value as the page ------------------------------------------------------------

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from pairs_monitor.store import schema
-from tests.helpers.alerts_env import rows
+from tests.helpers.either_store import rows
 
 
 def at_version_5(path: Path) -> Path:

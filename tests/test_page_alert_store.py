@@ -15,7 +15,7 @@ from pairs_monitor.clock import now_ms
 from pairs_monitor.page.alert_rules import AlertError, AlertStore, describe, new_rule
 from pairs_monitor.page.settings import RULES_JUDGED_STALE_MS, Leg
 from pairs_monitor.page.tabs.alerts import CREATABLE, suggested
-from tests.helpers.alerts_env import add_rule, rows
+from tests.helpers.either_store import add_rule, rows
 from tests.helpers.page_db import add_firing, build_empty_db
 
 BTC = Leg("sim", "BTCUSDT")

@@ -26,7 +26,8 @@ from pairs_monitor.clock import now_ms
 from pairs_monitor.page.settings import RULES_JUDGED_STALE_MS, Leg
 from pairs_monitor.store import schema
 from pairs_monitor.store.writer import TradeWriter
-from tests.helpers.alerts_env import Webhook, add_rule, rows, wait_for
+from tests.helpers.alerts_env import Webhook, wait_for
+from tests.helpers.either_store import add_rule, rows
 from tests.helpers.page_db import START_S, add_firing, add_trades, build_pair_db
 
 pytestmark = pytest.mark.apptest

@@ -13,13 +13,11 @@ import email
 import email.policy
 import json
 import socket
-import sqlite3
 import threading
 import time
 from collections.abc import Callable
 from email.message import EmailMessage
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from pathlib import Path
 from typing import Any
 
 from aiosmtpd.controller import Controller
@@ -107,39 +105,6 @@ def _free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         return int(probe.getsockname()[1])
-
-
-def add_rule(
-    db: Path, kind: str, symbol: str, threshold: float, rearm: float, **columns: Any
-) -> int:
-    """Insert a rule with plain SQL, as any client may; return its id."""
-    values = {
-        "kind": kind,
-        "venue": "sim",
-        "symbol": symbol,
-        "threshold": threshold,
-        "rearm": rearm,
-        "created_ms": 0,
-        **columns,
-    }
-    names = ", ".join(values)
-    marks = ", ".join("?" * len(values))
-    conn = sqlite3.connect(db, isolation_level=None)
-    try:
-        cursor = conn.execute(
-            f"INSERT INTO alert_rules ({names}) VALUES ({marks})", list(values.values())
-        )
-        return int(cursor.lastrowid or 0)
-    finally:
-        conn.close()
-
-
-def rows(db: Path, sql: str, params: tuple = ()) -> list[tuple]:
-    conn = sqlite3.connect(db)
-    try:
-        return conn.execute(sql, params).fetchall()
-    finally:
-        conn.close()
 
 
 class Tape:

@@ -5,12 +5,13 @@
   ``postgres``); its value is what ``--db`` takes: a path or a URL, as a string, without a
   schema yet.
 - :func:`rows` and :func:`add_rule`: plain SQL with ``?`` parameters, as any client
-  writes it, on either.
+  writes it, on either (the SQLite-only alert tests use them too).
 """
 
 from __future__ import annotations
 
 import sqlite3
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -30,14 +31,16 @@ def store_db(request: pytest.FixtureRequest, tmp_path: Any) -> str:
     return str(tmp_path / "ticks.db")
 
 
-def connect(db: str) -> Connection:
+def connect(db: str | Path) -> Connection:
     """A writing connection in autocommit mode, running ``?`` statements on either store."""
     if is_postgres_url(db):
-        return postgres.PgConnection(postgres.connect(db, application_name="pairs-monitor test"))
+        return postgres.PgConnection(
+            postgres.connect(str(db), application_name="pairs-monitor test")
+        )
     return sqlite3.connect(db, isolation_level=None)
 
 
-def rows(db: str, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+def rows(db: str | Path, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
     """Run one statement on its own connection; its rows (none for a statement without)."""
     conn = connect(db)
     try:
@@ -48,7 +51,7 @@ def rows(db: str, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...
 
 
 def add_rule(
-    db: str, kind: str, symbol: str, threshold: float, rearm: float, **columns: Any
+    db: str | Path, kind: str, symbol: str, threshold: float, rearm: float, **columns: Any
 ) -> int:
     """Insert a rule with plain SQL, as any client may; return its id."""
     values = {
