@@ -7,7 +7,6 @@ and the bars CSV downloaded by a click holds each close as it was stored."""
 from __future__ import annotations
 
 import math
-import sqlite3
 from pathlib import Path
 
 import pandas as pd
@@ -26,7 +25,7 @@ from tests.helpers.browser import (
     wait_for,
     wait_for_tab,
 )
-from tests.test_page_gaps import VENUE, Y, build_gap_db, outage_window
+from tests.test_page_gaps import Y, build_gap_db, outage_window, stored_closes
 
 pytestmark = [pytest.mark.browser, needs_chromium]
 
@@ -122,13 +121,7 @@ def test_a_gap_renders_as_a_gap_and_the_csv_keeps_the_prices(tmp_path):
         assert in_outage([line["x"][breaks[0]]]) == [True]
     # The CSV: each traded close as stored, in no more digits than Python's repr.
     frame = pd.read_csv(seen["csv"], dtype=str, keep_default_na=False)
-    conn = sqlite3.connect(db)
-    stored = dict(
-        conn.execute(
-            "SELECT bar_time_s, close FROM bars_1s WHERE venue = ? AND symbol = ?", (VENUE, Y)
-        ).fetchall()
-    )
-    conn.close()
+    stored = stored_closes(db, Y)
     seconds = pd.DatetimeIndex(pd.to_datetime(frame["time"], utc=True)).as_unit("s").asi8
     traded = frame[f"{Y}_empty"] == "False"
     assert traded.sum() > 1000

@@ -13,6 +13,7 @@ import math
 import shutil
 import sqlite3
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -155,6 +156,28 @@ def numbers_of(values) -> np.ndarray:
     return np.array([math.nan if v is None else v for v in values], dtype=float)
 
 
+def stored_closes(db: Path, symbol: str) -> dict[Any, float]:
+    """Each stored 1-second bar's close of ``symbol``, by bar second."""
+    conn = sqlite3.connect(db)
+    try:
+        sql = "SELECT bar_time_s, close FROM bars_1s WHERE venue = ? AND symbol = ?"
+        return dict(conn.execute(sql, (VENUE, symbol)).fetchall())
+    finally:
+        conn.close()
+
+
+def last_price(db: Path, symbol: str) -> float:
+    """The price of ``symbol``'s newest stored trade."""
+    conn = sqlite3.connect(db)
+    try:
+        sql = (
+            "SELECT price FROM trades WHERE venue = ? AND symbol = ? ORDER BY trade_id DESC LIMIT 1"
+        )
+        return float(conn.execute(sql, (VENUE, symbol)).fetchone()[0])
+    finally:
+        conn.close()
+
+
 @pytest.mark.apptest
 def test_prices_tab_writes_each_legs_decimals_under_human_headers(monkeypatch, gap_db):
     at = run_app(monkeypatch, gap_db)
@@ -162,11 +185,7 @@ def test_prices_tab_writes_each_legs_decimals_under_human_headers(monkeypatch, g
     shown = stats.value.set_index("Leg")
     conn = sqlite3.connect(gap_db)
     for symbol, decimals in ((Y, 8), (X, 5)):
-        last = conn.execute(
-            "SELECT price FROM trades WHERE venue = ? AND symbol = ? ORDER BY trade_id DESC"
-            " LIMIT 1",
-            (VENUE, symbol),
-        ).fetchone()[0]
+        last = last_price(gap_db, symbol)
         assert shown.loc[symbol, "Last"] == f"{last:,.{decimals}f}"
         assert shown.loc[symbol, "Quote"] == "BTC"
         high = conn.execute(
@@ -295,13 +314,7 @@ def test_the_csv_export_keeps_the_prices_as_received(gap_db):
     pair = pipeline.compute_pair(pipeline.DbSource(pipeline.ReadOnlyDB(gap_db)), view)
     text = export.to_csv(export.bars_frame(pair)).decode()
     frame = pd.read_csv(io.StringIO(text), dtype=str, keep_default_na=False)
-    conn = sqlite3.connect(gap_db)
-    stored = dict(
-        conn.execute(
-            "SELECT bar_time_s, close FROM bars_1s WHERE venue = ? AND symbol = ?", (VENUE, Y)
-        ).fetchall()
-    )
-    conn.close()
+    stored = stored_closes(gap_db, Y)
     seconds = pd.DatetimeIndex(pd.to_datetime(frame["time"], utc=True)).as_unit("s").asi8
     checked = 0
     for second, cell, empty in zip(seconds, frame[f"{Y}_close"], frame[f"{Y}_empty"], strict=True):
@@ -320,16 +333,10 @@ def test_live_panel_writes_last_prices_at_their_decimals_and_shades_the_outage(m
     at = run_app(monkeypatch, gap_db)
     at.number_input(key="window").set_value(250).run()
     assert not at.exception, [e.value for e in at.exception]
-    conn = sqlite3.connect(gap_db)
     for symbol, decimals in ((Y, 8), (X, 5)):
-        last = conn.execute(
-            "SELECT price FROM trades WHERE venue = ? AND symbol = ? ORDER BY trade_id DESC"
-            " LIMIT 1",
-            (VENUE, symbol),
-        ).fetchone()[0]
+        last = last_price(gap_db, symbol)
         shown = next(m.value for m in at.metric if m.label == f"{symbol} last")
         assert shown == f"{last:,.{decimals}f}", symbol  # not 6 significant digits: 5.123e-05
-    conn.close()
     (live,) = [f for f in figures(at) if f["layout"].get("height") == 240]
     last_before, first_after = outage_window()
     shapes = live["layout"]["shapes"]
